@@ -1,0 +1,21 @@
+//! Ferry's core: everything the server and every client must agree on, with
+//! no I/O, so the same code runs on the server, in the native client and in
+//! the browser (compiled to wasm).
+//!
+//! - [`names`]: the validated names of PROTOCOL.md §1.
+//! - [`hlc`]: hybrid logical clocks; callers pass the wall time in.
+//! - [`change`]: changes, records and conflicts (§2).
+//! - [`merge`]: the merge rules (§2), the only implementation of them.
+//! - [`protocol`]: request and response bodies (§4–§6, §10).
+
+pub mod change;
+pub mod hlc;
+pub mod merge;
+pub mod names;
+pub mod protocol;
+
+pub use change::{Change, Conflict, ConflictKind, FieldValue, Fields, Record, RecordState};
+pub use hlc::{Hlc, HlcError};
+pub use merge::{Merged, apply_change, merge_states};
+pub use names::{ClientId, Collection, FieldName, NameError, RecordId, SpaceId, UserId};
+pub use protocol::{BatchId, Role};
