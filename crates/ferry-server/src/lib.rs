@@ -1,1 +1,28 @@
+//! Ferry's sync server as a library.
+//!
+//! - [`routes::app`] builds the HTTP API over an [`AppState`]; [`server::run`]
+//!   serves it on a listener until a shutdown future completes.
+//! - One folder per area holds its routes: [`auth`], [`spaces`], [`sync`]
+//!   (sync, pull and REST records), [`ops`] (health, metrics).
+//! - [`store`] is the storage trait and its backends; [`error::ApiError`]
+//!   maps every failure to PROTOCOL.md §10 once.
+//! - [`config`] is what `ferry serve` can be told, and opens the database.
 
+pub mod auth;
+pub mod clock;
+pub mod config;
+pub mod error;
+pub mod extract;
+pub mod ids;
+pub mod ops;
+pub mod routes;
+pub mod server;
+pub mod spaces;
+pub mod state;
+pub mod store;
+pub mod sync;
+
+pub use config::{Config, Database};
+pub use error::ApiError;
+pub use state::{AppState, Settings};
+pub use store::{Store, StoreError};

@@ -1,0 +1,238 @@
+//! Ferry's own token issuer: Ed25519 keys kept in the database (so every
+//! node sharing it signs and verifies alike), EdDSA access tokens, and the
+//! JWKS document that publishes the public keys.
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use ed25519_dalek::SigningKey;
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ferry_core::UserId;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+
+use crate::error::ApiError;
+use crate::store::{Store, StoreError, StoredKey};
+
+/// The `iss` of tokens Ferry issues itself.
+pub const ISSUER: &str = "ferry";
+
+/// Tokens longer than this are refused before any parsing.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// The claims of a Ferry access token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// The user id.
+    pub sub: String,
+    /// Issuer, always [`ISSUER`].
+    pub iss: String,
+    /// Issued at, seconds since the epoch.
+    pub iat: u64,
+    /// Expires at, seconds since the epoch.
+    pub exp: u64,
+}
+
+struct VerifyingKey {
+    kid: String,
+    key: DecodingKey,
+}
+
+/// Signs and verifies Ferry's own access tokens.
+pub struct Issuer {
+    kid: String,
+    signing: EncodingKey,
+    verifying: Vec<VerifyingKey>,
+    jwks: Value,
+}
+
+impl std::fmt::Debug for Issuer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Issuer")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A fresh Ed25519 key, from the operating system's random source.
+fn generate_key(now_ms: u64) -> Result<StoredKey, StoreError> {
+    let mut seed = [0u8; 32];
+    getrandom::fill(&mut seed).map_err(|e| StoreError::Internal(format!("random: {e}")))?;
+    let key = SigningKey::from_bytes(&seed);
+    let der = key
+        .to_pkcs8_der()
+        .map_err(|e| StoreError::Internal(format!("pkcs8: {e}")))?;
+    Ok(StoredKey {
+        kid: key_id(&key),
+        private_pkcs8: der.as_bytes().to_vec(),
+        created_at_ms: now_ms,
+    })
+}
+
+/// A key's id: derived from its public half, so it names the key exactly.
+fn key_id(key: &SigningKey) -> String {
+    URL_SAFE_NO_PAD.encode(&key.verifying_key().as_bytes()[..12])
+}
+
+impl Issuer {
+    /// Loads the signing keys from `store`, creating the first one if the
+    /// database has none.
+    pub async fn load(store: &dyn Store, now_ms: u64) -> Result<Issuer, StoreError> {
+        let keys = store.signing_keys(generate_key(now_ms)?).await?;
+        Issuer::from_keys(&keys)
+    }
+
+    /// Builds an issuer from stored keys, newest first; the newest signs.
+    pub fn from_keys(keys: &[StoredKey]) -> Result<Issuer, StoreError> {
+        let newest = keys
+            .first()
+            .ok_or_else(|| StoreError::Internal("no signing key".into()))?;
+        let mut verifying = Vec::new();
+        let mut jwks = Vec::new();
+        for stored in keys {
+            let key = SigningKey::from_pkcs8_der(&stored.private_pkcs8)
+                .map_err(|e| StoreError::Internal(format!("signing key {}: {e}", stored.kid)))?;
+            let x = URL_SAFE_NO_PAD.encode(key.verifying_key().as_bytes());
+            let decoding = DecodingKey::from_ed_components(&x)
+                .map_err(|e| StoreError::Internal(format!("signing key {}: {e}", stored.kid)))?;
+            verifying.push(VerifyingKey {
+                kid: stored.kid.clone(),
+                key: decoding,
+            });
+            jwks.push(json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA", "use": "sig",
+                "kid": stored.kid, "x": x,
+            }));
+        }
+        Ok(Issuer {
+            kid: newest.kid.clone(),
+            signing: EncodingKey::from_ed_der(&newest.private_pkcs8),
+            verifying,
+            jwks: json!({ "keys": jwks }),
+        })
+    }
+
+    /// The JWKS document of `/.well-known/jwks.json`.
+    pub fn jwks(&self) -> &Value {
+        &self.jwks
+    }
+
+    /// An access token for `user`, valid for `ttl_secs` from `now_secs`.
+    pub fn mint(&self, user: &UserId, now_secs: u64, ttl_secs: u64) -> Result<String, ApiError> {
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some(self.kid.clone());
+        let claims = Claims {
+            sub: user.to_string(),
+            iss: ISSUER.into(),
+            iat: now_secs,
+            exp: now_secs.saturating_add(ttl_secs),
+        };
+        jsonwebtoken::encode(&header, &claims, &self.signing).map_err(ApiError::internal)
+    }
+
+    /// Checks a token: EdDSA only, one of this issuer's keys, not expired.
+    /// Returns the user id it names.
+    pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        if token.len() > MAX_TOKEN_BYTES {
+            return Err(ApiError::invalid_token("the token is too large"));
+        }
+        let header = jsonwebtoken::decode_header(token)
+            .map_err(|_| ApiError::invalid_token("the token is malformed"))?;
+        if header.alg != Algorithm::EdDSA {
+            return Err(ApiError::invalid_token("the token's algorithm is not accepted"));
+        }
+        // Keys named by the token itself are never trusted.
+        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {
+            return Err(ApiError::invalid_token("the token names its own key"));
+        }
+        let kid = header
+            .kid
+            .ok_or_else(|| ApiError::invalid_token("the token has no key id"))?;
+        let key = self
+            .verifying
+            .iter()
+            .find(|k| k.kid == kid)
+            .ok_or_else(|| ApiError::invalid_token("the token was signed by an unknown key"))?;
+        let mut validation = Validation::new(Algorithm::EdDSA);
+        validation.leeway = 0;
+        validation.set_issuer(&[ISSUER]);
+        validation.set_required_spec_claims(&["exp", "sub", "iss"]);
+        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+            match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
+                _ => ApiError::invalid_token("the token is not valid"),
+            }
+        })?;
+        UserId::new(data.claims.sub)
+            .map_err(|_| ApiError::invalid_token("the token's subject is not a user id"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn issuer() -> Issuer {
+        Issuer::from_keys(&[generate_key(0).unwrap()]).unwrap()
+    }
+
+    fn now() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    }
+
+    #[test]
+    fn a_minted_token_verifies() {
+        let iss = issuer();
+        let user = UserId::new("u1").unwrap();
+        let token = iss.mint(&user, now(), 60).unwrap();
+        assert_eq!(iss.verify(&token).unwrap(), user);
+    }
+
+    #[test]
+    fn expired_tokens_are_refused() {
+        let iss = issuer();
+        let token = iss.mint(&UserId::new("u1").unwrap(), now() - 120, 60).unwrap();
+        let err = iss.verify(&token).unwrap_err();
+        assert_eq!(err.code(), "invalid_token");
+    }
+
+    #[test]
+    fn tokens_of_another_key_are_refused() {
+        let token = issuer().mint(&UserId::new("u1").unwrap(), now(), 60).unwrap();
+        assert!(issuer().verify(&token).is_err());
+    }
+
+    #[test]
+    fn an_older_key_still_verifies_after_rotation() {
+        let old = generate_key(1).unwrap();
+        let new = generate_key(2).unwrap();
+        let before = Issuer::from_keys(std::slice::from_ref(&old)).unwrap();
+        let token = before.mint(&UserId::new("u1").unwrap(), now(), 60).unwrap();
+        let after = Issuer::from_keys(&[new, old]).unwrap();
+        assert!(after.verify(&token).is_ok());
+        assert_eq!(after.jwks()["keys"].as_array().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn alg_none_hs256_and_garbage_are_refused() {
+        let iss = issuer();
+        let token = iss.mint(&UserId::new("u1").unwrap(), now(), 60).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        let none_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","kid":"x"}"#);
+        let forged = format!("{none_header}.{}.", parts[1]);
+        assert!(iss.verify(&forged).is_err());
+        let hs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
+        assert!(iss.verify(&format!("{hs_header}.{}.{}", parts[1], parts[2])).is_err());
+        assert!(iss.verify("not a token").is_err());
+        assert!(iss.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
+        // A valid signature over a tampered payload.
+        let payload = URL_SAFE_NO_PAD.encode(
+            format!(r#"{{"sub":"u2","iss":"ferry","iat":0,"exp":{}}}"#, now() + 60).as_bytes(),
+        );
+        assert!(iss.verify(&format!("{}.{payload}.{}", parts[0], parts[2])).is_err());
+    }
+}

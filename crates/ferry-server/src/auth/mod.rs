@@ -1,0 +1,90 @@
+//! Authentication: bearer JWTs from Ferry's own issuer ([`issuer`]), the
+//! extractor that turns a request into an [`AuthUser`], and the JWKS route.
+//! Magic links and external identity providers join here.
+
+pub mod issuer;
+
+use std::collections::HashSet;
+use std::sync::{Mutex, PoisonError};
+
+use axum::extract::{FromRequestParts, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_core::UserId;
+use serde_json::Value;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The caller, authenticated. Every handler that touches user data takes
+/// one; the user id comes from the verified token and nowhere else.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    /// The caller's user id.
+    pub id: UserId,
+}
+
+/// User ids this process has already made sure exist, so that the first
+/// request of a user creates them (and their personal space) and later ones
+/// cost no write.
+#[derive(Debug, Default)]
+pub struct KnownUsers(Mutex<HashSet<UserId>>);
+
+impl KnownUsers {
+    /// Beyond this many, the set starts over (it is only a cache).
+    const MAX: usize = 100_000;
+
+    fn contains(&self, id: &UserId) -> bool {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+    }
+
+    fn insert(&self, id: UserId) {
+        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if set.len() >= Self::MAX {
+            set.clear();
+        }
+        set.insert(id);
+    }
+}
+
+/// The token of an `Authorization: Bearer` header, if any.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let value = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("send an access token: Authorization: Bearer <token>"))?;
+    let value = value
+        .to_str()
+        .map_err(|_| ApiError::invalid_token("the Authorization header is not text"))?;
+    let (scheme, token) = value
+        .split_once(' ')
+        .ok_or_else(|| ApiError::invalid_token("expected Authorization: Bearer <token>"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(ApiError::invalid_token("expected Authorization: Bearer <token>"));
+    }
+    Ok(token.trim())
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let id = state.issuer.verify(bearer(parts)?)?;
+        if !state.known_users.contains(&id) {
+            state.store.ensure_user(&id).await?;
+            state.known_users.insert(id.clone());
+        }
+        Ok(AuthUser { id })
+    }
+}
+
+async fn jwks(State(state): State<AppState>) -> Json<Value> {
+    Json(state.issuer.jwks().clone())
+}
+
+/// Routes outside `/v1`: the issuer's public keys.
+pub fn well_known_routes() -> Router<AppState> {
+    Router::new().route("/.well-known/jwks.json", get(jwks))
+}

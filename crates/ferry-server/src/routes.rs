@@ -1,0 +1,53 @@
+//! The router: every area's routes, and the layers they share.
+
+use std::any::Any;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::middleware;
+use axum::response::{IntoResponse, Response};
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::CompressionLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::error::ApiError;
+use crate::ops::metrics;
+use crate::state::AppState;
+use crate::{auth, ops, spaces, sync};
+
+/// The largest request body accepted (PROTOCOL.md limits).
+pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
+    let cause = cause
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| cause.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::internal(format!("handler panicked: {cause}")).into_response()
+}
+
+/// The whole HTTP API over `state`. Tests drive it without a socket.
+pub fn app(state: AppState) -> Router {
+    let v1 = Router::new().merge(spaces::routes()).merge(sync::routes());
+    Router::new()
+        .nest("/v1", v1)
+        .merge(ops::routes())
+        .merge(auth::well_known_routes())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), metrics::track))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(CompressionLayer::new())
+        .layer(CatchPanicLayer::custom(panic_response))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}

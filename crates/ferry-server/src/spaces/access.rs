@@ -1,0 +1,45 @@
+//! The one place that decides who may touch a space. Every handler of space
+//! data calls [`member`] with the authenticated user first; a space the
+//! caller is not a member of is indistinguishable from one that does not
+//! exist.
+
+use ferry_core::{Role, SpaceId};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The caller's role in `space`; `404 not_found` when not a member.
+pub async fn member(state: &AppState, user: &AuthUser, space: &SpaceId) -> Result<Role, ApiError> {
+    state
+        .store
+        .role(space, &user.id)
+        .await?
+        .ok_or_else(|| not_found(space))
+}
+
+/// The 404 for a space the caller cannot see.
+pub fn not_found(space: &SpaceId) -> ApiError {
+    ApiError::not_found(format!("space {space} not found"))
+}
+
+/// `403 forbidden` unless `role` may write records.
+pub fn require_write(role: Role) -> Result<(), ApiError> {
+    if role.can_write() {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "a {} of this space cannot write to it",
+            role.as_str()
+        )))
+    }
+}
+
+/// `403 forbidden` unless `role` is owner.
+pub fn require_owner(role: Role) -> Result<(), ApiError> {
+    if role == Role::Owner {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden("only an owner of this space can manage its members"))
+    }
+}

@@ -1,0 +1,190 @@
+//! Spaces and their members (PROTOCOL.md §5), and `/v1/me`.
+
+pub mod access;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::{get, post, put};
+use axum::{Json, Router};
+use ferry_core::protocol::{
+    CreateSpace, Entitlement, Invite, Me, Member, MembersList, SetRole, SpaceInfo, SpacesList,
+    UserInfo,
+};
+use ferry_core::{Role, SpaceId, UserId};
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath};
+use crate::ids;
+use crate::state::AppState;
+use crate::store::StoreError;
+
+/// The longest space name accepted.
+const MAX_NAME_CHARS: usize = 200;
+
+async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Me>, ApiError> {
+    let stored = state
+        .store
+        .user(&user.id)
+        .await?
+        .ok_or_else(|| ApiError::invalid_token("the token's user no longer exists"))?;
+    Ok(Json(Me {
+        user: UserInfo {
+            id: stored.id,
+            email: stored.email,
+        },
+        // Billing arrives later; until then every user syncs on the free plan.
+        entitlement: Entitlement {
+            plan: "free".into(),
+            status: "active".into(),
+            current_period_end: None,
+        },
+    }))
+}
+
+async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<SpacesList>, ApiError> {
+    let spaces = state.store.spaces_of(&user.id).await?;
+    Ok(Json(SpacesList { spaces }))
+}
+
+async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiJson(body): ApiJson<CreateSpace>,
+) -> Result<(StatusCode, Json<SpaceInfo>), ApiError> {
+    let name = body.name.trim();
+    if name.is_empty() || name.chars().count() > MAX_NAME_CHARS {
+        return Err(ApiError::invalid_request(format!(
+            "name must be 1 to {MAX_NAME_CHARS} characters"
+        )));
+    }
+    let id = match body.id {
+        Some(id) => id,
+        None => ids::new_space_id()?,
+    };
+    if id.as_str().starts_with("user:") {
+        return Err(ApiError::invalid_request(
+            "space ids starting with 'user:' are reserved for personal spaces",
+        ));
+    }
+    state.store.create_space(&id, name, &user.id).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(SpaceInfo {
+            id,
+            name: name.to_owned(),
+            role: Role::Owner,
+        }),
+    ))
+}
+
+async fn members(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(space): ApiPath<SpaceId>,
+) -> Result<Json<MembersList>, ApiError> {
+    access::member(&state, &user, &space).await?;
+    let members = state.store.members(&space).await?;
+    Ok(Json(MembersList { members }))
+}
+
+/// The member as stored, for answers.
+async fn member_of(state: &AppState, space: &SpaceId, user: &UserId) -> Result<Member, ApiError> {
+    state
+        .store
+        .members(space)
+        .await?
+        .into_iter()
+        .find(|m| &m.user_id == user)
+        .ok_or_else(|| ApiError::not_found("member not found"))
+}
+
+async fn set_member(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, member)): ApiPath<(SpaceId, UserId)>,
+    ApiJson(body): ApiJson<SetRole>,
+) -> Result<Json<Member>, ApiError> {
+    access::require_owner(access::member(&state, &user, &space).await?)?;
+    state
+        .store
+        .set_member(&space, &member, body.role)
+        .await
+        .map_err(|e| match e {
+            StoreError::NotFound(_) => ApiError::not_found(format!("user {member} not found")),
+            other => other.into(),
+        })?;
+    Ok(Json(member_of(&state, &space, &member).await?))
+}
+
+async fn remove_member(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, member)): ApiPath<(SpaceId, UserId)>,
+) -> Result<StatusCode, ApiError> {
+    let role = access::member(&state, &user, &space).await?;
+    // Anyone may leave; only owners remove others.
+    if member != user.id {
+        access::require_owner(role)?;
+    }
+    state.store.remove_member(&space, &member).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Lower-cases and checks an email address, loosely: Ferry only needs it to
+/// name a person and to send mail to.
+pub fn normalize_email(email: &str) -> Result<String, ApiError> {
+    let email = email.trim().to_lowercase();
+    let ok = email.len() <= 254
+        && !email.chars().any(|c| c.is_whitespace() || c.is_control())
+        && email
+            .split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    if ok {
+        Ok(email)
+    } else {
+        Err(ApiError::invalid_request(format!("{email:?} is not an email address")))
+    }
+}
+
+async fn invite(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(space): ApiPath<SpaceId>,
+    ApiJson(body): ApiJson<Invite>,
+) -> Result<(StatusCode, Json<Member>), ApiError> {
+    access::require_owner(access::member(&state, &user, &space).await?)?;
+    let email = normalize_email(&body.email)?;
+    let invited = state.store.user_by_email(&email, &ids::new_user_id()?).await?;
+    state.store.set_member(&space, &invited.id, body.role).await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(member_of(&state, &space, &invited.id).await?),
+    ))
+}
+
+/// The routes of this area, under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/me", get(me))
+        .route("/spaces", get(list).post(create))
+        .route("/spaces/{space}/members", get(members))
+        .route(
+            "/spaces/{space}/members/{user_id}",
+            put(set_member).delete(remove_member),
+        )
+        .route("/spaces/{space}/invites", post(invite))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emails_are_normalized_and_checked() {
+        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        for bad in ["", "ada", "@x", "ada@", "a b@x", "a@b@c"] {
+            assert!(normalize_email(bad).is_err(), "{bad}");
+        }
+    }
+}

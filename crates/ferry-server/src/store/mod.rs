@@ -1,0 +1,215 @@
+//! Storage: the [`Store`] trait every backend implements, and its types.
+//!
+//! The trait speaks the domain (spaces, members, batches, pages), not SQL.
+//! Each backend enforces PROTOCOL.md's invariants itself: a batch, its `seq`
+//! bumps and its idempotency record commit together or not at all; commits
+//! in one space are serialized so `seq` order is commit order; tombstones
+//! keep no field values. Merging happens in Rust with ferry-core, so every
+//! backend behaves the same.
+
+mod sqlite;
+
+use async_trait::async_trait;
+use ferry_core::protocol::{BatchId, Member, SpaceInfo};
+use ferry_core::{Change, ClientId, Collection, Conflict, RecordId, Role, SpaceId, UserId};
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+pub use sqlite::SqliteStore;
+
+/// What went wrong in storage, in domain terms.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The space, user or member does not exist.
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    /// Something with that id already exists.
+    #[error("{0}")]
+    Conflict(String),
+    /// The cursor is older than what the space still keeps, or newer than
+    /// anything it has: the client must resync from 0.
+    #[error("cursor {cursor} is outside what the space can serve (horizon {horizon}, head {head})")]
+    CursorExpired {
+        /// The cursor the client sent.
+        cursor: u64,
+        /// Records up to this `seq` may have been compacted.
+        horizon: u64,
+        /// The space's current `seq`.
+        head: u64,
+    },
+    /// The database cannot be reached or is busy beyond its timeout.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: a bug or corrupt data. Never shown to clients.
+    #[error("storage error: {0}")]
+    Internal(String),
+}
+
+/// A user as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct User {
+    /// Ferry's id for the user.
+    pub id: UserId,
+    /// The email, when known.
+    pub email: Option<String>,
+}
+
+/// A signing key of the server's own token issuer.
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoredKey {
+    /// The key id, the JWT header's `kid`.
+    pub kid: String,
+    /// The Ed25519 private key as PKCS#8 DER.
+    pub private_pkcs8: Vec<u8>,
+    /// When it was created (ms since the epoch); the newest signs.
+    pub created_at_ms: u64,
+}
+
+impl std::fmt::Debug for StoredKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StoredKey")
+            .field("kid", &self.kid)
+            .field("created_at_ms", &self.created_at_ms)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A batch of changes to apply to one space.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    /// The replica that sent it.
+    pub client_id: ClientId,
+    /// Its id; with the client id and space, the key of idempotent retry.
+    /// `None` for writes that are not retried by id (REST writes).
+    pub batch_id: Option<BatchId>,
+    /// The client's cursor, when it sent one: checked in the same
+    /// transaction, so a batch whose pull would answer `cursor_expired` is
+    /// not applied either.
+    pub cursor: Option<u64>,
+    /// The changes, already validated.
+    pub changes: Vec<Change>,
+}
+
+/// What applying a batch did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushOutcome {
+    /// How many changes altered stored state.
+    pub applied: u64,
+    /// The writes that lost.
+    pub conflicts: Vec<Conflict>,
+    /// The space's `seq` after the batch.
+    pub head: u64,
+    /// Whether this was a retry of a batch applied before (nothing was
+    /// applied now; `applied` and `conflicts` are the first answer's).
+    pub replayed: bool,
+}
+
+/// A record as stored, ready to be sent: the fields stay the JSON text they
+/// are stored as, so a page of records is encoded without re-parsing them.
+/// Serializes exactly as [`ferry_core::Record`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RecordRow {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's id.
+    pub id: String,
+    /// The `seq` of the last change that altered it.
+    pub seq: u64,
+    /// The fields as JSON (`{}` on a tombstone).
+    pub fields: Box<RawValue>,
+    /// The HLC of the delete, on a tombstone.
+    pub deleted: Option<String>,
+}
+
+/// What to pull.
+#[derive(Debug, Clone)]
+pub struct PullQuery {
+    /// Records with `seq` above this.
+    pub cursor: u64,
+    /// At most this many.
+    pub limit: u32,
+    /// Only these collections, when set; the cursor still moves over the
+    /// whole space.
+    pub collections: Option<Vec<Collection>>,
+}
+
+/// A page of a pull.
+#[derive(Debug, Clone)]
+pub struct PullPage {
+    /// The records, ordered by `seq`.
+    pub records: Vec<RecordRow>,
+    /// The cursor to send next.
+    pub cursor: u64,
+    /// Whether more records wait.
+    pub has_more: bool,
+}
+
+/// Ferry's storage. Every method is one transaction.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Whether the database answers.
+    async fn health(&self) -> Result<(), StoreError>;
+
+    /// The issuer's signing keys, newest first. When there are none yet,
+    /// `candidate` is stored first, so that every node sharing the database
+    /// ends up with the same key whichever starts first.
+    async fn signing_keys(&self, candidate: StoredKey) -> Result<Vec<StoredKey>, StoreError>;
+
+    /// The user with this id, created (with the personal space) if new.
+    async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError>;
+
+    /// The user with this email (compared in lower case), created (with an
+    /// id of `new_id` and the personal space) if new.
+    async fn user_by_email(&self, email: &str, new_id: &UserId) -> Result<User, StoreError>;
+
+    /// The user with this id, if any.
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
+
+    /// The spaces `user` is a member of, with the role.
+    async fn spaces_of(&self, user: &UserId) -> Result<Vec<SpaceInfo>, StoreError>;
+
+    /// Creates a space owned by `owner`; `Conflict` if the id exists.
+    async fn create_space(&self, id: &SpaceId, name: &str, owner: &UserId)
+    -> Result<(), StoreError>;
+
+    /// `user`'s role in `space`, `None` when not a member or no such space.
+    async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
+
+    /// The members of `space`.
+    async fn members(&self, space: &SpaceId) -> Result<Vec<Member>, StoreError>;
+
+    /// Adds `user` to `space` or changes their role. `NotFound` for an
+    /// unknown user; `Conflict` when it would leave the space without owner.
+    async fn set_member(&self, space: &SpaceId, user: &UserId, role: Role)
+    -> Result<(), StoreError>;
+
+    /// Removes `user` from `space`. `NotFound` when not a member; `Conflict`
+    /// when it would leave the space without owner.
+    async fn remove_member(&self, space: &SpaceId, user: &UserId) -> Result<(), StoreError>;
+
+    /// Applies a batch to `space` in one transaction.
+    async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError>;
+
+    /// A page of the records of `space` changed after the query's cursor.
+    async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError>;
+
+    /// One record, tombstones included.
+    async fn record(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>, StoreError>;
+
+    /// Live records of one collection ordered by id, after `after`.
+    async fn list_records(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        after: Option<&RecordId>,
+        limit: u32,
+    ) -> Result<Vec<RecordRow>, StoreError>;
+}
+
+#[cfg(test)]
+mod tests;

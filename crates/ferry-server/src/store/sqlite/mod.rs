@@ -1,0 +1,253 @@
+//! The embedded SQLite backend.
+//!
+//! One writer connection behind a mutex serializes every write, which is
+//! what makes `seq` order commit order here; readers use their own
+//! connections and, with WAL, never wait for the writer. rusqlite is
+//! synchronous, so every call runs on tokio's blocking pool; the mutex is a
+//! std one because it is only ever held there, never across an `.await`.
+//!
+//! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
+//! the server answers.
+
+mod records;
+mod schema;
+mod users;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use async_trait::async_trait;
+use ferry_core::protocol::{Member, SpaceInfo};
+use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
+use rusqlite::{Connection, ErrorCode, OpenFlags};
+
+use super::{
+    Batch, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError, StoredKey, User,
+};
+
+/// How many idle reader connections are kept for reuse.
+const IDLE_READERS: usize = 8;
+
+/// The SQLite [`Store`].
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Mutex<Vec<Connection>>,
+}
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        match e.sqlite_error_code() {
+            Some(
+                ErrorCode::DatabaseBusy
+                | ErrorCode::DatabaseLocked
+                | ErrorCode::CannotOpen
+                | ErrorCode::DiskFull
+                | ErrorCode::SystemIoFailure,
+            ) => StoreError::Unavailable(e.to_string()),
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn open_connection(path: &Path, create: bool) -> rusqlite::Result<Connection> {
+    let mut flags = OpenFlags::SQLITE_OPEN_READ_WRITE
+        | OpenFlags::SQLITE_OPEN_NO_MUTEX
+        | OpenFlags::SQLITE_OPEN_URI;
+    if create {
+        flags |= OpenFlags::SQLITE_OPEN_CREATE;
+    }
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database at `path` and brings its
+    /// schema up to date.
+    pub async fn open(path: impl Into<PathBuf>) -> Result<Self, StoreError> {
+        let path = path.into();
+        tokio::task::spawn_blocking(move || {
+            let mut writer = open_connection(&path, true).map_err(|e| {
+                StoreError::Unavailable(format!("cannot open {}: {e}", path.display()))
+            })?;
+            schema::migrate(&mut writer)?;
+            Ok(SqliteStore {
+                inner: Arc::new(Inner {
+                    path,
+                    writer: Mutex::new(writer),
+                    readers: Mutex::new(Vec::new()),
+                }),
+            })
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Runs `f` on the writer connection. Every write goes through here, one
+    /// at a time.
+    async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Runs `f` on a reader connection.
+    async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let idle = inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => open_connection(&inner.path, false)?,
+            };
+            let result = f(&mut conn);
+            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
+            if readers.len() < IDLE_READERS {
+                readers.push(conn);
+            }
+            result
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+}
+
+/// Milliseconds since the Unix epoch, for `created_at` columns.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
+            .await
+            .map(drop)
+    }
+
+    async fn signing_keys(&self, candidate: StoredKey) -> Result<Vec<StoredKey>, StoreError> {
+        self.write(move |c| users::signing_keys(c, &candidate)).await
+    }
+
+    async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError> {
+        let id = id.clone();
+        self.write(move |c| users::ensure_user(c, &id)).await
+    }
+
+    async fn user_by_email(&self, email: &str, new_id: &UserId) -> Result<User, StoreError> {
+        let (email, new_id) = (email.to_owned(), new_id.clone());
+        self.write(move |c| users::user_by_email(c, &email, &new_id))
+            .await
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        let id = id.clone();
+        self.read(move |c| users::user(c, &id)).await
+    }
+
+    async fn spaces_of(&self, user: &UserId) -> Result<Vec<SpaceInfo>, StoreError> {
+        let user = user.clone();
+        self.read(move |c| users::spaces_of(c, &user)).await
+    }
+
+    async fn create_space(
+        &self,
+        id: &SpaceId,
+        name: &str,
+        owner: &UserId,
+    ) -> Result<(), StoreError> {
+        let (id, name, owner) = (id.clone(), name.to_owned(), owner.clone());
+        self.write(move |c| users::create_space(c, &id, &name, &owner))
+            .await
+    }
+
+    async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+        let (space, user) = (space.clone(), user.clone());
+        self.read(move |c| users::role(c, &space, &user)).await
+    }
+
+    async fn members(&self, space: &SpaceId) -> Result<Vec<Member>, StoreError> {
+        let space = space.clone();
+        self.read(move |c| users::members(c, &space)).await
+    }
+
+    async fn set_member(
+        &self,
+        space: &SpaceId,
+        user: &UserId,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        let (space, user) = (space.clone(), user.clone());
+        self.write(move |c| users::set_member(c, &space, &user, Some(role)))
+            .await
+    }
+
+    async fn remove_member(&self, space: &SpaceId, user: &UserId) -> Result<(), StoreError> {
+        let (space, user) = (space.clone(), user.clone());
+        self.write(move |c| users::set_member(c, &space, &user, None))
+            .await
+    }
+
+    async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
+        let space = space.clone();
+        self.write(move |c| records::push(c, &space, &batch)).await
+    }
+
+    async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {
+        let space = space.clone();
+        self.read(move |c| records::pull(c, &space, &query)).await
+    }
+
+    async fn record(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>, StoreError> {
+        let (space, collection, id) = (space.clone(), collection.clone(), id.clone());
+        self.read(move |c| records::record(c, &space, &collection, &id))
+            .await
+    }
+
+    async fn list_records(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        after: Option<&RecordId>,
+        limit: u32,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        let (space, collection) = (space.clone(), collection.clone());
+        let after = after.cloned();
+        self.read(move |c| records::list(c, &space, &collection, after.as_ref(), limit))
+            .await
+    }
+}

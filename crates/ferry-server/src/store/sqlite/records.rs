@@ -1,0 +1,281 @@
+//! Pushing and pulling records in SQLite.
+//!
+//! A push costs the same handful of statements whatever the batch size: the
+//! batch's records are read in one query (the keys passed as one JSON array
+//! and joined through `json_each`), merged in Rust with ferry-core, and
+//! written back in one `INSERT ... SELECT FROM json_each(?)` upsert.
+
+use std::collections::HashMap;
+
+use ferry_core::{Collection, Conflict, Fields, Hlc, RecordId, RecordState, SpaceId, apply_change};
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use serde_json::value::RawValue;
+
+use super::now_ms;
+use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what}: {e}"))
+}
+
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// The space's `(sid, seq, horizon)`.
+fn space_row(c: &Connection, space: &SpaceId) -> Result<(i64, u64, u64), StoreError> {
+    c.prepare_cached("SELECT sid, seq, horizon FROM spaces WHERE id = ?1")?
+        .query_row([space.as_str()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get::<_, i64>(1)?.max(0) as u64,
+                r.get::<_, i64>(2)?.max(0) as u64,
+            ))
+        })
+        .optional()?
+        .ok_or(StoreError::NotFound("space"))
+}
+
+/// A cursor below the horizon may have missed compacted tombstones; one
+/// above the head comes from another database (restored, or replaced).
+fn check_cursor(cursor: u64, horizon: u64, head: u64) -> Result<(), StoreError> {
+    if cursor < horizon || cursor > head {
+        return Err(StoreError::CursorExpired {
+            cursor,
+            horizon,
+            head,
+        });
+    }
+    Ok(())
+}
+
+pub fn push(c: &mut Connection, space: &SpaceId, batch: &Batch) -> Result<PushOutcome, StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let (sid, head, horizon) = space_row(&tx, space)?;
+    if let Some(cursor) = batch.cursor {
+        check_cursor(cursor, horizon, head)?;
+    }
+
+    if let Some(batch_id) = &batch.batch_id {
+        let seen: Option<(i64, String)> = tx
+            .prepare_cached(
+                "SELECT applied, conflicts FROM batches
+                 WHERE sid = ?1 AND client_id = ?2 AND batch_id = ?3",
+            )?
+            .query_row(
+                params![sid, batch.client_id.as_str(), batch_id.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        if let Some((applied, conflicts)) = seen {
+            let conflicts: Vec<Conflict> =
+                serde_json::from_str(&conflicts).map_err(|e| corrupt("conflicts", e))?;
+            return Ok(PushOutcome {
+                applied: applied.max(0) as u64,
+                conflicts,
+                head,
+                replayed: true,
+            });
+        }
+    }
+
+    // Read every record the batch touches, in one query.
+    let keys: Vec<(&str, &str)> = batch
+        .changes
+        .iter()
+        .map(|ch| (ch.collection().as_str(), ch.id().as_str()))
+        .collect();
+    let mut states: HashMap<(Collection, RecordId), RecordState> = HashMap::new();
+    {
+        let mut stmt = tx.prepare_cached(
+            "SELECT r.collection, r.id, r.fields, r.deleted
+             FROM (SELECT DISTINCT value ->> 0 AS collection, value ->> 1 AS id
+                   FROM json_each(?2)) k
+             JOIN records r ON r.sid = ?1 AND r.collection = k.collection AND r.id = k.id",
+        )?;
+        let mut rows = stmt.query(params![sid, to_json(&keys)?])?;
+        while let Some(row) = rows.next()? {
+            let collection = Collection::new(row.get::<_, String>(0)?)
+                .map_err(|e| corrupt("collection", e))?;
+            let id = RecordId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("id", e))?;
+            let fields: Fields = serde_json::from_str(row.get_ref(2)?.as_str().map_err(|e| corrupt("fields", e))?)
+                .map_err(|e| corrupt("fields", e))?;
+            let deleted: Option<Hlc> = row
+                .get::<_, Option<String>>(3)?
+                .map(|h| h.parse())
+                .transpose()
+                .map_err(|e| corrupt("hlc", e))?;
+            states.insert((collection, id), RecordState { fields, deleted });
+        }
+    }
+
+    // Merge in order. `order` remembers when each record last changed, so
+    // `seq` follows the order of the writes.
+    let mut applied = 0u64;
+    let mut conflicts = Vec::new();
+    let mut last_change: HashMap<(Collection, RecordId), usize> = HashMap::new();
+    for (i, change) in batch.changes.iter().enumerate() {
+        let key = (change.collection().clone(), change.id().clone());
+        let state = states.remove(&key).unwrap_or_default();
+        let merged = apply_change(state, change);
+        conflicts.extend(merged.conflicts);
+        if merged.changed {
+            applied += 1;
+            last_change.insert(key.clone(), i);
+        }
+        states.insert(key, merged.state);
+    }
+
+    let mut changed: Vec<_> = last_change.into_iter().collect();
+    changed.sort_by_key(|(_, i)| *i);
+    let mut seq = head;
+    let mut rows = Vec::with_capacity(changed.len());
+    for (key, _) in &changed {
+        let state = states
+            .get(key)
+            .ok_or_else(|| StoreError::Internal("merged state missing".into()))?;
+        seq += 1;
+        rows.push(serde_json::json!([
+            key.0.as_str(),
+            key.1.as_str(),
+            seq,
+            to_json(&state.fields)?,
+            state.deleted.as_ref().map(|h| h.to_string()),
+        ]));
+    }
+
+    if !rows.is_empty() {
+        tx.prepare_cached(
+            "INSERT INTO records (sid, collection, id, seq, fields, deleted)
+             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+             FROM json_each(?2) WHERE true
+             ON CONFLICT (sid, collection, id) DO UPDATE
+             SET seq = excluded.seq, fields = excluded.fields, deleted = excluded.deleted",
+        )?
+        .execute(params![sid, to_json(&rows)?])?;
+        tx.prepare_cached("UPDATE spaces SET seq = ?2 WHERE sid = ?1")?
+            .execute(params![sid, seq as i64])?;
+    }
+    if let Some(batch_id) = &batch.batch_id {
+        tx.prepare_cached(
+            "INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?
+        .execute(params![
+            sid,
+            batch.client_id.as_str(),
+            batch_id.as_str(),
+            applied as i64,
+            to_json(&conflicts)?,
+            now_ms()
+        ])?;
+    }
+    tx.commit()?;
+    Ok(PushOutcome {
+        applied,
+        conflicts,
+        head: seq,
+        replayed: false,
+    })
+}
+
+fn record_row(row: &rusqlite::Row<'_>) -> Result<RecordRow, StoreError> {
+    let fields: String = row.get(3)?;
+    Ok(RecordRow {
+        collection: row.get(0)?,
+        id: row.get(1)?,
+        seq: row.get::<_, i64>(2)?.max(0) as u64,
+        fields: RawValue::from_string(fields).map_err(|e| corrupt("fields", e))?,
+        deleted: row.get(4)?,
+    })
+}
+
+const RECORD_COLUMNS: &str = "collection, id, seq, fields, deleted";
+
+pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPage, StoreError> {
+    // One read transaction, so the head and the page are the same snapshot.
+    let tx = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
+    let (sid, head, horizon) = space_row(&tx, space)?;
+    check_cursor(q.cursor, horizon, head)?;
+    let collections = q
+        .collections
+        .as_ref()
+        .map(|cs| to_json(&cs.iter().map(Collection::as_str).collect::<Vec<_>>()))
+        .transpose()?;
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE sid = ?1 AND seq > ?2
+           AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))
+         ORDER BY seq LIMIT ?4"
+    );
+    let mut records = Vec::with_capacity(q.limit.min(1024) as usize);
+    {
+        let mut stmt = tx.prepare_cached(&sql)?;
+        let mut rows = stmt.query(params![
+            sid,
+            q.cursor as i64,
+            collections,
+            i64::from(q.limit) + 1
+        ])?;
+        while let Some(row) = rows.next()? {
+            records.push(record_row(row)?);
+        }
+    }
+    tx.commit()?;
+    let has_more = records.len() > q.limit as usize;
+    records.truncate(q.limit as usize);
+    // With more to come, the cursor stops at the last record sent; at the
+    // end it moves to the head, past records a collection filter left out.
+    let cursor = if has_more {
+        records.last().map_or(q.cursor, |r| r.seq)
+    } else {
+        head
+    };
+    Ok(PullPage {
+        records,
+        cursor,
+        has_more,
+    })
+}
+
+pub fn record(
+    c: &mut Connection,
+    space: &SpaceId,
+    collection: &Collection,
+    id: &RecordId,
+) -> Result<Option<RecordRow>, StoreError> {
+    let (sid, _, _) = space_row(c, space)?;
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records WHERE sid = ?1 AND collection = ?2 AND id = ?3"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![sid, collection.as_str(), id.as_str()])?;
+    rows.next()?.map(record_row).transpose()
+}
+
+pub fn list(
+    c: &mut Connection,
+    space: &SpaceId,
+    collection: &Collection,
+    after: Option<&RecordId>,
+    limit: u32,
+) -> Result<Vec<RecordRow>, StoreError> {
+    let (sid, _, _) = space_row(c, space)?;
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE sid = ?1 AND collection = ?2 AND deleted IS NULL AND id > ?3
+         ORDER BY id LIMIT ?4"
+    );
+    let mut stmt = c.prepare_cached(&sql)?;
+    let mut rows = stmt.query(params![
+        sid,
+        collection.as_str(),
+        after.map_or("", RecordId::as_str),
+        i64::from(limit)
+    ])?;
+    let mut out = Vec::new();
+    while let Some(row) = rows.next()? {
+        out.push(record_row(row)?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,71 @@
+//! The SQLite schema, applied in numbered steps recorded in `user_version`.
+
+use rusqlite::Connection;
+
+/// Each entry moves the schema from version `i` to `i + 1`. Append only.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE signing_keys (
+    kid           TEXT PRIMARY KEY,
+    private_pkcs8 BLOB NOT NULL,
+    created_at    INTEGER NOT NULL
+);
+CREATE TABLE users (
+    id         TEXT PRIMARY KEY,
+    email      TEXT UNIQUE,
+    created_at INTEGER NOT NULL
+);
+-- `sid` is the compact key the other tables use; `id` is the public one.
+CREATE TABLE spaces (
+    sid        INTEGER PRIMARY KEY,
+    id         TEXT NOT NULL UNIQUE,
+    name       TEXT NOT NULL,
+    seq        INTEGER NOT NULL DEFAULT 0,
+    horizon    INTEGER NOT NULL DEFAULT 0,
+    created_at INTEGER NOT NULL
+);
+CREATE TABLE members (
+    sid     INTEGER NOT NULL REFERENCES spaces (sid),
+    user_id TEXT NOT NULL REFERENCES users (id),
+    role    TEXT NOT NULL CHECK (role IN ('owner', 'editor', 'viewer')),
+    PRIMARY KEY (sid, user_id)
+) WITHOUT ROWID;
+CREATE INDEX members_by_user ON members (user_id);
+-- `fields` is the JSON object of {name: {value, hlc}}; '{}' on a tombstone.
+CREATE TABLE records (
+    sid        INTEGER NOT NULL REFERENCES spaces (sid),
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    fields     TEXT NOT NULL,
+    deleted    TEXT,
+    UNIQUE (sid, collection, id)
+);
+CREATE INDEX records_by_seq ON records (sid, seq);
+-- One row per applied batch: the answer to replay on a retry.
+CREATE TABLE batches (
+    sid        INTEGER NOT NULL REFERENCES spaces (sid),
+    client_id  TEXT NOT NULL,
+    batch_id   TEXT NOT NULL,
+    applied    INTEGER NOT NULL,
+    conflicts  TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (sid, client_id, batch_id)
+) WITHOUT ROWID;
+"#];
+
+/// Brings the schema up to date, in one transaction per step.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    for (i, step) in MIGRATIONS.iter().enumerate().skip(current.max(0) as usize) {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        // Another process may have migrated while this one waited.
+        let now: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        if now as usize > i {
+            continue;
+        }
+        tx.execute_batch(step)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}

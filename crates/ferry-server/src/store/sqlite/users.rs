@@ -1,0 +1,270 @@
+//! Users, spaces, members and signing keys in SQLite.
+
+use ferry_core::protocol::{Member, SpaceInfo};
+use ferry_core::{Role, SpaceId, UserId};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+
+use super::now_ms;
+use crate::store::{StoreError, StoredKey, User};
+
+/// The display name of every personal space.
+pub const PERSONAL_SPACE_NAME: &str = "Personal";
+
+fn immediate(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    c.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+fn role_of(text: &str) -> Result<Role, StoreError> {
+    Role::parse(text).ok_or_else(|| StoreError::Internal(format!("stored role {text:?}")))
+}
+
+fn user_id(text: String) -> Result<UserId, StoreError> {
+    UserId::new(text).map_err(|e| StoreError::Internal(format!("stored user id: {e}")))
+}
+
+fn space_id(text: String) -> Result<SpaceId, StoreError> {
+    SpaceId::new(text).map_err(|e| StoreError::Internal(format!("stored space id: {e}")))
+}
+
+pub fn signing_keys(c: &mut Connection, candidate: &StoredKey) -> Result<Vec<StoredKey>, StoreError> {
+    let tx = immediate(c)?;
+    let count: i64 = tx.query_row("SELECT count(*) FROM signing_keys", [], |r| r.get(0))?;
+    if count == 0 {
+        tx.execute(
+            "INSERT INTO signing_keys (kid, private_pkcs8, created_at) VALUES (?1, ?2, ?3)",
+            params![
+                candidate.kid,
+                candidate.private_pkcs8,
+                candidate.created_at_ms as i64
+            ],
+        )?;
+    }
+    let keys = {
+        let mut stmt = tx.prepare(
+            "SELECT kid, private_pkcs8, created_at FROM signing_keys ORDER BY created_at DESC, kid",
+        )?;
+        stmt.query_map([], |r| {
+            Ok(StoredKey {
+                kid: r.get(0)?,
+                private_pkcs8: r.get(1)?,
+                created_at_ms: r.get::<_, i64>(2)?.max(0) as u64,
+            })
+        })?
+        .collect::<Result<Vec<_>, _>>()?
+    };
+    tx.commit()?;
+    Ok(keys)
+}
+
+/// Inserts a user and their personal space, inside the caller's transaction.
+fn insert_user(tx: &Transaction<'_>, id: &UserId, email: Option<&str>) -> Result<(), StoreError> {
+    let now = now_ms();
+    tx.execute(
+        "INSERT INTO users (id, email, created_at) VALUES (?1, ?2, ?3)",
+        params![id.as_str(), email, now],
+    )?;
+    let space = id.personal_space();
+    // The personal space id is reserved (no one else can create a `user:`
+    // space), so it is free unless this user existed before.
+    tx.execute(
+        "INSERT INTO spaces (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+        params![space.as_str(), PERSONAL_SPACE_NAME, now],
+    )?;
+    tx.execute(
+        "INSERT INTO members (sid, user_id, role)
+         SELECT sid, ?2, 'owner' FROM spaces WHERE id = ?1
+         ON CONFLICT DO NOTHING",
+        params![space.as_str(), id.as_str()],
+    )?;
+    Ok(())
+}
+
+fn find_user(c: &Connection, id: &UserId) -> Result<Option<User>, StoreError> {
+    let email: Option<Option<String>> = c
+        .query_row(
+            "SELECT email FROM users WHERE id = ?1",
+            [id.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    Ok(email.map(|email| User {
+        id: id.clone(),
+        email,
+    }))
+}
+
+pub fn user(c: &mut Connection, id: &UserId) -> Result<Option<User>, StoreError> {
+    find_user(c, id)
+}
+
+pub fn ensure_user(c: &mut Connection, id: &UserId) -> Result<User, StoreError> {
+    if let Some(user) = find_user(c, id)? {
+        return Ok(user);
+    }
+    let tx = immediate(c)?;
+    let user = match find_user(&tx, id)? {
+        Some(user) => user,
+        None => {
+            insert_user(&tx, id, None)?;
+            User {
+                id: id.clone(),
+                email: None,
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(user)
+}
+
+pub fn user_by_email(c: &mut Connection, email: &str, new_id: &UserId) -> Result<User, StoreError> {
+    let tx = immediate(c)?;
+    let found: Option<String> = tx
+        .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| r.get(0))
+        .optional()?;
+    let user = match found {
+        Some(id) => User {
+            id: user_id(id)?,
+            email: Some(email.to_owned()),
+        },
+        None => {
+            insert_user(&tx, new_id, Some(email))?;
+            User {
+                id: new_id.clone(),
+                email: Some(email.to_owned()),
+            }
+        }
+    };
+    tx.commit()?;
+    Ok(user)
+}
+
+pub fn spaces_of(c: &mut Connection, user: &UserId) -> Result<Vec<SpaceInfo>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT s.id, s.name, m.role FROM members m JOIN spaces s ON s.sid = m.sid
+         WHERE m.user_id = ?1 ORDER BY s.id",
+    )?;
+    let rows = stmt
+        .query_map([user.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(id, name, role)| {
+            Ok(SpaceInfo {
+                id: space_id(id)?,
+                name,
+                role: role_of(&role)?,
+            })
+        })
+        .collect()
+}
+
+pub fn create_space(
+    c: &mut Connection,
+    id: &SpaceId,
+    name: &str,
+    owner: &UserId,
+) -> Result<(), StoreError> {
+    let tx = immediate(c)?;
+    let inserted = tx.execute(
+        "INSERT INTO spaces (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
+        params![id.as_str(), name, now_ms()],
+    )?;
+    if inserted == 0 {
+        return Err(StoreError::Conflict(format!("space {id} already exists")));
+    }
+    tx.execute(
+        "INSERT INTO members (sid, user_id, role) VALUES (last_insert_rowid(), ?1, 'owner')",
+        [owner.as_str()],
+    )?;
+    tx.commit()?;
+    Ok(())
+}
+
+pub fn role(c: &mut Connection, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+    let role: Option<String> = c
+        .prepare_cached(
+            "SELECT m.role FROM members m JOIN spaces s ON s.sid = m.sid
+             WHERE s.id = ?1 AND m.user_id = ?2",
+        )?
+        .query_row([space.as_str(), user.as_str()], |r| r.get(0))
+        .optional()?;
+    role.as_deref().map(role_of).transpose()
+}
+
+pub fn members(c: &mut Connection, space: &SpaceId) -> Result<Vec<Member>, StoreError> {
+    let mut stmt = c.prepare_cached(
+        "SELECT m.user_id, u.email, m.role FROM members m
+         JOIN spaces s ON s.sid = m.sid JOIN users u ON u.id = m.user_id
+         WHERE s.id = ?1 ORDER BY m.user_id",
+    )?;
+    let rows = stmt
+        .query_map([space.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?))
+        })?
+        .collect::<Result<Vec<_>, _>>()?;
+    rows.into_iter()
+        .map(|(user_id_text, email, role)| {
+            Ok(Member {
+                user_id: user_id(user_id_text)?,
+                email,
+                role: role_of(&role)?,
+            })
+        })
+        .collect()
+}
+
+/// Sets `user`'s role in `space`, or removes them when `role` is `None`.
+pub fn set_member(
+    c: &mut Connection,
+    space: &SpaceId,
+    user: &UserId,
+    role: Option<Role>,
+) -> Result<(), StoreError> {
+    let tx = immediate(c)?;
+    let sid: i64 = tx
+        .query_row("SELECT sid FROM spaces WHERE id = ?1", [space.as_str()], |r| {
+            r.get(0)
+        })
+        .optional()?
+        .ok_or(StoreError::NotFound("space"))?;
+    if role.is_some() && find_user(&tx, user)?.is_none() {
+        return Err(StoreError::NotFound("user"));
+    }
+    let current: Option<String> = tx
+        .query_row(
+            "SELECT role FROM members WHERE sid = ?1 AND user_id = ?2",
+            params![sid, user.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let current = current.as_deref().map(role_of).transpose()?;
+    if role.is_none() && current.is_none() {
+        return Err(StoreError::NotFound("member"));
+    }
+    if current == Some(Role::Owner) && role != Some(Role::Owner) {
+        let owners: i64 = tx.query_row(
+            "SELECT count(*) FROM members WHERE sid = ?1 AND role = 'owner'",
+            [sid],
+            |r| r.get(0),
+        )?;
+        if owners <= 1 {
+            return Err(StoreError::Conflict(
+                "a space keeps at least one owner: add another owner first".into(),
+            ));
+        }
+    }
+    match role {
+        Some(role) => tx.execute(
+            "INSERT INTO members (sid, user_id, role) VALUES (?1, ?2, ?3)
+             ON CONFLICT (sid, user_id) DO UPDATE SET role = excluded.role",
+            params![sid, user.as_str(), role.as_str()],
+        )?,
+        None => tx.execute(
+            "DELETE FROM members WHERE sid = ?1 AND user_id = ?2",
+            params![sid, user.as_str()],
+        )?,
+    };
+    tx.commit()?;
+    Ok(())
+}

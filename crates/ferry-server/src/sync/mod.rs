@@ -1,0 +1,155 @@
+//! Sync (PROTOCOL.md §4): push-then-pull, the pull alone, and the REST
+//! records API, all over one write path ([`write`]).
+
+mod records;
+pub mod write;
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use ferry_core::protocol::{
+    DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, PullResponse, SyncRequest, SyncResponse,
+};
+use ferry_core::{Collection, SpaceId};
+use serde::Deserialize;
+
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery, Body};
+use crate::spaces::access;
+use crate::state::AppState;
+use crate::store::{Batch, PullQuery, RecordRow};
+
+/// The page size of a pull: the default, or the asked one if in range.
+fn pull_limit(limit: Option<u32>) -> Result<u32, ApiError> {
+    match limit {
+        None => Ok(DEFAULT_PULL_LIMIT),
+        Some(l) if (1..=MAX_PULL_LIMIT).contains(&l) => Ok(l),
+        Some(l) => Err(ApiError::invalid_request(format!(
+            "limit must be between 1 and {MAX_PULL_LIMIT}, got {l}"
+        ))),
+    }
+}
+
+async fn sync(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(space): ApiPath<SpaceId>,
+    Body(body): Body,
+) -> Result<Json<SyncResponse<RecordRow>>, ApiError> {
+    let role = access::member(&state, &user, &space).await?;
+    let req = SyncRequest::from_json(&body)?;
+    let limit = pull_limit(req.limit)?;
+    let (applied, conflicts) = if req.changes.is_empty() {
+        (0, Vec::new())
+    } else {
+        access::require_write(role)?;
+        let outcome = write::apply(
+            &state,
+            &space,
+            Batch {
+                client_id: req.client_id,
+                batch_id: req.batch_id,
+                cursor: Some(req.cursor),
+                changes: req.changes,
+            },
+        )
+        .await?;
+        (outcome.applied, outcome.conflicts)
+    };
+    let page = state
+        .store
+        .pull(
+            &space,
+            PullQuery {
+                cursor: req.cursor,
+                limit,
+                collections: None,
+            },
+        )
+        .await?;
+    Ok(Json(SyncResponse {
+        applied,
+        conflicts,
+        changes: page.records,
+        cursor: page.cursor,
+        has_more: page.has_more,
+        hlc: state.clock.tick(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ChangesQuery {
+    #[serde(default)]
+    cursor: u64,
+    limit: Option<u32>,
+    collections: Option<String>,
+}
+
+/// `a,b` into collections; an empty list means no filter.
+fn parse_collections(list: Option<&str>) -> Result<Option<Vec<Collection>>, ApiError> {
+    let Some(list) = list.filter(|l| !l.is_empty()) else {
+        return Ok(None);
+    };
+    list.split(',')
+        .map(|c| Collection::new(c).map_err(|e| ApiError::invalid_request(e.to_string())))
+        .collect::<Result<Vec<_>, _>>()
+        .map(Some)
+}
+
+async fn changes(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath(space): ApiPath<SpaceId>,
+    ApiQuery(query): ApiQuery<ChangesQuery>,
+) -> Result<Json<PullResponse<RecordRow>>, ApiError> {
+    access::member(&state, &user, &space).await?;
+    let page = state
+        .store
+        .pull(
+            &space,
+            PullQuery {
+                cursor: query.cursor,
+                limit: pull_limit(query.limit)?,
+                collections: parse_collections(query.collections.as_deref())?,
+            },
+        )
+        .await?;
+    Ok(Json(PullResponse {
+        changes: page.records,
+        cursor: page.cursor,
+        has_more: page.has_more,
+        hlc: state.clock.tick(),
+    }))
+}
+
+/// The routes of this area, under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/spaces/{space}/sync", post(sync))
+        .route("/spaces/{space}/changes", get(changes))
+        .merge(records::routes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_are_checked() {
+        assert_eq!(pull_limit(None).unwrap(), 1000);
+        assert_eq!(pull_limit(Some(10_000)).unwrap(), 10_000);
+        assert!(pull_limit(Some(0)).is_err());
+        assert!(pull_limit(Some(10_001)).is_err());
+    }
+
+    #[test]
+    fn collections_are_parsed() {
+        assert_eq!(parse_collections(None).unwrap(), None);
+        assert_eq!(parse_collections(Some("")).unwrap(), None);
+        assert_eq!(parse_collections(Some("a,b")).unwrap().unwrap().len(), 2);
+        assert!(parse_collections(Some("a,,b")).is_err());
+        assert!(parse_collections(Some("a/b")).is_err());
+    }
+}

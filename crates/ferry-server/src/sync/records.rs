@@ -1,0 +1,235 @@
+//! Records over plain REST (PROTOCOL.md §4), for scripts and integrations
+//! that keep no replica. Writes are stamped with the server's HLC and go
+//! through the same write path as a sync.
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::{Json, Router};
+use ferry_core::protocol::{MAX_VALUE_BYTES, RecordsPage, WriteRecord, serialized_len};
+use ferry_core::{
+    Change, Collection, ConflictKind, FieldName, FieldValue, Fields, RecordId, SpaceId,
+};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::write;
+use crate::auth::AuthUser;
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::spaces::access;
+use crate::state::AppState;
+use crate::store::{Batch, RecordRow};
+
+const DEFAULT_PAGE: u32 = 100;
+const MAX_PAGE: u32 = 1000;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    limit: Option<u32>,
+    after: Option<RecordId>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, collection)): ApiPath<(SpaceId, Collection)>,
+    ApiQuery(query): ApiQuery<ListQuery>,
+) -> Result<Json<RecordsPage<RecordRow>>, ApiError> {
+    access::member(&state, &user, &space).await?;
+    let limit = query.limit.unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::invalid_request(format!(
+            "limit must be between 1 and {MAX_PAGE}, got {limit}"
+        )));
+    }
+    let mut records = state
+        .store
+        .list_records(&space, &collection, query.after.as_ref(), limit + 1)
+        .await?;
+    let next = if records.len() > limit as usize {
+        records.truncate(limit as usize);
+        records
+            .last()
+            .map(|r| RecordId::new(r.id.clone()))
+            .transpose()
+            .map_err(ApiError::internal)?
+    } else {
+        None
+    };
+    Ok(Json(RecordsPage { records, next }))
+}
+
+/// The live record, or `404`.
+async fn live_record(
+    state: &AppState,
+    space: &SpaceId,
+    collection: &Collection,
+    id: &RecordId,
+) -> Result<Option<RecordRow>, ApiError> {
+    Ok(state
+        .store
+        .record(space, collection, id)
+        .await?
+        .filter(|r| r.deleted.is_none()))
+}
+
+fn record_not_found(collection: &Collection, id: &RecordId) -> ApiError {
+    ApiError::not_found(format!("record {collection}/{id} not found"))
+}
+
+async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
+) -> Result<Json<RecordRow>, ApiError> {
+    access::member(&state, &user, &space).await?;
+    live_record(&state, &space, &collection, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| record_not_found(&collection, &id))
+}
+
+/// Checks the body of a write: at least one field, each value within size.
+fn check_write(body: &WriteRecord) -> Result<(), ApiError> {
+    if body.fields.is_empty() {
+        return Err(ApiError::invalid_change("name at least one field in \"fields\""));
+    }
+    for (name, value) in &body.fields {
+        let bytes = serialized_len(value);
+        if bytes > MAX_VALUE_BYTES {
+            return Err(ApiError::too_large(format!(
+                "field '{name}' is {bytes} bytes, over the limit of {MAX_VALUE_BYTES}"
+            ))
+            .with_details(json!({"field": name, "bytes": bytes, "max": MAX_VALUE_BYTES})));
+        }
+    }
+    Ok(())
+}
+
+/// Writes `values` into the record through the shared write path. Answers
+/// `deleted_error` when the record is a tombstone, else the stored record.
+async fn write_fields(
+    state: &AppState,
+    space: &SpaceId,
+    collection: Collection,
+    id: RecordId,
+    values: BTreeMap<FieldName, Value>,
+    deleted_error: ApiError,
+) -> Result<Json<RecordRow>, ApiError> {
+    let hlc = state.clock.tick();
+    let fields: Fields = values
+        .into_iter()
+        .map(|(name, value)| {
+            let hlc = hlc.clone();
+            (name, FieldValue { value, hlc })
+        })
+        .collect();
+    let change = Change::Upsert {
+        collection: collection.clone(),
+        id: id.clone(),
+        fields,
+    };
+    let outcome = write::apply(
+        state,
+        space,
+        Batch {
+            client_id: state.settings.node_id.clone(),
+            batch_id: None,
+            cursor: None,
+            changes: vec![change],
+        },
+    )
+    .await?;
+    if outcome
+        .conflicts
+        .iter()
+        .any(|c| c.kind == ConflictKind::RecordDeleted)
+    {
+        return Err(deleted_error);
+    }
+    live_record(state, space, &collection, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| record_not_found(&collection, &id))
+}
+
+/// `PUT`: the record becomes exactly the body; fields it held that the body
+/// does not name are set to `null` (field-level LWW cannot remove a field).
+async fn put(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
+    ApiJson(body): ApiJson<WriteRecord>,
+) -> Result<Json<RecordRow>, ApiError> {
+    access::require_write(access::member(&state, &user, &space).await?)?;
+    check_write(&body)?;
+    let mut values = body.fields;
+    if let Some(current) = state.store.record(&space, &collection, &id).await? {
+        let stored: BTreeMap<FieldName, Value> = serde_json::from_str(current.fields.get())
+            .map_err(ApiError::internal)?;
+        for name in stored.into_keys() {
+            values.entry(name).or_insert(Value::Null);
+        }
+    }
+    let deleted = ApiError::conflict(format!(
+        "record {collection}/{id} was deleted, and deletes are final: write a new record id"
+    ));
+    write_fields(&state, &space, collection, id, values, deleted).await
+}
+
+/// `PATCH`: only the named fields change; `404` if the record is absent.
+async fn patch(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
+    ApiJson(body): ApiJson<WriteRecord>,
+) -> Result<Json<RecordRow>, ApiError> {
+    access::require_write(access::member(&state, &user, &space).await?)?;
+    check_write(&body)?;
+    if live_record(&state, &space, &collection, &id).await?.is_none() {
+        return Err(record_not_found(&collection, &id));
+    }
+    let deleted = record_not_found(&collection, &id);
+    write_fields(&state, &space, collection, id, body.fields, deleted).await
+}
+
+/// `DELETE`: the record becomes a tombstone (also when it never existed, so
+/// that an upsert arriving later from an offline replica stays deleted).
+async fn delete(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
+) -> Result<StatusCode, ApiError> {
+    access::require_write(access::member(&state, &user, &space).await?)?;
+    let change = Change::Delete {
+        collection,
+        id,
+        hlc: state.clock.tick(),
+    };
+    write::apply(
+        &state,
+        &space,
+        Batch {
+            client_id: state.settings.node_id.clone(),
+            batch_id: None,
+            cursor: None,
+            changes: vec![change],
+        },
+    )
+    .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The REST records routes, under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/spaces/{space}/collections/{collection}/records", get(list))
+        .route(
+            "/spaces/{space}/collections/{collection}/records/{id}",
+            get(get_one).put(put).patch(patch).delete(delete),
+        )
+}

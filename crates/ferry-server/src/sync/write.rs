@@ -1,0 +1,44 @@
+//! The write path shared by sync and the REST records API: check the
+//! changes against the server's clock, apply them in one transaction, and
+//! account for the commit.
+
+use ferry_core::{Change, SpaceId};
+use serde_json::json;
+
+use crate::clock::wall_ms;
+use crate::error::ApiError;
+use crate::state::AppState;
+use crate::store::{Batch, PushOutcome};
+
+/// `422 clock_skew` when a change's HLC is further ahead of the server's wall
+/// clock than allowed; names the first offending change.
+pub fn check_clock_skew(state: &AppState, changes: &[Change]) -> Result<(), ApiError> {
+    let limit = wall_ms().saturating_add(state.settings.max_clock_skew_ms);
+    for (index, change) in changes.iter().enumerate() {
+        if let Some(hlc) = change.max_hlc().filter(|h| h.physical() > limit) {
+            return Err(ApiError::clock_skew(format!(
+                "change {index}: its HLC {hlc} is more than {} s ahead of the server's clock; \
+                 fix the device's clock",
+                state.settings.max_clock_skew_ms / 1000
+            ))
+            .with_details(json!({"index": index, "hlc": hlc.to_string()})));
+        }
+    }
+    Ok(())
+}
+
+/// Applies `batch` to `space`: the one way changes reach the store.
+pub async fn apply(state: &AppState, space: &SpaceId, batch: Batch) -> Result<PushOutcome, ApiError> {
+    check_clock_skew(state, &batch.changes)?;
+    if let Some(max) = batch.changes.iter().filter_map(Change::max_hlc).max() {
+        state.clock.observe(max);
+    }
+    let outcome = state.store.push(space, batch).await?;
+    state
+        .metrics
+        .observe_push(outcome.applied, outcome.conflicts.len(), outcome.replayed);
+    if outcome.applied > 0 {
+        tracing::debug!(%space, head = outcome.head, applied = outcome.applied, "committed");
+    }
+    Ok(outcome)
+}
