@@ -1,1 +1,191 @@
-fn main() {}
+//! `ferry`: runs the sync server and administers it.
+//!
+//! - `ferry serve`: the server, on SQLite in `./ferry-data` by default.
+//! - `ferry admin token --email E`: prints an access token for a user.
+//!
+//! Configuration comes in layers: defaults, then `ferry.toml` (or the file
+//! named by `--config`), then `FERRY_*` environment variables, then flags.
+
+mod config;
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use ferry_server::auth::issuer::Issuer;
+use ferry_server::clock::wall_ms;
+use ferry_server::config::{Database, LogFormat, random_node_id};
+use ferry_server::{AppState, Settings, ids, spaces};
+use tokio::net::TcpListener;
+
+use crate::config::{ConfigArgs, ServeArgs};
+
+/// Ferry: a local-first sync engine.
+#[derive(Debug, Parser)]
+#[command(name = "ferry", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sync server.
+    Serve(ServeArgs),
+    /// Administer a server's database.
+    Admin {
+        #[command(subcommand)]
+        command: AdminCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Print an access token for the user with this email (created, with a
+    /// personal space, if new). Prints only the token.
+    Token {
+        /// The user's email address.
+        #[arg(long)]
+        email: String,
+        /// How long the token is valid: 15m, 1h, 7d...
+        #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+        ttl: Duration,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Admin {
+                command: AdminCommand::Token { email, ttl, config },
+            } => token(&email, ttl, config).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Display, not Debug: a clear message, never a backtrace.
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logs(format: LogFormat, default: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down: finishing requests in flight");
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logs(config.log_format, "info");
+    tracing::info!(?config, "configuration");
+    let database = Database::of(&config)?;
+    let store = database
+        .open()
+        .await
+        .with_context(|| format!("cannot open the database {database:?}"))?;
+    let node_id = match &config.node_id {
+        Some(id) => ferry_core::ClientId::new(id.clone()).context("node_id")?,
+        None => random_node_id()?,
+    };
+    let settings = Settings {
+        node_id,
+        max_clock_skew_ms: config.max_clock_skew_secs.saturating_mul(1000),
+    };
+    let state = AppState::new(store, settings)
+        .await
+        .context("cannot load the signing keys")?;
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on {}: the address is already in use \
+                 (is another ferry running? pick another with --listen)",
+                config.listen
+            ),
+            _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
+        })?;
+    let addr = listener.local_addr()?;
+    let db_flag = match &config.database {
+        Some(url) => format!("--database {url}"),
+        None => format!("--data-dir {}", config.data_dir.display()),
+    };
+    // On stdout, for people and for scripts that start Ferry on port 0.
+    println!("Ferry listening on http://{addr}");
+    println!("Get a token: ferry admin token --email you@example.com {db_flag}");
+    tracing::info!(%addr, "listening");
+    ferry_server::server::run(listener, state, shutdown_signal())
+        .await
+        .context("server error")?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn token(email: &str, ttl: Duration, args: ConfigArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logs(config.log_format, "warn");
+    let email = spaces::normalize_email(email)?;
+    let database = Database::of(&config)?;
+    let store = database
+        .open()
+        .await
+        .with_context(|| format!("cannot open the database {database:?}"))?;
+    let issuer = Issuer::load(store.as_ref(), wall_ms())
+        .await
+        .context("cannot load the signing keys")?;
+    let user = store.user_by_email(&email, &ids::new_user_id()?).await?;
+    let token = issuer.mint(&user.id, wall_ms() / 1000, ttl.as_secs().max(1))?;
+    println!("{token}");
+    Ok(())
+}

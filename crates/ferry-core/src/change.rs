@@ -187,7 +187,10 @@ mod tests {
             json!({"op": "delete", "collection": "c", "id": "i"}),
             json!({"op": "upsert", "collection": "c", "id": "i", "fields": {"_x": {"value": 1, "hlc": H1}}}),
         ] {
-            assert!(serde_json::from_value::<Change>(bad.clone()).is_err(), "{bad}");
+            assert!(
+                serde_json::from_value::<Change>(bad.clone()).is_err(),
+                "{bad}"
+            );
         }
     }
 

@@ -482,7 +482,10 @@ mod tests {
             "changes": [{"op": "upsert", "collection": "todos", "id": "t-1", "fields": {}}]
         })))
         .unwrap_err();
-        assert!(matches!(err, DecodeError::Change { index: 0, .. }), "{err:?}");
+        assert!(
+            matches!(err, DecodeError::Change { index: 0, .. }),
+            "{err:?}"
+        );
     }
 
     #[test]
@@ -514,7 +517,10 @@ mod tests {
             json!({"client_id": "c", "batch_id": "b", "changes": changes}),
         ))
         .unwrap_err();
-        assert!(matches!(err, DecodeError::TooManyChanges { count: 10_001, .. }));
+        assert!(matches!(
+            err,
+            DecodeError::TooManyChanges { count: 10_001, .. }
+        ));
     }
 
     #[test]

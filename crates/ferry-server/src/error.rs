@@ -129,6 +129,14 @@ impl ApiError {
     }
 }
 
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} ({})", self.message, self.code)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> Self {
         match e {
@@ -158,8 +166,9 @@ impl From<DecodeError> for ApiError {
         match e {
             DecodeError::Json(_) => ApiError::invalid_json(message),
             DecodeError::Request(_) => ApiError::invalid_request(message),
-            DecodeError::TooManyChanges { count, max } => ApiError::too_large(message)
-                .with_details(json!({"changes": count, "max": max})),
+            DecodeError::TooManyChanges { count, max } => {
+                ApiError::too_large(message).with_details(json!({"changes": count, "max": max}))
+            }
             DecodeError::Change { index, reason } => ApiError::invalid_change(message)
                 .with_details(json!({"index": index, "reason": reason})),
             DecodeError::ValueTooLarge {
@@ -167,9 +176,8 @@ impl From<DecodeError> for ApiError {
                 field,
                 bytes,
                 max,
-            } => ApiError::too_large(message).with_details(
-                json!({"index": index, "field": field, "bytes": bytes, "max": max}),
-            ),
+            } => ApiError::too_large(message)
+                .with_details(json!({"index": index, "field": field, "bytes": bytes, "max": max})),
         }
     }
 }
@@ -195,10 +203,9 @@ impl IntoResponse for ApiError {
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         if self.status == StatusCode::UNAUTHORIZED {
-            response.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
-            );
+            response
+                .headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
         response
     }

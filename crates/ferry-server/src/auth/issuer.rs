@@ -140,7 +140,9 @@ impl Issuer {
         let header = jsonwebtoken::decode_header(token)
             .map_err(|_| ApiError::invalid_token("the token is malformed"))?;
         if header.alg != Algorithm::EdDSA {
-            return Err(ApiError::invalid_token("the token's algorithm is not accepted"));
+            return Err(ApiError::invalid_token(
+                "the token's algorithm is not accepted",
+            ));
         }
         // Keys named by the token itself are never trusted.
         if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {
@@ -158,12 +160,13 @@ impl Issuer {
         validation.leeway = 0;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
-        let data = jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
-            match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
-                _ => ApiError::invalid_token("the token is not valid"),
-            }
-        })?;
+        let data =
+            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
+                match e.kind() {
+                    ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
+                    _ => ApiError::invalid_token("the token is not valid"),
+                }
+            })?;
         UserId::new(data.claims.sub)
             .map_err(|_| ApiError::invalid_token("the token's subject is not a user id"))
     }
@@ -195,14 +198,18 @@ mod tests {
     #[test]
     fn expired_tokens_are_refused() {
         let iss = issuer();
-        let token = iss.mint(&UserId::new("u1").unwrap(), now() - 120, 60).unwrap();
+        let token = iss
+            .mint(&UserId::new("u1").unwrap(), now() - 120, 60)
+            .unwrap();
         let err = iss.verify(&token).unwrap_err();
         assert_eq!(err.code(), "invalid_token");
     }
 
     #[test]
     fn tokens_of_another_key_are_refused() {
-        let token = issuer().mint(&UserId::new("u1").unwrap(), now(), 60).unwrap();
+        let token = issuer()
+            .mint(&UserId::new("u1").unwrap(), now(), 60)
+            .unwrap();
         assert!(issuer().verify(&token).is_err());
     }
 
@@ -226,13 +233,23 @@ mod tests {
         let forged = format!("{none_header}.{}.", parts[1]);
         assert!(iss.verify(&forged).is_err());
         let hs_header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256"}"#);
-        assert!(iss.verify(&format!("{hs_header}.{}.{}", parts[1], parts[2])).is_err());
+        assert!(
+            iss.verify(&format!("{hs_header}.{}.{}", parts[1], parts[2]))
+                .is_err()
+        );
         assert!(iss.verify("not a token").is_err());
         assert!(iss.verify(&"a".repeat(MAX_TOKEN_BYTES + 1)).is_err());
         // A valid signature over a tampered payload.
         let payload = URL_SAFE_NO_PAD.encode(
-            format!(r#"{{"sub":"u2","iss":"ferry","iat":0,"exp":{}}}"#, now() + 60).as_bytes(),
+            format!(
+                r#"{{"sub":"u2","iss":"ferry","iat":0,"exp":{}}}"#,
+                now() + 60
+            )
+            .as_bytes(),
         );
-        assert!(iss.verify(&format!("{}.{payload}.{}", parts[0], parts[2])).is_err());
+        assert!(
+            iss.verify(&format!("{}.{payload}.{}", parts[0], parts[2]))
+                .is_err()
+        );
     }
 }

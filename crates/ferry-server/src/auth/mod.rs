@@ -37,7 +37,10 @@ impl KnownUsers {
     const MAX: usize = 100_000;
 
     fn contains(&self, id: &UserId) -> bool {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner).contains(id)
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .contains(id)
     }
 
     fn insert(&self, id: UserId) {
@@ -51,10 +54,9 @@ impl KnownUsers {
 
 /// The token of an `Authorization: Bearer` header, if any.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts
-        .headers
-        .get(AUTHORIZATION)
-        .ok_or_else(|| ApiError::unauthorized("send an access token: Authorization: Bearer <token>"))?;
+    let value = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+        ApiError::unauthorized("send an access token: Authorization: Bearer <token>")
+    })?;
     let value = value
         .to_str()
         .map_err(|_| ApiError::invalid_token("the Authorization header is not text"))?;
@@ -62,7 +64,9 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
         .split_once(' ')
         .ok_or_else(|| ApiError::invalid_token("expected Authorization: Bearer <token>"))?;
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::invalid_token("expected Authorization: Bearer <token>"));
+        return Err(ApiError::invalid_token(
+            "expected Authorization: Bearer <token>",
+        ));
     }
     Ok(token.trim())
 }

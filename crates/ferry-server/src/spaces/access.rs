@@ -40,6 +40,8 @@ pub fn require_owner(role: Role) -> Result<(), ApiError> {
     if role == Role::Owner {
         Ok(())
     } else {
-        Err(ApiError::forbidden("only an owner of this space can manage its members"))
+        Err(ApiError::forbidden(
+            "only an owner of this space can manage its members",
+        ))
     }
 }

@@ -137,13 +137,15 @@ pub fn normalize_email(email: &str) -> Result<String, ApiError> {
     let email = email.trim().to_lowercase();
     let ok = email.len() <= 254
         && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-        && email
-            .split_once('@')
-            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+        && email.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !domain.contains('@')
+        });
     if ok {
         Ok(email)
     } else {
-        Err(ApiError::invalid_request(format!("{email:?} is not an email address")))
+        Err(ApiError::invalid_request(format!(
+            "{email:?} is not an email address"
+        )))
     }
 }
 
@@ -155,8 +157,14 @@ async fn invite(
 ) -> Result<(StatusCode, Json<Member>), ApiError> {
     access::require_owner(access::member(&state, &user, &space).await?)?;
     let email = normalize_email(&body.email)?;
-    let invited = state.store.user_by_email(&email, &ids::new_user_id()?).await?;
-    state.store.set_member(&space, &invited.id, body.role).await?;
+    let invited = state
+        .store
+        .user_by_email(&email, &ids::new_user_id()?)
+        .await?;
+    state
+        .store
+        .set_member(&space, &invited.id, body.role)
+        .await?;
     Ok((
         StatusCode::CREATED,
         Json(member_of(&state, &space, &invited.id).await?),
@@ -182,7 +190,10 @@ mod tests {
 
     #[test]
     fn emails_are_normalized_and_checked() {
-        assert_eq!(normalize_email(" Ada@Example.COM ").unwrap(), "ada@example.com");
+        assert_eq!(
+            normalize_email(" Ada@Example.COM ").unwrap(),
+            "ada@example.com"
+        );
         for bad in ["", "ada", "@x", "ada@", "a b@x", "a@b@c"] {
             assert!(normalize_email(bad).is_err(), "{bad}");
         }

@@ -169,8 +169,12 @@ pub trait Store: Send + Sync + 'static {
     async fn spaces_of(&self, user: &UserId) -> Result<Vec<SpaceInfo>, StoreError>;
 
     /// Creates a space owned by `owner`; `Conflict` if the id exists.
-    async fn create_space(&self, id: &SpaceId, name: &str, owner: &UserId)
-    -> Result<(), StoreError>;
+    async fn create_space(
+        &self,
+        id: &SpaceId,
+        name: &str,
+        owner: &UserId,
+    ) -> Result<(), StoreError>;
 
     /// `user`'s role in `space`, `None` when not a member or no such space.
     async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
@@ -180,8 +184,12 @@ pub trait Store: Send + Sync + 'static {
 
     /// Adds `user` to `space` or changes their role. `NotFound` for an
     /// unknown user; `Conflict` when it would leave the space without owner.
-    async fn set_member(&self, space: &SpaceId, user: &UserId, role: Role)
-    -> Result<(), StoreError>;
+    async fn set_member(
+        &self,
+        space: &SpaceId,
+        user: &UserId,
+        role: Role,
+    ) -> Result<(), StoreError>;
 
     /// Removes `user` from `space`. `NotFound` when not a member; `Conflict`
     /// when it would leave the space without owner.

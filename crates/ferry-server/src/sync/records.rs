@@ -96,7 +96,9 @@ async fn get_one(
 /// Checks the body of a write: at least one field, each value within size.
 fn check_write(body: &WriteRecord) -> Result<(), ApiError> {
     if body.fields.is_empty() {
-        return Err(ApiError::invalid_change("name at least one field in \"fields\""));
+        return Err(ApiError::invalid_change(
+            "name at least one field in \"fields\"",
+        ));
     }
     for (name, value) in &body.fields {
         let bytes = serialized_len(value);
@@ -169,8 +171,8 @@ async fn put(
     check_write(&body)?;
     let mut values = body.fields;
     if let Some(current) = state.store.record(&space, &collection, &id).await? {
-        let stored: BTreeMap<FieldName, Value> = serde_json::from_str(current.fields.get())
-            .map_err(ApiError::internal)?;
+        let stored: BTreeMap<FieldName, Value> =
+            serde_json::from_str(current.fields.get()).map_err(ApiError::internal)?;
         for name in stored.into_keys() {
             values.entry(name).or_insert(Value::Null);
         }
@@ -190,7 +192,10 @@ async fn patch(
 ) -> Result<Json<RecordRow>, ApiError> {
     access::require_write(access::member(&state, &user, &space).await?)?;
     check_write(&body)?;
-    if live_record(&state, &space, &collection, &id).await?.is_none() {
+    if live_record(&state, &space, &collection, &id)
+        .await?
+        .is_none()
+    {
         return Err(record_not_found(&collection, &id));
     }
     let deleted = record_not_found(&collection, &id);
@@ -227,7 +232,10 @@ async fn delete(
 /// The REST records routes, under `/v1`.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/spaces/{space}/collections/{collection}/records", get(list))
+        .route(
+            "/spaces/{space}/collections/{collection}/records",
+            get(list),
+        )
         .route(
             "/spaces/{space}/collections/{collection}/records/{id}",
             get(get_one).put(put).patch(patch).delete(delete),

@@ -28,7 +28,11 @@ pub fn check_clock_skew(state: &AppState, changes: &[Change]) -> Result<(), ApiE
 }
 
 /// Applies `batch` to `space`: the one way changes reach the store.
-pub async fn apply(state: &AppState, space: &SpaceId, batch: Batch) -> Result<PushOutcome, ApiError> {
+pub async fn apply(
+    state: &AppState,
+    space: &SpaceId,
+    batch: Batch,
+) -> Result<PushOutcome, ApiError> {
     check_clock_skew(state, &batch.changes)?;
     if let Some(max) = batch.changes.iter().filter_map(Change::max_hlc).max() {
         state.clock.observe(max);

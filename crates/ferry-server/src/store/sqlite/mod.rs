@@ -155,7 +155,8 @@ impl Store for SqliteStore {
     }
 
     async fn signing_keys(&self, candidate: StoredKey) -> Result<Vec<StoredKey>, StoreError> {
-        self.write(move |c| users::signing_keys(c, &candidate)).await
+        self.write(move |c| users::signing_keys(c, &candidate))
+            .await
     }
 
     async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError> {

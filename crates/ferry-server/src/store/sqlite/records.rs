@@ -95,11 +95,12 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: &Batch) -> Result<PushOu
         )?;
         let mut rows = stmt.query(params![sid, to_json(&keys)?])?;
         while let Some(row) = rows.next()? {
-            let collection = Collection::new(row.get::<_, String>(0)?)
-                .map_err(|e| corrupt("collection", e))?;
+            let collection =
+                Collection::new(row.get::<_, String>(0)?).map_err(|e| corrupt("collection", e))?;
             let id = RecordId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("id", e))?;
-            let fields: Fields = serde_json::from_str(row.get_ref(2)?.as_str().map_err(|e| corrupt("fields", e))?)
-                .map_err(|e| corrupt("fields", e))?;
+            let fields: Fields =
+                serde_json::from_str(row.get_ref(2)?.as_str().map_err(|e| corrupt("fields", e))?)
+                    .map_err(|e| corrupt("fields", e))?;
             let deleted: Option<Hlc> = row
                 .get::<_, Option<String>>(3)?
                 .map(|h| h.parse())

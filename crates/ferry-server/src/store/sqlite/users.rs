@@ -26,7 +26,10 @@ fn space_id(text: String) -> Result<SpaceId, StoreError> {
     SpaceId::new(text).map_err(|e| StoreError::Internal(format!("stored space id: {e}")))
 }
 
-pub fn signing_keys(c: &mut Connection, candidate: &StoredKey) -> Result<Vec<StoredKey>, StoreError> {
+pub fn signing_keys(
+    c: &mut Connection,
+    candidate: &StoredKey,
+) -> Result<Vec<StoredKey>, StoreError> {
     let tx = immediate(c)?;
     let count: i64 = tx.query_row("SELECT count(*) FROM signing_keys", [], |r| r.get(0))?;
     if count == 0 {
@@ -119,7 +122,9 @@ pub fn ensure_user(c: &mut Connection, id: &UserId) -> Result<User, StoreError> 
 pub fn user_by_email(c: &mut Connection, email: &str, new_id: &UserId) -> Result<User, StoreError> {
     let tx = immediate(c)?;
     let found: Option<String> = tx
-        .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| r.get(0))
+        .query_row("SELECT id FROM users WHERE email = ?1", [email], |r| {
+            r.get(0)
+        })
         .optional()?;
     let user = match found {
         Some(id) => User {
@@ -181,7 +186,11 @@ pub fn create_space(
     Ok(())
 }
 
-pub fn role(c: &mut Connection, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+pub fn role(
+    c: &mut Connection,
+    space: &SpaceId,
+    user: &UserId,
+) -> Result<Option<Role>, StoreError> {
     let role: Option<String> = c
         .prepare_cached(
             "SELECT m.role FROM members m JOIN spaces s ON s.sid = m.sid
@@ -223,9 +232,11 @@ pub fn set_member(
 ) -> Result<(), StoreError> {
     let tx = immediate(c)?;
     let sid: i64 = tx
-        .query_row("SELECT sid FROM spaces WHERE id = ?1", [space.as_str()], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT sid FROM spaces WHERE id = ?1",
+            [space.as_str()],
+            |r| r.get(0),
+        )
         .optional()?
         .ok_or(StoreError::NotFound("space"))?;
     if role.is_some() && find_user(&tx, user)?.is_none() {

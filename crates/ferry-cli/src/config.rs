@@ -1,0 +1,141 @@
+//! Resolving the configuration: defaults, then the TOML file, then
+//! `FERRY_*` variables and flags (clap reads both, flags winning).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use ferry_server::Config;
+use ferry_server::config::LogFormat;
+
+/// The file read when `--config` is not given, if it exists.
+const DEFAULT_CONFIG_FILE: &str = "ferry.toml";
+
+/// Where the configuration and the database are.
+#[derive(Debug, Clone, Args)]
+pub struct ConfigArgs {
+    /// A TOML configuration file [default: ./ferry.toml when present].
+    #[arg(long, env = "FERRY_CONFIG", value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Directory of the embedded database [default: ./ferry-data].
+    #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Database URL, sqlite://PATH [default: sqlite://DATA_DIR/ferry.db].
+    #[arg(long, env = "FERRY_DATABASE_URL", value_name = "URL")]
+    database: Option<String>,
+    /// Log format.
+    #[arg(long, env = "FERRY_LOG_FORMAT", value_enum)]
+    log_format: Option<LogFormatArg>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormatArg {
+    Text,
+    Json,
+}
+
+/// `ferry serve`'s options.
+#[derive(Debug, Clone, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// Address to listen on [default: 127.0.0.1:8787]; port 0 picks a free one.
+    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+    listen: Option<SocketAddr>,
+    /// This node's id in the HLCs it stamps [default: random].
+    #[arg(long, env = "FERRY_NODE_ID")]
+    node_id: Option<String>,
+    /// How far ahead of the server's clock a change may be, in seconds [default: 300].
+    #[arg(long, env = "FERRY_MAX_CLOCK_SKEW_SECS", value_name = "SECS")]
+    max_clock_skew_secs: Option<u64>,
+}
+
+fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
+    let path = match explicit {
+        Some(p) => p.to_path_buf(),
+        None if Path::new(DEFAULT_CONFIG_FILE).exists() => PathBuf::from(DEFAULT_CONFIG_FILE),
+        None => return Ok(Config::default()),
+    };
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read the configuration file {}", path.display()))?;
+    toml::from_str(&text).with_context(|| format!("invalid configuration file {}", path.display()))
+}
+
+impl ConfigArgs {
+    /// The configuration these arguments name.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = load_file(self.config.as_deref())?;
+        if let Some(dir) = &self.data_dir {
+            config.data_dir = dir.clone();
+        }
+        if let Some(url) = &self.database {
+            config.database = Some(url.clone());
+        }
+        if let Some(format) = self.log_format {
+            config.log_format = match format {
+                LogFormatArg::Text => LogFormat::Text,
+                LogFormatArg::Json => LogFormat::Json,
+            };
+        }
+        Ok(config)
+    }
+}
+
+impl ServeArgs {
+    /// The configuration to serve with.
+    pub fn resolve(&self) -> anyhow::Result<Config> {
+        let mut config = self.config.resolve()?;
+        if let Some(listen) = self.listen {
+            config.listen = listen;
+        }
+        if let Some(id) = &self.node_id {
+            config.node_id = Some(id.clone());
+        }
+        if let Some(secs) = self.max_clock_skew_secs {
+            config.max_clock_skew_secs = secs;
+        }
+        Ok(config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_is_read_and_unknown_keys_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9999\"\nmax_clock_skew_secs = 60\n",
+        )
+        .unwrap();
+        let config = load_file(Some(&path)).unwrap();
+        assert_eq!(config.listen.port(), 9999);
+        assert_eq!(config.max_clock_skew_secs, 60);
+        assert_eq!(config.data_dir, PathBuf::from("ferry-data"));
+
+        std::fs::write(&path, "lisen = \"127.0.0.1:9999\"\n").unwrap();
+        let err = format!("{:#}", load_file(Some(&path)).unwrap_err());
+        assert!(err.contains("lisen"), "{err}");
+    }
+
+    #[test]
+    fn flags_override_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ferry.toml");
+        std::fs::write(&path, "data_dir = \"/from/file\"\n").unwrap();
+        let args = ConfigArgs {
+            config: Some(path),
+            data_dir: Some(PathBuf::from("/from/flag")),
+            database: None,
+            log_format: None,
+        };
+        assert_eq!(
+            args.resolve().unwrap().data_dir,
+            PathBuf::from("/from/flag")
+        );
+    }
+}
