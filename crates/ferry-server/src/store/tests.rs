@@ -1,1 +1,514 @@
+//! The storage test suite. Each test is a function over `Arc<dyn Store>`;
+//! [`store_suite!`] instantiates all of them for one backend, so every
+//! backend is held to exactly the same behaviour.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferry_core::protocol::BatchId;
+use ferry_core::{
+    Change, ClientId, Collection, ConflictKind, FieldName, FieldValue, Hlc, Record, RecordId, Role,
+    SpaceId, UserId,
+};
+use serde_json::{Value, json};
+
+use super::{Batch, PullQuery, Store, StoreError};
+
+fn user(id: &str) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+fn space(id: &str) -> SpaceId {
+    SpaceId::new(id).unwrap()
+}
+
+fn hlc(p: u64, node: &str) -> Hlc {
+    Hlc::new(p, 0, ClientId::new(node).unwrap()).unwrap()
+}
+
+fn upsert(id: &str, field: &str, value: Value, h: Hlc) -> Change {
+    Change::Upsert {
+        collection: Collection::new("todos").unwrap(),
+        id: RecordId::new(id).unwrap(),
+        fields: [(FieldName::new(field).unwrap(), FieldValue { value, hlc: h })].into(),
+    }
+}
+
+fn delete(id: &str, h: Hlc) -> Change {
+    Change::Delete {
+        collection: Collection::new("todos").unwrap(),
+        id: RecordId::new(id).unwrap(),
+        hlc: h,
+    }
+}
+
+fn batch(client: &str, batch_id: &str, changes: Vec<Change>) -> Batch {
+    Batch {
+        client_id: ClientId::new(client).unwrap(),
+        batch_id: Some(BatchId::new(batch_id).unwrap()),
+        cursor: None,
+        changes,
+    }
+}
+
+fn all(cursor: u64) -> PullQuery {
+    PullQuery {
+        cursor,
+        limit: 10_000,
+        collections: None,
+    }
+}
+
+/// A space `team` owned by `owner`.
+async fn team(store: &dyn Store) -> SpaceId {
+    store.ensure_user(&user("owner")).await.unwrap();
+    let s = space("team");
+    store
+        .create_space(&s, "Team", &user("owner"))
+        .await
+        .unwrap();
+    s
+}
+
+/// Every record of the space, decoded.
+async fn records(store: &dyn Store, s: &SpaceId) -> HashMap<String, Record> {
+    let page = store.pull(s, all(0)).await.unwrap();
+    page.records
+        .into_iter()
+        .map(|r| {
+            let rec: Record = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+            (rec.id.to_string(), rec)
+        })
+        .collect()
+}
+
+pub async fn users_get_a_personal_space_once(store: Arc<dyn Store>) {
+    let u = user("u1");
+    store.ensure_user(&u).await.unwrap();
+    store.ensure_user(&u).await.unwrap();
+    let spaces = store.spaces_of(&u).await.unwrap();
+    assert_eq!(spaces.len(), 1);
+    assert_eq!(spaces[0].id.as_str(), "user:u1");
+    assert_eq!(spaces[0].role, Role::Owner);
+}
+
+pub async fn users_by_email_are_found_again(store: Arc<dyn Store>) {
+    let first = store
+        .user_by_email("ada@example.com", &user("a1"))
+        .await
+        .unwrap();
+    let again = store
+        .user_by_email("ada@example.com", &user("a2"))
+        .await
+        .unwrap();
+    assert_eq!(first.id, again.id);
+    assert_eq!(first.id.as_str(), "a1");
+    assert_eq!(store.spaces_of(&first.id).await.unwrap().len(), 1);
+}
+
+pub async fn space_ids_are_unique(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let err = store
+        .create_space(&s, "Again", &user("owner"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+}
+
+pub async fn members_and_the_last_owner(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    store.ensure_user(&user("bob")).await.unwrap();
+    store
+        .set_member(&s, &user("bob"), Role::Viewer)
+        .await
+        .unwrap();
+    assert_eq!(
+        store.role(&s, &user("bob")).await.unwrap(),
+        Some(Role::Viewer)
+    );
+    assert_eq!(store.members(&s).await.unwrap().len(), 2);
+    // The only owner can neither leave nor be demoted.
+    assert!(matches!(
+        store.remove_member(&s, &user("owner")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert!(matches!(
+        store.set_member(&s, &user("owner"), Role::Editor).await,
+        Err(StoreError::Conflict(_))
+    ));
+    // With a second owner, the first may go.
+    store
+        .set_member(&s, &user("bob"), Role::Owner)
+        .await
+        .unwrap();
+    store.remove_member(&s, &user("owner")).await.unwrap();
+    assert_eq!(store.role(&s, &user("owner")).await.unwrap(), None);
+    assert!(matches!(
+        store.set_member(&s, &user("nobody"), Role::Editor).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.remove_member(&s, &user("owner")).await,
+        Err(StoreError::NotFound(_))
+    ));
+}
+
+pub async fn push_assigns_seq_and_pull_returns_in_order(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let out = store
+        .push(
+            &s,
+            batch(
+                "a",
+                "b1",
+                vec![
+                    upsert("t-1", "title", json!("one"), hlc(1, "a")),
+                    upsert("t-2", "title", json!("two"), hlc(1, "a")),
+                    upsert("t-1", "done", json!(true), hlc(2, "a")),
+                ],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied, 3);
+    assert_eq!(out.head, 2, "two records changed, so two seqs");
+    let page = store.pull(&s, all(0)).await.unwrap();
+    let ids: Vec<_> = page
+        .records
+        .iter()
+        .map(|r| (r.id.as_str(), r.seq))
+        .collect();
+    // t-2 was last written before t-1's second change.
+    assert_eq!(ids, [("t-2", 1), ("t-1", 2)]);
+    assert_eq!(page.cursor, 2);
+    assert!(!page.has_more);
+    let recs = records(store.as_ref(), &s).await;
+    assert_eq!(recs["t-1"].fields.len(), 2);
+}
+
+pub async fn stale_writes_change_nothing_and_are_reported(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    store
+        .push(
+            &s,
+            batch(
+                "b",
+                "1",
+                vec![upsert("t", "title", json!("eggs"), hlc(5, "b"))],
+            ),
+        )
+        .await
+        .unwrap();
+    let out = store
+        .push(
+            &s,
+            batch(
+                "a",
+                "1",
+                vec![upsert("t", "title", json!("milk"), hlc(4, "a"))],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied, 0);
+    assert_eq!(out.head, 1, "nothing changed, so no new seq");
+    assert_eq!(out.conflicts.len(), 1);
+    assert_eq!(out.conflicts[0].kind, ConflictKind::StaleWrite);
+    assert_eq!(
+        out.conflicts[0].winner.as_ref().unwrap().value,
+        json!("eggs")
+    );
+    assert_eq!(
+        records(store.as_ref(), &s).await["t"].fields["title"].value,
+        json!("eggs")
+    );
+}
+
+pub async fn a_retried_batch_applies_once_and_answers_the_same(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    store
+        .push(
+            &s,
+            batch(
+                "b",
+                "x",
+                vec![upsert("t", "title", json!("new"), hlc(9, "b"))],
+            ),
+        )
+        .await
+        .unwrap();
+    let retry = batch(
+        "a",
+        "b1",
+        vec![
+            upsert("t", "title", json!("old"), hlc(1, "a")),
+            upsert("u", "title", json!("u"), hlc(1, "a")),
+        ],
+    );
+    let first = store.push(&s, retry.clone()).await.unwrap();
+    let second = store.push(&s, retry.clone()).await.unwrap();
+    assert!(!first.replayed);
+    assert!(second.replayed);
+    assert_eq!(
+        (first.applied, &first.conflicts),
+        (second.applied, &second.conflicts)
+    );
+    assert_eq!(second.head, first.head, "the retry took no seq");
+    // The same batch id from another client, or for another space, is new.
+    let other = store.push(&s, batch("c", "b1", vec![])).await.unwrap();
+    assert!(!other.replayed);
+}
+
+pub async fn deletes_win_and_keep_no_values(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    store
+        .push(
+            &s,
+            batch(
+                "a",
+                "1",
+                vec![upsert("t", "title", json!("secret"), hlc(9, "a"))],
+            ),
+        )
+        .await
+        .unwrap();
+    store
+        .push(&s, batch("b", "1", vec![delete("t", hlc(1, "b"))]))
+        .await
+        .unwrap();
+    let out = store
+        .push(
+            &s,
+            batch(
+                "a",
+                "2",
+                vec![upsert("t", "title", json!("back"), hlc(10, "a"))],
+            ),
+        )
+        .await
+        .unwrap();
+    assert_eq!(out.applied, 0);
+    assert_eq!(out.conflicts[0].kind, ConflictKind::RecordDeleted);
+    let rec = &records(store.as_ref(), &s).await["t"];
+    assert!(rec.fields.is_empty());
+    assert_eq!(rec.deleted, Some(hlc(1, "b")));
+    let row = store
+        .record(
+            &s,
+            &Collection::new("todos").unwrap(),
+            &RecordId::new("t").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.fields.get(), "{}", "no field value survives in storage");
+    let live = store
+        .list_records(&s, &Collection::new("todos").unwrap(), None, 10)
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "tombstones are not listed");
+}
+
+pub async fn pages_follow_the_cursor_without_gaps(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    for i in 0..25 {
+        store
+            .push(
+                &s,
+                batch(
+                    "a",
+                    &format!("b{i}"),
+                    vec![upsert(&format!("r{i}"), "n", json!(i), hlc(i + 1, "a"))],
+                ),
+            )
+            .await
+            .unwrap();
+    }
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .pull(
+                &s,
+                PullQuery {
+                    cursor,
+                    limit: 10,
+                    collections: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.records.len() <= 10);
+        seen.extend(page.records.iter().map(|r| r.seq));
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    assert_eq!(cursor, 25);
+}
+
+pub async fn collection_filters_still_move_the_cursor(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let note = Change::Upsert {
+        collection: Collection::new("notes").unwrap(),
+        id: RecordId::new("n").unwrap(),
+        fields: [(
+            FieldName::new("x").unwrap(),
+            FieldValue {
+                value: json!(1),
+                hlc: hlc(1, "a"),
+            },
+        )]
+        .into(),
+    };
+    store
+        .push(
+            &s,
+            batch(
+                "a",
+                "1",
+                vec![upsert("t", "x", json!(1), hlc(1, "a")), note],
+            ),
+        )
+        .await
+        .unwrap();
+    let page = store
+        .pull(
+            &s,
+            PullQuery {
+                cursor: 0,
+                limit: 100,
+                collections: Some(vec![Collection::new("todos").unwrap()]),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].collection, "todos");
+    assert_eq!(page.cursor, 2, "the cursor covers the notes too");
+}
+
+pub async fn cursors_outside_the_space_are_expired(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let err = store.pull(&s, all(5)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::CursorExpired {
+                cursor: 5,
+                head: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A batch sent with such a cursor is not applied either.
+    let mut b = batch("a", "1", vec![upsert("t", "x", json!(1), hlc(1, "a"))]);
+    b.cursor = Some(5);
+    assert!(matches!(
+        store.push(&s, b).await,
+        Err(StoreError::CursorExpired { .. })
+    ));
+    assert!(records(store.as_ref(), &s).await.is_empty());
+}
+
+pub async fn unknown_spaces_are_not_found(store: Arc<dyn Store>) {
+    let s = space("nowhere");
+    assert!(matches!(
+        store.pull(&s, all(0)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .push(&s, batch("a", "1", vec![delete("t", hlc(1, "a"))]))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.role(&s, &user("x")).await.unwrap(), None);
+}
+
+pub async fn concurrent_pushes_get_distinct_gapless_seqs(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let id = format!("w{w}-{i}");
+                store
+                    .push(
+                        &s,
+                        batch(
+                            &format!("c{w}"),
+                            &format!("b{i}"),
+                            vec![upsert(&id, "n", json!(i), hlc(1, "a"))],
+                        ),
+                    )
+                    .await
+                    .unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let page = store.pull(&s, all(0)).await.unwrap();
+    let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=160).collect::<Vec<_>>());
+}
+
+pub async fn signing_keys_are_created_once(store: Arc<dyn Store>) {
+    let key = |kid: &str| super::StoredKey {
+        kid: kid.into(),
+        private_pkcs8: vec![1, 2, 3],
+        created_at_ms: 1,
+    };
+    let first = store.signing_keys(key("k1")).await.unwrap();
+    let second = store.signing_keys(key("k2")).await.unwrap();
+    assert_eq!(first.len(), 1);
+    assert_eq!(second, first, "the first node's key wins");
+}
+
+/// Instantiates every storage test for a backend: `$open` is an async
+/// expression giving an `Arc<dyn Store>` on a fresh, empty database and a
+/// guard that removes that database when dropped.
+#[macro_export]
+macro_rules! store_suite {
+    ($open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard): (std::sync::Arc<dyn $crate::store::Store>, _) = $open;
+                $crate::store::tests::$name(store).await;
+            }
+        )*
+    };
+}
+
+mod sqlite {
+    use super::super::SqliteStore;
+
+    crate::store_suite!(
+        {
+            let dir = tempfile::tempdir().unwrap();
+            let store = SqliteStore::open(dir.path().join("ferry.db")).await.unwrap();
+            (std::sync::Arc::new(store), dir)
+        };
+        users_get_a_personal_space_once,
+        users_by_email_are_found_again,
+        space_ids_are_unique,
+        members_and_the_last_owner,
+        push_assigns_seq_and_pull_returns_in_order,
+        stale_writes_change_nothing_and_are_reported,
+        a_retried_batch_applies_once_and_answers_the_same,
+        deletes_win_and_keep_no_values,
+        pages_follow_the_cursor_without_gaps,
+        collection_filters_still_move_the_cursor,
+        cursors_outside_the_space_are_expired,
+        unknown_spaces_are_not_found,
+        concurrent_pushes_get_distinct_gapless_seqs,
+        signing_keys_are_created_once,
+    );
+}
