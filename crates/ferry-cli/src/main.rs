@@ -8,6 +8,7 @@
 
 mod config;
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -98,32 +99,31 @@ fn init_logs(format: LogFormat, default: &str) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+/// A future that completes on SIGINT or SIGTERM. The handlers are installed
+/// now, before the server says it listens, so a signal sent right after that
+/// line is never missed.
+#[cfg(unix)]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut interrupt = signal(SignalKind::interrupt()).context("cannot handle SIGINT")?;
+    let mut terminate = signal(SignalKind::terminate()).context("cannot handle SIGTERM")?;
+    Ok(async move {
+        tokio::select! {
+            _ = interrupt.recv() => {},
+            _ = terminate.recv() => {},
+        }
+        tracing::info!("shutting down: finishing requests in flight");
+    })
+}
+
+#[cfg(not(unix))]
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + Send + 'static> {
+    Ok(async {
+        if tokio::signal::ctrl_c().await.is_err() {
             std::future::pending::<()>().await;
         }
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
-    }
-    tracing::info!("shutting down: finishing requests in flight");
+        tracing::info!("shutting down: finishing requests in flight");
+    })
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -157,15 +157,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
         })?;
     let addr = listener.local_addr()?;
+    let shutdown = shutdown_signal()?;
     let db_flag = match &config.database {
         Some(url) => format!("--database {url}"),
         None => format!("--data-dir {}", config.data_dir.display()),
     };
-    // On stdout, for people and for scripts that start Ferry on port 0.
-    println!("Ferry listening on http://{addr}");
-    println!("Get a token: ferry admin token --email you@example.com {db_flag}");
+    // On stdout, for people and for scripts that start Ferry on port 0. A
+    // closed stdout (a script that read the first line and left) is fine.
+    let mut stdout = std::io::stdout();
+    let _ = writeln!(stdout, "Ferry listening on http://{addr}");
+    let _ = writeln!(
+        stdout,
+        "Get a token: ferry admin token --email you@example.com {db_flag}"
+    );
+    let _ = stdout.flush();
     tracing::info!(%addr, "listening");
-    ferry_server::server::run(listener, state, shutdown_signal())
+    ferry_server::server::run(listener, state, shutdown)
         .await
         .context("server error")?;
     tracing::info!("stopped");

@@ -926,7 +926,7 @@ async fn rest_records_round_trip() {
         .await;
     assert_eq!(r.status, StatusCode::NOT_FOUND);
     assert_eq!(
-        api.get(&format!("{base}"), "alice").await.body["records"]
+        api.get(base, "alice").await.body["records"]
             .as_array()
             .unwrap()
             .len(),

@@ -1,0 +1,191 @@
+//! The `ferry` binary as an operator meets it: help, tokens, clear errors,
+//! graceful shutdown.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Server, ferry};
+
+fn stderr_of(out: &std::process::Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn help_is_there_everywhere() {
+    for args in [
+        vec!["--help"],
+        vec!["serve", "--help"],
+        vec!["admin", "--help"],
+        vec!["admin", "token", "--help"],
+    ] {
+        let out = ferry().args(&args).output().unwrap();
+        assert!(out.status.success(), "{args:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("Usage:"), "{args:?}: {text}");
+    }
+    let serve = ferry().args(["serve", "--help"]).output().unwrap();
+    let text = String::from_utf8_lossy(&serve.stdout);
+    for flag in ["--listen", "--data-dir", "--database", "--config"] {
+        assert!(text.contains(flag), "{flag} missing from serve --help");
+    }
+}
+
+#[test]
+fn admin_token_prints_only_a_token() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let out = ferry()
+        .args([
+            "admin",
+            "token",
+            "--email",
+            "ada@example.com",
+            "--ttl",
+            "2h",
+            "--data-dir",
+        ])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert_eq!(stdout.lines().count(), 1, "{stdout:?}");
+    let token = stdout.trim();
+    assert_eq!(token.split('.').count(), 3, "a JWT: {token}");
+    // The same email is the same user.
+    let again = common::token(&data, "ADA@example.com");
+    assert_ne!(again, token);
+    let bad = ferry()
+        .args(["admin", "token", "--email", "not an email", "--data-dir"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(
+        stderr_of(&bad).contains("not an email address"),
+        "{}",
+        stderr_of(&bad)
+    );
+}
+
+#[tokio::test]
+async fn a_token_from_the_cli_works_against_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let alice = server.client(&server.token("alice@example.com"));
+    let again = server.client(&server.token("alice@example.com"));
+    let (status, me) = alice.get("/v1/me").await;
+    assert_eq!(status, 200);
+    assert_eq!(me["user"]["email"], "alice@example.com");
+    assert_eq!(again.user_id().await, alice.user_id().await);
+    let (_, spaces) = alice.get("/v1/spaces").await;
+    assert_eq!(
+        spaces["spaces"][0]["id"],
+        format!("user:{}", me["user"]["id"].as_str().unwrap())
+    );
+}
+
+#[test]
+fn a_busy_port_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Server::start(&dir.path().join("a"));
+    let addr = first.url.trim_start_matches("http://").to_owned();
+    let out = ferry()
+        .args(["serve", "--listen", &addr, "--data-dir"])
+        .arg(dir.path().join("b"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("already in use"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}
+
+#[test]
+fn an_unusable_data_dir_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("a-file");
+    std::fs::write(&file, "not a directory").unwrap();
+    let out = ferry()
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(file.join("data"))
+        .env("RUST_BACKTRACE", "1")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr_of(&out);
+    assert!(err.contains("cannot create data directory"), "{err}");
+    assert!(!err.contains("backtrace"), "{err}");
+}
+
+#[test]
+fn bad_configuration_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    std::fs::write(&config, "listen = \"127.0.0.1:0\"\nmax_skew = 3\n").unwrap();
+    let out = ferry()
+        .args(["serve", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(stderr_of(&out).contains("max_skew"), "{}", stderr_of(&out));
+
+    let out = ferry()
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            "postgres://localhost/x",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        stderr_of(&out).contains("PostgreSQL"),
+        "{}",
+        stderr_of(&out)
+    );
+}
+
+#[test]
+fn configuration_comes_from_the_file_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("ferry.toml");
+    let data = dir.path().join("from-file");
+    std::fs::write(
+        &config,
+        format!("data_dir = {:?}\n", data.display().to_string()),
+    )
+    .unwrap();
+    // The environment names the file; the file names the data dir.
+    let out = ferry()
+        .args(["admin", "token", "--email", "a@b.c"])
+        .env("FERRY_CONFIG", &config)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(data.join("ferry.db").exists());
+    // A flag beats the environment.
+    let flag = dir.path().join("from-flag");
+    let out = ferry()
+        .args(["admin", "token", "--email", "a@b.c", "--data-dir"])
+        .arg(&flag)
+        .env("FERRY_DATA_DIR", dir.path().join("from-env"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(flag.join("ferry.db").exists());
+    assert!(!dir.path().join("from-env").exists());
+}
+
+#[test]
+fn sigterm_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut server = Server::start(&dir.path().join("data"));
+    let status = server.terminate();
+    assert!(status.success(), "{status:?}");
+}

@@ -1,0 +1,189 @@
+//! Starting real `ferry` processes for end-to-end tests.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+
+use serde_json::{Value, json};
+
+/// The `ferry` binary under test.
+pub fn ferry() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_ferry"))
+}
+
+/// A running `ferry serve` on a port of its own choosing.
+pub struct Server {
+    child: Child,
+    pub url: String,
+    pub data_dir: PathBuf,
+}
+
+impl Server {
+    /// Starts `ferry serve --listen 127.0.0.1:0 --data-dir DIR` and waits
+    /// until it says where it listens.
+    pub fn start(data_dir: &Path) -> Server {
+        Server::start_on(data_dir, "127.0.0.1:0")
+    }
+
+    pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(data_dir.with_extension("log"))
+            .unwrap();
+        let mut child = ferry()
+            .args(["serve", "--listen", listen, "--data-dir"])
+            .arg(data_dir)
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let url = line
+            .trim()
+            .strip_prefix("Ferry listening on ")
+            .unwrap_or_else(|| {
+                let log =
+                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                panic!("ferry serve did not start: {line:?}\n{log}")
+            })
+            .to_owned();
+        Server {
+            child,
+            url,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// SIGKILL: no chance to flush or clean up.
+    pub fn kill9(&mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, then the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        let status = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        self.child.wait().unwrap()
+    }
+
+    /// An access token for `email`, minted by `ferry admin token`.
+    pub fn token(&self, email: &str) -> String {
+        token(&self.data_dir, email)
+    }
+
+    pub fn client(&self, token: &str) -> Client {
+        Client {
+            http: reqwest::Client::new(),
+            base: self.url.clone(),
+            token: token.to_owned(),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `ferry admin token` and returns what it printed.
+pub fn token(data_dir: &Path, email: &str) -> String {
+    let out = ferry()
+        .args(["admin", "token", "--email", email, "--data-dir"])
+        .arg(data_dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// A user's HTTP client.
+#[derive(Clone)]
+pub struct Client {
+    http: reqwest::Client,
+    base: String,
+    token: String,
+}
+
+impl Client {
+    pub async fn send(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (u16, Value) {
+        let mut req = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            req = req.json(&body);
+        }
+        let res = req.send().await.unwrap();
+        let status = res.status().as_u16();
+        let text = res.text().await.unwrap();
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap()
+        };
+        (status, body)
+    }
+
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    pub fn bearer(&self) -> &str {
+        &self.token
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        self.send(reqwest::Method::GET, path, None).await
+    }
+
+    pub async fn post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.send(reqwest::Method::POST, path, Some(body)).await
+    }
+
+    pub async fn user_id(&self) -> String {
+        self.get("/v1/me").await.1["user"]["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn create_space(&self, id: &str) {
+        let (status, body) = self.post("/v1/spaces", json!({"id": id, "name": id})).await;
+        assert_eq!(status, 201, "{body}");
+    }
+
+    /// One sync call.
+    pub async fn sync(&self, space: &str, body: Value) -> (u16, Value) {
+        self.post(&format!("/v1/spaces/{space}/sync"), body).await
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}

@@ -1,0 +1,307 @@
+//! End-to-end sync against a real `ferry serve` over HTTP: what a newcomer
+//! tries first, concurrent writers under a paging reader, and kill -9.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use common::{Client, Server, now_ms};
+use ferry_core::{ClientId, Hlc};
+use serde_json::{Value, json};
+
+fn up(id: &str, fields: Value) -> Value {
+    json!({"op": "upsert", "collection": "todos", "id": id, "fields": fields})
+}
+
+/// A replica's clock: ticks with the wall clock, observes the server.
+struct Clock(Hlc);
+
+impl Clock {
+    fn new(node: &str) -> Clock {
+        Clock(Hlc::zero(ClientId::new(node).unwrap()))
+    }
+    fn tick(&mut self) -> String {
+        self.0 = self.0.tick(now_ms());
+        self.0.to_string()
+    }
+    fn observe(&mut self, body: &Value) {
+        if let Some(h) = body["hlc"].as_str() {
+            self.0 = self.0.observe(&h.parse().unwrap(), now_ms());
+        }
+    }
+}
+
+#[tokio::test]
+async fn the_newcomer_walkthrough() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let ada = server.client(&server.token("ada@example.com"));
+    let eve = server.client(&server.token("eve@example.com"));
+    ada.create_space("groceries").await;
+
+    let (mut laptop, mut phone) = (Clock::new("laptop"), Clock::new("phone"));
+    let early = laptop.tick();
+    let title_phone = phone.tick();
+    // The phone wrote later, so its title wins; the laptop's `done` is new.
+    let (s, r) = ada
+        .sync("groceries", json!({"client_id": "phone", "batch_id": "p-1", "cursor": 0,
+            "changes": [up("milk", json!({"title": {"value": "Buy oat milk", "hlc": title_phone}}))]}))
+        .await;
+    assert_eq!((s, &r["applied"]), (200, &json!(1)));
+    let laptop_batch = json!({"client_id": "laptop", "batch_id": "l-1", "cursor": 0,
+        "changes": [up("milk", json!({"title": {"value": "Buy milk", "hlc": early},
+                                       "done": {"value": true, "hlc": early}}))]});
+    let (_, r) = ada.sync("groceries", laptop_batch.clone()).await;
+    assert_eq!(r["applied"], 1);
+    assert_eq!(r["conflicts"][0]["kind"], "stale_write");
+    assert_eq!(r["conflicts"][0]["winner"]["value"], "Buy oat milk");
+    let rec = &r["changes"][0];
+    assert_eq!(rec["fields"]["title"]["value"], "Buy oat milk");
+    assert_eq!(rec["fields"]["done"]["value"], true);
+    laptop.observe(&r);
+
+    // Retrying the same batch (a lost answer) applies nothing twice.
+    let (_, again) = ada.sync("groceries", laptop_batch).await;
+    assert_eq!(again["applied"], r["applied"]);
+    assert_eq!(again["conflicts"], r["conflicts"]);
+    assert_eq!(again["cursor"], r["cursor"]);
+
+    // Delete wins over a later edit.
+    let (_, r) = ada
+        .sync("groceries", json!({"client_id": "phone", "batch_id": "p-2", "cursor": 2,
+            "changes": [{"op": "delete", "collection": "todos", "id": "milk", "hlc": phone.tick()}]}))
+        .await;
+    assert!(r["changes"][0]["deleted"].as_str().is_some());
+    let (_, r) = ada
+        .sync("groceries", json!({"client_id": "laptop", "batch_id": "l-2", "cursor": 3,
+            "changes": [up("milk", json!({"title": {"value": "Buy more milk", "hlc": laptop.tick()}}))]}))
+        .await;
+    assert_eq!(r["applied"], 0);
+    assert_eq!(r["conflicts"][0]["kind"], "record_deleted");
+
+    // Cursor paging.
+    let changes: Vec<Value> = (0..25)
+        .map(|i| {
+            up(
+                &format!("item-{i:02}"),
+                json!({"n": {"value": i, "hlc": laptop.tick()}}),
+            )
+        })
+        .collect();
+    ada.sync(
+        "groceries",
+        json!({"client_id": "laptop", "batch_id": "l-3", "cursor": 3, "changes": changes}),
+    )
+    .await;
+    let (mut cursor, mut pages, mut seen) = (0, 0, 0);
+    loop {
+        let (_, page) = ada
+            .get(&format!(
+                "/v1/spaces/groceries/changes?cursor={cursor}&limit=10"
+            ))
+            .await;
+        pages += 1;
+        seen += page["changes"].as_array().unwrap().len();
+        cursor = page["cursor"].as_u64().unwrap();
+        if !page["has_more"].as_bool().unwrap() {
+            break;
+        }
+    }
+    assert_eq!((pages, seen, cursor), (3, 26, 28));
+
+    // Eve sees none of it, whatever she tries.
+    for path in [
+        "/v1/spaces/groceries/changes",
+        "/v1/spaces/groceries/members",
+        "/v1/spaces/groceries/collections/todos/records",
+        "/v1/spaces/groceries/collections/todos/records/item-01",
+    ] {
+        let (status, body) = eve.get(path).await;
+        assert_eq!(
+            (status, body["error"]["code"].as_str()),
+            (404, Some("not_found")),
+            "{path}"
+        );
+    }
+    let (status, _) = eve.sync("groceries", json!({"client_id": "eve"})).await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_and_a_paging_reader_end_with_exactly_the_final_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = Server::start(&dir.path().join("data"));
+    let owner = server.client(&server.token("owner@example.com"));
+    owner.create_space("busy").await;
+
+    const WRITERS: usize = 4;
+    const BATCHES: usize = 40;
+    let done = Arc::new(AtomicBool::new(false));
+    let mut writers = Vec::new();
+    for w in 0..WRITERS {
+        let client = owner.clone();
+        writers.push(tokio::spawn(async move {
+            let node = format!("writer-{w}");
+            let mut clock = Clock::new(&node);
+            for b in 0..BATCHES {
+                // Writers share record ids, so their fields conflict.
+                let changes: Vec<Value> = (0..5)
+                    .map(|i| {
+                        let id = format!("r{}", (b * 5 + i * 7 + w) % 60);
+                        up(
+                            &id,
+                            json!({"by": {"value": node, "hlc": clock.tick()},
+                                       &format!("w{w}"): {"value": b, "hlc": clock.tick()}}),
+                        )
+                    })
+                    .collect();
+                let (status, body) = client
+                    .sync(
+                        "busy",
+                        json!({"client_id": node, "batch_id": format!("b{b}"),
+                                         "cursor": 0, "changes": changes, "limit": 1}),
+                    )
+                    .await;
+                assert_eq!(status, 200, "{body}");
+                clock.observe(&body);
+            }
+        }));
+    }
+    let reader = {
+        let client = owner.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut replica: HashMap<String, Value> = HashMap::new();
+            let mut cursor = 0u64;
+            loop {
+                let finished = done.load(Ordering::SeqCst);
+                let (status, page) = client
+                    .get(&format!("/v1/spaces/busy/changes?cursor={cursor}&limit=7"))
+                    .await;
+                assert_eq!(status, 200, "{page}");
+                for rec in page["changes"].as_array().unwrap() {
+                    let seq = rec["seq"].as_u64().unwrap();
+                    assert!(seq > cursor, "records come after the cursor");
+                    replica.insert(rec["id"].as_str().unwrap().to_owned(), rec.clone());
+                }
+                let next = page["cursor"].as_u64().unwrap();
+                assert!(next >= cursor, "the cursor never goes back");
+                cursor = next;
+                if finished && !page["has_more"].as_bool().unwrap() {
+                    return (replica, cursor);
+                }
+            }
+        })
+    };
+    for w in writers {
+        w.await.unwrap();
+    }
+    done.store(true, Ordering::SeqCst);
+    let (replica, cursor) = reader.await.unwrap();
+
+    let (_, all) = owner.get("/v1/spaces/busy/changes?limit=10000").await;
+    let truth: HashMap<String, Value> = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["id"].as_str().unwrap().to_owned(), r.clone()))
+        .collect();
+    assert_eq!(cursor, all["cursor"].as_u64().unwrap());
+    assert_eq!(replica.len(), truth.len());
+    assert_eq!(
+        replica, truth,
+        "the paging reader holds exactly the final state"
+    );
+}
+
+/// Pushes one record per batch until told to stop; returns the ids whose
+/// push was answered 200.
+async fn push_until_killed(client: Client, stop: Arc<AtomicBool>, start: usize) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut clock = Clock::new("pusher");
+    for i in start.. {
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+        let id = format!("rec-{i:05}");
+        let body = json!({"client_id": "pusher", "batch_id": format!("b{i}"), "cursor": 0, "limit": 1,
+                          "changes": [up(&id, json!({"n": {"value": i, "hlc": clock.tick()}}))]});
+        match client.try_sync("crash", body).await {
+            Some(200) => acked.push(id),
+            _ => break,
+        }
+    }
+    acked
+}
+
+impl Client {
+    async fn try_sync(&self, space: &str, body: Value) -> Option<u16> {
+        let res = reqwest::Client::new()
+            .post(format!("{}/v1/spaces/{space}/sync", self.base()))
+            .bearer_auth(self.bearer())
+            .json(&body)
+            .send()
+            .await
+            .ok()?;
+        let status = res.status().as_u16();
+        // An answer counts only once it has fully arrived.
+        res.bytes().await.ok()?;
+        Some(status)
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_after_a_200_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut acked_total = Vec::new();
+    let mut server = Server::start(&data);
+    let token = server.token("crash@example.com");
+    server.client(&token).create_space("crash").await;
+    for round in 0..3 {
+        let client = server.client(&token);
+        let stop = Arc::new(AtomicBool::new(false));
+        let pusher = tokio::spawn(push_until_killed(
+            client,
+            stop.clone(),
+            round as usize * 100_000,
+        ));
+        // Let some pushes land, then kill the server mid-stream.
+        tokio::time::sleep(std::time::Duration::from_millis(300 + 150 * round)).await;
+        server.kill9();
+        stop.store(true, Ordering::SeqCst);
+        let acked = pusher.await.unwrap();
+        assert!(
+            !acked.is_empty(),
+            "round {round}: some pushes were answered"
+        );
+        acked_total.extend(acked);
+        server = Server::start(&data);
+    }
+    let client = server.client(&token);
+    let (status, all) = client.get("/v1/spaces/crash/changes?limit=10000").await;
+    assert_eq!(status, 200);
+    let stored: std::collections::HashSet<String> = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let lost: Vec<_> = acked_total
+        .iter()
+        .filter(|id| !stored.contains(*id))
+        .collect();
+    assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
+    // Each record is written once per id, so seqs are dense: no double apply.
+    let seqs: Vec<u64> = all["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["seq"].as_u64().unwrap())
+        .collect();
+    assert_eq!(seqs, (1..=seqs.len() as u64).collect::<Vec<_>>());
+}
