@@ -1,0 +1,168 @@
+//! Handler tests: the whole router driven without a socket, on a fresh
+//! SQLite database per test. This file is the harness; each module holds
+//! the tests of one area.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod access;
+mod ops;
+mod records;
+mod sync;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Method, Request, StatusCode, header};
+use ferry_core::{ClientId, UserId};
+use ferry_server::clock::wall_ms;
+use ferry_server::store::SqliteStore;
+use ferry_server::{AppState, Settings, routes};
+use http_body_util::BodyExt;
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+#[derive(Debug)]
+pub struct Api {
+    pub app: Router,
+    pub state: AppState,
+    pub _dir: tempfile::TempDir,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: StatusCode,
+    pub headers: axum::http::HeaderMap,
+    pub body: Value,
+}
+
+impl Reply {
+    pub fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Api {
+    pub async fn new() -> Api {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("ferry.db"))
+            .await
+            .unwrap();
+        let state = AppState::new(
+            std::sync::Arc::new(store),
+            Settings {
+                node_id: ClientId::new("server-1").unwrap(),
+                max_clock_skew_ms: 300_000,
+            },
+        )
+        .await
+        .unwrap();
+        Api {
+            app: routes::app(state.clone()),
+            state,
+            _dir: dir,
+        }
+    }
+
+    pub fn token(&self, user: &str) -> String {
+        self.state
+            .issuer
+            .mint(&UserId::new(user).unwrap(), wall_ms() / 1000, 600)
+            .unwrap()
+    }
+
+    pub async fn send(&self, req: Request<Body>) -> Reply {
+        let res = self.app.clone().oneshot(req).await.unwrap();
+        let status = res.status();
+        let headers = res.headers().clone();
+        let bytes = res.into_body().collect().await.unwrap().to_bytes();
+        let body = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = Request::builder().method(method).uri(path);
+        if let Some(user) = user {
+            req = req.header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", self.token(user)),
+            );
+        }
+        let body = match body {
+            Some(v) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(serde_json::to_vec(&v).unwrap())
+            }
+            None => Body::empty(),
+        };
+        self.send(req.body(body).unwrap()).await
+    }
+
+    pub async fn get(&self, path: &str, user: &str) -> Reply {
+        self.call(Method::GET, path, Some(user), None).await
+    }
+
+    pub async fn post(&self, path: &str, user: &str, body: Value) -> Reply {
+        self.call(Method::POST, path, Some(user), Some(body)).await
+    }
+
+    /// Creates space `id` owned by `owner`.
+    pub async fn space(&self, owner: &str, id: &str) {
+        let r = self
+            .post("/v1/spaces", owner, json!({"id": id, "name": id}))
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+
+    pub async fn sync(&self, user: &str, space: &str, body: Value) -> Reply {
+        self.post(&format!("/v1/spaces/{space}/sync"), user, body)
+            .await
+    }
+
+    /// Adds `user` (seen once so they exist) to `space` with `role`.
+    pub async fn add(&self, owner: &str, space: &str, user: &str, role: &str) {
+        self.get("/v1/me", user).await;
+        let r = self
+            .call(
+                Method::PUT,
+                &format!("/v1/spaces/{space}/members/{user}"),
+                Some(owner),
+                Some(json!({"role": role})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+}
+
+/// An HLC `offset_ms` after a fixed moment a minute before the tests began.
+pub fn hlc(offset_ms: u64, node: &str) -> String {
+    static BASE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    let base = *BASE.get_or_init(|| wall_ms() - 60_000);
+    format!("{:015}:00000:{node}", base + offset_ms)
+}
+
+pub fn up(id: &str, field: &str, value: Value, hlc: &str) -> Value {
+    json!({"op": "upsert", "collection": "todos", "id": id,
+           "fields": {field: {"value": value, "hlc": hlc}}})
+}
+
+pub fn del(id: &str, hlc: &str) -> Value {
+    json!({"op": "delete", "collection": "todos", "id": id, "hlc": hlc})
+}
+
+pub fn push(client: &str, batch: &str, cursor: u64, changes: Vec<Value>) -> Value {
+    json!({"client_id": client, "batch_id": batch, "cursor": cursor, "changes": changes})
+}
