@@ -18,18 +18,15 @@ fn walkthrough(server: &Server) -> String {
         script.push('\n');
     }
     let ferry = env!("CARGO_BIN_EXE_ferry");
-    let data_dir = server.data_dir.display();
+    let data_dir = server.data_dir.display().to_string();
     script
         .replace(
             "F=\"cargo run --release -q -p ferry-cli --\"",
-            &format!(
-                "F=\"{ferry}\"; cd {:?}/..",
-                server.data_dir.display().to_string()
-            ),
+            &format!("F={ferry:?}"),
         )
         .replace(
             "admin token --email",
-            &format!("admin token --data-dir {data_dir} --email"),
+            &format!("admin token --data-dir {data_dir:?} --email"),
         )
         .replace(
             "API=http://127.0.0.1:8787/v1",
