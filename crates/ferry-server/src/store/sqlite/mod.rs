@@ -3,8 +3,10 @@
 //! One writer connection behind a mutex serializes every write, which is
 //! what makes `seq` order commit order here; readers use their own
 //! connections and, with WAL, never wait for the writer. rusqlite is
-//! synchronous, so every call runs on tokio's blocking pool; the mutex is a
-//! std one because it is only ever held there, never across an `.await`.
+//! synchronous, so every call runs on tokio's blocking pool. The writer's
+//! mutex is tokio's and is taken before going to that pool, so writes queued
+//! behind the current one wait as tasks, not as parked blocking threads; the
+//! idle readers sit behind a std mutex held only to push or pop one.
 //!
 //! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
 //! the server answers.
@@ -37,7 +39,7 @@ pub struct SqliteStore {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    writer: Mutex<Connection>,
+    writer: Arc<tokio::sync::Mutex<Connection>>,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -84,7 +86,7 @@ impl SqliteStore {
             Ok(SqliteStore {
                 inner: Arc::new(Inner {
                     path,
-                    writer: Mutex::new(writer),
+                    writer: Arc::new(tokio::sync::Mutex::new(writer)),
                     readers: Mutex::new(Vec::new()),
                 }),
             })
@@ -100,13 +102,10 @@ impl SqliteStore {
         T: Send + 'static,
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
-        let inner = self.inner.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut conn = inner.writer.lock().unwrap_or_else(PoisonError::into_inner);
-            f(&mut conn)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(e.to_string()))?
+        let mut conn = self.inner.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || f(&mut conn))
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?
     }
 
     /// Runs `f` on a reader connection.
