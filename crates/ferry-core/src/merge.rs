@@ -25,16 +25,17 @@ pub struct Merged {
 }
 
 /// Applies `change` to a record whose state is `state` (use
-/// `RecordState::default()` for a record that does not exist yet).
-pub fn apply_change(mut state: RecordState, change: &Change) -> Merged {
+/// `RecordState::default()` for a record that does not exist yet). Takes the
+/// change by value so that its field values move into the state uncopied.
+pub fn apply_change(mut state: RecordState, change: Change) -> Merged {
     let mut changed = false;
     let mut conflicts = Vec::new();
     match change {
         Change::Delete { hlc, .. } => {
             // Delete wins whatever the fields' HLCs; among deletes, the
             // highest HLC is kept so that the order of delivery is irrelevant.
-            if state.deleted.as_ref().is_none_or(|d| hlc > d) {
-                state.deleted = Some(hlc.clone());
+            if state.deleted.as_ref().is_none_or(|d| hlc > *d) {
+                state.deleted = Some(hlc);
                 state.fields.clear();
                 changed = true;
             }
@@ -46,8 +47,8 @@ pub fn apply_change(mut state: RecordState, change: &Change) -> Merged {
         } => {
             if state.is_deleted() {
                 conflicts.push(Conflict {
-                    collection: collection.clone(),
-                    id: id.clone(),
+                    collection,
+                    id,
                     field: None,
                     kind: ConflictKind::RecordDeleted,
                     yours: None,
@@ -55,22 +56,22 @@ pub fn apply_change(mut state: RecordState, change: &Change) -> Merged {
                 });
             } else {
                 for (name, incoming) in fields {
-                    match state.fields.get_mut(name) {
+                    match state.fields.get_mut(&name) {
                         None => {
-                            state.fields.insert(name.clone(), incoming.clone());
+                            state.fields.insert(name, incoming);
                             changed = true;
                         }
                         Some(stored) if incoming.hlc > stored.hlc => {
-                            *stored = incoming.clone();
+                            *stored = incoming;
                             changed = true;
                         }
                         Some(stored) if incoming.hlc < stored.hlc => {
                             conflicts.push(Conflict {
                                 collection: collection.clone(),
                                 id: id.clone(),
-                                field: Some(name.clone()),
+                                field: Some(name),
                                 kind: ConflictKind::StaleWrite,
-                                yours: Some(incoming.clone()),
+                                yours: Some(incoming),
                                 winner: Some(stored.clone()),
                             });
                         }
@@ -158,10 +159,10 @@ mod tests {
     fn newer_field_wins_and_older_is_reported() {
         let m = apply_change(
             RecordState::default(),
-            &upsert(&[("title", json!("eggs"), hlc(2, "b"))]),
+            upsert(&[("title", json!("eggs"), hlc(2, "b"))]),
         );
         assert!(m.changed);
-        let m = apply_change(m.state, &upsert(&[("title", json!("milk"), hlc(1, "a"))]));
+        let m = apply_change(m.state, upsert(&[("title", json!("milk"), hlc(1, "a"))]));
         assert!(!m.changed);
         assert_eq!(field(&m.state, "title"), &json!("eggs"));
         assert_eq!(m.conflicts.len(), 1);
@@ -176,12 +177,12 @@ mod tests {
     fn fields_merge_independently() {
         let m = apply_change(
             RecordState::default(),
-            &upsert(&[
+            upsert(&[
                 ("title", json!("a"), hlc(1, "a")),
                 ("done", json!(false), hlc(1, "a")),
             ]),
         );
-        let m = apply_change(m.state, &upsert(&[("done", json!(true), hlc(2, "b"))]));
+        let m = apply_change(m.state, upsert(&[("done", json!(true), hlc(2, "b"))]));
         assert!(m.changed);
         assert!(m.conflicts.is_empty());
         assert_eq!(field(&m.state, "title"), &json!("a"));
@@ -191,8 +192,8 @@ mod tests {
     #[test]
     fn the_same_write_twice_changes_nothing() {
         let w = upsert(&[("title", json!("a"), hlc(1, "a"))]);
-        let m = apply_change(RecordState::default(), &w);
-        let again = apply_change(m.state.clone(), &w);
+        let m = apply_change(RecordState::default(), w.clone());
+        let again = apply_change(m.state.clone(), w);
         assert!(!again.changed);
         assert!(again.conflicts.is_empty());
         assert_eq!(again.state, m.state);
@@ -202,13 +203,13 @@ mod tests {
     fn delete_wins_over_newer_fields_and_drops_values() {
         let m = apply_change(
             RecordState::default(),
-            &upsert(&[("title", json!("a"), hlc(9, "a"))]),
+            upsert(&[("title", json!("a"), hlc(9, "a"))]),
         );
-        let m = apply_change(m.state, &delete(hlc(1, "b")));
+        let m = apply_change(m.state, delete(hlc(1, "b")));
         assert!(m.changed);
         assert!(m.state.fields.is_empty());
         assert_eq!(m.state.deleted, Some(hlc(1, "b")));
-        let m = apply_change(m.state, &upsert(&[("title", json!("b"), hlc(10, "a"))]));
+        let m = apply_change(m.state, upsert(&[("title", json!("b"), hlc(10, "a"))]));
         assert!(!m.changed);
         assert!(m.state.fields.is_empty());
         assert_eq!(m.conflicts[0].kind, ConflictKind::RecordDeleted);
@@ -217,10 +218,10 @@ mod tests {
 
     #[test]
     fn deleting_an_unknown_record_leaves_a_tombstone() {
-        let m = apply_change(RecordState::default(), &delete(hlc(1, "a")));
+        let m = apply_change(RecordState::default(), delete(hlc(1, "a")));
         assert!(m.changed);
         assert!(m.state.is_deleted());
-        let again = apply_change(m.state.clone(), &delete(hlc(1, "a")));
+        let again = apply_change(m.state.clone(), delete(hlc(1, "a")));
         assert!(!again.changed);
     }
 
@@ -245,9 +246,9 @@ mod tests {
     }
 
     fn apply_all<'a>(changes: impl IntoIterator<Item = &'a Change>) -> RecordState {
-        changes
-            .into_iter()
-            .fold(RecordState::default(), |s, c| apply_change(s, c).state)
+        changes.into_iter().fold(RecordState::default(), |s, c| {
+            apply_change(s, c.clone()).state
+        })
     }
 
     fn arb_state() -> impl Strategy<Value = RecordState> {
@@ -334,7 +335,7 @@ mod tests {
             change in arb_change(),
         ) {
             let state = apply_all(&before);
-            let m = apply_change(state.clone(), &change);
+            let m = apply_change(state.clone(), change);
             prop_assert_eq!(m.changed, m.state != state);
         }
     }

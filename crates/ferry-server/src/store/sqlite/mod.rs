@@ -219,7 +219,7 @@ impl Store for SqliteStore {
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
         let space = space.clone();
-        self.write(move |c| records::push(c, &space, &batch)).await
+        self.write(move |c| records::push(c, &space, batch)).await
     }
 
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {

@@ -49,7 +49,19 @@ fn check_cursor(cursor: u64, horizon: u64, head: u64) -> Result<(), StoreError> 
     Ok(())
 }
 
-pub fn push(c: &mut Connection, space: &SpaceId, batch: &Batch) -> Result<PushOutcome, StoreError> {
+/// Reads the stored rows of a batch's records: `?2` is the JSON array of
+/// their `[collection, id]`. CROSS JOIN keeps the keys as the outer loop,
+/// so each is one index lookup (the planner may otherwise scan the space).
+const READ_BATCH_SQL: &str = "SELECT r.collection, r.id, r.fields, r.deleted
+     FROM json_each(?2) k
+     CROSS JOIN records r ON r.sid = ?1 AND r.collection = k.value ->> 0 AND r.id = k.value ->> 1";
+
+/// A stored row to write, serialized as the JSON array the upsert reads:
+/// `[collection, id, seq, fields, deleted]`.
+#[derive(serde::Serialize)]
+struct RowOut<'a>(&'a str, &'a str, u64, String, Option<String>);
+
+pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (sid, head, horizon) = space_row(&tx, space)?;
     if let Some(cursor) = batch.cursor {
@@ -79,70 +91,92 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: &Batch) -> Result<PushOu
         }
     }
 
-    // Read every record the batch touches, in one query.
-    let keys: Vec<(&str, &str)> = batch
-        .changes
-        .iter()
-        .map(|ch| (ch.collection().as_str(), ch.id().as_str()))
-        .collect();
-    let mut states: HashMap<(Collection, RecordId), RecordState> = HashMap::new();
+    // Each distinct record the batch touches gets a slot; `slot_of[i]` is
+    // the slot of change `i`.
+    let mut keys: Vec<(Collection, RecordId)> = Vec::new();
+    let mut slot_of = Vec::with_capacity(batch.changes.len());
     {
-        let mut stmt = tx.prepare_cached(
-            "SELECT r.collection, r.id, r.fields, r.deleted
-             FROM (SELECT DISTINCT value ->> 0 AS collection, value ->> 1 AS id
-                   FROM json_each(?2)) k
-             JOIN records r ON r.sid = ?1 AND r.collection = k.collection AND r.id = k.id",
-        )?;
-        let mut rows = stmt.query(params![sid, to_json(&keys)?])?;
+        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+        for change in &batch.changes {
+            let next = index.len();
+            let slot = *index
+                .entry((change.collection().as_str(), change.id().as_str()))
+                .or_insert(next);
+            if slot == next {
+                keys.push((change.collection().clone(), change.id().clone()));
+            }
+            slot_of.push(slot);
+        }
+    }
+
+    // Read every record the batch touches, in one query.
+    let mut states = vec![RecordState::default(); keys.len()];
+    {
+        let index: HashMap<(&str, &str), usize> = keys
+            .iter()
+            .enumerate()
+            .map(|(slot, (c, id))| ((c.as_str(), id.as_str()), slot))
+            .collect();
+        let wanted: Vec<(&str, &str)> = keys
+            .iter()
+            .map(|(c, id)| (c.as_str(), id.as_str()))
+            .collect();
+        let mut stmt = tx.prepare_cached(READ_BATCH_SQL)?;
+        let mut rows = stmt.query(params![sid, to_json(&wanted)?])?;
         while let Some(row) = rows.next()? {
-            let collection =
-                Collection::new(row.get::<_, String>(0)?).map_err(|e| corrupt("collection", e))?;
-            let id = RecordId::new(row.get::<_, String>(1)?).map_err(|e| corrupt("id", e))?;
+            let key = (row.get_ref(0)?.as_str(), row.get_ref(1)?.as_str());
+            let (Ok(collection), Ok(id)) = key else {
+                return Err(corrupt("key", "not text"));
+            };
+            let slot = *index
+                .get(&(collection, id))
+                .ok_or_else(|| corrupt("key", "a row the batch did not ask for"))?;
+            let fields_text = row.get_ref(2)?.as_str().map_err(|e| corrupt("fields", e))?;
             let fields: Fields =
-                serde_json::from_str(row.get_ref(2)?.as_str().map_err(|e| corrupt("fields", e))?)
-                    .map_err(|e| corrupt("fields", e))?;
+                serde_json::from_str(fields_text).map_err(|e| corrupt("fields", e))?;
             let deleted: Option<Hlc> = row
                 .get::<_, Option<String>>(3)?
                 .map(|h| h.parse())
                 .transpose()
                 .map_err(|e| corrupt("hlc", e))?;
-            states.insert((collection, id), RecordState { fields, deleted });
+            states[slot] = RecordState { fields, deleted };
         }
     }
 
-    // Merge in order. `order` remembers when each record last changed, so
-    // `seq` follows the order of the writes.
+    // Merge in order, remembering which change last altered each record, so
+    // that `seq` follows the order of the writes.
     let mut applied = 0u64;
     let mut conflicts = Vec::new();
-    let mut last_change: HashMap<(Collection, RecordId), usize> = HashMap::new();
-    for (i, change) in batch.changes.iter().enumerate() {
-        let key = (change.collection().clone(), change.id().clone());
-        let state = states.remove(&key).unwrap_or_default();
-        let merged = apply_change(state, change);
+    let mut last_change: Vec<Option<usize>> = vec![None; keys.len()];
+    for (i, (change, slot)) in batch.changes.into_iter().zip(slot_of).enumerate() {
+        let merged = apply_change(std::mem::take(&mut states[slot]), change);
         conflicts.extend(merged.conflicts);
         if merged.changed {
             applied += 1;
-            last_change.insert(key.clone(), i);
+            last_change[slot] = Some(i);
         }
-        states.insert(key, merged.state);
+        states[slot] = merged.state;
     }
 
-    let mut changed: Vec<_> = last_change.into_iter().collect();
-    changed.sort_by_key(|(_, i)| *i);
+    let mut changed: Vec<(usize, usize)> = last_change
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, last)| last.map(|i| (i, slot)))
+        .collect();
+    changed.sort_unstable();
     let mut seq = head;
     let mut rows = Vec::with_capacity(changed.len());
-    for (key, _) in &changed {
-        let state = states
-            .get(key)
-            .ok_or_else(|| StoreError::Internal("merged state missing".into()))?;
+    for &(_, slot) in &changed {
+        let (collection, id) = &keys[slot];
+        let state = &states[slot];
         seq += 1;
-        rows.push(serde_json::json!([
-            key.0.as_str(),
-            key.1.as_str(),
+        rows.push(RowOut(
+            collection.as_str(),
+            id.as_str(),
             seq,
             to_json(&state.fields)?,
-            state.deleted.as_ref().map(|h| h.to_string()),
-        ]));
+            state.deleted.as_ref().map(Hlc::to_string),
+        ));
     }
 
     if !rows.is_empty() {
@@ -193,6 +227,17 @@ fn record_row(row: &rusqlite::Row<'_>) -> Result<RecordRow, StoreError> {
 
 const RECORD_COLUMNS: &str = "collection, id, seq, fields, deleted";
 
+/// A page of a pull: `?1` space, `?2` cursor, `?3` JSON array of
+/// collections or NULL, `?4` limit.
+fn pull_sql() -> String {
+    format!(
+        "SELECT {RECORD_COLUMNS} FROM records
+         WHERE sid = ?1 AND seq > ?2
+           AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))
+         ORDER BY seq LIMIT ?4"
+    )
+}
+
 pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPage, StoreError> {
     // One read transaction, so the head and the page are the same snapshot.
     let tx = c.transaction_with_behavior(TransactionBehavior::Deferred)?;
@@ -203,12 +248,7 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
         .as_ref()
         .map(|cs| to_json(&cs.iter().map(Collection::as_str).collect::<Vec<_>>()))
         .transpose()?;
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM records
-         WHERE sid = ?1 AND seq > ?2
-           AND (?3 IS NULL OR collection IN (SELECT value FROM json_each(?3)))
-         ORDER BY seq LIMIT ?4"
-    );
+    let sql = pull_sql();
     let mut records = Vec::with_capacity(q.limit.min(1024) as usize);
     {
         let mut stmt = tx.prepare_cached(&sql)?;
@@ -279,4 +319,49 @@ pub fn list(
         out.push(record_row(row)?);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The query plan of `sql`, one line per step.
+    fn plan(sql: &str, params: impl rusqlite::Params) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("plan.db")).unwrap();
+        super::super::schema::migrate(&mut conn).unwrap();
+        let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+        stmt.query_map(params, |r| r.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_batch_read_is_one_index_lookup_per_key() {
+        let steps = plan(READ_BATCH_SQL, params![1, "[]"]);
+        // Not `(sid=?)` alone, which would walk the whole space per key.
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.starts_with("SEARCH r")
+                    && s.contains("(sid=? AND collection=? AND id=?)")),
+            "{steps:?}"
+        );
+    }
+
+    #[test]
+    fn a_pull_walks_the_seq_index() {
+        let steps = plan(&pull_sql(), params![1, 0, Option::<String>::None, 10]);
+        assert!(
+            steps
+                .iter()
+                .any(|s| s.contains("USING INDEX records_by_seq")),
+            "{steps:?}"
+        );
+        assert!(
+            !steps.iter().any(|s| s.contains("TEMP B-TREE")),
+            "no sort: {steps:?}"
+        );
+    }
 }
