@@ -51,6 +51,20 @@ fn batch(client: &str, batch_id: &str, changes: Vec<Change>) -> Batch {
     }
 }
 
+/// Pushes `changes` as batch `batch_id` of `client`, which must succeed.
+async fn push(
+    store: &dyn Store,
+    s: &SpaceId,
+    client: &str,
+    batch_id: &str,
+    changes: Vec<Change>,
+) -> super::PushOutcome {
+    store
+        .push(s, batch(client, batch_id, changes))
+        .await
+        .unwrap()
+}
+
 fn all(cursor: u64) -> PullQuery {
     PullQuery {
         cursor,
@@ -155,21 +169,18 @@ pub async fn members_and_the_last_owner(store: Arc<dyn Store>) {
 
 pub async fn push_assigns_seq_and_pull_returns_in_order(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
-    let out = store
-        .push(
-            &s,
-            batch(
-                "a",
-                "b1",
-                vec![
-                    upsert("t-1", "title", json!("one"), hlc(1, "a")),
-                    upsert("t-2", "title", json!("two"), hlc(1, "a")),
-                    upsert("t-1", "done", json!(true), hlc(2, "a")),
-                ],
-            ),
-        )
-        .await
-        .unwrap();
+    let out = push(
+        store.as_ref(),
+        &s,
+        "a",
+        "b1",
+        vec![
+            upsert("t-1", "title", json!("one"), hlc(1, "a")),
+            upsert("t-2", "title", json!("two"), hlc(1, "a")),
+            upsert("t-1", "done", json!(true), hlc(2, "a")),
+        ],
+    )
+    .await;
     assert_eq!(out.applied, 3);
     assert_eq!(out.head, 2, "two records changed, so two seqs");
     let page = store.pull(&s, all(0)).await.unwrap();
@@ -188,28 +199,22 @@ pub async fn push_assigns_seq_and_pull_returns_in_order(store: Arc<dyn Store>) {
 
 pub async fn stale_writes_change_nothing_and_are_reported(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
-    store
-        .push(
-            &s,
-            batch(
-                "b",
-                "1",
-                vec![upsert("t", "title", json!("eggs"), hlc(5, "b"))],
-            ),
-        )
-        .await
-        .unwrap();
-    let out = store
-        .push(
-            &s,
-            batch(
-                "a",
-                "1",
-                vec![upsert("t", "title", json!("milk"), hlc(4, "a"))],
-            ),
-        )
-        .await
-        .unwrap();
+    push(
+        store.as_ref(),
+        &s,
+        "b",
+        "1",
+        vec![upsert("t", "title", json!("eggs"), hlc(5, "b"))],
+    )
+    .await;
+    let out = push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![upsert("t", "title", json!("milk"), hlc(4, "a"))],
+    )
+    .await;
     assert_eq!(out.applied, 0);
     assert_eq!(out.head, 1, "nothing changed, so no new seq");
     assert_eq!(out.conflicts.len(), 1);
@@ -226,17 +231,14 @@ pub async fn stale_writes_change_nothing_and_are_reported(store: Arc<dyn Store>)
 
 pub async fn a_retried_batch_applies_once_and_answers_the_same(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
-    store
-        .push(
-            &s,
-            batch(
-                "b",
-                "x",
-                vec![upsert("t", "title", json!("new"), hlc(9, "b"))],
-            ),
-        )
-        .await
-        .unwrap();
+    push(
+        store.as_ref(),
+        &s,
+        "b",
+        "x",
+        vec![upsert("t", "title", json!("new"), hlc(9, "b"))],
+    )
+    .await;
     let retry = batch(
         "a",
         "b1",
@@ -255,38 +257,29 @@ pub async fn a_retried_batch_applies_once_and_answers_the_same(store: Arc<dyn St
     );
     assert_eq!(second.head, first.head, "the retry took no seq");
     // The same batch id from another client, or for another space, is new.
-    let other = store.push(&s, batch("c", "b1", vec![])).await.unwrap();
+    let other = push(store.as_ref(), &s, "c", "b1", vec![]).await;
     assert!(!other.replayed);
 }
 
 pub async fn deletes_win_and_keep_no_values(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
-    store
-        .push(
-            &s,
-            batch(
-                "a",
-                "1",
-                vec![upsert("t", "title", json!("secret"), hlc(9, "a"))],
-            ),
-        )
-        .await
-        .unwrap();
-    store
-        .push(&s, batch("b", "1", vec![delete("t", hlc(1, "b"))]))
-        .await
-        .unwrap();
-    let out = store
-        .push(
-            &s,
-            batch(
-                "a",
-                "2",
-                vec![upsert("t", "title", json!("back"), hlc(10, "a"))],
-            ),
-        )
-        .await
-        .unwrap();
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![upsert("t", "title", json!("secret"), hlc(9, "a"))],
+    )
+    .await;
+    push(store.as_ref(), &s, "b", "1", vec![delete("t", hlc(1, "b"))]).await;
+    let out = push(
+        store.as_ref(),
+        &s,
+        "a",
+        "2",
+        vec![upsert("t", "title", json!("back"), hlc(10, "a"))],
+    )
+    .await;
     assert_eq!(out.applied, 0);
     assert_eq!(out.conflicts[0].kind, ConflictKind::RecordDeleted);
     let rec = &records(store.as_ref(), &s).await["t"];
@@ -312,17 +305,14 @@ pub async fn deletes_win_and_keep_no_values(store: Arc<dyn Store>) {
 pub async fn pages_follow_the_cursor_without_gaps(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
     for i in 0..25 {
-        store
-            .push(
-                &s,
-                batch(
-                    "a",
-                    &format!("b{i}"),
-                    vec![upsert(&format!("r{i}"), "n", json!(i), hlc(i + 1, "a"))],
-                ),
-            )
-            .await
-            .unwrap();
+        push(
+            store.as_ref(),
+            &s,
+            "a",
+            &format!("b{i}"),
+            vec![upsert(&format!("r{i}"), "n", json!(i), hlc(i + 1, "a"))],
+        )
+        .await;
     }
     let mut cursor = 0;
     let mut seen = Vec::new();
@@ -363,17 +353,14 @@ pub async fn collection_filters_still_move_the_cursor(store: Arc<dyn Store>) {
         )]
         .into(),
     };
-    store
-        .push(
-            &s,
-            batch(
-                "a",
-                "1",
-                vec![upsert("t", "x", json!(1), hlc(1, "a")), note],
-            ),
-        )
-        .await
-        .unwrap();
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![upsert("t", "x", json!(1), hlc(1, "a")), note],
+    )
+    .await;
     let page = store
         .pull(
             &s,
@@ -437,17 +424,15 @@ pub async fn concurrent_pushes_get_distinct_gapless_seqs(store: Arc<dyn Store>) 
         tasks.push(tokio::spawn(async move {
             for i in 0..20 {
                 let id = format!("w{w}-{i}");
-                store
-                    .push(
-                        &s,
-                        batch(
-                            &format!("c{w}"),
-                            &format!("b{i}"),
-                            vec![upsert(&id, "n", json!(i), hlc(1, "a"))],
-                        ),
-                    )
-                    .await
-                    .unwrap();
+                let changes = vec![upsert(&id, "n", json!(i), hlc(1, "a"))];
+                push(
+                    store.as_ref(),
+                    &s,
+                    &format!("c{w}"),
+                    &format!("b{i}"),
+                    changes,
+                )
+                .await;
             }
         }));
     }

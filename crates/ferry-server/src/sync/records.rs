@@ -21,7 +21,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::spaces::access;
 use crate::state::AppState;
-use crate::store::{Batch, RecordRow};
+use crate::store::RecordRow;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;
@@ -135,17 +135,7 @@ async fn write_fields(
         id: id.clone(),
         fields,
     };
-    let outcome = write::apply(
-        state,
-        space,
-        Batch {
-            client_id: state.settings.node_id.clone(),
-            batch_id: None,
-            cursor: None,
-            changes: vec![change],
-        },
-    )
-    .await?;
+    let outcome = write::apply_server_change(state, space, change).await?;
     if outcome
         .conflicts
         .iter()
@@ -215,17 +205,7 @@ async fn delete(
         id,
         hlc: state.clock.tick(),
     };
-    write::apply(
-        &state,
-        &space,
-        Batch {
-            client_id: state.settings.node_id.clone(),
-            batch_id: None,
-            cursor: None,
-            changes: vec![change],
-        },
-    )
-    .await?;
+    write::apply_server_change(&state, &space, change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -46,3 +46,20 @@ pub async fn apply(
     }
     Ok(outcome)
 }
+
+/// Applies one change made by the server itself (a REST write): stamped by
+/// the caller with the server's clock, under the server's node id, with no
+/// batch id to retry by.
+pub async fn apply_server_change(
+    state: &AppState,
+    space: &SpaceId,
+    change: Change,
+) -> Result<PushOutcome, ApiError> {
+    let batch = Batch {
+        client_id: state.settings.node_id.clone(),
+        batch_id: None,
+        cursor: None,
+        changes: vec![change],
+    };
+    apply(state, space, batch).await
+}
