@@ -7,6 +7,7 @@
 //! keep no field values. Merging happens in Rust with ferry-core, so every
 //! backend behaves the same.
 
+pub mod batch;
 mod sqlite;
 
 use async_trait::async_trait;

@@ -5,13 +5,12 @@
 //! and joined through `json_each`), merged in Rust with ferry-core, and
 //! written back in one `INSERT ... SELECT FROM json_each(?)` upsert.
 
-use std::collections::HashMap;
-
-use ferry_core::{Collection, Conflict, Fields, Hlc, RecordId, RecordState, SpaceId, apply_change};
+use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
 use super::now_ms;
+use crate::store::batch::{BatchPlan, Merged, check_cursor};
 use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
 
 fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
@@ -36,30 +35,12 @@ fn space_row(c: &Connection, space: &SpaceId) -> Result<(i64, u64, u64), StoreEr
         .ok_or(StoreError::NotFound("space"))
 }
 
-/// A cursor below the horizon may have missed compacted tombstones; one
-/// above the head comes from another database (restored, or replaced).
-fn check_cursor(cursor: u64, horizon: u64, head: u64) -> Result<(), StoreError> {
-    if cursor < horizon || cursor > head {
-        return Err(StoreError::CursorExpired {
-            cursor,
-            horizon,
-            head,
-        });
-    }
-    Ok(())
-}
-
 /// Reads the stored rows of a batch's records: `?2` is the JSON array of
 /// their `[collection, id]`. CROSS JOIN keeps the keys as the outer loop,
 /// so each is one index lookup (the planner may otherwise scan the space).
 const READ_BATCH_SQL: &str = "SELECT r.collection, r.id, r.fields, r.deleted
      FROM json_each(?2) k
      CROSS JOIN records r ON r.sid = ?1 AND r.collection = k.value ->> 0 AND r.id = k.value ->> 1";
-
-/// A stored row to write, serialized as the JSON array the upsert reads:
-/// `[collection, id, seq, fields, deleted]`.
-#[derive(serde::Serialize)]
-struct RowOut<'a>(&'a str, &'a str, u64, String, Option<String>);
 
 pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -91,103 +72,46 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         }
     }
 
-    // Each distinct record the batch touches gets a slot; `slot_of[i]` is
-    // the slot of change `i`.
-    let mut keys: Vec<(Collection, RecordId)> = Vec::new();
-    let mut slot_of = Vec::with_capacity(batch.changes.len());
+    // Read every record the batch touches, in one query, then merge.
+    let mut plan = BatchPlan::new(&batch.changes);
     {
-        let mut index: HashMap<(&str, &str), usize> = HashMap::new();
-        for change in &batch.changes {
-            let next = index.len();
-            let slot = *index
-                .entry((change.collection().as_str(), change.id().as_str()))
-                .or_insert(next);
-            if slot == next {
-                keys.push((change.collection().clone(), change.id().clone()));
-            }
-            slot_of.push(slot);
-        }
-    }
-
-    // Read every record the batch touches, in one query.
-    let mut states = vec![RecordState::default(); keys.len()];
-    {
-        let index: HashMap<(&str, &str), usize> = keys
-            .iter()
-            .enumerate()
-            .map(|(slot, (c, id))| ((c.as_str(), id.as_str()), slot))
-            .collect();
-        let wanted: Vec<(&str, &str)> = keys
+        let wanted: Vec<(&str, &str)> = plan
+            .keys()
             .iter()
             .map(|(c, id)| (c.as_str(), id.as_str()))
             .collect();
+        let wanted = to_json(&wanted)?;
         let mut stmt = tx.prepare_cached(READ_BATCH_SQL)?;
-        let mut rows = stmt.query(params![sid, to_json(&wanted)?])?;
+        let mut rows = stmt.query(params![sid, wanted])?;
         while let Some(row) = rows.next()? {
-            let key = (row.get_ref(0)?.as_str(), row.get_ref(1)?.as_str());
-            let (Ok(collection), Ok(id)) = key else {
-                return Err(corrupt("key", "not text"));
+            let text = |i: usize| -> Result<&str, StoreError> {
+                row.get_ref(i)?.as_str().map_err(|e| corrupt("record", e))
             };
-            let slot = *index
-                .get(&(collection, id))
-                .ok_or_else(|| corrupt("key", "a row the batch did not ask for"))?;
-            let fields_text = row.get_ref(2)?.as_str().map_err(|e| corrupt("fields", e))?;
-            let fields: Fields =
-                serde_json::from_str(fields_text).map_err(|e| corrupt("fields", e))?;
-            let deleted: Option<Hlc> = row
-                .get::<_, Option<String>>(3)?
-                .map(|h| h.parse())
-                .transpose()
-                .map_err(|e| corrupt("hlc", e))?;
-            states[slot] = RecordState { fields, deleted };
+            let deleted = row
+                .get_ref(3)?
+                .as_str_or_null()
+                .map_err(|e| corrupt("record", e))?;
+            plan.load(text(0)?, text(1)?, text(2)?, deleted)?;
         }
     }
-
-    // Merge in order, remembering which change last altered each record, so
-    // that `seq` follows the order of the writes.
-    let mut applied = 0u64;
-    let mut conflicts = Vec::new();
-    let mut last_change: Vec<Option<usize>> = vec![None; keys.len()];
-    for (i, (change, slot)) in batch.changes.into_iter().zip(slot_of).enumerate() {
-        let merged = apply_change(std::mem::take(&mut states[slot]), change);
-        conflicts.extend(merged.conflicts);
-        if merged.changed {
-            applied += 1;
-            last_change[slot] = Some(i);
-        }
-        states[slot] = merged.state;
-    }
-
-    let mut changed: Vec<(usize, usize)> = last_change
-        .iter()
-        .enumerate()
-        .filter_map(|(slot, last)| last.map(|i| (i, slot)))
-        .collect();
-    changed.sort_unstable();
-    let mut seq = head;
-    let mut rows = Vec::with_capacity(changed.len());
-    for &(_, slot) in &changed {
-        let (collection, id) = &keys[slot];
-        let state = &states[slot];
-        seq += 1;
-        rows.push(RowOut(
-            collection.as_str(),
-            id.as_str(),
-            seq,
-            to_json(&state.fields)?,
-            state.deleted.as_ref().map(Hlc::to_string),
-        ));
-    }
+    let Merged {
+        applied,
+        conflicts,
+        rows,
+        head: seq,
+    } = plan.merge(batch.changes, head)?;
 
     if !rows.is_empty() {
         tx.prepare_cached(
-            "INSERT INTO records (sid, collection, id, seq, fields, deleted)
-             SELECT ?1, value ->> 0, value ->> 1, value ->> 2, value ->> 3, value ->> 4
+            "INSERT INTO records (sid, collection, id, seq, fields, deleted, updated_at)
+             SELECT ?1, value ->> 'collection', value ->> 'id', value ->> 'seq',
+                    value ->> 'fields', value ->> 'deleted', ?3
              FROM json_each(?2) WHERE true
              ON CONFLICT (sid, collection, id) DO UPDATE
-             SET seq = excluded.seq, fields = excluded.fields, deleted = excluded.deleted",
+             SET seq = excluded.seq, fields = excluded.fields, deleted = excluded.deleted,
+                 updated_at = excluded.updated_at",
         )?
-        .execute(params![sid, to_json(&rows)?])?;
+        .execute(params![sid, to_json(&rows)?, now_ms()])?;
         tx.prepare_cached("UPDATE spaces SET seq = ?2 WHERE sid = ?1")?
             .execute(params![sid, seq as i64])?;
     }

@@ -3,7 +3,8 @@
 use rusqlite::Connection;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Append only.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE signing_keys (
     kid           TEXT PRIMARY KEY,
     private_pkcs8 BLOB NOT NULL,
@@ -51,7 +52,14 @@ CREATE TABLE batches (
     created_at INTEGER NOT NULL,
     PRIMARY KEY (sid, client_id, batch_id)
 ) WITHOUT ROWID;
-"#];
+"#,
+    // Server time of each record's last write, for tombstone compaction.
+    r#"
+ALTER TABLE records ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
+CREATE INDEX records_tombstones ON records (updated_at) WHERE deleted IS NOT NULL;
+CREATE INDEX batches_by_age ON batches (created_at);
+"#,
+];
 
 /// Brings the schema up to date, in one transaction per step.
 pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {

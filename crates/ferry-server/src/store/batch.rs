@@ -1,0 +1,166 @@
+//! Applying a batch, the part every backend shares: group the changes by
+//! record, merge them in order with ferry-core over the stored states, and
+//! number the changed records with the space's next `seq`s. A backend only
+//! reads the stored rows of [`BatchPlan::keys`] in one query and writes
+//! [`Merged::rows`] back in one statement, inside its transaction.
+
+use std::collections::HashMap;
+
+use ferry_core::{Change, Collection, Conflict, Fields, Hlc, RecordId, RecordState, apply_change};
+
+use super::StoreError;
+
+/// The distinct records a batch touches, in first-seen order.
+#[derive(Debug)]
+pub struct BatchPlan {
+    keys: Vec<(Collection, RecordId)>,
+    index: HashMap<Collection, HashMap<RecordId, usize>>,
+    slot_of: Vec<usize>,
+    states: Vec<RecordState>,
+}
+
+/// A record row to write: `(collection, id, seq, fields JSON, deleted HLC)`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct RowOut {
+    /// The record's collection.
+    pub collection: String,
+    /// The record's id.
+    pub id: String,
+    /// Its new `seq`.
+    pub seq: u64,
+    /// Its fields as the JSON text to store.
+    pub fields: String,
+    /// The HLC of its delete, on a tombstone.
+    pub deleted: Option<String>,
+}
+
+/// What merging a batch produced.
+#[derive(Debug)]
+pub struct Merged {
+    /// How many changes altered stored state.
+    pub applied: u64,
+    /// The writes that lost.
+    pub conflicts: Vec<Conflict>,
+    /// The rows to write, in `seq` order.
+    pub rows: Vec<RowOut>,
+    /// The space's `seq` after the batch.
+    pub head: u64,
+}
+
+fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
+    StoreError::Internal(format!("stored {what}: {e}"))
+}
+
+impl BatchPlan {
+    /// Groups `changes` by record.
+    pub fn new(changes: &[Change]) -> BatchPlan {
+        let mut keys = Vec::new();
+        let mut index: HashMap<Collection, HashMap<RecordId, usize>> = HashMap::new();
+        let mut slot_of = Vec::with_capacity(changes.len());
+        for change in changes {
+            let next = keys.len();
+            let slot = *index
+                .entry(change.collection().clone())
+                .or_default()
+                .entry(change.id().clone())
+                .or_insert(next);
+            if slot == next {
+                keys.push((change.collection().clone(), change.id().clone()));
+            }
+            slot_of.push(slot);
+        }
+        let states = vec![RecordState::default(); keys.len()];
+        BatchPlan {
+            keys,
+            index,
+            slot_of,
+            states,
+        }
+    }
+
+    /// The records to read, as `(collection, id)`.
+    pub fn keys(&self) -> &[(Collection, RecordId)] {
+        &self.keys
+    }
+
+    /// Records the stored state of one of [`Self::keys`], from its row.
+    pub fn load(
+        &mut self,
+        collection: &str,
+        id: &str,
+        fields: &str,
+        deleted: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let slot = *self
+            .index
+            .get(collection)
+            .and_then(|ids| ids.get(id))
+            .ok_or_else(|| corrupt("key", "a row the batch did not ask for"))?;
+        let fields: Fields = serde_json::from_str(fields).map_err(|e| corrupt("fields", e))?;
+        let deleted: Option<Hlc> = deleted
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| corrupt("hlc", e))?;
+        self.states[slot] = RecordState { fields, deleted };
+        Ok(())
+    }
+
+    /// Merges `changes` (the ones the plan was made from, in order) over the
+    /// loaded states; changed records take `seq`s after `head`, in the order
+    /// of the change that last altered each.
+    pub fn merge(mut self, changes: Vec<Change>, head: u64) -> Result<Merged, StoreError> {
+        let mut applied = 0u64;
+        let mut conflicts = Vec::new();
+        let mut last_change: Vec<Option<usize>> = vec![None; self.keys.len()];
+        for (i, (change, slot)) in changes.into_iter().zip(&self.slot_of).enumerate() {
+            let merged = apply_change(std::mem::take(&mut self.states[*slot]), change);
+            conflicts.extend(merged.conflicts);
+            if merged.changed {
+                applied += 1;
+                last_change[*slot] = Some(i);
+            }
+            self.states[*slot] = merged.state;
+        }
+        let mut changed: Vec<(usize, usize)> = last_change
+            .iter()
+            .enumerate()
+            .filter_map(|(slot, last)| last.map(|i| (i, slot)))
+            .collect();
+        changed.sort_unstable();
+        let mut seq = head;
+        let mut rows = Vec::with_capacity(changed.len());
+        for (_, slot) in changed {
+            let (collection, id) = &self.keys[slot];
+            let state = &self.states[slot];
+            seq += 1;
+            rows.push(RowOut {
+                collection: collection.to_string(),
+                id: id.to_string(),
+                seq,
+                fields: serde_json::to_string(&state.fields)
+                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+                deleted: state.deleted.as_ref().map(Hlc::to_string),
+            });
+        }
+        Ok(Merged {
+            applied,
+            conflicts,
+            rows,
+            head: seq,
+        })
+    }
+}
+
+/// A cursor below the horizon may have missed compacted tombstones; one
+/// above the head comes from another database (restored, or replaced).
+/// A cursor of 0 is a client starting over, which is always served.
+pub fn check_cursor(cursor: u64, horizon: u64, head: u64) -> Result<(), StoreError> {
+    if (cursor != 0 && cursor < horizon) || cursor > head {
+        return Err(StoreError::CursorExpired {
+            cursor,
+            horizon,
+            head,
+        });
+    }
+    Ok(())
+}
