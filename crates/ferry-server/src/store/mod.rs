@@ -145,6 +145,26 @@ pub struct PullPage {
     pub has_more: bool,
 }
 
+/// What compaction removed from one space.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SpaceCompaction {
+    /// The space.
+    pub space: SpaceId,
+    /// How many tombstones were deleted.
+    pub tombstones: u64,
+    /// The space's horizon afterwards: cursors below it (but 0) expire.
+    pub horizon: u64,
+}
+
+/// What one compaction did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CompactReport {
+    /// The spaces that lost tombstones.
+    pub spaces: Vec<SpaceCompaction>,
+    /// How many idempotency records of old batches were deleted.
+    pub batches: u64,
+}
+
 /// Ferry's storage. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -209,6 +229,15 @@ pub trait Store: Send + Sync + 'static {
         collection: &Collection,
         id: &RecordId,
     ) -> Result<Option<RecordRow>, StoreError>;
+
+    /// Deletes the tombstones last written before `cutoff_ms` (server wall
+    /// time) and raises each affected space's horizon to the highest `seq` it
+    /// deleted, so that clients whose cursor is below it resync (PROTOCOL.md
+    /// §4). Also deletes the idempotency records of batches older than the
+    /// cutoff: a batch retried after that is merged again, where its writes
+    /// already there change nothing (and its cursor, if older than the
+    /// horizon, answers `cursor_expired` first).
+    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError>;
 
     /// Live records of one collection ordered by id, after `after`.
     async fn list_records(

@@ -456,6 +456,73 @@ pub async fn signing_keys_are_created_once(store: Arc<dyn Store>) {
     assert_eq!(second, first, "the first node's key wins");
 }
 
+pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![
+            upsert("gone", "x", json!(1), hlc(1, "a")),
+            upsert("kept", "x", json!(1), hlc(1, "a")),
+        ],
+    )
+    .await;
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "2",
+        vec![delete("gone", hlc(2, "a"))],
+    )
+    .await;
+    // A cutoff in the past removes nothing.
+    let none = store.compact(0).await.unwrap();
+    assert_eq!(none, super::CompactReport::default());
+
+    let report = store.compact(u64::MAX / 2).await.unwrap();
+    assert_eq!(report.spaces.len(), 1);
+    assert_eq!(report.spaces[0].space, s);
+    assert_eq!(report.spaces[0].tombstones, 1);
+    assert_eq!(report.spaces[0].horizon, 3);
+    assert_eq!(report.batches, 2);
+
+    // Below the horizon: expired. At it, or starting over from 0: served.
+    assert!(matches!(
+        store.pull(&s, all(1)).await,
+        Err(StoreError::CursorExpired {
+            cursor: 1,
+            horizon: 3,
+            ..
+        })
+    ));
+    let mut b = batch("a", "3", vec![upsert("kept", "x", json!(2), hlc(3, "a"))]);
+    b.cursor = Some(2);
+    assert!(matches!(
+        store.push(&s, b).await,
+        Err(StoreError::CursorExpired { .. })
+    ));
+    let fresh = store.pull(&s, all(0)).await.unwrap();
+    let ids: Vec<_> = fresh.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["kept"]);
+    assert_eq!(fresh.cursor, 3);
+    assert!(store.pull(&s, all(3)).await.unwrap().records.is_empty());
+
+    // Live records and recent tombstones stay; compacting again is a no-op.
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "4",
+        vec![delete("kept", hlc(4, "a"))],
+    )
+    .await;
+    let again = store.compact(0).await.unwrap();
+    assert!(again.spaces.is_empty());
+    assert_eq!(records(store.as_ref(), &s).await.len(), 1);
+}
+
 /// Instantiates every storage test for a backend: `$open` is an async
 /// expression giving an `Arc<dyn Store>` on a fresh, empty database and a
 /// guard that removes that database when dropped.
@@ -495,5 +562,6 @@ mod sqlite {
         unknown_spaces_are_not_found,
         concurrent_pushes_get_distinct_gapless_seqs,
         signing_keys_are_created_once,
+        compaction_drops_old_tombstones_and_expires_older_cursors,
     );
 }

@@ -11,6 +11,7 @@
 //! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
 //! the server answers.
 
+mod compact;
 mod records;
 mod schema;
 mod users;
@@ -24,7 +25,8 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{
-    Batch, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError, StoredKey, User,
+    Batch, CompactReport, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError,
+    StoredKey, User,
 };
 
 /// How many idle reader connections are kept for reuse.
@@ -236,6 +238,10 @@ impl Store for SqliteStore {
         let (space, collection, id) = (space.clone(), collection.clone(), id.clone());
         self.read(move |c| records::record(c, &space, &collection, &id))
             .await
+    }
+
+    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+        self.write(move |c| compact::compact(c, cutoff_ms)).await
     }
 
     async fn list_records(

@@ -1,0 +1,51 @@
+//! Tombstone compaction in SQLite: one transaction on the single writer.
+
+use ferry_core::SpaceId;
+use rusqlite::{Connection, TransactionBehavior, params};
+
+use crate::store::{CompactReport, SpaceCompaction, StoreError};
+
+pub fn compact(c: &mut Connection, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+    let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let found: Vec<(String, i64, i64)> = {
+        let mut stmt = tx.prepare(
+            "SELECT s.id, count(*), max(r.seq) FROM records r JOIN spaces s ON s.sid = r.sid
+             WHERE r.deleted IS NOT NULL AND r.updated_at < ?1
+             GROUP BY r.sid ORDER BY s.id",
+        )?;
+        stmt.query_map([cutoff], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+            .collect::<Result<_, _>>()?
+    };
+    tx.execute(
+        "UPDATE spaces SET horizon = max(spaces.horizon, t.top)
+         FROM (SELECT sid, max(seq) AS top FROM records
+               WHERE deleted IS NOT NULL AND updated_at < ?1 GROUP BY sid) AS t
+         WHERE spaces.sid = t.sid",
+        [cutoff],
+    )?;
+    tx.execute(
+        "DELETE FROM records WHERE deleted IS NOT NULL AND updated_at < ?1",
+        [cutoff],
+    )?;
+    let batches = tx.execute("DELETE FROM batches WHERE created_at < ?1", params![cutoff])?;
+    let mut spaces = Vec::with_capacity(found.len());
+    for (id, tombstones, top) in found {
+        let horizon: i64 =
+            tx.query_row("SELECT horizon FROM spaces WHERE id = ?1", [&id], |r| {
+                r.get(0)
+            })?;
+        debug_assert!(horizon >= top);
+        spaces.push(SpaceCompaction {
+            space: SpaceId::new(id)
+                .map_err(|e| StoreError::Internal(format!("stored space id: {e}")))?,
+            tombstones: tombstones.max(0) as u64,
+            horizon: horizon.max(0) as u64,
+        });
+    }
+    tx.commit()?;
+    Ok(CompactReport {
+        spaces,
+        batches: batches as u64,
+    })
+}
