@@ -21,6 +21,8 @@ pub mod spaces;
 pub mod state;
 pub mod store;
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use config::{Config, Database};
 pub use error::ApiError;

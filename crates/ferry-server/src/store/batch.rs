@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use ferry_core::{Change, Collection, Conflict, Fields, Hlc, RecordId, RecordState, apply_change};
 
 use super::StoreError;
+use super::stored::corrupt;
 
 /// The distinct records a batch touches, in first-seen order.
 #[derive(Debug)]
@@ -45,10 +46,6 @@ pub struct Merged {
     pub rows: Vec<RowOut>,
     /// The space's `seq` after the batch.
     pub head: u64,
-}
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("stored {what}: {e}"))
 }
 
 impl BatchPlan {

@@ -8,7 +8,9 @@
 //! backend behaves the same.
 
 pub mod batch;
+mod postgres;
 mod sqlite;
+mod stored;
 
 use async_trait::async_trait;
 use ferry_core::protocol::{BatchId, Member, SpaceInfo};
@@ -16,6 +18,7 @@ use ferry_core::{Change, ClientId, Collection, Conflict, RecordId, Role, SpaceId
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
 /// What went wrong in storage, in domain terms.

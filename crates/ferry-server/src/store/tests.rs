@@ -539,29 +539,32 @@ macro_rules! store_suite {
     };
 }
 
-mod sqlite {
-    use super::super::SqliteStore;
-
-    crate::store_suite!(
-        {
-            let dir = tempfile::tempdir().unwrap();
-            let store = SqliteStore::open(dir.path().join("ferry.db")).await.unwrap();
-            (std::sync::Arc::new(store), dir)
-        };
-        users_get_a_personal_space_once,
-        users_by_email_are_found_again,
-        space_ids_are_unique,
-        members_and_the_last_owner,
-        push_assigns_seq_and_pull_returns_in_order,
-        stale_writes_change_nothing_and_are_reported,
-        a_retried_batch_applies_once_and_answers_the_same,
-        deletes_win_and_keep_no_values,
-        pages_follow_the_cursor_without_gaps,
-        collection_filters_still_move_the_cursor,
-        cursors_outside_the_space_are_expired,
-        unknown_spaces_are_not_found,
-        concurrent_pushes_get_distinct_gapless_seqs,
-        signing_keys_are_created_once,
-        compaction_drops_old_tombstones_and_expires_older_cursors,
-    );
+/// Every storage test, once per backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            crate::store_suite!(crate::testing::fresh_sqlite().await; $($name),*);
+        }
+        mod postgres {
+            crate::store_suite!(crate::testing::fresh_postgres().await; $($name),*);
+        }
+    };
 }
+
+both_backends!(
+    users_get_a_personal_space_once,
+    users_by_email_are_found_again,
+    space_ids_are_unique,
+    members_and_the_last_owner,
+    push_assigns_seq_and_pull_returns_in_order,
+    stale_writes_change_nothing_and_are_reported,
+    a_retried_batch_applies_once_and_answers_the_same,
+    deletes_win_and_keep_no_values,
+    pages_follow_the_cursor_without_gaps,
+    collection_filters_still_move_the_cursor,
+    cursors_outside_the_space_are_expired,
+    unknown_spaces_are_not_found,
+    concurrent_pushes_get_distinct_gapless_seqs,
+    signing_keys_are_created_once,
+    compaction_drops_old_tombstones_and_expires_older_cursors,
+);

@@ -11,11 +11,8 @@ use serde_json::value::RawValue;
 
 use super::now_ms;
 use crate::store::batch::{BatchPlan, Merged, check_cursor};
+use crate::store::stored::corrupt;
 use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
-
-fn corrupt(what: &str, e: impl std::fmt::Display) -> StoreError {
-    StoreError::Internal(format!("stored {what}: {e}"))
-}
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))

@@ -5,6 +5,7 @@ use ferry_core::{Role, SpaceId, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
 use super::now_ms;
+use crate::store::stored;
 use crate::store::{StoreError, StoredKey, User};
 
 /// The display name of every personal space.
@@ -12,18 +13,6 @@ pub const PERSONAL_SPACE_NAME: &str = "Personal";
 
 fn immediate(c: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
     c.transaction_with_behavior(TransactionBehavior::Immediate)
-}
-
-fn role_of(text: &str) -> Result<Role, StoreError> {
-    Role::parse(text).ok_or_else(|| StoreError::Internal(format!("stored role {text:?}")))
-}
-
-fn user_id(text: String) -> Result<UserId, StoreError> {
-    UserId::new(text).map_err(|e| StoreError::Internal(format!("stored user id: {e}")))
-}
-
-fn space_id(text: String) -> Result<SpaceId, StoreError> {
-    SpaceId::new(text).map_err(|e| StoreError::Internal(format!("stored space id: {e}")))
 }
 
 pub fn signing_keys(
@@ -128,7 +117,7 @@ pub fn user_by_email(c: &mut Connection, email: &str, new_id: &UserId) -> Result
         .optional()?;
     let user = match found {
         Some(id) => User {
-            id: user_id(id)?,
+            id: stored::user_id(id)?,
             email: Some(email.to_owned()),
         },
         None => {
@@ -156,9 +145,9 @@ pub fn spaces_of(c: &mut Connection, user: &UserId) -> Result<Vec<SpaceInfo>, St
     rows.into_iter()
         .map(|(id, name, role)| {
             Ok(SpaceInfo {
-                id: space_id(id)?,
+                id: stored::space_id(id)?,
                 name,
-                role: role_of(&role)?,
+                role: stored::role(&role)?,
             })
         })
         .collect()
@@ -198,7 +187,7 @@ pub fn role(
         )?
         .query_row([space.as_str(), user.as_str()], |r| r.get(0))
         .optional()?;
-    role.as_deref().map(role_of).transpose()
+    role.as_deref().map(stored::role).transpose()
 }
 
 pub fn members(c: &mut Connection, space: &SpaceId) -> Result<Vec<Member>, StoreError> {
@@ -215,9 +204,9 @@ pub fn members(c: &mut Connection, space: &SpaceId) -> Result<Vec<Member>, Store
     rows.into_iter()
         .map(|(user_id_text, email, role)| {
             Ok(Member {
-                user_id: user_id(user_id_text)?,
+                user_id: stored::user_id(user_id_text)?,
                 email,
-                role: role_of(&role)?,
+                role: stored::role(&role)?,
             })
         })
         .collect()
@@ -249,7 +238,7 @@ pub fn set_member(
             |r| r.get(0),
         )
         .optional()?;
-    let current = current.as_deref().map(role_of).transpose()?;
+    let current = current.as_deref().map(stored::role).transpose()?;
     if role.is_none() && current.is_none() {
         return Err(StoreError::NotFound("member"));
     }

@@ -1,0 +1,61 @@
+//! Tombstone compaction in PostgreSQL: one short transaction per space,
+//! holding the space's row lock like a push does.
+
+use sqlx::{PgPool, Row};
+
+use crate::store::stored::{self, count};
+use crate::store::{CompactReport, SpaceCompaction, StoreError};
+
+pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+    let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);
+    let sids: Vec<i64> = sqlx::query_scalar(
+        "SELECT DISTINCT sid FROM records WHERE deleted IS NOT NULL AND updated_at < $1",
+    )
+    .bind(cutoff)
+    .fetch_all(pool)
+    .await?;
+    let mut spaces = Vec::new();
+    for sid in sids {
+        let mut tx = pool.begin().await?;
+        let id: String = sqlx::query_scalar("SELECT id FROM spaces WHERE sid = $1 FOR UPDATE")
+            .bind(sid)
+            .fetch_one(&mut *tx)
+            .await?;
+        let deleted = sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM records
+                 WHERE sid = $1 AND deleted IS NOT NULL AND updated_at < $2
+                 RETURNING seq
+             )
+             SELECT count(*), max(seq) FROM gone",
+        )
+        .bind(sid)
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        let tombstones: i64 = deleted.try_get(0)?;
+        let top: Option<i64> = deleted.try_get(1)?;
+        let horizon: i64 = sqlx::query_scalar(
+            "UPDATE spaces SET horizon = GREATEST(horizon, $2) WHERE sid = $1 RETURNING horizon",
+        )
+        .bind(sid)
+        .bind(top.unwrap_or(0))
+        .fetch_one(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        if tombstones > 0 {
+            spaces.push(SpaceCompaction {
+                space: stored::space_id(id)?,
+                tombstones: count(tombstones),
+                horizon: count(horizon),
+            });
+        }
+    }
+    spaces.sort_by(|a, b| a.space.cmp(&b.space));
+    let batches = sqlx::query("DELETE FROM batches WHERE created_at < $1")
+        .bind(cutoff)
+        .execute(pool)
+        .await?
+        .rows_affected();
+    Ok(CompactReport { spaces, batches })
+}

@@ -1,0 +1,204 @@
+//! The PostgreSQL backend, for many stateless server nodes on one database.
+//!
+//! Commits in one space are serialized by locking the space's row
+//! (`SELECT ... FOR UPDATE`) for the push transaction and taking `seq` from
+//! its counter inside it, so `seq` order is commit order; pushes to
+//! different spaces run in parallel. A push is a constant number of
+//! statements: the batch's rows are read in one query (`UNNEST` of the
+//! keys) and written back in one multi-row upsert (`UNNEST` of the columns).
+//!
+//! The pool is bounded and every wait is too: acquiring a connection gives
+//! up after [`ACQUIRE_TIMEOUT`], statements after 30 s, lock waits after
+//! 10 s. A database that is down answers `Unavailable` (503) quickly, and
+//! the pool reconnects by itself when it is back.
+
+mod compact;
+mod records;
+mod schema;
+mod users;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use ferry_core::protocol::{Member, SpaceInfo};
+use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
+use sqlx::PgPool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+
+use super::{
+    Batch, CompactReport, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError,
+    StoredKey, User,
+};
+
+/// At most this many connections per server node.
+pub const MAX_CONNECTIONS: u32 = 16;
+/// How long a request waits for a connection before answering 503.
+pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The PostgreSQL [`Store`].
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => {
+                StoreError::Unavailable(e.to_string())
+            }
+            E::Database(db) => match db.code().as_deref() {
+                // Connection exceptions, shutdown, too many connections,
+                // serialization failure, deadlock, lock or statement timeout:
+                // all worth a retry.
+                Some(code)
+                    if code.starts_with("08")
+                        || code.starts_with("57P")
+                        || matches!(code, "53300" | "40001" | "40P01" | "55P03" | "57014") =>
+                {
+                    StoreError::Unavailable(e.to_string())
+                }
+                _ => StoreError::Internal(e.to_string()),
+            },
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, for `created_at` columns.
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A `u64` counter as PostgreSQL's `bigint`.
+fn big(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+impl PgStore {
+    /// Connects to the database at `url` (`postgres://...`) and brings its
+    /// schema up to date.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
+        Self::connect_with(options).await
+    }
+
+    /// Connects with explicit options and brings the schema up to date.
+    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+        let options = options.application_name("ferry").options([
+            ("statement_timeout", "30s"),
+            ("lock_timeout", "10s"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(MAX_CONNECTIONS)
+            .min_connections(0)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .idle_timeout(Duration::from_secs(300))
+            .connect_with(options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        schema::migrate(&pool).await?;
+        Ok(PgStore { pool })
+    }
+
+    /// Closes every connection; used when shutting down.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+}
+
+#[async_trait]
+impl Store for PgStore {
+    async fn health(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn signing_keys(&self, candidate: StoredKey) -> Result<Vec<StoredKey>, StoreError> {
+        users::signing_keys(&self.pool, &candidate).await
+    }
+
+    async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError> {
+        users::ensure_user(&self.pool, id).await
+    }
+
+    async fn user_by_email(&self, email: &str, new_id: &UserId) -> Result<User, StoreError> {
+        users::user_by_email(&self.pool, email, new_id).await
+    }
+
+    async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
+        users::user(&self.pool, id).await
+    }
+
+    async fn spaces_of(&self, user: &UserId) -> Result<Vec<SpaceInfo>, StoreError> {
+        users::spaces_of(&self.pool, user).await
+    }
+
+    async fn create_space(
+        &self,
+        id: &SpaceId,
+        name: &str,
+        owner: &UserId,
+    ) -> Result<(), StoreError> {
+        users::create_space(&self.pool, id, name, owner).await
+    }
+
+    async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
+        users::role(&self.pool, space, user).await
+    }
+
+    async fn members(&self, space: &SpaceId) -> Result<Vec<Member>, StoreError> {
+        users::members(&self.pool, space).await
+    }
+
+    async fn set_member(
+        &self,
+        space: &SpaceId,
+        user: &UserId,
+        role: Role,
+    ) -> Result<(), StoreError> {
+        users::set_member(&self.pool, space, user, Some(role)).await
+    }
+
+    async fn remove_member(&self, space: &SpaceId, user: &UserId) -> Result<(), StoreError> {
+        users::set_member(&self.pool, space, user, None).await
+    }
+
+    async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
+        records::push(&self.pool, space, batch).await
+    }
+
+    async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {
+        records::pull(&self.pool, space, &query).await
+    }
+
+    async fn record(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> Result<Option<RecordRow>, StoreError> {
+        records::record(&self.pool, space, collection, id).await
+    }
+
+    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+        compact::compact(&self.pool, cutoff_ms).await
+    }
+
+    async fn list_records(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        after: Option<&RecordId>,
+        limit: u32,
+    ) -> Result<Vec<RecordRow>, StoreError> {
+        records::list(&self.pool, space, collection, after, limit).await
+    }
+}

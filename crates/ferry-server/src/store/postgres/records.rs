@@ -1,0 +1,257 @@
+//! Pushing and pulling records in PostgreSQL.
+
+use ferry_core::{Collection, Conflict, RecordId, SpaceId};
+use serde_json::value::RawValue;
+use sqlx::postgres::PgRow;
+use sqlx::{PgPool, Row};
+
+use super::{big, now_ms};
+use crate::store::batch::{BatchPlan, Merged, check_cursor};
+use crate::store::stored::{corrupt, count};
+use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
+
+pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
+    let mut tx = pool.begin().await?;
+    // The space's row lock serializes its commits: `seq` is taken from its
+    // counter under the lock and the lock is held until commit.
+    let row = sqlx::query("SELECT sid, seq, horizon FROM spaces WHERE id = $1 FOR UPDATE")
+        .bind(space.as_str())
+        .fetch_optional(&mut *tx)
+        .await?
+        .ok_or(StoreError::NotFound("space"))?;
+    let (sid, head, horizon): (i64, u64, u64) = (
+        row.try_get(0)?,
+        count(row.try_get(1)?),
+        count(row.try_get(2)?),
+    );
+    if let Some(cursor) = batch.cursor {
+        check_cursor(cursor, horizon, head)?;
+    }
+
+    if let Some(batch_id) = &batch.batch_id {
+        let seen = sqlx::query(
+            "SELECT applied, conflicts FROM batches
+             WHERE sid = $1 AND client_id = $2 AND batch_id = $3",
+        )
+        .bind(sid)
+        .bind(batch.client_id.as_str())
+        .bind(batch_id.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if let Some(seen) = seen {
+            let conflicts: Vec<Conflict> =
+                serde_json::from_str(seen.try_get(1)?).map_err(|e| corrupt("conflicts", e))?;
+            return Ok(PushOutcome {
+                applied: count(seen.try_get(0)?),
+                conflicts,
+                head,
+                replayed: true,
+            });
+        }
+    }
+
+    // Read every record the batch touches, in one query, then merge.
+    let mut plan = BatchPlan::new(&batch.changes);
+    let (collections, ids): (Vec<&str>, Vec<&str>) = plan
+        .keys()
+        .iter()
+        .map(|(c, id)| (c.as_str(), id.as_str()))
+        .unzip();
+    let stored = sqlx::query(
+        "SELECT r.collection, r.id, r.fields, r.deleted
+         FROM UNNEST($2::text[], $3::text[]) AS k (collection, id)
+         JOIN records r ON r.sid = $1 AND r.collection = k.collection AND r.id = k.id",
+    )
+    .bind(sid)
+    .bind(&collections)
+    .bind(&ids)
+    .fetch_all(&mut *tx)
+    .await?;
+    for row in &stored {
+        plan.load(
+            row.try_get(0)?,
+            row.try_get(1)?,
+            row.try_get(2)?,
+            row.try_get(3)?,
+        )?;
+    }
+    let Merged {
+        applied,
+        conflicts,
+        rows,
+        head: seq,
+    } = plan.merge(batch.changes, head)?;
+
+    if !rows.is_empty() {
+        let mut cols = (
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+            Vec::with_capacity(rows.len()),
+        );
+        for r in rows {
+            cols.0.push(r.collection);
+            cols.1.push(r.id);
+            cols.2.push(big(r.seq));
+            cols.3.push(r.fields);
+            cols.4.push(r.deleted);
+        }
+        sqlx::query(
+            "INSERT INTO records (sid, collection, id, seq, fields, deleted, updated_at)
+             SELECT $1, u.collection, u.id, u.seq, u.fields, u.deleted, $7
+             FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+                  AS u (collection, id, seq, fields, deleted)
+             ON CONFLICT (sid, collection, id) DO UPDATE
+             SET seq = EXCLUDED.seq, fields = EXCLUDED.fields, deleted = EXCLUDED.deleted,
+                 updated_at = EXCLUDED.updated_at",
+        )
+        .bind(sid)
+        .bind(&cols.0)
+        .bind(&cols.1)
+        .bind(&cols.2)
+        .bind(&cols.3)
+        .bind(&cols.4)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE spaces SET seq = $2 WHERE sid = $1")
+            .bind(sid)
+            .bind(big(seq))
+            .execute(&mut *tx)
+            .await?;
+    }
+    if let Some(batch_id) = &batch.batch_id {
+        sqlx::query(
+            "INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(sid)
+        .bind(batch.client_id.as_str())
+        .bind(batch_id.as_str())
+        .bind(big(applied))
+        .bind(serde_json::to_string(&conflicts).map_err(|e| StoreError::Internal(e.to_string()))?)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(PushOutcome {
+        applied,
+        conflicts,
+        head: seq,
+        replayed: false,
+    })
+}
+
+/// A record from the columns `collection, id, seq, fields, deleted`
+/// starting at `at`.
+fn record_row(row: &PgRow, at: usize) -> Result<RecordRow, StoreError> {
+    let fields: String = row.try_get(at + 3)?;
+    Ok(RecordRow {
+        collection: row.try_get(at)?,
+        id: row.try_get(at + 1)?,
+        seq: count(row.try_get(at + 2)?),
+        fields: RawValue::from_string(fields).map_err(|e| corrupt("fields", e))?,
+        deleted: row.try_get(at + 4)?,
+    })
+}
+
+pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullPage, StoreError> {
+    // One statement is one snapshot: the head and the page agree.
+    let collections: Option<Vec<&str>> = q
+        .collections
+        .as_ref()
+        .map(|cs| cs.iter().map(Collection::as_str).collect());
+    let rows = sqlx::query(
+        "SELECT s.seq, s.horizon, r.collection, r.id, r.seq, r.fields, r.deleted
+         FROM spaces s
+         LEFT JOIN LATERAL (
+             SELECT collection, id, seq, fields, deleted FROM records
+             WHERE sid = s.sid AND seq > $2
+               AND ($3::text[] IS NULL OR collection = ANY ($3::text[]))
+             ORDER BY seq LIMIT $4
+         ) r ON true
+         WHERE s.id = $1",
+    )
+    .bind(space.as_str())
+    .bind(big(q.cursor))
+    .bind(collections)
+    .bind(i64::from(q.limit) + 1)
+    .fetch_all(pool)
+    .await?;
+    let first = rows.first().ok_or(StoreError::NotFound("space"))?;
+    let (head, horizon) = (count(first.try_get(0)?), count(first.try_get(1)?));
+    check_cursor(q.cursor, horizon, head)?;
+    let mut records = Vec::with_capacity(rows.len());
+    for row in &rows {
+        if row.try_get::<Option<String>, _>(2)?.is_some() {
+            records.push(record_row(row, 2)?);
+        }
+    }
+    let has_more = records.len() > q.limit as usize;
+    records.truncate(q.limit as usize);
+    let cursor = if has_more {
+        records.last().map_or(q.cursor, |r| r.seq)
+    } else {
+        head
+    };
+    Ok(PullPage {
+        records,
+        cursor,
+        has_more,
+    })
+}
+
+const RECORD_COLUMNS: &str = "r.collection, r.id, r.seq, r.fields, r.deleted";
+
+/// The space's key, or `NotFound`.
+async fn sid(pool: &PgPool, space: &SpaceId) -> Result<i64, StoreError> {
+    sqlx::query_scalar("SELECT sid FROM spaces WHERE id = $1")
+        .bind(space.as_str())
+        .fetch_optional(pool)
+        .await?
+        .ok_or(StoreError::NotFound("space"))
+}
+
+pub async fn record(
+    pool: &PgPool,
+    space: &SpaceId,
+    collection: &Collection,
+    id: &RecordId,
+) -> Result<Option<RecordRow>, StoreError> {
+    let sid = sid(pool, space).await?;
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records r WHERE r.sid = $1 AND r.collection = $2 AND r.id = $3"
+    );
+    let row = sqlx::query(&sql)
+        .bind(sid)
+        .bind(collection.as_str())
+        .bind(id.as_str())
+        .fetch_optional(pool)
+        .await?;
+    row.map(|r| record_row(&r, 0)).transpose()
+}
+
+pub async fn list(
+    pool: &PgPool,
+    space: &SpaceId,
+    collection: &Collection,
+    after: Option<&RecordId>,
+    limit: u32,
+) -> Result<Vec<RecordRow>, StoreError> {
+    let sid = sid(pool, space).await?;
+    let sql = format!(
+        "SELECT {RECORD_COLUMNS} FROM records r
+         WHERE r.sid = $1 AND r.collection = $2 AND r.deleted IS NULL AND r.id > $3
+         ORDER BY r.id LIMIT $4"
+    );
+    let rows = sqlx::query(&sql)
+        .bind(sid)
+        .bind(collection.as_str())
+        .bind(after.map_or("", RecordId::as_str))
+        .bind(i64::from(limit))
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(|r| record_row(r, 0)).collect()
+}

@@ -1,0 +1,179 @@
+//! Test support, for Ferry's own tests (feature `testing`): fresh databases
+//! of either backend. A test that asks for PostgreSQL fails loudly when it
+//! cannot reach it; it never skips.
+
+use std::sync::Arc;
+
+use sqlx::Connection;
+use sqlx::postgres::PgConnection;
+
+use crate::store::{PgStore, SqliteStore, Store};
+
+/// The environment variable naming the PostgreSQL server tests use: a URL
+/// of a database to connect to in order to create the test databases.
+pub const POSTGRES_ENV: &str = "FERRY_TEST_POSTGRES";
+/// Used when [`POSTGRES_ENV`] is not set.
+pub const DEFAULT_POSTGRES: &str = "postgres://postgres@127.0.0.1:5432/postgres";
+/// The environment variable choosing the backend of backend-agnostic tests:
+/// `sqlite` (the default) or `postgres`.
+pub const BACKEND_ENV: &str = "FERRY_TEST_BACKEND";
+
+/// Which backend backend-agnostic tests run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh PostgreSQL database.
+    Postgres,
+}
+
+/// The backend [`BACKEND_ENV`] names.
+pub fn backend() -> Backend {
+    match std::env::var(BACKEND_ENV).as_deref() {
+        Ok("postgres") => Backend::Postgres,
+        Ok("sqlite") | Err(_) => Backend::Sqlite,
+        Ok(other) => panic!("{BACKEND_ENV}={other}: use sqlite or postgres"),
+    }
+}
+
+fn admin_url() -> String {
+    std::env::var(POSTGRES_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES.to_owned())
+}
+
+/// `url` with its database name replaced by `name`.
+fn with_database(url: &str, name: &str) -> String {
+    let (base, query) = url
+        .split_once('?')
+        .map_or((url, None), |(b, q)| (b, Some(q)));
+    let prefix = match base.find("://").map(|i| i + 3) {
+        Some(start) => match base[start..].find('/') {
+            Some(slash) => &base[..start + slash],
+            None => base,
+        },
+        None => base,
+    };
+    match query {
+        Some(q) => format!("{prefix}/{name}?{q}"),
+        None => format!("{prefix}/{name}"),
+    }
+}
+
+/// A PostgreSQL database created for one test and dropped after it.
+#[derive(Debug)]
+pub struct TestDatabase {
+    /// Its URL.
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl TestDatabase {
+    /// Creates a fresh, empty database.
+    pub async fn create() -> TestDatabase {
+        let admin = admin_url();
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is needed for this test and is unreachable at {admin}: {e}\n\
+                 start it, or point {POSTGRES_ENV} at one"
+            )
+        });
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("random: {e}"));
+        let name = format!(
+            "ferry_test_{}",
+            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+        );
+        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+            .execute(&mut conn)
+            .await
+            .unwrap_or_else(|e| panic!("cannot create database {name}: {e}"));
+        let _ = conn.close().await;
+        TestDatabase {
+            url: with_database(&admin, &name),
+            name,
+            admin,
+        }
+    }
+
+    /// A store on this database.
+    pub async fn store(&self) -> Arc<dyn Store> {
+        Arc::new(
+            PgStore::connect(&self.url)
+                .await
+                .unwrap_or_else(|e| panic!("cannot open {}: {e}", self.url)),
+        )
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside a runtime, so the cleanup gets its own.
+        let cleanup = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let sql = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+                    let _ = sqlx::raw_sql(&sql).execute(&mut conn).await;
+                }
+            });
+        });
+        let _ = cleanup.join();
+    }
+}
+
+/// What keeps a test's database alive; dropping it removes the database.
+#[derive(Debug)]
+pub enum Guard {
+    /// The temporary directory of an SQLite file.
+    Sqlite(tempfile::TempDir),
+    /// A PostgreSQL database.
+    Postgres(TestDatabase),
+}
+
+/// A fresh store on the backend [`backend`] names.
+pub async fn fresh_store() -> (Arc<dyn Store>, Guard) {
+    match backend() {
+        Backend::Sqlite => fresh_sqlite().await,
+        Backend::Postgres => fresh_postgres().await,
+    }
+}
+
+/// A fresh SQLite store.
+pub async fn fresh_sqlite() -> (Arc<dyn Store>, Guard) {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("temp dir: {e}"));
+    let store = SqliteStore::open(dir.path().join("ferry.db"))
+        .await
+        .unwrap_or_else(|e| panic!("cannot open SQLite: {e}"));
+    (Arc::new(store), Guard::Sqlite(dir))
+}
+
+/// A fresh PostgreSQL store.
+pub async fn fresh_postgres() -> (Arc<dyn Store>, Guard) {
+    let db = TestDatabase::create().await;
+    let store = db.store().await;
+    (store, Guard::Postgres(db))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_database;
+
+    #[test]
+    fn database_names_are_replaced() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/postgres", "x"),
+            "postgres://u@h:5432/x"
+        );
+        assert_eq!(
+            with_database("postgres://u:p@h/postgres?sslmode=disable", "x"),
+            "postgres://u:p@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
+    }
+}
