@@ -1,7 +1,10 @@
 //! `ferry`: runs the sync server and administers it.
 //!
-//! - `ferry serve`: the server, on SQLite in `./ferry-data` by default.
+//! - `ferry serve`: the server, on SQLite in `./ferry-data` by default, or
+//!   on PostgreSQL with `--database postgres://...`.
+//! - `ferry migrate`: brings the database schema up to date.
 //! - `ferry admin token --email E`: prints an access token for a user.
+//! - `ferry admin compact --older-than 30d`: compacts old tombstones.
 //!
 //! Configuration comes in layers: defaults, then `ferry.toml` (or the file
 //! named by `--config`), then `FERRY_*` environment variables, then flags.
@@ -10,6 +13,7 @@ mod config;
 
 use std::io::Write;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -17,7 +21,8 @@ use clap::{Parser, Subcommand};
 use ferry_server::auth::issuer::Issuer;
 use ferry_server::clock::wall_ms;
 use ferry_server::config::{Database, LogFormat, random_node_id};
-use ferry_server::{AppState, Settings, ids, spaces};
+use ferry_server::ops::compaction;
+use ferry_server::{AppState, Config, Settings, Store, ids, spaces};
 use tokio::net::TcpListener;
 
 use crate::config::{ConfigArgs, ServeArgs};
@@ -34,6 +39,8 @@ struct Cli {
 enum Command {
     /// Run the sync server.
     Serve(ServeArgs),
+    /// Bring the database schema up to date (`serve` also does at start).
+    Migrate(ConfigArgs),
     /// Administer a server's database.
     Admin {
         #[command(subcommand)]
@@ -55,6 +62,15 @@ enum AdminCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Delete tombstones older than a duration and raise each space's
+    /// horizon: clients whose cursor is older must resync from scratch.
+    Compact {
+        /// How old a tombstone must be: 30d, 12h...
+        #[arg(long, value_parser = humantime::parse_duration)]
+        older_than: Duration,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
 }
 
 fn main() -> ExitCode {
@@ -72,9 +88,13 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::Migrate(config) => migrate(config).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
             } => token(&email, ttl, config).await,
+            Command::Admin {
+                command: AdminCommand::Compact { older_than, config },
+            } => compact(older_than, config).await,
         }
     });
     match result {
@@ -129,12 +149,14 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logs(config.log_format, "info");
-    tracing::info!(?config, "configuration");
-    let database = Database::of(&config)?;
-    let store = database
-        .open()
-        .await
-        .with_context(|| format!("cannot open the database {database:?}"))?;
+    tracing::info!(config = ?config.for_log(), "configuration");
+    let retention = config
+        .tombstone_retention
+        .as_deref()
+        .map(humantime::parse_duration)
+        .transpose()
+        .context("tombstone_retention")?;
+    let store = open_store(&config).await?;
     let node_id = match &config.node_id {
         Some(id) => ferry_core::ClientId::new(id.clone()).context("node_id")?,
         None => random_node_id()?,
@@ -159,7 +181,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     let db_flag = match &config.database {
-        Some(url) => format!("--database {url}"),
+        Some(_) => format!("--database {}", Database::of(&config)?),
         None => format!("--data-dir {}", config.data_dir.display()),
     };
     // On stdout, for people and for scripts that start Ferry on port 0. A
@@ -172,10 +194,50 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     );
     let _ = stdout.flush();
     tracing::info!(%addr, "listening");
-    ferry_server::server::run(listener, state, shutdown)
-        .await
-        .context("server error")?;
+    let compaction = retention.map(|r| compaction::spawn(state.store.clone(), r));
+    let served = ferry_server::server::run(listener, state, shutdown).await;
+    if let Some(task) = compaction {
+        task.abort();
+    }
+    served.context("server error")?;
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// Opens the database `config` names, migrating it.
+async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
+    let database = Database::of(config)?;
+    database
+        .open()
+        .await
+        .with_context(|| format!("cannot open the database {database}"))
+}
+
+async fn migrate(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logs(config.log_format, "warn");
+    open_store(&config).await?;
+    println!("The schema of {} is up to date.", Database::of(&config)?);
+    Ok(())
+}
+
+async fn compact(older_than: Duration, args: ConfigArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logs(config.log_format, "warn");
+    let store = open_store(&config).await?;
+    let report = compaction::compact_older_than(store.as_ref(), older_than).await?;
+    for space in &report.spaces {
+        println!(
+            "{}: {} tombstones deleted, horizon {}",
+            space.space, space.tombstones, space.horizon
+        );
+    }
+    let tombstones: u64 = report.spaces.iter().map(|s| s.tombstones).sum();
+    println!(
+        "Compacted {tombstones} tombstones in {} spaces and {} old batch records.",
+        report.spaces.len(),
+        report.batches
+    );
     Ok(())
 }
 
@@ -183,11 +245,7 @@ async fn token(email: &str, ttl: Duration, args: ConfigArgs) -> anyhow::Result<(
     let config = args.resolve()?;
     init_logs(config.log_format, "warn");
     let email = spaces::normalize_email(email)?;
-    let database = Database::of(&config)?;
-    let store = database
-        .open()
-        .await
-        .with_context(|| format!("cannot open the database {database:?}"))?;
+    let store = open_store(&config).await?;
     let issuer = Issuer::load(store.as_ref(), wall_ms())
         .await
         .context("cannot load the signing keys")?;

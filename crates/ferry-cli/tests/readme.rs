@@ -5,11 +5,11 @@
 
 mod common;
 
-use common::Server;
+use common::{Db, Server};
 
 /// The README's `sh` blocks, with the binary and address of this test's
 /// server, each command's output on its own line.
-fn walkthrough(server: &Server) -> String {
+fn walkthrough(server: &Server, db: &Db) -> String {
     let readme = include_str!("../../../README.md");
     let mut script = String::from("set -eu\n");
     for block in readme.split("```sh\n").skip(1) {
@@ -18,7 +18,7 @@ fn walkthrough(server: &Server) -> String {
         script.push('\n');
     }
     let ferry = env!("CARGO_BIN_EXE_ferry");
-    let data_dir = server.data_dir.display().to_string();
+    let db_args: Vec<String> = db.args().iter().map(|a| format!("{a:?}")).collect();
     script
         .replace(
             "F=\"cargo run --release -q -p ferry-cli --\"",
@@ -26,7 +26,7 @@ fn walkthrough(server: &Server) -> String {
         )
         .replace(
             "admin token --email",
-            &format!("admin token --data-dir {data_dir:?} --email"),
+            &format!("admin token {} --email", db_args.join(" ")),
         )
         .replace(
             "API=http://127.0.0.1:8787/v1",
@@ -35,13 +35,13 @@ fn walkthrough(server: &Server) -> String {
         .replace("curl -s ", "echo; curl -sS ")
 }
 
-#[test]
-fn the_readme_walkthrough_works_as_written() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("ferry-data"));
+#[tokio::test]
+async fn the_readme_walkthrough_works_as_written() {
+    let db = Db::new().await;
+    let server = Server::start(&db);
     let out = std::process::Command::new("bash")
         .arg("-c")
-        .arg(walkthrough(&server))
+        .arg(walkthrough(&server, &db))
         .output()
         .expect("bash and curl are needed to run the README walkthrough");
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use common::{Client, Server, now_ms};
+use common::{Client, Db, Server, now_ms};
 use ferry_core::{ClientId, Hlc};
 use serde_json::{Value, json};
 
@@ -37,8 +37,8 @@ impl Clock {
 
 #[tokio::test]
 async fn the_newcomer_walkthrough() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
+    let db = Db::new().await;
+    let server = Server::start(&db);
     let ada = server.client(&server.token("ada@example.com"));
     let eve = server.client(&server.token("eve@example.com"));
     ada.create_space("groceries").await;
@@ -133,8 +133,8 @@ async fn the_newcomer_walkthrough() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_writers_and_a_paging_reader_end_with_exactly_the_final_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let server = Server::start(&dir.path().join("data"));
+    let db = Db::new().await;
+    let server = Server::start(&db);
     let owner = server.client(&server.token("owner@example.com"));
     owner.create_space("busy").await;
 
@@ -256,10 +256,9 @@ impl Client {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_after_a_200_loses_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
+    let db = Db::new().await;
     let mut acked_total = Vec::new();
-    let mut server = Server::start(&data);
+    let mut server = Server::start(&db);
     let token = server.token("crash@example.com");
     server.client(&token).create_space("crash").await;
     for round in 0..3 {
@@ -280,7 +279,7 @@ async fn kill_9_after_a_200_loses_nothing() {
             "round {round}: some pushes were answered"
         );
         acked_total.extend(acked);
-        server = Server::start(&data);
+        server = Server::start(&db);
     }
     let client = server.client(&token);
     let (status, all) = client.get("/v1/spaces/crash/changes?limit=10000").await;

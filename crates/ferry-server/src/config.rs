@@ -8,7 +8,7 @@ use std::sync::Arc;
 use ferry_core::{ClientId, NameError};
 use serde::{Deserialize, Serialize};
 
-use crate::store::{SqliteStore, Store, StoreError};
+use crate::store::{PgStore, SqliteStore, Store, StoreError};
 
 /// The address `ferry serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
@@ -24,7 +24,8 @@ pub struct Config {
     pub listen: SocketAddr,
     /// Where the embedded database lives when `database` is not set.
     pub data_dir: PathBuf,
-    /// `sqlite://PATH`; defaults to `sqlite://{data_dir}/ferry.db`.
+    /// `sqlite://PATH` or `postgres://...`; defaults to
+    /// `sqlite://{data_dir}/ferry.db`.
     pub database: Option<String>,
     /// This node's id in the HLCs it stamps; random when not set.
     pub node_id: Option<String>,
@@ -32,6 +33,19 @@ pub struct Config {
     pub max_clock_skew_secs: u64,
     /// `text` or `json` logs.
     pub log_format: LogFormat,
+    /// When set (e.g. `30d`), tombstones older than this are compacted
+    /// every hour; clients offline for longer resync from scratch.
+    pub tombstone_retention: Option<String>,
+}
+
+impl Config {
+    /// This configuration as it may be logged: no password shows.
+    pub fn for_log(&self) -> Config {
+        Config {
+            database: self.database.as_deref().map(redact_password),
+            ..self.clone()
+        }
+    }
 }
 
 /// How logs are written.
@@ -54,6 +68,7 @@ impl Default for Config {
             node_id: None,
             max_clock_skew_secs: 300,
             log_format: LogFormat::Text,
+            tombstone_retention: None,
         }
     }
 }
@@ -61,19 +76,50 @@ impl Default for Config {
 /// A database URL Ferry cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseUrlError {
-    /// Not `sqlite://PATH`.
-    #[error("unsupported database URL {0:?}: use sqlite://PATH")]
+    /// Neither `sqlite://PATH` nor `postgres://...`.
+    #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     Unsupported(String),
-    /// PostgreSQL is not built in yet.
-    #[error("PostgreSQL URLs are not supported by this version of Ferry yet: use sqlite://PATH")]
-    Postgres,
 }
 
 /// Where the data lives.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub enum Database {
     /// An SQLite file.
     Sqlite(PathBuf),
+    /// A PostgreSQL database, by URL.
+    Postgres(String),
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{self}")
+    }
+}
+
+impl std::fmt::Display for Database {
+    /// The database for logs and messages: a password is never shown.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Database::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
+            Database::Postgres(url) => f.write_str(&redact_password(url)),
+        }
+    }
+}
+
+/// `url` with the password of its user info, if any, replaced by `***`.
+pub fn redact_password(url: &str) -> String {
+    let Some(start) = url.find("://").map(|i| i + 3) else {
+        return url.to_owned();
+    };
+    let rest = &url[start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let Some(at) = rest[..authority_end].rfind('@') else {
+        return url.to_owned();
+    };
+    match rest[..at].find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &rest[..colon], &rest[at..]),
+        None => url.to_owned(),
+    }
 }
 
 impl Database {
@@ -89,7 +135,7 @@ impl Database {
             return Ok(Database::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Err(DatabaseUrlError::Postgres);
+            return Ok(Database::Postgres(url.to_owned()));
         }
         Err(DatabaseUrlError::Unsupported(url.to_owned()))
     }
@@ -109,6 +155,7 @@ impl Database {
                 create_parent(path)?;
                 Ok(Arc::new(SqliteStore::open(path.clone()).await?))
             }
+            Database::Postgres(url) => Ok(Arc::new(PgStore::connect(url).await?)),
         }
     }
 }
@@ -151,12 +198,31 @@ mod tests {
             Database::parse("sqlite:///var/lib/ferry.db").unwrap(),
             Database::Sqlite("/var/lib/ferry.db".into())
         );
-        assert!(matches!(
-            Database::parse("postgres://localhost/ferry"),
-            Err(DatabaseUrlError::Postgres)
-        ));
+        assert_eq!(
+            Database::parse("postgres://localhost/ferry").unwrap(),
+            Database::Postgres("postgres://localhost/ferry".into())
+        );
         assert!(Database::parse("mysql://x").is_err());
         assert!(Database::parse("sqlite://").is_err());
+    }
+
+    #[test]
+    fn passwords_never_show() {
+        let db = Database::parse("postgres://ferry:s3cret@db:5432/ferry?sslmode=require").unwrap();
+        assert_eq!(
+            db.to_string(),
+            "postgres://ferry:***@db:5432/ferry?sslmode=require"
+        );
+        assert_eq!(format!("{db:?}"), db.to_string());
+        assert_eq!(
+            redact_password("postgres://ferry@db/x"),
+            "postgres://ferry@db/x"
+        );
+        assert_eq!(redact_password("postgres://db/x"), "postgres://db/x");
+        assert_eq!(
+            redact_password("postgres://a:b@c@d/x"),
+            "postgres://a:***@d/x"
+        );
     }
 
     #[test]

@@ -3,9 +3,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, dead_code)]
 
 use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 
+use ferry_server::testing::{self, Backend, TestDatabase};
 use serde_json::{Value, json};
 
 /// The `ferry` binary under test.
@@ -13,29 +14,62 @@ pub fn ferry() -> Command {
     Command::new(env!("CARGO_BIN_EXE_ferry"))
 }
 
+/// Where a test's servers keep their data: a data directory, or a fresh
+/// PostgreSQL database when `FERRY_TEST_BACKEND=postgres`.
+pub struct Db {
+    pub dir: tempfile::TempDir,
+    pg: Option<TestDatabase>,
+}
+
+impl Db {
+    pub async fn new() -> Db {
+        let dir = tempfile::tempdir().unwrap();
+        let pg = match testing::backend() {
+            Backend::Sqlite => None,
+            Backend::Postgres => Some(TestDatabase::create().await),
+        };
+        Db { dir, pg }
+    }
+
+    /// The flags that point `ferry` at this database.
+    pub fn args(&self) -> Vec<String> {
+        match &self.pg {
+            Some(db) => vec!["--database".into(), db.url.clone()],
+            None => vec![
+                "--data-dir".into(),
+                self.dir.path().join("data").display().to_string(),
+            ],
+        }
+    }
+
+    fn log(&self) -> PathBuf {
+        self.dir.path().join("ferry.log")
+    }
+}
+
 /// A running `ferry serve` on a port of its own choosing.
 pub struct Server {
     child: Child,
     pub url: String,
-    pub data_dir: PathBuf,
+    db_args: Vec<String>,
 }
 
 impl Server {
-    /// Starts `ferry serve --listen 127.0.0.1:0 --data-dir DIR` and waits
-    /// until it says where it listens.
-    pub fn start(data_dir: &Path) -> Server {
-        Server::start_on(data_dir, "127.0.0.1:0")
+    /// Starts `ferry serve --listen 127.0.0.1:0` on `db` and waits until it
+    /// says where it listens.
+    pub fn start(db: &Db) -> Server {
+        Server::start_on(db, "127.0.0.1:0")
     }
 
-    pub fn start_on(data_dir: &Path, listen: &str) -> Server {
+    pub fn start_on(db: &Db, listen: &str) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(data_dir.with_extension("log"))
+            .open(db.log())
             .unwrap();
         let mut child = ferry()
-            .args(["serve", "--listen", listen, "--data-dir"])
-            .arg(data_dir)
+            .args(["serve", "--listen", listen])
+            .args(db.args())
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -49,15 +83,14 @@ impl Server {
             .trim()
             .strip_prefix("Ferry listening on ")
             .unwrap_or_else(|| {
-                let log =
-                    std::fs::read_to_string(data_dir.with_extension("log")).unwrap_or_default();
+                let log = std::fs::read_to_string(db.log()).unwrap_or_default();
                 panic!("ferry serve did not start: {line:?}\n{log}")
             })
             .to_owned();
         Server {
             child,
             url,
-            data_dir: data_dir.to_owned(),
+            db_args: db.args(),
         }
     }
 
@@ -79,7 +112,7 @@ impl Server {
 
     /// An access token for `email`, minted by `ferry admin token`.
     pub fn token(&self, email: &str) -> String {
-        token(&self.data_dir, email)
+        token(&self.db_args, email)
     }
 
     pub fn client(&self, token: &str) -> Client {
@@ -98,11 +131,11 @@ impl Drop for Server {
     }
 }
 
-/// Runs `ferry admin token` and returns what it printed.
-pub fn token(data_dir: &Path, email: &str) -> String {
+/// Runs `ferry admin token` with `db_args` and returns what it printed.
+pub fn token(db_args: &[String], email: &str) -> String {
     let out = ferry()
-        .args(["admin", "token", "--email", email, "--data-dir"])
-        .arg(data_dir)
+        .args(["admin", "token", "--email", email])
+        .args(db_args)
         .output()
         .unwrap();
     assert!(

@@ -1,6 +1,9 @@
 //! Operations: `/health`, `/metrics`, and the landing page at `/`.
 
+pub mod compaction;
 pub mod metrics;
+
+use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -11,22 +14,26 @@ use serde_json::json;
 
 use crate::state::AppState;
 
+/// How long `/health` waits for the database before calling it down.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(2);
+
 async fn health(State(state): State<AppState>) -> Response {
-    match state.store.health().await {
-        Ok(()) => Json(json!({"status": "ok", "db": "ok"})).into_response(),
-        Err(e) => {
-            tracing::warn!(error = %e, "health check: database unreachable");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                Json(json!({
-                    "status": "unavailable",
-                    "db": "unreachable",
-                    "error": {"code": "unavailable", "message": "the database is unreachable"}
-                })),
-            )
-                .into_response()
-        }
+    let answer = tokio::time::timeout(HEALTH_TIMEOUT, state.store.health()).await;
+    match answer {
+        Ok(Ok(())) => Json(json!({"status": "ok", "db": "ok"})).into_response(),
+        Ok(Err(e)) => unhealthy(&e.to_string()),
+        Err(_) => unhealthy("no answer within 2 s"),
     }
+}
+
+fn unhealthy(cause: &str) -> Response {
+    tracing::warn!(%cause, "health check: database unreachable");
+    let body = json!({
+        "status": "unavailable",
+        "db": "unreachable",
+        "error": {"code": "unavailable", "message": "the database is unreachable"}
+    });
+    (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
 async fn landing() -> Html<&'static str> {

@@ -15,8 +15,7 @@ use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use ferry_core::{ClientId, UserId};
 use ferry_server::clock::wall_ms;
-use ferry_server::store::SqliteStore;
-use ferry_server::{AppState, Settings, routes};
+use ferry_server::{AppState, Settings, routes, testing};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -25,7 +24,7 @@ use tower::ServiceExt;
 pub struct Api {
     pub app: Router,
     pub state: AppState,
-    pub _dir: tempfile::TempDir,
+    pub _guard: testing::Guard,
 }
 
 #[derive(Debug)]
@@ -42,13 +41,12 @@ impl Reply {
 }
 
 impl Api {
+    /// The API over a fresh database of the backend `FERRY_TEST_BACKEND`
+    /// names (SQLite by default).
     pub async fn new() -> Api {
-        let dir = tempfile::tempdir().unwrap();
-        let store = SqliteStore::open(dir.path().join("ferry.db"))
-            .await
-            .unwrap();
+        let (store, guard) = testing::fresh_store().await;
         let state = AppState::new(
-            std::sync::Arc::new(store),
+            store,
             Settings {
                 node_id: ClientId::new("server-1").unwrap(),
                 max_clock_skew_ms: 300_000,
@@ -59,7 +57,7 @@ impl Api {
         Api {
             app: routes::app(state.clone()),
             state,
-            _dir: dir,
+            _guard: guard,
         }
     }
 

@@ -23,8 +23,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use ferry_core::protocol::{Member, SpaceInfo};
 use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
-use sqlx::PgPool;
-use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
+use sqlx::{Connection, PgPool};
 
 use super::{
     Batch, CompactReport, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError,
@@ -96,6 +96,13 @@ impl PgStore {
             ("lock_timeout", "10s"),
             ("idle_in_transaction_session_timeout", "60s"),
         ]);
+        // One plain connection first: when the database is unreachable, its
+        // error says why (refused, unknown host, bad password), where the
+        // pool would only say it timed out.
+        let probe = PgConnection::connect_with(&options)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        let _ = probe.close().await;
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             .min_connections(0)
