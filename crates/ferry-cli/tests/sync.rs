@@ -131,91 +131,159 @@ async fn the_newcomer_walkthrough() {
     assert_eq!(status, 404);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_and_a_paging_reader_end_with_exactly_the_final_state() {
-    let db = Db::new().await;
-    let server = Server::start(&db);
-    let owner = server.client(&server.token("owner@example.com"));
-    owner.create_space("busy").await;
-
-    const WRITERS: usize = 4;
-    const BATCHES: usize = 40;
-    let done = Arc::new(AtomicBool::new(false));
-    let mut writers = Vec::new();
-    for w in 0..WRITERS {
-        let client = owner.clone();
-        writers.push(tokio::spawn(async move {
-            let node = format!("writer-{w}");
-            let mut clock = Clock::new(&node);
-            for b in 0..BATCHES {
-                // Writers share record ids, so their fields conflict.
-                let changes: Vec<Value> = (0..5)
-                    .map(|i| {
-                        let id = format!("r{}", (b * 5 + i * 7 + w) % 60);
-                        up(
-                            &id,
-                            json!({"by": {"value": node, "hlc": clock.tick()},
-                                       &format!("w{w}"): {"value": b, "hlc": clock.tick()}}),
-                        )
-                    })
-                    .collect();
-                let (status, body) = client
-                    .sync(
-                        "busy",
-                        json!({"client_id": node, "batch_id": format!("b{b}"),
-                                         "cursor": 0, "changes": changes, "limit": 1}),
-                    )
-                    .await;
-                assert_eq!(status, 200, "{body}");
-                clock.observe(&body);
-            }
-        }));
+/// Pages through `space` by cursor until told the writers are done and a
+/// page says nothing more waits; returns every record seen (the latest
+/// version of each) and the final cursor.
+async fn page_until_done(
+    client: Client,
+    space: String,
+    done: Arc<AtomicBool>,
+) -> (HashMap<String, Value>, u64) {
+    let mut replica: HashMap<String, Value> = HashMap::new();
+    let mut cursor = 0u64;
+    loop {
+        let finished = done.load(Ordering::SeqCst);
+        let (status, page) = client
+            .get(&format!(
+                "/v1/spaces/{space}/changes?cursor={cursor}&limit=7"
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        for rec in page["changes"].as_array().unwrap() {
+            let seq = rec["seq"].as_u64().unwrap();
+            assert!(seq > cursor, "records come after the cursor");
+            replica.insert(rec["id"].as_str().unwrap().to_owned(), rec.clone());
+        }
+        let next = page["cursor"].as_u64().unwrap();
+        assert!(next >= cursor, "the cursor never goes back");
+        cursor = next;
+        if finished && !page["has_more"].as_bool().unwrap() {
+            return (replica, cursor);
+        }
     }
-    let reader = {
-        let client = owner.clone();
-        let done = done.clone();
-        tokio::spawn(async move {
-            let mut replica: HashMap<String, Value> = HashMap::new();
-            let mut cursor = 0u64;
-            loop {
-                let finished = done.load(Ordering::SeqCst);
-                let (status, page) = client
-                    .get(&format!("/v1/spaces/busy/changes?cursor={cursor}&limit=7"))
-                    .await;
-                assert_eq!(status, 200, "{page}");
-                for rec in page["changes"].as_array().unwrap() {
-                    let seq = rec["seq"].as_u64().unwrap();
-                    assert!(seq > cursor, "records come after the cursor");
-                    replica.insert(rec["id"].as_str().unwrap().to_owned(), rec.clone());
-                }
-                let next = page["cursor"].as_u64().unwrap();
-                assert!(next >= cursor, "the cursor never goes back");
-                cursor = next;
-                if finished && !page["has_more"].as_bool().unwrap() {
-                    return (replica, cursor);
-                }
-            }
-        })
-    };
-    for w in writers {
+}
+
+/// Writer `w`'s batches: mostly records of its own, which a reader that
+/// skipped a late commit would never see again, and one record all writers
+/// share, so fields conflict.
+async fn write_batches(client: Client, space: String, w: usize, batches: usize) {
+    let node = format!("writer-{w}");
+    let mut clock = Clock::new(&node);
+    for b in 0..batches {
+        let mut changes: Vec<Value> = (0..4)
+            .map(|i| {
+                up(
+                    &format!("w{w}-{b}-{i}"),
+                    json!({"n": {"value": b, "hlc": clock.tick()}}),
+                )
+            })
+            .collect();
+        changes.push(up(
+            &format!("shared-{}", b % 3),
+            json!({"by": {"value": node, "hlc": clock.tick()},
+                   &format!("w{w}"): {"value": b, "hlc": clock.tick()}}),
+        ));
+        let body = json!({"client_id": node, "batch_id": format!("b{b}"), "cursor": 0,
+                          "changes": changes, "limit": 1});
+        let (status, body) = client.sync(&space, body).await;
+        assert_eq!(status, 200, "{body}");
+        clock.observe(&body);
+    }
+}
+
+/// One round: `writers` write concurrently while `readers` page by cursor;
+/// every reader must end with exactly the server's final state, as read
+/// through each reader's own node.
+async fn concurrent_round(space: &str, writers: &[Client], readers: &[Client], batches: usize) {
+    let done = Arc::new(AtomicBool::new(false));
+    let reading: Vec<_> = readers
+        .iter()
+        .map(|r| tokio::spawn(page_until_done(r.clone(), space.to_owned(), done.clone())))
+        .collect();
+    let writing: Vec<_> = writers
+        .iter()
+        .enumerate()
+        .map(|(w, c)| tokio::spawn(write_batches(c.clone(), space.to_owned(), w, batches)))
+        .collect();
+    for w in writing {
         w.await.unwrap();
     }
     done.store(true, Ordering::SeqCst);
-    let (replica, cursor) = reader.await.unwrap();
+    for (reader, task) in readers.iter().zip(reading) {
+        let (replica, cursor) = task.await.unwrap();
+        let (_, all) = reader
+            .get(&format!("/v1/spaces/{space}/changes?limit=10000"))
+            .await;
+        let truth: HashMap<String, Value> = all["changes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| (r["id"].as_str().unwrap().to_owned(), r.clone()))
+            .collect();
+        assert_eq!(truth.len(), writers.len() * batches * 4 + 3.min(batches));
+        assert_eq!(cursor, all["cursor"].as_u64().unwrap());
+        let missing: Vec<_> = truth.keys().filter(|k| !replica.contains_key(*k)).collect();
+        assert!(
+            missing.is_empty(),
+            "the reader skipped {} records, among them {:?}",
+            missing.len(),
+            &missing[..missing.len().min(10)]
+        );
+        assert_eq!(
+            replica, truth,
+            "the paging reader holds exactly the final state"
+        );
+    }
+}
 
-    let (_, all) = owner.get("/v1/spaces/busy/changes?limit=10000").await;
-    let truth: HashMap<String, Value> = all["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (r["id"].as_str().unwrap().to_owned(), r.clone()))
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_writers_and_two_paging_readers_end_with_exactly_the_final_state() {
+    let db = Db::new().await;
+    let server = Server::start(&db);
+    let owner = server.client(&server.token("owner@example.com"));
+    let writers = vec![owner.clone(); 8];
+    let readers = vec![owner.clone(); 2];
+    for round in 0..4 {
+        let space = format!("busy-{round}");
+        owner.create_space(&space).await;
+        concurrent_round(&space, &writers, &readers, 12).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_nodes_on_one_database_serve_one_space_with_cursors_intact() {
+    let db = Db::new().await;
+    let (a, b) = (Server::start(&db), Server::start(&db));
+    let token = a.token("owner@example.com");
+    let (on_a, on_b) = (a.client(&token), b.client(&token));
+    on_a.create_space("shared").await;
+    // Writes through A are pulled through B.
+    let (status, body) = on_a
+        .sync(
+            "shared",
+            json!({"client_id": "c", "batch_id": "1", "cursor": 0,
+            "changes": [up("first", json!({"n": {"value": 1, "hlc": Clock::new("c").tick()}}))]}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (_, page) = on_b.get("/v1/spaces/shared/changes?cursor=0").await;
+    assert_eq!(page["changes"][0]["id"], "first");
+    assert_eq!(page["cursor"], body["cursor"]);
+    // Writers and readers spread over both nodes.
+    let writers: Vec<Client> = (0..8)
+        .map(|i| {
+            if i % 2 == 0 {
+                on_a.clone()
+            } else {
+                on_b.clone()
+            }
+        })
         .collect();
-    assert_eq!(cursor, all["cursor"].as_u64().unwrap());
-    assert_eq!(replica.len(), truth.len());
-    assert_eq!(
-        replica, truth,
-        "the paging reader holds exactly the final state"
-    );
+    on_b.create_space("busy").await;
+    concurrent_round("busy", &writers, &[on_a.clone(), on_b.clone()], 10).await;
+    let (_, from_a) = on_a.get("/v1/spaces/busy/changes?limit=10000").await;
+    let (_, from_b) = on_b.get("/v1/spaces/busy/changes?limit=10000").await;
+    assert_eq!(from_a["changes"], from_b["changes"]);
 }
 
 /// Pushes one record per batch until told to stop; returns the ids whose
