@@ -62,14 +62,19 @@ impl Server {
     }
 
     pub fn start_on(db: &Db, listen: &str) -> Server {
+        Server::spawn(&db.log(), db.args(), listen)
+    }
+
+    /// Starts `ferry serve` with `db_args`, logging to `log`.
+    pub fn spawn(log_path: &std::path::Path, db_args: Vec<String>, listen: &str) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(db.log())
+            .open(log_path)
             .unwrap();
         let mut child = ferry()
             .args(["serve", "--listen", listen])
-            .args(db.args())
+            .args(&db_args)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -83,14 +88,14 @@ impl Server {
             .trim()
             .strip_prefix("Ferry listening on ")
             .unwrap_or_else(|| {
-                let log = std::fs::read_to_string(db.log()).unwrap_or_default();
+                let log = std::fs::read_to_string(log_path).unwrap_or_default();
                 panic!("ferry serve did not start: {line:?}\n{log}")
             })
             .to_owned();
         Server {
             child,
             url,
-            db_args: db.args(),
+            db_args,
         }
     }
 
