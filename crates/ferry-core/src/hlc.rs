@@ -33,8 +33,8 @@ pub const MAX_PHYSICAL: u64 = 999_999_999_999_999;
 pub const MAX_LOGICAL: u32 = 99_999;
 
 /// A hybrid logical clock timestamp. Orders exactly as its string encoding.
-#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
+#[derive(Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Deserialize)]
+#[serde(try_from = "String")]
 pub struct Hlc {
     physical: u64,
     logical: u32,
@@ -144,6 +144,13 @@ impl Hlc {
         } else {
             self.at(MAX_PHYSICAL, MAX_LOGICAL)
         }
+    }
+}
+
+// By hand rather than `into = "String"`, which would clone and allocate.
+impl Serialize for Hlc {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
     }
 }
 

@@ -55,15 +55,22 @@ impl BatchPlan {
         let mut index: HashMap<Collection, HashMap<RecordId, usize>> = HashMap::new();
         let mut slot_of = Vec::with_capacity(changes.len());
         for change in changes {
-            let next = keys.len();
-            let slot = *index
-                .entry(change.collection().clone())
-                .or_default()
-                .entry(change.id().clone())
-                .or_insert(next);
-            if slot == next {
-                keys.push((change.collection().clone(), change.id().clone()));
-            }
+            let (collection, id) = (change.collection(), change.id());
+            // Look up by reference first: names are cloned once per record,
+            // not once per change.
+            let ids = match index.get_mut(collection.as_str()) {
+                Some(ids) => ids,
+                None => index.entry(collection.clone()).or_default(),
+            };
+            let slot = match ids.get(id.as_str()) {
+                Some(slot) => *slot,
+                None => {
+                    let slot = keys.len();
+                    ids.insert(id.clone(), slot);
+                    keys.push((collection.clone(), id.clone()));
+                    slot
+                }
+            };
             slot_of.push(slot);
         }
         let states = vec![RecordState::default(); keys.len()];
@@ -126,13 +133,18 @@ impl BatchPlan {
         changed.sort_unstable();
         let mut seq = head;
         let mut rows = Vec::with_capacity(changed.len());
+        // Each slot is written once, so its names can move into its row.
+        let mut keys: Vec<Option<(Collection, RecordId)>> =
+            self.keys.into_iter().map(Some).collect();
         for (_, slot) in changed {
-            let (collection, id) = &self.keys[slot];
+            let (collection, id) = keys[slot]
+                .take()
+                .ok_or_else(|| StoreError::Internal("a record written twice".into()))?;
             let state = &self.states[slot];
             seq += 1;
             rows.push(RowOut {
-                collection: collection.to_string(),
-                id: id.to_string(),
+                collection: collection.into_string(),
+                id: id.into_string(),
                 seq,
                 fields: serde_json::to_string(&state.fields)
                     .map_err(|e| StoreError::Internal(e.to_string()))?,

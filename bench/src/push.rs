@@ -1,0 +1,159 @@
+//! Push throughput: `Store::push` of batches of new records, against a raw
+//! batched upsert of the same rows into the same kind of table, in the same
+//! database, with the same durability settings.
+
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use sqlx::Connection;
+
+use crate::workload::{self, Backend};
+
+#[derive(Debug, Args)]
+pub struct PushArgs {
+    /// The store to measure.
+    #[arg(long, value_enum, default_value = "sqlite")]
+    backend: Backend,
+    /// Changes per batch.
+    #[arg(long, default_value_t = 1000)]
+    batch_size: usize,
+    /// Batches per run.
+    #[arg(long, default_value_t = 20)]
+    batches: usize,
+    /// Runs of each side, alternating.
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+}
+
+/// Ferry: `Store::push` of each batch, one transaction per batch.
+async fn ferry(args: &PushArgs) -> anyhow::Result<Duration> {
+    let (store, _guard) = workload::fresh(args.backend).await;
+    let space = workload::space(store.as_ref()).await?;
+    let h = workload::hlc()?;
+    let batches = (0..args.batches)
+        .map(|b| workload::batch(b, args.batch_size, &h))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let start = Instant::now();
+    for batch in batches {
+        store.push(&space, batch).await?;
+    }
+    Ok(start.elapsed())
+}
+
+const RAW_TABLE: &str = "CREATE TABLE raw_records (sid BIGINT NOT NULL, collection TEXT NOT NULL,
+    id TEXT NOT NULL, seq BIGINT NOT NULL, fields TEXT NOT NULL, deleted TEXT,
+    updated_at BIGINT NOT NULL, PRIMARY KEY (sid, collection, id))";
+
+/// SQLite: a prepared upsert per row, one transaction per batch, WAL and
+/// `synchronous = FULL` as Ferry runs it.
+fn raw_sqlite(args: &PushArgs) -> anyhow::Result<Duration> {
+    let dir = tempfile::tempdir()?;
+    let mut conn = rusqlite::Connection::open(dir.path().join("raw.db"))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.execute_batch(RAW_TABLE)?;
+    conn.execute_batch("CREATE INDEX raw_by_seq ON raw_records (sid, seq)")?;
+    let h = workload::hlc()?;
+    let start = Instant::now();
+    let mut seq = 0i64;
+    for b in 0..args.batches {
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        {
+            let mut stmt = tx.prepare_cached(
+                "INSERT INTO raw_records (sid, collection, id, seq, fields, deleted, updated_at)
+                 VALUES (1, 'todos', ?1, ?2, ?3, NULL, 0)
+                 ON CONFLICT (sid, collection, id) DO UPDATE
+                 SET seq = excluded.seq, fields = excluded.fields, deleted = excluded.deleted",
+            )?;
+            for k in 0..args.batch_size {
+                let i = b * args.batch_size + k;
+                seq += 1;
+                stmt.execute(rusqlite::params![
+                    workload::record_id(i),
+                    seq,
+                    workload::stored_fields(i, &h)?
+                ])?;
+            }
+        }
+        tx.commit()?;
+    }
+    Ok(start.elapsed())
+}
+
+/// PostgreSQL: one multi-row `INSERT ... SELECT FROM UNNEST` upsert per
+/// batch, in its own transaction, on a fresh database of the same server.
+async fn raw_postgres(args: &PushArgs) -> anyhow::Result<Duration> {
+    let db = ferry_server::testing::TestDatabase::create().await;
+    let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+    sqlx::raw_sql(RAW_TABLE).execute(&mut conn).await?;
+    sqlx::raw_sql("CREATE INDEX raw_by_seq ON raw_records (sid, seq)")
+        .execute(&mut conn)
+        .await?;
+    let h = workload::hlc()?;
+    let start = Instant::now();
+    let mut seq = 0i64;
+    for b in 0..args.batches {
+        let mut ids = Vec::with_capacity(args.batch_size);
+        let mut seqs = Vec::with_capacity(args.batch_size);
+        let mut fields = Vec::with_capacity(args.batch_size);
+        for k in 0..args.batch_size {
+            let i = b * args.batch_size + k;
+            seq += 1;
+            ids.push(workload::record_id(i));
+            seqs.push(seq);
+            fields.push(workload::stored_fields(i, &h)?);
+        }
+        let mut tx = conn.begin().await?;
+        sqlx::query(
+            "INSERT INTO raw_records (sid, collection, id, seq, fields, deleted, updated_at)
+             SELECT 1, 'todos', u.id, u.seq, u.fields, NULL, 0
+             FROM UNNEST($1::text[], $2::bigint[], $3::text[]) AS u (id, seq, fields)
+             ON CONFLICT (sid, collection, id) DO UPDATE
+             SET seq = EXCLUDED.seq, fields = EXCLUDED.fields, deleted = EXCLUDED.deleted",
+        )
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&fields)
+        .execute(&mut *tx)
+        .await?;
+        tx.commit().await?;
+    }
+    let elapsed = start.elapsed();
+    let _ = conn.close().await;
+    Ok(elapsed)
+}
+
+pub async fn run(args: PushArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        args.runs > 0 && args.batches > 0 && args.batch_size > 0,
+        "sizes must be positive"
+    );
+    let total = (args.batches * args.batch_size) as f64;
+    let (baseline, durability) = match args.backend {
+        Backend::Sqlite => ("raw batched upsert", "WAL, synchronous=FULL"),
+        Backend::Postgres => ("raw multi-row upsert", "synchronous_commit as configured"),
+    };
+    println!(
+        "push into {:?}: {} batches of {} changes (4 fields, ~100 bytes), {} runs, {durability}",
+        args.backend, args.batches, args.batch_size, args.runs
+    );
+    let (mut raw, mut ours, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let r = match args.backend {
+            Backend::Sqlite => raw_sqlite(&args),
+            Backend::Postgres => raw_postgres(&args).await,
+        }
+        .context("baseline")?;
+        let f = ferry(&args).await.context("ferry push")?;
+        let (r, f) = (total / r.as_secs_f64(), total / f.as_secs_f64());
+        raw.push(r);
+        ours.push(f);
+        ratios.push(f / r);
+    }
+    workload::header("changes/s");
+    workload::row(baseline, raw, 0);
+    workload::row("ferry Store::push", ours, 0);
+    workload::row("ratio ferry/raw", ratios, 2);
+    Ok(())
+}

@@ -1,0 +1,107 @@
+//! The records every benchmark writes, and the stores it writes them to.
+
+use std::sync::Arc;
+
+use ferry_core::protocol::BatchId;
+use ferry_core::{Change, ClientId, Collection, FieldName, FieldValue, Hlc, RecordId, UserId};
+use ferry_server::Store;
+use ferry_server::store::Batch;
+use ferry_server::testing::{self, Guard};
+use serde_json::{Map, Value, json};
+
+/// Which store to measure.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Backend {
+    /// An SQLite file in a temporary directory.
+    Sqlite,
+    /// A fresh database on the PostgreSQL of `FERRY_TEST_POSTGRES`
+    /// (default postgres://postgres@127.0.0.1:5432/postgres).
+    Postgres,
+}
+
+/// A fresh, empty store; dropping the guard removes it.
+pub async fn fresh(backend: Backend) -> (Arc<dyn Store>, Guard) {
+    match backend {
+        Backend::Sqlite => testing::fresh_sqlite().await,
+        Backend::Postgres => testing::fresh_postgres().await,
+    }
+}
+
+/// The HLC of every write: one moment on one node.
+pub fn hlc() -> anyhow::Result<Hlc> {
+    Ok(Hlc::zero(ClientId::new("bench")?).tick(1_763_798_400_000))
+}
+
+/// Record `i`'s 4 fields, about 100 bytes of values.
+pub fn fields(i: usize) -> [(&'static str, Value); 4] {
+    [
+        ("title", json!(format!("Buy {i} things at the corner shop"))),
+        ("done", json!(i.is_multiple_of(3))),
+        ("priority", json!(i % 5)),
+        ("list", json!(format!("groceries-{}", i % 17))),
+    ]
+}
+
+/// Record `i`'s id.
+pub fn record_id(i: usize) -> String {
+    format!("todo-{i:08}")
+}
+
+/// Record `i`'s fields as Ferry stores them: `{name: {value, hlc}}`.
+pub fn stored_fields(i: usize, h: &Hlc) -> anyhow::Result<String> {
+    let map: Map<String, Value> = fields(i)
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), json!({"value": v, "hlc": h.to_string()})))
+        .collect();
+    Ok(serde_json::to_string(&map)?)
+}
+
+/// Batch `b` of `size` upserts of new records.
+pub fn batch(b: usize, size: usize, h: &Hlc) -> anyhow::Result<Batch> {
+    let changes = (0..size)
+        .map(|k| {
+            let i = b * size + k;
+            Ok(Change::Upsert {
+                collection: Collection::new("todos")?,
+                id: RecordId::new(record_id(i))?,
+                fields: fields(i)
+                    .into_iter()
+                    .map(|(n, value)| {
+                        let hlc = h.clone();
+                        Ok((FieldName::new(n)?, FieldValue { value, hlc }))
+                    })
+                    .collect::<anyhow::Result<_>>()?,
+            })
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    Ok(Batch {
+        client_id: ClientId::new("bench")?,
+        batch_id: Some(BatchId::new(format!("b{b}"))?),
+        cursor: None,
+        changes,
+    })
+}
+
+/// The space benchmarks write to, with its user.
+pub async fn space(store: &dyn Store) -> anyhow::Result<ferry_core::SpaceId> {
+    let user = UserId::new("bench")?;
+    store.ensure_user(&user).await?;
+    Ok(user.personal_space())
+}
+
+/// Min, median and max.
+pub fn min_median_max(mut xs: Vec<f64>) -> (f64, f64, f64) {
+    xs.sort_by(f64::total_cmp);
+    (xs[0], xs[xs.len() / 2], xs[xs.len() - 1])
+}
+
+/// Prints one row of figures.
+pub fn row(name: &str, xs: Vec<f64>, decimals: usize) {
+    let (lo, mid, hi) = min_median_max(xs);
+    println!("{name:<28} {lo:>12.decimals$} {mid:>12.decimals$} {hi:>12.decimals$}");
+}
+
+/// Prints the header of a table of figures.
+pub fn header(unit: &str) {
+    println!("{unit:<28} {:>12} {:>12} {:>12}", "min", "median", "max");
+}
