@@ -295,11 +295,16 @@ async fn push_until_killed(client: Client, stop: Arc<AtomicBool>, start: usize) 
         if stop.load(Ordering::SeqCst) {
             break;
         }
-        let id = format!("rec-{i:05}");
-        let body = json!({"client_id": "pusher", "batch_id": format!("b{i}"), "cursor": 0, "limit": 1,
-                          "changes": [up(&id, json!({"n": {"value": i, "hlc": clock.tick()}}))]});
+        // Three records per batch: after a crash, all three or none.
+        let ids: Vec<String> = (0..3).map(|k| format!("rec-{i:06}-{k}")).collect();
+        let changes: Vec<Value> = ids
+            .iter()
+            .map(|id| up(id, json!({"n": {"value": i, "hlc": clock.tick()}})))
+            .collect();
+        let body = json!({"client_id": "pusher", "batch_id": format!("b{i}"), "cursor": 0,
+                          "limit": 1, "changes": changes});
         match client.try_sync("crash", body).await {
-            Some(200) => acked.push(id),
+            Some(200) => acked.extend(ids),
             _ => break,
         }
     }
@@ -363,7 +368,14 @@ async fn kill_9_after_a_200_loses_nothing() {
         .filter(|id| !stored.contains(*id))
         .collect();
     assert!(lost.is_empty(), "acknowledged writes lost: {lost:?}");
-    // Each record is written once per id, so seqs are dense: no double apply.
+    // Batches whose answer never came are there whole or not at all.
+    let mut per_batch: HashMap<&str, usize> = HashMap::new();
+    for id in &stored {
+        *per_batch.entry(&id[..id.len() - 2]).or_default() += 1;
+    }
+    let partial: Vec<_> = per_batch.iter().filter(|(_, n)| **n != 3).collect();
+    assert!(partial.is_empty(), "half-applied batches: {partial:?}");
+    // Each record is written once, so seqs are dense: no double apply.
     let seqs: Vec<u64> = all["changes"]
         .as_array()
         .unwrap()

@@ -568,3 +568,67 @@ both_backends!(
     signing_keys_are_created_once,
     compaction_drops_old_tombstones_and_expires_older_cursors,
 );
+
+/// What only PostgreSQL does: commits of different spaces in parallel.
+mod postgres_only {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn a_push_waits_for_its_own_space_only() {
+        let db = TestDatabase::create().await;
+        let store = db.store().await;
+        store.ensure_user(&user("owner")).await.unwrap();
+        for id in ["a", "b"] {
+            store
+                .create_space(&space(id), id, &user("owner"))
+                .await
+                .unwrap();
+        }
+        // Hold space a's row lock, as a push in flight does.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM spaces WHERE id = 'a' FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                push(
+                    store.as_ref(),
+                    &space("a"),
+                    "c",
+                    "1",
+                    vec![delete("x", hlc(1, "c"))],
+                )
+                .await
+            })
+        };
+        let other = tokio::time::timeout(
+            Duration::from_secs(3),
+            push(
+                store.as_ref(),
+                &space("b"),
+                "c",
+                "1",
+                vec![delete("x", hlc(1, "c"))],
+            ),
+        )
+        .await
+        .expect("a push to another space is not held up");
+        assert_eq!(other.head, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the push to the locked space waits");
+        tx.rollback().await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("it goes on once the lock is released")
+            .unwrap();
+        assert_eq!(done.head, 1);
+    }
+}
