@@ -49,6 +49,10 @@ pub struct ServeArgs {
     /// How far ahead of the server's clock a change may be, in seconds [default: 300].
     #[arg(long, env = "FERRY_MAX_CLOCK_SKEW_SECS", value_name = "SECS")]
     max_clock_skew_secs: Option<u64>,
+    /// Compact tombstones older than this (30d, 12h...) at start and every
+    /// hour [default: never].
+    #[arg(long, env = "FERRY_TOMBSTONE_RETENTION", value_name = "DURATION")]
+    tombstone_retention: Option<String>,
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -94,6 +98,9 @@ impl ServeArgs {
         }
         if let Some(secs) = self.max_clock_skew_secs {
             config.max_clock_skew_secs = secs;
+        }
+        if let Some(retention) = &self.tombstone_retention {
+            config.tombstone_retention = Some(retention.clone());
         }
         Ok(config)
     }

@@ -188,3 +188,82 @@ async fn sigterm_shuts_down_cleanly() {
     let status = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[tokio::test]
+async fn migrate_brings_the_schema_up_to_date_and_can_run_again() {
+    let db = Db::new().await;
+    for _ in 0..2 {
+        let out = ferry().arg("migrate").args(db.args()).output().unwrap();
+        assert!(out.status.success(), "{}", stderr_of(&out));
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(stdout.contains("is up to date"), "{stdout}");
+    }
+    let server = Server::start(&db);
+    let (status, _) = server.client(&server.token("a@b.c")).get("/v1/me").await;
+    assert_eq!(status, 200);
+}
+
+#[tokio::test]
+async fn compaction_from_the_cli_and_at_start_expires_older_cursors() {
+    let db = Db::new().await;
+    let server = Server::start(&db);
+    let token = server.token("ops@example.com");
+    let client = server.client(&token);
+    client.create_space("c").await;
+    let record = |id: &str| format!("/v1/spaces/c/collections/t/records/{id}");
+    for id in ["r1", "r2"] {
+        let body = serde_json::json!({"fields": {"x": 1}});
+        let (status, _) = client
+            .send(reqwest::Method::PUT, &record(id), Some(body))
+            .await;
+        assert_eq!(status, 200);
+    }
+    client
+        .send(reqwest::Method::DELETE, &record("r1"), None)
+        .await;
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+
+    let out = ferry()
+        .args(["admin", "compact", "--older-than", "0s"])
+        .args(db.args())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("c: 1 tombstones deleted, horizon 3"),
+        "{stdout}"
+    );
+    let (status, body) = client.get("/v1/spaces/c/changes?cursor=1").await;
+    assert_eq!(
+        (status, &body["error"]["code"]),
+        (410, &serde_json::json!("cursor_expired"))
+    );
+    let (status, body) = client.get("/v1/spaces/c/changes?cursor=0").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        body["changes"].as_array().unwrap().len(),
+        1,
+        "r2 only: {body}"
+    );
+
+    // With a retention, a server compacts by itself as it starts.
+    client
+        .send(reqwest::Method::DELETE, &record("r2"), None)
+        .await;
+    drop(server);
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    let mut args = db.args();
+    args.extend(["--tombstone-retention".to_owned(), "1ms".to_owned()]);
+    let server = Server::spawn(&db.dir.path().join("again.log"), args, "127.0.0.1:0");
+    let client = server.client(&token);
+    let start = std::time::Instant::now();
+    loop {
+        let (status, _) = client.get("/v1/spaces/c/changes?cursor=3").await;
+        if status == 410 {
+            break;
+        }
+        assert!(start.elapsed().as_secs() < 10, "no compaction at start");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
