@@ -168,6 +168,29 @@ pub struct CompactReport {
     pub batches: u64,
 }
 
+impl PullPage {
+    /// The page of `query` from `rows`, the records after its cursor read
+    /// with a limit one above the query's (the extra one says whether more
+    /// wait), and `head`, the space's `seq` in the same snapshot.
+    pub fn finish(mut rows: Vec<RecordRow>, query: &PullQuery, head: u64) -> PullPage {
+        let has_more = rows.len() > query.limit as usize;
+        rows.truncate(query.limit as usize);
+        // With more to come, the cursor stops at the last record sent; at
+        // the end it moves to the head, past records a collection filter
+        // left out.
+        let cursor = if has_more {
+            rows.last().map_or(query.cursor, |r| r.seq)
+        } else {
+            head
+        };
+        PullPage {
+            records: rows,
+            cursor,
+            has_more,
+        }
+    }
+}
+
 /// Ferry's storage. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {

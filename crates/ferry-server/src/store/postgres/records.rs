@@ -189,18 +189,7 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
             records.push(record_row(row, 2)?);
         }
     }
-    let has_more = records.len() > q.limit as usize;
-    records.truncate(q.limit as usize);
-    let cursor = if has_more {
-        records.last().map_or(q.cursor, |r| r.seq)
-    } else {
-        head
-    };
-    Ok(PullPage {
-        records,
-        cursor,
-        has_more,
-    })
+    Ok(PullPage::finish(records, q, head))
 }
 
 const RECORD_COLUMNS: &str = "r.collection, r.id, r.seq, r.fields, r.deleted";

@@ -184,20 +184,7 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
         }
     }
     tx.commit()?;
-    let has_more = records.len() > q.limit as usize;
-    records.truncate(q.limit as usize);
-    // With more to come, the cursor stops at the last record sent; at the
-    // end it moves to the head, past records a collection filter left out.
-    let cursor = if has_more {
-        records.last().map_or(q.cursor, |r| r.seq)
-    } else {
-        head
-    };
-    Ok(PullPage {
-        records,
-        cursor,
-        has_more,
-    })
+    Ok(PullPage::finish(records, q, head))
 }
 
 pub fn record(
