@@ -10,11 +10,13 @@ use axum::response::{IntoResponse, Response};
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::PoolState;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
@@ -41,6 +43,9 @@ pub struct Metrics {
     changes_applied: Counter,
     conflicts: Counter,
     batches_replayed: Counter,
+    pool_connections: Gauge,
+    pool_idle: Gauge,
+    pool_max: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -66,6 +71,23 @@ impl Metrics {
         let changes_applied = Counter::default();
         let conflicts = Counter::default();
         let batches_replayed = Counter::default();
+        let (pool_connections, pool_idle, pool_max) =
+            (Gauge::default(), Gauge::default(), Gauge::default());
+        registry.register(
+            "db_pool_connections",
+            "Open database connections of this node",
+            pool_connections.clone(),
+        );
+        registry.register(
+            "db_pool_idle",
+            "Idle database connections of this node",
+            pool_idle.clone(),
+        );
+        registry.register(
+            "db_pool_max",
+            "The most database connections this node opens",
+            pool_max.clone(),
+        );
         registry.register(
             "http_requests",
             "HTTP requests by route, method and status",
@@ -98,7 +120,17 @@ impl Metrics {
             changes_applied,
             conflicts,
             batches_replayed,
+            pool_connections,
+            pool_idle,
+            pool_max,
         }
+    }
+
+    /// Records the state of the database pool (read at each scrape).
+    pub fn observe_pool(&self, pool: PoolState) {
+        self.pool_connections.set(i64::from(pool.connections));
+        self.pool_idle.set(i64::from(pool.idle));
+        self.pool_max.set(i64::from(pool.max));
     }
 
     fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
@@ -152,6 +184,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
 
 /// `GET /metrics`.
 pub async fn render(State(state): State<AppState>) -> Response {
+    state.metrics.observe_pool(state.store.pool_state());
     match state.metrics.encode() {
         Ok(text) => (
             [(

@@ -191,9 +191,23 @@ impl PullPage {
     }
 }
 
+/// The database connections a node holds, for `/metrics`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct PoolState {
+    /// Open connections.
+    pub connections: u32,
+    /// Of those, the ones waiting for work.
+    pub idle: u32,
+    /// The most the node will open.
+    pub max: u32,
+}
+
 /// Ferry's storage. Every method is one transaction.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
+    /// The node's connections to the database.
+    fn pool_state(&self) -> PoolState;
+
     /// Whether the database answers.
     async fn health(&self) -> Result<(), StoreError>;
 

@@ -28,6 +28,8 @@ async fn health_metrics_and_jwks() {
         text.contains("ferry_http_request_duration_seconds_bucket"),
         "{text}"
     );
+    assert!(text.contains("ferry_db_pool_connections "), "{text}");
+    assert!(text.contains("ferry_db_pool_max "), "{text}");
 }
 
 #[tokio::test]

@@ -27,8 +27,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use super::{
-    Batch, CompactReport, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError,
-    StoredKey, User,
+    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, Store,
+    StoreError, StoredKey, User,
 };
 
 /// At most this many connections per server node.
@@ -123,6 +123,14 @@ impl PgStore {
 
 #[async_trait]
 impl Store for PgStore {
+    fn pool_state(&self) -> PoolState {
+        PoolState {
+            connections: self.pool.size(),
+            idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
+            max: MAX_CONNECTIONS,
+        }
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         sqlx::query("SELECT 1").execute(&self.pool).await?;
         Ok(())

@@ -25,8 +25,8 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{
-    Batch, CompactReport, PullPage, PullQuery, PushOutcome, RecordRow, Store, StoreError,
-    StoredKey, User,
+    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, Store,
+    StoreError, StoredKey, User,
 };
 
 /// How many idle reader connections are kept for reuse.
@@ -149,6 +149,22 @@ fn now_ms() -> i64 {
 
 #[async_trait]
 impl Store for SqliteStore {
+    fn pool_state(&self) -> PoolState {
+        // The writer, and the readers kept between reads (readers in use
+        // are not counted: they are opened on demand).
+        let idle = self
+            .inner
+            .readers
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .len() as u32;
+        PoolState {
+            connections: 1 + idle,
+            idle,
+            max: 1 + IDLE_READERS as u32,
+        }
+    }
+
     async fn health(&self) -> Result<(), StoreError> {
         self.read(|c| Ok(c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))?))
             .await
