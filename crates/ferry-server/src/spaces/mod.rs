@@ -58,6 +58,13 @@ async fn create(
             "name must be 1 to {MAX_NAME_CHARS} characters"
         )));
     }
+    // Control characters (NUL among them, which PostgreSQL cannot store)
+    // have no place in a name people read.
+    if name.chars().any(char::is_control) {
+        return Err(ApiError::invalid_request(
+            "name must not contain control characters",
+        ));
+    }
     let id = match body.id {
         Some(id) => id,
         None => ids::new_space_id()?,

@@ -296,6 +296,14 @@ async fn malformed_requests_answer_400() {
         (r.status, r.code()),
         (StatusCode::BAD_REQUEST, "invalid_request")
     );
+    for name in ["a\u{0}b", "tab\there", "line\nbreak"] {
+        let r = api.post("/v1/spaces", "alice", json!({"name": name})).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::BAD_REQUEST, "invalid_request"),
+            "{name:?}"
+        );
+    }
     let r = api
         .post(
             "/v1/spaces",
