@@ -191,6 +191,34 @@ impl PullPage {
     }
 }
 
+/// A refresh token as stored: only its hash, never the token.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefreshToken {
+    /// SHA-256 of the token, hex.
+    pub hash: String,
+    /// The family: every token rotated from one sign-in shares it.
+    pub family: String,
+    /// Whose it is.
+    pub user: UserId,
+    /// When it stops working (ms since the epoch).
+    pub expires_at_ms: u64,
+}
+
+/// What presenting a refresh token did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Rotation {
+    /// It was current: it is used now, and its successor is stored.
+    Rotated {
+        /// Whose it is.
+        user: UserId,
+    },
+    /// It had been used or revoked before: a sign of theft, so its whole
+    /// family is revoked now.
+    Reused,
+    /// Unknown or expired.
+    Invalid,
+}
+
 /// The database connections a node holds, for `/metrics`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct PoolState {
@@ -278,6 +306,40 @@ pub trait Store: Send + Sync + 'static {
     /// already there change nothing (and its cursor, if older than the
     /// horizon, answers `cursor_expired` first).
     async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError>;
+
+    /// Stores a sign-in (magic link) token, by its hash, for `email`.
+    async fn create_login_token(
+        &self,
+        hash: &str,
+        email: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Marks the sign-in token with this hash used and returns its email,
+    /// if it exists, was unused and is unexpired at `now_ms`. Of concurrent
+    /// redemptions of one token, exactly one gets the email.
+    async fn redeem_login_token(
+        &self,
+        hash: &str,
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Stores a refresh token (the first of a family, at sign-in).
+    async fn create_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError>;
+
+    /// Presents the refresh token with hash `hash` at `now_ms`: a current one
+    /// is marked used and `next` (same family) stored; a used or revoked one
+    /// revokes its whole family. One transaction.
+    async fn rotate_refresh_token(
+        &self,
+        hash: &str,
+        next_hash: &str,
+        next_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError>;
+
+    /// Revokes the family of the refresh token with this hash (logout).
+    async fn revoke_refresh_family(&self, hash: &str, now_ms: u64) -> Result<(), StoreError>;
 
     /// Live records of one collection ordered by id, after `after`.
     async fn list_records(

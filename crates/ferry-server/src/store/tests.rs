@@ -523,6 +523,103 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
     assert_eq!(records(store.as_ref(), &s).await.len(), 1);
 }
 
+pub async fn a_login_token_is_redeemed_once(store: Arc<dyn Store>) {
+    store
+        .create_login_token("h1", "ada@example.com", 10_000)
+        .await
+        .unwrap();
+    store
+        .create_login_token("h2", "bob@example.com", 10_000)
+        .await
+        .unwrap();
+    // Expired at 10 s.
+    assert_eq!(store.redeem_login_token("h2", 10_000).await.unwrap(), None);
+    assert_eq!(store.redeem_login_token("nope", 1).await.unwrap(), None);
+    // Of concurrent redemptions, exactly one wins.
+    let tries: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move { store.redeem_login_token("h1", 5_000).await.unwrap() })
+        })
+        .collect();
+    let mut wins = Vec::new();
+    for t in tries {
+        wins.extend(t.await.unwrap());
+    }
+    assert_eq!(wins, ["ada@example.com"]);
+    assert_eq!(store.redeem_login_token("h1", 5_001).await.unwrap(), None);
+}
+
+pub async fn refresh_tokens_rotate_and_reuse_revokes_the_family(store: Arc<dyn Store>) {
+    use super::{RefreshToken, Rotation};
+    let u = user("u1");
+    store.ensure_user(&u).await.unwrap();
+    let first = RefreshToken {
+        hash: "r1".into(),
+        family: "f1".into(),
+        user: u.clone(),
+        expires_at_ms: 100_000,
+    };
+    store.create_refresh_token(&first).await.unwrap();
+    let rotated = store
+        .rotate_refresh_token("r1", "r2", 200_000, 1_000)
+        .await
+        .unwrap();
+    assert_eq!(rotated, Rotation::Rotated { user: u.clone() });
+    // r1 again: stolen, so the whole family goes, r2 included.
+    assert_eq!(
+        store
+            .rotate_refresh_token("r1", "r3", 200_000, 2_000)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("r2", "r4", 200_000, 3_000)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+    assert_eq!(
+        store
+            .rotate_refresh_token("unknown", "r5", 200_000, 3_000)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    // Expiry, and logout.
+    let other = RefreshToken {
+        hash: "s1".into(),
+        family: "f2".into(),
+        user: u.clone(),
+        expires_at_ms: 5_000,
+    };
+    store.create_refresh_token(&other).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token("s1", "s2", 9_000, 5_000)
+            .await
+            .unwrap(),
+        Rotation::Invalid
+    );
+    let third = RefreshToken {
+        hash: "t1".into(),
+        family: "f3".into(),
+        user: u,
+        expires_at_ms: 100_000,
+    };
+    store.create_refresh_token(&third).await.unwrap();
+    store.revoke_refresh_family("t1", 1_000).await.unwrap();
+    assert_eq!(
+        store
+            .rotate_refresh_token("t1", "t2", 200_000, 2_000)
+            .await
+            .unwrap(),
+        Rotation::Reused
+    );
+}
+
 /// Instantiates every storage test for a backend: `$open` is an async
 /// expression giving an `Arc<dyn Store>` on a fresh, empty database and a
 /// guard that removes that database when dropped.
@@ -567,6 +664,8 @@ both_backends!(
     concurrent_pushes_get_distinct_gapless_seqs,
     signing_keys_are_created_once,
     compaction_drops_old_tombstones_and_expires_older_cursors,
+    a_login_token_is_redeemed_once,
+    refresh_tokens_rotate_and_reuse_revokes_the_family,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.

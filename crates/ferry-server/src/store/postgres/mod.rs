@@ -15,6 +15,7 @@
 mod compact;
 mod records;
 mod schema;
+mod tokens;
 mod users;
 
 use std::str::FromStr;
@@ -27,8 +28,8 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use super::{
-    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, Store,
-    StoreError, StoredKey, User,
+    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken,
+    Rotation, Store, StoreError, StoredKey, User,
 };
 
 /// At most this many connections per server node.
@@ -205,6 +206,41 @@ impl Store for PgStore {
 
     async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
         compact::compact(&self.pool, cutoff_ms).await
+    }
+
+    async fn create_login_token(
+        &self,
+        hash: &str,
+        email: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        tokens::create_login(&self.pool, hash, email, expires_at_ms).await
+    }
+
+    async fn redeem_login_token(
+        &self,
+        hash: &str,
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        tokens::redeem_login(&self.pool, hash, now_ms).await
+    }
+
+    async fn create_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError> {
+        tokens::create_refresh(&self.pool, token).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &str,
+        next_hash: &str,
+        next_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError> {
+        tokens::rotate_refresh(&self.pool, hash, next_hash, next_expires_at_ms, now_ms).await
+    }
+
+    async fn revoke_refresh_family(&self, hash: &str, now_ms: u64) -> Result<(), StoreError> {
+        tokens::revoke_family(&self.pool, hash, now_ms).await
     }
 
     async fn list_records(

@@ -9,7 +9,8 @@ use crate::store::StoreError;
 /// Each entry moves the schema from version `i` to `i + 1`. Append only.
 /// Ids use the "C" collation so that they order byte-wise, as in SQLite and
 /// in the protocol's cursors.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE signing_keys (
     kid           text PRIMARY KEY,
     private_pkcs8 bytea NOT NULL,
@@ -57,7 +58,26 @@ CREATE TABLE batches (
     PRIMARY KEY (sid, client_id, batch_id)
 );
 CREATE INDEX batches_by_age ON batches (created_at);
-"#];
+"#,
+    // Sign-in: magic link tokens and refresh tokens, stored as hashes.
+    r#"
+CREATE TABLE login_tokens (
+    hash       text PRIMARY KEY,
+    email      text NOT NULL,
+    expires_at bigint NOT NULL,
+    used_at    bigint
+);
+CREATE TABLE refresh_tokens (
+    hash       text PRIMARY KEY,
+    family     text NOT NULL,
+    user_id    text COLLATE "C" NOT NULL REFERENCES users (id),
+    expires_at bigint NOT NULL,
+    used_at    bigint,
+    revoked_at bigint
+);
+CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+"#,
+];
 
 /// An arbitrary constant naming Ferry's migration lock.
 const MIGRATION_LOCK: i64 = 0x6665_7272_795f_6d69;

@@ -14,6 +14,7 @@
 mod compact;
 mod records;
 mod schema;
+mod tokens;
 mod users;
 
 use std::path::{Path, PathBuf};
@@ -25,8 +26,8 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{
-    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, Store,
-    StoreError, StoredKey, User,
+    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken,
+    Rotation, Store, StoreError, StoredKey, User,
 };
 
 /// How many idle reader connections are kept for reuse.
@@ -258,6 +259,50 @@ impl Store for SqliteStore {
 
     async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
         self.write(move |c| compact::compact(c, cutoff_ms)).await
+    }
+
+    async fn create_login_token(
+        &self,
+        hash: &str,
+        email: &str,
+        expires_at_ms: u64,
+    ) -> Result<(), StoreError> {
+        let (hash, email) = (hash.to_owned(), email.to_owned());
+        self.write(move |c| tokens::create_login(c, &hash, &email, expires_at_ms))
+            .await
+    }
+
+    async fn redeem_login_token(
+        &self,
+        hash: &str,
+        now_ms: u64,
+    ) -> Result<Option<String>, StoreError> {
+        let hash = hash.to_owned();
+        self.write(move |c| tokens::redeem_login(c, &hash, now_ms))
+            .await
+    }
+
+    async fn create_refresh_token(&self, token: &RefreshToken) -> Result<(), StoreError> {
+        let token = token.clone();
+        self.write(move |c| tokens::create_refresh(c, &token)).await
+    }
+
+    async fn rotate_refresh_token(
+        &self,
+        hash: &str,
+        next_hash: &str,
+        next_expires_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Rotation, StoreError> {
+        let (hash, next) = (hash.to_owned(), next_hash.to_owned());
+        self.write(move |c| tokens::rotate_refresh(c, &hash, &next, next_expires_at_ms, now_ms))
+            .await
+    }
+
+    async fn revoke_refresh_family(&self, hash: &str, now_ms: u64) -> Result<(), StoreError> {
+        let hash = hash.to_owned();
+        self.write(move |c| tokens::revoke_family(c, &hash, now_ms))
+            .await
     }
 
     async fn list_records(

@@ -59,6 +59,24 @@ ALTER TABLE records ADD COLUMN updated_at INTEGER NOT NULL DEFAULT 0;
 CREATE INDEX records_tombstones ON records (updated_at) WHERE deleted IS NOT NULL;
 CREATE INDEX batches_by_age ON batches (created_at);
 "#,
+    // Sign-in: magic link tokens and refresh tokens, stored as hashes.
+    r#"
+CREATE TABLE login_tokens (
+    hash       TEXT PRIMARY KEY,
+    email      TEXT NOT NULL,
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER
+) WITHOUT ROWID;
+CREATE TABLE refresh_tokens (
+    hash       TEXT PRIMARY KEY,
+    family     TEXT NOT NULL,
+    user_id    TEXT NOT NULL REFERENCES users (id),
+    expires_at INTEGER NOT NULL,
+    used_at    INTEGER,
+    revoked_at INTEGER
+) WITHOUT ROWID;
+CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.
