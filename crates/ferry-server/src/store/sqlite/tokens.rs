@@ -45,6 +45,9 @@ pub fn create_refresh(c: &mut Connection, t: &RefreshToken) -> Result<(), StoreE
     Ok(())
 }
 
+/// `(family, user_id, expires_at, used_at, revoked_at)`.
+type StoredRefresh = (String, String, i64, Option<i64>, Option<i64>);
+
 pub fn rotate_refresh(
     c: &mut Connection,
     hash: &str,
@@ -53,7 +56,7 @@ pub fn rotate_refresh(
     now: u64,
 ) -> Result<Rotation, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let found: Option<(String, String, i64, Option<i64>, Option<i64>)> = tx
+    let found: Option<StoredRefresh> = tx
         .query_row(
             "SELECT family, user_id, expires_at, used_at, revoked_at FROM refresh_tokens
              WHERE hash = ?1",
