@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// hour [default: never].
     #[arg(long, env = "FERRY_TOMBSTONE_RETENTION", value_name = "DURATION")]
     tombstone_retention: Option<String>,
+    /// Where people reach Ferry or the app; sign-in links start with it
+    /// [default: http://LISTEN].
+    #[arg(long, env = "FERRY_PUBLIC_URL", value_name = "URL")]
+    public_url: Option<String>,
+    /// Write sign-in mail as files in DIR instead of printing it.
+    #[arg(long, env = "FERRY_MAIL_DIR", value_name = "DIR")]
+    mail_dir: Option<PathBuf>,
+    /// How long access tokens work [default: 15m].
+    #[arg(long, env = "FERRY_ACCESS_TOKEN_TTL", value_name = "DURATION")]
+    access_token_ttl: Option<String>,
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -101,6 +111,15 @@ impl ServeArgs {
         }
         if let Some(retention) = &self.tombstone_retention {
             config.tombstone_retention = Some(retention.clone());
+        }
+        if let Some(url) = &self.public_url {
+            config.public_url = Some(url.clone());
+        }
+        if let Some(dir) = &self.mail_dir {
+            config.mail_dir = Some(dir.clone());
+        }
+        if let Some(ttl) = &self.access_token_ttl {
+            config.access_token_ttl = Some(ttl.clone());
         }
         Ok(config)
     }

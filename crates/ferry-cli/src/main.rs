@@ -19,6 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_server::auth::issuer::Issuer;
+use ferry_server::auth::mail::MailerConfig;
 use ferry_server::clock::wall_ms;
 use ferry_server::config::{Database, LogFormat, random_node_id};
 use ferry_server::ops::compaction;
@@ -161,13 +162,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         Some(id) => ferry_core::ClientId::new(id.clone()).context("node_id")?,
         None => random_node_id()?,
     };
-    let settings = Settings {
-        node_id,
-        max_clock_skew_ms: config.max_clock_skew_secs.saturating_mul(1000),
-    };
-    let state = AppState::new(store, settings)
-        .await
-        .context("cannot load the signing keys")?;
+    let mut settings = Settings::new(node_id, String::new());
+    settings.max_clock_skew_ms = config.max_clock_skew_secs.saturating_mul(1000);
+    if let Some(dir) = &config.mail_dir {
+        settings.mailer = MailerConfig::Dir(dir.clone());
+    }
+    if let Some(ttl) = &config.access_token_ttl {
+        settings.access_ttl_secs = humantime::parse_duration(ttl)
+            .context("access_token_ttl")?
+            .as_secs()
+            .max(1);
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| match e.kind() {
@@ -180,6 +185,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
+    settings.public_url = config
+        .public_url
+        .clone()
+        .unwrap_or_else(|| format!("http://{addr}"));
+    let state = AppState::new(store, settings)
+        .await
+        .context("cannot start")?;
     let db_flag = match &config.database {
         Some(_) => format!("--database {}", Database::of(&config)?),
         None => format!("--data-dir {}", config.data_dir.display()),

@@ -36,6 +36,14 @@ pub struct Config {
     /// When set (e.g. `30d`), tombstones older than this are compacted
     /// every hour; clients offline for longer resync from scratch.
     pub tombstone_retention: Option<String>,
+    /// Where people reach Ferry or the app; sign-in links start with it.
+    /// Defaults to `http://{listen}`.
+    pub public_url: Option<String>,
+    /// When set, sign-in mail is written as files in this directory instead
+    /// of printed.
+    pub mail_dir: Option<PathBuf>,
+    /// How long access tokens work (e.g. `15m`, the default).
+    pub access_token_ttl: Option<String>,
 }
 
 impl Config {
@@ -69,6 +77,9 @@ impl Default for Config {
             max_clock_skew_secs: 300,
             log_format: LogFormat::Text,
             tombstone_retention: None,
+            public_url: None,
+            mail_dir: None,
+            access_token_ttl: None,
         }
     }
 }

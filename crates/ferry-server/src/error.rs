@@ -111,6 +111,13 @@ impl ApiError {
         Self::new(StatusCode::UNPROCESSABLE_ENTITY, "clock_skew", message)
     }
 
+    /// 429 `rate_limited`, with a `Retry-After` of `retry_after_secs`.
+    pub fn rate_limited(message: impl Into<String>, retry_after_secs: u64) -> Self {
+        let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, "rate_limited", message);
+        e.retry_after = Some(retry_after_secs);
+        e
+    }
+
     /// 503 `unavailable`, with a `Retry-After`.
     pub fn unavailable(message: impl Into<String>) -> Self {
         let mut e = Self::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message);

@@ -37,7 +37,10 @@ fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
 
 /// The whole HTTP API over `state`. Tests drive it without a socket.
 pub fn app(state: AppState) -> Router {
-    let v1 = Router::new().merge(spaces::routes()).merge(sync::routes());
+    let v1 = Router::new()
+        .merge(auth::routes())
+        .merge(spaces::routes())
+        .merge(sync::routes());
     Router::new()
         .nest("/v1", v1)
         .merge(ops::routes())

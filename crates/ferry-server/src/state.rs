@@ -6,6 +6,8 @@ use ferry_core::ClientId;
 
 use crate::auth::KnownUsers;
 use crate::auth::issuer::Issuer;
+use crate::auth::limits::SignInLimits;
+use crate::auth::mail::{self, Mailer, MailerConfig};
 use crate::clock::{ServerClock, wall_ms};
 use crate::ops::metrics::Metrics;
 use crate::store::{Store, StoreError};
@@ -17,6 +19,32 @@ pub struct Settings {
     pub node_id: ClientId,
     /// How far ahead of the server's clock a change's HLC may be, in ms.
     pub max_clock_skew_ms: u64,
+    /// The address people reach Ferry (or the app) at; sign-in links start
+    /// with it.
+    pub public_url: String,
+    /// Where sign-in mail goes.
+    pub mailer: MailerConfig,
+    /// How long a sign-in link works.
+    pub login_ttl_secs: u64,
+    /// How long an access token works.
+    pub access_ttl_secs: u64,
+    /// How long a refresh token works unused.
+    pub refresh_ttl_secs: u64,
+}
+
+impl Settings {
+    /// The defaults, for node `node_id` reachable at `public_url`.
+    pub fn new(node_id: ClientId, public_url: impl Into<String>) -> Settings {
+        Settings {
+            node_id,
+            max_clock_skew_ms: 300_000,
+            public_url: public_url.into(),
+            mailer: MailerConfig::Log,
+            login_ttl_secs: 15 * 60,
+            access_ttl_secs: 15 * 60,
+            refresh_ttl_secs: 30 * 24 * 3600,
+        }
+    }
 }
 
 /// Shared by every handler; cheap to clone.
@@ -32,6 +60,10 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Settings.
     pub settings: Arc<Settings>,
+    /// Where sign-in mail goes.
+    pub mailer: Arc<dyn Mailer>,
+    /// Rate limits of sign-in requests.
+    pub sign_in_limits: Arc<SignInLimits>,
     pub(crate) known_users: Arc<KnownUsers>,
 }
 
@@ -45,12 +77,17 @@ impl AppState {
     /// Builds the state over `store`, loading (or creating) the signing keys.
     pub async fn new(store: Arc<dyn Store>, settings: Settings) -> Result<AppState, StoreError> {
         let issuer = Issuer::load(store.as_ref(), wall_ms()).await?;
+        let mailer = mail::mailer(&settings.mailer).map_err(|e| {
+            StoreError::Unavailable(format!("cannot prepare the mail directory: {e}"))
+        })?;
         Ok(AppState {
             store,
             issuer: Arc::new(issuer),
             clock: Arc::new(ServerClock::new(settings.node_id.clone())),
             metrics: Arc::new(Metrics::new()),
             settings: Arc::new(settings),
+            mailer,
+            sign_in_limits: Arc::default(),
             known_users: Arc::default(),
         })
     }

@@ -3,6 +3,9 @@
 //! Magic links and external identity providers join here.
 
 pub mod issuer;
+pub mod limits;
+pub mod mail;
+pub mod signin;
 
 use std::collections::HashSet;
 use std::sync::{Mutex, PoisonError};
@@ -10,7 +13,8 @@ use std::sync::{Mutex, PoisonError};
 use axum::extract::{FromRequestParts, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::routing::get;
+use axum::response::Html;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_core::UserId;
 use serde_json::Value;
@@ -88,7 +92,26 @@ async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json(state.issuer.jwks().clone())
 }
 
-/// Routes outside `/v1`: the issuer's public keys.
+/// The page a sign-in link opens: it reads the token from the link's
+/// fragment (which browsers never send, so it stays out of logs) and
+/// redeems it only when the person clicks, never on a mere GET, which mail
+/// scanners do.
+async fn magic_link_page() -> Html<&'static str> {
+    Html(include_str!("magic_link.html"))
+}
+
+/// Routes outside `/v1`: the issuer's public keys and the sign-in page.
 pub fn well_known_routes() -> Router<AppState> {
-    Router::new().route("/.well-known/jwks.json", get(jwks))
+    Router::new()
+        .route("/.well-known/jwks.json", get(jwks))
+        .route("/auth/magic-link", get(magic_link_page))
+}
+
+/// The routes of sign-in, under `/v1`; never gated.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/auth/magic-link", post(signin::magic_link))
+        .route("/auth/verify", post(signin::verify))
+        .route("/auth/refresh", post(signin::refresh))
+        .route("/auth/logout", post(signin::logout))
 }

@@ -8,12 +8,14 @@ mod access;
 mod bad_input;
 mod ops;
 mod records;
+mod signin;
 mod sync;
 
 use axum::Router;
 use axum::body::Body;
 use axum::http::{Method, Request, StatusCode, header};
 use ferry_core::{ClientId, UserId};
+use ferry_server::auth::mail::MailerConfig;
 use ferry_server::clock::wall_ms;
 use ferry_server::{AppState, Settings, routes, testing};
 use http_body_util::BodyExt;
@@ -25,6 +27,7 @@ pub struct Api {
     pub app: Router,
     pub state: AppState,
     pub _guard: testing::Guard,
+    pub mail_dir: tempfile::TempDir,
 }
 
 #[derive(Debug)]
@@ -45,20 +48,36 @@ impl Api {
     /// names (SQLite by default).
     pub async fn new() -> Api {
         let (store, guard) = testing::fresh_store().await;
-        let state = AppState::new(
-            store,
-            Settings {
-                node_id: ClientId::new("server-1").unwrap(),
-                max_clock_skew_ms: 300_000,
-            },
-        )
-        .await
-        .unwrap();
+        let mail_dir = tempfile::tempdir().unwrap();
+        let mut settings = Settings::new(ClientId::new("server-1").unwrap(), "http://ferry.test");
+        settings.mailer = MailerConfig::Dir(mail_dir.path().to_owned());
+        let state = AppState::new(store, settings).await.unwrap();
         Api {
             app: routes::app(state.clone()),
             state,
             _guard: guard,
+            mail_dir,
         }
+    }
+
+    /// The mails sent so far, oldest first, waiting up to 2 s for `n`.
+    pub async fn mails(&self, n: usize) -> Vec<String> {
+        for _ in 0..40 {
+            let mut names: Vec<_> = std::fs::read_dir(self.mail_dir.path())
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+                .collect();
+            if names.len() >= n {
+                names.sort();
+                return names
+                    .iter()
+                    .map(|p| std::fs::read_to_string(p).unwrap())
+                    .collect();
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        panic!("fewer than {n} mails arrived");
     }
 
     pub fn token(&self, user: &str) -> String {
