@@ -52,6 +52,7 @@ pub struct Server {
     child: Child,
     pub url: String,
     db_args: Vec<String>,
+    stdout: std::sync::Arc<std::sync::Mutex<String>>,
 }
 
 impl Server {
@@ -81,9 +82,20 @@ impl Server {
             .spawn()
             .unwrap();
         let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
+        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        reader.read_line(&mut line).unwrap();
+        // The rest of stdout (the log mailer prints there) is kept, and the
+        // pipe never fills up.
+        let stdout = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = stdout.clone();
+        std::thread::spawn(move || {
+            for rest in reader.lines() {
+                let Ok(rest) = rest else { return };
+                let mut sink = sink.lock().unwrap();
+                sink.push_str(&rest);
+                sink.push('\n');
+            }
+        });
         let url = line
             .trim()
             .strip_prefix("Ferry listening on ")
@@ -96,7 +108,21 @@ impl Server {
             child,
             url,
             db_args,
+            stdout,
         }
+    }
+
+    /// What the server printed after its first line, waiting up to 5 s for
+    /// `wanted` to appear.
+    pub fn stdout_with(&self, wanted: &str) -> String {
+        for _ in 0..100 {
+            let text = self.stdout.lock().unwrap().clone();
+            if text.contains(wanted) {
+                return text;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("the server never printed {wanted:?}");
     }
 
     /// SIGKILL: no chance to flush or clean up.

@@ -1,0 +1,119 @@
+//! Signing in by magic link against a real `ferry serve`, as a newcomer
+//! does from a terminal (the default mailer prints the mail) and as tests
+//! and tools do (the `dir` mailer writes it).
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Db, Server};
+use serde_json::{Value, json};
+
+fn token_in(mail: &str) -> String {
+    let at = mail.find("#token=").expect("a link with a token") + 7;
+    mail[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+async fn post(base: &str, path: &str, body: Value) -> (u16, Value) {
+    let res = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    let status = res.status().as_u16();
+    (status, res.json().await.unwrap_or(Value::Null))
+}
+
+async fn me(base: &str, access: &str) -> Value {
+    reqwest::Client::new()
+        .get(format!("{base}/v1/me"))
+        .bearer_auth(access)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_newcomer_signs_in_from_the_printed_mail() {
+    let db = Db::new().await;
+    let server = Server::start(&db);
+    let (status, _) = post(
+        &server.url,
+        "/v1/auth/magic-link",
+        json!({"email": "new@example.com"}),
+    )
+    .await;
+    assert_eq!(status, 202);
+    let printed = server.stdout_with("#token=");
+    assert!(printed.contains("To: new@example.com"), "{printed}");
+    assert!(
+        printed.contains(&format!("{}/auth/magic-link#token=", server.url)),
+        "{printed}"
+    );
+    let (status, session) = post(
+        &server.url,
+        "/v1/auth/verify",
+        json!({"token": token_in(&printed)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{session}");
+    let me = me(&server.url, session["access_token"].as_str().unwrap()).await;
+    assert_eq!(me["user"]["email"], "new@example.com");
+}
+
+#[tokio::test]
+async fn the_dir_mailer_writes_each_mail_as_a_file() {
+    let db = Db::new().await;
+    let mail_dir = db.dir.path().join("mail");
+    let mut args = db.args();
+    args.extend(["--mail-dir".to_owned(), mail_dir.display().to_string()]);
+    args.extend([
+        "--public-url".to_owned(),
+        "https://app.example.com".to_owned(),
+    ]);
+    let server = Server::spawn(&db.dir.path().join("ferry.log"), args, "127.0.0.1:0");
+    post(
+        &server.url,
+        "/v1/auth/magic-link",
+        json!({"email": "ada@example.com"}),
+    )
+    .await;
+    let mut mail = None;
+    for _ in 0..100 {
+        if let Some(entry) = std::fs::read_dir(&mail_dir).ok().and_then(|mut d| d.next()) {
+            mail = Some(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mail = mail.expect("a mail file");
+    assert!(
+        mail.contains("https://app.example.com/auth/magic-link#token="),
+        "{mail}"
+    );
+    let (status, session) = post(
+        &server.url,
+        "/v1/auth/verify",
+        json!({"token": token_in(&mail)}),
+    )
+    .await;
+    assert_eq!(status, 200, "{session}");
+    let (status, next) = post(
+        &server.url,
+        "/v1/auth/refresh",
+        json!({"refresh_token": session["refresh_token"]}),
+    )
+    .await;
+    assert_eq!(status, 200, "{next}");
+    assert_eq!(
+        me(&server.url, next["access_token"].as_str().unwrap()).await["user"]["email"],
+        "ada@example.com"
+    );
+}
