@@ -251,6 +251,17 @@ pub trait Store: Send + Sync + 'static {
     /// id of `new_id` and the personal space) if new.
     async fn user_by_email(&self, email: &str, new_id: &UserId) -> Result<User, StoreError>;
 
+    /// The user an external identity provider's `(issuer, subject)` maps to,
+    /// created (with id `new_id` and the personal space) on first sight.
+    /// `email` is recorded for a new user unless another user has it.
+    async fn user_for_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        email: Option<&str>,
+        new_id: &UserId,
+    ) -> Result<User, StoreError>;
+
     /// The user with this id, if any.
     async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError>;
 

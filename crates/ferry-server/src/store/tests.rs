@@ -620,6 +620,37 @@ pub async fn refresh_tokens_rotate_and_reuse_revokes_the_family(store: Arc<dyn S
     );
 }
 
+pub async fn an_external_identity_is_one_user(store: Arc<dyn Store>) {
+    let first = store
+        .user_for_identity("https://idp", "sub-1", Some("ada@example.com"), &user("n1"))
+        .await
+        .unwrap();
+    assert_eq!(first.id.as_str(), "n1");
+    assert_eq!(first.email.as_deref(), Some("ada@example.com"));
+    assert_eq!(
+        store.spaces_of(&first.id).await.unwrap()[0].id.as_str(),
+        "user:n1"
+    );
+    let again = store
+        .user_for_identity("https://idp", "sub-1", None, &user("n2"))
+        .await
+        .unwrap();
+    assert_eq!(again, first);
+    // The same subject at another issuer is someone else; an email already
+    // taken is not recorded twice.
+    let other = store
+        .user_for_identity(
+            "https://other",
+            "sub-1",
+            Some("ada@example.com"),
+            &user("n3"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(other.id.as_str(), "n3");
+    assert_eq!(other.email, None);
+}
+
 /// Instantiates every storage test for a backend: `$open` is an async
 /// expression giving an `Arc<dyn Store>` on a fresh, empty database and a
 /// guard that removes that database when dropped.
@@ -666,6 +697,7 @@ both_backends!(
     compaction_drops_old_tombstones_and_expires_older_cursors,
     a_login_token_is_redeemed_once,
     refresh_tokens_rotate_and_reuse_revokes_the_family,
+    an_external_identity_is_one_user,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.

@@ -149,6 +149,16 @@ impl Store for PgStore {
         users::user_by_email(&self.pool, email, new_id).await
     }
 
+    async fn user_for_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        email: Option<&str>,
+        new_id: &UserId,
+    ) -> Result<User, StoreError> {
+        users::user_for_identity(&self.pool, issuer, subject, email, new_id).await
+    }
+
     async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         users::user(&self.pool, id).await
     }

@@ -77,6 +77,15 @@ CREATE TABLE refresh_tokens (
 );
 CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
 "#,
+    // Users of external identity providers: each (issuer, subject) is one user.
+    r#"
+CREATE TABLE identities (
+    issuer  text NOT NULL,
+    subject text NOT NULL,
+    user_id text COLLATE "C" NOT NULL REFERENCES users (id),
+    PRIMARY KEY (issuer, subject)
+);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

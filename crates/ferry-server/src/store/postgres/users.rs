@@ -297,3 +297,59 @@ pub async fn set_member(
     tx.commit().await?;
     Ok(())
 }
+
+pub async fn user_for_identity(
+    pool: &PgPool,
+    issuer: &str,
+    subject: &str,
+    email: Option<&str>,
+    new_id: &UserId,
+) -> Result<User, StoreError> {
+    let find = || async {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT user_id FROM identities WHERE issuer = $1 AND subject = $2")
+                .bind(issuer)
+                .bind(subject)
+                .fetch_optional(pool)
+                .await?;
+        match id {
+            Some(id) => user(pool, &stored::user_id(id)?).await,
+            None => Ok(None),
+        }
+    };
+    if let Some(user) = find().await? {
+        return Ok(user);
+    }
+    let mut tx = pool.begin().await?;
+    let taken = match email {
+        Some(e) => sqlx::query_scalar::<_, i32>("SELECT 1 FROM users WHERE email = $1")
+            .bind(e)
+            .fetch_optional(&mut *tx)
+            .await?
+            .is_some(),
+        None => false,
+    };
+    let with_email = if taken { None } else { email };
+    if !insert_user(&mut tx, new_id, with_email).await? {
+        // The email was taken meanwhile; the new user goes without it.
+        insert_user(&mut tx, new_id, None).await?;
+    }
+    let inserted = sqlx::query(
+        "INSERT INTO identities (issuer, subject, user_id) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(issuer)
+    .bind(subject)
+    .bind(new_id.as_str())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if inserted == 0 {
+        // A concurrent first sight won; this transaction's user is dropped.
+        tx.rollback().await?;
+    } else {
+        tx.commit().await?;
+    }
+    find()
+        .await?
+        .ok_or_else(|| StoreError::Internal(format!("identity {issuer} {subject} vanished")))
+}

@@ -188,6 +188,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn user_for_identity(
+        &self,
+        issuer: &str,
+        subject: &str,
+        email: Option<&str>,
+        new_id: &UserId,
+    ) -> Result<User, StoreError> {
+        let (issuer, subject) = (issuer.to_owned(), subject.to_owned());
+        let (email, new_id) = (email.map(str::to_owned), new_id.clone());
+        self.write(move |c| {
+            users::user_for_identity(c, &issuer, &subject, email.as_deref(), &new_id)
+        })
+        .await
+    }
+
     async fn user(&self, id: &UserId) -> Result<Option<User>, StoreError> {
         let id = id.clone();
         self.read(move |c| users::user(c, &id)).await

@@ -77,6 +77,15 @@ CREATE TABLE refresh_tokens (
 ) WITHOUT ROWID;
 CREATE INDEX refresh_tokens_by_family ON refresh_tokens (family);
 "#,
+    // Users of external identity providers: each (issuer, subject) is one user.
+    r#"
+CREATE TABLE identities (
+    issuer  TEXT NOT NULL,
+    subject TEXT NOT NULL,
+    user_id TEXT NOT NULL REFERENCES users (id),
+    PRIMARY KEY (issuer, subject)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.

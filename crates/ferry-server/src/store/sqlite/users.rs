@@ -268,3 +268,42 @@ pub fn set_member(
     tx.commit()?;
     Ok(())
 }
+
+pub fn user_for_identity(
+    c: &mut Connection,
+    issuer: &str,
+    subject: &str,
+    email: Option<&str>,
+    new_id: &UserId,
+) -> Result<User, StoreError> {
+    let tx = immediate(c)?;
+    let known: Option<String> = tx
+        .query_row(
+            "SELECT user_id FROM identities WHERE issuer = ?1 AND subject = ?2",
+            params![issuer, subject],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let id = match known {
+        Some(id) => stored::user_id(id)?,
+        None => {
+            let taken = match email {
+                Some(e) => tx
+                    .query_row("SELECT 1 FROM users WHERE email = ?1", [e], |_| Ok(()))
+                    .optional()?
+                    .is_some(),
+                None => false,
+            };
+            insert_user(&tx, new_id, if taken { None } else { email })?;
+            tx.execute(
+                "INSERT INTO identities (issuer, subject, user_id) VALUES (?1, ?2, ?3)",
+                params![issuer, subject, new_id.as_str()],
+            )?;
+            new_id.clone()
+        }
+    };
+    let user =
+        find_user(&tx, &id)?.ok_or_else(|| StoreError::Internal(format!("user {id} vanished")))?;
+    tx.commit()?;
+    Ok(user)
+}
