@@ -63,6 +63,21 @@ pub struct ServeArgs {
     /// How long access tokens work [default: 15m].
     #[arg(long, env = "FERRY_ACCESS_TOKEN_TTL", value_name = "DURATION")]
     access_token_ttl: Option<String>,
+    /// Also accept HS256 tokens signed with this secret (an external
+    /// identity provider's, e.g. Supabase's JWT secret).
+    #[arg(
+        long,
+        env = "FERRY_JWT_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    jwt_secret: Option<String>,
+    /// The `iss` those tokens must carry.
+    #[arg(long, env = "FERRY_JWT_ISSUER", value_name = "ISS")]
+    jwt_issuer: Option<String>,
+    /// The `aud` those tokens must carry (Supabase: authenticated).
+    #[arg(long, env = "FERRY_JWT_AUDIENCE", value_name = "AUD")]
+    jwt_audience: Option<String>,
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -120,6 +135,15 @@ impl ServeArgs {
         }
         if let Some(ttl) = &self.access_token_ttl {
             config.access_token_ttl = Some(ttl.clone());
+        }
+        for (flag, key) in [
+            (&self.jwt_secret, &mut config.jwt_secret),
+            (&self.jwt_issuer, &mut config.jwt_issuer),
+            (&self.jwt_audience, &mut config.jwt_audience),
+        ] {
+            if let Some(value) = flag {
+                *key = Some(value.clone());
+            }
         }
         Ok(config)
     }

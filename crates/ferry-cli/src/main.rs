@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use ferry_server::auth::external::SharedSecretConfig;
 use ferry_server::auth::issuer::Issuer;
 use ferry_server::auth::mail::MailerConfig;
 use ferry_server::clock::wall_ms;
@@ -167,6 +168,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Some(dir) = &config.mail_dir {
         settings.mailer = MailerConfig::Dir(dir.clone());
     }
+    settings.shared_secret = config.jwt_secret.clone().map(|secret| SharedSecretConfig {
+        secret,
+        issuer: config.jwt_issuer.clone(),
+        audience: config.jwt_audience.clone(),
+    });
     if let Some(ttl) = &config.access_token_ttl {
         settings.access_ttl_secs = humantime::parse_duration(ttl)
             .context("access_token_ttl")?

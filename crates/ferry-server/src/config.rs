@@ -44,6 +44,13 @@ pub struct Config {
     pub mail_dir: Option<PathBuf>,
     /// How long access tokens work (e.g. `15m`, the default).
     pub access_token_ttl: Option<String>,
+    /// The HS256 secret of an external identity provider (Supabase's "JWT
+    /// secret"); tokens it signs are accepted beside Ferry's own.
+    pub jwt_secret: Option<String>,
+    /// The `iss` external tokens must carry, when set.
+    pub jwt_issuer: Option<String>,
+    /// The `aud` external tokens must carry, when set.
+    pub jwt_audience: Option<String>,
 }
 
 impl Config {
@@ -51,6 +58,7 @@ impl Config {
     pub fn for_log(&self) -> Config {
         Config {
             database: self.database.as_deref().map(redact_password),
+            jwt_secret: self.jwt_secret.as_ref().map(|_| "***".to_owned()),
             ..self.clone()
         }
     }
@@ -80,6 +88,9 @@ impl Default for Config {
             public_url: None,
             mail_dir: None,
             access_token_ttl: None,
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
         }
     }
 }

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use ferry_core::ClientId;
 
 use crate::auth::KnownUsers;
+use crate::auth::external::{SharedSecret, SharedSecretConfig};
 use crate::auth::issuer::Issuer;
 use crate::auth::limits::SignInLimits;
 use crate::auth::mail::{self, Mailer, MailerConfig};
@@ -30,6 +31,8 @@ pub struct Settings {
     pub access_ttl_secs: u64,
     /// How long a refresh token works unused.
     pub refresh_ttl_secs: u64,
+    /// An external identity provider sharing an HS256 secret, if any.
+    pub shared_secret: Option<SharedSecretConfig>,
 }
 
 impl Settings {
@@ -43,6 +46,7 @@ impl Settings {
             login_ttl_secs: 15 * 60,
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
+            shared_secret: None,
         }
     }
 }
@@ -64,6 +68,8 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Rate limits of sign-in requests.
     pub sign_in_limits: Arc<SignInLimits>,
+    /// The external provider trusted by a shared secret, if configured.
+    pub shared_secret: Option<Arc<SharedSecret>>,
     pub(crate) known_users: Arc<KnownUsers>,
 }
 
@@ -77,6 +83,7 @@ impl AppState {
     /// Builds the state over `store`, loading (or creating) the signing keys.
     pub async fn new(store: Arc<dyn Store>, settings: Settings) -> Result<AppState, StoreError> {
         let issuer = Issuer::load(store.as_ref(), wall_ms()).await?;
+        let settings_shared = settings.shared_secret.clone();
         let mailer = mail::mailer(&settings.mailer).map_err(|e| {
             StoreError::Unavailable(format!("cannot prepare the mail directory: {e}"))
         })?;
@@ -88,6 +95,7 @@ impl AppState {
             settings: Arc::new(settings),
             mailer,
             sign_in_limits: Arc::default(),
+            shared_secret: settings_shared.map(|c| Arc::new(SharedSecret::new(&c))),
             known_users: Arc::default(),
         })
     }

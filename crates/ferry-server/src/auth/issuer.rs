@@ -75,6 +75,25 @@ fn key_id(key: &SigningKey) -> String {
     URL_SAFE_NO_PAD.encode(&key.verifying_key().as_bytes()[..12])
 }
 
+/// The checks every token passes before any key is tried: a size limit, a
+/// header that parses, and no key named by the token itself (`jku`, `jwk`,
+/// `x5u`, `x5c`), which would let its author pick the key that verifies it.
+pub fn screen(token: &str) -> Result<Header, ApiError> {
+    if token.len() > MAX_TOKEN_BYTES {
+        return Err(ApiError::invalid_token("the token is too large"));
+    }
+    let header = jsonwebtoken::decode_header(token)
+        .map_err(|_| ApiError::invalid_token("the token is malformed"))?;
+    let names_its_key = header.jku.is_some()
+        || header.jwk.is_some()
+        || header.x5u.is_some()
+        || header.x5c.is_some();
+    if names_its_key {
+        return Err(ApiError::invalid_token("the token names its own key"));
+    }
+    Ok(header)
+}
+
 impl Issuer {
     /// Loads the signing keys from `store`, creating the first one if the
     /// database has none.
@@ -134,19 +153,11 @@ impl Issuer {
     /// Checks a token: EdDSA only, one of this issuer's keys, not expired.
     /// Returns the user id it names.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
-        if token.len() > MAX_TOKEN_BYTES {
-            return Err(ApiError::invalid_token("the token is too large"));
-        }
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|_| ApiError::invalid_token("the token is malformed"))?;
+        let header = screen(token)?;
         if header.alg != Algorithm::EdDSA {
             return Err(ApiError::invalid_token(
                 "the token's algorithm is not accepted",
             ));
-        }
-        // Keys named by the token itself are never trusted.
-        if header.jku.is_some() || header.jwk.is_some() || header.x5u.is_some() {
-            return Err(ApiError::invalid_token("the token names its own key"));
         }
         let kid = header
             .kid
@@ -158,6 +169,7 @@ impl Issuer {
             .ok_or_else(|| ApiError::invalid_token("the token was signed by an unknown key"))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
+        validation.validate_nbf = true;
         validation.set_issuer(&[ISSUER]);
         validation.set_required_spec_claims(&["exp", "sub", "iss"]);
         let data =

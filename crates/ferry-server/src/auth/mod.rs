@@ -2,6 +2,7 @@
 //! extractor that turns a request into an [`AuthUser`], and the JWKS route.
 //! Magic links and external identity providers join here.
 
+pub mod external;
 pub mod issuer;
 pub mod limits;
 pub mod mail;
@@ -17,6 +18,7 @@ use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_core::UserId;
+use jsonwebtoken::Algorithm;
 use serde_json::Value;
 
 use crate::error::ApiError;
@@ -79,12 +81,41 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        let id = state.issuer.verify(bearer(parts)?)?;
-        if !state.known_users.contains(&id) {
-            state.store.ensure_user(&id).await?;
-            state.known_users.insert(id.clone());
+        authenticate(state, bearer(parts)?)
+            .await
+            .map(|id| AuthUser { id })
+    }
+}
+
+/// The user a bearer token names: a token of Ferry's own issuer (EdDSA) or
+/// of a configured external provider (HS256). Anything else is refused.
+pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiError> {
+    let header = issuer::screen(token)?;
+    match (header.alg, &state.shared_secret) {
+        (Algorithm::EdDSA, _) => {
+            let id = state.issuer.verify(token)?;
+            if !state.known_users.contains(&id) {
+                state.store.ensure_user(&id).await?;
+                state.known_users.insert(id.clone());
+            }
+            Ok(id)
         }
-        Ok(AuthUser { id })
+        (Algorithm::HS256, Some(provider)) => {
+            let identity = provider.verify(token)?;
+            let user = state
+                .store
+                .user_for_identity(
+                    &identity.issuer,
+                    &identity.subject,
+                    identity.email.as_deref(),
+                    &crate::ids::new_user_id()?,
+                )
+                .await?;
+            Ok(user.id)
+        }
+        _ => Err(ApiError::invalid_token(
+            "the token's algorithm is not accepted",
+        )),
     }
 }
 

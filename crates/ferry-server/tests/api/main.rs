@@ -6,6 +6,7 @@
 
 mod access;
 mod bad_input;
+mod external;
 mod ops;
 mod records;
 mod signin;
@@ -47,10 +48,16 @@ impl Api {
     /// The API over a fresh database of the backend `FERRY_TEST_BACKEND`
     /// names (SQLite by default).
     pub async fn new() -> Api {
+        Api::configured(|_| {}).await
+    }
+
+    /// The API with settings changed by `configure`.
+    pub async fn configured(configure: impl FnOnce(&mut Settings)) -> Api {
         let (store, guard) = testing::fresh_store().await;
         let mail_dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::new(ClientId::new("server-1").unwrap(), "http://ferry.test");
         settings.mailer = MailerConfig::Dir(mail_dir.path().to_owned());
+        configure(&mut settings);
         let state = AppState::new(store, settings).await.unwrap();
         Api {
             app: routes::app(state.clone()),

@@ -1,0 +1,122 @@
+//! External identity providers that share an HS256 secret with Ferry, as
+//! Supabase does. Tokens are checked for the algorithm (HS256 only, so a
+//! public key can never serve as the secret), signature, `exp` and `nbf`,
+//! and `iss`/`aud` when configured. Each `(issuer, sub)` is one Ferry user.
+
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use super::issuer::screen;
+use crate::error::ApiError;
+
+/// How an operator configures a shared-secret provider.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SharedSecretConfig {
+    /// The HS256 secret.
+    pub secret: String,
+    /// The `iss` tokens must carry, when set.
+    pub issuer: Option<String>,
+    /// The `aud` tokens must carry, when set (Supabase: `authenticated`).
+    pub audience: Option<String>,
+}
+
+/// Who an external token names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Identity {
+    /// The provider, as identities are keyed: its `iss` when configured.
+    pub issuer: String,
+    /// The token's `sub`.
+    pub subject: String,
+    /// The token's `email`, if any.
+    pub email: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Claims {
+    sub: String,
+    #[serde(default)]
+    email: Option<String>,
+}
+
+/// Allowance for clocks that differ between Ferry and the provider.
+const LEEWAY_SECS: u64 = 30;
+
+/// A provider trusted by a shared HS256 secret.
+pub struct SharedSecret {
+    key: DecodingKey,
+    validation: Validation,
+    issuer: String,
+}
+
+impl std::fmt::Debug for SharedSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SharedSecret")
+            .field("issuer", &self.issuer)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SharedSecret {
+    /// The verifier of `config`.
+    pub fn new(config: &SharedSecretConfig) -> SharedSecret {
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = LEEWAY_SECS;
+        validation.validate_nbf = true;
+        let mut required = vec!["exp", "sub"];
+        match &config.issuer {
+            Some(iss) => {
+                validation.set_issuer(&[iss]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &config.audience {
+            Some(aud) => {
+                validation.set_audience(&[aud]);
+                required.push("aud");
+            }
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
+        SharedSecret {
+            key: DecodingKey::from_secret(config.secret.as_bytes()),
+            validation,
+            issuer: config.issuer.clone().unwrap_or_else(|| "hs256".into()),
+        }
+    }
+
+    /// Checks an HS256 token and returns whom it names.
+    pub fn verify(&self, token: &str) -> Result<Identity, ApiError> {
+        let header = screen(token)?;
+        if header.alg != Algorithm::HS256 {
+            return Err(ApiError::invalid_token(
+                "the token's algorithm is not accepted",
+            ));
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
+            |e| match e.kind() {
+                ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
+                ErrorKind::ImmatureSignature => {
+                    ApiError::invalid_token("the token is not valid yet")
+                }
+                ErrorKind::InvalidAudience => {
+                    ApiError::invalid_token("the token is for another audience")
+                }
+                ErrorKind::InvalidIssuer => {
+                    ApiError::invalid_token("the token is from another issuer")
+                }
+                _ => ApiError::invalid_token("the token is not valid"),
+            },
+        )?;
+        let Claims { sub, email } = data.claims;
+        if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
+            return Err(ApiError::invalid_token("the token's subject is not usable"));
+        }
+        Ok(Identity {
+            issuer: self.issuer.clone(),
+            subject: sub,
+            email: email.and_then(|e| crate::spaces::normalize_email(&e).ok()),
+        })
+    }
+}
