@@ -72,10 +72,17 @@ pub struct ServeArgs {
         hide_env_values = true
     )]
     jwt_secret: Option<String>,
-    /// The `iss` those tokens must carry.
+    /// Also accept tokens signed with the keys published at this JWKS URL
+    /// (an external identity provider's).
+    #[arg(long, env = "FERRY_JWKS_URL", value_name = "URL")]
+    jwks_url: Option<String>,
+    /// The algorithms accepted with those keys [default: EdDSA,RS256,ES256].
+    #[arg(long, env = "FERRY_JWKS_ALGORITHMS", value_name = "ALGS")]
+    jwks_algorithms: Option<String>,
+    /// The `iss` external tokens must carry.
     #[arg(long, env = "FERRY_JWT_ISSUER", value_name = "ISS")]
     jwt_issuer: Option<String>,
-    /// The `aud` those tokens must carry (Supabase: authenticated).
+    /// The `aud` external tokens must carry (Supabase: authenticated).
     #[arg(long, env = "FERRY_JWT_AUDIENCE", value_name = "AUD")]
     jwt_audience: Option<String>,
 }
@@ -138,6 +145,8 @@ impl ServeArgs {
         }
         for (flag, key) in [
             (&self.jwt_secret, &mut config.jwt_secret),
+            (&self.jwks_url, &mut config.jwks_url),
+            (&self.jwks_algorithms, &mut config.jwks_algorithms),
             (&self.jwt_issuer, &mut config.jwt_issuer),
             (&self.jwt_audience, &mut config.jwt_audience),
         ] {

@@ -20,6 +20,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_server::auth::external::SharedSecretConfig;
 use ferry_server::auth::issuer::Issuer;
+use ferry_server::auth::jwks::{JwksConfig, default_algorithms, parse_algorithm};
 use ferry_server::auth::mail::MailerConfig;
 use ferry_server::clock::wall_ms;
 use ferry_server::config::{Database, LogFormat, random_node_id};
@@ -40,7 +41,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the sync server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Bring the database schema up to date (`serve` also does at start).
     Migrate(ConfigArgs),
     /// Administer a server's database.
@@ -89,7 +90,7 @@ fn main() -> ExitCode {
     };
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::Migrate(config) => migrate(config).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
@@ -173,6 +174,24 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),
     });
+    if let Some(url) = &config.jwks_url {
+        let algorithms = match &config.jwks_algorithms {
+            Some(list) => list
+                .split(',')
+                .map(|a| {
+                    parse_algorithm(a.trim()).map_err(|e| anyhow::anyhow!("jwks_algorithms: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?,
+            None => default_algorithms(),
+        };
+        settings.jwks = Some(JwksConfig {
+            url: url.clone(),
+            algorithms,
+            issuer: config.jwt_issuer.clone(),
+            audience: config.jwt_audience.clone(),
+            min_refresh: ferry_server::auth::jwks::MIN_REFRESH,
+        });
+    }
     if let Some(ttl) = &config.access_token_ttl {
         settings.access_ttl_secs = humantime::parse_duration(ttl)
             .context("access_token_ttl")?

@@ -47,6 +47,12 @@ pub struct Config {
     /// The HS256 secret of an external identity provider (Supabase's "JWT
     /// secret"); tokens it signs are accepted beside Ferry's own.
     pub jwt_secret: Option<String>,
+    /// The JWKS URL of an external identity provider; tokens signed with
+    /// its keys are accepted beside Ferry's own.
+    pub jwks_url: Option<String>,
+    /// The algorithms accepted with those keys, comma-separated (default
+    /// `EdDSA,RS256,ES256`).
+    pub jwks_algorithms: Option<String>,
     /// The `iss` external tokens must carry, when set.
     pub jwt_issuer: Option<String>,
     /// The `aud` external tokens must carry, when set.
@@ -89,6 +95,8 @@ impl Default for Config {
             mail_dir: None,
             access_token_ttl: None,
             jwt_secret: None,
+            jwks_url: None,
+            jwks_algorithms: None,
             jwt_issuer: None,
             jwt_audience: None,
         }

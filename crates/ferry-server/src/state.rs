@@ -7,6 +7,7 @@ use ferry_core::ClientId;
 use crate::auth::KnownUsers;
 use crate::auth::external::{SharedSecret, SharedSecretConfig};
 use crate::auth::issuer::Issuer;
+use crate::auth::jwks::{JwksConfig, JwksProvider};
 use crate::auth::limits::SignInLimits;
 use crate::auth::mail::{self, Mailer, MailerConfig};
 use crate::clock::{ServerClock, wall_ms};
@@ -33,6 +34,8 @@ pub struct Settings {
     pub refresh_ttl_secs: u64,
     /// An external identity provider sharing an HS256 secret, if any.
     pub shared_secret: Option<SharedSecretConfig>,
+    /// An external identity provider publishing a JWKS, if any.
+    pub jwks: Option<JwksConfig>,
 }
 
 impl Settings {
@@ -47,6 +50,7 @@ impl Settings {
             access_ttl_secs: 15 * 60,
             refresh_ttl_secs: 30 * 24 * 3600,
             shared_secret: None,
+            jwks: None,
         }
     }
 }
@@ -70,6 +74,8 @@ pub struct AppState {
     pub sign_in_limits: Arc<SignInLimits>,
     /// The external provider trusted by a shared secret, if configured.
     pub shared_secret: Option<Arc<SharedSecret>>,
+    /// The external provider trusted through its JWKS, if configured.
+    pub jwks: Option<Arc<JwksProvider>>,
     pub(crate) known_users: Arc<KnownUsers>,
 }
 
@@ -84,6 +90,12 @@ impl AppState {
     pub async fn new(store: Arc<dyn Store>, settings: Settings) -> Result<AppState, StoreError> {
         let issuer = Issuer::load(store.as_ref(), wall_ms()).await?;
         let settings_shared = settings.shared_secret.clone();
+        let jwks = match settings.jwks.clone() {
+            Some(c) => Some(Arc::new(JwksProvider::new(c).map_err(|e| {
+                StoreError::Internal(format!("cannot build the JWKS client: {e}"))
+            })?)),
+            None => None,
+        };
         let mailer = mail::mailer(&settings.mailer).map_err(|e| {
             StoreError::Unavailable(format!("cannot prepare the mail directory: {e}"))
         })?;
@@ -96,6 +108,7 @@ impl AppState {
             mailer,
             sign_in_limits: Arc::default(),
             shared_secret: settings_shared.map(|c| Arc::new(SharedSecret::new(&c))),
+            jwks,
             known_users: Arc::default(),
         })
     }

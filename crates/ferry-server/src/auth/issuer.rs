@@ -132,6 +132,11 @@ impl Issuer {
         })
     }
 
+    /// Whether `kid` names one of this issuer's keys.
+    pub fn has_key(&self, kid: &str) -> bool {
+        self.verifying.iter().any(|k| k.kid == kid)
+    }
+
     /// The JWKS document of `/.well-known/jwks.json`.
     pub fn jwks(&self) -> &Value {
         &self.jwks

@@ -4,6 +4,7 @@
 
 pub mod external;
 pub mod issuer;
+pub mod jwks;
 pub mod limits;
 pub mod mail;
 pub mod signin;
@@ -87,36 +88,43 @@ impl FromRequestParts<AppState> for AuthUser {
     }
 }
 
-/// The user a bearer token names: a token of Ferry's own issuer (EdDSA) or
-/// of a configured external provider (HS256). Anything else is refused.
+/// The user a bearer token names: a token of Ferry's own issuer (EdDSA with
+/// one of its key ids), of a provider sharing an HS256 secret, or of a
+/// provider publishing a JWKS. The header's algorithm and key id pick the
+/// verifier; a token no configured verifier takes is refused.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiError> {
     let header = issuer::screen(token)?;
-    match (header.alg, &state.shared_secret) {
-        (Algorithm::EdDSA, _) => {
-            let id = state.issuer.verify(token)?;
-            if !state.known_users.contains(&id) {
-                state.store.ensure_user(&id).await?;
-                state.known_users.insert(id.clone());
-            }
-            Ok(id)
+    let own = header.alg == Algorithm::EdDSA
+        && header
+            .kid
+            .as_deref()
+            .is_some_and(|kid| state.issuer.has_key(kid));
+    let identity = if own || (header.alg == Algorithm::EdDSA && state.jwks.is_none()) {
+        let id = state.issuer.verify(token)?;
+        if !state.known_users.contains(&id) {
+            state.store.ensure_user(&id).await?;
+            state.known_users.insert(id.clone());
         }
-        (Algorithm::HS256, Some(provider)) => {
-            let identity = provider.verify(token)?;
-            let user = state
-                .store
-                .user_for_identity(
-                    &identity.issuer,
-                    &identity.subject,
-                    identity.email.as_deref(),
-                    &crate::ids::new_user_id()?,
-                )
-                .await?;
-            Ok(user.id)
-        }
-        _ => Err(ApiError::invalid_token(
+        return Ok(id);
+    } else if let (Algorithm::HS256, Some(provider)) = (header.alg, &state.shared_secret) {
+        provider.verify(token)?
+    } else if let Some(provider) = state.jwks.as_ref().filter(|p| p.accepts(header.alg)) {
+        provider.verify(token).await?
+    } else {
+        return Err(ApiError::invalid_token(
             "the token's algorithm is not accepted",
-        )),
-    }
+        ));
+    };
+    let user = state
+        .store
+        .user_for_identity(
+            &identity.issuer,
+            &identity.subject,
+            identity.email.as_deref(),
+            &crate::ids::new_user_id()?,
+        )
+        .await?;
+    Ok(user.id)
 }
 
 async fn jwks(State(state): State<AppState>) -> Json<Value> {

@@ -7,6 +7,7 @@
 mod access;
 mod bad_input;
 mod external;
+mod jwks;
 mod ops;
 mod records;
 mod signin;
