@@ -19,7 +19,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use ferry_server::auth::external::SharedSecretConfig;
-use ferry_server::auth::issuer::Issuer;
+use ferry_server::auth::issuer::{self, Issuer};
 use ferry_server::auth::jwks::{JwksConfig, default_algorithms, parse_algorithm};
 use ferry_server::auth::mail::MailerConfig;
 use ferry_server::clock::wall_ms;
@@ -65,6 +65,10 @@ enum AdminCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Add a new signing key for Ferry's own tokens. It signs from now on
+    /// (each node picks it up when it first sees a token it signed); older
+    /// keys keep verifying the tokens they signed.
+    RotateKey(ConfigArgs),
     /// Delete tombstones older than a duration and raise each space's
     /// horizon: clients whose cursor is older must resync from scratch.
     Compact {
@@ -98,6 +102,9 @@ fn main() -> ExitCode {
             Command::Admin {
                 command: AdminCommand::Compact { older_than, config },
             } => compact(older_than, config).await,
+            Command::Admin {
+                command: AdminCommand::RotateKey(config),
+            } => rotate_key(config).await,
         }
     });
     match result {
@@ -275,6 +282,20 @@ async fn compact(older_than: Duration, args: ConfigArgs) -> anyhow::Result<()> {
         report.spaces.len(),
         report.batches
     );
+    Ok(())
+}
+
+async fn rotate_key(args: ConfigArgs) -> anyhow::Result<()> {
+    let config = args.resolve()?;
+    init_logs(config.log_format, "warn");
+    let store = open_store(&config).await?;
+    // Loading first makes sure the database has keys, so the new one is
+    // the second, not the first.
+    Issuer::load(store.as_ref(), wall_ms()).await?;
+    let key = issuer::generate_key(wall_ms() + 1)?;
+    let kid = key.kid.clone();
+    store.add_signing_key(key).await?;
+    println!("Added signing key {kid}; new tokens are signed with it.");
     Ok(())
 }
 

@@ -267,3 +267,31 @@ async fn compaction_from_the_cli_and_at_start_expires_older_cursors() {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn rotating_the_signing_key_keeps_old_tokens_working() {
+    let db = Db::new().await;
+    let server = Server::start(&db);
+    let before = server.token("ada@example.com");
+    let out = ferry()
+        .args(["admin", "rotate-key"])
+        .args(db.args())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Added signing key"));
+    let after = server.token("ada@example.com");
+    let kid = |t: &str| {
+        use base64::Engine;
+        let header = t.split('.').next().unwrap();
+        let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(header)
+            .unwrap();
+        serde_json::from_slice::<serde_json::Value>(&json).unwrap()["kid"].clone()
+    };
+    assert_ne!(kid(&before), kid(&after), "the new key signs");
+    for token in [&after, &before] {
+        let (status, body) = server.client(token).get("/v1/me").await;
+        assert_eq!(status, 200, "{body}");
+    }
+}

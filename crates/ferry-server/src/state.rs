@@ -6,7 +6,7 @@ use ferry_core::ClientId;
 
 use crate::auth::KnownUsers;
 use crate::auth::external::{SharedSecret, SharedSecretConfig};
-use crate::auth::issuer::Issuer;
+use crate::auth::issuer::{Issuer, Keyring};
 use crate::auth::jwks::{JwksConfig, JwksProvider};
 use crate::auth::limits::SignInLimits;
 use crate::auth::mail::{self, Mailer, MailerConfig};
@@ -36,6 +36,9 @@ pub struct Settings {
     pub shared_secret: Option<SharedSecretConfig>,
     /// An external identity provider publishing a JWKS, if any.
     pub jwks: Option<JwksConfig>,
+    /// The shortest time between two reloads of Ferry's own signing keys on
+    /// an unknown key id.
+    pub key_reload_interval: std::time::Duration,
 }
 
 impl Settings {
@@ -51,6 +54,7 @@ impl Settings {
             refresh_ttl_secs: 30 * 24 * 3600,
             shared_secret: None,
             jwks: None,
+            key_reload_interval: std::time::Duration::from_secs(30),
         }
     }
 }
@@ -61,7 +65,7 @@ pub struct AppState {
     /// The database.
     pub store: Arc<dyn Store>,
     /// Ferry's own token issuer.
-    pub issuer: Arc<Issuer>,
+    pub issuer: Arc<Keyring>,
     /// This node's HLC.
     pub clock: Arc<ServerClock>,
     /// Prometheus metrics.
@@ -90,6 +94,7 @@ impl AppState {
     pub async fn new(store: Arc<dyn Store>, settings: Settings) -> Result<AppState, StoreError> {
         let issuer = Issuer::load(store.as_ref(), wall_ms()).await?;
         let settings_shared = settings.shared_secret.clone();
+        let settings_reload = settings.key_reload_interval;
         let jwks = match settings.jwks.clone() {
             Some(c) => Some(Arc::new(JwksProvider::new(c).map_err(|e| {
                 StoreError::Internal(format!("cannot build the JWKS client: {e}"))
@@ -101,7 +106,7 @@ impl AppState {
         })?;
         Ok(AppState {
             store,
-            issuer: Arc::new(issuer),
+            issuer: Arc::new(Keyring::new(issuer, settings_reload)),
             clock: Arc::new(ServerClock::new(settings.node_id.clone())),
             metrics: Arc::new(Metrics::new()),
             settings: Arc::new(settings),

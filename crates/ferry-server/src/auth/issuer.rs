@@ -56,7 +56,7 @@ impl std::fmt::Debug for Issuer {
 }
 
 /// A fresh Ed25519 key, from the operating system's random source.
-fn generate_key(now_ms: u64) -> Result<StoredKey, StoreError> {
+pub fn generate_key(now_ms: u64) -> Result<StoredKey, StoreError> {
     let mut seed = [0u8; 32];
     getrandom::fill(&mut seed).map_err(|e| StoreError::Internal(format!("random: {e}")))?;
     let key = SigningKey::from_bytes(&seed);
@@ -73,6 +73,61 @@ fn generate_key(now_ms: u64) -> Result<StoredKey, StoreError> {
 /// A key's id: derived from its public half, so it names the key exactly.
 fn key_id(key: &SigningKey) -> String {
     URL_SAFE_NO_PAD.encode(&key.verifying_key().as_bytes()[..12])
+}
+
+/// Ferry's issuer as the server holds it: reloaded from the database when a
+/// token names a key id this node has not loaded (a key added by another
+/// node or by `ferry admin rotate-key`), at most once per interval.
+pub struct Keyring {
+    current: std::sync::RwLock<std::sync::Arc<Issuer>>,
+    /// When the keys were last reloaded; `None` until the first reload.
+    loaded_at: tokio::sync::Mutex<Option<std::time::Instant>>,
+    min_reload: std::time::Duration,
+}
+
+impl std::fmt::Debug for Keyring {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyring").finish_non_exhaustive()
+    }
+}
+
+impl Keyring {
+    /// Holds `issuer`, reloading it at most once per `min_reload`.
+    pub fn new(issuer: Issuer, min_reload: std::time::Duration) -> Keyring {
+        Keyring {
+            current: std::sync::RwLock::new(std::sync::Arc::new(issuer)),
+            loaded_at: tokio::sync::Mutex::new(None),
+            min_reload,
+        }
+    }
+
+    /// The issuer as loaded now.
+    pub fn get(&self) -> std::sync::Arc<Issuer> {
+        self.current
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Whether `kid` is one of Ferry's keys, reloading the keys once if it
+    /// is not known yet and the last load is old enough.
+    pub async fn knows(&self, store: &dyn Store, kid: &str) -> Result<bool, StoreError> {
+        if self.get().has_key(kid) {
+            return Ok(true);
+        }
+        let mut loaded_at = self.loaded_at.lock().await;
+        if loaded_at.is_some_and(|at| at.elapsed() < self.min_reload) {
+            return Ok(self.get().has_key(kid));
+        }
+        let fresh = Issuer::load(store, crate::clock::wall_ms()).await?;
+        *loaded_at = Some(std::time::Instant::now());
+        let known = fresh.has_key(kid);
+        *self
+            .current
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = std::sync::Arc::new(fresh);
+        Ok(known)
+    }
 }
 
 /// The checks every token passes before any key is tried: a size limit, a

@@ -94,13 +94,12 @@ impl FromRequestParts<AppState> for AuthUser {
 /// verifier; a token no configured verifier takes is refused.
 pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiError> {
     let header = issuer::screen(token)?;
-    let own = header.alg == Algorithm::EdDSA
-        && header
-            .kid
-            .as_deref()
-            .is_some_and(|kid| state.issuer.has_key(kid));
+    let own = match (header.alg, header.kid.as_deref()) {
+        (Algorithm::EdDSA, Some(kid)) => state.issuer.knows(state.store.as_ref(), kid).await?,
+        _ => false,
+    };
     let identity = if own || (header.alg == Algorithm::EdDSA && state.jwks.is_none()) {
-        let id = state.issuer.verify(token)?;
+        let id = state.issuer.get().verify(token)?;
         if !state.known_users.contains(&id) {
             state.store.ensure_user(&id).await?;
             state.known_users.insert(id.clone());
@@ -128,7 +127,7 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiEr
 }
 
 async fn jwks(State(state): State<AppState>) -> Json<Value> {
-    Json(state.issuer.jwks().clone())
+    Json(state.issuer.get().jwks().clone())
 }
 
 /// The page a sign-in link opens: it reads the token from the link's

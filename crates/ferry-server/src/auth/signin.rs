@@ -155,9 +155,11 @@ async fn session(
             })
             .await?;
     }
-    let access_token = state
-        .issuer
-        .mint(&user.id, wall_ms() / 1000, settings.access_ttl_secs)?;
+    let access_token =
+        state
+            .issuer
+            .get()
+            .mint(&user.id, wall_ms() / 1000, settings.access_ttl_secs)?;
     Ok(Json(Session {
         access_token,
         refresh_token,

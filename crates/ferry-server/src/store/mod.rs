@@ -244,6 +244,10 @@ pub trait Store: Send + Sync + 'static {
     /// ends up with the same key whichever starts first.
     async fn signing_keys(&self, candidate: StoredKey) -> Result<Vec<StoredKey>, StoreError>;
 
+    /// Adds a signing key; being the newest, it signs from now on (key
+    /// rotation). Older keys keep verifying the tokens they signed.
+    async fn add_signing_key(&self, key: StoredKey) -> Result<(), StoreError>;
+
     /// The user with this id, created (with the personal space) if new.
     async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError>;
 

@@ -29,6 +29,7 @@ async fn requests_without_a_valid_token_are_refused() {
     let expired = api
         .state
         .issuer
+        .get()
         .mint(&UserId::new("alice").unwrap(), wall_ms() / 1000 - 700, 600)
         .unwrap();
     for auth in [
@@ -298,4 +299,37 @@ async fn members_invites_and_the_last_owner() {
         )
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_signing_key_added_elsewhere_is_picked_up_and_old_tokens_keep_working() {
+    use ferry_server::auth::issuer::{Issuer, generate_key};
+    let api = Api::new().await;
+    let old_token = api.token("alice");
+    // Another node (or `ferry admin rotate-key`) adds a key.
+    let key = generate_key(wall_ms() + 1).unwrap();
+    api.state.store.add_signing_key(key.clone()).await.unwrap();
+    let other_node = Issuer::from_keys(&[key]).unwrap();
+    let new_token = other_node
+        .mint(&UserId::new("alice").unwrap(), wall_ms() / 1000, 600)
+        .unwrap();
+    for token in [&new_token, &old_token] {
+        let req = Request::get("/v1/me")
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(api.send(req).await.status, StatusCode::OK);
+    }
+    let jwks = api
+        .call(Method::GET, "/.well-known/jwks.json", None, None)
+        .await
+        .body;
+    assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
+    // A forged key id costs no reload once one happened recently.
+    let forged = format!("{}x", &new_token[..new_token.len() - 1]);
+    let req = Request::get("/v1/me")
+        .header(header::AUTHORIZATION, format!("Bearer {forged}"))
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(api.send(req).await.status, StatusCode::UNAUTHORIZED);
 }

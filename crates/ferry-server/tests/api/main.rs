@@ -91,6 +91,7 @@ impl Api {
     pub fn token(&self, user: &str) -> String {
         self.state
             .issuer
+            .get()
             .mint(&UserId::new(user).unwrap(), wall_ms() / 1000, 600)
             .unwrap()
     }

@@ -141,6 +141,18 @@ impl Store for PgStore {
         users::signing_keys(&self.pool, &candidate).await
     }
 
+    async fn add_signing_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, private_pkcs8, created_at) VALUES ($1, $2, $3)",
+        )
+        .bind(&key.kid)
+        .bind(&key.private_pkcs8)
+        .bind(big(key.created_at_ms))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
     async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError> {
         users::ensure_user(&self.pool, id).await
     }

@@ -177,6 +177,17 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn add_signing_key(&self, key: StoredKey) -> Result<(), StoreError> {
+        self.write(move |c| {
+            c.execute(
+                "INSERT INTO signing_keys (kid, private_pkcs8, created_at) VALUES (?1, ?2, ?3)",
+                rusqlite::params![key.kid, key.private_pkcs8, key.created_at_ms as i64],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     async fn ensure_user(&self, id: &UserId) -> Result<User, StoreError> {
         let id = id.clone();
         self.write(move |c| users::ensure_user(c, &id)).await
