@@ -10,6 +10,7 @@
 //! named by `--config`), then `FERRY_*` environment variables, then flags.
 
 mod config;
+mod login;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -44,6 +45,16 @@ enum Command {
     Serve(Box<ServeArgs>),
     /// Bring the database schema up to date (`serve` also does at start).
     Migrate(ConfigArgs),
+    /// Sign in to a Ferry server by magic link and keep the credentials
+    /// for the client commands.
+    Login {
+        /// The server, e.g. http://127.0.0.1:8787.
+        #[arg(long, env = "FERRY_SERVER", default_value = "http://127.0.0.1:8787")]
+        server: String,
+        /// Your email address.
+        #[arg(long)]
+        email: String,
+    },
     /// Administer a server's database.
     Admin {
         #[command(subcommand)]
@@ -96,6 +107,7 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Migrate(config) => migrate(config).await,
+            Command::Login { server, email } => login::login(&server, &email).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
             } => token(&email, ttl, config).await,

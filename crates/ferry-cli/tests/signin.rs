@@ -117,3 +117,63 @@ async fn the_dir_mailer_writes_each_mail_as_a_file() {
         "ada@example.com"
     );
 }
+
+#[tokio::test]
+async fn ferry_login_runs_the_magic_link_flow_and_keeps_the_credentials() {
+    use std::io::Write;
+    let db = Db::new().await;
+    let mail_dir = db.dir.path().join("mail");
+    let mut args = db.args();
+    args.extend(["--mail-dir".to_owned(), mail_dir.display().to_string()]);
+    let server = Server::spawn(&db.dir.path().join("ferry.log"), args, "127.0.0.1:0");
+    let credentials = db.dir.path().join("creds").join("credentials.json");
+    let mut login = common::ferry()
+        .args([
+            "login",
+            "--server",
+            &server.url,
+            "--email",
+            "cli@example.com",
+        ])
+        .env("FERRY_CREDENTIALS", &credentials)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut mail = None;
+    for _ in 0..100 {
+        if let Some(entry) = std::fs::read_dir(&mail_dir).ok().and_then(|mut d| d.next()) {
+            mail = Some(std::fs::read_to_string(entry.unwrap().path()).unwrap());
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let mail = mail.expect("a mail file");
+    let link = mail
+        .lines()
+        .find(|l| l.contains("#token="))
+        .unwrap()
+        .to_owned();
+    writeln!(login.stdin.take().unwrap(), "{link}").unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("Signed in"));
+    let stored: Value = serde_json::from_slice(&std::fs::read(&credentials).unwrap()).unwrap();
+    assert_eq!(stored["server"], server.url.as_str());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&credentials)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "only the owner reads the credentials");
+    }
+    let me = me(&server.url, stored["access_token"].as_str().unwrap()).await;
+    assert_eq!(me["user"]["email"], "cli@example.com");
+}
