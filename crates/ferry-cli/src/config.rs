@@ -60,6 +60,18 @@ pub struct ServeArgs {
     /// Write sign-in mail as files in DIR instead of printing it.
     #[arg(long, env = "FERRY_MAIL_DIR", value_name = "DIR")]
     mail_dir: Option<PathBuf>,
+    /// Send sign-in mail through this SMTP server: smtps://user:pass@host:465,
+    /// smtp://user:pass@host:587?tls=required (STARTTLS) or smtp://host:25.
+    #[arg(
+        long,
+        env = "FERRY_SMTP_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
+    smtp_url: Option<String>,
+    /// The From address of sign-in mail sent by SMTP.
+    #[arg(long, env = "FERRY_MAIL_FROM", value_name = "ADDRESS")]
+    mail_from: Option<String>,
     /// How long access tokens work [default: 15m].
     #[arg(long, env = "FERRY_ACCESS_TOKEN_TTL", value_name = "DURATION")]
     access_token_ttl: Option<String>,
@@ -145,6 +157,8 @@ impl ServeArgs {
         }
         for (flag, key) in [
             (&self.jwt_secret, &mut config.jwt_secret),
+            (&self.smtp_url, &mut config.smtp_url),
+            (&self.mail_from, &mut config.mail_from),
             (&self.jwks_url, &mut config.jwks_url),
             (&self.jwks_algorithms, &mut config.jwks_algorithms),
             (&self.jwt_issuer, &mut config.jwt_issuer),

@@ -185,9 +185,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     };
     let mut settings = Settings::new(node_id, String::new());
     settings.max_clock_skew_ms = config.max_clock_skew_secs.saturating_mul(1000);
-    if let Some(dir) = &config.mail_dir {
-        settings.mailer = MailerConfig::Dir(dir.clone());
-    }
+    settings.mailer = match (&config.smtp_url, &config.mail_dir) {
+        (Some(_), Some(_)) => anyhow::bail!("set smtp_url or mail_dir, not both"),
+        (Some(url), None) => MailerConfig::Smtp {
+            url: url.clone(),
+            from: config
+                .mail_from
+                .clone()
+                .context("mail_from is needed with smtp_url (e.g. --mail-from 'Ferry <no-reply@example.com>')")?,
+        },
+        (None, Some(dir)) => MailerConfig::Dir(dir.clone()),
+        (None, None) => MailerConfig::Log,
+    };
     settings.shared_secret = config.jwt_secret.clone().map(|secret| SharedSecretConfig {
         secret,
         issuer: config.jwt_issuer.clone(),

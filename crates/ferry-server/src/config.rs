@@ -42,6 +42,12 @@ pub struct Config {
     /// When set, sign-in mail is written as files in this directory instead
     /// of printed.
     pub mail_dir: Option<PathBuf>,
+    /// When set, sign-in mail is sent through this SMTP server:
+    /// `smtps://user:pass@host:465` (TLS), `smtp://user:pass@host:587?tls=required`
+    /// (STARTTLS), or `smtp://host:25` (plain, for a local relay).
+    pub smtp_url: Option<String>,
+    /// The `From` address of sign-in mail sent by SMTP.
+    pub mail_from: Option<String>,
     /// How long access tokens work (e.g. `15m`, the default).
     pub access_token_ttl: Option<String>,
     /// The HS256 secret of an external identity provider (Supabase's "JWT
@@ -65,6 +71,7 @@ impl Config {
         Config {
             database: self.database.as_deref().map(redact_password),
             jwt_secret: self.jwt_secret.as_ref().map(|_| "***".to_owned()),
+            smtp_url: self.smtp_url.as_deref().map(redact_password),
             ..self.clone()
         }
     }
@@ -93,6 +100,8 @@ impl Default for Config {
             tombstone_retention: None,
             public_url: None,
             mail_dir: None,
+            smtp_url: None,
+            mail_from: None,
             access_token_ttl: None,
             jwt_secret: None,
             jwks_url: None,

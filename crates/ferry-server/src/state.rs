@@ -101,9 +101,8 @@ impl AppState {
             })?)),
             None => None,
         };
-        let mailer = mail::mailer(&settings.mailer).map_err(|e| {
-            StoreError::Unavailable(format!("cannot prepare the mail directory: {e}"))
-        })?;
+        let mailer = mail::mailer(&settings.mailer)
+            .map_err(|e| StoreError::Unavailable(format!("cannot prepare the mailer: {e}")))?;
         Ok(AppState {
             store,
             issuer: Arc::new(Keyring::new(issuer, settings_reload)),

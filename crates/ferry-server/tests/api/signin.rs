@@ -224,3 +224,71 @@ async fn malformed_and_unknown_tokens_are_401() {
         .await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
 }
+
+/// A minimal SMTP server on 127.0.0.1 that accepts every mail and hands
+/// each message's DATA to the test.
+async fn fake_smtp() -> (u16, tokio::sync::mpsc::UnboundedReceiver<String>) {
+    use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((socket, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let (read, mut write) = socket.into_split();
+                let mut lines = BufReader::new(read).lines();
+                write.write_all(b"220 fake ESMTP\r\n").await.unwrap();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let verb = line.get(..4).unwrap_or("").to_ascii_uppercase();
+                    let reply: &[u8] = match verb.as_str() {
+                        "EHLO" | "HELO" => b"250-fake\r\n250 OK\r\n",
+                        "DATA" => {
+                            write.write_all(b"354 go on\r\n").await.unwrap();
+                            let mut data = String::new();
+                            while let Ok(Some(l)) = lines.next_line().await {
+                                if l == "." {
+                                    break;
+                                }
+                                data.push_str(&l);
+                                data.push('\n');
+                            }
+                            let _ = tx.send(data);
+                            b"250 queued\r\n"
+                        }
+                        "QUIT" => {
+                            let _ = write.write_all(b"221 bye\r\n").await;
+                            return;
+                        }
+                        _ => b"250 OK\r\n",
+                    };
+                    write.write_all(reply).await.unwrap();
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+#[tokio::test]
+async fn the_smtp_mailer_sends_the_link() {
+    let (port, mut received) = fake_smtp().await;
+    let api = Api::configured(|s| {
+        s.mailer = MailerConfig::Smtp {
+            url: format!("smtp://127.0.0.1:{port}"),
+            from: "Ferry <no-reply@ferry.test>".into(),
+        }
+    })
+    .await;
+    assert_eq!(ask(&api, "ada@example.com").await.status, StatusCode::ACCEPTED);
+    let data = tokio::time::timeout(std::time::Duration::from_secs(10), received.recv())
+        .await
+        .expect("the mail arrives")
+        .unwrap();
+    assert!(data.contains("To: ada@example.com"), "{data}");
+    assert!(data.contains("From: Ferry <no-reply@ferry.test>"), "{data}");
+    // The body is quoted-printable: undo its soft breaks and escaped '='.
+    let unwrapped = data.replace("=\n", "").replace("=3D", "=");
+    let r = verify(&api, &token_in(&unwrapped)).await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}\n{data}", r.body);
+}
