@@ -280,7 +280,10 @@ async fn the_smtp_mailer_sends_the_link() {
         }
     })
     .await;
-    assert_eq!(ask(&api, "ada@example.com").await.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        ask(&api, "ada@example.com").await.status,
+        StatusCode::ACCEPTED
+    );
     let data = tokio::time::timeout(std::time::Duration::from_secs(10), received.recv())
         .await
         .expect("the mail arrives")
@@ -291,4 +294,54 @@ async fn the_smtp_mailer_sends_the_link() {
     let unwrapped = data.replace("=\n", "").replace("=3D", "=");
     let r = verify(&api, &token_in(&unwrapped)).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}\n{data}", r.body);
+}
+
+#[tokio::test]
+async fn an_expired_link_is_refused() {
+    let api = Api::configured(|s| s.login_ttl_secs = 0).await;
+    ask(&api, "ada@example.com").await;
+    let token = token_in(&api.mails(1).await[0]);
+    let r = verify(&api, &token).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
+}
+
+#[tokio::test]
+async fn sign_in_mail_is_rate_limited_per_client_address() {
+    use axum::extract::connect_info::MockConnectInfo;
+    let api = Api::new().await;
+    let from = |ip: [u8; 4]| {
+        api.app
+            .clone()
+            .layer(MockConnectInfo(std::net::SocketAddr::from((ip, 4242))))
+    };
+    let ask_from = |ip: [u8; 4], email: String| {
+        let app = from(ip);
+        async move {
+            let req = Request::post("/v1/auth/magic-link")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::to_vec(&json!({"email": email})).unwrap(),
+                ))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+    // Different emails, one address: 20 pass, then the address is limited.
+    for i in 0..20 {
+        assert_eq!(
+            ask_from([10, 0, 0, 1], format!("u{i}@example.com")).await,
+            StatusCode::ACCEPTED
+        );
+    }
+    assert_eq!(
+        ask_from([10, 0, 0, 1], "u20@example.com".into()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        ask_from([10, 0, 0, 2], "u21@example.com".into()).await,
+        StatusCode::ACCEPTED
+    );
 }
