@@ -1,0 +1,215 @@
+//! The storage test suite. Each test is a function over `Arc<dyn Store>`;
+//! [`store_suite!`] instantiates all of them for one backend, so every
+//! backend is held to exactly the same behaviour.
+
+mod accounts;
+mod records;
+
+pub use accounts::*;
+pub use records::*;
+
+use std::collections::HashMap;
+
+use ferry_core::protocol::BatchId;
+use ferry_core::{
+    Change, ClientId, Collection, ConflictKind, FieldName, FieldValue, Hlc, Record, RecordId, Role,
+    SpaceId, UserId,
+};
+use serde_json::Value;
+
+use super::{Batch, PullQuery, Store};
+
+pub(super) fn user(id: &str) -> UserId {
+    UserId::new(id).unwrap()
+}
+
+pub(super) fn space(id: &str) -> SpaceId {
+    SpaceId::new(id).unwrap()
+}
+
+pub(super) fn hlc(p: u64, node: &str) -> Hlc {
+    Hlc::new(p, 0, ClientId::new(node).unwrap()).unwrap()
+}
+
+pub(super) fn upsert(id: &str, field: &str, value: Value, h: Hlc) -> Change {
+    Change::Upsert {
+        collection: Collection::new("todos").unwrap(),
+        id: RecordId::new(id).unwrap(),
+        fields: [(FieldName::new(field).unwrap(), FieldValue { value, hlc: h })].into(),
+    }
+}
+
+pub(super) fn delete(id: &str, h: Hlc) -> Change {
+    Change::Delete {
+        collection: Collection::new("todos").unwrap(),
+        id: RecordId::new(id).unwrap(),
+        hlc: h,
+    }
+}
+
+pub(super) fn batch(client: &str, batch_id: &str, changes: Vec<Change>) -> Batch {
+    Batch {
+        client_id: ClientId::new(client).unwrap(),
+        batch_id: Some(BatchId::new(batch_id).unwrap()),
+        cursor: None,
+        changes,
+    }
+}
+
+/// Pushes `changes` as batch `batch_id` of `client`, which must succeed.
+pub(super) async fn push(
+    store: &dyn Store,
+    s: &SpaceId,
+    client: &str,
+    batch_id: &str,
+    changes: Vec<Change>,
+) -> super::PushOutcome {
+    store
+        .push(s, batch(client, batch_id, changes))
+        .await
+        .unwrap()
+}
+
+pub(super) fn all(cursor: u64) -> PullQuery {
+    PullQuery {
+        cursor,
+        limit: 10_000,
+        collections: None,
+    }
+}
+
+/// A space `team` owned by `owner`.
+pub(super) async fn team(store: &dyn Store) -> SpaceId {
+    store.ensure_user(&user("owner")).await.unwrap();
+    let s = space("team");
+    store
+        .create_space(&s, "Team", &user("owner"))
+        .await
+        .unwrap();
+    s
+}
+
+/// Every record of the space, decoded.
+pub(super) async fn records(store: &dyn Store, s: &SpaceId) -> HashMap<String, Record> {
+    let page = store.pull(s, all(0)).await.unwrap();
+    page.records
+        .into_iter()
+        .map(|r| {
+            let rec: Record = serde_json::from_value(serde_json::to_value(&r).unwrap()).unwrap();
+            (rec.id.to_string(), rec)
+        })
+        .collect()
+}
+
+/// Instantiates every storage test for a backend: `$open` is an async
+/// expression giving an `Arc<dyn Store>` on a fresh, empty database and a
+/// guard that removes that database when dropped.
+#[macro_export]
+macro_rules! store_suite {
+    ($open:expr; $($name:ident),* $(,)?) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                let (store, _guard): (std::sync::Arc<dyn $crate::store::Store>, _) = $open;
+                $crate::store::tests::$name(store).await;
+            }
+        )*
+    };
+}
+
+/// Every storage test, once per backend.
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            crate::store_suite!(crate::testing::fresh_sqlite().await; $($name),*);
+        }
+        mod postgres {
+            crate::store_suite!(crate::testing::fresh_postgres().await; $($name),*);
+        }
+    };
+}
+
+both_backends!(
+    users_get_a_personal_space_once,
+    users_by_email_are_found_again,
+    space_ids_are_unique,
+    members_and_the_last_owner,
+    push_assigns_seq_and_pull_returns_in_order,
+    stale_writes_change_nothing_and_are_reported,
+    a_retried_batch_applies_once_and_answers_the_same,
+    deletes_win_and_keep_no_values,
+    pages_follow_the_cursor_without_gaps,
+    collection_filters_still_move_the_cursor,
+    cursors_outside_the_space_are_expired,
+    unknown_spaces_are_not_found,
+    concurrent_pushes_get_distinct_gapless_seqs,
+    signing_keys_are_created_once,
+    compaction_drops_old_tombstones_and_expires_older_cursors,
+    a_login_token_is_redeemed_once,
+    refresh_tokens_rotate_and_reuse_revokes_the_family,
+    an_external_identity_is_one_user,
+);
+
+/// What only PostgreSQL does: commits of different spaces in parallel.
+mod postgres_only {
+    use std::time::Duration;
+
+    use sqlx::Connection;
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn a_push_waits_for_its_own_space_only() {
+        let db = TestDatabase::create().await;
+        let store = db.store().await;
+        store.ensure_user(&user("owner")).await.unwrap();
+        for id in ["a", "b"] {
+            store
+                .create_space(&space(id), id, &user("owner"))
+                .await
+                .unwrap();
+        }
+        // Hold space a's row lock, as a push in flight does.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM spaces WHERE id = 'a' FOR UPDATE")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        let waiting = {
+            let store = store.clone();
+            tokio::spawn(async move {
+                push(
+                    store.as_ref(),
+                    &space("a"),
+                    "c",
+                    "1",
+                    vec![delete("x", hlc(1, "c"))],
+                )
+                .await
+            })
+        };
+        let other = tokio::time::timeout(
+            Duration::from_secs(3),
+            push(
+                store.as_ref(),
+                &space("b"),
+                "c",
+                "1",
+                vec![delete("x", hlc(1, "c"))],
+            ),
+        )
+        .await
+        .expect("a push to another space is not held up");
+        assert_eq!(other.head, 1);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the push to the locked space waits");
+        tx.rollback().await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("it goes on once the lock is released")
+            .unwrap();
+        assert_eq!(done.head, 1);
+    }
+}

@@ -1,0 +1,353 @@
+//! Storage tests of pushing, pulling and compacting records.
+
+use std::sync::Arc;
+
+use ferry_core::Collection;
+use serde_json::json;
+
+use super::*;
+use crate::store::{Store, StoreError};
+
+pub async fn push_assigns_seq_and_pull_returns_in_order(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let out = push(
+        store.as_ref(),
+        &s,
+        "a",
+        "b1",
+        vec![
+            upsert("t-1", "title", json!("one"), hlc(1, "a")),
+            upsert("t-2", "title", json!("two"), hlc(1, "a")),
+            upsert("t-1", "done", json!(true), hlc(2, "a")),
+        ],
+    )
+    .await;
+    assert_eq!(out.applied, 3);
+    assert_eq!(out.head, 2, "two records changed, so two seqs");
+    let page = store.pull(&s, all(0)).await.unwrap();
+    let ids: Vec<_> = page
+        .records
+        .iter()
+        .map(|r| (r.id.as_str(), r.seq))
+        .collect();
+    // t-2 was last written before t-1's second change.
+    assert_eq!(ids, [("t-2", 1), ("t-1", 2)]);
+    assert_eq!(page.cursor, 2);
+    assert!(!page.has_more);
+    let recs = records(store.as_ref(), &s).await;
+    assert_eq!(recs["t-1"].fields.len(), 2);
+}
+
+pub async fn stale_writes_change_nothing_and_are_reported(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    push(
+        store.as_ref(),
+        &s,
+        "b",
+        "1",
+        vec![upsert("t", "title", json!("eggs"), hlc(5, "b"))],
+    )
+    .await;
+    let out = push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![upsert("t", "title", json!("milk"), hlc(4, "a"))],
+    )
+    .await;
+    assert_eq!(out.applied, 0);
+    assert_eq!(out.head, 1, "nothing changed, so no new seq");
+    assert_eq!(out.conflicts.len(), 1);
+    assert_eq!(out.conflicts[0].kind, ConflictKind::StaleWrite);
+    assert_eq!(
+        out.conflicts[0].winner.as_ref().unwrap().value,
+        json!("eggs")
+    );
+    assert_eq!(
+        records(store.as_ref(), &s).await["t"].fields["title"].value,
+        json!("eggs")
+    );
+}
+
+pub async fn a_retried_batch_applies_once_and_answers_the_same(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    push(
+        store.as_ref(),
+        &s,
+        "b",
+        "x",
+        vec![upsert("t", "title", json!("new"), hlc(9, "b"))],
+    )
+    .await;
+    let retry = batch(
+        "a",
+        "b1",
+        vec![
+            upsert("t", "title", json!("old"), hlc(1, "a")),
+            upsert("u", "title", json!("u"), hlc(1, "a")),
+        ],
+    );
+    let first = store.push(&s, retry.clone()).await.unwrap();
+    let second = store.push(&s, retry.clone()).await.unwrap();
+    assert!(!first.replayed);
+    assert!(second.replayed);
+    assert_eq!(
+        (first.applied, &first.conflicts),
+        (second.applied, &second.conflicts)
+    );
+    assert_eq!(second.head, first.head, "the retry took no seq");
+    // The same batch id from another client, or for another space, is new.
+    let other = push(store.as_ref(), &s, "c", "b1", vec![]).await;
+    assert!(!other.replayed);
+}
+
+pub async fn deletes_win_and_keep_no_values(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![upsert("t", "title", json!("secret"), hlc(9, "a"))],
+    )
+    .await;
+    push(store.as_ref(), &s, "b", "1", vec![delete("t", hlc(1, "b"))]).await;
+    let out = push(
+        store.as_ref(),
+        &s,
+        "a",
+        "2",
+        vec![upsert("t", "title", json!("back"), hlc(10, "a"))],
+    )
+    .await;
+    assert_eq!(out.applied, 0);
+    assert_eq!(out.conflicts[0].kind, ConflictKind::RecordDeleted);
+    let rec = &records(store.as_ref(), &s).await["t"];
+    assert!(rec.fields.is_empty());
+    assert_eq!(rec.deleted, Some(hlc(1, "b")));
+    let row = store
+        .record(
+            &s,
+            &Collection::new("todos").unwrap(),
+            &RecordId::new("t").unwrap(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(row.fields.get(), "{}", "no field value survives in storage");
+    let live = store
+        .list_records(&s, &Collection::new("todos").unwrap(), None, 10)
+        .await
+        .unwrap();
+    assert!(live.is_empty(), "tombstones are not listed");
+}
+
+pub async fn pages_follow_the_cursor_without_gaps(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    for i in 0..25 {
+        push(
+            store.as_ref(),
+            &s,
+            "a",
+            &format!("b{i}"),
+            vec![upsert(&format!("r{i}"), "n", json!(i), hlc(i + 1, "a"))],
+        )
+        .await;
+    }
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store
+            .pull(
+                &s,
+                PullQuery {
+                    cursor,
+                    limit: 10,
+                    collections: None,
+                },
+            )
+            .await
+            .unwrap();
+        assert!(page.records.len() <= 10);
+        seen.extend(page.records.iter().map(|r| r.seq));
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<_>>());
+    assert_eq!(cursor, 25);
+}
+
+pub async fn collection_filters_still_move_the_cursor(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let note = Change::Upsert {
+        collection: Collection::new("notes").unwrap(),
+        id: RecordId::new("n").unwrap(),
+        fields: [(
+            FieldName::new("x").unwrap(),
+            FieldValue {
+                value: json!(1),
+                hlc: hlc(1, "a"),
+            },
+        )]
+        .into(),
+    };
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![upsert("t", "x", json!(1), hlc(1, "a")), note],
+    )
+    .await;
+    let page = store
+        .pull(
+            &s,
+            PullQuery {
+                cursor: 0,
+                limit: 100,
+                collections: Some(vec![Collection::new("todos").unwrap()]),
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].collection, "todos");
+    assert_eq!(page.cursor, 2, "the cursor covers the notes too");
+}
+
+pub async fn cursors_outside_the_space_are_expired(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let err = store.pull(&s, all(5)).await.unwrap_err();
+    assert!(
+        matches!(
+            err,
+            StoreError::CursorExpired {
+                cursor: 5,
+                head: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    // A batch sent with such a cursor is not applied either.
+    let mut b = batch("a", "1", vec![upsert("t", "x", json!(1), hlc(1, "a"))]);
+    b.cursor = Some(5);
+    assert!(matches!(
+        store.push(&s, b).await,
+        Err(StoreError::CursorExpired { .. })
+    ));
+    assert!(records(store.as_ref(), &s).await.is_empty());
+}
+
+pub async fn unknown_spaces_are_not_found(store: Arc<dyn Store>) {
+    let s = space("nowhere");
+    assert!(matches!(
+        store.pull(&s, all(0)).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store
+            .push(&s, batch("a", "1", vec![delete("t", hlc(1, "a"))]))
+            .await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert_eq!(store.role(&s, &user("x")).await.unwrap(), None);
+}
+
+pub async fn concurrent_pushes_get_distinct_gapless_seqs(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let mut tasks = Vec::new();
+    for w in 0..8 {
+        let (store, s) = (store.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let id = format!("w{w}-{i}");
+                let changes = vec![upsert(&id, "n", json!(i), hlc(1, "a"))];
+                push(
+                    store.as_ref(),
+                    &s,
+                    &format!("c{w}"),
+                    &format!("b{i}"),
+                    changes,
+                )
+                .await;
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let page = store.pull(&s, all(0)).await.unwrap();
+    let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
+    assert_eq!(seqs, (1..=160).collect::<Vec<_>>());
+}
+
+pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![
+            upsert("gone", "x", json!(1), hlc(1, "a")),
+            upsert("kept", "x", json!(1), hlc(1, "a")),
+        ],
+    )
+    .await;
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "2",
+        vec![delete("gone", hlc(2, "a"))],
+    )
+    .await;
+    // A cutoff in the past removes nothing.
+    let none = store.compact(0).await.unwrap();
+    assert_eq!(none, crate::store::CompactReport::default());
+
+    let report = store.compact(u64::MAX / 2).await.unwrap();
+    assert_eq!(report.spaces.len(), 1);
+    assert_eq!(report.spaces[0].space, s);
+    assert_eq!(report.spaces[0].tombstones, 1);
+    assert_eq!(report.spaces[0].horizon, 3);
+    assert_eq!(report.batches, 2);
+
+    // Below the horizon: expired. At it, or starting over from 0: served.
+    assert!(matches!(
+        store.pull(&s, all(1)).await,
+        Err(StoreError::CursorExpired {
+            cursor: 1,
+            horizon: 3,
+            ..
+        })
+    ));
+    let mut b = batch("a", "3", vec![upsert("kept", "x", json!(2), hlc(3, "a"))]);
+    b.cursor = Some(2);
+    assert!(matches!(
+        store.push(&s, b).await,
+        Err(StoreError::CursorExpired { .. })
+    ));
+    let fresh = store.pull(&s, all(0)).await.unwrap();
+    let ids: Vec<_> = fresh.records.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, ["kept"]);
+    assert_eq!(fresh.cursor, 3);
+    assert!(store.pull(&s, all(3)).await.unwrap().records.is_empty());
+
+    // Live records and recent tombstones stay; compacting again is a no-op.
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "4",
+        vec![delete("kept", hlc(4, "a"))],
+    )
+    .await;
+    let again = store.compact(0).await.unwrap();
+    assert!(again.spaces.is_empty());
+    assert_eq!(records(store.as_ref(), &s).await.len(), 1);
+}
