@@ -57,31 +57,74 @@ impl std::fmt::Debug for SharedSecret {
     }
 }
 
+/// The checks of a provider's tokens signed with `alg`: `exp` and `nbf`
+/// always, `iss` and `aud` when configured (and then required).
+pub(super) fn validation(
+    alg: Algorithm,
+    issuer: Option<&String>,
+    audience: Option<&String>,
+) -> Validation {
+    let mut validation = Validation::new(alg);
+    validation.leeway = LEEWAY_SECS;
+    validation.validate_nbf = true;
+    let mut required = vec!["exp", "sub"];
+    match issuer {
+        Some(iss) => {
+            validation.set_issuer(&[iss]);
+            required.push("iss");
+        }
+        None => validation.iss = None,
+    }
+    match audience {
+        Some(aud) => {
+            validation.set_audience(&[aud]);
+            required.push("aud");
+        }
+        None => validation.validate_aud = false,
+    }
+    validation.set_required_spec_claims(&required);
+    validation
+}
+
+/// Verifies `token` with `key` and returns whom it names, for the provider
+/// whose identities are keyed by `issuer`.
+pub(super) fn identity(
+    token: &str,
+    key: &DecodingKey,
+    validation: &Validation,
+    issuer: &str,
+) -> Result<Identity, ApiError> {
+    let data =
+        jsonwebtoken::decode::<Claims>(token, key, validation).map_err(|e| match e.kind() {
+            ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
+            ErrorKind::ImmatureSignature => ApiError::invalid_token("the token is not valid yet"),
+            ErrorKind::InvalidAudience => {
+                ApiError::invalid_token("the token is for another audience")
+            }
+            ErrorKind::InvalidIssuer => ApiError::invalid_token("the token is from another issuer"),
+            _ => ApiError::invalid_token("the token is not valid"),
+        })?;
+    let Claims { sub, email } = data.claims;
+    if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
+        return Err(ApiError::invalid_token("the token's subject is not usable"));
+    }
+    Ok(Identity {
+        issuer: issuer.to_owned(),
+        subject: sub,
+        email: email.and_then(|e| crate::spaces::normalize_email(&e).ok()),
+    })
+}
+
 impl SharedSecret {
     /// The verifier of `config`.
     pub fn new(config: &SharedSecretConfig) -> SharedSecret {
-        let mut validation = Validation::new(Algorithm::HS256);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match &config.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match &config.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
         SharedSecret {
             key: DecodingKey::from_secret(config.secret.as_bytes()),
-            validation,
+            validation: validation(
+                Algorithm::HS256,
+                config.issuer.as_ref(),
+                config.audience.as_ref(),
+            ),
             issuer: config.issuer.clone().unwrap_or_else(|| "hs256".into()),
         }
     }
@@ -94,29 +137,6 @@ impl SharedSecret {
                 "the token's algorithm is not accepted",
             ));
         }
-        let data = jsonwebtoken::decode::<Claims>(token, &self.key, &self.validation).map_err(
-            |e| match e.kind() {
-                ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
-                ErrorKind::ImmatureSignature => {
-                    ApiError::invalid_token("the token is not valid yet")
-                }
-                ErrorKind::InvalidAudience => {
-                    ApiError::invalid_token("the token is for another audience")
-                }
-                ErrorKind::InvalidIssuer => {
-                    ApiError::invalid_token("the token is from another issuer")
-                }
-                _ => ApiError::invalid_token("the token is not valid"),
-            },
-        )?;
-        let Claims { sub, email } = data.claims;
-        if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
-            return Err(ApiError::invalid_token("the token's subject is not usable"));
-        }
-        Ok(Identity {
-            issuer: self.issuer.clone(),
-            subject: sub,
-            email: email.and_then(|e| crate::spaces::normalize_email(&e).ok()),
-        })
+        identity(token, &self.key, &self.validation, &self.issuer)
     }
 }

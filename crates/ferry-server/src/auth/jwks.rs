@@ -8,13 +8,11 @@ use std::collections::HashMap;
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::jwk::JwkSet;
-use jsonwebtoken::{Algorithm, DecodingKey, Validation};
-use serde::Deserialize;
+use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 
-use super::external::Identity;
+use super::external::{Identity, identity, validation};
 use super::issuer::screen;
 use crate::error::ApiError;
 
@@ -22,8 +20,6 @@ use crate::error::ApiError;
 pub const MIN_REFRESH: Duration = Duration::from_secs(60);
 /// How long a fetch may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(5);
-/// Allowance for clocks that differ between Ferry and the provider.
-const LEEWAY_SECS: u64 = 30;
 
 /// How an operator configures a JWKS provider.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,13 +64,6 @@ struct Key {
 struct Cache {
     keys: HashMap<String, Key>,
     fetched_at: Option<Instant>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Claims {
-    sub: String,
-    #[serde(default)]
-    email: Option<String>,
 }
 
 /// A provider trusted through its published keys.
@@ -185,53 +174,12 @@ impl JwksProvider {
                 "the token's algorithm does not match its key",
             ));
         }
-        let mut validation = Validation::new(header.alg);
-        validation.leeway = LEEWAY_SECS;
-        validation.validate_nbf = true;
-        let mut required = vec!["exp", "sub"];
-        match &self.config.issuer {
-            Some(iss) => {
-                validation.set_issuer(&[iss]);
-                required.push("iss");
-            }
-            None => validation.iss = None,
-        }
-        match &self.config.audience {
-            Some(aud) => {
-                validation.set_audience(&[aud]);
-                required.push("aud");
-            }
-            None => validation.validate_aud = false,
-        }
-        validation.set_required_spec_claims(&required);
-        let data =
-            jsonwebtoken::decode::<Claims>(token, &key.key, &validation).map_err(|e| {
-                match e.kind() {
-                    ErrorKind::ExpiredSignature => ApiError::invalid_token("the token has expired"),
-                    ErrorKind::ImmatureSignature => {
-                        ApiError::invalid_token("the token is not valid yet")
-                    }
-                    ErrorKind::InvalidAudience => {
-                        ApiError::invalid_token("the token is for another audience")
-                    }
-                    ErrorKind::InvalidIssuer => {
-                        ApiError::invalid_token("the token is from another issuer")
-                    }
-                    _ => ApiError::invalid_token("the token is not valid"),
-                }
-            })?;
-        let Claims { sub, email } = data.claims;
-        if sub.is_empty() || sub.len() > 256 || sub.chars().any(char::is_control) {
-            return Err(ApiError::invalid_token("the token's subject is not usable"));
-        }
-        Ok(Identity {
-            issuer: self
-                .config
-                .issuer
-                .clone()
-                .unwrap_or_else(|| self.config.url.clone()),
-            subject: sub,
-            email: email.and_then(|e| crate::spaces::normalize_email(&e).ok()),
-        })
+        let validation = validation(
+            header.alg,
+            self.config.issuer.as_ref(),
+            self.config.audience.as_ref(),
+        );
+        let issuer = self.config.issuer.as_ref().unwrap_or(&self.config.url);
+        identity(token, &key.key, &validation, issuer)
     }
 }
