@@ -9,7 +9,7 @@ pub mod limits;
 pub mod mail;
 pub mod signin;
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use axum::extract::{FromRequestParts, State};
@@ -33,29 +33,31 @@ pub struct AuthUser {
     pub id: UserId,
 }
 
-/// User ids this process has already made sure exist, so that the first
-/// request of a user creates them (and their personal space) and later ones
-/// cost no write.
+/// Whom this process has already resolved to a user that exists, by
+/// `(issuer, subject)` (Ferry's own issuer is `""`, its subject the user
+/// id): the first request of a user creates them (and their personal space)
+/// and later ones cost no database write.
 #[derive(Debug, Default)]
-pub struct KnownUsers(Mutex<HashSet<UserId>>);
+pub struct KnownUsers(Mutex<HashMap<(String, String), UserId>>);
 
 impl KnownUsers {
-    /// Beyond this many, the set starts over (it is only a cache).
+    /// Beyond this many, the map starts over (it is only a cache).
     const MAX: usize = 100_000;
 
-    fn contains(&self, id: &UserId) -> bool {
+    fn get(&self, issuer: &str, subject: &str) -> Option<UserId> {
         self.0
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .contains(id)
+            .get(&(issuer.to_owned(), subject.to_owned()))
+            .cloned()
     }
 
-    fn insert(&self, id: UserId) {
-        let mut set = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        if set.len() >= Self::MAX {
-            set.clear();
+    fn insert(&self, issuer: String, subject: String, id: UserId) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        if map.len() >= Self::MAX {
+            map.clear();
         }
-        set.insert(id);
+        map.insert((issuer, subject), id);
     }
 }
 
@@ -100,9 +102,11 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiEr
     };
     let identity = if own || (header.alg == Algorithm::EdDSA && state.jwks.is_none()) {
         let id = state.issuer.get().verify(token)?;
-        if !state.known_users.contains(&id) {
+        if state.known_users.get("", id.as_str()).is_none() {
             state.store.ensure_user(&id).await?;
-            state.known_users.insert(id.clone());
+            state
+                .known_users
+                .insert(String::new(), id.to_string(), id.clone());
         }
         return Ok(id);
     } else if let (Algorithm::HS256, Some(provider)) = (header.alg, &state.shared_secret) {
@@ -114,6 +118,9 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiEr
             "the token's algorithm is not accepted",
         ));
     };
+    if let Some(id) = state.known_users.get(&identity.issuer, &identity.subject) {
+        return Ok(id);
+    }
     let user = state
         .store
         .user_for_identity(
@@ -123,6 +130,9 @@ pub async fn authenticate(state: &AppState, token: &str) -> Result<UserId, ApiEr
             &crate::ids::new_user_id()?,
         )
         .await?;
+    state
+        .known_users
+        .insert(identity.issuer, identity.subject, user.id.clone());
     Ok(user.id)
 }
 

@@ -276,6 +276,19 @@ pub fn user_for_identity(
     email: Option<&str>,
     new_id: &UserId,
 ) -> Result<User, StoreError> {
+    // Known identities are read without taking the write lock.
+    let known: Option<String> = c
+        .query_row(
+            "SELECT user_id FROM identities WHERE issuer = ?1 AND subject = ?2",
+            params![issuer, subject],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(id) = known {
+        let id = stored::user_id(id)?;
+        return find_user(c, &id)?
+            .ok_or_else(|| StoreError::Internal(format!("user {id} vanished")));
+    }
     let tx = immediate(c)?;
     let known: Option<String> = tx
         .query_row(
