@@ -40,6 +40,24 @@ async fn me(base: &str, access: &str) -> Value {
         .unwrap()
 }
 
+/// The first mail the `dir` mailer writes in `dir` (its `.eml` files only:
+/// a mail being written has a temporary name), waiting up to 5 s.
+async fn first_mail(dir: &std::path::Path) -> String {
+    for _ in 0..100 {
+        let found = std::fs::read_dir(dir).ok().and_then(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .map(|e| e.path())
+                .find(|p| p.extension().is_some_and(|e| e == "eml"))
+        });
+        if let Some(path) = found {
+            return std::fs::read_to_string(path).unwrap();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("no mail in {}", dir.display());
+}
+
 #[tokio::test]
 async fn a_newcomer_signs_in_from_the_printed_mail() {
     let db = Db::new().await;
@@ -85,15 +103,7 @@ async fn the_dir_mailer_writes_each_mail_as_a_file() {
         json!({"email": "ada@example.com"}),
     )
     .await;
-    let mut mail = None;
-    for _ in 0..100 {
-        if let Some(entry) = std::fs::read_dir(&mail_dir).ok().and_then(|mut d| d.next()) {
-            mail = Some(std::fs::read_to_string(entry.unwrap().path()).unwrap());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let mail = mail.expect("a mail file");
+    let mail = first_mail(&mail_dir).await;
     assert!(
         mail.contains("https://app.example.com/auth/magic-link#token="),
         "{mail}"
@@ -141,15 +151,7 @@ async fn ferry_login_runs_the_magic_link_flow_and_keeps_the_credentials() {
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    let mut mail = None;
-    for _ in 0..100 {
-        if let Some(entry) = std::fs::read_dir(&mail_dir).ok().and_then(|mut d| d.next()) {
-            mail = Some(std::fs::read_to_string(entry.unwrap().path()).unwrap());
-            break;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    let mail = mail.expect("a mail file");
+    let mail = first_mail(&mail_dir).await;
     let link = mail
         .lines()
         .find(|l| l.contains("#token="))
