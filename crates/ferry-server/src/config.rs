@@ -219,8 +219,7 @@ pub fn random_node_id() -> Result<ClientId, NameError> {
     if getrandom::fill(&mut bytes).is_err() {
         bytes = (crate::clock::wall_ms() as u32).to_be_bytes();
     }
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    ClientId::new(format!("ferry-{hex}"))
+    ClientId::new(format!("ferry-{}", crate::ids::hex(&bytes)))
 }
 
 #[cfg(test)]

@@ -4,11 +4,16 @@ use ferry_core::{NameError, SpaceId, UserId};
 
 use crate::error::ApiError;
 
+/// `bytes` as lower-case hex digits.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// 128 random bits as 32 hex digits.
 fn random_hex() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| ApiError::internal(format!("random: {e}")))?;
-    Ok(bytes.iter().map(|b| format!("{b:02x}")).collect())
+    Ok(hex(&bytes))
 }
 
 fn valid<T>(r: Result<T, NameError>) -> Result<T, ApiError> {

@@ -79,10 +79,7 @@ impl TestDatabase {
         });
         let mut bytes = [0u8; 8];
         getrandom::fill(&mut bytes).unwrap_or_else(|e| panic!("random: {e}"));
-        let name = format!(
-            "ferry_test_{}",
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
-        );
+        let name = format!("ferry_test_{}", crate::ids::hex(&bytes));
         sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
             .execute(&mut conn)
             .await

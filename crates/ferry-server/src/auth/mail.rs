@@ -100,7 +100,7 @@ impl Mailer for DirMailer {
         let name = format!(
             "{:013}-{}.eml",
             crate::clock::wall_ms(),
-            bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            crate::ids::hex(&bytes)
         );
         // Written under a temporary name and renamed, so a reader never sees
         // half a mail.

@@ -39,10 +39,7 @@ fn random_token() -> Result<String, ApiError> {
 
 /// What the database keeps of a token.
 fn token_hash(token: &str) -> String {
-    Sha256::digest(token.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    ids::hex(&Sha256::digest(token.as_bytes()))
 }
 
 /// A token as a client sent it, checked for shape only.

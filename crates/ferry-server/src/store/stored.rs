@@ -29,3 +29,13 @@ pub fn space_id(text: String) -> Result<SpaceId, StoreError> {
 pub fn count(n: i64) -> u64 {
     n.max(0) as u64
 }
+
+/// A `u64` counter or time as SQL's 64-bit integer, saturating.
+pub fn int(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Now, in milliseconds since the epoch, for `created_at` columns.
+pub fn now_ms() -> i64 {
+    int(crate::clock::wall_ms())
+}

@@ -3,11 +3,11 @@
 
 use sqlx::{PgPool, Row};
 
-use crate::store::stored::{self, count};
+use crate::store::stored::{self, count, int};
 use crate::store::{CompactReport, SpaceCompaction, StoreError};
 
 pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
-    let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);
+    let cutoff = int(cutoff_ms);
     let sids: Vec<i64> = sqlx::query_scalar(
         "SELECT DISTINCT sid FROM records WHERE deleted IS NOT NULL AND updated_at < $1",
     )

@@ -27,6 +27,7 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
+use super::stored::int;
 use super::{
     Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken,
     Rotation, Store, StoreError, StoredKey, User,
@@ -66,19 +67,6 @@ impl From<sqlx::Error> for StoreError {
             _ => StoreError::Internal(e.to_string()),
         }
     }
-}
-
-/// Milliseconds since the Unix epoch, for `created_at` columns.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
-/// A `u64` counter as PostgreSQL's `bigint`.
-fn big(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 impl PgStore {
@@ -147,7 +135,7 @@ impl Store for PgStore {
         )
         .bind(&key.kid)
         .bind(&key.private_pkcs8)
-        .bind(big(key.created_at_ms))
+        .bind(int(key.created_at_ms))
         .execute(&self.pool)
         .await?;
         Ok(())

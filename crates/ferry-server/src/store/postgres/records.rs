@@ -5,9 +5,9 @@ use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use super::{big, now_ms};
 use crate::store::batch::{BatchPlan, Merged, check_cursor};
 use crate::store::stored::{corrupt, count};
+use crate::store::stored::{int, now_ms};
 use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
 
 pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
@@ -93,7 +93,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         for r in rows {
             cols.0.push(r.collection);
             cols.1.push(r.id);
-            cols.2.push(big(r.seq));
+            cols.2.push(int(r.seq));
             cols.3.push(r.fields);
             cols.4.push(r.deleted);
         }
@@ -117,7 +117,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         .await?;
         sqlx::query("UPDATE spaces SET seq = $2 WHERE sid = $1")
             .bind(sid)
-            .bind(big(seq))
+            .bind(int(seq))
             .execute(&mut *tx)
             .await?;
     }
@@ -129,7 +129,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         .bind(sid)
         .bind(batch.client_id.as_str())
         .bind(batch_id.as_str())
-        .bind(big(applied))
+        .bind(int(applied))
         .bind(serde_json::to_string(&conflicts).map_err(|e| StoreError::Internal(e.to_string()))?)
         .bind(now_ms())
         .execute(&mut *tx)
@@ -175,7 +175,7 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
          WHERE s.id = $1",
     )
     .bind(space.as_str())
-    .bind(big(q.cursor))
+    .bind(int(q.cursor))
     .bind(collections)
     .bind(i64::from(q.limit) + 1)
     .fetch_all(pool)

@@ -5,6 +5,7 @@
 use sqlx::PgPool;
 
 use crate::store::StoreError;
+use crate::store::stored::now_ms;
 
 /// Each entry moves the schema from version `i` to `i + 1`. Append only.
 /// Ids use the "C" collation so that they order byte-wise, as in SQLite and
@@ -111,7 +112,7 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
         sqlx::raw_sql(step).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO ferry_schema (version, applied_at) VALUES ($1, $2)")
             .bind((i + 1) as i32)
-            .bind(super::now_ms())
+            .bind(now_ms())
             .execute(&mut *tx)
             .await?;
     }

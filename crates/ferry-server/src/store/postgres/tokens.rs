@@ -2,7 +2,7 @@
 
 use sqlx::{PgPool, Row};
 
-use super::big;
+use crate::store::stored::int;
 use crate::store::stored::{self, count};
 use crate::store::{RefreshToken, Rotation, StoreError};
 
@@ -15,7 +15,7 @@ pub async fn create_login(
     sqlx::query("INSERT INTO login_tokens (hash, email, expires_at) VALUES ($1, $2, $3)")
         .bind(hash)
         .bind(email)
-        .bind(big(expires))
+        .bind(int(expires))
         .execute(pool)
         .await?;
     Ok(())
@@ -32,7 +32,7 @@ pub async fn redeem_login(
          WHERE hash = $1 AND used_at IS NULL AND expires_at > $2 RETURNING email",
     )
     .bind(hash)
-    .bind(big(now))
+    .bind(int(now))
     .fetch_optional(pool)
     .await?)
 }
@@ -44,7 +44,7 @@ pub async fn create_refresh(pool: &PgPool, t: &RefreshToken) -> Result<(), Store
     .bind(&t.hash)
     .bind(&t.family)
     .bind(t.user.as_str())
-    .bind(big(t.expires_at_ms))
+    .bind(int(t.expires_at_ms))
     .execute(pool)
     .await?;
     Ok(())
@@ -78,7 +78,7 @@ pub async fn rotate_refresh(
             "UPDATE refresh_tokens SET revoked_at = $2 WHERE family = $1 AND revoked_at IS NULL",
         )
         .bind(&family)
-        .bind(big(now))
+        .bind(int(now))
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -89,7 +89,7 @@ pub async fn rotate_refresh(
     }
     sqlx::query("UPDATE refresh_tokens SET used_at = $2 WHERE hash = $1")
         .bind(hash)
-        .bind(big(now))
+        .bind(int(now))
         .execute(&mut *tx)
         .await?;
     sqlx::query(
@@ -98,7 +98,7 @@ pub async fn rotate_refresh(
     .bind(next_hash)
     .bind(&family)
     .bind(&user)
-    .bind(big(next_expires))
+    .bind(int(next_expires))
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
@@ -113,7 +113,7 @@ pub async fn revoke_family(pool: &PgPool, hash: &str, now: u64) -> Result<(), St
          WHERE family = (SELECT family FROM refresh_tokens WHERE hash = $1) AND revoked_at IS NULL",
     )
     .bind(hash)
-    .bind(big(now))
+    .bind(int(now))
     .execute(pool)
     .await?;
     Ok(())

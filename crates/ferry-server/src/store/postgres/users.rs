@@ -4,8 +4,8 @@ use ferry_core::protocol::{Member, SpaceInfo};
 use ferry_core::{Role, SpaceId, UserId};
 use sqlx::{PgPool, Postgres, Row, Transaction};
 
-use super::now_ms;
-use crate::store::stored::{self, count};
+use crate::store::stored::now_ms;
+use crate::store::stored::{self, count, int};
 use crate::store::{StoreError, StoredKey, User};
 
 /// The display name of every personal space.
@@ -29,7 +29,7 @@ pub async fn signing_keys(
         )
         .bind(&candidate.kid)
         .bind(&candidate.private_pkcs8)
-        .bind(super::big(candidate.created_at_ms))
+        .bind(int(candidate.created_at_ms))
         .execute(&mut *tx)
         .await?;
     }

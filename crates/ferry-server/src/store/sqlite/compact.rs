@@ -3,10 +3,11 @@
 use ferry_core::SpaceId;
 use rusqlite::{Connection, TransactionBehavior, params};
 
+use crate::store::stored::int;
 use crate::store::{CompactReport, SpaceCompaction, StoreError};
 
 pub fn compact(c: &mut Connection, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
-    let cutoff = i64::try_from(cutoff_ms).unwrap_or(i64::MAX);
+    let cutoff = int(cutoff_ms);
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: Vec<(String, i64, i64)> = {
         let mut stmt = tx.prepare(

@@ -140,14 +140,6 @@ impl SqliteStore {
     }
 }
 
-/// Milliseconds since the Unix epoch, for `created_at` columns.
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 #[async_trait]
 impl Store for SqliteStore {
     fn pool_state(&self) -> PoolState {

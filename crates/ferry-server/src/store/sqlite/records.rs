@@ -9,9 +9,9 @@ use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
-use super::now_ms;
 use crate::store::batch::{BatchPlan, Merged, check_cursor};
 use crate::store::stored::corrupt;
+use crate::store::stored::now_ms;
 use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {

@@ -2,12 +2,8 @@
 
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::store::stored::{self, count};
+use crate::store::stored::{self, count, int};
 use crate::store::{RefreshToken, Rotation, StoreError};
-
-fn ms(n: u64) -> i64 {
-    i64::try_from(n).unwrap_or(i64::MAX)
-}
 
 pub fn create_login(
     c: &mut Connection,
@@ -17,7 +13,7 @@ pub fn create_login(
 ) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO login_tokens (hash, email, expires_at) VALUES (?1, ?2, ?3)",
-        params![hash, email, ms(expires)],
+        params![hash, email, int(expires)],
     )?;
     Ok(())
 }
@@ -31,7 +27,7 @@ pub fn redeem_login(
     Ok(c.query_row(
         "UPDATE login_tokens SET used_at = ?2
          WHERE hash = ?1 AND used_at IS NULL AND expires_at > ?2 RETURNING email",
-        params![hash, ms(now)],
+        params![hash, int(now)],
         |r| r.get(0),
     )
     .optional()?)
@@ -40,7 +36,7 @@ pub fn redeem_login(
 pub fn create_refresh(c: &mut Connection, t: &RefreshToken) -> Result<(), StoreError> {
     c.execute(
         "INSERT INTO refresh_tokens (hash, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![t.hash, t.family, t.user.as_str(), ms(t.expires_at_ms)],
+        params![t.hash, t.family, t.user.as_str(), int(t.expires_at_ms)],
     )?;
     Ok(())
 }
@@ -70,7 +66,7 @@ pub fn rotate_refresh(
     if used.is_some() || revoked.is_some() {
         tx.execute(
             "UPDATE refresh_tokens SET revoked_at = ?2 WHERE family = ?1 AND revoked_at IS NULL",
-            params![family, ms(now)],
+            params![family, int(now)],
         )?;
         tx.commit()?;
         return Ok(Rotation::Reused);
@@ -80,11 +76,11 @@ pub fn rotate_refresh(
     }
     tx.execute(
         "UPDATE refresh_tokens SET used_at = ?2 WHERE hash = ?1",
-        params![hash, ms(now)],
+        params![hash, int(now)],
     )?;
     tx.execute(
         "INSERT INTO refresh_tokens (hash, family, user_id, expires_at) VALUES (?1, ?2, ?3, ?4)",
-        params![next_hash, family, user, ms(next_expires)],
+        params![next_hash, family, user, int(next_expires)],
     )?;
     tx.commit()?;
     Ok(Rotation::Rotated {
@@ -96,7 +92,7 @@ pub fn revoke_family(c: &mut Connection, hash: &str, now: u64) -> Result<(), Sto
     c.execute(
         "UPDATE refresh_tokens SET revoked_at = ?2
          WHERE family = (SELECT family FROM refresh_tokens WHERE hash = ?1) AND revoked_at IS NULL",
-        params![hash, ms(now)],
+        params![hash, int(now)],
     )?;
     Ok(())
 }

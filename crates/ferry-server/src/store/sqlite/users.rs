@@ -4,8 +4,8 @@ use ferry_core::protocol::{Member, SpaceInfo};
 use ferry_core::{Role, SpaceId, UserId};
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 
-use super::now_ms;
 use crate::store::stored;
+use crate::store::stored::now_ms;
 use crate::store::{StoreError, StoredKey, User};
 
 /// The display name of every personal space.
