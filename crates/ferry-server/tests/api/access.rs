@@ -314,11 +314,8 @@ async fn a_signing_key_added_elsewhere_is_picked_up_and_old_tokens_keep_working(
         .mint(&UserId::new("alice").unwrap(), wall_ms() / 1000, 600)
         .unwrap();
     for token in [&new_token, &old_token] {
-        let req = Request::get("/v1/me")
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        assert_eq!(api.send(req).await.status, StatusCode::OK);
+        let reply = api.get_with_token("/v1/me", token).await;
+        assert_eq!(reply.status, StatusCode::OK);
     }
     let jwks = api
         .call(Method::GET, "/.well-known/jwks.json", None, None)
@@ -327,9 +324,6 @@ async fn a_signing_key_added_elsewhere_is_picked_up_and_old_tokens_keep_working(
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     // A forged key id costs no reload once one happened recently.
     let forged = format!("{}x", &new_token[..new_token.len() - 1]);
-    let req = Request::get("/v1/me")
-        .header(header::AUTHORIZATION, format!("Bearer {forged}"))
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(api.send(req).await.status, StatusCode::UNAUTHORIZED);
+    let reply = api.get_with_token("/v1/me", &forged).await;
+    assert_eq!(reply.status, StatusCode::UNAUTHORIZED);
 }

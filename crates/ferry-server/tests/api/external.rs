@@ -41,38 +41,25 @@ fn hs256(claims: &Value) -> String {
     sign(Header::new(Algorithm::HS256), claims, SECRET.as_bytes())
 }
 
-async fn me_with(api: &Api, token: &str) -> Reply {
-    let req = Request::get("/v1/me")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    api.send(req).await
-}
-
 #[tokio::test]
 async fn a_providers_token_signs_its_user_in() {
     let api = supabase_style().await;
     let token = hs256(&claims("6b1f0c9e-5a3d-4f7e-9b2a-1c2d3e4f5a6b"));
-    let me = me_with(&api, &token).await;
+    let me = api.get_with_token("/v1/me", &token).await;
     assert_eq!(me.status, StatusCode::OK, "{:?}", me.body);
     assert_eq!(me.body["user"]["email"], "ada@example.com");
     let id = me.body["user"]["id"].as_str().unwrap().to_owned();
     assert!(id.starts_with("u_"), "a Ferry user id: {id}");
     // The same subject is the same user, with a personal space.
-    let again = me_with(
-        &api,
-        &hs256(&claims("6b1f0c9e-5a3d-4f7e-9b2a-1c2d3e4f5a6b")),
-    )
-    .await;
+    let again = api
+        .get_with_token(
+            "/v1/me",
+            &hs256(&claims("6b1f0c9e-5a3d-4f7e-9b2a-1c2d3e4f5a6b")),
+        )
+        .await;
     assert_eq!(again.body["user"]["id"], id.as_str());
-    let req = Request::get("/v1/spaces")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    assert_eq!(
-        api.send(req).await.body["spaces"][0]["id"],
-        format!("user:{id}")
-    );
+    let reply = api.get_with_token("/v1/spaces", &token).await;
+    assert_eq!(reply.body["spaces"][0]["id"], format!("user:{id}"));
     // Ferry's own tokens keep working beside the provider's.
     assert_eq!(api.get("/v1/me", "alice").await.status, StatusCode::OK);
 }
@@ -178,7 +165,7 @@ async fn forged_and_unfit_tokens_are_refused() {
         ("not a JWT", "a.b".into()),
     ];
     for (case, token) in cases {
-        let r = me_with(&api, &token).await;
+        let r = api.get_with_token("/v1/me", &token).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::UNAUTHORIZED, "invalid_token"),
@@ -191,14 +178,18 @@ async fn forged_and_unfit_tokens_are_refused() {
     h.jwk = serde_json::from_value(json!({"kty": "oct", "k": URL_SAFE_NO_PAD.encode(b"attacker")}))
         .ok();
     assert!(h.jwk.is_some());
-    let r = me_with(&api, &sign(h, &good, SECRET.as_bytes())).await;
+    let r = api
+        .get_with_token("/v1/me", &sign(h, &good, SECRET.as_bytes()))
+        .await;
     assert_eq!(r.status, StatusCode::UNAUTHORIZED, "jwk header");
 }
 
 #[tokio::test]
 async fn without_a_configured_secret_hs256_is_refused() {
     let api = Api::new().await;
-    let r = me_with(&api, &hs256(&claims("user-1"))).await;
+    let r = api
+        .get_with_token("/v1/me", &hs256(&claims("user-1")))
+        .await;
     assert_eq!(
         (r.status, r.code()),
         (StatusCode::UNAUTHORIZED, "invalid_token")

@@ -106,31 +106,31 @@ async fn with_provider(p: &Provider, min_refresh: Duration) -> Api {
     .await
 }
 
-async fn me_with(api: &Api, token: &str) -> Reply {
-    let req = Request::get("/v1/me")
-        .header(header::AUTHORIZATION, format!("Bearer {token}"))
-        .body(Body::empty())
-        .unwrap();
-    api.send(req).await
-}
-
 #[tokio::test]
 async fn tokens_signed_with_published_keys_sign_in_and_the_set_is_fetched_once() {
     let p = provider(vec![ed_jwk(&ed_key(1), "ed-1"), rsa_jwk("rsa-1")]).await;
     let api = with_provider(&p, Duration::from_secs(60)).await;
-    let ed = me_with(&api, &ed_sign(&ed_key(1), "ed-1", &claims("u-ed"))).await;
+    let ed = api
+        .get_with_token("/v1/me", &ed_sign(&ed_key(1), "ed-1", &claims("u-ed")))
+        .await;
     assert_eq!(ed.status, StatusCode::OK, "{:?}", ed.body);
     assert_eq!(ed.body["user"]["email"], "ada@example.com");
-    let rs = me_with(&api, &rsa_sign(Algorithm::RS256, "rsa-1", &claims("u-rs"))).await;
+    let rs = api
+        .get_with_token(
+            "/v1/me",
+            &rsa_sign(Algorithm::RS256, "rsa-1", &claims("u-rs")),
+        )
+        .await;
     assert_eq!(rs.status, StatusCode::OK, "{:?}", rs.body);
     assert_ne!(rs.body["user"]["id"], ed.body["user"]["id"]);
     // A flood of unknown key ids costs no fetch within the interval.
     for i in 0..20 {
-        let r = me_with(
-            &api,
-            &ed_sign(&ed_key(9), &format!("forged-{i}"), &claims("x")),
-        )
-        .await;
+        let r = api
+            .get_with_token(
+                "/v1/me",
+                &ed_sign(&ed_key(9), &format!("forged-{i}"), &claims("x")),
+            )
+            .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);
     }
     assert_eq!(p.fetches.load(Ordering::SeqCst), 1);
@@ -143,7 +143,7 @@ async fn a_key_the_provider_adds_is_found_after_the_interval() {
     let p = provider(vec![ed_jwk(&ed_key(1), "ed-1")]).await;
     let api = with_provider(&p, Duration::from_millis(300)).await;
     assert_eq!(
-        me_with(&api, &ed_sign(&ed_key(1), "ed-1", &claims("a")))
+        api.get_with_token("/v1/me", &ed_sign(&ed_key(1), "ed-1", &claims("a")))
             .await
             .status,
         StatusCode::OK
@@ -152,11 +152,14 @@ async fn a_key_the_provider_adds_is_found_after_the_interval() {
     let rotated = ed_sign(&ed_key(2), "ed-2", &claims("b"));
     // Within the interval the set is not fetched again.
     assert_eq!(
-        me_with(&api, &rotated).await.status,
+        api.get_with_token("/v1/me", &rotated).await.status,
         StatusCode::UNAUTHORIZED
     );
     tokio::time::sleep(Duration::from_millis(400)).await;
-    assert_eq!(me_with(&api, &rotated).await.status, StatusCode::OK);
+    assert_eq!(
+        api.get_with_token("/v1/me", &rotated).await.status,
+        StatusCode::OK
+    );
     assert_eq!(p.fetches.load(Ordering::SeqCst), 2);
 }
 
@@ -253,7 +256,7 @@ async fn forged_tokens_are_refused() {
         }),
     ];
     for (case, token) in cases {
-        let r = me_with(&api, &token).await;
+        let r = api.get_with_token("/v1/me", &token).await;
         assert_eq!(
             (r.status, r.code()),
             (StatusCode::UNAUTHORIZED, "invalid_token"),

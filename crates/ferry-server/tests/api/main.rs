@@ -138,6 +138,15 @@ impl Api {
         self.send(req.body(body).unwrap()).await
     }
 
+    /// `GET path` with `token` as the bearer token, whatever issued it.
+    pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
+        let req = Request::get(path)
+            .header(header::AUTHORIZATION, format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        self.send(req).await
+    }
+
     pub async fn get(&self, path: &str, user: &str) -> Reply {
         self.call(Method::GET, path, Some(user), None).await
     }

@@ -77,11 +77,7 @@ async fn a_magic_link_signs_in_once() {
     assert_eq!(r.body["user"]["email"], "ada@example.com");
     assert_eq!(r.body["expires_in"], 900);
     let access = r.body["access_token"].as_str().unwrap().to_owned();
-    let req = Request::get("/v1/spaces")
-        .header(header::AUTHORIZATION, format!("Bearer {access}"))
-        .body(Body::empty())
-        .unwrap();
-    let spaces = api.send(req).await;
+    let spaces = api.get_with_token("/v1/spaces", &access).await;
     let id = r.body["user"]["id"].as_str().unwrap();
     assert_eq!(spaces.body["spaces"][0]["id"], format!("user:{id}"));
 
