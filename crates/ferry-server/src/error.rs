@@ -125,6 +125,18 @@ impl ApiError {
         e
     }
 
+    /// The §10 body of this error, for answers that are not HTTP responses
+    /// (realtime messages).
+    pub fn into_body(self) -> ErrorBody {
+        ErrorBody {
+            error: ErrorDetail {
+                code: self.code.to_owned(),
+                message: self.message,
+                details: self.details,
+            },
+        }
+    }
+
     /// 500 `internal`: a bug. The cause is logged, not sent.
     pub fn internal(cause: impl std::fmt::Display) -> Self {
         tracing::error!(%cause, "internal error");
@@ -196,20 +208,15 @@ impl IntoResponse for ApiError {
         } else {
             tracing::debug!(code = self.code, status = %self.status, message = %self.message, "request refused");
         }
-        let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code.to_owned(),
-                message: self.message,
-                details: self.details,
-            },
-        };
-        let mut response = (self.status, Json(body)).into_response();
-        if let Some(secs) = self.retry_after {
+        let status = self.status;
+        let retry_after = self.retry_after;
+        let mut response = (status, Json(self.into_body())).into_response();
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
-        if self.status == StatusCode::UNAUTHORIZED {
+        if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

@@ -3,7 +3,8 @@
 //! - [`routes::app`] builds the HTTP API over an [`AppState`]; [`server::run`]
 //!   serves it on a listener until a shutdown future completes.
 //! - One folder per area holds its routes: [`auth`], [`spaces`], [`sync`]
-//!   (sync, pull and REST records), [`ops`] (health, metrics).
+//!   (sync, pull and REST records), [`realtime`] (WebSocket and SSE signals,
+//!   across nodes), [`ops`] (health, metrics).
 //! - [`store`] is the storage trait and its backends; [`error::ApiError`]
 //!   maps every failure to PROTOCOL.md §10 once.
 //! - [`config`] is what `ferry serve` can be told, and opens the database.
@@ -15,6 +16,7 @@ pub mod error;
 pub mod extract;
 pub mod ids;
 pub mod ops;
+pub mod realtime;
 pub mod routes;
 pub mod server;
 pub mod spaces;

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::ops::metrics;
 use crate::state::AppState;
-use crate::{auth, ops, spaces, sync};
+use crate::{auth, ops, realtime, spaces, sync};
 
 /// The largest request body accepted (PROTOCOL.md limits).
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -40,7 +40,8 @@ pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(auth::routes())
         .merge(spaces::routes())
-        .merge(sync::routes());
+        .merge(sync::routes())
+        .merge(realtime::routes());
     Router::new()
         .nest("/v1", v1)
         .merge(ops::routes())

@@ -12,6 +12,7 @@ use crate::auth::limits::SignInLimits;
 use crate::auth::mail::{self, Mailer, MailerConfig};
 use crate::clock::{ServerClock, wall_ms};
 use crate::ops::metrics::Metrics;
+use crate::realtime::{Realtime, RealtimeSettings};
 use crate::store::{Store, StoreError};
 
 /// What the server knows beyond its configuration file.
@@ -39,6 +40,8 @@ pub struct Settings {
     /// The shortest time between two reloads of Ferry's own signing keys on
     /// an unknown key id.
     pub key_reload_interval: std::time::Duration,
+    /// Realtime connections: allowed origins, limits, timings.
+    pub realtime: RealtimeSettings,
 }
 
 impl Settings {
@@ -55,6 +58,7 @@ impl Settings {
             shared_secret: None,
             jwks: None,
             key_reload_interval: std::time::Duration::from_secs(30),
+            realtime: RealtimeSettings::default(),
         }
     }
 }
@@ -80,6 +84,8 @@ pub struct AppState {
     pub shared_secret: Option<Arc<SharedSecret>>,
     /// The external provider trusted through its JWKS, if configured.
     pub jwks: Option<Arc<JwksProvider>>,
+    /// Realtime signals: this node's subscriptions and the other nodes.
+    pub realtime: Arc<Realtime>,
     pub(crate) known_users: Arc<KnownUsers>,
 }
 
@@ -103,11 +109,14 @@ impl AppState {
         };
         let mailer = mail::mailer(&settings.mailer)
             .map_err(|e| StoreError::Unavailable(format!("cannot prepare the mailer: {e}")))?;
+        let metrics = Arc::new(Metrics::new());
+        let realtime = Arc::new(Realtime::new(metrics.clone(), store.feed()));
         Ok(AppState {
             store,
             issuer: Arc::new(Keyring::new(issuer, settings_reload)),
             clock: Arc::new(ServerClock::new(settings.node_id.clone())),
-            metrics: Arc::new(Metrics::new()),
+            metrics,
+            realtime,
             settings: Arc::new(settings),
             mailer,
             sign_in_limits: Arc::default(),

@@ -13,11 +13,13 @@ use std::collections::HashMap;
 use std::sync::{Mutex, PoisonError};
 
 use axum::extract::{FromRequestParts, State};
+use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use base64::Engine as _;
 use ferry_core::UserId;
 use jsonwebtoken::Algorithm;
 use serde_json::Value;
@@ -62,8 +64,8 @@ impl KnownUsers {
 }
 
 /// The token of an `Authorization: Bearer` header, if any.
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let value = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+pub fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(AUTHORIZATION).ok_or_else(|| {
         ApiError::unauthorized("send an access token: Authorization: Bearer <token>")
     })?;
     let value = value
@@ -84,10 +86,25 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, bearer(parts)?)
+        authenticate(state, bearer(&parts.headers)?)
             .await
             .map(|id| AuthUser { id })
     }
+}
+
+/// When a token that [`authenticate`] accepted stops working (its `exp`, in
+/// seconds since the epoch): long-lived connections end then. Reads the
+/// claims without verifying them, which `authenticate` has done.
+pub fn expiry(token: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Exp {
+        exp: u64,
+    }
+    let claims = token.split('.').nth(1)?;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(claims)
+        .ok()?;
+    serde_json::from_slice::<Exp>(&json).ok().map(|c| c.exp)
 }
 
 /// The user a bearer token names: a token of Ferry's own issuer (EdDSA with

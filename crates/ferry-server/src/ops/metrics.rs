@@ -25,6 +25,46 @@ struct RequestLabels {
     status: u16,
 }
 
+/// The two realtime transports.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum ConnectionKind {
+    /// `GET /v1/ws`.
+    Websocket,
+    /// `GET /v1/spaces/{space}/stream`.
+    Sse,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct KindLabels {
+    kind: &'static str,
+}
+
+/// What happened to an event between nodes.
+#[derive(Clone, Copy, Debug, Hash, PartialEq, Eq)]
+pub enum NodeEventOutcome {
+    /// Told to the other nodes.
+    Sent,
+    /// Heard from a node (this one included).
+    Received,
+    /// Could not be told (the database was unreachable).
+    Failed,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct OutcomeLabels {
+    outcome: &'static str,
+}
+
+/// An open realtime connection, counted until dropped.
+#[derive(Debug)]
+pub struct OpenConnection(Gauge);
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RouteLabels {
     route: String,
@@ -46,6 +86,12 @@ pub struct Metrics {
     pool_connections: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
+    connections: Family<KindLabels, Gauge>,
+    signals_sent: Counter,
+    signals_coalesced: Counter,
+    signals_dropped: Counter,
+    node_events: Family<OutcomeLabels, Counter>,
+    listener_reconnects: Counter,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -113,8 +159,49 @@ impl Metrics {
             "Retried batches answered from their first application",
             batches_replayed.clone(),
         );
+        let connections = Family::<KindLabels, Gauge>::default();
+        let (signals_sent, signals_coalesced, signals_dropped) =
+            (Counter::default(), Counter::default(), Counter::default());
+        let node_events = Family::<OutcomeLabels, Counter>::default();
+        let listener_reconnects = Counter::default();
+        registry.register(
+            "realtime_connections",
+            "Open realtime connections by kind (websocket, sse)",
+            connections.clone(),
+        );
+        registry.register(
+            "realtime_signals_sent",
+            "sync-available signals written to clients",
+            signals_sent.clone(),
+        );
+        registry.register(
+            "realtime_signals_coalesced",
+            "Signals replaced by a newer one of the same space before being sent",
+            signals_coalesced.clone(),
+        );
+        registry.register(
+            "realtime_signals_dropped",
+            "Signals never sent because their connection failed or was too slow",
+            signals_dropped.clone(),
+        );
+        registry.register(
+            "realtime_node_events",
+            "Commit and membership events between nodes, by outcome",
+            node_events.clone(),
+        );
+        registry.register(
+            "realtime_listener_reconnects",
+            "Times this node's database listener reconnected",
+            listener_reconnects.clone(),
+        );
         Metrics {
             registry,
+            connections,
+            signals_sent,
+            signals_coalesced,
+            signals_dropped,
+            node_events,
+            listener_reconnects,
             requests,
             latency,
             changes_applied,
@@ -156,6 +243,54 @@ impl Metrics {
             self.changes_applied.inc_by(applied);
             self.conflicts.inc_by(conflicts as u64);
         }
+    }
+
+    /// Counts an open realtime connection of `kind` until the guard drops.
+    pub fn connection_opened(&self, kind: ConnectionKind) -> OpenConnection {
+        let gauge = self
+            .connections
+            .get_or_create(&KindLabels {
+                kind: match kind {
+                    ConnectionKind::Websocket => "websocket",
+                    ConnectionKind::Sse => "sse",
+                },
+            })
+            .clone();
+        gauge.inc();
+        OpenConnection(gauge)
+    }
+
+    /// Records a publication to this node's followers.
+    pub fn observe_publish(&self, coalesced: u64) {
+        self.signals_coalesced.inc_by(coalesced);
+    }
+
+    /// Records `n` signals written to a client.
+    pub fn signals_sent(&self, n: u64) {
+        self.signals_sent.inc_by(n);
+    }
+
+    /// Records `n` signals lost with their connection.
+    pub fn signals_dropped(&self, n: u64) {
+        self.signals_dropped.inc_by(n);
+    }
+
+    /// Records `n` events between nodes with `outcome`.
+    pub fn node_events(&self, outcome: NodeEventOutcome, n: u64) {
+        self.node_events
+            .get_or_create(&OutcomeLabels {
+                outcome: match outcome {
+                    NodeEventOutcome::Sent => "sent",
+                    NodeEventOutcome::Received => "received",
+                    NodeEventOutcome::Failed => "failed",
+                },
+            })
+            .inc_by(n);
+    }
+
+    /// Records a reconnection of the database listener.
+    pub fn listener_reconnected(&self) {
+        self.listener_reconnects.inc();
     }
 
     /// The metrics in Prometheus text format.

@@ -135,6 +135,7 @@ async fn remove_member(
         access::require_owner(role)?;
     }
     state.store.remove_member(&space, &member).await?;
+    state.realtime.member_removed(&space, &member);
     Ok(StatusCode::NO_CONTENT)
 }
 

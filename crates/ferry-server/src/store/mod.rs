@@ -8,6 +8,7 @@
 //! backend behaves the same.
 
 pub mod batch;
+pub mod feed;
 mod postgres;
 mod sqlite;
 mod stored;
@@ -298,6 +299,25 @@ pub trait Store: Send + Sync + 'static {
     /// Removes `user` from `space`. `NotFound` when not a member; `Conflict`
     /// when it would leave the space without owner.
     async fn remove_member(&self, space: &SpaceId, user: &UserId) -> Result<(), StoreError>;
+
+    /// The current `seq` of each of `spaces` that `user` is a member of (the
+    /// others are left out): what a realtime subscription may follow, and
+    /// where it starts.
+    async fn member_heads(
+        &self,
+        user: &UserId,
+        spaces: &[SpaceId],
+    ) -> Result<Vec<(SpaceId, u64)>, StoreError>;
+
+    /// The current `seq` of each of `spaces` that exists.
+    async fn heads(&self, spaces: &[SpaceId]) -> Result<Vec<(SpaceId, u64)>, StoreError>;
+
+    /// How this node hears about commits and membership changes made by
+    /// other nodes sharing the database: `None` when no other node can share
+    /// it (SQLite).
+    fn feed(&self) -> Option<std::sync::Arc<dyn feed::Feed>> {
+        None
+    }
 
     /// Applies a batch to `space` in one transaction.
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError>;

@@ -41,8 +41,10 @@ pub async fn apply(
     state
         .metrics
         .observe_push(outcome.applied, outcome.conflicts.len(), outcome.replayed);
-    if outcome.applied > 0 {
+    if outcome.applied > 0 && !outcome.replayed {
         tracing::debug!(%space, head = outcome.head, applied = outcome.applied, "committed");
+        // After the commit, never before (a signal must not beat its data).
+        state.realtime.committed(space, outcome.head);
     }
     Ok(outcome)
 }

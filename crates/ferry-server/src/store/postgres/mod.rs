@@ -13,12 +13,14 @@
 //! the pool reconnects by itself when it is back.
 
 mod compact;
+mod feed;
 mod records;
 mod schema;
 mod tokens;
 mod users;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -27,6 +29,8 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
+use self::feed::PgFeed;
+use super::feed::Feed;
 use super::stored::int;
 use super::{
     Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken,
@@ -195,6 +199,22 @@ impl Store for PgStore {
 
     async fn remove_member(&self, space: &SpaceId, user: &UserId) -> Result<(), StoreError> {
         users::set_member(&self.pool, space, user, None).await
+    }
+
+    async fn member_heads(
+        &self,
+        user: &UserId,
+        spaces: &[SpaceId],
+    ) -> Result<Vec<(SpaceId, u64)>, StoreError> {
+        users::heads(&self.pool, spaces, Some(user)).await
+    }
+
+    async fn heads(&self, spaces: &[SpaceId]) -> Result<Vec<(SpaceId, u64)>, StoreError> {
+        users::heads(&self.pool, spaces, None).await
+    }
+
+    fn feed(&self) -> Option<Arc<dyn Feed>> {
+        Some(Arc::new(PgFeed::new(self.pool.clone())))
     }
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {

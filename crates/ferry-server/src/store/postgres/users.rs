@@ -353,3 +353,26 @@ pub async fn user_for_identity(
         .await?
         .ok_or_else(|| StoreError::Internal(format!("identity {issuer} {subject} vanished")))
 }
+
+/// The heads of those of `spaces` that exist and, with `member`, that
+/// `member` belongs to. One query whatever the number of spaces.
+pub async fn heads(
+    pool: &PgPool,
+    spaces: &[SpaceId],
+    member: Option<&UserId>,
+) -> Result<Vec<(SpaceId, u64)>, StoreError> {
+    let ids: Vec<&str> = spaces.iter().map(SpaceId::as_str).collect();
+    let rows = sqlx::query(
+        "SELECT s.id, s.seq FROM spaces s
+         WHERE s.id = ANY($1)
+           AND ($2::text IS NULL
+                OR EXISTS (SELECT 1 FROM members m WHERE m.sid = s.sid AND m.user_id = $2))",
+    )
+    .bind(&ids)
+    .bind(member.map(UserId::as_str))
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|r| Ok((stored::space_id(r.try_get(0)?)?, count(r.try_get(1)?))))
+        .collect()
+}

@@ -254,6 +254,21 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn member_heads(
+        &self,
+        user: &UserId,
+        spaces: &[SpaceId],
+    ) -> Result<Vec<(SpaceId, u64)>, StoreError> {
+        let (user, spaces) = (user.clone(), spaces.to_vec());
+        self.read(move |c| users::heads(c, &spaces, Some(&user)))
+            .await
+    }
+
+    async fn heads(&self, spaces: &[SpaceId]) -> Result<Vec<(SpaceId, u64)>, StoreError> {
+        let spaces = spaces.to_vec();
+        self.read(move |c| users::heads(c, &spaces, None)).await
+    }
+
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
         let space = space.clone();
         self.write(move |c| records::push(c, &space, batch)).await

@@ -320,3 +320,26 @@ pub fn user_for_identity(
     tx.commit()?;
     Ok(user)
 }
+
+/// The heads of those of `spaces` that exist and, with `member`, that
+/// `member` belongs to. One query whatever the number of spaces.
+pub fn heads(
+    c: &mut Connection,
+    spaces: &[SpaceId],
+    member: Option<&UserId>,
+) -> Result<Vec<(SpaceId, u64)>, StoreError> {
+    let ids = serde_json::to_string(spaces).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let mut stmt = c.prepare_cached(
+        "SELECT s.id, s.seq FROM json_each(?1) j CROSS JOIN spaces s ON s.id = j.value
+         WHERE ?2 IS NULL
+            OR EXISTS (SELECT 1 FROM members m WHERE m.sid = s.sid AND m.user_id = ?2)",
+    )?;
+    let rows = stmt.query_map(params![ids, member.map(UserId::as_str)], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+    })?;
+    rows.map(|row| {
+        let (id, seq) = row?;
+        Ok((stored::space_id(id)?, stored::count(seq)))
+    })
+    .collect()
+}

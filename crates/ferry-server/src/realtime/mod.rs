@@ -1,0 +1,255 @@
+//! Realtime (PROTOCOL.md §8): `sync-available` signals over WebSocket
+//! (`GET /v1/ws`) and Server-Sent Events (`GET /v1/spaces/{space}/stream`),
+//! on every node.
+//!
+//! - [`hub`] fans a commit out to this node's connections, coalescing per
+//!   space so that no consumer can hold anyone up.
+//! - [`bridge`] carries commits and membership changes between the nodes
+//!   sharing a PostgreSQL database (`LISTEN/NOTIFY`); with SQLite there is
+//!   only this node and the hub alone does the work.
+//! - [`ws`] and [`sse`] are the two transports; [`origin`] decides which
+//!   web pages may open them.
+//!
+//! Signals are hints: a client that misses one still converges at its next
+//! sync. The write path calls [`Realtime::committed`] after each commit
+//! that moved a space's counter, never before.
+
+pub mod bridge;
+pub mod hub;
+pub mod origin;
+mod sse;
+mod ws;
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use ferry_core::{SpaceId, UserId};
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+use crate::ops::metrics::{ConnectionKind, Metrics};
+use crate::state::AppState;
+use crate::store::feed::{Feed, NodeEvent};
+
+use self::hub::{Hub, Mailbox};
+
+/// The limits and timings of realtime connections.
+#[derive(Debug, Clone)]
+pub struct RealtimeSettings {
+    /// Origins (`https://app.example.com`) whose pages may connect, beside
+    /// Ferry's own; `*` allows any. Requests without `Origin` (apps that
+    /// are not web pages) are always allowed.
+    pub allowed_origins: Vec<String>,
+    /// How long a WebSocket may stay open without authenticating.
+    pub auth_timeout: Duration,
+    /// The largest message a client may send; larger closes the socket.
+    pub max_message_bytes: usize,
+    /// The most spaces one connection may follow.
+    pub max_subscriptions: usize,
+    /// How often the server pings an idle WebSocket; one that answers
+    /// nothing for two intervals is closed.
+    pub ping_interval: Duration,
+    /// How long a send may wait on a client that does not read before the
+    /// connection is closed.
+    pub send_timeout: Duration,
+    /// How often an idle event stream gets a heartbeat comment.
+    pub heartbeat_interval: Duration,
+}
+
+impl Default for RealtimeSettings {
+    fn default() -> Self {
+        RealtimeSettings {
+            allowed_origins: Vec::new(),
+            auth_timeout: Duration::from_secs(10),
+            max_message_bytes: 16 * 1024,
+            max_subscriptions: 256,
+            ping_interval: Duration::from_secs(30),
+            send_timeout: Duration::from_secs(10),
+            heartbeat_interval: Duration::from_secs(15),
+        }
+    }
+}
+
+/// This node's realtime state, shared by every connection.
+#[derive(Debug)]
+pub struct Realtime {
+    /// Who follows which space on this node.
+    pub hub: Hub,
+    metrics: Arc<Metrics>,
+    feed: Option<Arc<dyn Feed>>,
+    /// Events waiting to be told to the other nodes, coalesced per space.
+    outgoing: Mutex<Vec<NodeEvent>>,
+    outgoing_ready: Notify,
+    shutdown: CancellationToken,
+}
+
+impl Realtime {
+    /// Realtime over `feed` (the other nodes), if any.
+    pub fn new(metrics: Arc<Metrics>, feed: Option<Arc<dyn Feed>>) -> Realtime {
+        Realtime {
+            hub: Hub::default(),
+            metrics,
+            feed,
+            outgoing: Mutex::default(),
+            outgoing_ready: Notify::new(),
+            shutdown: CancellationToken::new(),
+        }
+    }
+
+    /// A commit moved `space`'s counter to `cursor`: tell its followers
+    /// here, and the other nodes.
+    pub fn committed(&self, space: &SpaceId, cursor: u64) {
+        self.publish(space, cursor);
+        self.tell_nodes(NodeEvent::Commit {
+            space: space.clone(),
+            cursor,
+        });
+    }
+
+    /// `user` left or was removed from `space`: their connections stop
+    /// following it, here and on the other nodes.
+    pub fn member_removed(&self, space: &SpaceId, user: &UserId) {
+        self.hub.revoke(space, user);
+        self.tell_nodes(NodeEvent::Revoke {
+            space: space.clone(),
+            user: user.clone(),
+        });
+    }
+
+    /// Publishes a head to this node's followers, counting it.
+    fn publish(&self, space: &SpaceId, cursor: u64) {
+        let published = self.hub.publish(space, cursor);
+        self.metrics.observe_publish(published.coalesced);
+    }
+
+    fn tell_nodes(&self, event: NodeEvent) {
+        if self.feed.is_none() {
+            return;
+        }
+        let mut outgoing = self.outgoing.lock().unwrap_or_else(PoisonError::into_inner);
+        let newer = |old: &NodeEvent| match (old, &event) {
+            (
+                NodeEvent::Commit {
+                    space: a,
+                    cursor: x,
+                },
+                NodeEvent::Commit {
+                    space: b,
+                    cursor: y,
+                },
+            ) => a == b && x <= y,
+            _ => false,
+        };
+        outgoing.retain(|old| !newer(old));
+        outgoing.push(event);
+        drop(outgoing);
+        self.outgoing_ready.notify_one();
+    }
+
+    fn take_outgoing(&self) -> Vec<NodeEvent> {
+        std::mem::take(&mut *self.outgoing.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// Closes every realtime connection of this node (and stops the
+    /// bridge): open streams would otherwise keep a graceful shutdown
+    /// waiting forever.
+    pub fn shutdown(&self) {
+        self.shutdown.cancel();
+    }
+
+    /// Completes when the node shuts down.
+    pub fn closing(&self) -> tokio_util::sync::WaitForCancellationFuture<'_> {
+        self.shutdown.cancelled()
+    }
+
+    /// Counts an open connection of `kind` until the guard drops.
+    pub fn opened(&self, kind: ConnectionKind) -> crate::ops::metrics::OpenConnection {
+        self.metrics.connection_opened(kind)
+    }
+}
+
+/// A connection's subscriptions: unsubscribed from the hub when dropped,
+/// however the connection ends.
+#[derive(Debug)]
+pub struct Subscriptions {
+    realtime: Arc<Realtime>,
+    /// The connection's mailbox.
+    pub mailbox: Arc<Mailbox>,
+    /// Each followed space with the last cursor sent for it.
+    followed: Vec<(SpaceId, u64)>,
+}
+
+impl Subscriptions {
+    /// No subscriptions yet, for a connection of `user`.
+    pub fn new(realtime: Arc<Realtime>, user: UserId) -> Subscriptions {
+        let mailbox = realtime.hub.mailbox(user);
+        Subscriptions {
+            realtime,
+            mailbox,
+            followed: Vec::new(),
+        }
+    }
+
+    /// How many spaces are followed.
+    pub fn len(&self) -> usize {
+        self.followed.len()
+    }
+
+    /// Whether no space is followed.
+    pub fn is_empty(&self) -> bool {
+        self.followed.is_empty()
+    }
+
+    /// Whether `space` is followed.
+    pub fn follows(&self, space: &SpaceId) -> bool {
+        self.followed.iter().any(|(s, _)| s == space)
+    }
+
+    /// Starts following `space` (before the membership check, so that a
+    /// removal committed after the check is sure to find it).
+    pub fn follow(&mut self, space: &SpaceId) {
+        if !self.follows(space) {
+            self.realtime.hub.follow(&self.mailbox, space);
+            self.followed.push((space.clone(), 0));
+        }
+    }
+
+    /// Stops following `spaces`.
+    pub fn unfollow(&mut self, spaces: &[SpaceId]) {
+        self.realtime.hub.leave(&self.mailbox, spaces);
+        self.forget(spaces);
+    }
+
+    /// Forgets `spaces`, already unsubscribed in the hub (revoked).
+    pub fn forget(&mut self, spaces: &[SpaceId]) {
+        self.followed.retain(|(s, _)| !spaces.contains(s));
+    }
+
+    /// Whether a signal of `space` at `cursor` is news to this connection;
+    /// if so, it counts as sent from now on.
+    pub fn is_news(&mut self, space: &SpaceId, cursor: u64) -> bool {
+        match self.followed.iter_mut().find(|(s, _)| s == space) {
+            Some((_, sent)) if *sent < cursor => {
+                *sent = cursor;
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl Drop for Subscriptions {
+    fn drop(&mut self) {
+        let spaces: Vec<&SpaceId> = self.followed.iter().map(|(s, _)| s).collect();
+        self.realtime.hub.leave(&self.mailbox, spaces);
+    }
+}
+
+/// The routes of this area, under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/ws", get(ws::upgrade))
+        .route("/spaces/{space}/stream", get(sse::stream))
+}

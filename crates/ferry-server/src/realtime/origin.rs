@@ -1,0 +1,87 @@
+//! Which web pages may open a realtime connection.
+//!
+//! Browsers send `Origin` with every WebSocket handshake and let any page
+//! connect anywhere; the server has to say no itself. Ferry accepts pages of
+//! its own origin (the `Host` they connected to, or `public_url`), the
+//! configured `allowed_origins` (`*` for any), and requests without `Origin`
+//! (native apps, curl), which no browser page can send.
+
+use axum::http::HeaderMap;
+use axum::http::header::{HOST, ORIGIN};
+
+use crate::error::ApiError;
+
+/// `403 forbidden` unless the request's origin may connect.
+pub fn check(headers: &HeaderMap, public_url: &str, allowed: &[String]) -> Result<(), ApiError> {
+    let Some(origin) = headers.get(ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin
+        .to_str()
+        .map_err(|_| ApiError::forbidden("the Origin header is not text"))?
+        .trim_end_matches('/');
+    let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+    let same_host = host.is_some_and(|h| authority(origin).eq_ignore_ascii_case(h));
+    let listed = allowed
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(public_url))
+        .map(|a| a.trim_end_matches('/'))
+        .any(|a| a == "*" || (!a.is_empty() && a.eq_ignore_ascii_case(origin)));
+    if same_host || listed {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden(format!(
+            "pages of {origin} may not connect; add it to allowed_origins"
+        )))
+    }
+}
+
+/// `host[:port]` of an origin (`scheme://host[:port]`).
+fn authority(origin: &str) -> &str {
+    origin.split_once("://").map_or("", |(_, rest)| rest)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(origin: Option<&str>, host: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, host.parse().unwrap());
+        if let Some(o) = origin {
+            h.insert(ORIGIN, o.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn own_pages_and_apps_without_origin_connect() {
+        let none: Vec<String> = Vec::new();
+        assert!(check(&headers(None, "h:1"), "", &none).is_ok());
+        assert!(check(&headers(Some("http://h:1"), "h:1"), "", &none).is_ok());
+        assert!(
+            check(
+                &headers(Some("https://App.io/"), "x"),
+                "https://app.io",
+                &none
+            )
+            .is_ok()
+        );
+        let refused = check(&headers(Some("http://evil.example"), "h:1"), "", &none);
+        assert_eq!(refused.unwrap_err().code(), "forbidden");
+        // A page on another port of the same host is another origin.
+        assert!(check(&headers(Some("http://h:2"), "h:1"), "", &none).is_err());
+        assert!(check(&headers(Some("null"), "h:1"), "", &none).is_err());
+    }
+
+    #[test]
+    fn allowed_origins_are_listed_or_any() {
+        let list = vec!["https://app.example.com".to_owned()];
+        let h = headers(Some("https://app.example.com"), "api.example.com");
+        assert!(check(&h, "", &list).is_ok());
+        let other = headers(Some("https://other.example.com"), "api.example.com");
+        assert!(check(&other, "", &list).is_err());
+        assert!(check(&other, "", &["*".to_owned()]).is_ok());
+    }
+}

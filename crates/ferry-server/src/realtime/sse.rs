@@ -1,0 +1,156 @@
+//! `GET /v1/spaces/{space}/stream`: the same signal as Server-Sent Events,
+//! for clients that cannot hold a WebSocket.
+//!
+//! The first event carries the space's current cursor (unless the client's
+//! `Last-Event-ID`, which is the cursor of the last event it got, says it
+//! has it); then one per commit. Each event's id is its cursor, so a
+//! browser's `EventSource` resumes where it was. The stream ends when the
+//! token expires, when the user stops being a member, and when the node
+//! shuts down; heartbeat comments keep proxies from closing it meanwhile.
+
+use std::convert::Infallible;
+use std::slice;
+use std::sync::Arc;
+
+use axum::extract::State;
+use axum::http::HeaderMap;
+use axum::http::header::{AUTHORIZATION, HeaderName, HeaderValue};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use ferry_core::SpaceId;
+use futures_util::stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::time::{Duration, Instant, sleep_until};
+
+use super::{Realtime, Subscriptions, origin};
+use crate::auth;
+use crate::clock::wall_ms;
+use crate::error::ApiError;
+use crate::extract::{ApiPath, ApiQuery};
+use crate::ops::metrics::{ConnectionKind, OpenConnection};
+use crate::spaces::access;
+use crate::state::AppState;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// The access token, for `EventSource`, which cannot send headers.
+    access_token: Option<String>,
+}
+
+/// The token of the `Authorization` header, else of `?access_token=`.
+fn token<'a>(headers: &'a HeaderMap, query: &'a StreamQuery) -> Result<&'a str, ApiError> {
+    match (headers.contains_key(AUTHORIZATION), &query.access_token) {
+        (false, Some(token)) => Ok(token),
+        _ => auth::bearer(headers),
+    }
+}
+
+/// What a stream holds between two events.
+struct Stream {
+    space: SpaceId,
+    subs: Subscriptions,
+    realtime: Arc<Realtime>,
+    state: AppState,
+    /// The head when the stream opened, not sent yet.
+    first: Option<u64>,
+    expires: Option<Instant>,
+    _open: OpenConnection,
+}
+
+fn event(space: &SpaceId, cursor: u64) -> Event {
+    Event::default()
+        .event("sync-available")
+        .id(cursor.to_string())
+        .data(json!({"space": space, "cursor": cursor}).to_string())
+}
+
+/// The next event, or `None` to end the stream.
+async fn next(mut s: Stream) -> Option<(Result<Event, Infallible>, Stream)> {
+    if let Some(head) = s.first.take()
+        && s.subs.is_news(&s.space, head)
+    {
+        s.state.metrics.signals_sent(1);
+        return Some((Ok(event(&s.space, head)), s));
+    }
+    loop {
+        let expires = s.expires;
+        let inbox = tokio::select! {
+            () = s.realtime.closing() => return None,
+            () = async move {
+                match expires {
+                    Some(at) => sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            } => return None,
+            inbox = s.subs.mailbox.next() => inbox,
+        };
+        if !inbox.revoked.is_empty() {
+            return None;
+        }
+        let cursor = inbox.signals.iter().map(|(_, c)| *c).max();
+        if let Some(cursor) = cursor.filter(|c| s.subs.is_news(&s.space, *c)) {
+            s.state.metrics.signals_sent(1);
+            return Some((Ok(event(&s.space, cursor)), s));
+        }
+    }
+}
+
+/// The handler.
+pub async fn stream(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    ApiPath(space): ApiPath<SpaceId>,
+    ApiQuery(query): ApiQuery<StreamQuery>,
+) -> Result<Response, ApiError> {
+    let limits = &state.settings.realtime;
+    origin::check(
+        &headers,
+        &state.settings.public_url,
+        &limits.allowed_origins,
+    )?;
+    let token = token(&headers, &query)?;
+    let user = auth::authenticate(&state, token).await?;
+    let expires = auth::expiry(token).map(|exp| {
+        Instant::now() + Duration::from_millis(exp.saturating_mul(1000).saturating_sub(wall_ms()))
+    });
+    let mut subs = Subscriptions::new(state.realtime.clone(), user.clone());
+    // Follow first, check second, as the WebSocket does.
+    subs.follow(&space);
+    let heads = state
+        .store
+        .member_heads(&user, slice::from_ref(&space))
+        .await?;
+    let Some(&(_, head)) = heads.first() else {
+        return Err(access::not_found(&space));
+    };
+    let last_seen = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .filter(|seen| *seen <= head);
+    if let Some(seen) = last_seen {
+        subs.is_news(&space, seen);
+    }
+    let heartbeat = limits.heartbeat_interval;
+    let open = Stream {
+        space,
+        subs,
+        realtime: state.realtime.clone(),
+        _open: state.realtime.opened(ConnectionKind::Sse),
+        state,
+        first: Some(head),
+        expires,
+    };
+    let events = stream::unfold(open, next);
+    let mut response = Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(heartbeat))
+        .into_response();
+    // Reverse proxies (nginx) buffer responses unless told otherwise.
+    response.headers_mut().insert(
+        HeaderName::from_static("x-accel-buffering"),
+        HeaderValue::from_static("no"),
+    );
+    Ok(response)
+}

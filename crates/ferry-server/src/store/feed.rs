@@ -1,0 +1,130 @@
+//! What server nodes sharing one database tell each other: a space's head
+//! moved, or a member left a space. The PostgreSQL backend carries these
+//! events over `LISTEN/NOTIFY`; SQLite has no other node to tell.
+//!
+//! Events are hints, never data: a node that misses one (its listening
+//! connection dropped) re-reads the heads it cares about, and clients sync
+//! on their own schedule anyway.
+
+use async_trait::async_trait;
+use ferry_core::{SpaceId, UserId};
+
+use super::StoreError;
+
+/// One thing that happened on some node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A commit moved `space`'s `seq` to `cursor`.
+    Commit {
+        /// The space.
+        space: SpaceId,
+        /// Its `seq` after the commit.
+        cursor: u64,
+    },
+    /// `user` is no longer a member of `space`.
+    Revoke {
+        /// The space.
+        space: SpaceId,
+        /// Who left or was removed.
+        user: UserId,
+    },
+}
+
+impl NodeEvent {
+    /// The event as a notification payload: `c <cursor> <space>` or
+    /// `r <space> <user>` (ids never contain spaces).
+    pub fn encode(&self) -> String {
+        match self {
+            NodeEvent::Commit { space, cursor } => format!("c {cursor} {space}"),
+            NodeEvent::Revoke { space, user } => format!("r {space} {user}"),
+        }
+    }
+
+    /// Reads a payload written by [`NodeEvent::encode`]; `None` for anything
+    /// else (a newer node's event kind, or a stray `NOTIFY`).
+    pub fn decode(payload: &str) -> Option<NodeEvent> {
+        let mut parts = payload.split(' ');
+        let event = match (parts.next()?, parts.next()?, parts.next()?) {
+            ("c", cursor, space) => NodeEvent::Commit {
+                space: SpaceId::new(space).ok()?,
+                cursor: cursor.parse().ok()?,
+            },
+            ("r", space, user) => NodeEvent::Revoke {
+                space: SpaceId::new(space).ok()?,
+                user: UserId::new(user).ok()?,
+            },
+            _ => return None,
+        };
+        parts.next().is_none().then_some(event)
+    }
+}
+
+/// What a listener hears.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Heard {
+    /// An event of another node (or of this one: each node hears its own
+    /// too).
+    Event(NodeEvent),
+    /// The listening connection was lost and is back: events sent meanwhile
+    /// are lost, so whatever they would have said must be re-read.
+    Reconnected,
+}
+
+/// The channel between the nodes sharing a database.
+#[async_trait]
+pub trait Feed: Send + Sync + std::fmt::Debug {
+    /// Tells every node (this one included) about `events`.
+    async fn announce(&self, events: &[NodeEvent]) -> Result<(), StoreError>;
+
+    /// Starts listening.
+    async fn listen(&self) -> Result<Box<dyn FeedListener>, StoreError>;
+}
+
+/// A node's one listening connection.
+#[async_trait]
+pub trait FeedListener: Send {
+    /// The next thing heard. Reconnects by itself when its connection was
+    /// lost, and then says so with [`Heard::Reconnected`]; an error means it
+    /// could not reconnect this time (the caller waits and asks again).
+    async fn next(&mut self) -> Result<Heard, StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn events_round_trip() {
+        let events = [
+            NodeEvent::Commit {
+                space: SpaceId::new("user:u_1").unwrap(),
+                cursor: 57,
+            },
+            NodeEvent::Revoke {
+                space: SpaceId::new("team-a").unwrap(),
+                user: UserId::new("u_2").unwrap(),
+            },
+        ];
+        for event in events {
+            assert_eq!(NodeEvent::decode(&event.encode()), Some(event));
+        }
+    }
+
+    #[test]
+    fn stray_payloads_are_ignored() {
+        for payload in [
+            "",
+            "c",
+            "c 1",
+            "c x team",
+            "c -1 team",
+            "c 1 team extra",
+            "c 1 bad/space",
+            "r team",
+            "r team bad user",
+            "x 1 team",
+        ] {
+            assert_eq!(NodeEvent::decode(payload), None, "{payload:?}");
+        }
+    }
+}
