@@ -97,6 +97,10 @@ pub struct ServeArgs {
     /// The `aud` external tokens must carry (Supabase: authenticated).
     #[arg(long, env = "FERRY_JWT_AUDIENCE", value_name = "AUD")]
     jwt_audience: Option<String>,
+    /// Origins of web pages that may open realtime connections besides
+    /// Ferry's own, comma-separated; `*` for any.
+    #[arg(long, env = "FERRY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
+    allowed_origins: Option<String>,
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -163,6 +167,7 @@ impl ServeArgs {
             (&self.jwks_algorithms, &mut config.jwks_algorithms),
             (&self.jwt_issuer, &mut config.jwt_issuer),
             (&self.jwt_audience, &mut config.jwt_audience),
+            (&self.allowed_origins, &mut config.allowed_origins),
         ] {
             if let Some(value) = flag {
                 *key = Some(value.clone());

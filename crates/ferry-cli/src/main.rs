@@ -226,6 +226,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .as_secs()
             .max(1);
     }
+    if let Some(origins) = &config.allowed_origins {
+        settings.realtime.allowed_origins = origins
+            .split(',')
+            .map(|o| o.trim().to_owned())
+            .filter(|o| !o.is_empty())
+            .collect();
+    }
+    raise_open_files_limit();
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| match e.kind() {
@@ -267,6 +275,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     served.context("server error")?;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Lets this process hold as many sockets as the system allows it (the
+/// soft limit up to the hard one): each realtime connection is one, and a
+/// soft limit of 1024 is common.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::debug!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 /// Opens the database `config` names, migrating it.

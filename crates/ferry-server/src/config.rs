@@ -63,6 +63,10 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     /// The `aud` external tokens must carry, when set.
     pub jwt_audience: Option<String>,
+    /// Origins of web pages that may open realtime connections besides
+    /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
+    /// any.
+    pub allowed_origins: Option<String>,
 }
 
 impl Config {
@@ -108,6 +112,7 @@ impl Default for Config {
             jwks_algorithms: None,
             jwt_issuer: None,
             jwt_audience: None,
+            allowed_origins: None,
         }
     }
 }

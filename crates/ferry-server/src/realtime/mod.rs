@@ -253,3 +253,76 @@ pub fn routes() -> Router<AppState> {
         .route("/ws", get(ws::upgrade))
         .route("/spaces/{space}/stream", get(sse::stream))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn signals_a_connection_has_not_taken_yet_coalesce() {
+        let metrics = Arc::new(Metrics::new());
+        let realtime = Arc::new(Realtime::new(metrics.clone(), None));
+        let space = SpaceId::new("team").unwrap();
+        let mut subs = Subscriptions::new(realtime.clone(), UserId::new("u1").unwrap());
+        subs.follow(&space);
+        for cursor in 1..=5 {
+            realtime.committed(&space, cursor);
+        }
+        let inbox = subs.mailbox.next().await;
+        assert_eq!(inbox.signals, vec![(space.clone(), 5)]);
+        assert!(subs.is_news(&space, 5));
+        assert!(!subs.is_news(&space, 4));
+        let text = metrics.encode().unwrap();
+        assert!(
+            text.contains("ferry_realtime_signals_coalesced_total 4"),
+            "{text}"
+        );
+        // Without other nodes, nothing waits to be told to them.
+        assert!(realtime.take_outgoing().is_empty());
+        drop(subs);
+        assert!(realtime.hub.followed().is_empty());
+    }
+
+    #[test]
+    fn commits_waiting_for_other_nodes_coalesce_per_space() {
+        #[derive(Debug)]
+        struct NoFeed;
+        #[async_trait::async_trait]
+        impl Feed for NoFeed {
+            async fn announce(&self, _: &[NodeEvent]) -> Result<(), crate::store::StoreError> {
+                Ok(())
+            }
+            async fn listen(
+                &self,
+            ) -> Result<Box<dyn crate::store::feed::FeedListener>, crate::store::StoreError>
+            {
+                Err(crate::store::StoreError::Unavailable("no".into()))
+            }
+        }
+        let realtime = Realtime::new(Arc::new(Metrics::new()), Some(Arc::new(NoFeed)));
+        let (a, b) = (SpaceId::new("a").unwrap(), SpaceId::new("b").unwrap());
+        let user = UserId::new("u1").unwrap();
+        realtime.committed(&a, 1);
+        realtime.committed(&b, 1);
+        realtime.committed(&a, 2);
+        realtime.member_removed(&a, &user);
+        realtime.committed(&a, 3);
+        assert_eq!(
+            realtime.take_outgoing(),
+            vec![
+                NodeEvent::Commit {
+                    space: b,
+                    cursor: 1
+                },
+                NodeEvent::Revoke {
+                    space: a.clone(),
+                    user
+                },
+                NodeEvent::Commit {
+                    space: a,
+                    cursor: 3
+                },
+            ]
+        );
+    }
+}

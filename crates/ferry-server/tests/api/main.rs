@@ -9,6 +9,7 @@ mod bad_input;
 mod external;
 mod jwks;
 mod ops;
+mod realtime;
 mod records;
 mod signin;
 mod sync;
@@ -30,6 +31,35 @@ pub struct Api {
     pub state: AppState,
     pub _guard: testing::Guard,
     pub mail_dir: tempfile::TempDir,
+}
+
+/// The API served on a socket; stops when dropped.
+#[derive(Debug)]
+pub struct Served {
+    pub base: String,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    /// Shuts the server down gracefully and waits until it stopped.
+    pub async fn shutdown(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = &mut self.task;
+        tokio::time::timeout(std::time::Duration::from_secs(10), task)
+            .await
+            .expect("the server did not stop within 10 s")
+            .unwrap()
+            .unwrap();
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
 }
 
 #[derive(Debug)]
@@ -65,6 +95,27 @@ impl Api {
             state,
             _guard: guard,
             mail_dir,
+        }
+    }
+
+    /// Serves this API on a socket (127.0.0.1, port 0) as well, for
+    /// clients that need one (WebSocket, streams); requests through
+    /// [`Api::call`] share its state.
+    pub async fn serve(&self) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(ferry_server::server::run(
+            listener,
+            self.state.clone(),
+            async move {
+                let _ = stopped.await;
+            },
+        ));
+        Served {
+            base,
+            stop: Some(stop),
+            task,
         }
     }
 

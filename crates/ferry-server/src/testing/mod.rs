@@ -174,3 +174,6 @@ mod tests {
         assert_eq!(with_database("postgres://h", "x"), "postgres://h/x");
     }
 }
+
+mod ws;
+pub use ws::WsClient;
