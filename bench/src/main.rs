@@ -4,9 +4,13 @@
 //!
 //! - [`push`]: push throughput against a raw batched upsert of the same rows.
 //! - [`pull`]: paging a large space by cursor, with and without encoding.
+//! - [`realtime`]: write-to-signal latency against the push's round trip,
+//!   memory per idle subscriber, fan-out against a ping through every
+//!   connection.
 
 mod pull;
 mod push;
+mod realtime;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -24,6 +28,12 @@ enum Command {
     Push(push::PushArgs),
     /// Pull throughput: a large space paged by cursor.
     Pull(pull::PullArgs),
+    /// Realtime: write-to-signal latency, memory per idle subscriber and
+    /// fan-out time.
+    Realtime(realtime::RealtimeArgs),
+    /// A server for the realtime benchmark, in a process of its own.
+    #[command(hide = true)]
+    Serve(realtime::ServeArgs),
 }
 
 #[tokio::main]
@@ -31,5 +41,7 @@ async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Push(args) => push::run(args).await,
         Command::Pull(args) => pull::run(args).await,
+        Command::Realtime(args) => realtime::run(args).await,
+        Command::Serve(args) => realtime::serve(args).await,
     }
 }

@@ -126,3 +126,110 @@ async fn catch_up(realtime: &Realtime, store: &dyn Store) -> Result<(), StoreErr
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use async_trait::async_trait;
+    use ferry_core::{Change, ClientId, SpaceId, UserId};
+    use serde_json::json;
+    use tokio::sync::{Mutex, mpsc};
+
+    use super::*;
+    use crate::ops::metrics::Metrics;
+    use crate::realtime::Subscriptions;
+    use crate::store::Batch;
+
+    /// A feed whose listener hears what the test sends it.
+    #[derive(Debug)]
+    struct Scripted(Arc<Mutex<mpsc::UnboundedReceiver<Result<Heard, StoreError>>>>);
+
+    struct ScriptedListener(Arc<Mutex<mpsc::UnboundedReceiver<Result<Heard, StoreError>>>>);
+
+    #[async_trait]
+    impl FeedListener for ScriptedListener {
+        async fn next(&mut self) -> Result<Heard, StoreError> {
+            match self.0.lock().await.recv().await {
+                Some(heard) => heard,
+                None => std::future::pending().await,
+            }
+        }
+    }
+
+    #[async_trait]
+    impl Feed for Scripted {
+        async fn announce(&self, _: &[NodeEvent]) -> Result<(), StoreError> {
+            Ok(())
+        }
+        async fn listen(&self) -> Result<Box<dyn FeedListener>, StoreError> {
+            Ok(Box::new(ScriptedListener(self.0.clone())))
+        }
+    }
+
+    #[tokio::test]
+    async fn heard_events_reach_followers_and_a_reconnection_catches_up() {
+        let (store, _guard) = crate::testing::fresh_sqlite().await;
+        let user = UserId::new("u1").unwrap();
+        let space = SpaceId::new("team").unwrap();
+        store.ensure_user(&user).await.unwrap();
+        store.create_space(&space, "Team", &user).await.unwrap();
+
+        let (script, heard) = mpsc::unbounded_channel();
+        let feed = Scripted(Arc::new(Mutex::new(heard)));
+        let realtime = Arc::new(Realtime::new(
+            Arc::new(Metrics::new()),
+            Some(Arc::new(feed)),
+        ));
+        let mut subs = Subscriptions::new(realtime.clone(), user.clone());
+        subs.follow(&space);
+        let bridge = spawn(realtime.clone(), store.clone()).unwrap();
+
+        // Another node's commit.
+        let commit = NodeEvent::Commit {
+            space: space.clone(),
+            cursor: 7,
+        };
+        script.send(Ok(Heard::Event(commit))).unwrap();
+        assert_eq!(subs.mailbox.next().await.signals, vec![(space.clone(), 7)]);
+
+        // A commit made while the listener was away is read back after
+        // it reconnects (this node's own commits are announced here at
+        // once; this one goes to the store behind the hub's back).
+        let change: Change = serde_json::from_value(json!({
+            "op": "upsert", "collection": "todos", "id": "t1",
+            "fields": {"title": {"value": "x", "hlc": "000000000000001:00000:n"}}
+        }))
+        .unwrap();
+        for n in 0..8 {
+            let mut change = change.clone();
+            if let Change::Upsert { id, .. } = &mut change {
+                *id = ferry_core::RecordId::new(format!("t{n}")).unwrap();
+            }
+            let batch = Batch {
+                client_id: ClientId::new("c").unwrap(),
+                batch_id: None,
+                cursor: None,
+                changes: vec![change],
+            };
+            store.push(&space, batch).await.unwrap();
+        }
+        script
+            .send(Err(StoreError::Unavailable("cut".into())))
+            .unwrap();
+        script.send(Ok(Heard::Reconnected)).unwrap();
+        assert_eq!(subs.mailbox.next().await.signals, vec![(space.clone(), 8)]);
+
+        // Another node removed the user.
+        let revoke = NodeEvent::Revoke {
+            space: space.clone(),
+            user,
+        };
+        script.send(Ok(Heard::Event(revoke))).unwrap();
+        assert_eq!(subs.mailbox.next().await.revoked, vec![space]);
+
+        realtime.shutdown();
+        tokio::time::timeout(Duration::from_secs(5), bridge)
+            .await
+            .unwrap()
+            .unwrap();
+    }
+}

@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{self, Message};
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -45,7 +46,12 @@ impl WsClient {
                 .unwrap_or_else(|e| panic!("bad origin {origin}: {e}"));
             request.headers_mut().insert("origin", value);
         }
-        let (socket, _) = tokio_tungstenite::connect_async(request).await?;
+        // Small buffers: benchmarks open ten thousand of these.
+        let config = WebSocketConfig::default()
+            .read_buffer_size(4096)
+            .write_buffer_size(0);
+        let (socket, _) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         Ok(WsClient { socket })
     }
 
