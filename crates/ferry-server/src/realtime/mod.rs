@@ -27,8 +27,10 @@ use axum::Router;
 use axum::routing::get;
 use ferry_core::{SpaceId, UserId};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
+use crate::clock::wall_ms;
 use crate::ops::metrics::{ConnectionKind, Metrics};
 use crate::state::AppState;
 use crate::store::feed::{Feed, NodeEvent};
@@ -167,6 +169,22 @@ impl Realtime {
     /// Counts an open connection of `kind` until the guard drops.
     pub fn opened(&self, kind: ConnectionKind) -> crate::ops::metrics::OpenConnection {
         self.metrics.connection_opened(kind)
+    }
+}
+
+/// When a connection authenticated by `token` must end: the token's `exp`.
+pub(crate) fn deadline(token: &str) -> Option<Instant> {
+    crate::auth::expiry(token).map(|exp| {
+        let left_ms = exp.saturating_mul(1000).saturating_sub(wall_ms());
+        Instant::now() + Duration::from_millis(left_ms)
+    })
+}
+
+/// Completes at `deadline`, or never without one.
+pub(crate) async fn until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 

@@ -21,11 +21,10 @@ use ferry_core::SpaceId;
 use futures_util::stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::time::{Duration, Instant, sleep_until};
+use tokio::time::Instant;
 
-use super::{Realtime, Subscriptions, origin};
+use super::{Realtime, Subscriptions, deadline, origin, until};
 use crate::auth;
-use crate::clock::wall_ms;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::ops::metrics::{ConnectionKind, OpenConnection};
@@ -75,15 +74,9 @@ async fn next(mut s: Stream) -> Option<(Result<Event, Infallible>, Stream)> {
         return Some((Ok(event(&s.space, head)), s));
     }
     loop {
-        let expires = s.expires;
         let inbox = tokio::select! {
             () = s.realtime.closing() => return None,
-            () = async move {
-                match expires {
-                    Some(at) => sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            } => return None,
+            () = until(s.expires) => return None,
             inbox = s.subs.mailbox.next() => inbox,
         };
         if !inbox.revoked.is_empty() {
@@ -112,9 +105,7 @@ pub async fn stream(
     )?;
     let token = token(&headers, &query)?;
     let user = auth::authenticate(&state, token).await?;
-    let expires = auth::expiry(token).map(|exp| {
-        Instant::now() + Duration::from_millis(exp.saturating_mul(1000).saturating_sub(wall_ms()))
-    });
+    let expires = deadline(token);
     let mut subs = Subscriptions::new(state.realtime.clone(), user.clone());
     // Follow first, check second, as the WebSocket does.
     subs.follow(&space);

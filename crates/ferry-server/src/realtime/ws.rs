@@ -25,13 +25,12 @@ use axum::response::Response;
 use ferry_core::protocol::ErrorBody;
 use ferry_core::{SpaceId, UserId};
 use serde::{Deserialize, Serialize};
-use tokio::time::{Instant, sleep_until, timeout};
+use tokio::time::{Instant, timeout};
 use tokio_tungstenite::tungstenite;
 
 use super::hub::Inbox;
-use super::{Realtime, Subscriptions, origin};
+use super::{Realtime, Subscriptions, deadline, origin, until};
 use crate::auth;
-use crate::clock::wall_ms;
 use crate::error::ApiError;
 use crate::ops::metrics::ConnectionKind;
 use crate::state::AppState;
@@ -128,11 +127,10 @@ struct Authenticated {
 /// Checks a token, and turns its `exp` into a deadline.
 async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, ApiError> {
     let user = auth::authenticate(state, token).await?;
-    let expires = auth::expiry(token).map(|exp| {
-        let left_ms = exp.saturating_mul(1000).saturating_sub(wall_ms());
-        Instant::now() + Duration::from_millis(left_ms)
-    });
-    Ok(Authenticated { user, expires })
+    Ok(Authenticated {
+        user,
+        expires: deadline(token),
+    })
 }
 
 async fn session(state: AppState, mut socket: WebSocket) {
@@ -222,19 +220,12 @@ impl Connection {
         let ping_every = self.state.settings.realtime.ping_interval;
         let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
         loop {
-            let expires = self.expires;
-            let expiry = async move {
-                match expires {
-                    Some(at) => sleep_until(at).await,
-                    None => std::future::pending().await,
-                }
-            };
             let flow = tokio::select! {
                 () = realtime.closing() => {
                     close(&mut self.socket, GOING_AWAY, "the server is shutting down").await;
                     Flow::Stop
                 }
-                () = expiry => {
+                () = until(self.expires) => {
                     close(
                         &mut self.socket,
                         UNAUTHORIZED,
