@@ -3,7 +3,7 @@
 use std::any::Any;
 
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
+use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
@@ -35,6 +35,12 @@ fn panic_response(cause: Box<dyn Any + Send + 'static>) -> Response {
     ApiError::internal(format!("handler panicked: {cause}")).into_response()
 }
 
+/// The span of a request: its method and path, never its query, which may
+/// carry an access token (`?access_token=` of event streams).
+fn request_span(req: &Request) -> tracing::Span {
+    tracing::debug_span!("request", method = %req.method(), path = %req.uri().path())
+}
+
 /// The whole HTTP API over `state`. Tests drive it without a socket.
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
@@ -55,6 +61,6 @@ pub fn app(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(CompressionLayer::new())
         .layer(CatchPanicLayer::custom(panic_response))
-        .layer(TraceLayer::new_for_http())
+        .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
 }
