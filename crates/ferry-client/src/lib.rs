@@ -1,0 +1,29 @@
+//! Ferry's native client: what a Rust app embeds to be local-first.
+//!
+//! The app reads and writes a [`Replica`], a local SQLite file, and never
+//! waits on the network; every write lands in the replica and in its
+//! durable outbox in one transaction. [`sync_space`] carries the outbox to
+//! a Ferry server ([`Remote`]) and stores what the server sends back,
+//! merged with the same code the server runs (`ferry-core`).
+//!
+//! - [`replica`]: the local store and the app's API (put, patch, delete,
+//!   get, list, subscribe, the conflicts inbox).
+//! - [`query`]: filters and orders for [`Replica::list`].
+//! - [`sync`]: one sync of one space, step by step.
+//! - [`remote`]: the server and the credentials sent to it.
+//! - [`schema`]: the replica's tables.
+
+pub mod error;
+pub mod query;
+pub mod remote;
+pub mod replica;
+mod schema;
+pub mod sync;
+
+pub use error::{Error, Result};
+pub use query::{Op, Order, Query};
+pub use remote::{Credentials, Remote, Token};
+pub use replica::{
+    Changed, LocalRecord, Replica, ReplicaConfig, Resolution, Source, StoredConflict,
+};
+pub use sync::{SyncReport, sync_space};

@@ -1,0 +1,156 @@
+//! The server, as the sync loop sees it: `POST /v1/spaces/{space}/sync`
+//! with the caller's credentials, and every answer that is not a success
+//! turned into an [`Error`] the loop can act on (refresh on 401, resync on
+//! 410, pause on 402, back off on 429/503 and network errors).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_core::SpaceId;
+use ferry_core::protocol::{SyncRequest, SyncResponse};
+use reqwest::StatusCode;
+use serde_json::Value;
+
+use crate::error::{Error, Result};
+
+/// Where the access token comes from.
+pub trait Credentials: Send + Sync + std::fmt::Debug {
+    /// The current access token.
+    fn token(&self) -> Option<String>;
+
+    /// Called after a `401`: gets a fresh token if it can (a refresh token,
+    /// an identity provider's SDK). `false` when signing in again is the
+    /// only way.
+    fn refresh<'a>(
+        &'a self,
+        remote: &'a Remote,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>>;
+}
+
+/// A fixed access token (an external provider's, or one minted by `ferry
+/// admin token`): nothing to refresh.
+#[derive(Debug, Clone)]
+pub struct Token(pub String);
+
+impl Credentials for Token {
+    fn token(&self) -> Option<String> {
+        Some(self.0.clone())
+    }
+
+    fn refresh<'a>(
+        &'a self,
+        _: &'a Remote,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>> {
+        Box::pin(async { Ok(false) })
+    }
+}
+
+/// A Ferry server.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    http: reqwest::Client,
+    base: String,
+    credentials: Arc<dyn Credentials>,
+}
+
+/// How long one request may take before it counts as a network failure.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+impl Remote {
+    /// The server at `base` (`https://sync.example.com`), with
+    /// `credentials`.
+    pub fn new(base: &str, credentials: Arc<dyn Credentials>) -> Result<Remote> {
+        let http = reqwest::Client::builder()
+            .timeout(REQUEST_TIMEOUT)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| Error::Invalid(format!("cannot build an HTTP client: {e}")))?;
+        Ok(Remote {
+            http,
+            base: base.trim_end_matches('/').to_owned(),
+            credentials,
+        })
+    }
+
+    /// The server's address.
+    pub fn base(&self) -> &str {
+        &self.base
+    }
+
+    /// The HTTP client, for credentials that talk to the server.
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// The credentials.
+    pub fn credentials(&self) -> &Arc<dyn Credentials> {
+        &self.credentials
+    }
+
+    /// `POST /v1/spaces/{space}/sync`, refreshing the token once on `401`.
+    pub async fn sync(&self, space: &SpaceId, request: &SyncRequest) -> Result<SyncResponse> {
+        let url = format!("{}/v1/spaces/{space}/sync", self.base);
+        let mut refreshed = false;
+        loop {
+            let mut builder = self.http.post(&url).json(request);
+            if let Some(token) = self.credentials.token() {
+                builder = builder.bearer_auth(token);
+            }
+            match send(builder).await {
+                Err(e) if e.status() == Some(401) && !refreshed => {
+                    refreshed = true;
+                    if !self.credentials.refresh(self).await? {
+                        return Err(e);
+                    }
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
+/// Sends a request and decodes a success, or the error of §10.
+pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuilder) -> Result<T> {
+    let response = builder
+        .send()
+        .await
+        .map_err(|e| Error::Offline(e.to_string()))?;
+    let status = response.status();
+    let retry_after = response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs);
+    let bytes = response
+        .bytes()
+        .await
+        .map_err(|e| Error::Offline(e.to_string()))?;
+    if status.is_success() {
+        return serde_json::from_slice(&bytes).map_err(|e| Error::Server {
+            status: status.as_u16(),
+            code: "invalid_answer".into(),
+            message: format!("the server's answer does not parse: {e}"),
+            retry_after: None,
+        });
+    }
+    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    let text = |key: &str| body["error"][key].as_str().map(str::to_owned);
+    Err(Error::Server {
+        status: status.as_u16(),
+        code: text("code").unwrap_or_else(|| default_code(status).to_owned()),
+        message: text("message").unwrap_or_else(|| format!("the server answered {status}")),
+        retry_after,
+    })
+}
+
+/// A code for answers without a body (a proxy's error page).
+fn default_code(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        401 => "unauthorized",
+        402 => "payment_required",
+        404 => "not_found",
+        429 => "rate_limited",
+        _ => "unavailable",
+    }
+}

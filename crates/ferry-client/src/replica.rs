@@ -1,0 +1,570 @@
+//! The replica: a local SQLite file holding the records of the spaces the
+//! user syncs, and the app's API over it. Every local write merges into the
+//! local record with ferry-core and appends to the outbox in the same
+//! transaction, so a write is either both applied and queued, or neither.
+//!
+//! Calls are synchronous and take well under a millisecond: the app reads
+//! and writes local data and never waits on the network.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use ferry_core::protocol::{MAX_VALUE_BYTES, serialized_len};
+use ferry_core::{
+    Change, ClientId, Collection, Conflict, ConflictKind, FieldName, FieldValue, Fields, Hlc,
+    RecordId, RecordState, SpaceId, apply_change,
+};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use serde_json::{Map, Value};
+use tokio::sync::broadcast;
+
+use crate::error::{Error, Result};
+use crate::query::Query;
+use crate::schema;
+
+/// Where a change to a record came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// A write of this replica's app.
+    Local,
+    /// A pull from the server.
+    Remote,
+}
+
+/// A record that changed, for apps re-rendering what shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Changed {
+    /// Its space.
+    pub space: SpaceId,
+    /// Its collection.
+    pub collection: Collection,
+    /// Its id.
+    pub id: RecordId,
+    /// Who changed it.
+    pub source: Source,
+}
+
+/// A live record as the app sees it: its fields' values.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LocalRecord {
+    /// Its collection.
+    pub collection: Collection,
+    /// Its id.
+    pub id: RecordId,
+    /// The fields' values by name.
+    pub fields: Map<String, Value>,
+}
+
+/// How the replica behaves; the defaults suit most apps.
+#[derive(Debug, Clone)]
+pub struct ReplicaConfig {
+    /// How long a local operation waits for another process holding the
+    /// file's write lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for ReplicaConfig {
+    fn default() -> Self {
+        ReplicaConfig {
+            busy_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The local replica; cheap to clone, shared by the app and the sync task.
+#[derive(Debug, Clone)]
+pub struct Replica {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    path: PathBuf,
+    client_id: ClientId,
+    /// One connection: SQLite serializes writes anyway, and every call is
+    /// short. A std mutex, since no call holds it across an `.await`.
+    conn: Mutex<Connection>,
+    changes: broadcast::Sender<Changed>,
+}
+
+/// Milliseconds since the Unix epoch.
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+pub(crate) fn corrupt(what: &str, e: impl std::fmt::Display) -> Error {
+    Error::Corrupt(format!("{what}: {e}"))
+}
+
+/// Random hex digits, for ids.
+pub(crate) fn random_hex(bytes: usize) -> Result<String> {
+    let mut buf = vec![0u8; bytes];
+    getrandom::fill(&mut buf).map_err(|e| Error::Invalid(format!("no randomness: {e}")))?;
+    Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
+    conn.transaction_with_behavior(TransactionBehavior::Immediate)
+}
+
+/// Reads a meta value.
+pub(crate) fn meta(tx: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    tx.query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()
+}
+
+/// Writes a meta value.
+pub(crate) fn set_meta(tx: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO meta (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        [key, value],
+    )?;
+    Ok(())
+}
+
+/// The replica's HLC as stored, or zero.
+pub(crate) fn stored_hlc(tx: &Connection, client_id: &ClientId) -> Result<Hlc> {
+    match meta(tx, "hlc")? {
+        Some(text) => text.parse().map_err(|e| corrupt("hlc", e)),
+        None => Ok(Hlc::zero(client_id.clone())),
+    }
+}
+
+/// A record's state as stored, or the empty state.
+pub(crate) fn read_state(
+    tx: &Connection,
+    space: &SpaceId,
+    collection: &Collection,
+    id: &RecordId,
+) -> Result<RecordState> {
+    let row: Option<(String, Option<String>)> = tx
+        .prepare_cached(
+            "SELECT fields, deleted FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+        )?
+        .query_row([space.as_str(), collection.as_str(), id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    let Some((fields, deleted)) = row else {
+        return Ok(RecordState::default());
+    };
+    Ok(RecordState {
+        fields: serde_json::from_str(&fields).map_err(|e| corrupt("record fields", e))?,
+        deleted: deleted
+            .map(|d| d.parse())
+            .transpose()
+            .map_err(|e| corrupt("tombstone", e))?,
+    })
+}
+
+/// Stores a record's state.
+pub(crate) fn write_state(
+    tx: &Connection,
+    space: &SpaceId,
+    collection: &Collection,
+    id: &RecordId,
+    state: &RecordState,
+) -> Result<()> {
+    let fields = serde_json::to_string(&state.fields).map_err(|e| corrupt("fields", e))?;
+    tx.prepare_cached(
+        "INSERT INTO records (space, collection, id, fields, deleted, seen)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+         ON CONFLICT (space, collection, id) DO UPDATE
+         SET fields = excluded.fields, deleted = excluded.deleted, seen = 1",
+    )?
+    .execute(params![
+        space.as_str(),
+        collection.as_str(),
+        id.as_str(),
+        fields,
+        state.deleted.as_ref().map(Hlc::to_string),
+    ])?;
+    Ok(())
+}
+
+/// A stored conflict, waiting for the app.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredConflict {
+    /// Its number in the inbox.
+    pub n: i64,
+    /// The space of the record.
+    pub space: SpaceId,
+    /// What the server reported.
+    pub conflict: Conflict,
+}
+
+/// How the app settles a conflict.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Resolution {
+    /// Write this replica's value again, now: it wins with a fresh HLC.
+    KeepMine,
+    /// Keep what the server holds.
+    TakeTheirs,
+    /// Write this value instead (a merge made by the app or the person).
+    Value(Value),
+}
+
+impl Replica {
+    /// Opens (or creates) the replica at `path`.
+    pub fn open(path: impl AsRef<Path>, config: ReplicaConfig) -> Result<Replica> {
+        let path = path.as_ref().to_path_buf();
+        let mut conn = Connection::open(&path)?;
+        conn.busy_timeout(config.busy_timeout)?;
+        conn.pragma_update(None, "journal_mode", "wal")?;
+        // A write the app made survives a crash of the app or the machine.
+        conn.pragma_update(None, "synchronous", "full")?;
+        schema::migrate(&mut conn)?;
+        let tx = immediate(&mut conn)?;
+        let client_id = match meta(&tx, "client_id")? {
+            Some(id) => ClientId::new(id).map_err(|e| corrupt("client id", e))?,
+            None => {
+                let id = ClientId::new(format!("c_{}", random_hex(12)?))?;
+                set_meta(&tx, "client_id", id.as_str())?;
+                id
+            }
+        };
+        tx.commit()?;
+        let (changes, _) = broadcast::channel(1024);
+        Ok(Replica {
+            inner: Arc::new(Inner {
+                path,
+                client_id,
+                conn: Mutex::new(conn),
+                changes,
+            }),
+        })
+    }
+
+    /// Where the replica lives.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// This replica's client id, in every change it sends.
+    pub fn client_id(&self) -> &ClientId {
+        &self.inner.client_id
+    }
+
+    pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
+        self.inner
+            .conn
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records changed from now on: local writes and applied pulls. A
+    /// receiver that falls more than 1,024 changes behind is told it lagged
+    /// and should re-read what it shows. Changes made by other processes
+    /// on the same file are not seen here.
+    pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
+        self.inner.changes.subscribe()
+    }
+
+    pub(crate) fn announce(&self, changed: Changed) {
+        // No receiver is fine.
+        let _ = self.inner.changes.send(changed);
+    }
+
+    /// One local write: the change built by `make` with a fresh HLC, merged
+    /// into the record and queued in the outbox, in one transaction.
+    fn write(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+        make: impl FnOnce(&RecordState, Hlc) -> Result<Change>,
+    ) -> Result<()> {
+        {
+            let mut conn = self.conn();
+            let tx = immediate(&mut conn)?;
+            let hlc = stored_hlc(&tx, self.client_id())?.tick(now_ms());
+            set_meta(&tx, "hlc", &hlc.to_string())?;
+            let state = read_state(&tx, space, collection, id)?;
+            let change = make(&state, hlc)?;
+            let text = serde_json::to_string(&change).map_err(|e| corrupt("change", e))?;
+            let merged = apply_change(state, change);
+            write_state(&tx, space, collection, id, &merged.state)?;
+            tx.prepare_cached(
+                "INSERT INTO outbox (space, collection, id, change) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                space.as_str(),
+                collection.as_str(),
+                id.as_str(),
+                text
+            ])?;
+            tx.execute(
+                "INSERT INTO spaces (space) VALUES (?1) ON CONFLICT (space) DO NOTHING",
+                [space.as_str()],
+            )?;
+            tx.commit()?;
+        }
+        self.announce(Changed {
+            space: space.clone(),
+            collection: collection.clone(),
+            id: id.clone(),
+            source: Source::Local,
+        });
+        Ok(())
+    }
+
+    /// Sets the named fields of a record (creating it), leaving its other
+    /// fields as they are.
+    pub fn patch(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+        fields: Map<String, Value>,
+    ) -> Result<()> {
+        let names = field_names(&fields)?;
+        self.write(space, collection, id, |state, hlc| {
+            if state.is_deleted() {
+                return Err(deleted(collection, id));
+            }
+            Ok(upsert(
+                collection,
+                id,
+                names.into_iter().zip(fields.into_iter().map(|(_, v)| v)),
+                &hlc,
+            ))
+        })
+    }
+
+    /// Makes a record exactly `fields` (creating it): fields it held that
+    /// `fields` does not name are set to `null`.
+    pub fn put(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+        fields: Map<String, Value>,
+    ) -> Result<()> {
+        let names = field_names(&fields)?;
+        self.write(space, collection, id, |state, hlc| {
+            if state.is_deleted() {
+                return Err(deleted(collection, id));
+            }
+            let mut values: Vec<(FieldName, Value)> = names
+                .into_iter()
+                .zip(fields.into_iter().map(|(_, v)| v))
+                .collect();
+            for name in state.fields.keys() {
+                if !values.iter().any(|(n, _)| n == name) {
+                    values.push((name.clone(), Value::Null));
+                }
+            }
+            Ok(upsert(collection, id, values, &hlc))
+        })
+    }
+
+    /// Deletes a record; the delete wins over every write, before or after.
+    pub fn delete(&self, space: &SpaceId, collection: &Collection, id: &RecordId) -> Result<()> {
+        self.write(space, collection, id, |_, hlc| {
+            Ok(Change::Delete {
+                collection: collection.clone(),
+                id: id.clone(),
+                hlc,
+            })
+        })
+    }
+
+    /// A live record; `None` when it does not exist or was deleted.
+    pub fn get(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> Result<Option<LocalRecord>> {
+        let state = read_state(&self.conn(), space, collection, id)?;
+        if state.is_deleted() || state.fields.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(LocalRecord {
+            collection: collection.clone(),
+            id: id.clone(),
+            fields: values(state.fields),
+        }))
+    }
+
+    /// The live records of a collection that `query` selects, in its order.
+    pub fn list(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        query: &Query,
+    ) -> Result<Vec<LocalRecord>> {
+        let conn = self.conn();
+        let (sql, params) = query.sql(space, collection)?;
+        let mut stmt = conn.prepare_cached(&sql)?;
+        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        rows.map(|row| {
+            let (id, fields) = row?;
+            let fields: Fields =
+                serde_json::from_str(&fields).map_err(|e| corrupt("record fields", e))?;
+            Ok(LocalRecord {
+                collection: collection.clone(),
+                id: RecordId::new(id).map_err(|e| corrupt("record id", e))?,
+                fields: values(fields),
+            })
+        })
+        .collect()
+    }
+
+    /// How many local changes wait to be acknowledged by the server.
+    pub fn pending(&self) -> Result<u64> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// The spaces this replica holds (written to or synced).
+    pub fn spaces(&self) -> Result<Vec<SpaceId>> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached("SELECT space FROM spaces ORDER BY space")?;
+        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
+        rows.map(|r| SpaceId::new(r?).map_err(|e| corrupt("space id", e)))
+            .collect()
+    }
+
+    /// Adds `space` to the spaces this replica syncs.
+    pub fn track(&self, space: &SpaceId) -> Result<()> {
+        self.conn().execute(
+            "INSERT INTO spaces (space) VALUES (?1) ON CONFLICT (space) DO NOTHING",
+            [space.as_str()],
+        )?;
+        Ok(())
+    }
+
+    /// The cursor of `space`: the highest `seq` stored.
+    pub fn cursor(&self, space: &SpaceId) -> Result<u64> {
+        let cursor: Option<i64> = self
+            .conn()
+            .query_row(
+                "SELECT cursor FROM spaces WHERE space = ?1",
+                [space.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(cursor.unwrap_or(0).max(0) as u64)
+    }
+
+    /// The conflicts the server reported, oldest first.
+    pub fn conflicts(&self) -> Result<Vec<StoredConflict>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT n, space, conflict FROM conflicts ORDER BY n")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (n, space, conflict) = row?;
+            Ok(StoredConflict {
+                n,
+                space: SpaceId::new(space).map_err(|e| corrupt("space id", e))?,
+                conflict: serde_json::from_str(&conflict).map_err(|e| corrupt("conflict", e))?,
+            })
+        })
+        .collect()
+    }
+
+    /// Settles conflict `n`: keeping this replica's value (written again
+    /// with a fresh HLC, so it wins), taking the server's (nothing to
+    /// write), or writing another value.
+    pub fn resolve(&self, n: i64, resolution: Resolution) -> Result<()> {
+        let stored = self
+            .conflicts()?
+            .into_iter()
+            .find(|c| c.n == n)
+            .ok_or_else(|| Error::Invalid(format!("no conflict {n}")))?;
+        let c = &stored.conflict;
+        let value = match (&resolution, c.kind, &c.yours) {
+            (Resolution::TakeTheirs, _, _) => None,
+            (_, ConflictKind::RecordDeleted, _) => {
+                return Err(Error::Invalid(format!(
+                    "{}/{} was deleted; deletes are final, so write a new record instead",
+                    c.collection, c.id
+                )));
+            }
+            (Resolution::KeepMine, _, Some(yours)) => Some(yours.value.clone()),
+            (Resolution::Value(v), _, _) => Some(v.clone()),
+            (Resolution::KeepMine, _, None) => None,
+        };
+        if let (Some(value), Some(field)) = (value, &c.field) {
+            let mut fields = Map::new();
+            fields.insert(field.as_str().to_owned(), value);
+            self.patch(&stored.space, &c.collection, &c.id, fields)?;
+        }
+        self.conn()
+            .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
+        Ok(())
+    }
+}
+
+fn deleted(collection: &Collection, id: &RecordId) -> Error {
+    Error::Invalid(format!(
+        "{collection}/{id} was deleted; deletes are final, so write a new record instead"
+    ))
+}
+
+/// The checked names of `fields`, which the server would refuse otherwise
+/// (and a change it refuses would block the outbox).
+fn field_names(fields: &Map<String, Value>) -> Result<Vec<FieldName>> {
+    if fields.is_empty() {
+        return Err(Error::Invalid("name at least one field".into()));
+    }
+    fields
+        .iter()
+        .map(|(name, value)| {
+            let bytes = serialized_len(value);
+            if bytes > MAX_VALUE_BYTES {
+                return Err(Error::Invalid(format!(
+                    "field {name} is {bytes} bytes of JSON; the most is {MAX_VALUE_BYTES}"
+                )));
+            }
+            Ok(FieldName::new(name.as_str())?)
+        })
+        .collect()
+}
+
+fn upsert(
+    collection: &Collection,
+    id: &RecordId,
+    values: impl IntoIterator<Item = (FieldName, Value)>,
+    hlc: &Hlc,
+) -> Change {
+    Change::Upsert {
+        collection: collection.clone(),
+        id: id.clone(),
+        fields: values
+            .into_iter()
+            .map(|(name, value)| {
+                (
+                    name,
+                    FieldValue {
+                        value,
+                        hlc: hlc.clone(),
+                    },
+                )
+            })
+            .collect(),
+    }
+}
+
+fn values(fields: Fields) -> Map<String, Value> {
+    fields
+        .into_iter()
+        .map(|(name, f)| (name.into_string(), f.value))
+        .collect()
+}

@@ -1,0 +1,73 @@
+//! The replica's SQLite schema, versioned by `PRAGMA user_version`.
+//!
+//! - `meta`: the replica's client id and HLC (the HLC is read and written
+//!   inside every local write's transaction, so it never goes backwards,
+//!   across restarts and across processes sharing the file).
+//! - `spaces`: per space, the cursor of the last pull stored, and whether a
+//!   full resync (after `410 cursor_expired`) is under way.
+//! - `records`: each record's fields as `{name: {value, hlc}}` JSON and its
+//!   tombstone, exactly as the server keeps them. `seen` marks records met
+//!   by a full resync; those left unmarked at its end are gone.
+//! - `outbox`: local changes not yet acknowledged, in order; `batch` is set
+//!   when a change is first sent and kept until the server acknowledges
+//!   it, so a retry sends the same batch id and nothing applies twice.
+//! - `conflicts`: the server's conflict reports, until the app resolves them.
+
+use rusqlite::{Connection, TransactionBehavior};
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE spaces (
+    space       TEXT PRIMARY KEY,
+    cursor      INTEGER NOT NULL DEFAULT 0,
+    resync      INTEGER NOT NULL DEFAULT 0,
+    synced_at   INTEGER
+) WITHOUT ROWID;
+CREATE TABLE records (
+    space      TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    fields     TEXT NOT NULL,
+    deleted    TEXT,
+    seen       INTEGER NOT NULL DEFAULT 1,
+    PRIMARY KEY (space, collection, id)
+) WITHOUT ROWID;
+CREATE TABLE outbox (
+    n          INTEGER PRIMARY KEY AUTOINCREMENT,
+    space      TEXT NOT NULL,
+    collection TEXT NOT NULL,
+    id         TEXT NOT NULL,
+    change     TEXT NOT NULL,
+    batch      TEXT
+);
+CREATE INDEX outbox_by_space ON outbox (space, n);
+CREATE INDEX outbox_by_record ON outbox (space, collection, id);
+CREATE TABLE conflicts (
+    n        INTEGER PRIMARY KEY AUTOINCREMENT,
+    space    TEXT NOT NULL,
+    conflict TEXT NOT NULL,
+    at       INTEGER NOT NULL
+);
+"#];
+
+/// Brings the schema up to date, one step per transaction. The version is
+/// read under the write lock, so processes opening a new file together
+/// apply each step once.
+pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    loop {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let Some(sql) = usize::try_from(version)
+            .ok()
+            .and_then(|v| MIGRATIONS.get(v))
+        else {
+            return tx.commit();
+        };
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", version + 1)?;
+        tx.commit()?;
+    }
+}

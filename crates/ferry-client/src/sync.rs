@@ -1,0 +1,304 @@
+//! One sync of one space: push the outbox in batches, store each answer's
+//! page of records, loop until nothing is pending and nothing more waits.
+//!
+//! Each step is a small function, and each storage step one transaction:
+//!
+//! 1. [`Replica::next_batch`] takes the oldest unsent changes and stamps
+//!    them with a new batch id, or returns the batch already stamped (sent
+//!    before, never acknowledged: a crash, a timeout): a retry sends the
+//!    same id and the same changes, so the server applies nothing twice.
+//! 2. The batch goes to the server with the space's cursor.
+//! 3. [`Replica::store_answer`] removes the acknowledged changes from the
+//!    outbox, stores the conflicts, merges each pulled record into the
+//!    local one with ferry-core (pending local writes carry newer HLCs, so
+//!    they stay), and moves the cursor, all in one transaction: the cursor
+//!    never gets ahead of the records stored.
+//!
+//! On `410 cursor_expired` the space is pulled again from 0 (PROTOCOL.md
+//! §4); local records the server no longer has are dropped at the end,
+//! unless local changes to them are pending.
+
+use ferry_core::protocol::{BatchId, SyncRequest, SyncResponse};
+use ferry_core::{Change, Collection, Record, RecordId, SpaceId, merge_states};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
+
+use crate::error::{Error, Result};
+use crate::remote::Remote;
+use crate::replica::{
+    Changed, Replica, Source, corrupt, now_ms, random_hex, read_state, set_meta, stored_hlc,
+    write_state,
+};
+
+/// The most changes sent in one batch.
+pub const MAX_BATCH: usize = 1000;
+/// The page size asked for.
+pub const PAGE: u32 = 1000;
+
+/// Changes sent together under one id.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The batch id.
+    pub batch_id: BatchId,
+    /// The changes, oldest first.
+    pub changes: Vec<Change>,
+}
+
+/// What one sync did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SyncReport {
+    /// Local changes the server acknowledged.
+    pub pushed: u64,
+    /// Records pulled and stored.
+    pub pulled: u64,
+    /// Conflicts the server reported (now in the inbox).
+    pub conflicts: u64,
+    /// Whether the space was pulled again from scratch.
+    pub resynced: bool,
+}
+
+impl Replica {
+    /// The batch to send next for `space`: the one sent before and not
+    /// acknowledged, else the oldest pending changes under a new id.
+    pub fn next_batch(&self, space: &SpaceId) -> Result<Option<Outgoing>> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stamped: Option<String> = tx
+            .query_row(
+                "SELECT batch FROM outbox WHERE space = ?1 AND batch IS NOT NULL ORDER BY n LIMIT 1",
+                [space.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        let batch = match stamped {
+            Some(batch) => batch,
+            None => {
+                let batch = format!("b{}", random_hex(12)?);
+                let stamped = tx.execute(
+                    "UPDATE outbox SET batch = ?1 WHERE n IN (
+                         SELECT n FROM outbox WHERE space = ?2 AND batch IS NULL
+                         ORDER BY n LIMIT ?3)",
+                    params![batch, space.as_str(), MAX_BATCH as i64],
+                )?;
+                if stamped == 0 {
+                    return Ok(None);
+                }
+                batch
+            }
+        };
+        let changes = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT change FROM outbox WHERE space = ?1 AND batch = ?2 ORDER BY n",
+            )?;
+            let rows =
+                stmt.query_map([space.as_str(), batch.as_str()], |r| r.get::<_, String>(0))?;
+            rows.map(|text| serde_json::from_str(&text?).map_err(|e| corrupt("outbox change", e)))
+                .collect::<Result<Vec<Change>>>()?
+        };
+        tx.commit()?;
+        Ok(Some(Outgoing {
+            batch_id: BatchId::new(batch).map_err(|e| corrupt("batch id", e))?,
+            changes,
+        }))
+    }
+
+    /// Stores the server's answer to a sync of `space` that sent `batch`:
+    /// one transaction.
+    pub fn store_answer(
+        &self,
+        space: &SpaceId,
+        batch: Option<&BatchId>,
+        answer: SyncResponse,
+    ) -> Result<SyncReport> {
+        let mut report = SyncReport::default();
+        let mut changed = Vec::with_capacity(answer.changes.len());
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            if let Some(batch) = batch {
+                report.pushed = tx.execute(
+                    "DELETE FROM outbox WHERE space = ?1 AND batch = ?2",
+                    [space.as_str(), batch.as_str()],
+                )? as u64;
+            }
+            for conflict in &answer.conflicts {
+                let text = serde_json::to_string(conflict).map_err(|e| corrupt("conflict", e))?;
+                tx.execute(
+                    "INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)",
+                    params![space.as_str(), text, now_ms() as i64],
+                )?;
+                report.conflicts += 1;
+            }
+            for record in answer.changes {
+                merge_pulled(&tx, space, &record)?;
+                changed.push((record.collection, record.id));
+                report.pulled += 1;
+            }
+            let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, now_ms());
+            set_meta(&tx, "hlc", &hlc.to_string())?;
+            tx.execute(
+                "INSERT INTO spaces (space, cursor, synced_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (space) DO UPDATE SET cursor = excluded.cursor,
+                                                   synced_at = excluded.synced_at",
+                params![space.as_str(), answer.cursor as i64, now_ms() as i64],
+            )?;
+            if !answer.has_more {
+                report.resynced = finish_resync(&tx, space, &mut changed)?;
+            }
+            tx.commit()?;
+        }
+        for (collection, id) in changed {
+            self.announce(Changed {
+                space: space.clone(),
+                collection,
+                id,
+                source: Source::Remote,
+            });
+        }
+        Ok(report)
+    }
+
+    /// Starts pulling `space` again from 0, after `410 cursor_expired`:
+    /// every local record is marked unseen, and those still unseen when the
+    /// pull ends are dropped.
+    pub fn begin_resync(&self, space: &SpaceId) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute(
+            "UPDATE records SET seen = 0 WHERE space = ?1",
+            [space.as_str()],
+        )?;
+        tx.execute(
+            "INSERT INTO spaces (space, cursor, resync) VALUES (?1, 0, 1)
+             ON CONFLICT (space) DO UPDATE SET cursor = 0, resync = 1",
+            [space.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+}
+
+/// Folds a pulled record into the local one.
+fn merge_pulled(tx: &rusqlite::Transaction<'_>, space: &SpaceId, record: &Record) -> Result<()> {
+    let local = read_state(tx, space, &record.collection, &record.id)?;
+    let merged = merge_states(local, &record.state());
+    write_state(tx, space, &record.collection, &record.id, &merged)
+}
+
+/// Ends a full resync of `space`, if one is under way: drops the records
+/// the server no longer has (unless local changes to them are pending).
+fn finish_resync(
+    tx: &rusqlite::Transaction<'_>,
+    space: &SpaceId,
+    changed: &mut Vec<(Collection, RecordId)>,
+) -> Result<bool> {
+    let resync: Option<i64> = tx
+        .query_row(
+            "SELECT resync FROM spaces WHERE space = ?1",
+            [space.as_str()],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if resync != Some(1) {
+        return Ok(false);
+    }
+    {
+        let mut stmt = tx.prepare(
+            "DELETE FROM records AS r WHERE r.space = ?1 AND r.seen = 0
+               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.space = r.space
+                               AND o.collection = r.collection AND o.id = r.id)
+             RETURNING collection, id",
+        )?;
+        let gone = stmt.query_map([space.as_str()], |r| {
+            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
+        })?;
+        for row in gone {
+            let (collection, id) = row?;
+            changed.push((
+                Collection::new(collection).map_err(|e| corrupt("collection", e))?,
+                RecordId::new(id).map_err(|e| corrupt("record id", e))?,
+            ));
+        }
+    }
+    tx.execute(
+        "UPDATE records SET seen = 1 WHERE space = ?1",
+        [space.as_str()],
+    )?;
+    tx.execute(
+        "UPDATE spaces SET resync = 0 WHERE space = ?1",
+        [space.as_str()],
+    )?;
+    Ok(true)
+}
+
+/// Syncs `space` once: pushes every pending change and pulls until the
+/// server has nothing more.
+pub async fn sync_space(replica: &Replica, remote: &Remote, space: &SpaceId) -> Result<SyncReport> {
+    let mut total = SyncReport::default();
+    loop {
+        let outgoing = blocking(replica, {
+            let space = space.clone();
+            move |r| r.next_batch(&space)
+        })
+        .await?;
+        let request = SyncRequest {
+            client_id: replica.client_id().clone(),
+            batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
+            cursor: replica.cursor(space)?,
+            changes: outgoing
+                .as_ref()
+                .map(|o| o.changes.clone())
+                .unwrap_or_default(),
+            limit: Some(PAGE),
+        };
+        let answer = match remote.sync(space, &request).await {
+            Ok(answer) => answer,
+            Err(e) if e.code() == Some("cursor_expired") => {
+                tracing::info!(%space, "cursor expired; pulling the space again");
+                replica.begin_resync(space)?;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
+        let has_more = answer.has_more;
+        let report = blocking(replica, {
+            let space = space.clone();
+            let batch = outgoing.map(|o| o.batch_id);
+            move |r| r.store_answer(&space, batch.as_ref(), answer)
+        })
+        .await?;
+        total.pushed += report.pushed;
+        total.pulled += report.pulled;
+        total.conflicts += report.conflicts;
+        total.resynced |= report.resynced;
+        let pending = report.pushed > 0 && replica.has_pending(space)?;
+        if !has_more && !pending {
+            return Ok(total);
+        }
+    }
+}
+
+impl Replica {
+    /// Whether changes of `space` wait in the outbox.
+    pub fn has_pending(&self, space: &SpaceId) -> Result<bool> {
+        Ok(self
+            .conn()
+            .query_row(
+                "SELECT 1 FROM outbox WHERE space = ?1 LIMIT 1",
+                [space.as_str()],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some())
+    }
+}
+
+/// Runs a storage step off the async threads.
+async fn blocking<T: Send + 'static>(
+    replica: &Replica,
+    f: impl FnOnce(&Replica) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let replica = replica.clone();
+    tokio::task::spawn_blocking(move || f(&replica))
+        .await
+        .map_err(|e| Error::Invalid(format!("a storage step failed: {e}")))?
+}
