@@ -429,3 +429,51 @@ async fn local_queries_filter_and_order() {
         Err(Error::Invalid(_))
     ));
 }
+
+#[tokio::test]
+async fn an_expired_cursor_resyncs_and_drops_what_the_server_forgot() {
+    let s = setup().await;
+    let personal = space("user:ha");
+    let (a, b) = (s.replica("a.db"), s.replica("b.db"));
+    let remote = s.server.remote("ha");
+    for name in ["x", "y"] {
+        a.put(
+            &personal,
+            &todos(),
+            &id(name),
+            fields(json!({"title": name})),
+        )
+        .unwrap();
+    }
+    sync_space(&a, &remote, &personal).await.unwrap();
+    sync_space(&b, &remote, &personal).await.unwrap();
+    // b deletes x; the tombstone is compacted before a hears of it.
+    b.delete(&personal, &todos(), &id("x")).unwrap();
+    sync_space(&b, &remote, &personal).await.unwrap();
+    let report = s.store.compact(wall_ms() + 60_000).await.unwrap();
+    assert_eq!(report.spaces.len(), 1);
+
+    // a wrote meanwhile; its batch is refused with 410, then sent again
+    // with the resync, and kept.
+    a.put(&personal, &todos(), &id("z"), fields(json!({"title": "z"})))
+        .unwrap();
+    let mut changes = a.subscribe();
+    let report = sync_space(&a, &remote, &personal).await.unwrap();
+    assert!(report.resynced);
+    assert_eq!(report.pushed, 1);
+    let ids: Vec<String> = a
+        .list(&personal, &todos(), &Query::new())
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id.into_string())
+        .collect();
+    assert_eq!(ids, ["y", "z"]);
+    // Apps hear that x is gone.
+    let mut heard = Vec::new();
+    while let Ok(c) = changes.try_recv() {
+        heard.push(c.id.into_string());
+    }
+    assert!(heard.contains(&"x".to_owned()), "{heard:?}");
+    sync_space(&b, &remote, &personal).await.unwrap();
+    assert!(b.get(&personal, &todos(), &id("z")).unwrap().is_some());
+}
