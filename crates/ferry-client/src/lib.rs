@@ -10,6 +10,8 @@
 //!   get, list, subscribe, the conflicts inbox).
 //! - [`query`]: filters and orders for [`Replica::list`].
 //! - [`sync`]: one sync of one space, step by step.
+//! - [`runtime`]: the background task that syncs when it should, and its
+//!   status.
 //! - [`remote`]: the server and the credentials sent to it.
 //! - [`schema`]: the replica's tables.
 
@@ -17,6 +19,7 @@ pub mod error;
 pub mod query;
 pub mod remote;
 pub mod replica;
+pub mod runtime;
 mod schema;
 pub mod sync;
 
@@ -26,4 +29,5 @@ pub use remote::{Credentials, Remote, Token};
 pub use replica::{
     Changed, LocalRecord, Replica, ReplicaConfig, Resolution, Source, StoredConflict,
 };
+pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use sync::{SyncReport, sync_space};

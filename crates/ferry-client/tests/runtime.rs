@@ -1,0 +1,191 @@
+//! The background task against a real server: it syncs on local writes
+//! and on realtime signals, reports its status, and rides out the server
+//! going away.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ferry_client::{Remote, Replica, ReplicaConfig, State, SyncConfig, Syncer, Token};
+use ferry_core::{ClientId, Collection, RecordId, SpaceId, UserId};
+use ferry_server::clock::wall_ms;
+use ferry_server::testing;
+use ferry_server::{AppState, Settings, Store};
+use serde_json::{Map, Value, json};
+use tokio::net::TcpListener;
+
+struct Server {
+    state: AppState,
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+async fn serve(store: Arc<dyn Store>, listener: TcpListener) -> Server {
+    let settings = Settings::new(ClientId::new("server").unwrap(), "http://ferry.test");
+    let state = AppState::new(store, settings).await.unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(ferry_server::server::run(
+        listener,
+        state.clone(),
+        async move {
+            let _ = stopped.await;
+        },
+    ));
+    Server { state, stop, task }
+}
+
+fn token(state: &AppState, user: &str) -> String {
+    state
+        .issuer
+        .get()
+        .mint(&UserId::new(user).unwrap(), wall_ms() / 1000, 3600)
+        .unwrap()
+}
+
+fn fields(v: Value) -> Map<String, Value> {
+    v.as_object().unwrap().clone()
+}
+
+fn quick() -> SyncConfig {
+    SyncConfig {
+        debounce: Duration::from_millis(50),
+        interval: Duration::from_secs(30),
+        min_backoff: Duration::from_millis(100),
+        max_backoff: Duration::from_millis(400),
+        realtime: true,
+    }
+}
+
+/// Waits up to 10 s for `done`.
+async fn eventually(what: &str, mut done: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if done() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{what} did not happen within 10 s");
+}
+
+#[tokio::test]
+async fn writes_reach_the_other_replica_by_themselves() {
+    let (store, _guard) = testing::fresh_store().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = serve(store, listener).await;
+    let remote = Remote::new(&base, Arc::new(Token(token(&server.state, "ada")))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let space = SpaceId::new("user:ada").unwrap();
+    let (todos, t1) = (
+        Collection::new("todos").unwrap(),
+        RecordId::new("t1").unwrap(),
+    );
+    let a = Replica::open(dir.path().join("a.db"), ReplicaConfig::default()).unwrap();
+    let b = Replica::open(dir.path().join("b.db"), ReplicaConfig::default()).unwrap();
+    let sa = Syncer::start(a.clone(), remote.clone(), vec![space.clone()], quick());
+    let sb = Syncer::start(b.clone(), remote.clone(), vec![space.clone()], quick());
+    // Give b's realtime connection a moment to subscribe.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    a.put(&space, &todos, &t1, fields(json!({"title": "hello"})))
+        .unwrap();
+    eventually("b hearing of a's write", || {
+        b.get(&space, &todos, &t1).unwrap().is_some()
+    })
+    .await;
+    eventually("a's status settling", || {
+        let s = sa.status().borrow().clone();
+        s.state == State::Idle && s.pending == 0 && s.last_synced.is_some()
+    })
+    .await;
+    // And back the other way.
+    b.patch(&space, &todos, &t1, fields(json!({"done": true})))
+        .unwrap();
+    eventually("a hearing of b's write", || {
+        a.get(&space, &todos, &t1)
+            .unwrap()
+            .unwrap()
+            .fields
+            .get("done")
+            == Some(&json!(true))
+    })
+    .await;
+    sb.stop().await;
+    drop(sa);
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn a_write_made_while_the_server_is_away_syncs_when_it_returns() {
+    let (store, _guard) = testing::fresh_store().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = serve(store.clone(), listener).await;
+    let remote = Remote::new(
+        &format!("http://{addr}"),
+        Arc::new(Token(token(&server.state, "bo"))),
+    )
+    .unwrap();
+    let _ = server.stop.send(());
+    server.task.await.unwrap().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let space = SpaceId::new("user:bo").unwrap();
+    let (todos, t1) = (
+        Collection::new("todos").unwrap(),
+        RecordId::new("t1").unwrap(),
+    );
+    let replica = Replica::open(dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
+    let syncer = Syncer::start(replica.clone(), remote, vec![space.clone()], quick());
+    replica
+        .put(&space, &todos, &t1, fields(json!({"title": "offline"})))
+        .unwrap();
+    eventually("the status saying offline", || {
+        let s = syncer.status().borrow().clone();
+        matches!(s.state, State::Offline { .. }) && s.pending == 1
+    })
+    .await;
+
+    // Back on the same address.
+    let listener = TcpListener::bind(addr).await.unwrap();
+    let server = serve(store.clone(), listener).await;
+    eventually("the write reaching the server", || {
+        let s = syncer.status().borrow().clone();
+        s.state == State::Idle && s.pending == 0
+    })
+    .await;
+    let stored = store.record(&space, &todos, &t1).await.unwrap().unwrap();
+    assert!(stored.fields.get().contains("offline"));
+    drop(syncer);
+    let _ = server.stop.send(());
+}
+
+#[tokio::test]
+async fn a_refusal_stops_sync_until_the_app_asks_again() {
+    let (store, _guard) = testing::fresh_store().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = serve(store, listener).await;
+    let remote = Remote::new(&base, Arc::new(Token("not-a-token".into()))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
+    let space = SpaceId::new("user:cy").unwrap();
+    replica
+        .put(
+            &space,
+            &Collection::new("todos").unwrap(),
+            &RecordId::new("t").unwrap(),
+            fields(json!({"x": 1})),
+        )
+        .unwrap();
+    let syncer = Syncer::start(replica.clone(), remote, vec![space], quick());
+    eventually("the status saying why", || {
+        matches!(&syncer.status().borrow().state, State::Error { reason } if reason.contains("401"))
+    })
+    .await;
+    assert_eq!(replica.pending().unwrap(), 1);
+    drop(syncer);
+    let _ = server.stop.send(());
+}
