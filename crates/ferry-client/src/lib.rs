@@ -13,6 +13,7 @@
 //! - [`runtime`]: the background task that syncs when it should, and its
 //!   status.
 //! - [`remote`]: the server and the credentials sent to it.
+//! - [`session`]: anonymous use, sign-in, refresh, sign-out (keep or wipe).
 //! - [`schema`]: the replica's tables.
 
 pub mod error;
@@ -21,6 +22,7 @@ pub mod remote;
 pub mod replica;
 pub mod runtime;
 mod schema;
+pub mod session;
 pub mod sync;
 
 pub use error::{Error, Result};
@@ -30,4 +32,5 @@ pub use replica::{
     Changed, LocalRecord, Replica, ReplicaConfig, Resolution, Source, StoredConflict,
 };
 pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
+pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};
 pub use sync::{SyncReport, sync_space};

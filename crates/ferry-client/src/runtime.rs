@@ -29,6 +29,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::error::Error;
 use crate::remote::Remote;
 use crate::replica::Replica;
+use crate::session::is_local;
 use crate::sync::sync_space;
 
 /// How the background task behaves.
@@ -246,7 +247,9 @@ async fn run(
             }
             changed = local.recv() => {
                 if let Ok(changed) = &changed {
-                    spaces.insert(changed.space.clone());
+                    if !is_local(&changed.space) {
+                        spaces.insert(changed.space.clone());
+                    }
                     if changed.source == crate::replica::Source::Remote {
                         continue;
                     }

@@ -28,6 +28,7 @@ use crate::replica::{
     Changed, Replica, Source, corrupt, now_ms, random_hex, read_state, set_meta, stored_hlc,
     write_state,
 };
+use crate::session::is_local;
 
 /// The most changes sent in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -231,9 +232,13 @@ fn finish_resync(
 }
 
 /// Syncs `space` once: pushes every pending change and pulls until the
-/// server has nothing more.
+/// server has nothing more. Spaces that stay on the device (`local:...`)
+/// are left alone.
 pub async fn sync_space(replica: &Replica, remote: &Remote, space: &SpaceId) -> Result<SyncReport> {
     let mut total = SyncReport::default();
+    if is_local(space) {
+        return Ok(total);
+    }
     loop {
         let outgoing = blocking(replica, {
             let space = space.clone();
