@@ -9,7 +9,7 @@ use std::time::Duration;
 use ferry_client::{
     ANONYMOUS_SPACE, Error, Query, Replica, ReplicaConfig, SignOut, request_magic_link, sync_space,
 };
-use ferry_core::{ClientId, Collection, RecordId, SpaceId};
+use ferry_core::{ClientId, Collection, RecordId};
 use ferry_server::auth::mail::MailerConfig;
 use ferry_server::testing;
 use ferry_server::{AppState, Settings, Store};
