@@ -59,9 +59,26 @@ async fn post(http: &reqwest::Client, url: String, body: Value) -> anyhow::Resul
     Ok(body)
 }
 
+/// The replica `ferry login` signed in last, from the credentials file.
+pub fn stored_replica() -> anyhow::Result<Option<PathBuf>> {
+    let path = credentials_path()?;
+    let Ok(bytes) = std::fs::read(&path) else {
+        return Ok(None);
+    };
+    let stored: Value = serde_json::from_slice(&bytes)
+        .with_context(|| format!("{} is not JSON", path.display()))?;
+    Ok(stored["replica"].as_str().map(PathBuf::from))
+}
+
 /// Asks for a sign-in link for `email`, reads the link or token the person
-/// pastes, redeems it, and stores the session.
-pub async fn login(server: &str, email: &str) -> anyhow::Result<()> {
+/// pastes, redeems it into the replica (which keeps the session and claims
+/// what was written there before signing in), and notes which replica and
+/// server the client commands use.
+pub async fn login(
+    server: &str,
+    email: &str,
+    replica: &crate::client::ReplicaArgs,
+) -> anyhow::Result<()> {
     let server = server.trim_end_matches('/');
     let http = reqwest::Client::new();
     post(
@@ -76,29 +93,30 @@ pub async fn login(server: &str, email: &str) -> anyhow::Result<()> {
     let mut pasted = String::new();
     std::io::stdin().lock().read_line(&mut pasted)?;
     let token = token_from(&pasted).context("that holds no sign-in token")?;
-    let session = post(
-        &http,
-        format!("{server}/v1/auth/verify"),
-        json!({"token": token}),
-    )
-    .await?;
+    let replica = crate::client::open(replica)?;
+    let user = replica
+        .sign_in_with_link(server, &token)
+        .await
+        .context("cannot sign in")?;
+    let replica_path =
+        std::fs::canonicalize(replica.path()).unwrap_or_else(|_| replica.path().to_path_buf());
     let path = credentials_path()?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
+    // The session itself stays in the replica: one place that rotates the
+    // refresh token.
     let stored = json!({
         "server": server,
-        "access_token": session["access_token"],
-        "refresh_token": session["refresh_token"],
-        "expires_in": session["expires_in"],
-        "user": session["user"],
+        "replica": replica_path,
+        "user": {"id": user.id, "email": user.email},
     });
     write_private(&path, &serde_json::to_vec_pretty(&stored)?)
         .with_context(|| format!("cannot write {}", path.display()))?;
-    let who = session["user"]["email"].as_str().unwrap_or(email);
+    let who = user.email.as_deref().unwrap_or(email);
     println!(
-        "Signed in to {server} as {who}. Credentials: {}",
-        path.display()
+        "Signed in to {server} as {who}. Replica: {}",
+        replica_path.display()
     );
     Ok(())
 }

@@ -1,14 +1,17 @@
-//! `ferry`: runs the sync server and administers it.
+//! `ferry`: runs the sync server, administers it, and is a client of it.
 //!
 //! - `ferry serve`: the server, on SQLite in `./ferry-data` by default, or
 //!   on PostgreSQL with `--database postgres://...`.
 //! - `ferry migrate`: brings the database schema up to date.
 //! - `ferry admin token --email E`: prints an access token for a user.
 //! - `ferry admin compact --older-than 30d`: compacts old tombstones.
+//! - `ferry login`, then `ferry put/get/ls/rm/sync/watch/conflicts`: a
+//!   client on a local replica ([`client`]), synced with the server.
 //!
 //! Configuration comes in layers: defaults, then `ferry.toml` (or the file
 //! named by `--config`), then `FERRY_*` environment variables, then flags.
 
+mod client;
 mod config;
 mod login;
 
@@ -54,7 +57,11 @@ enum Command {
         /// Your email address.
         #[arg(long)]
         email: String,
+        #[command(flatten)]
+        replica: client::ReplicaArgs,
     },
+    #[command(flatten)]
+    Client(client::ClientCommand),
     /// Administer a server's database.
     Admin {
         #[command(subcommand)]
@@ -107,7 +114,12 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Serve(args) => serve(*args).await,
             Command::Migrate(config) => migrate(config).await,
-            Command::Login { server, email } => login::login(&server, &email).await,
+            Command::Login {
+                server,
+                email,
+                replica,
+            } => login::login(&server, &email, &replica).await,
+            Command::Client(command) => client::run(command).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
             } => token(&email, ttl, config).await,

@@ -146,6 +146,7 @@ async fn ferry_login_runs_the_magic_link_flow_and_keeps_the_credentials() {
             "cli@example.com",
         ])
         .env("FERRY_CREDENTIALS", &credentials)
+        .env("FERRY_REPLICA", db.dir.path().join("replica.db"))
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -176,6 +177,27 @@ async fn ferry_login_runs_the_magic_link_flow_and_keeps_the_credentials() {
             .mode();
         assert_eq!(mode & 0o077, 0, "only the owner reads the credentials");
     }
-    let me = me(&server.url, stored["access_token"].as_str().unwrap()).await;
+    // The session lives in the replica, private to its owner too.
+    let replica_path = std::path::PathBuf::from(stored["replica"].as_str().unwrap());
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&replica_path)
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o077, 0, "only the owner reads the replica");
+    }
+    assert!(!String::from_utf8_lossy(&std::fs::read(&credentials).unwrap()).contains("token"));
+    let replica =
+        ferry_client::Replica::open(&replica_path, ferry_client::ReplicaConfig::default()).unwrap();
+    let token = replica
+        .remote(&server.url)
+        .unwrap()
+        .credentials()
+        .token()
+        .unwrap();
+    let me = me(&server.url, &token).await;
     assert_eq!(me["user"]["email"], "cli@example.com");
+    assert_eq!(stored["user"]["email"], "cli@example.com");
 }

@@ -33,4 +33,4 @@ pub use replica::{
 };
 pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};
-pub use sync::{SyncReport, sync_space};
+pub use sync::{SyncReport, sync_space, sync_space_with};

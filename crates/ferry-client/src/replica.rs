@@ -213,6 +213,15 @@ impl Replica {
     pub fn open(path: impl AsRef<Path>, config: ReplicaConfig) -> Result<Replica> {
         let path = path.as_ref().to_path_buf();
         let mut conn = Connection::open(&path)?;
+        // Tokens and the user's data: for the owner's eyes (SQLite gives
+        // the journal files the same mode).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).map_err(
+                |e| Error::Invalid(format!("cannot make {} private: {e}", path.display())),
+            )?;
+        }
         conn.busy_timeout(config.busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "wal")?;
         // A write the app made survives a crash of the app or the machine.

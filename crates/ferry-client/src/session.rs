@@ -105,6 +105,11 @@ impl Replica {
         Ok(SpaceId::new(space)?)
     }
 
+    /// The server this replica signed in to, if it did.
+    pub fn server(&self) -> Result<Option<String>> {
+        Ok(meta(&self.conn(), "server")?)
+    }
+
     /// Signs in with the token of a magic link, claiming the anonymous
     /// data into the user's personal space.
     pub async fn sign_in_with_link(&self, base: &str, token: &str) -> Result<User> {
@@ -112,6 +117,7 @@ impl Replica {
         let url = format!("{}/v1/auth/verify", base.trim_end_matches('/'));
         let tokens: Tokens = send(http.post(url).json(&json!({ "token": token }))).await?;
         self.start_session(
+            base,
             &tokens.user,
             &tokens.access_token,
             Some(&tokens.refresh_token),
@@ -125,10 +131,16 @@ impl Replica {
         let http = reqwest::Client::new();
         let url = format!("{}/v1/me", base.trim_end_matches('/'));
         let me: Me = send(http.get(url).bearer_auth(access_token)).await?;
-        self.start_session(&me.user, access_token, None)
+        self.start_session(base, &me.user, access_token, None)
     }
 
-    fn start_session(&self, user: &UserInfo, access: &str, refresh: Option<&str>) -> Result<User> {
+    fn start_session(
+        &self,
+        base: &str,
+        user: &UserInfo,
+        access: &str,
+        refresh: Option<&str>,
+    ) -> Result<User> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         if let Some(other) = meta(&tx, "user_id")?.filter(|id| id != user.id.as_str()) {
@@ -137,6 +149,7 @@ impl Replica {
             )));
         }
         set_meta(&tx, "user_id", user.id.as_str())?;
+        set_meta(&tx, "server", base.trim_end_matches('/'))?;
         match &user.email {
             Some(email) => set_meta(&tx, "email", email)?,
             None => {

@@ -235,6 +235,17 @@ fn finish_resync(
 /// server has nothing more. Spaces that stay on the device (`local:...`)
 /// are left alone.
 pub async fn sync_space(replica: &Replica, remote: &Remote, space: &SpaceId) -> Result<SyncReport> {
+    sync_space_with(replica, remote, space, &mut |_| {}).await
+}
+
+/// [`sync_space`], calling `progress` with the running totals after each
+/// answer stored (for progress bars of long syncs).
+pub async fn sync_space_with(
+    replica: &Replica,
+    remote: &Remote,
+    space: &SpaceId,
+    progress: &mut (dyn FnMut(&SyncReport) + Send),
+) -> Result<SyncReport> {
     let mut total = SyncReport::default();
     if is_local(space) {
         return Ok(total);
@@ -275,6 +286,7 @@ pub async fn sync_space(replica: &Replica, remote: &Remote, space: &SpaceId) -> 
         total.pulled += report.pulled;
         total.conflicts += report.conflicts;
         total.resynced |= report.resynced;
+        progress(&total);
         let pending = report.pushed > 0 && replica.has_pending(space)?;
         if !has_more && !pending {
             return Ok(total);

@@ -28,6 +28,10 @@ pub fn check_clock_skew(state: &AppState, changes: &[Change]) -> Result<(), ApiE
 }
 
 /// Applies `batch` to `space`: the one way changes reach the store.
+///
+/// The push and what follows its commit (metrics, the realtime signal) run
+/// as a task of their own: a client that hangs up mid-request cancels the
+/// handler, and must not cancel the announcement of a commit that happened.
 pub async fn apply(
     state: &AppState,
     space: &SpaceId,
@@ -37,6 +41,13 @@ pub async fn apply(
     if let Some(max) = batch.changes.iter().filter_map(Change::max_hlc).max() {
         state.clock.observe(max);
     }
+    let (state, space) = (state.clone(), space.clone());
+    tokio::spawn(async move { commit(&state, &space, batch).await })
+        .await
+        .map_err(|e| ApiError::internal(format!("the push task failed: {e}")))?
+}
+
+async fn commit(state: &AppState, space: &SpaceId, batch: Batch) -> Result<PushOutcome, ApiError> {
     let outcome = state.store.push(space, batch).await?;
     state
         .metrics
