@@ -4,10 +4,13 @@
 //!
 //! - [`push`]: push throughput against a raw batched upsert of the same rows.
 //! - [`pull`]: paging a large space by cursor, with and without encoding.
+//! - [`client`]: the native client's initial sync, apply rate and local
+//!   write latency against raw SQLite.
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
 
+mod client;
 mod pull;
 mod push;
 mod realtime;
@@ -31,6 +34,9 @@ enum Command {
     /// Realtime: write-to-signal latency, memory per idle subscriber and
     /// fan-out time.
     Realtime(realtime::RealtimeArgs),
+    /// The native client: initial sync, applying pulled pages, local
+    /// writes.
+    Client(client::ClientArgs),
     /// A server for the realtime benchmark, in a process of its own.
     #[command(hide = true)]
     Serve(realtime::ServeArgs),
@@ -43,5 +49,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Pull(args) => pull::run(args).await,
         Command::Realtime(args) => realtime::run(args).await,
         Command::Serve(args) => realtime::serve(args).await,
+        Command::Client(args) => client::run(args).await,
     }
 }

@@ -7,11 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_core::SpaceId;
-use ferry_core::protocol::{SyncRequest, SyncResponse};
+use ferry_core::protocol::SyncRequest;
 use reqwest::StatusCode;
 use serde_json::Value;
 
 use crate::error::{Error, Result};
+use crate::sync::Answer;
 
 /// Where the access token comes from.
 pub trait Credentials: Send + Sync + std::fmt::Debug {
@@ -88,7 +89,7 @@ impl Remote {
     }
 
     /// `POST /v1/spaces/{space}/sync`, refreshing the token once on `401`.
-    pub async fn sync(&self, space: &SpaceId, request: &SyncRequest) -> Result<SyncResponse> {
+    pub async fn sync(&self, space: &SpaceId, request: &SyncRequest) -> Result<Answer> {
         let url = format!("{}/v1/spaces/{space}/sync", self.base);
         let mut refreshed = false;
         loop {

@@ -56,18 +56,33 @@ pub struct LocalRecord {
     pub fields: Map<String, Value>,
 }
 
+/// What a local write survives once its call returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// The app crashing or being killed (SQLite's WAL with `synchronous =
+    /// NORMAL`): a power cut may lose the last moments of writes. Fast.
+    #[default]
+    Crash,
+    /// Also a power cut (`synchronous = FULL`, a sync of the log per
+    /// write): costs a disk flush per write.
+    PowerLoss,
+}
+
 /// How the replica behaves; the defaults suit most apps.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
     /// How long a local operation waits for another process holding the
     /// file's write lock.
     pub busy_timeout: Duration,
+    /// What a write survives.
+    pub durability: Durability,
 }
 
 impl Default for ReplicaConfig {
     fn default() -> Self {
         ReplicaConfig {
             busy_timeout: Duration::from_secs(5),
+            durability: Durability::default(),
         }
     }
 }
@@ -86,6 +101,52 @@ struct Inner {
     /// short. A std mutex, since no call holds it across an `.await`.
     conn: Mutex<Connection>,
     changes: broadcast::Sender<Changed>,
+    checkpoints: Checkpoints,
+}
+
+/// Checkpoints of the write-ahead log, on a thread of their own: SQLite
+/// would otherwise run one inside an app's write now and then, syncing the
+/// disk while the app waits (the slowest of its writes by far).
+#[derive(Debug)]
+struct Checkpoints {
+    writes: std::sync::atomic::AtomicU32,
+    wake: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Local writes between two checkpoints.
+const CHECKPOINT_EVERY: u32 = 256;
+
+impl Checkpoints {
+    fn start(path: &Path, busy_timeout: Duration) -> Result<Checkpoints> {
+        let (wake, woken) = std::sync::mpsc::sync_channel::<()>(1);
+        let conn = Connection::open(path)?;
+        conn.busy_timeout(busy_timeout)?;
+        std::thread::Builder::new()
+            .name("ferry-checkpoint".into())
+            .spawn(move || {
+                // Ends when the replica is dropped (the sender with it).
+                while woken.recv().is_ok() {
+                    if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+                        tracing::debug!(error = %e, "checkpoint failed; the next one will catch up");
+                    }
+                }
+            })
+            .map_err(|e| Error::Invalid(format!("cannot start the checkpoint thread: {e}")))?;
+        Ok(Checkpoints {
+            writes: Default::default(),
+            wake,
+        })
+    }
+
+    /// Counts `n` written pages' worth of work; wakes the thread now and then.
+    fn wrote(&self, n: u32) {
+        let before = self
+            .writes
+            .fetch_add(n, std::sync::atomic::Ordering::Relaxed);
+        if before / CHECKPOINT_EVERY != (before + n) / CHECKPOINT_EVERY {
+            let _ = self.wake.try_send(());
+        }
+    }
 }
 
 /// Milliseconds since the Unix epoch.
@@ -224,8 +285,13 @@ impl Replica {
         }
         conn.busy_timeout(config.busy_timeout)?;
         conn.pragma_update(None, "journal_mode", "wal")?;
-        // A write the app made survives a crash of the app or the machine.
-        conn.pragma_update(None, "synchronous", "full")?;
+        let synchronous = match config.durability {
+            Durability::Crash => "normal",
+            Durability::PowerLoss => "full",
+        };
+        conn.pragma_update(None, "synchronous", synchronous)?;
+        // Checkpoints run on their own thread (see `Checkpoints`).
+        conn.pragma_update(None, "wal_autocheckpoint", 0)?;
         schema::migrate(&mut conn)?;
         let tx = immediate(&mut conn)?;
         let client_id = match meta(&tx, "client_id")? {
@@ -238,12 +304,14 @@ impl Replica {
         };
         tx.commit()?;
         let (changes, _) = broadcast::channel(1024);
+        let checkpoints = Checkpoints::start(&path, config.busy_timeout)?;
         Ok(Replica {
             inner: Arc::new(Inner {
                 path,
                 client_id,
                 conn: Mutex::new(conn),
                 changes,
+                checkpoints,
             }),
         })
     }
@@ -271,6 +339,11 @@ impl Replica {
     /// on the same file are not seen here.
     pub fn subscribe(&self) -> broadcast::Receiver<Changed> {
         self.inner.changes.subscribe()
+    }
+
+    /// Counts `n` records written, for the checkpoint thread.
+    pub(crate) fn wrote(&self, n: u32) {
+        self.inner.checkpoints.wrote(n);
     }
 
     pub(crate) fn announce(&self, changed: Changed) {
@@ -312,6 +385,7 @@ impl Replica {
             )?;
             tx.commit()?;
         }
+        self.wrote(1);
         self.announce(Changed {
             space: space.clone(),
             collection: collection.clone(),

@@ -209,15 +209,18 @@ async fn run(
     let mut spaces: BTreeSet<SpaceId> = spaces.into_iter().collect();
     let mut local = replica.subscribe();
     let (signal_tx, mut signals) = mpsc::channel::<SpaceId>(64);
-    let _listener = config.realtime.then(|| {
-        AbortOnDrop(tokio::spawn(listen(
-            remote.clone(),
-            spaces.iter().cloned().collect(),
-            signal_tx,
-            config.min_backoff,
-            config.max_backoff,
-        )))
-    });
+    let listener = |spaces: &BTreeSet<SpaceId>| {
+        config.realtime.then(|| {
+            AbortOnDrop(tokio::spawn(listen(
+                remote.clone(),
+                spaces.iter().cloned().collect(),
+                signal_tx.clone(),
+                config.min_backoff,
+                config.max_backoff,
+            )))
+        })
+    };
+    let mut _listening = listener(&spaces);
     let set = |state: Option<State>, synced: bool| {
         let pending = replica.pending().unwrap_or(0);
         status.send_modify(|s| {
@@ -247,8 +250,9 @@ async fn run(
             }
             changed = local.recv() => {
                 if let Ok(changed) = &changed {
-                    if !is_local(&changed.space) {
-                        spaces.insert(changed.space.clone());
+                    // A space written for the first time: listen to it too.
+                    if !is_local(&changed.space) && spaces.insert(changed.space.clone()) {
+                        _listening = listener(&spaces);
                     }
                     if changed.source == crate::replica::Source::Remote {
                         continue;

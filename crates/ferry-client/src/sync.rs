@@ -19,7 +19,7 @@
 //! unless local changes to them are pending.
 
 use ferry_core::protocol::{BatchId, SyncRequest, SyncResponse};
-use ferry_core::{Change, Collection, Record, RecordId, SpaceId, merge_states};
+use ferry_core::{Change, Collection, Hlc, RecordId, RecordState, SpaceId, merge_states};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
@@ -33,7 +33,27 @@ use crate::session::is_local;
 /// The most changes sent in one batch.
 pub const MAX_BATCH: usize = 1000;
 /// The page size asked for.
-pub const PAGE: u32 = 1000;
+pub const PAGE: u32 = 5000;
+
+/// A record as pulled: its fields stay the JSON text the server sent until
+/// a local copy needs merging, so a record new to the replica is stored
+/// without being parsed and written out again.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct PulledRecord {
+    /// The record's collection.
+    pub collection: Collection,
+    /// The record's id.
+    pub id: RecordId,
+    /// Its `seq` on the server.
+    pub seq: u64,
+    /// Its fields, `{name: {value, hlc}}`.
+    pub fields: Box<serde_json::value::RawValue>,
+    /// The HLC of its delete, on a tombstone.
+    pub deleted: Option<ferry_core::Hlc>,
+}
+
+/// The server's answer to a sync, as the client reads it.
+pub type Answer = SyncResponse<PulledRecord>;
 
 /// Changes sent together under one id.
 #[derive(Debug, Clone)]
@@ -108,7 +128,7 @@ impl Replica {
         &self,
         space: &SpaceId,
         batch: Option<&BatchId>,
-        answer: SyncResponse,
+        answer: Answer,
     ) -> Result<SyncReport> {
         let mut report = SyncReport::default();
         let mut changed = Vec::with_capacity(answer.changes.len());
@@ -147,6 +167,7 @@ impl Replica {
             }
             tx.commit()?;
         }
+        self.wrote(u32::try_from(changed.len()).unwrap_or(u32::MAX).max(1));
         for (collection, id) in changed {
             self.announce(Changed {
                 space: space.clone(),
@@ -178,11 +199,51 @@ impl Replica {
     }
 }
 
-/// Folds a pulled record into the local one.
-fn merge_pulled(tx: &rusqlite::Transaction<'_>, space: &SpaceId, record: &Record) -> Result<()> {
+/// Folds a pulled record into the local one; a record new to the replica
+/// is stored as the server sent it.
+fn merge_pulled(
+    tx: &rusqlite::Transaction<'_>,
+    space: &SpaceId,
+    record: &PulledRecord,
+) -> Result<()> {
+    let known: bool = tx
+        .prepare_cached("SELECT 1 FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3")?
+        .exists([
+            space.as_str(),
+            record.collection.as_str(),
+            record.id.as_str(),
+        ])?;
+    if !known {
+        tx.prepare_cached(
+            "INSERT INTO records (space, collection, id, fields, deleted, seen)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+        )?
+        .execute(params![
+            space.as_str(),
+            record.collection.as_str(),
+            record.id.as_str(),
+            record.fields.get(),
+            record.deleted.as_ref().map(Hlc::to_string),
+        ])?;
+        return Ok(());
+    }
+    let theirs = RecordState {
+        fields: serde_json::from_str(record.fields.get()).map_err(|e| Error::Server {
+            status: 200,
+            code: "invalid_answer".into(),
+            message: format!("record {}/{}: {e}", record.collection, record.id),
+            retry_after: None,
+        })?,
+        deleted: record.deleted.clone(),
+    };
     let local = read_state(tx, space, &record.collection, &record.id)?;
-    let merged = merge_states(local, &record.state());
-    write_state(tx, space, &record.collection, &record.id, &merged)
+    write_state(
+        tx,
+        space,
+        &record.collection,
+        &record.id,
+        &merge_states(local, &theirs),
+    )
 }
 
 /// Ends a full resync of `space`, if one is under way: drops the records
@@ -250,23 +311,41 @@ pub async fn sync_space_with(
     if is_local(space) {
         return Ok(total);
     }
+    // While a page is stored, the next one is already on its way (when
+    // nothing waits to be pushed): a long pull costs the slower of the two,
+    // not their sum.
+    let mut prefetch: Option<Prefetch> = None;
     loop {
         let outgoing = blocking(replica, {
             let space = space.clone();
             move |r| r.next_batch(&space)
         })
         .await?;
-        let request = SyncRequest {
-            client_id: replica.client_id().clone(),
-            batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
-            cursor: replica.cursor(space)?,
-            changes: outgoing
-                .as_ref()
-                .map(|o| o.changes.clone())
-                .unwrap_or_default(),
-            limit: Some(PAGE),
+        let prefetched = match (prefetch.take(), &outgoing) {
+            (Some(mut p), None) => Some(
+                (&mut p.0)
+                    .await
+                    .map_err(|e| Error::Offline(e.to_string()))?,
+            ),
+            _ => None,
         };
-        let answer = match remote.sync(space, &request).await {
+        let result = match prefetched {
+            Some(result) => result,
+            None => {
+                let request = SyncRequest {
+                    client_id: replica.client_id().clone(),
+                    batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
+                    cursor: replica.cursor(space)?,
+                    changes: outgoing
+                        .as_ref()
+                        .map(|o| o.changes.clone())
+                        .unwrap_or_default(),
+                    limit: Some(PAGE),
+                };
+                remote.sync(space, &request).await
+            }
+        };
+        let answer = match result {
             Ok(answer) => answer,
             Err(e) if e.code() == Some("cursor_expired") => {
                 tracing::info!(%space, "cursor expired; pulling the space again");
@@ -276,6 +355,9 @@ pub async fn sync_space_with(
             Err(e) => return Err(e),
         };
         let has_more = answer.has_more;
+        if has_more {
+            prefetch = Some(Prefetch::start(replica, remote, space, answer.cursor));
+        }
         let report = blocking(replica, {
             let space = space.clone();
             let batch = outgoing.map(|o| o.batch_id);
@@ -291,6 +373,31 @@ pub async fn sync_space_with(
         if !has_more && !pending {
             return Ok(total);
         }
+    }
+}
+
+/// A pull-only request already sent; aborted if dropped unused.
+struct Prefetch(tokio::task::JoinHandle<Result<Answer>>);
+
+impl Prefetch {
+    fn start(replica: &Replica, remote: &Remote, space: &SpaceId, cursor: u64) -> Prefetch {
+        let request = SyncRequest {
+            client_id: replica.client_id().clone(),
+            batch_id: None,
+            cursor,
+            changes: Vec::new(),
+            limit: Some(PAGE),
+        };
+        let (remote, space) = (remote.clone(), space.clone());
+        Prefetch(tokio::spawn(
+            async move { remote.sync(&space, &request).await },
+        ))
+    }
+}
+
+impl Drop for Prefetch {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
