@@ -14,7 +14,30 @@
 //!   status.
 //! - [`remote`]: the server and the credentials sent to it.
 //! - [`session`]: anonymous use, sign-in, refresh, sign-out (keep or wipe).
-//! - [`schema`]: the replica's tables.
+//! - `schema`: the replica's tables.
+//!
+//! An app, start to end (the README's example, compiled here):
+//!
+//! ```no_run
+//! use ferry_client::{Query, Replica, ReplicaConfig, SyncConfig, Syncer};
+//! use ferry_core::{Collection, RecordId};
+//! use serde_json::json;
+//!
+//! async fn app(server: &str, link_token: &str) -> Result<(), Box<dyn std::error::Error>> {
+//!     let replica = Replica::open("notes.db", ReplicaConfig::default())?;
+//!     replica.sign_in_with_link(server, link_token).await?; // once; the session is kept
+//!     let space = replica.personal_space()?; // user:{id}
+//!     let syncer = Syncer::start(replica.clone(), replica.remote(server)?, vec![space.clone()], SyncConfig::default());
+//!
+//!     let notes = Collection::new("notes")?;
+//!     replica.put(&space, &notes, &RecordId::new("n1")?, json!({"text": "Hello"}))?; // local, durable, queued
+//!     let all = replica.list(&space, &notes, &Query::new())?;
+//!     let mut changes = replica.subscribe(); // local and remote changes, to re-render
+//!     let status = syncer.status(); // idle / syncing / offline / paused / error, pending, last synced
+//!     # let _ = (all, changes.try_recv(), status);
+//!     Ok(())
+//! }
+//! ```
 
 pub mod error;
 pub mod query;

@@ -396,14 +396,15 @@ impl Replica {
     }
 
     /// Sets the named fields of a record (creating it), leaving its other
-    /// fields as they are.
+    /// fields as they are. `fields` is a JSON object.
     pub fn patch(
         &self,
         space: &SpaceId,
         collection: &Collection,
         id: &RecordId,
-        fields: Map<String, Value>,
+        fields: impl Into<Value>,
     ) -> Result<()> {
+        let fields = object(fields)?;
         let names = field_names(&fields)?;
         self.write(space, collection, id, |state, hlc| {
             if state.is_deleted() {
@@ -418,15 +419,16 @@ impl Replica {
         })
     }
 
-    /// Makes a record exactly `fields` (creating it): fields it held that
-    /// `fields` does not name are set to `null`.
+    /// Makes a record exactly `fields`, a JSON object (creating the record):
+    /// fields it held that `fields` does not name are set to `null`.
     pub fn put(
         &self,
         space: &SpaceId,
         collection: &Collection,
         id: &RecordId,
-        fields: Map<String, Value>,
+        fields: impl Into<Value>,
     ) -> Result<()> {
+        let fields = object(fields)?;
         let names = field_names(&fields)?;
         self.write(space, collection, id, |state, hlc| {
             if state.is_deleted() {
@@ -599,6 +601,16 @@ fn deleted(collection: &Collection, id: &RecordId) -> Error {
     Error::Invalid(format!(
         "{collection}/{id} was deleted; deletes are final, so write a new record instead"
     ))
+}
+
+/// The fields of a write: a JSON object.
+fn object(fields: impl Into<Value>) -> Result<Map<String, Value>> {
+    match fields.into() {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::Invalid(format!(
+            "fields must be a JSON object, like {{\"title\": \"Milk\"}}; got {other}"
+        ))),
+    }
 }
 
 /// The checked names of `fields`, which the server would refuse otherwise

@@ -189,3 +189,72 @@ async fn a_refusal_stops_sync_until_the_app_asks_again() {
     drop(syncer);
     let _ = server.stop.send(());
 }
+
+#[tokio::test]
+async fn a_payment_wall_pauses_sync_and_local_work_goes_on() {
+    use axum::http::StatusCode;
+    // A server whose sync answers 402, as one with a billing gate does for
+    // a user without a plan.
+    let asked = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counter = asked.clone();
+    let app = axum::Router::new().route(
+        "/v1/spaces/{space}/sync",
+        axum::routing::post(move || async move {
+            counter.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            (
+                StatusCode::PAYMENT_REQUIRED,
+                axum::Json(json!({"error": {"code": "payment_required",
+                                             "message": "sync needs the pro plan"}})),
+            )
+        }),
+    );
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let remote = Remote::new(&base, Arc::new(Token("t".into()))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
+    let space = SpaceId::new("user:di").unwrap();
+    let todos = Collection::new("todos").unwrap();
+    let config = SyncConfig {
+        realtime: false,
+        ..quick()
+    };
+    let syncer = Syncer::start(replica.clone(), remote, vec![space.clone()], config);
+    replica
+        .put(
+            &space,
+            &todos,
+            &RecordId::new("a").unwrap(),
+            fields(json!({"x": 1})),
+        )
+        .unwrap();
+    eventually("the status saying paused", || {
+        matches!(&syncer.status().borrow().state,
+                 State::Paused { reason } if reason.contains("pro plan"))
+    })
+    .await;
+    // Writes go on, queue up, and are not retried at every write.
+    for i in 0..20 {
+        replica
+            .put(
+                &space,
+                &todos,
+                &RecordId::new(format!("b{i}")).unwrap(),
+                fields(json!({"i": i})),
+            )
+            .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let status = syncer.status().borrow().clone();
+    assert!(matches!(status.state, State::Paused { .. }), "{status:?}");
+    assert_eq!(status.pending, 21);
+    assert_eq!(replica.pending().unwrap(), 21);
+    assert_eq!(asked.load(std::sync::atomic::Ordering::SeqCst), 1);
+    // Asked explicitly (the person just subscribed), it tries again.
+    syncer.sync_now();
+    eventually("a second try", || {
+        asked.load(std::sync::atomic::Ordering::SeqCst) == 2
+    })
+    .await;
+}
