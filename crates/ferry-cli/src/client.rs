@@ -88,6 +88,16 @@ pub enum ClientCommand {
         #[command(flatten)]
         at: ReplicaArgs,
     },
+    /// Sign out: syncs what is pending, ends the session on the server and
+    /// wipes the replica's data (unless --keep), so the next person on this
+    /// device finds nothing.
+    Logout {
+        /// Keep the local data.
+        #[arg(long)]
+        keep: bool,
+        #[command(flatten)]
+        at: ReplicaArgs,
+    },
     /// List the conflicts the server reported, or settle one.
     Conflicts {
         /// The conflict to settle.
@@ -153,11 +163,17 @@ fn value(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_owned()))
 }
 
+/// The server a signed-in replica syncs with.
+fn server_of(replica: &Replica) -> anyhow::Result<String> {
+    match (replica.user()?, replica.server()?) {
+        (Some(_), Some(server)) => Ok(server),
+        _ => bail!("this replica is not signed in; run ferry login first"),
+    }
+}
+
 /// Syncs every space, with a progress line on a terminal.
 async fn sync_all(replica: &Replica) -> anyhow::Result<()> {
-    let server = replica
-        .server()?
-        .context("this replica is not signed in; run ferry login first")?;
+    let server = server_of(replica)?;
     let remote = replica.remote(&server)?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));
@@ -203,6 +219,7 @@ impl ClientCommand {
             | ClientCommand::Rm { at, .. }
             | ClientCommand::Sync { at }
             | ClientCommand::Watch { at }
+            | ClientCommand::Logout { at, .. }
             | ClientCommand::Conflicts { at, .. } => at,
         }
     }
@@ -277,6 +294,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         }
         ClientCommand::Sync { .. } => sync_all(&replica).await?,
         ClientCommand::Watch { .. } => watch(&replica).await?,
+        ClientCommand::Logout { keep, .. } => logout(&replica, keep).await?,
         ClientCommand::Conflicts {
             resolve,
             keep_mine,
@@ -308,12 +326,38 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Signs the replica out, syncing first so that a wipe loses nothing it can
+/// help.
+async fn logout(replica: &Replica, keep: bool) -> anyhow::Result<()> {
+    let server = server_of(replica)?;
+    if replica.pending()? > 0
+        && let Err(e) = sync_all(replica).await
+    {
+        eprintln!("could not sync before signing out: {e:#}");
+    }
+    let remote = replica.remote(&server)?;
+    let policy = if keep {
+        ferry_client::SignOut::Keep
+    } else {
+        ferry_client::SignOut::Wipe
+    };
+    let discarded = replica.sign_out(&remote, policy).await?;
+    if discarded > 0 {
+        println!("Signed out; {discarded} changes that never reached the server were discarded.");
+    } else if keep {
+        println!("Signed out; the local data stays.");
+    } else {
+        println!("Signed out; the local data is wiped.");
+    }
+    Ok(())
+}
+
 /// After a local write: sync when signed in; a failure only means later.
 async fn write_through(replica: &Replica) {
-    let Ok(Some(_)) = replica.server() else {
+    if server_of(replica).is_err() {
         println!("Saved locally.");
         return;
-    };
+    }
     match tokio::time::timeout(Duration::from_secs(10), sync_all(replica)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => println!("Saved locally; not synced yet: {e:#}"),
@@ -323,9 +367,7 @@ async fn write_through(replica: &Replica) {
 
 /// Syncs in the background and prints every change until Ctrl-C.
 async fn watch(replica: &Replica) -> anyhow::Result<()> {
-    let server = replica
-        .server()?
-        .context("this replica is not signed in; run ferry login first")?;
+    let server = server_of(replica)?;
     let remote = replica.remote(&server)?;
     let mut spaces = replica.spaces()?;
     let personal = replica.personal_space()?;

@@ -85,6 +85,27 @@ async fn two_replicas_converge_through_the_cli() {
     assert_eq!(open.trim(), "");
     assert_eq!(stdout(&run(&b, &["conflicts"])).trim(), "");
 
+    // Signing out wipes the replica: nothing of the user is left.
+    assert!(stdout(&run(&b, &["logout"])).contains("wiped"));
+    assert_eq!(stdout(&run(&b, &["ls", "todos"])).trim(), "");
+    let bytes: Vec<u8> = std::fs::read_dir(db.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().contains("b.db"))
+        .flat_map(|p| std::fs::read(p).unwrap())
+        .collect();
+    assert!(
+        !bytes.windows(4).any(|w| w == b"Milk"),
+        "the data is still on disk"
+    );
+    let after = ferry()
+        .args(["sync", "--replica"])
+        .arg(&b)
+        .output()
+        .unwrap();
+    assert!(!after.status.success());
+    assert!(String::from_utf8_lossy(&after.stderr).contains("not signed in"));
+
     // Bad input: a clear error, nothing written.
     let bad = ferry()
         .args(["put", "todos", "x", "not json", "--replica"])
