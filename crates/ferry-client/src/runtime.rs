@@ -173,7 +173,8 @@ fn try_lock(replica: &Replica) -> Option<File> {
     file.try_lock().ok().map(|()| file)
 }
 
-/// One round: every space once. `Ok(true)` when all synced.
+/// One round: every space once. `Ok(true)` when all synced, `Ok(false)`
+/// when another process holds the sync lock.
 async fn round(
     replica: &Replica,
     remote: &Remote,
@@ -183,10 +184,24 @@ async fn round(
         tracing::debug!("another process syncs this replica");
         return Ok(false);
     };
+    // One space failing (the user was removed from it, say) must not keep
+    // the others from syncing: each is tried, and the first error is
+    // reported after. A network failure stops the round at once.
+    let mut failed = None;
     for space in spaces {
-        sync_space(replica, remote, space).await?;
+        match sync_space(replica, remote, space).await {
+            Ok(_) => {}
+            Err(e) if e.is_transient() => return Err(e),
+            Err(e) => {
+                tracing::warn!(%space, error = %e, "cannot sync this space");
+                failed.get_or_insert(e);
+            }
+        }
     }
-    Ok(true)
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(true),
+    }
 }
 
 /// Aborts a task when dropped: the listener goes when the sync task goes.

@@ -258,3 +258,47 @@ async fn a_payment_wall_pauses_sync_and_local_work_goes_on() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_space_that_fails_does_not_hold_up_the_others() {
+    let (store, _guard) = testing::fresh_store().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = serve(store.clone(), listener).await;
+    let remote = Remote::new(&base, Arc::new(Token(token(&server.state, "ed")))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let replica = Replica::open(dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
+    let todos = Collection::new("todos").unwrap();
+    // "aaa" sorts first and is not the user's: every sync of it is a 404.
+    let theirs = SpaceId::new("aaa").unwrap();
+    let mine = SpaceId::new("user:ed").unwrap();
+    replica
+        .put(
+            &theirs,
+            &todos,
+            &RecordId::new("x").unwrap(),
+            fields(json!({"x": 1})),
+        )
+        .unwrap();
+    replica
+        .put(
+            &mine,
+            &todos,
+            &RecordId::new("y").unwrap(),
+            fields(json!({"y": 1})),
+        )
+        .unwrap();
+    let syncer = Syncer::start(replica.clone(), remote, vec![theirs, mine.clone()], quick());
+    eventually("the status saying why", || {
+        matches!(&syncer.status().borrow().state, State::Error { reason } if reason.contains("404"))
+    })
+    .await;
+    let stored = store
+        .record(&mine, &todos, &RecordId::new("y").unwrap())
+        .await
+        .unwrap();
+    assert!(stored.is_some(), "the user's own space did not sync");
+    assert_eq!(replica.pending().unwrap(), 1);
+    drop(syncer);
+    let _ = server.stop.send(());
+}
