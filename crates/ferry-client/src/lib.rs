@@ -56,4 +56,4 @@ pub use replica::{
 };
 pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};
-pub use sync::{SyncReport, sync_space, sync_space_with};
+pub use sync::{Rejected, SyncReport, sync_space, sync_space_with};

@@ -12,10 +12,13 @@
 //!   when a change is first sent and kept until the server acknowledges
 //!   it, so a retry sends the same batch id and nothing applies twice.
 //! - `conflicts`: the server's conflict reports, until the app resolves them.
+//! - `rejected`: local changes the server refused for good (a viewer's
+//!   write), with its reason, until the app dismisses them.
 
 use rusqlite::{Connection, TransactionBehavior};
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE meta (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
@@ -51,7 +54,18 @@ CREATE TABLE conflicts (
     conflict TEXT NOT NULL,
     at       INTEGER NOT NULL
 );
-"#];
+"#,
+    r#"
+CREATE TABLE rejected (
+    n       INTEGER PRIMARY KEY AUTOINCREMENT,
+    space   TEXT NOT NULL,
+    change  TEXT NOT NULL,
+    code    TEXT NOT NULL,
+    message TEXT NOT NULL,
+    at      INTEGER NOT NULL
+);
+"#,
+];
 
 /// Brings the schema up to date, one step per transaction. The version is
 /// read under the write lock, so processes opening a new file together

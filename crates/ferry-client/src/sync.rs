@@ -75,6 +75,32 @@ pub struct SyncReport {
     pub conflicts: u64,
     /// Whether the space was pulled again from scratch.
     pub resynced: bool,
+    /// Local changes the server refused for good (now in
+    /// [`Replica::rejected`]).
+    pub rejected: u64,
+}
+
+/// A local change the server refused for good, kept for the app to show.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejected {
+    /// Its number.
+    pub n: i64,
+    /// Its space.
+    pub space: SpaceId,
+    /// The change.
+    pub change: Change,
+    /// The server's error code (`forbidden`, `invalid_change`, `too_large`).
+    pub code: String,
+    /// The server's message.
+    pub message: String,
+}
+
+/// Whether the server refused a batch for a reason that retrying cannot
+/// fix: the caller may not write there (a viewer), or the changes break
+/// the protocol's rules. (`clock_skew` is not one: the device's clock may
+/// be fixed, and the same changes then go through.)
+fn refused_for_good(e: &Error) -> bool {
+    matches!(e.code(), Some("forbidden" | "invalid_change" | "too_large"))
 }
 
 impl Replica {
@@ -177,6 +203,104 @@ impl Replica {
             });
         }
         Ok(report)
+    }
+
+    /// Moves the changes of `batch`, which the server refused with `error`,
+    /// from the outbox to the rejected list, and restores the server's copy
+    /// of the records they touched: those (unless other changes to them are
+    /// pending) are dropped, and the space is pulled again from 0.
+    pub fn reject_batch(&self, space: &SpaceId, batch: &BatchId, error: &Error) -> Result<u64> {
+        let (code, message) = match error {
+            Error::Server { code, message, .. } => (code.clone(), message.clone()),
+            other => ("refused".to_owned(), other.to_string()),
+        };
+        let mut touched = Vec::new();
+        {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let rows: Vec<(String, String, String)> = {
+                let mut stmt = tx.prepare(
+                    "DELETE FROM outbox WHERE space = ?1 AND batch = ?2
+                     RETURNING collection, id, change",
+                )?;
+                let rows = stmt.query_map([space.as_str(), batch.as_str()], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                })?;
+                rows.collect::<rusqlite::Result<_>>()?
+            };
+            for (collection, id, change) in &rows {
+                tx.execute(
+                    "INSERT INTO rejected (space, change, code, message, at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![space.as_str(), change, code, message, now_ms() as i64],
+                )?;
+                let restored = tx.execute(
+                    "DELETE FROM records AS r WHERE space = ?1 AND collection = ?2 AND id = ?3
+                       AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.space = r.space
+                                       AND o.collection = r.collection AND o.id = r.id)",
+                    params![space.as_str(), collection, id],
+                )?;
+                if restored > 0 {
+                    touched.push((
+                        Collection::new(collection.as_str())
+                            .map_err(|e| corrupt("collection", e))?,
+                        RecordId::new(id.as_str()).map_err(|e| corrupt("record id", e))?,
+                    ));
+                }
+            }
+            tx.execute(
+                "UPDATE records SET seen = 0 WHERE space = ?1",
+                [space.as_str()],
+            )?;
+            tx.execute(
+                "UPDATE spaces SET cursor = 0, resync = 1 WHERE space = ?1",
+                [space.as_str()],
+            )?;
+            tx.commit()?;
+            for (collection, id) in touched {
+                self.announce(Changed {
+                    space: space.clone(),
+                    collection,
+                    id,
+                    source: Source::Remote,
+                });
+            }
+            Ok(rows.len() as u64)
+        }
+    }
+
+    /// The local changes the server refused for good, oldest first.
+    pub fn rejected(&self) -> Result<Vec<Rejected>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT n, space, change, code, message FROM rejected ORDER BY n")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, String>(3)?,
+                r.get::<_, String>(4)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (n, space, change, code, message) = row?;
+            Ok(Rejected {
+                n,
+                space: SpaceId::new(space).map_err(|e| corrupt("space id", e))?,
+                change: serde_json::from_str(&change).map_err(|e| corrupt("rejected change", e))?,
+                code,
+                message,
+            })
+        })
+        .collect()
+    }
+
+    /// Forgets rejected change `n` (the app has shown it).
+    pub fn dismiss_rejected(&self, n: i64) -> Result<()> {
+        self.conn()
+            .execute("DELETE FROM rejected WHERE n = ?1", [n])?;
+        Ok(())
     }
 
     /// Starts pulling `space` again from 0, after `410 cursor_expired`:
@@ -352,6 +476,19 @@ pub async fn sync_space_with(
                 replica.begin_resync(space)?;
                 continue;
             }
+            Err(e) if refused_for_good(&e) && outgoing.is_some() => {
+                let batch = outgoing.map(|o| o.batch_id);
+                tracing::warn!(%space, error = %e, "the server refused local changes; restoring its copy");
+                total.rejected += blocking(replica, {
+                    let space = space.clone();
+                    move |r| match batch {
+                        Some(batch) => r.reject_batch(&space, &batch, &e),
+                        None => Ok(0),
+                    }
+                })
+                .await?;
+                continue;
+            }
             Err(e) => return Err(e),
         };
         let has_more = answer.has_more;
@@ -368,6 +505,7 @@ pub async fn sync_space_with(
         total.pulled += report.pulled;
         total.conflicts += report.conflicts;
         total.resynced |= report.resynced;
+        total.rejected += report.rejected;
         progress(&total);
         let pending = report.pushed > 0 && replica.has_pending(space)?;
         if !has_more && !pending {

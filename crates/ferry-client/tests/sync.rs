@@ -477,3 +477,67 @@ async fn an_expired_cursor_resyncs_and_drops_what_the_server_forgot() {
     sync_space(&b, &remote, &personal).await.unwrap();
     assert!(b.get(&personal, &todos(), &id("z")).unwrap().is_some());
 }
+
+#[tokio::test]
+async fn changes_refused_for_good_are_set_aside_and_the_server_s_copy_restored() {
+    let s = setup().await;
+    let team = space("team");
+    let (alice_id, bob_id) = (UserId::new("alice").unwrap(), UserId::new("bob").unwrap());
+    s.store.ensure_user(&alice_id).await.unwrap();
+    s.store.ensure_user(&bob_id).await.unwrap();
+    s.store
+        .create_space(&team, "Team", &alice_id)
+        .await
+        .unwrap();
+    s.store
+        .set_member(&team, &bob_id, ferry_core::Role::Viewer)
+        .await
+        .unwrap();
+    let (alice, bob) = (s.replica("alice.db"), s.replica("bob.db"));
+    alice
+        .put(
+            &team,
+            &todos(),
+            &id("t"),
+            fields(json!({"title": "from alice"})),
+        )
+        .unwrap();
+    sync_space(&alice, &s.server.remote("alice"), &team)
+        .await
+        .unwrap();
+    let bob_remote = s.server.remote("bob");
+    sync_space(&bob, &bob_remote, &team).await.unwrap();
+
+    // Bob may only read: his edits are refused.
+    bob.patch(
+        &team,
+        &todos(),
+        &id("t"),
+        fields(json!({"title": "from bob"})),
+    )
+    .unwrap();
+    bob.put(&team, &todos(), &id("u"), fields(json!({"title": "new"})))
+        .unwrap();
+    let report = sync_space(&bob, &bob_remote, &team).await.unwrap();
+    assert_eq!(report.rejected, 2);
+    assert_eq!(bob.pending().unwrap(), 0);
+    let rejected = bob.rejected().unwrap();
+    assert_eq!(rejected.len(), 2);
+    assert!(
+        rejected
+            .iter()
+            .all(|r| r.code == "forbidden" && r.space == team)
+    );
+    // The server's copy is back; what it never had is gone.
+    assert_eq!(
+        bob.get(&team, &todos(), &id("t")).unwrap().unwrap().fields["title"],
+        json!("from alice")
+    );
+    assert_eq!(bob.get(&team, &todos(), &id("u")).unwrap(), None);
+    assert_eq!(
+        sync_space(&bob, &bob_remote, &team).await.unwrap().rejected,
+        0
+    );
+    bob.dismiss_rejected(rejected[0].n).unwrap();
+    assert_eq!(bob.rejected().unwrap().len(), 1);
+}
