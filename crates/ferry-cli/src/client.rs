@@ -174,6 +174,10 @@ fn server_of(replica: &Replica) -> anyhow::Result<String> {
 /// Syncs every space, with a progress line on a terminal.
 async fn sync_all(replica: &Replica) -> anyhow::Result<()> {
     let server = server_of(replica)?;
+    let Some(_lock) = replica.try_sync_lock() else {
+        println!("Another process is syncing this replica; it carries these changes too.");
+        return Ok(());
+    };
     let remote = replica.remote(&server)?;
     let bar = indicatif::ProgressBar::new_spinner();
     bar.enable_steady_tick(Duration::from_millis(120));

@@ -316,6 +316,22 @@ impl Replica {
         })
     }
 
+    /// The replica's sync lock, unless another process holds it: whoever
+    /// syncs holds it, so that one process at a time talks to the server for
+    /// this file (the others keep reading and writing). Released when the
+    /// returned file is dropped, or the process ends.
+    pub fn try_sync_lock(&self) -> Option<std::fs::File> {
+        let mut path = self.path().as_os_str().to_owned();
+        path.push(".sync-lock");
+        let file = std::fs::File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(path)
+            .ok()?;
+        file.try_lock().ok().map(|()| file)
+    }
+
     /// Where the replica lives.
     pub fn path(&self) -> &Path {
         &self.inner.path

@@ -15,7 +15,6 @@
 //!   one (a file lock), try again later.
 
 use std::collections::BTreeSet;
-use std::fs::File;
 use std::time::{Duration, SystemTime};
 
 use ferry_core::SpaceId;
@@ -160,19 +159,6 @@ fn jitter() -> f64 {
     0.5 + f64::from(u16::from_le_bytes(b)) / 65536.0
 }
 
-/// Holds the replica's sync lock, if no other process does.
-fn try_lock(replica: &Replica) -> Option<File> {
-    let mut path = replica.path().as_os_str().to_owned();
-    path.push(".sync-lock");
-    let file = File::options()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(path)
-        .ok()?;
-    file.try_lock().ok().map(|()| file)
-}
-
 /// One round: every space once. `Ok(true)` when all synced, `Ok(false)`
 /// when another process holds the sync lock.
 async fn round(
@@ -180,7 +166,7 @@ async fn round(
     remote: &Remote,
     spaces: &BTreeSet<SpaceId>,
 ) -> Result<bool, Error> {
-    let Some(_lock) = try_lock(replica) else {
+    let Some(_lock) = replica.try_sync_lock() else {
         tracing::debug!("another process syncs this replica");
         return Ok(false);
     };

@@ -126,3 +126,16 @@ fn two_handles_on_one_file_share_it() {
     assert_eq!(b.pending().unwrap(), 100);
     assert_eq!(a.get(&space, &notes, &n1).unwrap(), None);
 }
+
+#[test]
+fn one_handle_at_a_time_holds_the_sync_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let a = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    let b = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    let held = a.try_sync_lock().expect("the lock is free");
+    assert!(b.try_sync_lock().is_none());
+    assert!(a.try_sync_lock().is_none());
+    drop(held);
+    assert!(b.try_sync_lock().is_some());
+}
