@@ -420,19 +420,7 @@ impl Replica {
         id: &RecordId,
         fields: impl Into<Value>,
     ) -> Result<()> {
-        let fields = object(fields)?;
-        let names = field_names(&fields)?;
-        self.write(space, collection, id, |state, hlc| {
-            if state.is_deleted() {
-                return Err(deleted(collection, id));
-            }
-            Ok(upsert(
-                collection,
-                id,
-                names.into_iter().zip(fields.into_iter().map(|(_, v)| v)),
-                &hlc,
-            ))
-        })
+        self.upsert(space, collection, id, fields.into(), false)
     }
 
     /// Makes a record exactly `fields`, a JSON object (creating the record):
@@ -444,6 +432,19 @@ impl Replica {
         id: &RecordId,
         fields: impl Into<Value>,
     ) -> Result<()> {
+        self.upsert(space, collection, id, fields.into(), true)
+    }
+
+    /// Writes `fields`; with `replace`, the fields the record held that
+    /// `fields` does not name become `null`.
+    fn upsert(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+        fields: Value,
+        replace: bool,
+    ) -> Result<()> {
         let fields = object(fields)?;
         let names = field_names(&fields)?;
         self.write(space, collection, id, |state, hlc| {
@@ -454,9 +455,11 @@ impl Replica {
                 .into_iter()
                 .zip(fields.into_iter().map(|(_, v)| v))
                 .collect();
-            for name in state.fields.keys() {
-                if !values.iter().any(|(n, _)| n == name) {
-                    values.push((name.clone(), Value::Null));
+            if replace {
+                for name in state.fields.keys() {
+                    if !values.iter().any(|(n, _)| n == name) {
+                        values.push((name.clone(), Value::Null));
+                    }
                 }
             }
             Ok(upsert(collection, id, values, &hlc))
@@ -620,8 +623,8 @@ fn deleted(collection: &Collection, id: &RecordId) -> Error {
 }
 
 /// The fields of a write: a JSON object.
-fn object(fields: impl Into<Value>) -> Result<Map<String, Value>> {
-    match fields.into() {
+fn object(fields: Value) -> Result<Map<String, Value>> {
+    match fields {
         Value::Object(map) => Ok(map),
         other => Err(Error::Invalid(format!(
             "fields must be a JSON object, like {{\"title\": \"Milk\"}}; got {other}"

@@ -10,6 +10,16 @@ use axum::http::HeaderMap;
 use axum::http::header::{HOST, ORIGIN};
 
 use crate::error::ApiError;
+use crate::state::Settings;
+
+/// `403 forbidden` unless the request's origin may connect, by `settings`.
+pub fn allowed(headers: &HeaderMap, settings: &Settings) -> Result<(), ApiError> {
+    check(
+        headers,
+        &settings.public_url,
+        &settings.realtime.allowed_origins,
+    )
+}
 
 /// `403 forbidden` unless the request's origin may connect.
 pub fn check(headers: &HeaderMap, public_url: &str, allowed: &[String]) -> Result<(), ApiError> {

@@ -98,11 +98,7 @@ pub async fn stream(
     ApiQuery(query): ApiQuery<StreamQuery>,
 ) -> Result<Response, ApiError> {
     let limits = &state.settings.realtime;
-    origin::check(
-        &headers,
-        &state.settings.public_url,
-        &limits.allowed_origins,
-    )?;
+    origin::allowed(&headers, &state.settings)?;
     let token = token(&headers, &query)?;
     let user = auth::authenticate(&state, token).await?;
     let expires = deadline(token);

@@ -100,11 +100,7 @@ pub async fn upgrade(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
     let limits = &state.settings.realtime;
-    origin::check(
-        &headers,
-        &state.settings.public_url,
-        &limits.allowed_origins,
-    )?;
+    origin::allowed(&headers, &state.settings)?;
     let ws = ws.map_err(|r| {
         ApiError::invalid_request(format!("expected a WebSocket handshake: {}", r.body_text()))
     })?;
