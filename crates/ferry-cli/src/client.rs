@@ -98,7 +98,8 @@ pub enum ClientCommand {
         #[command(flatten)]
         at: ReplicaArgs,
     },
-    /// List the conflicts the server reported, or settle one.
+    /// List the conflicts the server reported (and, once, the changes it
+    /// refused for good), or settle a conflict.
     Conflicts {
         /// The conflict to settle.
         #[arg(long, value_name = "N")]
@@ -312,6 +313,16 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                         "{}",
                         serde_json::json!({"n": c.n, "space": c.space, "conflict": c.conflict})
                     );
+                }
+                // Changes the server refused for good: shown once, then
+                // forgotten (the records already hold the server's copy).
+                for r in replica.rejected()? {
+                    println!(
+                        "{}",
+                        serde_json::json!({"space": r.space, "rejected": r.change,
+                                           "code": r.code, "message": r.message})
+                    );
+                    replica.dismiss_rejected(r.n)?;
                 }
             }
             Some(n) => {

@@ -19,10 +19,15 @@ use serde_json::{Map, Value, json};
 
 /// A replica file signed in as `email`.
 async fn signed_in(server: &Server, dir: &Path, name: &str, email: &str) -> PathBuf {
+    signed_in_token(server, dir, name, &server.token(email)).await
+}
+
+/// A replica file signed in with `token`.
+async fn signed_in_token(server: &Server, dir: &Path, name: &str, token: &str) -> PathBuf {
     let path = dir.join(name);
     let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
     replica
-        .sign_in_with_token(&server.url, &server.token(email))
+        .sign_in_with_token(&server.url, token)
         .await
         .unwrap();
     path
@@ -84,6 +89,42 @@ async fn two_replicas_converge_through_the_cli() {
     let open = stdout(&run(&b, &["ls", "todos", "--where", "done=false"]));
     assert_eq!(open.trim(), "");
     assert_eq!(stdout(&run(&b, &["conflicts"])).trim(), "");
+
+    // A space where b may only read: its write is refused, shown once by
+    // `conflicts`, and the record holds the server's copy again.
+    let owner = server.client(&server.token("ada@example.com"));
+    owner.create_space("shared").await;
+    let viewer = server.token("viewer@example.com");
+    let v = signed_in_token(&server, db.dir.path(), "v.db", &viewer).await;
+    let viewer_id = server.client(&viewer).user_id().await;
+    let (status, body) = owner
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/spaces/shared/members/{viewer_id}"),
+            Some(json!({"role": "viewer"})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    run(
+        &v,
+        &[
+            "put",
+            "notes",
+            "n",
+            r#"{"text": "mine"}"#,
+            "--space",
+            "shared",
+        ],
+    );
+    let shown = stdout(&run(&v, &["conflicts"]));
+    assert!(shown.contains("\"code\":\"forbidden\""), "{shown}");
+    assert_eq!(stdout(&run(&v, &["conflicts"])).trim(), "");
+    let gone = ferry()
+        .args(["get", "notes", "n", "--space", "shared", "--replica"])
+        .arg(&v)
+        .output()
+        .unwrap();
+    assert!(!gone.status.success());
 
     // Signing out wipes the replica: nothing of the user is left.
     assert!(stdout(&run(&b, &["logout"])).contains("wiped"));
