@@ -21,15 +21,17 @@ pub async fn run(
     let bridge = bridge::spawn(realtime.clone(), state.store.clone());
     // Realtime connections never end by themselves: close them first, or
     // the graceful shutdown would wait for them forever.
+    let closing = realtime.clone();
     let shutdown = async move {
         shutdown.await;
-        realtime.shutdown();
+        closing.shutdown();
     };
     // With the peer's address, for per-address rate limits.
     let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
     let served = axum::serve(listener, service)
         .with_graceful_shutdown(shutdown)
         .await;
+    realtime.drained(std::time::Duration::from_secs(2)).await;
     if let Some(bridge) = bridge {
         bridge.abort();
     }

@@ -85,6 +85,7 @@ pub struct Realtime {
     outgoing: Mutex<Vec<NodeEvent>>,
     outgoing_ready: Notify,
     shutdown: CancellationToken,
+    connections: tokio_util::task::TaskTracker,
 }
 
 impl Realtime {
@@ -97,6 +98,7 @@ impl Realtime {
             outgoing: Mutex::default(),
             outgoing_ready: Notify::new(),
             shutdown: CancellationToken::new(),
+            connections: tokio_util::task::TaskTracker::new(),
         }
     }
 
@@ -167,9 +169,37 @@ impl Realtime {
     }
 
     /// Counts an open connection of `kind` until the guard drops.
-    pub fn opened(&self, kind: ConnectionKind) -> crate::ops::metrics::OpenConnection {
-        self.metrics.connection_opened(kind)
+    pub fn opened(&self, kind: ConnectionKind) -> Open {
+        Open {
+            _metric: self.metrics.connection_opened(kind),
+            _tracked: self.connections.token(),
+        }
     }
+
+    /// Waits (at most `within`) until every realtime connection has ended
+    /// after [`Realtime::shutdown`]: WebSockets are not HTTP requests the
+    /// server waits for, and a process that exits at once would cut them
+    /// before their close frame is out.
+    pub async fn drained(&self, within: Duration) {
+        self.connections.close();
+        if tokio::time::timeout(within, self.connections.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                open = self.connections.len(),
+                "realtime connections still open at shutdown"
+            );
+        }
+    }
+}
+
+/// An open realtime connection: counted in the metrics, and waited for at
+/// shutdown, until dropped.
+#[derive(Debug)]
+pub struct Open {
+    _metric: crate::ops::metrics::OpenConnection,
+    _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
 /// When a connection authenticated by `token` must end: the token's `exp`.

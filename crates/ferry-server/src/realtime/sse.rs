@@ -27,7 +27,7 @@ use super::{Realtime, Subscriptions, deadline, origin, until};
 use crate::auth;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
-use crate::ops::metrics::{ConnectionKind, OpenConnection};
+use crate::ops::metrics::ConnectionKind;
 use crate::spaces::access;
 use crate::state::AppState;
 
@@ -55,7 +55,7 @@ struct Stream {
     /// The head when the stream opened, not sent yet.
     first: Option<u64>,
     expires: Option<Instant>,
-    _open: OpenConnection,
+    _open: super::Open,
 }
 
 fn event(space: &SpaceId, cursor: u64) -> Event {
