@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use ferry_client::{Remote, Replica, ReplicaConfig, Token, sync_space};
 use ferry_core::protocol::SyncRequest;
-use ferry_core::{ClientId, Collection, RecordId, SpaceId, UserId};
-use ferry_server::clock::wall_ms;
+use ferry_core::{ClientId, Collection, RecordId, SpaceId};
+use ferry_server::testing::{Guard, Served};
 use ferry_server::{AppState, Settings};
 use rusqlite::{Connection, params};
 use serde_json::{Map, Value};
@@ -88,8 +88,8 @@ fn space() -> anyhow::Result<SpaceId> {
 }
 
 /// An embedded server on SQLite holding `records` records in the bench
-/// user's personal space; its address and a token.
-async fn server(records: usize) -> anyhow::Result<(String, String, ferry_server::testing::Guard)> {
+/// user's personal space; a client of it as that user.
+async fn server(records: usize) -> anyhow::Result<(Served, Remote, Guard)> {
     let (store, guard) = workload::fresh(Backend::Sqlite).await;
     let space = workload::space(store.as_ref()).await?;
     let h = workload::hlc()?;
@@ -98,23 +98,13 @@ async fn server(records: usize) -> anyhow::Result<(String, String, ferry_server:
         store.push(&space, workload::batch(b, size, &h)?).await?;
     }
     let state = AppState::new(store, Settings::new(ClientId::new("bench-server")?, "")).await?;
-    let token = state
-        .issuer
-        .get()
-        .mint(&UserId::new("bench")?, wall_ms() / 1000, 3600)?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    tokio::spawn(ferry_server::server::run(
-        listener,
-        state,
-        std::future::pending(),
-    ));
-    Ok((base, token, guard))
+    let served = Served::start(state).await;
+    let remote = Remote::new(&served.base, Arc::new(Token(served.token("bench"))))?;
+    Ok((served, remote, guard))
 }
 
 async fn initial_sync(args: &ClientArgs) -> anyhow::Result<()> {
-    let (base, token, _guard) = server(args.records).await?;
-    let remote = Remote::new(&base, Arc::new(Token(token)))?;
+    let (_served, remote, _guard) = server(args.records).await?;
     let rows = rows(args.records)?;
     println!(
         "Initial sync of {} records (4 fields, ~100 bytes) into a fresh replica from an embedded \
@@ -149,8 +139,7 @@ async fn initial_sync(args: &ClientArgs) -> anyhow::Result<()> {
 }
 
 async fn apply(args: &ClientArgs) -> anyhow::Result<()> {
-    let (base, token, _guard) = server(args.apply_records).await?;
-    let remote = Remote::new(&base, Arc::new(Token(token)))?;
+    let (_served, remote, _guard) = server(args.apply_records).await?;
     // The pages, fetched once.
     let mut pages: Vec<ferry_client::sync::Answer> = Vec::new();
     let mut cursor = 0;

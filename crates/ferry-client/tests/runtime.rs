@@ -8,39 +8,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use ferry_client::{Remote, Replica, ReplicaConfig, State, SyncConfig, Syncer, Token};
-use ferry_core::{ClientId, Collection, RecordId, SpaceId, UserId};
-use ferry_server::clock::wall_ms;
-use ferry_server::testing;
+use ferry_core::{ClientId, Collection, RecordId, SpaceId};
+use ferry_server::testing::{self, Served};
 use ferry_server::{AppState, Settings, Store};
 use serde_json::{Map, Value, json};
 use tokio::net::TcpListener;
 
-struct Server {
-    state: AppState,
-    stop: tokio::sync::oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-async fn serve(store: Arc<dyn Store>, listener: TcpListener) -> Server {
+async fn serve(store: Arc<dyn Store>, listener: TcpListener) -> Served {
     let settings = Settings::new(ClientId::new("server").unwrap(), "http://ferry.test");
-    let state = AppState::new(store, settings).await.unwrap();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let task = tokio::spawn(ferry_server::server::run(
-        listener,
-        state.clone(),
-        async move {
-            let _ = stopped.await;
-        },
-    ));
-    Server { state, stop, task }
-}
-
-fn token(state: &AppState, user: &str) -> String {
-    state
-        .issuer
-        .get()
-        .mint(&UserId::new(user).unwrap(), wall_ms() / 1000, 3600)
-        .unwrap()
+    Served::start_on(AppState::new(store, settings).await.unwrap(), listener).await
 }
 
 fn fields(v: Value) -> Map<String, Value> {
@@ -74,7 +50,7 @@ async fn writes_reach_the_other_replica_by_themselves() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = serve(store, listener).await;
-    let remote = Remote::new(&base, Arc::new(Token(token(&server.state, "ada")))).unwrap();
+    let remote = Remote::new(&base, Arc::new(Token(server.token("ada")))).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let space = SpaceId::new("user:ada").unwrap();
     let (todos, t1) = (
@@ -113,8 +89,7 @@ async fn writes_reach_the_other_replica_by_themselves() {
     .await;
     sb.stop().await;
     drop(sa);
-    let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -125,11 +100,10 @@ async fn a_write_made_while_the_server_is_away_syncs_when_it_returns() {
     let server = serve(store.clone(), listener).await;
     let remote = Remote::new(
         &format!("http://{addr}"),
-        Arc::new(Token(token(&server.state, "bo"))),
+        Arc::new(Token(server.token("bo"))),
     )
     .unwrap();
-    let _ = server.stop.send(());
-    server.task.await.unwrap().unwrap();
+    server.stop().await;
 
     let dir = tempfile::tempdir().unwrap();
     let space = SpaceId::new("user:bo").unwrap();
@@ -159,7 +133,7 @@ async fn a_write_made_while_the_server_is_away_syncs_when_it_returns() {
     let stored = store.record(&space, &todos, &t1).await.unwrap().unwrap();
     assert!(stored.fields.get().contains("offline"));
     drop(syncer);
-    let _ = server.stop.send(());
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -187,7 +161,7 @@ async fn a_refusal_stops_sync_until_the_app_asks_again() {
     .await;
     assert_eq!(replica.pending().unwrap(), 1);
     drop(syncer);
-    let _ = server.stop.send(());
+    server.stop().await;
 }
 
 #[tokio::test]
@@ -265,7 +239,7 @@ async fn a_space_that_fails_does_not_hold_up_the_others() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let server = serve(store.clone(), listener).await;
-    let remote = Remote::new(&base, Arc::new(Token(token(&server.state, "ed")))).unwrap();
+    let remote = Remote::new(&base, Arc::new(Token(server.token("ed")))).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
     let todos = Collection::new("todos").unwrap();
@@ -300,5 +274,5 @@ async fn a_space_that_fails_does_not_hold_up_the_others() {
     assert!(stored.is_some(), "the user's own space did not sync");
     assert_eq!(replica.pending().unwrap(), 1);
     drop(syncer);
-    let _ = server.stop.send(());
+    server.stop().await;
 }

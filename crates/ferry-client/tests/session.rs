@@ -11,7 +11,7 @@ use ferry_client::{
 };
 use ferry_core::{ClientId, Collection, RecordId};
 use ferry_server::auth::mail::MailerConfig;
-use ferry_server::testing;
+use ferry_server::testing::{self, Served};
 use ferry_server::{AppState, Settings, Store};
 use serde_json::{Map, Value, json};
 
@@ -21,7 +21,7 @@ struct Setup {
     mail: tempfile::TempDir,
     dir: tempfile::TempDir,
     _guard: testing::Guard,
-    _server: tokio::task::JoinHandle<std::io::Result<()>>,
+    _server: Served,
 }
 
 async fn setup(access_ttl_secs: u64) -> Setup {
@@ -33,11 +33,7 @@ async fn setup(access_ttl_secs: u64) -> Setup {
     settings.mailer = MailerConfig::Dir(mail.path().to_owned());
     settings.access_ttl_secs = access_ttl_secs;
     let state = AppState::new(store.clone(), settings).await.unwrap();
-    let server = tokio::spawn(ferry_server::server::run(
-        listener,
-        state,
-        std::future::pending(),
-    ));
+    let server = Served::start_on(state, listener).await;
     Setup {
         base,
         store,

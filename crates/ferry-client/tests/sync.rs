@@ -10,62 +10,22 @@ use ferry_client::{
 };
 use ferry_core::{ClientId, Collection, RecordId, SpaceId, UserId};
 use ferry_server::clock::wall_ms;
-use ferry_server::testing::{self, Guard};
+use ferry_server::testing::{self, Guard, Served};
 use ferry_server::{AppState, Settings, Store};
 use serde_json::{Map, Value, json};
 
-/// A server on a port of its own, over a store that outlives it.
-struct Server {
-    base: String,
-    state: AppState,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+/// A server over a store that outlives it.
+async fn start(store: Arc<dyn Store>) -> Served {
+    let settings = Settings::new(ClientId::new("server").unwrap(), "http://ferry.test");
+    Served::start(AppState::new(store, settings).await.unwrap()).await
 }
 
-impl Server {
-    async fn start(store: Arc<dyn Store>) -> Server {
-        let settings = Settings::new(ClientId::new("server").unwrap(), "http://ferry.test");
-        let state = AppState::new(store, settings).await.unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(ferry_server::server::run(
-            listener,
-            state.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Server {
-            base,
-            state,
-            stop: Some(stop),
-            task,
-        }
-    }
-
-    fn token(&self, user: &str) -> String {
-        self.state
-            .issuer
-            .get()
-            .mint(&UserId::new(user).unwrap(), wall_ms() / 1000, 3600)
-            .unwrap()
-    }
-
-    fn remote(&self, user: &str) -> Remote {
-        Remote::new(&self.base, Arc::new(Token(self.token(user)))).unwrap()
-    }
-
-    async fn stop(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        (&mut self.task).await.unwrap().unwrap();
-    }
+fn remote_for(server: &Served, user: &str) -> Remote {
+    Remote::new(&server.base, Arc::new(Token(server.token(user)))).unwrap()
 }
 
 struct Setup {
-    server: Server,
+    server: Served,
     store: Arc<dyn Store>,
     dir: tempfile::TempDir,
     _guard: Guard,
@@ -74,7 +34,7 @@ struct Setup {
 async fn setup() -> Setup {
     let (store, guard) = testing::fresh_store().await;
     Setup {
-        server: Server::start(store.clone()).await,
+        server: start(store.clone()).await,
         store,
         dir: tempfile::tempdir().unwrap(),
         _guard: guard,
@@ -105,7 +65,7 @@ async fn two_replicas_converge_after_concurrent_offline_edits() {
     let s = setup().await;
     let personal = space("user:ada");
     let (laptop, phone) = (s.replica("laptop.db"), s.replica("phone.db"));
-    let remote = s.server.remote("ada");
+    let remote = remote_for(&s.server, "ada");
 
     laptop
         .put(
@@ -220,8 +180,8 @@ async fn a_write_made_while_the_server_is_down_syncs_when_it_is_back() {
             .is_some()
     );
 
-    let server = Server::start(s.store.clone()).await;
-    let report = sync_space(&replica, &server.remote("bo"), &personal)
+    let server = start(s.store.clone()).await;
+    let report = sync_space(&replica, &remote_for(&server, "bo"), &personal)
         .await
         .unwrap();
     assert_eq!(report.pushed, 1);
@@ -240,7 +200,7 @@ async fn a_batch_sent_but_never_acknowledged_is_sent_again_under_its_id() {
     let s = setup().await;
     let personal = space("user:cy");
     let replica = s.replica("r.db");
-    let remote = s.server.remote("cy");
+    let remote = remote_for(&s.server, "cy");
     replica
         .put(&personal, &todos(), &id("t1"), fields(json!({"n": 1})))
         .unwrap();
@@ -285,7 +245,7 @@ async fn conflicts_reach_the_inbox_and_resolve() {
     let s = setup().await;
     let personal = space("user:di");
     let (a, b) = (s.replica("a.db"), s.replica("b.db"));
-    let remote = s.server.remote("di");
+    let remote = remote_for(&s.server, "di");
     // b writes first by clock but syncs last: its write loses.
     b.put(
         &personal,
@@ -347,7 +307,7 @@ async fn deletes_sync_and_stay_deleted() {
     let s = setup().await;
     let personal = space("user:ed");
     let (a, b) = (s.replica("a.db"), s.replica("b.db"));
-    let remote = s.server.remote("ed");
+    let remote = remote_for(&s.server, "ed");
     a.put(&personal, &todos(), &id("t"), fields(json!({"title": "x"})))
         .unwrap();
     sync_space(&a, &remote, &personal).await.unwrap();
@@ -377,7 +337,7 @@ async fn a_space_that_is_not_yours_is_refused_and_the_outbox_kept() {
     replica
         .put(&theirs, &todos(), &id("t"), fields(json!({"x": 1})))
         .unwrap();
-    let err = sync_space(&replica, &s.server.remote("fi"), &theirs)
+    let err = sync_space(&replica, &remote_for(&s.server, "fi"), &theirs)
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(404));
@@ -435,7 +395,7 @@ async fn an_expired_cursor_resyncs_and_drops_what_the_server_forgot() {
     let s = setup().await;
     let personal = space("user:ha");
     let (a, b) = (s.replica("a.db"), s.replica("b.db"));
-    let remote = s.server.remote("ha");
+    let remote = remote_for(&s.server, "ha");
     for name in ["x", "y"] {
         a.put(
             &personal,
@@ -502,10 +462,10 @@ async fn changes_refused_for_good_are_set_aside_and_the_server_s_copy_restored()
             fields(json!({"title": "from alice"})),
         )
         .unwrap();
-    sync_space(&alice, &s.server.remote("alice"), &team)
+    sync_space(&alice, &remote_for(&s.server, "alice"), &team)
         .await
         .unwrap();
-    let bob_remote = s.server.remote("bob");
+    let bob_remote = remote_for(&s.server, "bob");
     sync_space(&bob, &bob_remote, &team).await.unwrap();
 
     // Bob may only read: his edits are refused.

@@ -177,3 +177,74 @@ mod tests {
 
 mod ws;
 pub use ws::WsClient;
+
+/// Ferry serving `state` in this process on 127.0.0.1, a port of its own,
+/// for tests and benchmarks that need a socket; stops when dropped.
+#[derive(Debug)]
+pub struct Served {
+    /// `http://127.0.0.1:PORT`.
+    pub base: String,
+    /// The state it serves.
+    pub state: crate::AppState,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl Served {
+    /// Serves `state` on a free port.
+    pub async fn start(state: crate::AppState) -> Served {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .unwrap_or_else(|e| panic!("cannot listen on 127.0.0.1: {e}"));
+        Served::start_on(state, listener).await
+    }
+
+    /// Serves `state` on `listener` (bound beforehand when the address
+    /// must be known first, or reused).
+    pub async fn start_on(state: crate::AppState, listener: tokio::net::TcpListener) -> Served {
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("no local address: {e}"));
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(crate::server::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        Served {
+            base: format!("http://{addr}"),
+            state,
+            stop: Some(stop),
+            task,
+        }
+    }
+
+    /// An access token of Ferry's own issuer for `user`, valid for an hour.
+    pub fn token(&self, user: &str) -> String {
+        let user = ferry_core::UserId::new(user).unwrap_or_else(|e| panic!("{e}"));
+        self.state
+            .issuer
+            .get()
+            .mint(&user, crate::clock::wall_ms() / 1000, 3600)
+            .unwrap_or_else(|e| panic!("cannot mint a token: {e}"))
+    }
+
+    /// Shuts the server down gracefully and waits until it stopped (10 s
+    /// at most); panics unless it stopped cleanly.
+    pub async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        let task = &mut self.task;
+        match tokio::time::timeout(std::time::Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => panic!("the server failed: {e}"),
+            Ok(Err(e)) => panic!("the server task failed: {e}"),
+            Err(_) => panic!("the server did not stop within 10 s"),
+        }
+    }
+}
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}

@@ -20,6 +20,7 @@ use axum::http::{Method, Request, StatusCode, header};
 use ferry_core::{ClientId, UserId};
 use ferry_server::auth::mail::MailerConfig;
 use ferry_server::clock::wall_ms;
+use ferry_server::testing::Served;
 use ferry_server::{AppState, Settings, routes, testing};
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
@@ -31,35 +32,6 @@ pub struct Api {
     pub state: AppState,
     pub _guard: testing::Guard,
     pub mail_dir: tempfile::TempDir,
-}
-
-/// The API served on a socket; stops when dropped.
-#[derive(Debug)]
-pub struct Served {
-    pub base: String,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    pub task: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl Served {
-    /// Shuts the server down gracefully and waits until it stopped.
-    pub async fn shutdown(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        let task = &mut self.task;
-        tokio::time::timeout(std::time::Duration::from_secs(10), task)
-            .await
-            .expect("the server did not stop within 10 s")
-            .unwrap()
-            .unwrap();
-    }
-}
-
-impl Drop for Served {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
 }
 
 #[derive(Debug)]
@@ -102,21 +74,7 @@ impl Api {
     /// clients that need one (WebSocket, streams); requests through
     /// [`Api::call`] share its state.
     pub async fn serve(&self) -> Served {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(ferry_server::server::run(
-            listener,
-            self.state.clone(),
-            async move {
-                let _ = stopped.await;
-            },
-        ));
-        Served {
-            base,
-            stop: Some(stop),
-            task,
-        }
+        Served::start(self.state.clone()).await
     }
 
     /// The mails sent so far, oldest first, waiting up to 2 s for `n`.

@@ -429,7 +429,7 @@ async fn shutting_down_closes_realtime_connections() {
         "{text}"
     );
 
-    served.shutdown().await;
+    served.stop().await;
     assert_eq!(client.closed().await, Some(1001));
     let rest = tokio::time::timeout(Duration::from_secs(5), async {
         while stream.chunk().await.ok().flatten().is_some() {}
