@@ -6,11 +6,14 @@
 //! - [`pull`]: paging a large space by cursor, with and without encoding.
 //! - [`client`]: the native client's initial sync, apply rate and local
 //!   write latency against raw SQLite.
+//! - [`merge`]: the native merge, the baseline of the browser client's
+//!   wasm merge (`bench/browser`).
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
 
 mod client;
+mod merge;
 mod pull;
 mod push;
 mod realtime;
@@ -37,6 +40,9 @@ enum Command {
     /// The native client: initial sync, applying pulled pages, local
     /// writes.
     Client(client::ClientArgs),
+    /// The native core's merge, JSON in and out (the browser benchmark's
+    /// baseline).
+    Merge(merge::MergeArgs),
     /// A server for the realtime benchmark, in a process of its own.
     #[command(hide = true)]
     Serve(realtime::ServeArgs),
@@ -50,5 +56,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Realtime(args) => realtime::run(args).await,
         Command::Serve(args) => realtime::serve(args).await,
         Command::Client(args) => client::run(args).await,
+        Command::Merge(args) => merge::run(args),
     }
 }

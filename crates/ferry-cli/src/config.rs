@@ -101,6 +101,10 @@ pub struct ServeArgs {
     /// Ferry's own, comma-separated; `*` for any.
     #[arg(long, env = "FERRY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
     allowed_origins: Option<String>,
+    /// Serve the static files of this directory (an app's build) at `/`
+    /// instead of the todo demo.
+    #[arg(long, env = "FERRY_APP_DIR", value_name = "DIR")]
+    app_dir: Option<PathBuf>,
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -158,6 +162,9 @@ impl ServeArgs {
         }
         if let Some(ttl) = &self.access_token_ttl {
             config.access_token_ttl = Some(ttl.clone());
+        }
+        if let Some(dir) = &self.app_dir {
+            config.app_dir = Some(dir.clone());
         }
         for (flag, key) in [
             (&self.jwt_secret, &mut config.jwt_secret),

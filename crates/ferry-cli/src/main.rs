@@ -245,6 +245,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|o| !o.is_empty())
             .collect();
     }
+    if let Some(dir) = &config.app_dir {
+        anyhow::ensure!(
+            dir.join("index.html").is_file(),
+            "app_dir {} holds no index.html",
+            dir.display()
+        );
+        settings.app_dir = Some(dir.clone());
+    }
     raise_open_files_limit();
     let listener = TcpListener::bind(config.listen)
         .await
@@ -273,6 +281,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // closed stdout (a script that read the first line and left) is fine.
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "Ferry listening on http://{addr}");
+    if config.app_dir.is_none() {
+        let _ = writeln!(
+            stdout,
+            "Open http://{addr} in two browser windows for the todo demo; sign-in links are printed here."
+        );
+    }
     let _ = writeln!(
         stdout,
         "Get a token: ferry admin token --email you@example.com {db_flag}"

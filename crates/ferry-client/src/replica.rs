@@ -10,10 +10,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ferry_core::protocol::{MAX_VALUE_BYTES, serialized_len};
+use ferry_core::local::{LocalWrite, local_write};
 use ferry_core::{
-    Change, ClientId, Collection, Conflict, ConflictKind, FieldName, FieldValue, Fields, Hlc,
-    RecordId, RecordState, SpaceId, apply_change,
+    ClientId, Collection, Conflict, ConflictKind, Fields, Hlc, RecordId, RecordState, SpaceId,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -367,14 +366,14 @@ impl Replica {
         let _ = self.inner.changes.send(changed);
     }
 
-    /// One local write: the change built by `make` with a fresh HLC, merged
-    /// into the record and queued in the outbox, in one transaction.
+    /// One local write, stamped with the replica's next HLC, merged into the
+    /// record and queued in the outbox, in one transaction.
     fn write(
         &self,
         space: &SpaceId,
         collection: &Collection,
         id: &RecordId,
-        make: impl FnOnce(&RecordState, Hlc) -> Result<Change>,
+        write: LocalWrite,
     ) -> Result<()> {
         {
             let mut conn = self.conn();
@@ -382,10 +381,10 @@ impl Replica {
             let hlc = stored_hlc(&tx, self.client_id())?.tick(now_ms());
             set_meta(&tx, "hlc", &hlc.to_string())?;
             let state = read_state(&tx, space, collection, id)?;
-            let change = make(&state, hlc)?;
-            let text = serde_json::to_string(&change).map_err(|e| corrupt("change", e))?;
-            let merged = apply_change(state, change);
-            write_state(&tx, space, collection, id, &merged.state)?;
+            let done = local_write(state, collection, id, write, &hlc)
+                .map_err(|e| Error::Invalid(e.to_string()))?;
+            let text = serde_json::to_string(&done.change).map_err(|e| corrupt("change", e))?;
+            write_state(&tx, space, collection, id, &done.state)?;
             tx.prepare_cached(
                 "INSERT INTO outbox (space, collection, id, change) VALUES (?1, ?2, ?3, ?4)",
             )?
@@ -420,7 +419,8 @@ impl Replica {
         id: &RecordId,
         fields: impl Into<Value>,
     ) -> Result<()> {
-        self.upsert(space, collection, id, fields.into(), false)
+        let write = LocalWrite::patch(fields.into()).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.write(space, collection, id, write)
     }
 
     /// Makes a record exactly `fields`, a JSON object (creating the record):
@@ -432,49 +432,13 @@ impl Replica {
         id: &RecordId,
         fields: impl Into<Value>,
     ) -> Result<()> {
-        self.upsert(space, collection, id, fields.into(), true)
-    }
-
-    /// Writes `fields`; with `replace`, the fields the record held that
-    /// `fields` does not name become `null`.
-    fn upsert(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        id: &RecordId,
-        fields: Value,
-        replace: bool,
-    ) -> Result<()> {
-        let fields = object(fields)?;
-        let names = field_names(&fields)?;
-        self.write(space, collection, id, |state, hlc| {
-            if state.is_deleted() {
-                return Err(deleted(collection, id));
-            }
-            let mut values: Vec<(FieldName, Value)> = names
-                .into_iter()
-                .zip(fields.into_iter().map(|(_, v)| v))
-                .collect();
-            if replace {
-                for name in state.fields.keys() {
-                    if !values.iter().any(|(n, _)| n == name) {
-                        values.push((name.clone(), Value::Null));
-                    }
-                }
-            }
-            Ok(upsert(collection, id, values, &hlc))
-        })
+        let write = LocalWrite::put(fields.into()).map_err(|e| Error::Invalid(e.to_string()))?;
+        self.write(space, collection, id, write)
     }
 
     /// Deletes a record; the delete wins over every write, before or after.
     pub fn delete(&self, space: &SpaceId, collection: &Collection, id: &RecordId) -> Result<()> {
-        self.write(space, collection, id, |_, hlc| {
-            Ok(Change::Delete {
-                collection: collection.clone(),
-                id: id.clone(),
-                hlc,
-            })
-        })
+        self.write(space, collection, id, LocalWrite::Delete)
     }
 
     /// A live record; `None` when it does not exist or was deleted.
@@ -613,66 +577,6 @@ impl Replica {
         self.conn()
             .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
         Ok(())
-    }
-}
-
-fn deleted(collection: &Collection, id: &RecordId) -> Error {
-    Error::Invalid(format!(
-        "{collection}/{id} was deleted; deletes are final, so write a new record instead"
-    ))
-}
-
-/// The fields of a write: a JSON object.
-fn object(fields: Value) -> Result<Map<String, Value>> {
-    match fields {
-        Value::Object(map) => Ok(map),
-        other => Err(Error::Invalid(format!(
-            "fields must be a JSON object, like {{\"title\": \"Milk\"}}; got {other}"
-        ))),
-    }
-}
-
-/// The checked names of `fields`, which the server would refuse otherwise
-/// (and a change it refuses would block the outbox).
-fn field_names(fields: &Map<String, Value>) -> Result<Vec<FieldName>> {
-    if fields.is_empty() {
-        return Err(Error::Invalid("name at least one field".into()));
-    }
-    fields
-        .iter()
-        .map(|(name, value)| {
-            let bytes = serialized_len(value);
-            if bytes > MAX_VALUE_BYTES {
-                return Err(Error::Invalid(format!(
-                    "field {name} is {bytes} bytes of JSON; the most is {MAX_VALUE_BYTES}"
-                )));
-            }
-            Ok(FieldName::new(name.as_str())?)
-        })
-        .collect()
-}
-
-fn upsert(
-    collection: &Collection,
-    id: &RecordId,
-    values: impl IntoIterator<Item = (FieldName, Value)>,
-    hlc: &Hlc,
-) -> Change {
-    Change::Upsert {
-        collection: collection.clone(),
-        id: id.clone(),
-        fields: values
-            .into_iter()
-            .map(|(name, value)| {
-                (
-                    name,
-                    FieldValue {
-                        value,
-                        hlc: hlc.clone(),
-                    },
-                )
-            })
-            .collect(),
     }
 }
 

@@ -6,10 +6,12 @@
 //! - [`hlc`]: hybrid logical clocks; callers pass the wall time in.
 //! - [`change`]: changes, records and conflicts (§2).
 //! - [`merge`]: the merge rules (§2), the only implementation of them.
+//! - [`local`]: a replica's own writes (put, patch, delete) as changes.
 //! - [`protocol`]: request and response bodies (§4–§6, §10).
 
 pub mod change;
 pub mod hlc;
+pub mod local;
 pub mod merge;
 pub mod names;
 pub mod protocol;

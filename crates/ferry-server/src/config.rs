@@ -67,6 +67,9 @@ pub struct Config {
     /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
     /// any.
     pub allowed_origins: Option<String>,
+    /// A directory of static files (an app's build) served at `/` instead
+    /// of Ferry's todo demo.
+    pub app_dir: Option<PathBuf>,
 }
 
 impl Config {
@@ -113,6 +116,7 @@ impl Default for Config {
             jwt_issuer: None,
             jwt_audience: None,
             allowed_origins: None,
+            app_dir: None,
         }
     }
 }

@@ -47,12 +47,17 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::routes())
         .merge(spaces::routes())
         .merge(sync::routes())
-        .merge(realtime::routes());
+        .merge(realtime::routes())
+        .fallback(not_found);
+    let web = match &state.settings.app_dir {
+        None => ops::app::demo_routes().fallback(not_found),
+        Some(dir) => ops::app::dir_routes(dir),
+    };
     Router::new()
         .nest("/v1", v1)
         .merge(ops::routes())
         .merge(auth::well_known_routes())
-        .fallback(not_found)
+        .merge(web)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(middleware::from_fn_with_state(
             state.clone(),

@@ -42,6 +42,9 @@ pub struct Settings {
     pub key_reload_interval: std::time::Duration,
     /// Realtime connections: allowed origins, limits, timings.
     pub realtime: RealtimeSettings,
+    /// A directory of static files served at `/` (an app's own build)
+    /// instead of Ferry's todo demo.
+    pub app_dir: Option<std::path::PathBuf>,
 }
 
 impl Settings {
@@ -59,6 +62,7 @@ impl Settings {
             jwks: None,
             key_reload_interval: std::time::Duration::from_secs(30),
             realtime: RealtimeSettings::default(),
+            app_dir: None,
         }
     }
 }

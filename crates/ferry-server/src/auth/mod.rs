@@ -16,7 +16,6 @@ use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use axum::response::Html;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
@@ -157,19 +156,10 @@ async fn jwks(State(state): State<AppState>) -> Json<Value> {
     Json(state.issuer.get().jwks().clone())
 }
 
-/// The page a sign-in link opens: it reads the token from the link's
-/// fragment (which browsers never send, so it stays out of logs) and
-/// redeems it only when the person clicks, never on a mere GET, which mail
-/// scanners do.
-async fn magic_link_page() -> Html<&'static str> {
-    Html(include_str!("magic_link.html"))
-}
-
-/// Routes outside `/v1`: the issuer's public keys and the sign-in page.
+/// Routes outside `/v1`: the issuer's public keys. (The page sign-in
+/// links open belongs to the web app: `ops::app`.)
 pub fn well_known_routes() -> Router<AppState> {
-    Router::new()
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/auth/magic-link", get(magic_link_page))
+    Router::new().route("/.well-known/jwks.json", get(jwks))
 }
 
 /// The routes of sign-in, under `/v1`; never gated.

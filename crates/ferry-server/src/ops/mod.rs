@@ -1,5 +1,6 @@
-//! Operations: `/health`, `/metrics`, and the landing page at `/`.
+//! Operations: `/health`, `/metrics`, and the web app at `/`.
 
+pub mod app;
 pub mod compaction;
 pub mod metrics;
 
@@ -7,7 +8,7 @@ use std::time::Duration;
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
@@ -36,14 +37,9 @@ fn unhealthy(cause: &str) -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, Json(body)).into_response()
 }
 
-async fn landing() -> Html<&'static str> {
-    Html(include_str!("landing.html"))
-}
-
-/// `/`, `/health` and `/metrics`.
+/// `/health` and `/metrics`.
 pub fn routes() -> Router<AppState> {
     Router::new()
-        .route("/", get(landing))
         .route("/health", get(health))
         .route("/metrics", get(metrics::render))
 }

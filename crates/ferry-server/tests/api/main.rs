@@ -5,6 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod access;
+mod app;
 mod bad_input;
 mod external;
 mod jwks;

@@ -68,9 +68,9 @@ async fn a_magic_link_signs_in_once() {
 
     // Opening the link is a GET of a page that asks for a click: it does
     // not spend the token.
+    // (The page is the web app's; see app.rs.)
     let page = api.call(Method::GET, "/auth/magic-link", None, None).await;
     assert_eq!(page.status, StatusCode::OK);
-    assert!(page.body.as_str().unwrap().contains("/v1/auth/verify"));
 
     let r = verify(&api, &token).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);

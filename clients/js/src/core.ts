@@ -1,0 +1,69 @@
+// The wasm build of ferry-core: names, the clock and the merge, exactly as
+// the server runs them. Everything here is a thin typed wrapper; no merge
+// rule is written in TypeScript.
+
+import init, * as wasm from "../wasm/ferry_wasm.js";
+
+import type { Change, Fields, RecordState } from "./types.js";
+
+let ready: Promise<void> | null = null;
+
+/** Loads the wasm module once (fetched beside the bundle). */
+export function loadCore(wasmUrl?: string | URL): Promise<void> {
+  if (!ready) {
+    ready = init(wasmUrl ? { module_or_path: wasmUrl } : undefined).then(() => undefined);
+  }
+  return ready;
+}
+
+export type NameKind = "space" | "collection" | "record" | "field" | "client";
+
+/** Throws an Error naming what is wrong when `value` is not a valid name. */
+export function checkName(kind: NameKind, value: string): void {
+  if (typeof value !== "string") throw new TypeError(`${kind} must be a string`);
+  wasm.checkName(kind, value);
+}
+
+export function hlcZero(node: string): string {
+  return wasm.hlcZero(node);
+}
+
+export function hlcTick(last: string, nowMs: number): string {
+  return wasm.hlcTick(last, nowMs);
+}
+
+export function hlcObserve(last: string, remote: string, nowMs: number): string {
+  return wasm.hlcObserve(last, remote, nowMs);
+}
+
+export type WriteOp = "put" | "patch" | "delete";
+
+/** One local write checked and merged by ferry-core. */
+export function localWrite(
+  state: RecordState | null,
+  collection: string,
+  id: string,
+  op: WriteOp,
+  fields: Record<string, unknown> | null,
+  hlc: string,
+): { change: Change; state: RecordState } {
+  const out = wasm.localWrite(
+    state ? JSON.stringify(state) : "",
+    collection,
+    id,
+    op,
+    fields === null ? "" : JSON.stringify(fields),
+    hlc,
+  );
+  return JSON.parse(out);
+}
+
+/** The state after seeing both `ours` and a pulled record. */
+export function mergeRecord(ours: RecordState, theirs: { fields: Fields; deleted: string | null }): RecordState {
+  return JSON.parse(
+    wasm.mergeRecord(
+      JSON.stringify({ fields: ours.fields, deleted: ours.deleted }),
+      JSON.stringify({ fields: theirs.fields, deleted: theirs.deleted }),
+    ),
+  );
+}

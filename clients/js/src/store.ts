@@ -1,0 +1,600 @@
+// The local replica in IndexedDB: records, the outbox, cursors, the clock,
+// conflicts and the session, with every step of a sync as one transaction.
+//
+// The same layout and rules as the native client's SQLite replica:
+// a local write updates the record and appends to the outbox in one
+// transaction; a batch is stamped with its id before it is first sent, so
+// a retry (after a timeout, a crash or a reload) sends the same id and the
+// server applies nothing twice; an answer removes the acknowledged changes,
+// stores the conflicts, merges the pulled records and moves the cursor in
+// one transaction, so the cursor never gets ahead of what is stored.
+//
+// All tabs of an origin share the database; IndexedDB serializes
+// transactions over the same stores, so two tabs' writes never interleave
+// inside one.
+
+import { type DBSchema, type IDBPDatabase, type IDBPObjectStore, openDB } from "idb";
+
+import * as core from "./core.js";
+import type {
+  Change,
+  Changed,
+  LocalRecord,
+  Op,
+  Query,
+  Rejected,
+  RecordState,
+  Resolution,
+  ServerRecord,
+  StoredConflict,
+  SyncAnswer,
+  User,
+} from "./types.js";
+import { FerryError } from "./types.js";
+
+/** The space a signed-out app writes to; it never leaves the device. */
+export const ANONYMOUS_SPACE = "local:anonymous";
+
+/** The most changes sent in one batch. */
+export const MAX_BATCH = 1000;
+
+export interface StoredRecord extends RecordState {
+  space: string;
+  collection: string;
+  id: string;
+  /** 0 while a full resync has not yet seen this record again. */
+  seen: 0 | 1;
+}
+
+interface OutboxEntry {
+  n?: number;
+  space: string;
+  collection: string;
+  id: string;
+  change: Change;
+  /** Set when the change is first sent, and kept until acknowledged. */
+  batch?: string;
+}
+
+interface SpaceEntry {
+  space: string;
+  cursor: number;
+  resync: boolean;
+  syncedAt: number | null;
+}
+
+/** The signed-in session, kept in the replica. */
+export interface Session {
+  user: User;
+  server: string;
+  accessToken: string;
+  refreshToken: string | null;
+  /** When the access token expires (ms since the epoch), when known. */
+  expiresAt: number | null;
+}
+
+interface Schema extends DBSchema {
+  records: {
+    key: [string, string, string];
+    value: StoredRecord;
+    indexes: { collection: [string, string]; space: string };
+  };
+  outbox: {
+    key: number;
+    value: OutboxEntry;
+    indexes: { space: string; batch: string; record: [string, string, string] };
+  };
+  spaces: { key: string; value: SpaceEntry };
+  meta: { key: string; value: unknown };
+  conflicts: { key: number; value: StoredConflict };
+  rejected: { key: number; value: Rejected };
+}
+
+type Db = IDBPDatabase<Schema>;
+type StoreName = "records" | "outbox" | "spaces" | "meta" | "conflicts" | "rejected";
+// The stores of any read-write transaction that includes them.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Rw<S extends StoreName> = IDBPObjectStore<Schema, any, S, "readwrite">;
+
+const ALL: StoreName[] = ["records", "outbox", "spaces", "meta", "conflicts", "rejected"];
+
+function isLocal(space: string): boolean {
+  return space.startsWith("local:");
+}
+
+function randomHex(bytes: number): string {
+  const b = crypto.getRandomValues(new Uint8Array(bytes));
+  return Array.from(b, (x) => x.toString(16).padStart(2, "0")).join("");
+}
+
+function invalid(e: unknown): FerryError {
+  return new FerryError(e instanceof Error ? e.message : String(e), "invalid");
+}
+
+/** Checks the names of a record's address; throws a FerryError. */
+function checkNames(space: string, collection?: string, id?: string): void {
+  try {
+    core.checkName("space", space);
+    if (collection !== undefined) core.checkName("collection", collection);
+    if (id !== undefined) core.checkName("record", id);
+  } catch (e) {
+    throw invalid(e);
+  }
+}
+
+/** What one stored answer did. */
+export interface Stored {
+  pushed: number;
+  pulled: number;
+  conflicts: number;
+  resynced: boolean;
+  changed: Changed[];
+}
+
+export class Store {
+  private constructor(
+    readonly db: Db,
+    readonly clientId: string,
+  ) {}
+
+  /** Opens (creating) the replica database `name`. */
+  static async open(name: string): Promise<Store> {
+    const db = await openDB<Schema>(name, 1, {
+      upgrade(db) {
+        const records = db.createObjectStore("records", { keyPath: ["space", "collection", "id"] });
+        records.createIndex("collection", ["space", "collection"]);
+        records.createIndex("space", "space");
+        const outbox = db.createObjectStore("outbox", { keyPath: "n", autoIncrement: true });
+        outbox.createIndex("space", "space");
+        outbox.createIndex("batch", "batch");
+        outbox.createIndex("record", ["space", "collection", "id"]);
+        db.createObjectStore("spaces", { keyPath: "space" });
+        db.createObjectStore("meta");
+        db.createObjectStore("conflicts", { keyPath: "n", autoIncrement: true });
+        db.createObjectStore("rejected", { keyPath: "n", autoIncrement: true });
+      },
+      blocking() {
+        // Another tab runs a newer version of the app: let it upgrade.
+        db.close();
+      },
+    });
+    // One client id per browser profile and app, shared by its tabs.
+    const tx = db.transaction("meta", "readwrite");
+    let clientId = (await tx.store.get("client_id")) as string | undefined;
+    if (!clientId) {
+      clientId = `web-${randomHex(8)}`;
+      await tx.store.put(clientId, "client_id");
+    }
+    await tx.done;
+    return new Store(db, clientId);
+  }
+
+  close(): void {
+    this.db.close();
+  }
+
+  // ---- the app's API: writes and reads --------------------------------
+
+  /** One local write, merged and queued in one transaction. */
+  async write(
+    space: string,
+    collection: string,
+    id: string,
+    op: core.WriteOp,
+    fields: Record<string, unknown> | null,
+  ): Promise<Changed> {
+    checkNames(space, collection, id);
+    if (op !== "delete" && (fields === null || typeof fields !== "object" || Array.isArray(fields))) {
+      throw new FerryError('fields must be an object, like {"title": "Milk"}', "invalid");
+    }
+    const tx = this.db.transaction(["records", "outbox", "meta", "spaces"], "readwrite");
+    try {
+      const records = tx.objectStore("records");
+      const [last, rec, known] = await Promise.all([
+        this.clock(tx.objectStore("meta")),
+        records.get([space, collection, id]),
+        tx.objectStore("spaces").get(space),
+      ]);
+      const hlc = core.hlcTick(last, Date.now());
+      let done;
+      try {
+        done = core.localWrite(rec ?? null, collection, id, op, fields, hlc);
+      } catch (e) {
+        throw invalid(e);
+      }
+      const record: StoredRecord = {
+        space,
+        collection,
+        id,
+        fields: done.state.fields,
+        deleted: done.state.deleted,
+        seen: rec?.seen ?? 1,
+      };
+      await Promise.all([
+        tx.objectStore("meta").put(hlc, "hlc"),
+        records.put(record),
+        tx.objectStore("outbox").add({ space, collection, id, change: done.change }),
+        known ? null : tx.objectStore("spaces").put({ space, cursor: 0, resync: false, syncedAt: null }),
+        tx.done,
+      ]);
+    } catch (e) {
+      abort(tx);
+      throw e;
+    }
+    return { space, collection, id, source: "local" };
+  }
+
+  private async clock(meta: Rw<"meta">): Promise<string> {
+    const last = (await meta.get("hlc")) as string | undefined;
+    return last ?? core.hlcZero(this.clientId);
+  }
+
+  async get(space: string, collection: string, id: string): Promise<LocalRecord | null> {
+    checkNames(space, collection, id);
+    const rec = await this.db.get("records", [space, collection, id]);
+    return rec && rec.deleted === null ? toLocal(rec) : null;
+  }
+
+  async list(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
+    checkNames(space, collection);
+    const all = await this.db.getAllFromIndex("records", "collection", IDBKeyRange.only([space, collection]));
+    let live = all.filter((r) => r.deleted === null).map(toLocal);
+    for (const [field, op, value] of query.where ?? []) {
+      if (!OPS.includes(op)) throw new FerryError(`unknown operator ${op}; use one of ${OPS.join(" ")}`, "invalid");
+      live = live.filter((r) => compare(r.fields[field], op, value));
+    }
+    if (query.orderBy) {
+      const [field, order = "asc"] = query.orderBy;
+      const sign = order === "desc" ? -1 : 1;
+      live.sort((a, b) => sign * order3(a.fields[field], b.fields[field]) || (a.id < b.id ? -1 : 1));
+    }
+    const offset = query.offset ?? 0;
+    return live.slice(offset, query.limit === undefined ? undefined : offset + query.limit);
+  }
+
+  /** Local changes not yet acknowledged, in every space. */
+  async pending(space?: string): Promise<number> {
+    return space === undefined
+      ? this.db.count("outbox")
+      : this.db.countFromIndex("outbox", "space", space);
+  }
+
+  /** The spaces this replica holds or has written to. */
+  async spaces(): Promise<string[]> {
+    return (await this.db.getAllKeys("spaces")).filter((s) => !isLocal(s));
+  }
+
+  /** Starts following `space` (its records are pulled at the next sync). */
+  async track(space: string): Promise<void> {
+    checkNames(space);
+    const tx = this.db.transaction("spaces", "readwrite");
+    if (!(await tx.store.get(space))) await tx.store.put({ space, cursor: 0, resync: false, syncedAt: null });
+    await tx.done;
+  }
+
+  async cursor(space: string): Promise<number> {
+    return (await this.db.get("spaces", space))?.cursor ?? 0;
+  }
+
+  async lastSyncedAt(): Promise<number | null> {
+    const all = await this.db.getAll("spaces");
+    const times = all.map((s) => s.syncedAt).filter((t): t is number => t !== null);
+    return times.length ? Math.max(...times) : null;
+  }
+
+  // ---- conflicts and refused changes ----------------------------------
+
+  async conflicts(): Promise<StoredConflict[]> {
+    return this.db.getAll("conflicts");
+  }
+
+  /**
+   * Settles conflict `n`: keep this replica's value (written again with a
+   * fresh clock, so it wins), take the server's (nothing to write), or
+   * write another value.
+   */
+  async resolve(n: number, resolution: Resolution): Promise<Changed | null> {
+    const stored = await this.db.get("conflicts", n);
+    if (!stored) throw new FerryError(`no conflict ${n}`, "invalid");
+    const c = stored.conflict;
+    let value: { v: unknown } | null = null;
+    if ("value" in resolution) value = { v: resolution.value };
+    else if (resolution.keep === "mine" && c.yours) value = { v: c.yours.value };
+    let changed: Changed | null = null;
+    if (value && c.kind === "record_deleted") {
+      throw new FerryError(
+        `${c.collection}/${c.id} was deleted; deletes are final, so write a new record instead`,
+        "invalid",
+      );
+    }
+    if (value && c.field) {
+      changed = await this.write(stored.space, c.collection, c.id, "patch", { [c.field]: value.v });
+    }
+    await this.db.delete("conflicts", n);
+    return changed;
+  }
+
+  async rejected(): Promise<Rejected[]> {
+    return this.db.getAll("rejected");
+  }
+
+  async dismissRejected(n: number): Promise<void> {
+    await this.db.delete("rejected", n);
+  }
+
+  // ---- sync steps ------------------------------------------------------
+
+  /**
+   * The batch to send next for `space`: the one sent before and not
+   * acknowledged, else the oldest pending changes under a new id.
+   */
+  async nextBatch(space: string): Promise<{ batchId: string; changes: Change[] } | null> {
+    const tx = this.db.transaction("outbox", "readwrite");
+    const entries = await tx.store.index("space").getAll(space);
+    let stamped = entries.find((e) => e.batch !== undefined)?.batch;
+    let batch: OutboxEntry[];
+    if (stamped !== undefined) {
+      batch = entries.filter((e) => e.batch === stamped);
+    } else {
+      batch = entries.slice(0, MAX_BATCH);
+      if (batch.length === 0) {
+        await tx.done;
+        return null;
+      }
+      stamped = `b${randomHex(12)}`;
+      for (const e of batch) e.batch = stamped;
+      await Promise.all(batch.map((e) => tx.store.put(e)));
+    }
+    await tx.done;
+    batch.sort((a, b) => (a.n ?? 0) - (b.n ?? 0));
+    return { batchId: stamped, changes: batch.map((e) => e.change) };
+  }
+
+  /** Stores the server's answer to a sync of `space` that sent `batch`. */
+  async storeAnswer(space: string, batch: string | null, answer: SyncAnswer): Promise<Stored> {
+    const tx = this.db.transaction(["outbox", "conflicts", "records", "meta", "spaces"], "readwrite");
+    const out: Stored = { pushed: 0, pulled: 0, conflicts: 0, resynced: false, changed: [] };
+    try {
+      const work: Promise<unknown>[] = [];
+      if (batch !== null) {
+        const keys = await tx.objectStore("outbox").index("batch").getAllKeys(batch);
+        out.pushed = keys.length;
+        for (const k of keys) work.push(tx.objectStore("outbox").delete(k));
+      }
+      const at = Date.now();
+      for (const conflict of answer.conflicts) {
+        work.push(tx.objectStore("conflicts").add({ space, conflict, at } as StoredConflict));
+        out.conflicts += 1;
+      }
+      const records = tx.objectStore("records");
+      // Every read is sent at once and answered in order: one round of
+      // waiting for a whole page, not one per record.
+      const locals = await Promise.all(answer.changes.map((r) => records.get([space, r.collection, r.id])));
+      answer.changes.forEach((r, i) => {
+        work.push(records.put(mergePulled(space, locals[i], r)));
+        out.changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
+      });
+      out.pulled = answer.changes.length;
+      const hlc = core.hlcObserve(await this.clock(tx.objectStore("meta")), answer.hlc, Date.now());
+      work.push(tx.objectStore("meta").put(hlc, "hlc"));
+      const spaces = tx.objectStore("spaces");
+      const entry = (await spaces.get(space)) ?? { space, cursor: 0, resync: false, syncedAt: null };
+      if (!answer.has_more && entry.resync) {
+        out.resynced = true;
+        out.changed.push(...(await finishResync(tx.objectStore("records"), tx.objectStore("outbox"), space)));
+        entry.resync = false;
+      }
+      work.push(spaces.put({ ...entry, cursor: answer.cursor, syncedAt: at }));
+      await Promise.all(work);
+      await tx.done;
+    } catch (e) {
+      abort(tx);
+      throw e;
+    }
+    return out;
+  }
+
+  /** Whether changes of `space` wait in the outbox. */
+  async hasPending(space: string): Promise<boolean> {
+    return (await this.db.countFromIndex("outbox", "space", space)) > 0;
+  }
+
+  /**
+   * Starts pulling `space` again from 0 (after `410 cursor_expired`):
+   * local records are marked unseen, and those still unseen at the end of
+   * the pull are dropped unless changes to them are pending.
+   */
+  async beginResync(space: string): Promise<void> {
+    const tx = this.db.transaction(["records", "spaces"], "readwrite");
+    await markUnseen(tx.objectStore("records"), space);
+    await tx.objectStore("spaces").put({ space, cursor: 0, resync: true, syncedAt: null });
+    await tx.done;
+  }
+
+  /**
+   * Moves the changes of `batch`, which the server refused for good, from
+   * the outbox to the rejected list and restores the server's copy of the
+   * records they touched (dropped here, then pulled again from 0).
+   */
+  async rejectBatch(space: string, batch: string, error: FerryError): Promise<{ count: number; changed: Changed[] }> {
+    const tx = this.db.transaction(["outbox", "rejected", "records", "spaces"], "readwrite");
+    const outbox = tx.objectStore("outbox");
+    const entries = await outbox.index("batch").getAll(batch);
+    const changed: Changed[] = [];
+    const at = Date.now();
+    for (const e of entries) {
+      await outbox.delete(e.n as number);
+      await tx
+        .objectStore("rejected")
+        .add({ space, change: e.change, code: error.code, message: error.message, at } as Rejected);
+    }
+    for (const e of entries) {
+      const key: [string, string, string] = [space, e.collection, e.id];
+      if ((await outbox.index("record").count(key)) === 0 && (await tx.objectStore("records").get(key))) {
+        await tx.objectStore("records").delete(key);
+        changed.push({ space, collection: e.collection, id: e.id, source: "remote" });
+      }
+    }
+    await markUnseen(tx.objectStore("records"), space);
+    await tx.objectStore("spaces").put({ space, cursor: 0, resync: true, syncedAt: null });
+    await tx.done;
+    return { count: entries.length, changed };
+  }
+
+  // ---- the session -----------------------------------------------------
+
+  async session(): Promise<Session | null> {
+    return ((await this.db.get("meta", "session")) as Session | undefined) ?? null;
+  }
+
+  /** Stores new tokens for the signed-in user. */
+  async setTokens(accessToken: string, refreshToken: string | null, expiresAt: number | null): Promise<void> {
+    const tx = this.db.transaction("meta", "readwrite");
+    const s = (await tx.store.get("session")) as Session | undefined;
+    if (s) await tx.store.put({ ...s, accessToken, refreshToken, expiresAt }, "session");
+    await tx.done;
+  }
+
+  /**
+   * Signs `session.user` in: refuses when another user is signed in, and
+   * moves the anonymous records and pending changes into the user's
+   * personal space.
+   */
+  async startSession(session: Session): Promise<Changed[]> {
+    const personal = `user:${session.user.id}`;
+    const tx = this.db.transaction(ALL, "readwrite");
+    const changed: Changed[] = [];
+    try {
+      const meta = tx.objectStore("meta");
+      const current = (await meta.get("session")) as Session | undefined;
+      if (current && current.user.id !== session.user.id) {
+        throw new FerryError(
+          `${current.user.email ?? current.user.id} is signed in here; sign them out first`,
+          "invalid",
+        );
+      }
+      await meta.put(session, "session");
+      const records = tx.objectStore("records");
+      for (const rec of await records.index("space").getAll(ANONYMOUS_SPACE)) {
+        const mine = await records.get([personal, rec.collection, rec.id]);
+        const state = mine ? core.mergeRecord(mine, rec) : { fields: rec.fields, deleted: rec.deleted };
+        await records.put({ ...state, space: personal, collection: rec.collection, id: rec.id, seen: mine?.seen ?? 1 });
+        await records.delete([ANONYMOUS_SPACE, rec.collection, rec.id]);
+        changed.push({ space: ANONYMOUS_SPACE, collection: rec.collection, id: rec.id, source: "local" });
+        changed.push({ space: personal, collection: rec.collection, id: rec.id, source: "local" });
+      }
+      const outbox = tx.objectStore("outbox");
+      for (const e of await outbox.index("space").getAll(ANONYMOUS_SPACE)) {
+        await outbox.put({ ...e, space: personal });
+      }
+      const spaces = tx.objectStore("spaces");
+      await spaces.delete(ANONYMOUS_SPACE);
+      if (!(await spaces.get(personal))) await spaces.put({ space: personal, cursor: 0, resync: false, syncedAt: null });
+      await tx.done;
+    } catch (e) {
+      abort(tx);
+      throw e;
+    }
+    return changed;
+  }
+
+  /**
+   * Ends the session locally. With `wipe`, every record, pending change,
+   * conflict and cursor goes too; returns how many pending changes a wipe
+   * discarded.
+   */
+  async endSession(wipe: boolean): Promise<number> {
+    const tx = this.db.transaction(ALL, "readwrite");
+    const discarded = wipe ? await tx.objectStore("outbox").count() : 0;
+    await tx.objectStore("meta").delete("session");
+    if (wipe) {
+      for (const name of ["records", "outbox", "spaces", "conflicts", "rejected"] as const) {
+        await tx.objectStore(name).clear();
+      }
+    }
+    await tx.done;
+    return discarded;
+  }
+}
+
+function abort(tx: { abort(): void; done: Promise<void> }): void {
+  // The transaction's own promise rejects on abort; that is expected here.
+  tx.done.catch(() => undefined);
+  try {
+    tx.abort();
+  } catch {
+    // Already finished or aborted.
+  }
+}
+
+function toLocal(r: StoredRecord): LocalRecord {
+  const fields: Record<string, unknown> = {};
+  for (const [name, f] of Object.entries(r.fields)) fields[name] = f.value;
+  return { space: r.space, collection: r.collection, id: r.id, fields };
+}
+
+/** A pulled record folded into the local one; a new one is stored as sent. */
+function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRecord): StoredRecord {
+  const state = local ? core.mergeRecord(local, r) : { fields: r.fields, deleted: r.deleted };
+  return { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted, seen: 1 };
+}
+
+async function markUnseen(records: Rw<"records">, space: string): Promise<void> {
+  let cursor = await records.index("space").openCursor(space);
+  while (cursor) {
+    await cursor.update({ ...cursor.value, seen: 0 });
+    cursor = await cursor.continue();
+  }
+}
+
+/** Drops the records a full resync did not see again, unless pending. */
+async function finishResync(records: Rw<"records">, outbox: Rw<"outbox">, space: string): Promise<Changed[]> {
+  const changed: Changed[] = [];
+  let cursor = await records.index("space").openCursor(space);
+  while (cursor) {
+    const r = cursor.value as StoredRecord;
+    if (r.seen === 0) {
+      if ((await outbox.index("record").count([space, r.collection, r.id])) === 0) {
+        await cursor.delete();
+        changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
+      } else {
+        await cursor.update({ ...r, seen: 1 });
+      }
+    }
+    cursor = await cursor.continue();
+  }
+  return changed;
+}
+
+const OPS: Op[] = ["=", "!=", "<", "<=", ">", ">="];
+
+/** Orders JSON values: null, booleans, numbers, strings, then the rest as text. */
+function order3(a: unknown, b: unknown): number {
+  const rank = (v: unknown) =>
+    v === null || v === undefined ? 0 : typeof v === "boolean" ? 1 : typeof v === "number" ? 2 : typeof v === "string" ? 3 : 4;
+  const ra = rank(a);
+  const rb = rank(b);
+  if (ra !== rb) return ra - rb;
+  if (ra === 4) return JSON.stringify(a) < JSON.stringify(b) ? -1 : JSON.stringify(a) > JSON.stringify(b) ? 1 : 0;
+  return (a as number) < (b as number) ? -1 : (a as number) > (b as number) ? 1 : 0;
+}
+
+function compare(v: unknown, op: Op, want: unknown): boolean {
+  const c = order3(v ?? null, want);
+  switch (op) {
+    case "=":
+      return c === 0;
+    case "!=":
+      return c !== 0;
+    case "<":
+      return c < 0;
+    case "<=":
+      return c <= 0;
+    case ">":
+      return c > 0;
+    case ">=":
+      return c >= 0;
+  }
+  return false;
+}
+

@@ -1,0 +1,72 @@
+// One sync of one space, step by step, as the native client does it:
+//
+// 1. `Store.nextBatch` takes the batch sent before and not acknowledged,
+//    or stamps the oldest pending changes with a new batch id.
+// 2. The batch goes to `POST /v1/spaces/{space}/sync` with the cursor.
+// 3. `Store.storeAnswer` removes the acknowledged changes, stores the
+//    conflicts, merges the pulled page and moves the cursor, in one
+//    transaction.
+//
+// Loop until nothing is pending and the server has nothing more. A `410
+// cursor_expired` pulls the space again from 0; changes the server refuses
+// for good (`403`, `422 invalid_change`, `413`) move to the rejected list so
+// that the outbox never jams.
+
+import type { Remote } from "./remote.js";
+import type { Store } from "./store.js";
+import { type Changed, FerryError, type SyncAnswer, type SyncReport } from "./types.js";
+
+/** The page size asked for. */
+export const PAGE = 5000;
+
+function refusedForGood(e: FerryError): boolean {
+  return e.code === "forbidden" || e.code === "invalid_change" || e.code === "too_large";
+}
+
+/** Syncs `space` once; `changed` hears every record stored. */
+export async function syncSpace(
+  store: Store,
+  remote: Remote,
+  space: string,
+  changed: (c: Changed[]) => void,
+): Promise<SyncReport> {
+  const total: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false };
+  if (space.startsWith("local:")) return total;
+  for (;;) {
+    const outgoing = await store.nextBatch(space);
+    const body = {
+      client_id: store.clientId,
+      cursor: await store.cursor(space),
+      limit: PAGE,
+      ...(outgoing ? { batch_id: outgoing.batchId, changes: outgoing.changes } : {}),
+    };
+    let answer: SyncAnswer;
+    try {
+      answer = await remote.authed<SyncAnswer>(`/v1/spaces/${encodeURIComponent(space)}/sync`, {
+        method: "POST",
+        body: JSON.stringify(body),
+      });
+    } catch (e) {
+      if (!(e instanceof FerryError)) throw e;
+      if (e.code === "cursor_expired") {
+        await store.beginResync(space);
+        continue;
+      }
+      if (outgoing && refusedForGood(e)) {
+        const rejected = await store.rejectBatch(space, outgoing.batchId, e);
+        total.rejected += rejected.count;
+        changed(rejected.changed);
+        continue;
+      }
+      throw e;
+    }
+    const stored = await store.storeAnswer(space, outgoing?.batchId ?? null, answer);
+    total.pushed += stored.pushed;
+    total.pulled += stored.pulled;
+    total.conflicts += stored.conflicts;
+    total.resynced ||= stored.resynced;
+    if (stored.changed.length) changed(stored.changed);
+    const pending = stored.pushed > 0 && (await store.hasPending(space));
+    if (!answer.has_more && !pending) return total;
+  }
+}

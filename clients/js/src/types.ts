@@ -1,0 +1,140 @@
+// The protocol's shapes (PROTOCOL.md §2 and §4) and the client's own.
+
+/** One field's value and the clock of the write that set it. */
+export interface FieldValue {
+  value: unknown;
+  hlc: string;
+}
+
+export type Fields = Record<string, FieldValue>;
+
+/** A record's state without its address. */
+export interface RecordState {
+  fields: Fields;
+  deleted: string | null;
+}
+
+export type Change =
+  | { op: "upsert"; collection: string; id: string; fields: Fields }
+  | { op: "delete"; collection: string; id: string; hlc: string };
+
+/** A record as the server sends it. */
+export interface ServerRecord extends RecordState {
+  collection: string;
+  id: string;
+  seq: number;
+}
+
+export interface Conflict {
+  collection: string;
+  id: string;
+  field: string | null;
+  kind: "stale_write" | "record_deleted";
+  yours: FieldValue | null;
+  winner: FieldValue | null;
+}
+
+export interface SyncAnswer {
+  applied: number;
+  conflicts: Conflict[];
+  changes: ServerRecord[];
+  cursor: number;
+  has_more: boolean;
+  hlc: string;
+}
+
+/** A live record as the app sees it. */
+export interface LocalRecord {
+  space: string;
+  collection: string;
+  id: string;
+  /** Field values by name. */
+  fields: Record<string, unknown>;
+}
+
+/** A record that changed: a local write (this tab or another) or a pull. */
+export interface Changed {
+  space: string;
+  collection: string;
+  id: string;
+  source: "local" | "remote";
+}
+
+/** A conflict the server reported, waiting for the app to settle it. */
+export interface StoredConflict {
+  n: number;
+  space: string;
+  conflict: Conflict;
+  at: number;
+}
+
+/** A local change the server refused for good (a viewer's write). */
+export interface Rejected {
+  n: number;
+  space: string;
+  change: Change;
+  code: string;
+  message: string;
+  at: number;
+}
+
+export type Resolution = { keep: "mine" } | { keep: "theirs" } | { value: unknown };
+
+export interface User {
+  id: string;
+  email: string | null;
+}
+
+export type SyncState = "idle" | "syncing" | "offline" | "paused" | "error" | "signed_out";
+
+/** What the sync is doing, for a status indicator. */
+export interface SyncStatus {
+  state: SyncState;
+  /** Local changes not yet acknowledged by the server. */
+  pending: number;
+  /** When a sync last completed (ms since the epoch), or null. */
+  lastSyncedAt: number | null;
+  /** The last error, for a person; null when none. */
+  error: string | null;
+  /** Whether this tab is the one that syncs. */
+  leader: boolean;
+}
+
+export interface SyncReport {
+  pushed: number;
+  pulled: number;
+  conflicts: number;
+  rejected: number;
+  resynced: boolean;
+}
+
+export type Op = "=" | "!=" | "<" | "<=" | ">" | ">=";
+
+/** Filters, order and paging for `list`. */
+export interface Query {
+  where?: [field: string, op: Op, value: unknown][];
+  orderBy?: [field: string, order?: "asc" | "desc"];
+  limit?: number;
+  offset?: number;
+}
+
+/** An error the server answered (PROTOCOL.md §10), or the client's own. */
+export class FerryError extends Error {
+  constructor(
+    message: string,
+    /** The error code: the server's (`forbidden`, ...) or `offline`, `invalid`. */
+    readonly code: string,
+    /** The HTTP status, when the server answered. */
+    readonly status: number | null = null,
+    /** Seconds the server asked to wait (`Retry-After`). */
+    readonly retryAfter: number | null = null,
+  ) {
+    super(message);
+    this.name = "FerryError";
+  }
+
+  /** Whether trying again later may work (network, 429, 503, a 5xx). */
+  get transient(): boolean {
+    return this.code === "offline" || this.status === 429 || (this.status !== null && this.status >= 500);
+  }
+}

@@ -1,0 +1,92 @@
+//! The web app at `/`.
+//!
+//! With no configuration, Ferry serves its todo demo (`examples/todo`, built
+//! by `scripts/build-web` and embedded in the binary), so the first
+//! `ferry serve` shows a local-first app syncing in the browser: the page at
+//! `/`, its files under `/app/`, and the page sign-in links open
+//! (`/auth/magic-link`), where the demo itself finishes the sign-in.
+//!
+//! With `app_dir` set, the files of that directory are served instead (an
+//! app's own build, with `index.html` for paths it does not hold, as
+//! single-page apps expect), and sign-in links open Ferry's standalone
+//! sign-in page.
+
+use std::path::Path;
+
+use axum::Router;
+use axum::extract::Path as UrlPath;
+use axum::http::{HeaderValue, header};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use tower_http::services::{ServeDir, ServeFile};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The demo's files: name, content type, bytes.
+const DEMO_FILES: &[(&str, &str, &[u8])] = &[
+    (
+        "app.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../../../examples/todo/dist/app.js"),
+    ),
+    (
+        "style.css",
+        "text/css; charset=utf-8",
+        include_bytes!("../../../../examples/todo/dist/style.css"),
+    ),
+    (
+        "ferry_wasm_bg.wasm",
+        "application/wasm",
+        include_bytes!("../../../../examples/todo/dist/ferry_wasm_bg.wasm"),
+    ),
+];
+
+const DEMO_INDEX: &str = include_str!("../../../../examples/todo/dist/index.html");
+
+/// The demo changes with each build of Ferry: browsers revalidate.
+const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
+
+async fn demo_index() -> Response {
+    ([(header::CACHE_CONTROL, NO_CACHE)], Html(DEMO_INDEX)).into_response()
+}
+
+async fn demo_file(UrlPath(name): UrlPath<String>) -> Response {
+    match DEMO_FILES.iter().find(|(n, _, _)| *n == name) {
+        Some((_, kind, bytes)) => (
+            [
+                (header::CONTENT_TYPE, HeaderValue::from_static(kind)),
+                (header::CACHE_CONTROL, NO_CACHE),
+            ],
+            *bytes,
+        )
+            .into_response(),
+        None => ApiError::not_found(format!("no file /app/{name}")).into_response(),
+    }
+}
+
+/// The page a sign-in link opens when the app is not Ferry's demo: it reads
+/// the token from the link's fragment (which browsers never send, so it
+/// stays out of logs) and redeems it only when the person clicks, never on a
+/// mere GET, which mail scanners do.
+async fn magic_link_page() -> Html<&'static str> {
+    Html(include_str!("../auth/magic_link.html"))
+}
+
+/// The routes of the embedded demo.
+pub fn demo_routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(demo_index))
+        .route("/auth/magic-link", get(demo_index))
+        .route("/app/{name}", get(demo_file))
+}
+
+/// The routes serving the app in `dir`; the caller makes it the fallback.
+pub fn dir_routes(dir: &Path) -> Router<AppState> {
+    let files = ServeDir::new(dir)
+        .append_index_html_on_directories(true)
+        .fallback(ServeFile::new(dir.join("index.html")));
+    Router::new()
+        .route("/auth/magic-link", get(magic_link_page))
+        .fallback_service(files)
+}

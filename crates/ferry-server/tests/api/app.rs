@@ -1,0 +1,77 @@
+//! The web app at `/`: the embedded todo demo, or an app's own directory.
+
+use super::*;
+
+#[tokio::test]
+async fn the_demo_is_served_at_the_root_with_its_files() {
+    let api = Api::new().await;
+    let index = api.call(Method::GET, "/", None, None).await;
+    assert_eq!(index.status, StatusCode::OK);
+    let html = index.body.as_str().unwrap();
+    assert!(html.contains("/app/app.js"), "{html}");
+    assert_eq!(index.headers[header::CACHE_CONTROL], "no-cache");
+    // Sign-in links open the demo, which finishes the sign-in itself.
+    let link = api.call(Method::GET, "/auth/magic-link", None, None).await;
+    assert_eq!(link.body, index.body);
+    for (path, kind) in [
+        ("/app/app.js", "text/javascript; charset=utf-8"),
+        ("/app/style.css", "text/css; charset=utf-8"),
+        ("/app/ferry_wasm_bg.wasm", "application/wasm"),
+    ] {
+        let r = api.call(Method::GET, path, None, None).await;
+        assert_eq!(r.status, StatusCode::OK, "{path}");
+        assert_eq!(r.headers[header::CONTENT_TYPE], kind, "{path}");
+    }
+    let wasm = api
+        .send(
+            Request::get("/app/ferry_wasm_bg.wasm")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert!(wasm.body.as_str().unwrap().starts_with("\0asm"));
+    for path in ["/app/nope.js", "/app/../Cargo.toml", "/nope", "/v1/nope"] {
+        let r = api.call(Method::GET, path, None, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{path}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_app_directory_replaces_the_demo() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<p>my app</p>").unwrap();
+    std::fs::create_dir(dir.path().join("assets")).unwrap();
+    std::fs::write(dir.path().join("assets/main.js"), "console.log(1)").unwrap();
+    let root = dir.path().to_owned();
+    let api = Api::configured(move |s| s.app_dir = Some(root)).await;
+    let index = api.call(Method::GET, "/", None, None).await;
+    assert_eq!(
+        (index.status, index.body.as_str()),
+        (StatusCode::OK, Some("<p>my app</p>"))
+    );
+    let js = api.call(Method::GET, "/assets/main.js", None, None).await;
+    assert_eq!(js.body.as_str(), Some("console.log(1)"));
+    assert!(
+        js.headers[header::CONTENT_TYPE]
+            .to_str()
+            .unwrap()
+            .contains("javascript")
+    );
+    // Paths the app does not hold get its index, as single-page apps expect.
+    let deep = api.call(Method::GET, "/todos/42", None, None).await;
+    assert_eq!(deep.body.as_str(), Some("<p>my app</p>"));
+    // Nothing outside the directory is reachable.
+    let out = api.call(Method::GET, "/../Cargo.toml", None, None).await;
+    assert_eq!(out.body.as_str(), Some("<p>my app</p>"));
+    // Sign-in links open Ferry's standalone page; the API is untouched.
+    let link = api.call(Method::GET, "/auth/magic-link", None, None).await;
+    assert!(link.body.as_str().unwrap().contains("/v1/auth/verify"));
+    let api404 = api.call(Method::GET, "/v1/nope", None, None).await;
+    assert_eq!(api404.code(), "not_found");
+    let health = api.call(Method::GET, "/health", None, None).await;
+    assert_eq!(health.body["status"], "ok");
+}

@@ -1,0 +1,284 @@
+// A todo app on Ferry's browser client: works offline from the first
+// visit, syncs live between windows and devices once signed in, shows the
+// sync status and lets the person settle edits that crossed.
+
+import { Ferry, type LocalRecord, type StoredConflict, type SyncStatus } from "../../../clients/js/src/index.js";
+
+const COLLECTION = "todos";
+type Filter = "all" | "active" | "done";
+
+const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
+
+let ferry: Ferry;
+let filter: Filter = "all";
+let renderQueued = false;
+
+function newId(): string {
+  const time = Date.now().toString(36).padStart(9, "0");
+  const rand = Array.from(crypto.getRandomValues(new Uint8Array(6)), (b) => b.toString(16).padStart(2, "0")).join("");
+  return `t-${time}-${rand}`;
+}
+
+function queueRender(): void {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    void render();
+  });
+}
+
+async function render(): Promise<void> {
+  const space = ferry.personalSpace();
+  const all = await ferry.list(space, COLLECTION, { orderBy: ["created", "asc"] });
+  const shown = all.filter((t) => filter === "all" || (filter === "done") === Boolean(t.fields.done));
+  const list = $("todos");
+  list.replaceChildren(...shown.map(todoItem));
+  $("empty").hidden = shown.length > 0;
+  const left = all.filter((t) => !t.fields.done).length;
+  $("count").textContent = `${left} ${left === 1 ? "item" : "items"} left`;
+  $("clear-done").hidden = !all.some((t) => t.fields.done);
+  await renderConflicts();
+}
+
+function todoItem(todo: LocalRecord): HTMLElement {
+  const li = document.createElement("li");
+  li.className = `todo${todo.fields.done ? " done" : ""}`;
+  li.dataset.id = todo.id;
+  li.dataset.testid = "todo";
+  const check = document.createElement("input");
+  check.type = "checkbox";
+  check.checked = Boolean(todo.fields.done);
+  check.setAttribute("aria-label", "Done");
+  check.addEventListener("change", () => void write(() => ferry.patch(ferry.personalSpace(), COLLECTION, todo.id, { done: check.checked })));
+  const title = document.createElement("span");
+  title.className = "title";
+  title.textContent = String(todo.fields.title ?? "");
+  title.title = "Double-click to edit";
+  title.addEventListener("dblclick", () => edit(li, title, todo));
+  const remove = document.createElement("button");
+  remove.className = "quiet remove";
+  remove.type = "button";
+  remove.textContent = "✕";
+  remove.setAttribute("aria-label", "Delete");
+  remove.addEventListener("click", () => void write(() => ferry.delete(ferry.personalSpace(), COLLECTION, todo.id)));
+  li.append(check, title, remove);
+  return li;
+}
+
+function edit(li: HTMLElement, title: HTMLElement, todo: LocalRecord): void {
+  const input = document.createElement("input");
+  input.className = "edit";
+  input.value = String(todo.fields.title ?? "");
+  let done = false;
+  const save = () => {
+    if (done) return;
+    done = true;
+    const text = input.value.trim();
+    if (text && text !== todo.fields.title) {
+      void write(() => ferry.patch(ferry.personalSpace(), COLLECTION, todo.id, { title: text }));
+    } else {
+      queueRender();
+    }
+  };
+  input.addEventListener("keydown", (e) => {
+    if (e.key === "Enter") save();
+    if (e.key === "Escape") {
+      done = true;
+      queueRender();
+    }
+  });
+  input.addEventListener("blur", save);
+  li.replaceChild(input, title);
+  input.focus();
+}
+
+async function write(f: () => Promise<void>): Promise<void> {
+  try {
+    await f();
+  } catch (e) {
+    alert(e instanceof Error ? e.message : String(e));
+  }
+}
+
+function describe(value: unknown): string {
+  if (value === null || value === undefined) return "(empty)";
+  return typeof value === "string" ? value : JSON.stringify(value);
+}
+
+async function renderConflicts(): Promise<void> {
+  const conflicts = await ferry.conflicts();
+  $("conflicts").hidden = conflicts.length === 0;
+  $("conflict-list").replaceChildren(...conflicts.map(conflictItem));
+}
+
+function conflictItem(stored: StoredConflict): HTMLElement {
+  const c = stored.conflict;
+  const li = document.createElement("li");
+  li.className = "conflict";
+  li.dataset.testid = "conflict";
+  const what = document.createElement("div");
+  if (c.kind === "record_deleted") {
+    what.textContent = "A todo you edited was deleted on another device.";
+    const ok = document.createElement("button");
+    ok.textContent = "OK";
+    ok.addEventListener("click", () => void write(() => ferry.resolve(stored.n, { keep: "theirs" })));
+    li.append(what, ok);
+    return li;
+  }
+  what.textContent = `The ${c.field} of a todo was changed on two devices.`;
+  const choices = document.createElement("div");
+  choices.className = "choices";
+  const option = (label: string, value: unknown, keep: "mine" | "theirs") => {
+    const b = document.createElement("button");
+    b.type = "button";
+    b.dataset.keep = keep;
+    const small = document.createElement("span");
+    small.textContent = label;
+    b.append(small, describe(value));
+    b.addEventListener("click", () => void write(() => ferry.resolve(stored.n, { keep })));
+    return b;
+  };
+  choices.append(option("Yours", c.yours?.value, "mine"), option("The other device's (kept for now)", c.winner?.value, "theirs"));
+  li.append(what, choices);
+  return li;
+}
+
+function showStatus(s: SyncStatus): void {
+  const el = $("status");
+  let state: string = s.state;
+  let text: string;
+  const pending = s.pending > 0 ? ` · ${s.pending} pending` : "";
+  switch (s.state) {
+    case "signed_out":
+      state = "local";
+      text = ferry.user ? "Signed out of sync" : `On this device${pending}`;
+      break;
+    case "offline":
+      text = `Offline${pending}`;
+      break;
+    case "syncing":
+      text = "Syncing…";
+      break;
+    case "paused":
+      text = `Sync paused${pending}`;
+      break;
+    case "error":
+      text = `Sync error${pending}`;
+      break;
+    default:
+      if (s.pending > 0) {
+        state = "pending";
+        text = `${s.pending} pending`;
+      } else {
+        text = "Synced";
+      }
+  }
+  el.dataset.state = state;
+  el.dataset.pending = String(s.pending);
+  el.title = s.error ?? (s.lastSyncedAt ? `Last synced ${new Date(s.lastSyncedAt).toLocaleTimeString()}` : "");
+  $("status-text").textContent = text;
+  $("tab-role").textContent = s.leader ? "This tab syncs for the others." : "Another tab syncs for this one.";
+  document.body.dataset.leader = String(s.leader);
+}
+
+function linkToken(): string | null {
+  if (location.pathname !== "/auth/magic-link") return null;
+  return new URLSearchParams(location.hash.slice(1)).get("token");
+}
+
+function showAccount(): void {
+  const user = ferry.user;
+  const token = user ? null : linkToken();
+  $("signed-in").hidden = !user;
+  $("signed-out").hidden = Boolean(user) || token !== null;
+  $("finish").hidden = token === null;
+  if (user) $("user-email").textContent = user.email ?? user.id;
+}
+
+function note(id: string, text: string, error = false): void {
+  const el = $(id);
+  el.hidden = false;
+  el.textContent = text;
+  el.classList.toggle("error", error);
+}
+
+function wire(): void {
+  $("new-todo").addEventListener("submit", (e) => {
+    e.preventDefault();
+    const input = $<HTMLInputElement>("new-title");
+    const title = input.value.trim();
+    if (!title) return;
+    input.value = "";
+    void write(() => ferry.put(ferry.personalSpace(), COLLECTION, newId(), { title, done: false, created: Date.now() }));
+  });
+  $("clear-done").addEventListener("click", async () => {
+    const space = ferry.personalSpace();
+    for (const t of await ferry.list(space, COLLECTION, { where: [["done", "=", true]] })) {
+      await write(() => ferry.delete(space, COLLECTION, t.id));
+    }
+  });
+  for (const b of document.querySelectorAll<HTMLButtonElement>(".filters button")) {
+    b.addEventListener("click", () => {
+      filter = b.dataset.filter as Filter;
+      for (const other of document.querySelectorAll(".filters button")) other.classList.toggle("active", other === b);
+      queueRender();
+    });
+  }
+  $("signin-form").addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const email = $<HTMLInputElement>("email").value.trim();
+    try {
+      await ferry.requestMagicLink(email);
+      note(
+        "signin-note",
+        `A sign-in link is on its way to ${email}. Running Ferry on this machine? ` +
+          "The link is printed in the terminal where ferry serve runs.",
+      );
+    } catch (err) {
+      note("signin-note", err instanceof Error ? err.message : String(err), true);
+    }
+  });
+  $("finish-button").addEventListener("click", async () => {
+    const token = linkToken();
+    if (!token) return;
+    $<HTMLButtonElement>("finish-button").disabled = true;
+    try {
+      await ferry.signInWithLink(token);
+      history.replaceState(null, "", "/");
+      showAccount();
+      queueRender();
+    } catch (err) {
+      history.replaceState(null, "", "/");
+      note("finish-note", `${err instanceof Error ? err.message : err}. Ask for a new link.`, true);
+      $("signed-out").hidden = false;
+      $("finish").hidden = true;
+    }
+  });
+  $("signout").addEventListener("click", async () => {
+    await ferry.signOut();
+    showAccount();
+    queueRender();
+  });
+}
+
+async function main(): Promise<void> {
+  ferry = await Ferry.open({ name: "todo" });
+  // For a look from the browser's console (and the browser tests).
+  (globalThis as { ferry?: Ferry }).ferry = ferry;
+  wire();
+  ferry.subscribe(queueRender);
+  ferry.onStatus((s) => {
+    showStatus(s);
+    queueRender();
+  });
+  ferry.onSession(() => {
+    showAccount();
+    queueRender();
+  });
+  showAccount();
+  await render();
+  document.body.dataset.ready = "true";
+}
+
+void main();

@@ -1,0 +1,307 @@
+// The todo demo on Ferry's browser client, in a real headless Chromium
+// against a real `ferry serve`: what a person sees in two windows, offline,
+// in several tabs, across a reload, and as two different people.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import {
+  addTodo,
+  eventually,
+  launch,
+  openDemo,
+  screenshot,
+  session,
+  signIn,
+  startServer,
+  titles,
+  waitForStatus,
+  waitForTitles,
+} from "./helpers.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("two browsers signed in as the same person converge, anonymous todos included", async () => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const pageA = await openDemo(a, server);
+  await waitForStatus(pageA, "local");
+  // Before signing in, todos stay in this browser...
+  await addTodo(pageA, "Written before signing in");
+  await waitForTitles(pageA, ["Written before signing in"]);
+  await screenshot(pageA, "signed-out");
+  // ...and signing in moves them into the account.
+  await signIn(pageA, server, "ada@example.com");
+  await waitForStatus(pageA, "idle", 0);
+
+  const pageB = await openDemo(b, server);
+  await signIn(pageB, server, "ada@example.com");
+  await waitForTitles(pageB, ["Written before signing in"], "the claimed todo in the other browser");
+
+  await addTodo(pageA, "Milk");
+  await waitForTitles(pageB, ["Milk", "Written before signing in"]);
+  await addTodo(pageB, "Eggs");
+  await pageB.check("[data-testid=todo]:has-text('Milk') input[type=checkbox]");
+  await waitForTitles(pageA, ["Eggs", "Milk", "Written before signing in"]);
+  await eventually(
+    async () => assert.equal(await pageA.isChecked("[data-testid=todo]:has-text('Milk') input[type=checkbox]"), true),
+    "Milk to be done in the first browser",
+  );
+  await pageA.click("[data-testid=todo]:has-text('Eggs') .remove");
+  await waitForTitles(pageB, ["Milk", "Written before signing in"]);
+  await waitForStatus(pageA, "idle", 0);
+  await waitForStatus(pageB, "idle", 0);
+  await screenshot(pageA, "synced-a");
+  await screenshot(pageB, "synced-b");
+  await a.close();
+  await b.close();
+});
+
+test("edits made offline sync when the connection is back", async () => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const pageA = await openDemo(a, server);
+  await signIn(pageA, server, "olga@example.com");
+  const pageB = await openDemo(b, server);
+  await signIn(pageB, server, "olga@example.com");
+  await addTodo(pageA, "Online");
+  await waitForTitles(pageB, ["Online"]);
+
+  await b.setOffline(true);
+  await waitForStatus(pageB, "offline");
+  await addTodo(pageB, "Made offline");
+  await pageB.check("[data-testid=todo]:has-text('Online') input[type=checkbox]");
+  await waitForStatus(pageB, "offline", 2);
+  await screenshot(pageB, "offline");
+  // The other browser hears nothing while this one is offline.
+  await new Promise((r) => setTimeout(r, 1000));
+  assert.deepEqual(await titles(pageA), ["Online"]);
+
+  await b.setOffline(false);
+  await waitForTitles(pageA, ["Made offline", "Online"]);
+  await eventually(
+    async () => assert.equal(await pageA.isChecked("[data-testid=todo]:has-text('Online') input[type=checkbox]"), true),
+    "the offline check to arrive",
+  );
+  await waitForStatus(pageB, "idle", 0);
+  await a.close();
+  await b.close();
+});
+
+test("two tabs elect one leader, see each other's edits at once, and hand over", async () => {
+  const context = await browser.newContext();
+  const first = await openDemo(context, server);
+  const second = await openDemo(context, server);
+  await signIn(first, server, "tabs@example.com");
+  // The other tab hears of the sign-in over the BroadcastChannel.
+  await second.waitForSelector("#signed-in:not([hidden])");
+  const leaders = async () => [
+    await first.evaluate(() => window.ferry.isLeader),
+    await second.evaluate(() => window.ferry.isLeader),
+  ];
+  await eventually(async () => assert.equal((await leaders()).filter(Boolean).length, 1), "exactly one leader");
+  const [firstLeads] = await leaders();
+  const [leader, follower] = firstLeads ? [first, second] : [second, first];
+
+  // Only the leader talks to the server.
+  const followerSyncs = [];
+  follower.on("request", (r) => {
+    if (r.url().includes("/v1/")) followerSyncs.push(r.url());
+  });
+  await addTodo(follower, "From the follower");
+  await waitForTitles(leader, ["From the follower"], "the follower's todo in the leader");
+  await addTodo(leader, "From the leader");
+  await waitForTitles(follower, ["From the follower", "From the leader"], "the leader's todo in the follower");
+  await waitForStatus(follower, "idle", 0);
+  assert.deepEqual(followerSyncs, [], "a tab that is not the leader made requests to the API");
+
+  // A second browser of the same person gets both, so they reached the server.
+  const other = await browser.newContext();
+  const elsewhere = await openDemo(other, server);
+  await signIn(elsewhere, server, "tabs@example.com");
+  await waitForTitles(elsewhere, ["From the follower", "From the leader"]);
+
+  // The leader closes; the other tab takes over and syncs.
+  await leader.close();
+  await eventually(async () => assert.equal(await follower.evaluate(() => window.ferry.isLeader), true), "the handover");
+  await addTodo(follower, "After the handover");
+  await waitForTitles(elsewhere, ["After the handover", "From the follower", "From the leader"]);
+  await screenshot(follower, "new-leader");
+  await context.close();
+  await other.close();
+});
+
+test("a reload keeps unsynced edits and sends them once", async () => {
+  const context = await browser.newContext();
+  const page = await openDemo(context, server);
+  await signIn(page, server, "reload@example.com");
+  await waitForStatus(page, "idle", 0);
+  const applied = await server.metric("ferry_changes_applied_total");
+  const replayed = await server.metric("ferry_batches_replayed_total");
+
+  // The server applies the batch, but its answer never arrives.
+  let lost = 0;
+  await page.route("**/v1/spaces/*/sync", async (route) => {
+    if (lost === 0 && route.request().postDataJSON().changes?.length) {
+      await route.fetch();
+      lost += 1;
+    }
+    await route.abort();
+  });
+  await addTodo(page, "Sent once");
+  await eventually(async () => assert.equal(lost, 1), "the lost answer");
+  await waitForStatus(page, "offline", 1);
+  await page.unroute("**/v1/spaces/*/sync");
+
+  await page.reload();
+  await page.waitForSelector("body[data-ready=true]");
+  await waitForTitles(page, ["Sent once"], "the unsynced todo after the reload");
+  await waitForStatus(page, "idle", 0);
+  // The retry carried the same batch id: recognized, not applied again.
+  assert.equal(await server.metric("ferry_batches_replayed_total"), replayed + 1);
+  assert.equal(await server.metric("ferry_changes_applied_total"), applied + 1);
+  const { accessToken, user } = await session(page);
+  const res = await fetch(`${server.url}/v1/spaces/user:${user.id}/collections/todos/records`, {
+    headers: { Authorization: `Bearer ${accessToken}` },
+  });
+  const { records } = await res.json();
+  assert.deepEqual(
+    records.map((r) => r.fields.title.value),
+    ["Sent once"],
+  );
+  await context.close();
+});
+
+test("a second person never sees the first one's todos, and signing out wipes the browser", async () => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const ada = await openDemo(a, server);
+  await signIn(ada, server, "private-ada@example.com");
+  await addTodo(ada, "Ada's secret");
+  await waitForStatus(ada, "idle", 0);
+  const adaSession = await session(ada);
+
+  const bob = await openDemo(b, server);
+  await signIn(bob, server, "private-bob@example.com");
+  await addTodo(bob, "Bob's own");
+  await waitForStatus(bob, "idle", 0);
+  assert.deepEqual(await titles(bob), ["Bob's own"]);
+  // Nor can Bob's session reach Ada's space directly.
+  const bobSession = await session(bob);
+  const status = await bob.evaluate(
+    async ([space, token]) =>
+      (await fetch(`/v1/spaces/${space}/changes?cursor=0`, { headers: { Authorization: `Bearer ${token}` } })).status,
+    [`user:${adaSession.user.id}`, bobSession.accessToken],
+  );
+  assert.equal(status, 404);
+
+  // Ada signs out: nothing of hers stays in this browser.
+  await ada.click("#signout");
+  await ada.waitForSelector("#signed-out:not([hidden])");
+  await waitForTitles(ada, [], "an empty list after signing out");
+  const left = await ada.evaluate(
+    () =>
+      new Promise((resolve) => {
+        const req = indexedDB.open("ferry-todo");
+        req.onsuccess = () => {
+          const count = req.result.transaction("records").objectStore("records").count();
+          count.onsuccess = () => resolve(count.result);
+        };
+      }),
+  );
+  assert.equal(left, 0);
+  await a.close();
+  await b.close();
+});
+
+test("edits that cross show in the conflict view, and the person picks one", async () => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const pageA = await openDemo(a, server);
+  await signIn(pageA, server, "cross@example.com");
+  const pageB = await openDemo(b, server);
+  await signIn(pageB, server, "cross@example.com");
+  await addTodo(pageA, "Shared");
+  await waitForTitles(pageB, ["Shared"]);
+
+  const rename = async (page, title) => {
+    await page.dblclick("[data-testid=todo] .title");
+    await page.fill("[data-testid=todo] input.edit", title);
+    await page.press("[data-testid=todo] input.edit", "Enter");
+  };
+  await a.setOffline(true);
+  await b.setOffline(true);
+  await rename(pageA, "Renamed in A");
+  await new Promise((r) => setTimeout(r, 20));
+  await rename(pageB, "Renamed in B");
+  // B's later edit reaches the server first; A's older one then loses.
+  await b.setOffline(false);
+  await waitForStatus(pageB, "idle", 0);
+  await a.setOffline(false);
+  await pageA.waitForSelector("[data-testid=conflict]");
+  await waitForTitles(pageA, ["Renamed in B"]);
+  await screenshot(pageA, "conflict");
+  await pageA.click("[data-testid=conflict] button[data-keep=mine]");
+  await waitForTitles(pageB, ["Renamed in A"], "the kept version in the other browser");
+  assert.equal(await pageA.$("[data-testid=conflict]"), null);
+  await a.close();
+  await b.close();
+});
+
+test("the client refuses bad input with a clear error and writes nothing", async () => {
+  const context = await browser.newContext();
+  const page = await openDemo(context, server);
+  const outcome = await page.evaluate(async () => {
+    const f = window.ferry;
+    const space = f.personalSpace();
+    const attempts = [
+      () => f.put(space, "to dos", "t1", { title: "x" }),
+      () => f.put(space, "todos", "t 1", { title: "x" }),
+      () => f.put("no spaces allowed", "todos", "t1", { title: "x" }),
+      () => f.put(space, "todos", "t1", { _reserved: 1 }),
+      () => f.put(space, "todos", "t1", [1, 2]),
+      () => f.patch(space, "todos", "t1", {}),
+      () => f.put(space, "todos", "t1", { big: "x".repeat(1024 * 1024 + 1) }),
+      () => f.list(space, "todos", { where: [["done", "~", true]] }),
+      () => f.resolve(12345, { keep: "mine" }),
+    ];
+    const errors = [];
+    for (const attempt of attempts) {
+      try {
+        await attempt();
+        errors.push(null);
+      } catch (e) {
+        errors.push({ name: e.name, code: e.code, message: e.message });
+      }
+    }
+    await f.put(space, "todos", "gone", { title: "x" });
+    await f.delete(space, "todos", "gone");
+    try {
+      await f.patch(space, "todos", "gone", { title: "back" });
+      errors.push(null);
+    } catch (e) {
+      errors.push({ name: e.name, code: e.code, message: e.message });
+    }
+    return { errors, pending: f.status.pending, records: (await f.list(space, "todos")).length };
+  });
+  for (const e of outcome.errors) {
+    assert.ok(e, "a bad call was accepted");
+    assert.equal(e.name, "FerryError");
+    assert.equal(e.code, "invalid");
+    assert.ok(e.message.length > 10, e.message);
+  }
+  assert.match(outcome.errors[0].message, /collection/);
+  assert.match(outcome.errors[3].message, /_reserved|field/);
+  assert.match(outcome.errors[9].message, /deleted/);
+  // Only the put and the delete of "gone" were written.
+  assert.equal(outcome.records, 0);
+  assert.equal(outcome.pending, 2);
+  await context.close();
+});
