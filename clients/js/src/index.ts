@@ -372,7 +372,10 @@ export class Ferry {
     for (const l of this.changeListeners) l(changes);
     const pending = await this.store.pending();
     if (pending !== this.current.pending) this.setStatus({ pending });
-    if (changes.some((c) => c.source === "local")) this.trigger(this.options.debounceMs);
+    // Local writes sync soon, unless sync is waiting out a failure (its
+    // backoff, the network, a 402): then the write waits with the rest.
+    const waiting = ["offline", "error", "paused"].includes(this.current.state);
+    if (!waiting && changes.some((c) => c.source === "local")) this.trigger(this.options.debounceMs);
   }
 
   private async sessionChanged(): Promise<void> {
@@ -532,7 +535,11 @@ export class Ferry {
         this.setStatus({ state: "paused", error: "Sync is paused: this account's plan does not include sync." });
         return periodic;
       }
-      if (err.code === "signed_out" || err.code === "invalid_token" || err.status === 401) {
+      if (err.code === "signed_out") {
+        this.setStatus({ state: "signed_out", error: null });
+        return periodic;
+      }
+      if (err.code === "invalid_token" || err.status === 401) {
         this.setStatus({ state: "signed_out", error: "The session expired; sign in again." });
         return periodic;
       }

@@ -355,6 +355,7 @@ export class Store {
     const tx = this.db.transaction(["outbox", "conflicts", "records", "meta", "spaces"], "readwrite");
     const out: Stored = { pushed: 0, pulled: 0, conflicts: 0, resynced: false, changed: [] };
     try {
+      await stillSignedIn(tx.objectStore("meta"), tx.objectStore("spaces"), space);
       const work: Promise<unknown>[] = [];
       if (batch !== null) {
         const keys = await tx.objectStore("outbox").index("batch").getAllKeys(batch);
@@ -417,7 +418,13 @@ export class Store {
    * records they touched (dropped here, then pulled again from 0).
    */
   async rejectBatch(space: string, batch: string, error: FerryError): Promise<{ count: number; changed: Changed[] }> {
-    const tx = this.db.transaction(["outbox", "rejected", "records", "spaces"], "readwrite");
+    const tx = this.db.transaction(["outbox", "rejected", "records", "spaces", "meta"], "readwrite");
+    try {
+      await stillSignedIn(tx.objectStore("meta"), tx.objectStore("spaces"), space);
+    } catch (e) {
+      abort(tx);
+      throw e;
+    }
     const outbox = tx.objectStore("outbox");
     const entries = await outbox.index("batch").getAll(batch);
     const changed: Changed[] = [];
@@ -524,6 +531,19 @@ function abort(tx: { abort(): void; done: Promise<void> }): void {
     tx.abort();
   } catch {
     // Already finished or aborted.
+  }
+}
+
+/**
+ * Refuses to store what a sync brought back once its session ended: a
+ * sign-out (in any tab) may wipe the replica while an answer is on its way,
+ * and the next person on the device must not find it stored afterwards.
+ * Checked inside the storing transaction, so the two never interleave.
+ */
+async function stillSignedIn(meta: Rw<"meta">, spaces: Rw<"spaces">, space: string): Promise<void> {
+  const [session, tracked] = await Promise.all([meta.get("session"), spaces.get(space)]);
+  if (!session || !tracked) {
+    throw new FerryError(`${space} is no longer synced here (signed out)`, "signed_out");
   }
 }
 
