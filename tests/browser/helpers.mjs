@@ -30,14 +30,17 @@ const CHROMIUM_ARGS = [
   "--disable-dev-shm-usage",
 ];
 
-/** Starts `ferry serve` on 127.0.0.1:0 with sign-in mail written to files. */
-export async function startServer() {
+/**
+ * Starts `ferry serve` on 127.0.0.1:0 with sign-in mail written to files,
+ * with `extraArgs` added to its command line.
+ */
+export async function startServer(extraArgs = []) {
   const bin = process.env.FERRY_BIN ?? join(TARGET, "debug", "ferry");
   assert.ok(existsSync(bin), `the ferry binary is missing at ${bin}: build it with cargo build -p ferry-cli`);
   const dir = await mkdtemp(join(tmpdir(), "ferry-browser-"));
   const mailDir = join(dir, "mail");
   await mkdir(mailDir);
-  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--mail-dir", mailDir], {
+  const child = spawn(bin, ["serve", "--listen", "127.0.0.1:0", "--data-dir", join(dir, "data"), "--mail-dir", mailDir, ...extraArgs], {
     stdio: ["ignore", "pipe", "inherit"],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? "warn" },
   });

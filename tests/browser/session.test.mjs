@@ -1,0 +1,94 @@
+// Sessions and sync pauses in the browser client, against a server whose
+// access tokens expire within seconds: refreshes while two tabs write,
+// the realtime connection across expiries, and a 402 that pauses sync
+// without touching local data.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import { addTodo, eventually, launch, openDemo, signIn, startServer, titles, waitForStatus, waitForTitles } from "./helpers.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer(["--access-token-ttl", "3s"]);
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("expiring access tokens are refreshed and the session lives on in every tab", async () => {
+  const context = await browser.newContext();
+  const tabs = [await openDemo(context, server), await openDemo(context, server)];
+  await signIn(tabs[0], server, "refresh@example.com");
+  await tabs[1].waitForSelector("#signed-in:not([hidden])");
+  const other = await browser.newContext();
+  const elsewhere = await openDemo(other, server);
+  await signIn(elsewhere, server, "refresh@example.com");
+
+  // Several expiries pass while both tabs write and sync.
+  const expected = [];
+  for (let round = 0; round < 3; round++) {
+    await new Promise((r) => setTimeout(r, 3500));
+    for (const [i, tab] of tabs.entries()) {
+      const title = `Round ${round} from tab ${i}`;
+      expected.push(title);
+      await addTodo(tab, title);
+    }
+    // Live: carried by the realtime connection, re-established each time
+    // its token expired.
+    await waitForTitles(elsewhere, expected, `round ${round} in the other browser`);
+  }
+  for (const tab of tabs) {
+    await waitForStatus(tab, "idle", 0);
+    assert.equal(await tab.evaluate(() => window.ferry.user?.email), "refresh@example.com");
+  }
+  // A refresh token spent twice would have ended the session everywhere.
+  await addTodo(elsewhere, "Still signed in");
+  await waitForTitles(tabs[0], [...expected, "Still signed in"]);
+  await context.close();
+  await other.close();
+});
+
+test("a 402 pauses sync, keeps every local write, and sync resumes when it is lifted", async () => {
+  const context = await browser.newContext();
+  const page = await openDemo(context, server);
+  await signIn(page, server, "unpaid@example.com");
+  await addTodo(page, "Before the pause");
+  await waitForStatus(page, "idle", 0);
+
+  const paid = { ok: false };
+  await page.route("**/v1/spaces/*/sync", async (route) => {
+    if (paid.ok) return route.continue();
+    await route.fulfill({
+      status: 402,
+      contentType: "application/json",
+      body: JSON.stringify({ error: { code: "payment_required", message: "sync needs the pro plan" } }),
+    });
+  });
+  await addTodo(page, "During the pause");
+  await page.evaluate(() => window.ferry.sync().catch(() => undefined));
+  await waitForStatus(page, "paused", 1);
+  await addTodo(page, "Still during the pause");
+  await page.check("[data-testid=todo]:has-text('Before the pause') input[type=checkbox]");
+  await waitForStatus(page, "paused", 3);
+  assert.deepEqual(await titles(page), ["Before the pause", "During the pause", "Still during the pause"]);
+
+  paid.ok = true;
+  await page.evaluate(() => window.ferry.sync());
+  await waitForStatus(page, "idle", 0);
+  const other = await browser.newContext();
+  const elsewhere = await openDemo(other, server);
+  await signIn(elsewhere, server, "unpaid@example.com");
+  await waitForTitles(elsewhere, ["Before the pause", "During the pause", "Still during the pause"]);
+  await eventually(
+    async () => assert.equal(await elsewhere.isChecked("[data-testid=todo]:has-text('Before the pause') input[type=checkbox]"), true),
+    "the check made during the pause",
+  );
+  await context.close();
+  await other.close();
+});
