@@ -15,6 +15,7 @@ import {
   signIn,
   startServer,
   titles,
+  twoDevices,
   waitForStatus,
   waitForTitles,
 } from "./helpers.mjs";
@@ -68,11 +69,7 @@ test("two browsers signed in as the same person converge, anonymous todos includ
 });
 
 test("edits made offline sync when the connection is back", async () => {
-  const [a, b] = [await browser.newContext(), await browser.newContext()];
-  const pageA = await openDemo(a, server);
-  await signIn(pageA, server, "olga@example.com");
-  const pageB = await openDemo(b, server);
-  await signIn(pageB, server, "olga@example.com");
+  const { a, b, pageA, pageB } = await twoDevices(browser, server, "olga@example.com");
   await addTodo(pageA, "Online");
   await waitForTitles(pageB, ["Online"]);
 
@@ -223,11 +220,7 @@ test("a second person never sees the first one's todos, and signing out wipes th
 });
 
 test("edits that cross show in the conflict view, and the person picks one", async () => {
-  const [a, b] = [await browser.newContext(), await browser.newContext()];
-  const pageA = await openDemo(a, server);
-  await signIn(pageA, server, "cross@example.com");
-  const pageB = await openDemo(b, server);
-  await signIn(pageB, server, "cross@example.com");
+  const { a, b, pageA, pageB } = await twoDevices(browser, server, "cross@example.com");
   await addTodo(pageA, "Shared");
   await waitForTitles(pageB, ["Shared"]);
 

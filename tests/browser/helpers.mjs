@@ -134,6 +134,19 @@ export async function signIn(page, server, email) {
   assert.equal(await page.textContent("#user-email"), email);
 }
 
+/**
+ * Two browsers (contexts: two devices) with the demo open, both signed in
+ * as `email`.
+ */
+export async function twoDevices(browser, server, email) {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const pageA = await openDemo(a, server);
+  await signIn(pageA, server, email);
+  const pageB = await openDemo(b, server);
+  await signIn(pageB, server, email);
+  return { a, b, pageA, pageB };
+}
+
 export async function addTodo(page, title) {
   await page.fill("#new-title", title);
   await page.press("#new-title", "Enter");
