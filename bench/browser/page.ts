@@ -106,6 +106,14 @@ async function runBench(o: Options): Promise<Record<string, number[]>> {
   for (let run = 0; run < o.runs; run++) {
     const all = records(o.records, 1_763_798_400_000 + run);
     const store = await Store.open(`bench-${run}-${Math.random()}`);
+    // Signed in as the user of `user:bench`, as a syncing replica is.
+    await store.startSession({
+      user: { id: "bench", email: null },
+      server: location.origin,
+      accessToken: "unused",
+      refreshToken: null,
+      expiresAt: null,
+    });
     result.apply_new.push(o.records / ((await applyPages(store, all)) / 1000));
     result.apply_merge.push(o.records / ((await applyPages(store, records(o.records, 1_763_798_500_000 + run))) / 1000));
     store.close();

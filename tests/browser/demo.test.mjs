@@ -298,3 +298,91 @@ test("the client refuses bad input with a clear error and writes nothing", async
   assert.equal(outcome.pending, 2);
   await context.close();
 });
+
+test("a shared space syncs to its members, and a viewer's writes are refused and undone", async () => {
+  const [a, b] = [await browser.newContext(), await browser.newContext()];
+  const owner = await openDemo(a, server);
+  await signIn(owner, server, "team-owner@example.com");
+  const viewer = await openDemo(b, server);
+  await signIn(viewer, server, "team-viewer@example.com");
+  const api = async (page, method, path, body) =>
+    page.evaluate(
+      async ([method, path, body, token]) => {
+        const res = await fetch(path, {
+          method,
+          headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/json" },
+          body: body === undefined ? undefined : JSON.stringify(body),
+        });
+        return res.status;
+      },
+      [method, path, body, (await session(page)).accessToken],
+    );
+  assert.equal(await api(owner, "POST", "/v1/spaces", { id: "team-notes", name: "Team" }), 201);
+  assert.equal(await api(owner, "POST", "/v1/spaces/team-notes/invites", { email: "team-viewer@example.com", role: "viewer" }), 201);
+
+  await owner.evaluate(async () => {
+    await window.ferry.track("team-notes");
+    await window.ferry.put("team-notes", "notes", "n1", { text: "From the owner" });
+    await window.ferry.sync();
+  });
+  const seen = await viewer.evaluate(async () => {
+    await window.ferry.track("team-notes");
+    await window.ferry.sync();
+    return (await window.ferry.get("team-notes", "notes", "n1"))?.fields;
+  });
+  assert.deepEqual(seen, { text: "From the owner" });
+
+  // The viewer edits locally; the server refuses; the edit moves to the
+  // rejected list and the server's copy comes back. Nothing stays stuck.
+  const after = await viewer.evaluate(async () => {
+    const f = window.ferry;
+    await f.patch("team-notes", "notes", "n1", { text: "From the viewer" });
+    await f.put("team-notes", "notes", "n2", { text: "New from the viewer" });
+    await f.sync();
+    await f.sync();
+    return {
+      n1: (await f.get("team-notes", "notes", "n1"))?.fields,
+      n2: await f.get("team-notes", "notes", "n2"),
+      rejected: (await f.rejected()).map((r) => [r.code, r.change.id]),
+      pending: f.status.pending,
+    };
+  });
+  assert.deepEqual(after, {
+    n1: { text: "From the owner" },
+    n2: null,
+    rejected: [
+      ["forbidden", "n1"],
+      ["forbidden", "n2"],
+    ],
+    pending: 0,
+  });
+  await a.close();
+  await b.close();
+});
+
+test("a browser offline past the tombstone horizon pulls everything again and drops what is gone", async () => {
+  const { a, b, pageA, pageB } = await twoDevices(browser, server, "horizon@example.com");
+  await addTodo(pageA, "Keep");
+  await addTodo(pageA, "Drop");
+  await waitForTitles(pageB, ["Drop", "Keep"]);
+
+  await b.setOffline(true);
+  await waitForStatus(pageB, "offline");
+  await pageA.click("[data-testid=todo]:has-text('Drop') .remove");
+  await addTodo(pageA, "Added meanwhile");
+  await waitForStatus(pageA, "idle", 0);
+  // The delete's tombstone is compacted: B's cursor is now below the
+  // horizon, and no incremental pull can tell it that Drop is gone.
+  server.admin("compact", "--older-than", "0s");
+  await addTodo(pageB, "Written offline");
+
+  const expired = 'route="/v1/spaces/{space}/sync",method="POST",status="410"';
+  assert.equal(await server.metric("ferry_http_requests_total", expired), 0);
+  await b.setOffline(false);
+  await waitForTitles(pageB, ["Added meanwhile", "Keep", "Written offline"], "the resynced list");
+  assert.equal(await server.metric("ferry_http_requests_total", expired), 1);
+  await waitForTitles(pageA, ["Added meanwhile", "Keep", "Written offline"]);
+  await waitForStatus(pageB, "idle", 0);
+  await a.close();
+  await b.close();
+});

@@ -4,7 +4,7 @@
 // the demo. Missing pieces fail loudly; nothing is skipped.
 
 import assert from "node:assert/strict";
-import { spawn } from "node:child_process";
+import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -73,10 +73,16 @@ export async function startServer(extraArgs = []) {
         throw new Error(`no mail to ${email} yet`);
       }, `a sign-in mail to ${email}`);
     },
-    /** A Prometheus counter's value. */
-    async metric(name) {
+    /** Runs `ferry admin ...` on this server's database; returns its output. */
+    admin(...args) {
+      return execFileSync(bin, ["admin", ...args, "--data-dir", join(dir, "data")], { encoding: "utf8" });
+    },
+    /** A Prometheus counter's value (the first line holding `labels`). */
+    async metric(name, labels = "") {
       const text = await (await fetch(`${url}/metrics`)).text();
-      const line = text.split("\n").find((l) => l.startsWith(`${name} `) || l.startsWith(`${name}{`));
+      const line = text
+        .split("\n")
+        .find((l) => (l.startsWith(`${name} `) || l.startsWith(`${name}{`)) && l.includes(labels));
       return line ? Number(line.split(" ").pop()) : 0;
     },
     async stop() {

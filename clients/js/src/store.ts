@@ -13,7 +13,7 @@
 // transactions over the same stores, so two tabs' writes never interleave
 // inside one.
 
-import { type DBSchema, type IDBPDatabase, type IDBPObjectStore, openDB } from "idb";
+import { type DBSchema, type IDBPDatabase, type IDBPObjectStore, openDB, unwrap } from "idb";
 
 import * as core from "./core.js";
 import type {
@@ -77,7 +77,6 @@ interface Schema extends DBSchema {
   records: {
     key: [string, string, string];
     value: StoredRecord;
-    indexes: { collection: [string, string]; space: string };
   };
   outbox: {
     key: number;
@@ -97,6 +96,13 @@ type StoreName = "records" | "outbox" | "spaces" | "meta" | "conflicts" | "rejec
 type Rw<S extends StoreName> = IDBPObjectStore<Schema, any, S, "readwrite">;
 
 const ALL: StoreName[] = ["records", "outbox", "spaces", "meta", "conflicts", "rejected"];
+
+/** The keys of a space's records, or of one of its collections. */
+function within(space: string, collection?: string): IDBKeyRange {
+  const prefix = collection === undefined ? [space] : [space, collection];
+  // An array sorts after every string, so [...prefix, []] ends the range.
+  return IDBKeyRange.bound(prefix, [...prefix, []]);
+}
 
 function isLocal(space: string): boolean {
   return space.startsWith("local:");
@@ -132,6 +138,12 @@ export interface Stored {
 }
 
 export class Store {
+  /**
+   * Per space: whether most records of the last page stored were already
+   * here, which picks how the next page is stored (see `addEach`).
+   */
+  private readonly known = new Map<string, boolean>();
+
   private constructor(
     readonly db: Db,
     readonly clientId: string,
@@ -141,9 +153,9 @@ export class Store {
   static async open(name: string): Promise<Store> {
     const db = await openDB<Schema>(name, 1, {
       upgrade(db) {
-        const records = db.createObjectStore("records", { keyPath: ["space", "collection", "id"] });
-        records.createIndex("collection", ["space", "collection"]);
-        records.createIndex("space", "space");
+        // No indexes: the key orders records by space, then collection, so
+        // key ranges serve both, and every pulled record costs one write.
+        db.createObjectStore("records", { keyPath: ["space", "collection", "id"] });
         const outbox = db.createObjectStore("outbox", { keyPath: "n", autoIncrement: true });
         outbox.createIndex("space", "space");
         outbox.createIndex("batch", "batch");
@@ -237,7 +249,7 @@ export class Store {
 
   async list(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
     checkNames(space, collection);
-    const all = await this.db.getAllFromIndex("records", "collection", IDBKeyRange.only([space, collection]));
+    const all = await this.db.getAll("records", within(space, collection));
     let live = all.filter((r) => r.deleted === null).map(toLocal);
     for (const [field, op, value] of query.where ?? []) {
       if (!OPS.includes(op)) throw new FerryError(`unknown operator ${op}; use one of ${OPS.join(" ")}`, "invalid");
@@ -330,13 +342,16 @@ export class Store {
    */
   async nextBatch(space: string): Promise<{ batchId: string; changes: Change[] } | null> {
     const tx = this.db.transaction("outbox", "readwrite");
-    const entries = await tx.store.index("space").getAll(space);
+    // A stamped batch is always the oldest changes of its space (changes
+    // are stamped oldest first, and a batch leaves before the next is
+    // stamped), so the oldest MAX_BATCH hold it whole.
+    const entries = await tx.store.index("space").getAll(space, MAX_BATCH);
     let stamped = entries.find((e) => e.batch !== undefined)?.batch;
     let batch: OutboxEntry[];
     if (stamped !== undefined) {
       batch = entries.filter((e) => e.batch === stamped);
     } else {
-      batch = entries.slice(0, MAX_BATCH);
+      batch = entries;
       if (batch.length === 0) {
         await tx.done;
         return null;
@@ -367,14 +382,11 @@ export class Store {
         work.push(tx.objectStore("conflicts").add({ space, conflict, at } as StoredConflict));
         out.conflicts += 1;
       }
-      const records = tx.objectStore("records");
-      // Every read is sent at once and answered in order: one round of
-      // waiting for a whole page, not one per record.
-      const locals = await Promise.all(answer.changes.map((r) => records.get([space, r.collection, r.id])));
-      answer.changes.forEach((r, i) => {
-        work.push(records.put(mergePulled(space, locals[i], r)));
-        out.changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
-      });
+      const records = unwrap(tx.objectStore("records"));
+      const known = this.known.get(space) ?? (await tx.objectStore("spaces").get(space))?.resync === true;
+      const existed = await (known ? mergeEach : addEach)(records, space, answer.changes);
+      this.known.set(space, existed * 2 > answer.changes.length);
+      for (const r of answer.changes) out.changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
       out.pulled = answer.changes.length;
       const hlc = core.hlcObserve(await this.clock(tx.objectStore("meta")), answer.hlc, Date.now());
       work.push(tx.objectStore("meta").put(hlc, "hlc"));
@@ -482,7 +494,7 @@ export class Store {
       }
       await meta.put(session, "session");
       const records = tx.objectStore("records");
-      for (const rec of await records.index("space").getAll(ANONYMOUS_SPACE)) {
+      for (const rec of await records.getAll(within(ANONYMOUS_SPACE))) {
         const mine = await records.get([personal, rec.collection, rec.id]);
         const state = mine ? core.mergeRecord(mine, rec) : { fields: rec.fields, deleted: rec.deleted };
         await records.put({ ...state, space: personal, collection: rec.collection, id: rec.id, seen: mine?.seen ?? 1 });
@@ -553,6 +565,74 @@ function toLocal(r: StoredRecord): LocalRecord {
   return { space: r.space, collection: r.collection, id: r.id, fields };
 }
 
+/**
+ * Stores a pulled page, each record first added as sent: all that a record
+ * new to the replica costs (the common case: a first sync). Only when one
+ * is already there (the add fails, and the failure is caught so that the
+ * transaction goes on) is it read, merged with the local one by the core,
+ * and written. Every request is sent at once and answered in order.
+ * Resolves to how many records were already there.
+ */
+function addEach(records: IDBObjectStore, space: string, page: ServerRecord[]): Promise<number> {
+  return eachRecord(page, (r, done, fail) => {
+    const add = records.add(mergePulled(space, undefined, r));
+    add.onsuccess = () => done(false);
+    add.onerror = (event) => {
+      if (add.error?.name !== "ConstraintError") return fail(add.error);
+      event.preventDefault();
+      event.stopPropagation();
+      mergeOne(records, space, r, () => done(true), fail);
+    };
+  });
+}
+
+/**
+ * Stores a pulled page whose records are mostly here already (a resync,
+ * updates of known records): each is read, merged and written.
+ */
+function mergeEach(records: IDBObjectStore, space: string, page: ServerRecord[]): Promise<number> {
+  return eachRecord(page, (r, done, fail) => mergeOne(records, space, r, done, fail));
+}
+
+function mergeOne(
+  records: IDBObjectStore,
+  space: string,
+  r: ServerRecord,
+  done: (existed: boolean) => void,
+  fail: (e: unknown) => void,
+): void {
+  const get = records.get([space, r.collection, r.id]);
+  get.onerror = () => fail(get.error);
+  get.onsuccess = () => {
+    try {
+      const local = get.result as StoredRecord | undefined;
+      const put = records.put(mergePulled(space, local, r));
+      put.onsuccess = () => done(local !== undefined);
+      put.onerror = () => fail(put.error);
+    } catch (e) {
+      fail(e);
+    }
+  };
+}
+
+/** Runs `step` for every record at once; resolves when all are done. */
+function eachRecord(
+  page: ServerRecord[],
+  step: (r: ServerRecord, done: (existed: boolean) => void, fail: (e: unknown) => void) => void,
+): Promise<number> {
+  return new Promise((resolve, reject) => {
+    let left = page.length;
+    let existed = 0;
+    if (left === 0) return resolve(0);
+    const done = (was: boolean) => {
+      if (was) existed += 1;
+      left -= 1;
+      if (left === 0) resolve(existed);
+    };
+    for (const r of page) step(r, done, reject);
+  });
+}
+
 /** A pulled record folded into the local one; a new one is stored as sent. */
 function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRecord): StoredRecord {
   const state = local ? core.mergeRecord(local, r) : { fields: r.fields, deleted: r.deleted };
@@ -560,7 +640,7 @@ function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRe
 }
 
 async function markUnseen(records: Rw<"records">, space: string): Promise<void> {
-  let cursor = await records.index("space").openCursor(space);
+  let cursor = await records.openCursor(within(space));
   while (cursor) {
     await cursor.update({ ...cursor.value, seen: 0 });
     cursor = await cursor.continue();
@@ -570,7 +650,7 @@ async function markUnseen(records: Rw<"records">, space: string): Promise<void> 
 /** Drops the records a full resync did not see again, unless pending. */
 async function finishResync(records: Rw<"records">, outbox: Rw<"outbox">, space: string): Promise<Changed[]> {
   const changed: Changed[] = [];
-  let cursor = await records.index("space").openCursor(space);
+  let cursor = await records.openCursor(within(space));
   while (cursor) {
     const r = cursor.value as StoredRecord;
     if (r.seen === 0) {
