@@ -15,7 +15,7 @@
 
 import { loadCore } from "./core.js";
 import { Remote, type Tokens, request, withLock } from "./remote.js";
-import { ANONYMOUS_SPACE, type Session, Store } from "./store.js";
+import { ANONYMOUS_SPACE, type Durability, type Session, Store } from "./store.js";
 import { syncSpace } from "./sync.js";
 import {
   type Changed,
@@ -30,7 +30,7 @@ import {
   type User,
 } from "./types.js";
 
-export { ANONYMOUS_SPACE } from "./store.js";
+export { ANONYMOUS_SPACE, type Durability } from "./store.js";
 export * from "./types.js";
 
 export interface FerryOptions {
@@ -46,6 +46,8 @@ export interface FerryOptions {
   periodicMs?: number;
   /** Follow the server's realtime signals (a WebSocket). */
   realtime?: boolean;
+  /** What a local write survives: `crash` (default) or `power-loss`. */
+  durability?: Durability;
 }
 
 type Message =
@@ -123,8 +125,9 @@ export class Ferry {
       debounceMs: options.debounceMs ?? 200,
       periodicMs: options.periodicMs ?? 60_000,
       realtime: options.realtime ?? true,
+      durability: options.durability ?? "crash",
     };
-    const store = await Store.open(`ferry-${resolved.name}`);
+    const store = await Store.open(`ferry-${resolved.name}`, resolved.durability);
     const ferry = new Ferry(store, resolved);
     ferry.session = await store.session();
     ferry.current.pending = await store.pending();

@@ -63,6 +63,13 @@ interface SpaceEntry {
   syncedAt: number | null;
 }
 
+/**
+ * What a local write survives once its call returned: the browser or the
+ * tab crashing or being killed (`crash`, the default), or also a power cut
+ * (`power-loss`, a disk flush per write).
+ */
+export type Durability = "crash" | "power-loss";
+
 /** The signed-in session, kept in the replica. */
 export interface Session {
   user: User;
@@ -147,10 +154,11 @@ export class Store {
   private constructor(
     readonly db: Db,
     readonly clientId: string,
+    private readonly durability: Durability,
   ) {}
 
   /** Opens (creating) the replica database `name`. */
-  static async open(name: string): Promise<Store> {
+  static async open(name: string, durability: Durability = "crash"): Promise<Store> {
     const db = await openDB<Schema>(name, 1, {
       upgrade(db) {
         // No indexes: the key orders records by space, then collection, so
@@ -178,7 +186,7 @@ export class Store {
       await tx.store.put(clientId, "client_id");
     }
     await tx.done;
-    return new Store(db, clientId);
+    return new Store(db, clientId, durability);
   }
 
   close(): void {
@@ -199,7 +207,9 @@ export class Store {
     if (op !== "delete" && (fields === null || typeof fields !== "object" || Array.isArray(fields))) {
       throw new FerryError('fields must be an object, like {"title": "Milk"}', "invalid");
     }
-    const tx = this.db.transaction(["records", "outbox", "meta", "spaces"], "readwrite");
+    const tx = this.db.transaction(["records", "outbox", "meta", "spaces"], "readwrite", {
+      durability: this.durability === "power-loss" ? "strict" : "relaxed",
+    });
     try {
       const records = tx.objectStore("records");
       const [last, rec, known] = await Promise.all([
