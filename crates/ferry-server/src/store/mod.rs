@@ -8,6 +8,7 @@
 //! backend behaves the same.
 
 pub mod batch;
+pub mod billing;
 pub mod feed;
 mod postgres;
 mod sqlite;
@@ -19,6 +20,7 @@ use ferry_core::{Change, ClientId, Collection, Conflict, RecordId, Role, SpaceId
 use serde::Serialize;
 use serde_json::value::RawValue;
 
+pub use billing::{BillingEvent, EventOutcome, StoredEntitlement};
 pub use postgres::PgStore;
 pub use sqlite::SqliteStore;
 
@@ -384,6 +386,29 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&RecordId>,
         limit: u32,
     ) -> Result<Vec<RecordRow>, StoreError>;
+
+    /// The user's entitlement, when one was ever recorded.
+    async fn entitlement(&self, user: &UserId) -> Result<Option<StoredEntitlement>, StoreError>;
+
+    /// The user whose entitlement carries this provider's customer id.
+    async fn user_by_customer(
+        &self,
+        provider: &str,
+        customer_id: &str,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Applies a billing event, in one transaction with the record of its
+    /// id: a duplicate changes nothing, and so does an event older than the
+    /// stored state ([`StoredEntitlement::replaces`]). A customer id the
+    /// event does not carry keeps the stored one.
+    async fn apply_billing_event(&self, event: &BillingEvent) -> Result<EventOutcome, StoreError>;
+
+    /// Sets the user's entitlement outright (support staff).
+    async fn set_entitlement(
+        &self,
+        user: &UserId,
+        entitlement: &StoredEntitlement,
+    ) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@
 //! 10 s. A database that is down answers `Unavailable` (503) quickly, and
 //! the pool reconnects by itself when it is back.
 
+mod billing;
 mod compact;
 mod feed;
 mod records;
@@ -33,8 +34,8 @@ use self::feed::PgFeed;
 use super::feed::Feed;
 use super::stored::int;
 use super::{
-    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken,
-    Rotation, Store, StoreError, StoredKey, User,
+    Batch, BillingEvent, CompactReport, EventOutcome, PoolState, PullPage, PullQuery, PushOutcome,
+    RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement, StoredKey, User,
 };
 
 /// At most this many connections per server node.
@@ -281,5 +282,29 @@ impl Store for PgStore {
         limit: u32,
     ) -> Result<Vec<RecordRow>, StoreError> {
         records::list(&self.pool, space, collection, after, limit).await
+    }
+
+    async fn entitlement(&self, user: &UserId) -> Result<Option<StoredEntitlement>, StoreError> {
+        billing::entitlement(&self.pool, user).await
+    }
+
+    async fn user_by_customer(
+        &self,
+        provider: &str,
+        customer_id: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        billing::user_by_customer(&self.pool, provider, customer_id).await
+    }
+
+    async fn apply_billing_event(&self, event: &BillingEvent) -> Result<EventOutcome, StoreError> {
+        billing::apply_event(&self.pool, event).await
+    }
+
+    async fn set_entitlement(
+        &self,
+        user: &UserId,
+        entitlement: &StoredEntitlement,
+    ) -> Result<(), StoreError> {
+        billing::set_entitlement(&self.pool, user, entitlement).await
     }
 }

@@ -87,6 +87,28 @@ CREATE TABLE identities (
     PRIMARY KEY (issuer, subject)
 );
 "#,
+    // Billing: each user's entitlement, and the events already applied.
+    r#"
+CREATE TABLE entitlements (
+    user_id     text COLLATE "C" PRIMARY KEY REFERENCES users (id),
+    plan        text NOT NULL,
+    status      text NOT NULL,
+    period_end  bigint,
+    provider    text NOT NULL,
+    customer_id text,
+    stamp       bigint NOT NULL,
+    updated_at  bigint NOT NULL
+);
+CREATE INDEX entitlements_by_customer ON entitlements (provider, customer_id);
+CREATE TABLE billing_events (
+    provider    text NOT NULL,
+    event_id    text NOT NULL,
+    user_id     text COLLATE "C" NOT NULL,
+    outcome     text NOT NULL,
+    received_at bigint NOT NULL,
+    PRIMARY KEY (provider, event_id)
+);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -11,6 +11,7 @@
 //! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
 //! the server answers.
 
+mod billing;
 mod compact;
 mod records;
 mod schema;
@@ -26,8 +27,8 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{
-    Batch, CompactReport, PoolState, PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken,
-    Rotation, Store, StoreError, StoredKey, User,
+    Batch, BillingEvent, CompactReport, EventOutcome, PoolState, PullPage, PullQuery, PushOutcome,
+    RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement, StoredKey, User,
 };
 
 /// How many idle reader connections are kept for reuse.
@@ -348,6 +349,36 @@ impl Store for SqliteStore {
         let (space, collection) = (space.clone(), collection.clone());
         let after = after.cloned();
         self.read(move |c| records::list(c, &space, &collection, after.as_ref(), limit))
+            .await
+    }
+
+    async fn entitlement(&self, user: &UserId) -> Result<Option<StoredEntitlement>, StoreError> {
+        let user = user.clone();
+        self.read(move |c| billing::entitlement(c, &user)).await
+    }
+
+    async fn user_by_customer(
+        &self,
+        provider: &str,
+        customer_id: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let (provider, customer_id) = (provider.to_owned(), customer_id.to_owned());
+        self.read(move |c| billing::user_by_customer(c, &provider, &customer_id))
+            .await
+    }
+
+    async fn apply_billing_event(&self, event: &BillingEvent) -> Result<EventOutcome, StoreError> {
+        let event = event.clone();
+        self.write(move |c| billing::apply_event(c, &event)).await
+    }
+
+    async fn set_entitlement(
+        &self,
+        user: &UserId,
+        entitlement: &StoredEntitlement,
+    ) -> Result<(), StoreError> {
+        let (user, entitlement) = (user.clone(), entitlement.clone());
+        self.write(move |c| billing::set_entitlement(c, &user, &entitlement))
             .await
     }
 }

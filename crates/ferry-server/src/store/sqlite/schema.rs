@@ -86,6 +86,28 @@ CREATE TABLE identities (
     PRIMARY KEY (issuer, subject)
 ) WITHOUT ROWID;
 "#,
+    // Billing: each user's entitlement, and the events already applied.
+    r#"
+CREATE TABLE entitlements (
+    user_id     TEXT PRIMARY KEY REFERENCES users (id),
+    plan        TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    period_end  INTEGER,
+    provider    TEXT NOT NULL,
+    customer_id TEXT,
+    stamp       INTEGER NOT NULL,
+    updated_at  INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX entitlements_by_customer ON entitlements (provider, customer_id);
+CREATE TABLE billing_events (
+    provider    TEXT NOT NULL,
+    event_id    TEXT NOT NULL,
+    user_id     TEXT NOT NULL,
+    outcome     TEXT NOT NULL,
+    received_at INTEGER NOT NULL,
+    PRIMARY KEY (provider, event_id)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.

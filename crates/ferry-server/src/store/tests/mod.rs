@@ -3,9 +3,11 @@
 //! backend is held to exactly the same behaviour.
 
 mod accounts;
+mod billing;
 mod records;
 
 pub use accounts::*;
+pub use billing::*;
 pub use records::*;
 
 use std::collections::HashMap;
@@ -148,6 +150,8 @@ both_backends!(
     a_login_token_is_redeemed_once,
     refresh_tokens_rotate_and_reuse_revokes_the_family,
     an_external_identity_is_one_user,
+    billing_events_apply_once_and_never_go_back,
+    concurrent_deliveries_of_one_event_apply_once,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.
