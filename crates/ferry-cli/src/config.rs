@@ -105,6 +105,26 @@ pub struct ServeArgs {
     /// instead of the todo demo.
     #[arg(long, env = "FERRY_APP_DIR", value_name = "DIR")]
     app_dir: Option<PathBuf>,
+    /// Sync needs an active subscription to this plan (or plans,
+    /// comma-separated), e.g. pro [default: sync is free].
+    #[arg(long, env = "FERRY_BILLING_REQUIRED_PLAN", value_name = "PLAN")]
+    billing_required_plan: Option<String>,
+    /// Stripe's webhook signing secrets (whsec_...), comma-separated.
+    #[arg(
+        long,
+        env = "FERRY_STRIPE_WEBHOOK_SECRET",
+        value_name = "SECRETS",
+        hide_env_values = true
+    )]
+    stripe_webhook_secret: Option<String>,
+    /// Lemon Squeezy's webhook signing secret.
+    #[arg(
+        long,
+        env = "FERRY_LEMONSQUEEZY_WEBHOOK_SECRET",
+        value_name = "SECRET",
+        hide_env_values = true
+    )]
+    lemonsqueezy_webhook_secret: Option<String>,
 }
 
 fn load_file(explicit: Option<&Path>) -> anyhow::Result<Config> {
@@ -175,6 +195,18 @@ impl ServeArgs {
             (&self.jwt_issuer, &mut config.jwt_issuer),
             (&self.jwt_audience, &mut config.jwt_audience),
             (&self.allowed_origins, &mut config.allowed_origins),
+            (
+                &self.billing_required_plan,
+                &mut config.billing.required_plan,
+            ),
+            (
+                &self.stripe_webhook_secret,
+                &mut config.billing.stripe_webhook_secret,
+            ),
+            (
+                &self.lemonsqueezy_webhook_secret,
+                &mut config.billing.lemonsqueezy_webhook_secret,
+            ),
         ] {
             if let Some(value) = flag {
                 *key = Some(value.clone());

@@ -13,6 +13,7 @@
 
 mod client;
 mod config;
+mod entitlement;
 mod login;
 
 use std::io::Write;
@@ -96,6 +97,11 @@ enum AdminCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Set or show a user's plan (the billing gate's entitlements).
+    Entitlement {
+        #[command(subcommand)]
+        command: entitlement::EntitlementCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -129,6 +135,9 @@ fn main() -> ExitCode {
             Command::Admin {
                 command: AdminCommand::RotateKey(config),
             } => rotate_key(config).await,
+            Command::Admin {
+                command: AdminCommand::Entitlement { command },
+            } => entitlement::run(command).await,
         }
     });
     match result {
@@ -245,6 +254,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .filter(|o| !o.is_empty())
             .collect();
     }
+    settings.billing = config.billing.settings();
     if let Some(dir) = &config.app_dir {
         anyhow::ensure!(
             dir.join("index.html").is_file(),

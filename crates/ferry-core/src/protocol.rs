@@ -391,6 +391,20 @@ pub struct Entitlement {
     pub status: String,
     /// When the paid period ends (RFC 3339), if there is one.
     pub current_period_end: Option<String>,
+    /// Who bills it: `stripe`, `lemonsqueezy`, `admin` (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+    /// The provider's customer id (an extension).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub customer_id: Option<String>,
+    /// Whether the user may sync now (an extension; `false` only when the
+    /// server requires a plan the user does not have).
+    #[serde(default = "yes")]
+    pub sync: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// `GET /v1/me`.

@@ -70,6 +70,42 @@ pub struct Config {
     /// A directory of static files (an app's build) served at `/` instead
     /// of Ferry's todo demo.
     pub app_dir: Option<PathBuf>,
+    /// The billing gate: `[billing]` in `ferry.toml`.
+    pub billing: BillingConfig,
+}
+
+/// `[billing]`: sync as a paid plan. Off unless `required_plan` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BillingConfig {
+    /// The plan (or plans, comma-separated) that include sync, e.g. `pro`.
+    pub required_plan: Option<String>,
+    /// Stripe's webhook signing secrets (`whsec_...`), comma-separated:
+    /// several are accepted at once while one is rotated.
+    pub stripe_webhook_secret: Option<String>,
+    /// Lemon Squeezy's webhook signing secret.
+    pub lemonsqueezy_webhook_secret: Option<String>,
+}
+
+impl BillingConfig {
+    /// The settings these values give.
+    pub fn settings(&self) -> crate::billing::BillingSettings {
+        let list = |v: &Option<String>| -> Vec<String> {
+            v.iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+                .collect()
+        };
+        crate::billing::BillingSettings {
+            required_plans: list(&self.required_plan),
+            stripe_secrets: list(&self.stripe_webhook_secret),
+            lemonsqueezy_secret: self
+                .lemonsqueezy_webhook_secret
+                .clone()
+                .filter(|s| !s.trim().is_empty()),
+        }
+    }
 }
 
 impl Config {
@@ -79,6 +115,19 @@ impl Config {
             database: self.database.as_deref().map(redact_password),
             jwt_secret: self.jwt_secret.as_ref().map(|_| "***".to_owned()),
             smtp_url: self.smtp_url.as_deref().map(redact_password),
+            billing: BillingConfig {
+                stripe_webhook_secret: self
+                    .billing
+                    .stripe_webhook_secret
+                    .as_ref()
+                    .map(|_| "***".to_owned()),
+                lemonsqueezy_webhook_secret: self
+                    .billing
+                    .lemonsqueezy_webhook_secret
+                    .as_ref()
+                    .map(|_| "***".to_owned()),
+                ..self.billing.clone()
+            },
             ..self.clone()
         }
     }
@@ -117,6 +166,7 @@ impl Default for Config {
             jwt_audience: None,
             allowed_origins: None,
             app_dir: None,
+            billing: BillingConfig::default(),
         }
     }
 }

@@ -86,6 +86,11 @@ impl ApiError {
         )
     }
 
+    /// 402 `payment_required`: the billing gate.
+    pub fn payment_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYMENT_REQUIRED, "payment_required", message)
+    }
+
     /// 409 `conflict`.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)

@@ -10,6 +10,7 @@
 //! - [`config`] is what `ferry serve` can be told, and opens the database.
 
 pub mod auth;
+pub mod billing;
 pub mod clock;
 pub mod config;
 pub mod error;

@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::ops::metrics;
 use crate::state::AppState;
-use crate::{auth, ops, realtime, spaces, sync};
+use crate::{auth, billing, ops, realtime, spaces, sync};
 
 /// The largest request body accepted (PROTOCOL.md limits).
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -48,6 +48,7 @@ pub fn app(state: AppState) -> Router {
         .merge(spaces::routes())
         .merge(sync::routes())
         .merge(realtime::routes())
+        .merge(billing::routes())
         .fallback(not_found);
     let web = match &state.settings.app_dir {
         None => ops::app::demo_routes().fallback(not_found),

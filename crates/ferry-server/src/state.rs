@@ -10,6 +10,7 @@ use crate::auth::issuer::{Issuer, Keyring};
 use crate::auth::jwks::{JwksConfig, JwksProvider};
 use crate::auth::limits::SignInLimits;
 use crate::auth::mail::{self, Mailer, MailerConfig};
+use crate::billing::BillingSettings;
 use crate::clock::{ServerClock, wall_ms};
 use crate::ops::metrics::Metrics;
 use crate::realtime::{Realtime, RealtimeSettings};
@@ -45,6 +46,8 @@ pub struct Settings {
     /// A directory of static files served at `/` (an app's own build)
     /// instead of Ferry's todo demo.
     pub app_dir: Option<std::path::PathBuf>,
+    /// The billing gate and the webhooks' secrets.
+    pub billing: BillingSettings,
 }
 
 impl Settings {
@@ -63,6 +66,7 @@ impl Settings {
             key_reload_interval: std::time::Duration::from_secs(30),
             realtime: RealtimeSettings::default(),
             app_dir: None,
+            billing: BillingSettings::default(),
         }
     }
 }

@@ -55,6 +55,12 @@ struct OutcomeLabels {
     outcome: &'static str,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct BillingLabels {
+    provider: String,
+    outcome: &'static str,
+}
+
 /// An open realtime connection, counted until dropped.
 #[derive(Debug)]
 pub struct OpenConnection(Gauge);
@@ -92,6 +98,7 @@ pub struct Metrics {
     signals_dropped: Counter,
     node_events: Family<OutcomeLabels, Counter>,
     listener_reconnects: Counter,
+    billing_events: Family<BillingLabels, Counter>,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -194,7 +201,14 @@ impl Metrics {
             "Times this node's database listener reconnected",
             listener_reconnects.clone(),
         );
+        let billing_events = Family::<BillingLabels, Counter>::default();
+        registry.register(
+            "billing_events",
+            "Verified billing webhooks by provider and outcome (applied, duplicate, stale)",
+            billing_events.clone(),
+        );
         Metrics {
+            billing_events,
             registry,
             connections,
             signals_sent,
@@ -243,6 +257,16 @@ impl Metrics {
             self.changes_applied.inc_by(applied);
             self.conflicts.inc_by(conflicts as u64);
         }
+    }
+
+    /// Counts a verified billing event and what it did.
+    pub fn billing_event(&self, provider: &str, outcome: &'static str) {
+        self.billing_events
+            .get_or_create(&BillingLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     /// Counts an open realtime connection of `kind` until the guard drops.

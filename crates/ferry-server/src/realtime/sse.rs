@@ -25,6 +25,7 @@ use tokio::time::Instant;
 
 use super::{Realtime, Subscriptions, deadline, origin, until};
 use crate::auth;
+use crate::billing;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery};
 use crate::ops::metrics::ConnectionKind;
@@ -101,6 +102,7 @@ pub async fn stream(
     origin::allowed(&headers, &state.settings)?;
     let token = token(&headers, &query)?;
     let user = auth::authenticate(&state, token).await?;
+    billing::require_sync(&state, &user).await?;
     let expires = deadline(token);
     let mut subs = Subscriptions::new(state.realtime.clone(), user.clone());
     // Follow first, check second, as the WebSocket does.

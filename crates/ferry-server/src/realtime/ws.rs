@@ -31,6 +31,7 @@ use tokio_tungstenite::tungstenite;
 use super::hub::Inbox;
 use super::{Realtime, Subscriptions, deadline, origin, until};
 use crate::auth;
+use crate::billing;
 use crate::error::ApiError;
 use crate::ops::metrics::ConnectionKind;
 use crate::state::AppState;
@@ -357,6 +358,10 @@ impl Connection {
     }
 
     async fn subscribe(&mut self, requested: &[String]) -> Flow {
+        let user = self.subs.mailbox.user().clone();
+        if let Err(e) = billing::require_sync(&self.state, &user).await {
+            return self.send(&ServerMessage::Error(e.into_body())).await;
+        }
         let mut denied: Vec<&str> = Vec::new();
         let mut new = Vec::new();
         let mut wanted = Vec::new();
@@ -384,7 +389,6 @@ impl Connection {
         for space in &new {
             self.subs.follow(space);
         }
-        let user = self.subs.mailbox.user().clone();
         let heads = match self.state.store.member_heads(&user, &wanted).await {
             Ok(heads) => heads,
             Err(e) => {

@@ -1,11 +1,12 @@
 //! The one place that decides who may touch a space. Every handler of space
-//! data calls [`member`] with the authenticated user first; a space the
-//! caller is not a member of is indistinguishable from one that does not
-//! exist.
+//! data calls [`data`] (records, sync, pulls) or [`member`] (members) with
+//! the authenticated user first; a space the caller is not a member of is
+//! indistinguishable from one that does not exist.
 
 use ferry_core::{Role, SpaceId};
 
 use crate::auth::AuthUser;
+use crate::billing;
 use crate::error::ApiError;
 use crate::state::AppState;
 
@@ -16,6 +17,15 @@ pub async fn member(state: &AppState, user: &AuthUser, space: &SpaceId) -> Resul
         .role(space, &user.id)
         .await?
         .ok_or_else(|| not_found(space))
+}
+
+/// The caller's role in `space` for reading or writing its records over
+/// the network: [`member`], then the billing gate (`402
+/// payment_required` for a caller without the plan sync needs).
+pub async fn data(state: &AppState, user: &AuthUser, space: &SpaceId) -> Result<Role, ApiError> {
+    let role = member(state, user, space).await?;
+    billing::require_sync(state, &user.id).await?;
+    Ok(role)
 }
 
 /// The 404 for a space the caller cannot see.

@@ -7,12 +7,12 @@ use axum::http::StatusCode;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ferry_core::protocol::{
-    CreateSpace, Entitlement, Invite, Me, Member, MembersList, SetRole, SpaceInfo, SpacesList,
-    UserInfo,
+    CreateSpace, Invite, Me, Member, MembersList, SetRole, SpaceInfo, SpacesList, UserInfo,
 };
 use ferry_core::{Role, SpaceId, UserId};
 
 use crate::auth::AuthUser;
+use crate::billing;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::ids;
@@ -33,12 +33,7 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Me>, A
             id: stored.id,
             email: stored.email,
         },
-        // Billing arrives later; until then every user syncs on the free plan.
-        entitlement: Entitlement {
-            plan: "free".into(),
-            status: "active".into(),
-            current_period_end: None,
-        },
+        entitlement: billing::view(&state, &user.id).await?,
     }))
 }
 

@@ -37,7 +37,7 @@ async fn sync(
     ApiPath(space): ApiPath<SpaceId>,
     Body(body): Body,
 ) -> Result<Json<SyncResponse<RecordRow>>, ApiError> {
-    let role = access::member(&state, &user, &space).await?;
+    let role = access::data(&state, &user, &space).await?;
     let req = SyncRequest::from_json(&body)?;
     let limit = pull_limit(req.limit)?;
     let (applied, conflicts) = if req.changes.is_empty() {
@@ -104,7 +104,7 @@ async fn changes(
     ApiPath(space): ApiPath<SpaceId>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<PullResponse<RecordRow>>, ApiError> {
-    access::member(&state, &user, &space).await?;
+    access::data(&state, &user, &space).await?;
     let page = state
         .store
         .pull(

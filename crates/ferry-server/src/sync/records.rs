@@ -39,7 +39,7 @@ async fn list(
     ApiPath((space, collection)): ApiPath<(SpaceId, Collection)>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<RecordsPage<RecordRow>>, ApiError> {
-    access::member(&state, &user, &space).await?;
+    access::data(&state, &user, &space).await?;
     let limit = query.limit.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::invalid_request(format!(
@@ -86,7 +86,7 @@ async fn get_one(
     user: AuthUser,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
 ) -> Result<Json<RecordRow>, ApiError> {
-    access::member(&state, &user, &space).await?;
+    access::data(&state, &user, &space).await?;
     live_record(&state, &space, &collection, &id)
         .await?
         .map(Json)
@@ -157,7 +157,7 @@ async fn put(
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
     ApiJson(body): ApiJson<WriteRecord>,
 ) -> Result<Json<RecordRow>, ApiError> {
-    access::require_write(access::member(&state, &user, &space).await?)?;
+    access::require_write(access::data(&state, &user, &space).await?)?;
     check_write(&body)?;
     let mut values = body.fields;
     if let Some(current) = state.store.record(&space, &collection, &id).await? {
@@ -180,7 +180,7 @@ async fn patch(
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
     ApiJson(body): ApiJson<WriteRecord>,
 ) -> Result<Json<RecordRow>, ApiError> {
-    access::require_write(access::member(&state, &user, &space).await?)?;
+    access::require_write(access::data(&state, &user, &space).await?)?;
     check_write(&body)?;
     if live_record(&state, &space, &collection, &id)
         .await?
@@ -199,7 +199,7 @@ async fn delete(
     user: AuthUser,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
 ) -> Result<StatusCode, ApiError> {
-    access::require_write(access::member(&state, &user, &space).await?)?;
+    access::require_write(access::data(&state, &user, &space).await?)?;
     let change = Change::Delete {
         collection,
         id,
