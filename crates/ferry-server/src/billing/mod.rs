@@ -153,10 +153,10 @@ async fn find_user(
             ))
         });
     }
-    if let Some(customer) = &hints.customer_id {
-        if let Some(user) = state.store.user_by_customer(provider, customer).await? {
-            return Ok(user);
-        }
+    if let Some(customer) = &hints.customer_id
+        && let Some(user) = state.store.user_by_customer(provider, customer).await?
+    {
+        return Ok(user);
     }
     if let Some(email) = &hints.email {
         let email = normalize_email(email)?;
