@@ -1,12 +1,23 @@
 // Sessions and sync pauses in the browser client, against a server whose
-// access tokens expire within seconds: refreshes while two tabs write,
-// the realtime connection across expiries, and a 402 that pauses sync
-// without touching local data.
+// access tokens expire within seconds (refreshes while two tabs write, the
+// realtime connection across expiries), and against one that requires a
+// plan for sync (a 402 pauses sync without touching local data).
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { addTodo, eventually, launch, openDemo, signIn, startServer, titles, waitForStatus, waitForTitles } from "./helpers.mjs";
+import {
+  addTodo,
+  eventually,
+  launch,
+  openDemo,
+  screenshot,
+  signIn,
+  startServer,
+  titles,
+  waitForStatus,
+  waitForTitles,
+} from "./helpers.mjs";
 
 let server;
 let browser;
@@ -54,41 +65,40 @@ test("expiring access tokens are refreshed and the session lives on in every tab
   await other.close();
 });
 
-test("a 402 pauses sync, keeps every local write, and sync resumes when it is lifted", async () => {
-  const context = await browser.newContext();
-  const page = await openDemo(context, server);
-  await signIn(page, server, "unpaid@example.com");
-  await addTodo(page, "Before the pause");
-  await waitForStatus(page, "idle", 0);
+test("the billing gate pauses sync, keeps every local write, and sync resumes with the plan", async () => {
+  const gated = await startServer(["--billing-required-plan", "pro"]);
+  try {
+    const context = await browser.newContext();
+    const page = await openDemo(context, gated);
+    await addTodo(page, "Before signing in");
+    await signIn(page, gated, "unpaid@example.com");
+    await waitForStatus(page, "paused", 1);
+    assert.match(await page.getAttribute("#status", "title"), /pro/);
+    assert.match(await page.textContent("[data-testid=sync-note]"), /pro.*stay on this device/);
+    await addTodo(page, "During the pause");
+    await page.check("[data-testid=todo]:has-text('Before signing in') input[type=checkbox]");
+    await waitForStatus(page, "paused", 3);
+    assert.deepEqual(await titles(page), ["Before signing in", "During the pause"]);
+    await screenshot(page, "paused");
 
-  const paid = { ok: false };
-  await page.route("**/v1/spaces/*/sync", async (route) => {
-    if (paid.ok) return route.continue();
-    await route.fulfill({
-      status: 402,
-      contentType: "application/json",
-      body: JSON.stringify({ error: { code: "payment_required", message: "sync needs the pro plan" } }),
-    });
-  });
-  await addTodo(page, "During the pause");
-  await page.evaluate(() => window.ferry.sync().catch(() => undefined));
-  await waitForStatus(page, "paused", 1);
-  await addTodo(page, "Still during the pause");
-  await page.check("[data-testid=todo]:has-text('Before the pause') input[type=checkbox]");
-  await waitForStatus(page, "paused", 3);
-  assert.deepEqual(await titles(page), ["Before the pause", "During the pause", "Still during the pause"]);
-
-  paid.ok = true;
-  await page.evaluate(() => window.ferry.sync());
-  await waitForStatus(page, "idle", 0);
-  const other = await browser.newContext();
-  const elsewhere = await openDemo(other, server);
-  await signIn(elsewhere, server, "unpaid@example.com");
-  await waitForTitles(elsewhere, ["Before the pause", "During the pause", "Still during the pause"]);
-  await eventually(
-    async () => assert.equal(await elsewhere.isChecked("[data-testid=todo]:has-text('Before the pause') input[type=checkbox]"), true),
-    "the check made during the pause",
-  );
-  await context.close();
-  await other.close();
+    // Support staff grant the plan; the next sync carries everything, and
+    // the realtime subscription the gate refused goes through.
+    gated.admin("entitlement", "set", "--email", "unpaid@example.com", "--plan", "pro", "--until", "2099-12-31");
+    await page.evaluate(() => window.ferry.sync());
+    await waitForStatus(page, "idle", 0);
+    const other = await browser.newContext();
+    const elsewhere = await openDemo(other, gated);
+    await signIn(elsewhere, gated, "unpaid@example.com");
+    await waitForTitles(elsewhere, ["Before signing in", "During the pause"]);
+    await eventually(
+      async () => assert.equal(await elsewhere.isChecked("[data-testid=todo]:has-text('Before signing in') input[type=checkbox]"), true),
+      "the check made during the pause",
+    );
+    await addTodo(elsewhere, "Live again");
+    await waitForTitles(page, ["Before signing in", "During the pause", "Live again"], "a live update in the first browser");
+    await context.close();
+    await other.close();
+  } finally {
+    await gated.stop();
+  }
 });

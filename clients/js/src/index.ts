@@ -95,6 +95,8 @@ export class Ferry {
   private ws: WebSocket | null = null;
   private wsTimer: ReturnType<typeof setTimeout> | null = null;
   private wsFailures = 0;
+  /** The server refused the subscription (`402`): ask again after a sync succeeds. */
+  private resubscribe = false;
   private readonly onOnline = () => {
     this.failures = 0;
     this.wsFailures = 0;
@@ -524,6 +526,8 @@ export class Ferry {
         report.pulled += r.pulled;
       }
       this.failures = 0;
+      // A subscription the billing gate refused goes through now.
+      if (this.resubscribe && this.ws?.readyState === WebSocket.OPEN) void this.follow(this.ws);
       this.setStatus({
         state: "idle",
         error: null,
@@ -535,7 +539,8 @@ export class Ferry {
       const err = e instanceof FerryError ? e : new FerryError(String(e), "error");
       this.setStatus({ pending: await this.store.pending() });
       if (err.code === "payment_required") {
-        this.setStatus({ state: "paused", error: "Sync is paused: this account's plan does not include sync." });
+        // The server's own words: they name the plan sync needs.
+        this.setStatus({ state: "paused", error: err.message });
         return periodic;
       }
       if (err.code === "signed_out") {
@@ -589,7 +594,7 @@ export class Ferry {
       }
     };
     ws.onmessage = async (e) => {
-      let m: { type?: string; space?: string; cursor?: number };
+      let m: { type?: string; space?: string; cursor?: number; error?: { code?: string } };
       try {
         m = JSON.parse(String(e.data));
       } catch {
@@ -597,11 +602,10 @@ export class Ferry {
       }
       if (m.type === "auth-ok") {
         this.wsFailures = 0;
-        const spaces = [...new Set([...(await this.store.spaces()), this.personalSpace()])].filter(
-          (s) => !s.startsWith("local:"),
-        );
-        ws.send(JSON.stringify({ type: "subscribe", spaces }));
+        await this.follow(ws);
         this.scheduleReauth(ws);
+      } else if (m.type === "error") {
+        this.resubscribe = true;
       } else if (m.type === "sync-available" && typeof m.space === "string" && typeof m.cursor === "number") {
         if (m.cursor > (await this.store.cursor(m.space))) this.trigger();
       }
@@ -615,6 +619,15 @@ export class Ferry {
       }
       this.retryRealtime();
     };
+  }
+
+  /** Follows the replica's spaces on `ws`. */
+  private async follow(ws: WebSocket): Promise<void> {
+    this.resubscribe = false;
+    const spaces = [...new Set([...(await this.store.spaces()), this.personalSpace()])].filter(
+      (s) => !s.startsWith("local:"),
+    );
+    if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "subscribe", spaces }));
   }
 
   private retryRealtime(): void {

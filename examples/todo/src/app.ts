@@ -174,6 +174,12 @@ function showStatus(s: SyncStatus): void {
         text = "Synced";
       }
   }
+  const note = $("sync-note");
+  note.hidden = !(s.state === "paused" || s.state === "error") || !s.error;
+  note.textContent =
+    s.state === "paused"
+      ? `${s.error} Your todos stay on this device and sync once it is active.`
+      : `Sync failed: ${s.error} It will try again.`;
   el.dataset.state = state;
   el.dataset.pending = String(s.pending);
   el.title = s.error ?? (s.lastSyncedAt ? `Last synced ${new Date(s.lastSyncedAt).toLocaleTimeString()}` : "");

@@ -68,6 +68,20 @@ impl Server {
 
     /// Starts `ferry serve` with `db_args`, logging to `log`.
     pub fn spawn(log_path: &std::path::Path, db_args: Vec<String>, listen: &str) -> Server {
+        Server::spawn_with(log_path, db_args, listen, &[])
+    }
+
+    /// Starts `ferry serve` on `db` with more flags of `serve`.
+    pub fn start_with(db: &Db, extra: &[&str]) -> Server {
+        Server::spawn_with(&db.log(), db.args(), "127.0.0.1:0", extra)
+    }
+
+    fn spawn_with(
+        log_path: &std::path::Path,
+        db_args: Vec<String>,
+        listen: &str,
+        extra: &[&str],
+    ) -> Server {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
@@ -76,6 +90,7 @@ impl Server {
         let mut child = ferry()
             .args(["serve", "--listen", listen])
             .args(&db_args)
+            .args(extra)
             .env("RUST_LOG", "warn")
             .stdout(Stdio::piped())
             .stderr(log)
