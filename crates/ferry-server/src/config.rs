@@ -304,6 +304,36 @@ mod tests {
     }
 
     #[test]
+    fn billing_settings_come_from_lists_and_secrets_never_show() {
+        let config = Config {
+            billing: BillingConfig {
+                required_plan: Some("pro, team".into()),
+                stripe_webhook_secret: Some("whsec_a,whsec_b".into()),
+                lemonsqueezy_webhook_secret: Some("ls_1".into()),
+            },
+            ..Config::default()
+        };
+        let settings = config.billing.settings();
+        assert_eq!(settings.required_plans, ["pro", "team"]);
+        assert_eq!(settings.stripe_secrets, ["whsec_a", "whsec_b"]);
+        assert_eq!(settings.lemonsqueezy_secret.as_deref(), Some("ls_1"));
+        let logged = format!("{:?}", config.for_log());
+        assert!(
+            !logged.contains("whsec_") && !logged.contains("ls_1"),
+            "{logged}"
+        );
+        assert!(logged.contains("pro, team"), "{logged}");
+        let off = Config::default().billing.settings();
+        assert!(!off.gated());
+        let parsed: Config = toml::from_str(
+            "[billing]\nrequired_plan = \"pro\"\nstripe_webhook_secret = \"whsec_x\"\n",
+        )
+        .unwrap();
+        assert!(parsed.billing.settings().gated());
+        assert!(toml::from_str::<Config>("[billing]\nrequired_plans = \"pro\"\n").is_err());
+    }
+
+    #[test]
     fn passwords_never_show() {
         let db = Database::parse("postgres://ferry:s3cret@db:5432/ferry?sslmode=require").unwrap();
         assert_eq!(
