@@ -10,12 +10,11 @@
 import { execFileSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile } from "node:fs/promises";
-import { createServer } from "node:http";
-import { extname, join } from "node:path";
+import { join } from "node:path";
 import { parseArgs } from "node:util";
 import { gzipSync } from "node:zlib";
 
-import { ROOT, launch } from "../../tests/browser/helpers.mjs";
+import { ROOT, launch, serveStatic } from "../../tests/browser/helpers.mjs";
 
 const { values } = parseArgs({
   options: {
@@ -49,19 +48,8 @@ if (!existsSync(join(pageDir, "bench.js"))) throw new Error(`${pageDir} is missi
 const benchBin = process.env.FERRY_BENCH ?? join(target, "release", "ferry-bench");
 if (!existsSync(benchBin)) throw new Error(`${benchBin} is missing: cargo build --release -p ferry-bench`);
 
-const types = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
-const server = createServer(async (req, res) => {
-  const name = new URL(req.url, "http://x").pathname.replace(/^\/+/, "") || "index.html";
-  try {
-    const body = await readFile(join(pageDir, name.replace(/\.\./g, "")));
-    res.writeHead(200, { "Content-Type": types[extname(name)] ?? "application/octet-stream" });
-    res.end(body);
-  } catch {
-    res.writeHead(404).end();
-  }
-});
-await new Promise((r) => server.listen(0, "127.0.0.1", r));
-const url = `http://127.0.0.1:${server.address().port}/index.html`;
+const pages = await serveStatic(pageDir);
+const url = `${pages.url}/index.html`;
 
 const browser = await launch();
 let result;
@@ -72,7 +60,7 @@ try {
   result = await page.evaluate((o) => window.runBench(o), { ...options, ours, theirs });
 } finally {
   await browser.close();
-  server.close();
+  pages.close();
 }
 
 const native = JSON.parse(

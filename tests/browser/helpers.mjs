@@ -7,8 +7,9 @@ import assert from "node:assert/strict";
 import { execFileSync, spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, readFile, readdir, rm } from "node:fs/promises";
+import { createServer } from "node:http";
 import { tmpdir } from "node:os";
-import { dirname, join } from "node:path";
+import { dirname, extname, join, normalize } from "node:path";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 
@@ -196,4 +197,26 @@ export async function session(page) {
 export async function screenshot(page, name) {
   await mkdir(SCREENSHOTS, { recursive: true });
   await page.screenshot({ path: join(SCREENSHOTS, `${name}.png`), fullPage: true });
+}
+
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".wasm": "application/wasm" };
+
+/**
+ * Serves the files of `dir` on 127.0.0.1, port 0: pages of an origin that
+ * is not Ferry's. Resolves to `{ url, close }`.
+ */
+export async function serveStatic(dir, extra = {}) {
+  const server = createServer(async (req, res) => {
+    const path = new URL(req.url, "http://x").pathname;
+    const name = normalize(path.replace(/^\/+/, "") || "index.html").replace(/^(\.\.[/\\])+/, "");
+    try {
+      const body = name in extra ? extra[name] : await readFile(join(dir, name));
+      res.writeHead(200, { "Content-Type": TYPES[extname(name)] ?? "application/octet-stream" });
+      res.end(body);
+    } catch {
+      res.writeHead(404).end();
+    }
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { url: `http://127.0.0.1:${server.address().port}`, close: () => server.close() };
 }

@@ -60,6 +60,9 @@ pub fn app(state: AppState) -> Router {
         .merge(auth::well_known_routes())
         .merge(web)
         .method_not_allowed_fallback(method_not_allowed)
+        // After the fallbacks, so that it answers preflights (`OPTIONS`)
+        // before they reach a 405.
+        .layer(realtime::origin::cors(&state.settings))
         .layer(middleware::from_fn_with_state(
             state.clone(),
             metrics::track,

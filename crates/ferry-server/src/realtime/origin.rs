@@ -1,4 +1,5 @@
-//! Which web pages may open a realtime connection.
+//! Which web pages may open a realtime connection, and use the API from
+//! another origin (CORS).
 //!
 //! Browsers send `Origin` with every WebSocket handshake and let any page
 //! connect anywhere; the server has to say no itself. Ferry accepts pages of
@@ -32,19 +33,58 @@ pub fn check(headers: &HeaderMap, public_url: &str, allowed: &[String]) -> Resul
         .trim_end_matches('/');
     let host = headers.get(HOST).and_then(|h| h.to_str().ok());
     let same_host = host.is_some_and(|h| authority(origin).eq_ignore_ascii_case(h));
-    let listed = allowed
-        .iter()
-        .map(String::as_str)
-        .chain(std::iter::once(public_url))
-        .map(|a| a.trim_end_matches('/'))
-        .any(|a| a == "*" || (!a.is_empty() && a.eq_ignore_ascii_case(origin)));
-    if same_host || listed {
+    if same_host || listed(origin, public_url, allowed) {
         Ok(())
     } else {
         Err(ApiError::forbidden(format!(
             "pages of {origin} may not connect; add it to allowed_origins"
         )))
     }
+}
+
+/// Whether pages of `origin` are listed: `public_url`, or in `allowed`
+/// (`*` for any).
+pub fn listed(origin: &str, public_url: &str, allowed: &[String]) -> bool {
+    let origin = origin.trim_end_matches('/');
+    allowed
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(public_url))
+        .map(|a| a.trim_end_matches('/'))
+        .any(|a| a == "*" || (!a.is_empty() && a.eq_ignore_ascii_case(origin)))
+}
+
+/// Cross-origin use of the API from web pages of the listed origins (the
+/// same `allowed_origins` as realtime): browsers ask first (a preflight),
+/// and only listed pages may send requests with a bearer token and read
+/// the answers. Pages of Ferry's own origin need none of this.
+pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
+    use axum::http::{Method, header};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    let (public_url, allowed) = (
+        settings.public_url.clone(),
+        settings.realtime.allowed_origins.clone(),
+    );
+    CorsLayer::new()
+        .allow_origin(AllowOrigin::predicate(move |origin, _| {
+            origin
+                .to_str()
+                .is_ok_and(|o| listed(o, &public_url, &allowed))
+        }))
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::PATCH,
+            Method::DELETE,
+        ])
+        .allow_headers([
+            header::AUTHORIZATION,
+            header::CONTENT_TYPE,
+            header::HeaderName::from_static("last-event-id"),
+        ])
+        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .max_age(std::time::Duration::from_secs(600))
 }
 
 /// `host[:port]` of an origin (`scheme://host[:port]`).

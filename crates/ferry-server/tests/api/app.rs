@@ -75,3 +75,70 @@ async fn an_app_directory_replaces_the_demo() {
     let health = api.call(Method::GET, "/health", None, None).await;
     assert_eq!(health.body["status"], "ok");
 }
+
+#[tokio::test]
+async fn listed_origins_may_use_the_api_from_their_pages() {
+    let api = Api::configured(|s| {
+        s.realtime.allowed_origins = vec!["https://app.example".into()];
+    })
+    .await;
+    let preflight = |origin: &str| {
+        Request::builder()
+            .method(Method::OPTIONS)
+            .uri("/v1/spaces/user:alice/sync")
+            .header(header::ORIGIN, origin)
+            .header(header::ACCESS_CONTROL_REQUEST_METHOD, "POST")
+            .header(
+                header::ACCESS_CONTROL_REQUEST_HEADERS,
+                "authorization,content-type",
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let ok = api.send(preflight("https://app.example")).await;
+    assert_eq!(ok.status, StatusCode::OK);
+    assert_eq!(
+        ok.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example"
+    );
+    let methods = ok.headers[header::ACCESS_CONTROL_ALLOW_METHODS]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        methods.contains("POST") && methods.contains("PATCH"),
+        "{methods}"
+    );
+    let refused = api.send(preflight("https://evil.example")).await;
+    assert!(
+        !refused
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+    // The answer itself carries the header for the listed page only.
+    let get = |origin: &str| {
+        Request::get("/v1/me")
+            .header(header::ORIGIN, origin)
+            .header(
+                header::AUTHORIZATION,
+                format!("Bearer {}", api.token("alice")),
+            )
+            .body(Body::empty())
+            .unwrap()
+    };
+    let me = api.send(get("https://app.example")).await;
+    assert_eq!(
+        (me.status, &me.body["user"]["id"]),
+        (StatusCode::OK, &json!("alice"))
+    );
+    assert_eq!(
+        me.headers[header::ACCESS_CONTROL_ALLOW_ORIGIN],
+        "https://app.example"
+    );
+    let other = api.send(get("https://evil.example")).await;
+    assert!(
+        !other
+            .headers
+            .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+}
