@@ -6,6 +6,8 @@
 //! - [`pull`]: paging a large space by cursor, with and without encoding.
 //! - [`client`]: the native client's initial sync, apply rate and local
 //!   write latency against raw SQLite.
+//! - [`wire`]: bytes on the wire per change, with and without gzip,
+//!   against the app's own data.
 //! - [`merge`]: the native merge, the baseline of the browser client's
 //!   wasm merge (`bench/browser`).
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
@@ -17,6 +19,7 @@ mod merge;
 mod pull;
 mod push;
 mod realtime;
+mod wire;
 mod workload;
 
 use clap::{Parser, Subcommand};
@@ -40,6 +43,9 @@ enum Command {
     /// The native client: initial sync, applying pulled pages, local
     /// writes.
     Client(client::ClientArgs),
+    /// Bytes on the wire per change, with and without compression, against
+    /// the app's own data.
+    Wire(wire::WireArgs),
     /// The native core's merge, JSON in and out (the browser benchmark's
     /// baseline).
     Merge(merge::MergeArgs),
@@ -57,5 +63,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => realtime::serve(args).await,
         Command::Client(args) => client::run(args).await,
         Command::Merge(args) => merge::run(args),
+        Command::Wire(args) => wire::run(args).await,
     }
 }
