@@ -6,6 +6,7 @@
 //! - [`pull`]: paging a large space by cursor, with and without encoding.
 //! - [`client`]: the native client's initial sync, apply rate and local
 //!   write latency against raw SQLite.
+//! - [`report`]: all of them, in one markdown report.
 //! - [`wire`]: bytes on the wire per change, with and without gzip,
 //!   against the app's own data.
 //! - [`merge`]: the native merge, the baseline of the browser client's
@@ -19,6 +20,7 @@ mod merge;
 mod pull;
 mod push;
 mod realtime;
+mod report;
 mod wire;
 mod workload;
 
@@ -43,6 +45,9 @@ enum Command {
     /// The native client: initial sync, applying pulled pages, local
     /// writes.
     Client(client::ClientArgs),
+    /// Every workload, each in a process of its own, into one markdown
+    /// report (bench/REPORT.md).
+    Report(report::ReportArgs),
     /// Bytes on the wire per change, with and without compression, against
     /// the app's own data.
     Wire(wire::WireArgs),
@@ -64,5 +69,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Client(args) => client::run(args).await,
         Command::Merge(args) => merge::run(args),
         Command::Wire(args) => wire::run(args).await,
+        Command::Report(args) => report::run(args),
     }
 }

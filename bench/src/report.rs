@@ -1,0 +1,285 @@
+//! `ferry-bench report`: every workload in one run, each in a process of
+//! its own (so one's memory and threads do not colour the next), written
+//! as one markdown report with the machine, the date and the commit.
+//!
+//! Each workload prints its figures beside its baseline from the same run
+//! (see the other modules); the report collects them as they are.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::Args;
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Where to write the report.
+    #[arg(long, default_value = "bench/REPORT.md")]
+    out: PathBuf,
+    /// Tiny sizes, to check that the report runs (its figures mean
+    /// nothing).
+    #[arg(long)]
+    quick: bool,
+}
+
+/// One workload: its heading and the arguments of `ferry-bench` (or, for
+/// the browser, of `node`).
+struct Workload {
+    title: String,
+    program: Program,
+    args: Vec<String>,
+}
+
+enum Program {
+    Bench,
+    Node,
+}
+
+fn workloads(quick: bool) -> Vec<Workload> {
+    let bench = |title: String, args: &[&str]| Workload {
+        title,
+        program: Program::Bench,
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+    };
+    let mut all = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        for size in [1usize, 10, 100, 1000] {
+            // About as many changes at every size, and at least 20 batches.
+            let batches = if quick {
+                2
+            } else {
+                (20_000 / size).clamp(20, 2000)
+            };
+            let (size_s, batches_s) = (size.to_string(), batches.to_string());
+            let runs = if quick { "1" } else { "5" };
+            bench(
+                format!("Push, batches of {size}, {backend}"),
+                &[
+                    "push",
+                    "--backend",
+                    backend,
+                    "--batch-size",
+                    &size_s,
+                    "--batches",
+                    &batches_s,
+                    "--runs",
+                    runs,
+                ],
+            )
+            .push_to(&mut all);
+        }
+    }
+    for backend in ["sqlite", "postgres"] {
+        let args: &[&str] = if quick {
+            &[
+                "pull",
+                "--backend",
+                backend,
+                "--records",
+                "300",
+                "--page",
+                "100",
+                "--runs",
+                "1",
+            ]
+        } else {
+            &["pull", "--backend", backend]
+        };
+        bench(format!("Pull by cursor, {backend}"), args).push_to(&mut all);
+    }
+    let client: &[&str] = if quick {
+        &[
+            "client",
+            "--records",
+            "3000",
+            "--apply-records",
+            "2000",
+            "--writes",
+            "100",
+            "--runs",
+            "1",
+        ]
+    } else {
+        &["client"]
+    };
+    bench(
+        "Native client: local writes, applying pulls, initial sync".into(),
+        client,
+    )
+    .push_to(&mut all);
+    for backend in ["sqlite", "postgres"] {
+        let args: &[&str] = if quick {
+            &[
+                "realtime",
+                "--backend",
+                backend,
+                "--writes",
+                "20",
+                "--subscribers",
+                "50",
+                "--runs",
+                "1",
+            ]
+        } else {
+            &["realtime", "--backend", backend]
+        };
+        bench(format!("Realtime, {backend}"), args).push_to(&mut all);
+    }
+    let wire: &[&str] = if quick {
+        &["wire", "--records", "300", "--batch-size", "100"]
+    } else {
+        &["wire"]
+    };
+    bench("Bytes on the wire".into(), wire).push_to(&mut all);
+    let browser: &[&str] = if quick {
+        &[
+            "bench/browser/run.mjs",
+            "--records",
+            "500",
+            "--merges",
+            "500",
+            "--runs",
+            "1",
+        ]
+    } else {
+        &["bench/browser/run.mjs", "--runs", "5"]
+    };
+    all.push(Workload {
+        title: "Browser client (headless Chromium)".into(),
+        program: Program::Node,
+        args: browser.iter().map(|s| (*s).to_owned()).collect(),
+    });
+    all
+}
+
+impl Workload {
+    fn push_to(self, all: &mut Vec<Workload>) {
+        all.push(self);
+    }
+}
+
+/// A command's trimmed standard output, or `unknown`.
+fn output_of(program: &str, args: &[&str]) -> String {
+    Command::new(program)
+        .args(args)
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "unknown".to_owned())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or("unknown memory".to_owned(), |kb| {
+            format!("{:.0} GiB", kb as f64 / 1024.0 / 1024.0)
+        });
+    format!("{cores} cores ({cpu}), {memory}")
+}
+
+pub fn run(args: ReportArgs) -> anyhow::Result<()> {
+    let exe = std::env::current_exe().context("cannot find ferry-bench itself")?;
+    let started = std::time::SystemTime::now();
+    let commit = output_of("git", &["rev-parse", "--short=12", "HEAD"]);
+    let dirty = !output_of("git", &["status", "--porcelain", "--untracked-files=no"]).eq("unknown");
+    let mut report = String::new();
+    writeln!(report, "# Ferry benchmark report\n")?;
+    writeln!(
+        report,
+        "Made by `cargo run --release -p ferry-bench -- report`{}.\n",
+        if args.quick {
+            " --quick (tiny sizes: these figures mean nothing)"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(
+        report,
+        "- Date: {}",
+        humantime::format_rfc3339_seconds(started)
+    )?;
+    writeln!(
+        report,
+        "- Commit: {commit}{}",
+        if dirty {
+            " with uncommitted changes"
+        } else {
+            ""
+        }
+    )?;
+    writeln!(report, "- Machine: {}", machine())?;
+    writeln!(report, "- {}", output_of("uname", &["-sr"]))?;
+    writeln!(report, "- {}", output_of("psql", &["--version"]))?;
+    writeln!(
+        report,
+        "- Chromium: {}",
+        output_of("/usr/bin/chromium", &["--version"])
+    )?;
+    writeln!(
+        report,
+        "\nEvery figure stands beside a baseline measured in the same run and is \
+         given as min / median / max over the runs; ratios are what hold on a \
+         noisy machine. bench/README.md says what each workload does.\n"
+    )?;
+    for w in workloads(args.quick) {
+        eprintln!("==> {}", w.title);
+        let start = Instant::now();
+        let mut command = match w.program {
+            Program::Bench => Command::new(&exe),
+            Program::Node => {
+                let mut node = Command::new("node");
+                node.env("FERRY_BENCH", &exe);
+                node
+            }
+        };
+        let out = command
+            .args(&w.args)
+            .stderr(Stdio::inherit())
+            .output()
+            .with_context(|| format!("cannot run {}", w.title))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        anyhow::ensure!(
+            out.status.success(),
+            "{} failed ({}):\n{text}",
+            w.title,
+            out.status
+        );
+        writeln!(report, "## {}\n", w.title)?;
+        writeln!(
+            report,
+            "`{} {}` ({:.0} s)\n",
+            match w.program {
+                Program::Bench => "ferry-bench",
+                Program::Node => "node",
+            },
+            w.args.join(" "),
+            start.elapsed().as_secs_f64()
+        )?;
+        writeln!(report, "```text\n{}\n```\n", text.trim_end())?;
+    }
+    std::fs::write(&args.out, &report)
+        .with_context(|| format!("cannot write {}", args.out.display()))?;
+    print!("{report}");
+    eprintln!("report written to {}", args.out.display());
+    Ok(())
+}
