@@ -7,6 +7,7 @@
 //! - [`client`]: the native client's initial sync, apply rate and local
 //!   write latency against raw SQLite.
 //! - [`report`]: all of them, in one markdown report.
+//! - [`visible`]: write-to-visible latency in a second client's replica.
 //! - [`wire`]: bytes on the wire per change, with and without gzip,
 //!   against the app's own data.
 //! - [`merge`]: the native merge, the baseline of the browser client's
@@ -21,6 +22,7 @@ mod pull;
 mod push;
 mod realtime;
 mod report;
+mod visible;
 mod wire;
 mod workload;
 
@@ -48,6 +50,9 @@ enum Command {
     /// Every workload, each in a process of its own, into one markdown
     /// report (bench/REPORT.md).
     Report(report::ReportArgs),
+    /// Write-to-visible latency in a second client's replica, on a fixed
+    /// schedule, in HDR histograms.
+    Visible(visible::VisibleArgs),
     /// Bytes on the wire per change, with and without compression, against
     /// the app's own data.
     Wire(wire::WireArgs),
@@ -70,5 +75,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Wire(args) => wire::run(args).await,
         Command::Report(args) => report::run(args),
+        Command::Visible(args) => visible::run(args).await,
     }
 }

@@ -86,14 +86,14 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 /// A server in a child process.
-struct Node {
+pub(crate) struct Node {
     child: Child,
-    url: String,
-    token: String,
+    pub(crate) url: String,
+    pub(crate) token: String,
 }
 
 impl Node {
-    fn start(database: &str) -> anyhow::Result<Node> {
+    pub(crate) fn start(database: &str) -> anyhow::Result<Node> {
         let mut child = Command::new(std::env::current_exe()?)
             .args(["serve", "--database", database])
             .stdin(Stdio::piped())
@@ -135,20 +135,20 @@ impl Drop for Node {
 }
 
 /// Where the nodes keep their data; removed when dropped.
-enum Data {
+pub(crate) enum Data {
     Sqlite(tempfile::TempDir),
     Postgres(TestDatabase),
 }
 
 impl Data {
-    async fn new(backend: Backend) -> anyhow::Result<Data> {
+    pub(crate) async fn new(backend: Backend) -> anyhow::Result<Data> {
         Ok(match backend {
             Backend::Sqlite => Data::Sqlite(tempfile::tempdir()?),
             Backend::Postgres => Data::Postgres(TestDatabase::create().await),
         })
     }
 
-    fn url(&self) -> String {
+    pub(crate) fn url(&self) -> String {
         match self {
             Data::Sqlite(dir) => format!("sqlite://{}", dir.path().join("ferry.db").display()),
             Data::Postgres(db) => db.url.clone(),
@@ -188,7 +188,11 @@ async fn push(
     answer["cursor"].as_u64().context("no cursor")
 }
 
-async fn create_space(http: &reqwest::Client, node: &Node, space: &str) -> anyhow::Result<()> {
+pub(crate) async fn create_space(
+    http: &reqwest::Client,
+    node: &Node,
+    space: &str,
+) -> anyhow::Result<()> {
     let response = http
         .post(format!("{}/v1/spaces", node.url))
         .bearer_auth(&node.token)

@@ -127,6 +127,26 @@ fn workloads(quick: bool) -> Vec<Workload> {
         };
         bench(format!("Realtime, {backend}"), args).push_to(&mut all);
     }
+    for backend in ["sqlite", "postgres"] {
+        let args: &[&str] = if quick {
+            &[
+                "visible",
+                "--backend",
+                backend,
+                "--writes",
+                "20",
+                "--runs",
+                "1",
+            ]
+        } else {
+            &["visible", "--backend", backend]
+        };
+        bench(
+            format!("Write-to-visible in a second client, {backend}"),
+            args,
+        )
+        .push_to(&mut all);
+    }
     let wire: &[&str] = if quick {
         &["wire", "--records", "300", "--batch-size", "100"]
     } else {
