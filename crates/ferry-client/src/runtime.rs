@@ -222,18 +222,6 @@ async fn run(
         })
     };
     let mut _listening = listener(&spaces);
-    let set = |state: Option<State>, synced: bool| {
-        let pending = replica.pending().unwrap_or(0);
-        status.send_modify(|s| {
-            if let Some(state) = state {
-                s.state = state;
-            }
-            s.pending = pending;
-            if synced {
-                s.last_synced = Some(SystemTime::now());
-            }
-        });
-    };
     // When to sync next: at once, since the outbox may hold writes of an
     // earlier run. `hold` is the earliest any trigger may make it: the end
     // of a backoff or a pause; `None` after an error only the app clears.
@@ -259,7 +247,7 @@ async fn run(
                         continue;
                     }
                 }
-                set(None, false);
+                publish(&replica, &status, None, false).await;
                 if let Some(at) = asked(hold, Instant::now() + config.debounce) {
                     due = due.min(at);
                 }
@@ -275,12 +263,12 @@ async fn run(
                 backoff = config.min_backoff;
             }
         }
-        set(Some(State::Syncing), false);
+        publish(&replica, &status, Some(State::Syncing), false).await;
         let now = Instant::now();
         match round(&replica, &remote, &spaces).await {
             Ok(all) => {
                 backoff = config.min_backoff;
-                set(Some(State::Idle), all);
+                publish(&replica, &status, Some(State::Idle), all).await;
                 hold = Some(now);
                 // Another process holds the lock: look again soon.
                 due = if all {
@@ -290,36 +278,45 @@ async fn run(
                 };
             }
             Err(e) if e.status() == Some(402) => {
-                set(
+                publish(
+                    &replica,
+                    &status,
                     Some(State::Paused {
                         reason: e.to_string(),
                     }),
                     false,
-                );
+                )
+                .await;
                 hold = Some(now + config.interval);
                 due = now + config.interval;
             }
             Err(e) if e.is_transient() => {
                 let wait = backoff.mul_f64(jitter());
                 tracing::debug!(error = %e, retry_in = ?wait, "sync failed; backing off");
-                set(
+                publish(
+                    &replica,
+                    &status,
                     Some(State::Offline {
                         reason: e.to_string(),
                     }),
                     false,
-                );
+                )
+                .await;
                 hold = Some(now + wait);
                 due = now + wait;
                 backoff = (backoff * 2).min(config.max_backoff);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sync stopped until the app asks again");
-                set(
+                publish(
+                    &replica,
+                    &status,
                     Some(State::Error {
                         reason: e.to_string(),
                     }),
                     false,
-                );
+                )
+                .await;
                 hold = None;
                 due = now + config.interval;
             }
@@ -403,4 +400,26 @@ async fn listen_once(
         }
     }
     Ok(())
+}
+
+/// Publishes the sync status with the replica's pending count, read off the
+/// async threads.
+async fn publish(
+    replica: &Replica,
+    status: &watch::Sender<SyncStatus>,
+    state: Option<State>,
+    synced: bool,
+) {
+    let pending = crate::sync::blocking(replica, |r| r.pending())
+        .await
+        .unwrap_or(0);
+    status.send_modify(|s| {
+        if let Some(state) = state {
+            s.state = state;
+        }
+        s.pending = pending;
+        if synced {
+            s.last_synced = Some(SystemTime::now());
+        }
+    });
 }

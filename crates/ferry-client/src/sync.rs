@@ -456,10 +456,15 @@ pub async fn sync_space_with(
         let result = match prefetched {
             Some(result) => result,
             None => {
+                let cursor = blocking(replica, {
+                    let space = space.clone();
+                    move |r| r.cursor(&space)
+                })
+                .await?;
                 let request = SyncRequest {
                     client_id: replica.client_id().clone(),
                     batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
-                    cursor: replica.cursor(space)?,
+                    cursor,
                     changes: outgoing
                         .as_ref()
                         .map(|o| o.changes.clone())
@@ -473,7 +478,11 @@ pub async fn sync_space_with(
             Ok(answer) => answer,
             Err(e) if e.code() == Some("cursor_expired") => {
                 tracing::info!(%space, "cursor expired; pulling the space again");
-                replica.begin_resync(space)?;
+                blocking(replica, {
+                    let space = space.clone();
+                    move |r| r.begin_resync(&space)
+                })
+                .await?;
                 continue;
             }
             Err(e) if refused_for_good(&e) && outgoing.is_some() => {
@@ -507,7 +516,12 @@ pub async fn sync_space_with(
         total.resynced |= report.resynced;
         total.rejected += report.rejected;
         progress(&total);
-        let pending = report.pushed > 0 && replica.has_pending(space)?;
+        let pending = report.pushed > 0
+            && blocking(replica, {
+                let space = space.clone();
+                move |r| r.has_pending(&space)
+            })
+            .await?;
         if !has_more && !pending {
             return Ok(total);
         }
@@ -554,8 +568,10 @@ impl Replica {
     }
 }
 
-/// Runs a storage step off the async threads.
-async fn blocking<T: Send + 'static>(
+/// Runs a storage step off the async threads: it may wait for the
+/// replica's connection while another step (an app's write, a stored page)
+/// holds it, and must not stall the app's runtime meanwhile.
+pub(crate) async fn blocking<T: Send + 'static>(
     replica: &Replica,
     f: impl FnOnce(&Replica) -> Result<T> + Send + 'static,
 ) -> Result<T> {
