@@ -165,16 +165,7 @@ async fn push(
     cursor: u64,
     n: usize,
 ) -> anyhow::Result<u64> {
-    let h = workload::hlc()?;
-    let fields: serde_json::Map<String, Value> = workload::fields(n)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), json!({"value": v, "hlc": h.to_string()})))
-        .collect();
-    let body = json!({
-        "client_id": "bench-writer", "batch_id": format!("w{n}"), "cursor": cursor,
-        "changes": [{"op": "upsert", "collection": "todos", "id": workload::record_id(n),
-                     "fields": fields}]
-    });
+    let body = workload::one_record_push(n, "w", cursor, None)?;
     let response = http
         .post(format!("{}/v1/spaces/{space}/sync", node.url))
         .bearer_auth(&node.token)
@@ -252,18 +243,7 @@ async fn latency_run(
     let mut signal = Vec::new();
     let mut round_trip = Vec::new();
     for (cursor, at, rt) in sent {
-        let arrived = loop {
-            let got = heard
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .get(&cursor)
-                .copied();
-            match got {
-                Some(t) => break t,
-                None if Instant::now() > deadline => bail!("cursor {cursor} was never signalled"),
-                None => tokio::time::sleep(Duration::from_millis(5)).await,
-            }
-        };
+        let arrived = workload::arrival(&heard, &cursor, deadline).await?;
         signal.push(arrived.saturating_duration_since(at));
         round_trip.push(rt);
     }

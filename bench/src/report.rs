@@ -54,7 +54,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
             };
             let (size_s, batches_s) = (size.to_string(), batches.to_string());
             let runs = if quick { "1" } else { "5" };
-            bench(
+            all.push(bench(
                 format!("Push, batches of {size}, {backend}"),
                 &[
                     "push",
@@ -67,8 +67,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
                     "--runs",
                     runs,
                 ],
-            )
-            .push_to(&mut all);
+            ));
         }
     }
     for backend in ["sqlite", "postgres"] {
@@ -87,7 +86,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         } else {
             &["pull", "--backend", backend]
         };
-        bench(format!("Pull by cursor, {backend}"), args).push_to(&mut all);
+        all.push(bench(format!("Pull by cursor, {backend}"), args));
     }
     let client: &[&str] = if quick {
         &[
@@ -104,11 +103,10 @@ fn workloads(quick: bool) -> Vec<Workload> {
     } else {
         &["client"]
     };
-    bench(
+    all.push(bench(
         "Native client: local writes, applying pulls, initial sync".into(),
         client,
-    )
-    .push_to(&mut all);
+    ));
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[
@@ -125,7 +123,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         } else {
             &["realtime", "--backend", backend]
         };
-        bench(format!("Realtime, {backend}"), args).push_to(&mut all);
+        all.push(bench(format!("Realtime, {backend}"), args));
     }
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
@@ -141,18 +139,17 @@ fn workloads(quick: bool) -> Vec<Workload> {
         } else {
             &["visible", "--backend", backend]
         };
-        bench(
+        all.push(bench(
             format!("Write-to-visible in a second client, {backend}"),
             args,
-        )
-        .push_to(&mut all);
+        ));
     }
     let wire: &[&str] = if quick {
         &["wire", "--records", "300", "--batch-size", "100"]
     } else {
         &["wire"]
     };
-    bench("Bytes on the wire".into(), wire).push_to(&mut all);
+    all.push(bench("Bytes on the wire".into(), wire));
     let browser: &[&str] = if quick {
         &[
             "bench/browser/run.mjs",
@@ -174,14 +171,8 @@ fn workloads(quick: bool) -> Vec<Workload> {
     all
 }
 
-impl Workload {
-    fn push_to(self, all: &mut Vec<Workload>) {
-        all.push(self);
-    }
-}
-
-/// A command's trimmed standard output, or `unknown`.
-fn output_of(program: &str, args: &[&str]) -> String {
+/// A command's trimmed standard output, when it succeeds and prints any.
+fn output_of(program: &str, args: &[&str]) -> Option<String> {
     Command::new(program)
         .args(args)
         .output()
@@ -189,7 +180,6 @@ fn output_of(program: &str, args: &[&str]) -> String {
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
         .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "unknown".to_owned())
 }
 
 fn machine() -> String {
@@ -221,7 +211,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe().context("cannot find ferry-bench itself")?;
     let started = std::time::SystemTime::now();
     let commit = output_of("git", &["rev-parse", "--short=12", "HEAD"]);
-    let dirty = !output_of("git", &["status", "--porcelain", "--untracked-files=no"]).eq("unknown");
+    let dirty = output_of("git", &["status", "--porcelain", "--untracked-files=no"]).is_some();
+    let shown = |v: Option<String>| v.unwrap_or_else(|| "unknown".to_owned());
     let mut report = String::new();
     writeln!(report, "# Ferry benchmark report\n")?;
     writeln!(
@@ -240,7 +231,8 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     )?;
     writeln!(
         report,
-        "- Commit: {commit}{}",
+        "- Commit: {}{}",
+        shown(commit),
         if dirty {
             " with uncommitted changes"
         } else {
@@ -248,12 +240,12 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         }
     )?;
     writeln!(report, "- Machine: {}", machine())?;
-    writeln!(report, "- {}", output_of("uname", &["-sr"]))?;
-    writeln!(report, "- {}", output_of("psql", &["--version"]))?;
+    writeln!(report, "- {}", shown(output_of("uname", &["-sr"])))?;
+    writeln!(report, "- {}", shown(output_of("psql", &["--version"])))?;
     writeln!(
         report,
         "- Chromium: {}",
-        output_of("/usr/bin/chromium", &["--version"])
+        shown(output_of("/usr/bin/chromium", &["--version"]))
     )?;
     writeln!(
         report,

@@ -21,7 +21,6 @@ use clap::Args;
 use ferry_client::{Remote, Replica, ReplicaConfig, Source, SyncConfig, Syncer, Token};
 use ferry_core::SpaceId;
 use hdrhistogram::Histogram;
-use serde_json::{Value, json};
 
 use crate::realtime::{Data, Node, create_space};
 use crate::workload::{self, Backend};
@@ -50,17 +49,8 @@ async fn write(
     space: &str,
     n: usize,
 ) -> anyhow::Result<Duration> {
-    let h = workload::hlc()?;
-    let fields: serde_json::Map<String, Value> = workload::fields(n)
-        .into_iter()
-        .map(|(k, v)| (k.to_owned(), json!({"value": v, "hlc": h.to_string()})))
-        .collect();
     // `limit: 1`: the writer does not want the space back, only its answer.
-    let body = json!({
-        "client_id": "bench-writer", "batch_id": format!("v{n}"), "cursor": 0, "limit": 1,
-        "changes": [{"op": "upsert", "collection": "todos", "id": workload::record_id(n),
-                     "fields": fields}]
-    });
+    let body = workload::one_record_push(n, "v", 0, Some(1))?;
     let start = Instant::now();
     let response = http
         .post(format!("{url}/v1/spaces/{space}/sync"))
@@ -143,18 +133,7 @@ async fn one_run(
     let deadline = Instant::now() + Duration::from_secs(30);
     for (id, at, task) in sends {
         round_trip.record(micros(task.await.context("a write task failed")??))?;
-        let arrived = loop {
-            let got = landed
-                .lock()
-                .map_err(|_| anyhow::anyhow!("poisoned"))?
-                .get(&id)
-                .copied();
-            match got {
-                Some(t) => break t,
-                None if Instant::now() > deadline => bail!("{id} never reached the reader"),
-                None => tokio::time::sleep(Duration::from_millis(2)).await,
-            }
-        };
+        let arrived = workload::arrival(&landed, &id, deadline).await?;
         visible.record(micros(arrived.saturating_duration_since(at)))?;
     }
     syncer.stop().await;

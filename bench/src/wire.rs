@@ -114,19 +114,19 @@ pub async fn run(args: WireArgs) -> anyhow::Result<()> {
         anyhow::ensure!(res.status().is_success(), "push answered {}", res.status());
         answered += res.bytes().await?.len();
     }
-    let mut pulled = [0usize; 2];
-    for (k, gzip) in [false, true].into_iter().enumerate() {
-        let mut cursor = 0u64;
-        loop {
-            let mut req = http
-                .get(format!(
-                    "{}/v1/spaces/{space}/changes?cursor={cursor}&limit={}",
-                    served.base, args.batch_size
-                ))
-                .bearer_auth(&token);
-            if gzip {
-                req = req.header("Accept-Encoding", "gzip");
-            }
+    // Uncompressed, page by page, noting where each page starts; then the
+    // same pages again, compressed.
+    let fetch = |cursor: u64, gzip: bool| {
+        let mut req = http
+            .get(format!(
+                "{}/v1/spaces/{space}/changes?cursor={cursor}&limit={}",
+                served.base, args.batch_size
+            ))
+            .bearer_auth(&token);
+        if gzip {
+            req = req.header("Accept-Encoding", "gzip");
+        }
+        async move {
             let res = req.send().await?;
             anyhow::ensure!(res.status().is_success(), "pull answered {}", res.status());
             let compressed = res.headers().contains_key("content-encoding");
@@ -134,28 +134,24 @@ pub async fn run(args: WireArgs) -> anyhow::Result<()> {
                 compressed == gzip,
                 "gzip {gzip} but compressed {compressed}"
             );
-            let bytes = res.bytes().await?;
-            pulled[k] += bytes.len();
-            // The page's cursor and has_more, from the identity answer or
-            // by asking again without compression.
-            let page: Value = if gzip {
-                http.get(format!(
-                    "{}/v1/spaces/{space}/changes?cursor={cursor}&limit={}",
-                    served.base, args.batch_size
-                ))
-                .bearer_auth(&token)
-                .send()
-                .await?
-                .json()
-                .await?
-            } else {
-                serde_json::from_slice(&bytes)?
-            };
-            cursor = page["cursor"].as_u64().unwrap_or(cursor);
-            if page["has_more"] != json!(true) {
-                break;
-            }
+            Ok(res.bytes().await?)
         }
+    };
+    let mut pulled = [0usize; 2];
+    let mut starts = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        starts.push(cursor);
+        let bytes = fetch(cursor, false).await?;
+        pulled[0] += bytes.len();
+        let page: Value = serde_json::from_slice(&bytes)?;
+        cursor = page["cursor"].as_u64().unwrap_or(cursor);
+        if page["has_more"] != json!(true) {
+            break;
+        }
+    }
+    for cursor in starts {
+        pulled[1] += fetch(cursor, true).await?.len();
     }
     let app: usize = (0..args.records)
         .map(app_bytes)

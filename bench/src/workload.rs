@@ -105,3 +105,49 @@ pub fn row(name: &str, xs: Vec<f64>, decimals: usize) {
 pub fn header(unit: &str) {
     println!("{unit:<28} {:>12} {:>12} {:>12}", "min", "median", "max");
 }
+
+/// A sync request pushing record `n` alone, as batch `{prefix}{n}` of the
+/// client `bench-writer`, with the cursor and page size given.
+pub fn one_record_push(
+    n: usize,
+    prefix: &str,
+    cursor: u64,
+    limit: Option<u32>,
+) -> anyhow::Result<Value> {
+    let h = hlc()?.to_string();
+    let fields: Map<String, Value> = fields(n)
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!({"value": v, "hlc": h})))
+        .collect();
+    let mut body = json!({
+        "client_id": "bench-writer", "batch_id": format!("{prefix}{n}"), "cursor": cursor,
+        "changes": [{"op": "upsert", "collection": "todos", "id": record_id(n), "fields": fields}]
+    });
+    if let Some(limit) = limit {
+        body["limit"] = json!(limit);
+    }
+    Ok(body)
+}
+
+/// When `key` showed up in `seen` (filled by a listening task), polling
+/// until `deadline`.
+pub async fn arrival<K: std::hash::Hash + Eq + std::fmt::Debug>(
+    seen: &std::sync::Mutex<std::collections::HashMap<K, std::time::Instant>>,
+    key: &K,
+    deadline: std::time::Instant,
+) -> anyhow::Result<std::time::Instant> {
+    loop {
+        let got = seen
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .get(key)
+            .copied();
+        match got {
+            Some(t) => return Ok(t),
+            None if std::time::Instant::now() > deadline => {
+                anyhow::bail!("{key:?} never arrived")
+            }
+            None => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+        }
+    }
+}
