@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { ROOT, eventually, launch, serveStatic, startServer } from "./helpers.mjs";
+import { ROOT, eventually, launch, serveStatic, session, startServer } from "./helpers.mjs";
 
 const PAGE = `<!doctype html><meta charset="utf-8"><title>Another origin</title>
 <script type="module">
@@ -48,13 +48,7 @@ test("a page of a listed origin signs in, syncs and hears live updates", async (
     const space = await page.evaluate(() => window.ferry.personalSpace());
     await page.evaluate((s) => window.ferry.put(s, "notes", "n1", { text: "from afar" }), space);
     await page.evaluate(() => window.ferry.sync());
-    const { accessToken } = await page.evaluate(async () => {
-      const req = indexedDB.open("ferry-elsewhere");
-      await new Promise((r) => (req.onsuccess = r));
-      const get = req.result.transaction("meta").objectStore("meta").get("session");
-      await new Promise((r) => (get.onsuccess = r));
-      return get.result;
-    });
+    const { accessToken } = await session(page, "elsewhere");
     const record = await (
       await fetch(`${server.url}/v1/spaces/${space}/collections/notes/records/n1`, {
         headers: { Authorization: `Bearer ${accessToken}` },

@@ -178,12 +178,15 @@ export async function waitForStatus(page, state, pending) {
   }, `status ${state}${pending === undefined ? "" : ` with ${pending} pending`}`);
 }
 
-/** Reads the signed-in session from the replica (for checks at the server). */
-export async function session(page) {
+/**
+ * Reads the signed-in session from the replica of the app `name` (for
+ * checks at the server).
+ */
+export async function session(page, name = "todo") {
   return page.evaluate(
-    () =>
+    (db) =>
       new Promise((resolve, reject) => {
-        const req = indexedDB.open("ferry-todo");
+        const req = indexedDB.open(db);
         req.onsuccess = () => {
           const get = req.result.transaction("meta").objectStore("meta").get("session");
           get.onsuccess = () => resolve(get.result);
@@ -191,6 +194,7 @@ export async function session(page) {
         };
         req.onerror = () => reject(req.error);
       }),
+    `ferry-${name}`,
   );
 }
 

@@ -260,7 +260,7 @@ export class Ferry {
     this.open();
     if (this.current.leader) {
       return new Promise((resolve, reject) => {
-        this.waiting.push(() => (this.current.error ? reject(new FerryError(this.current.error, this.current.state)) : resolve()));
+        this.afterRound(resolve, reject);
         this.trigger();
       });
     }
@@ -439,6 +439,22 @@ export class Ferry {
     for (const l of this.statusListeners) l(this.status);
   }
 
+  /**
+   * Settles a `sync()` when the next round ends, by how it ended; a failure
+   * carries `code`, or the state the round left.
+   */
+  private afterRound(resolve: () => void, reject: (e: Error) => void, code?: string): void {
+    this.waiting.push(() =>
+      this.current.error ? reject(new FerryError(this.current.error, code ?? this.current.state)) : resolve(),
+    );
+  }
+
+  /** The spaces this replica syncs: every one it holds, and the user's own. */
+  private async syncedSpaces(): Promise<string[]> {
+    const all = new Set([...(await this.store.spaces()), this.personalSpace()]);
+    return [...all].filter((s) => !s.startsWith("local:"));
+  }
+
   /** Waits for the leader lock; holds it until `close`. */
   private campaign(): void {
     const held = new Promise<void>((resolve) => {
@@ -450,7 +466,7 @@ export class Ferry {
       // Requests other tabs sent to the previous leader are now ours.
       for (const [id, w] of this.remoteWaiters) {
         this.remoteWaiters.delete(id);
-        this.waiting.push(() => (this.current.error ? w.reject(new FerryError(this.current.error, "sync_failed")) : w.resolve()));
+        this.afterRound(w.resolve, w.reject, "sync_failed");
       }
       if (this.session) this.connectRealtime();
       void this.loop();
@@ -519,8 +535,7 @@ export class Ferry {
     this.setStatus({ state: "syncing" });
     const report: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false };
     try {
-      const spaces = new Set([...(await this.store.spaces()), this.personalSpace()]);
-      for (const space of spaces) {
+      for (const space of await this.syncedSpaces()) {
         const r = await syncSpace(this.store, this.remote, space, (c) => void this.changed(c, true));
         report.pushed += r.pushed;
         report.pulled += r.pulled;
@@ -624,9 +639,7 @@ export class Ferry {
   /** Follows the replica's spaces on `ws`. */
   private async follow(ws: WebSocket): Promise<void> {
     this.resubscribe = false;
-    const spaces = [...new Set([...(await this.store.spaces()), this.personalSpace()])].filter(
-      (s) => !s.startsWith("local:"),
-    );
+    const spaces = await this.syncedSpaces();
     if (ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify({ type: "subscribe", spaces }));
   }
 

@@ -236,7 +236,7 @@ export class Store {
         tx.objectStore("meta").put(hlc, "hlc"),
         records.put(record),
         tx.objectStore("outbox").add({ space, collection, id, change: done.change }),
-        known ? null : tx.objectStore("spaces").put({ space, cursor: 0, resync: false, syncedAt: null }),
+        known ? null : tx.objectStore("spaces").put(newSpace(space)),
         tx.done,
       ]);
     } catch (e) {
@@ -290,7 +290,7 @@ export class Store {
   async track(space: string): Promise<void> {
     checkNames(space);
     const tx = this.db.transaction("spaces", "readwrite");
-    if (!(await tx.store.get(space))) await tx.store.put({ space, cursor: 0, resync: false, syncedAt: null });
+    if (!(await tx.store.get(space))) await tx.store.put(newSpace(space));
     await tx.done;
   }
 
@@ -401,7 +401,7 @@ export class Store {
       const hlc = core.hlcObserve(await this.clock(tx.objectStore("meta")), answer.hlc, Date.now());
       work.push(tx.objectStore("meta").put(hlc, "hlc"));
       const spaces = tx.objectStore("spaces");
-      const entry = (await spaces.get(space)) ?? { space, cursor: 0, resync: false, syncedAt: null };
+      const entry = (await spaces.get(space)) ?? newSpace(space);
       if (!answer.has_more && entry.resync) {
         out.resynced = true;
         out.changed.push(...(await finishResync(tx.objectStore("records"), tx.objectStore("outbox"), space)));
@@ -423,14 +423,13 @@ export class Store {
   }
 
   /**
-   * Starts pulling `space` again from 0 (after `410 cursor_expired`):
-   * local records are marked unseen, and those still unseen at the end of
-   * the pull are dropped unless changes to them are pending.
+   * Starts pulling `space` again from 0 (after `410 cursor_expired`);
+   * records the pull does not bring back are dropped at its end, unless
+   * changes to them are pending.
    */
   async beginResync(space: string): Promise<void> {
     const tx = this.db.transaction(["records", "spaces"], "readwrite");
-    await markUnseen(tx.objectStore("records"), space);
-    await tx.objectStore("spaces").put({ space, cursor: 0, resync: true, syncedAt: null });
+    await startOver(tx.objectStore("records"), tx.objectStore("spaces"), space);
     await tx.done;
   }
 
@@ -459,13 +458,12 @@ export class Store {
     }
     for (const e of entries) {
       const key: [string, string, string] = [space, e.collection, e.id];
-      if ((await outbox.index("record").count(key)) === 0 && (await tx.objectStore("records").get(key))) {
+      if (!(await pendingFor(outbox, key)) && (await tx.objectStore("records").get(key))) {
         await tx.objectStore("records").delete(key);
         changed.push({ space, collection: e.collection, id: e.id, source: "remote" });
       }
     }
-    await markUnseen(tx.objectStore("records"), space);
-    await tx.objectStore("spaces").put({ space, cursor: 0, resync: true, syncedAt: null });
+    await startOver(tx.objectStore("records"), tx.objectStore("spaces"), space);
     await tx.done;
     return { count: entries.length, changed };
   }
@@ -518,7 +516,7 @@ export class Store {
       }
       const spaces = tx.objectStore("spaces");
       await spaces.delete(ANONYMOUS_SPACE);
-      if (!(await spaces.get(personal))) await spaces.put({ space: personal, cursor: 0, resync: false, syncedAt: null });
+      if (!(await spaces.get(personal))) await spaces.put(newSpace(personal));
       await tx.done;
     } catch (e) {
       abort(tx);
@@ -649,12 +647,27 @@ function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRe
   return { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted, seen: 1 };
 }
 
-async function markUnseen(records: Rw<"records">, space: string): Promise<void> {
+/** A space's entry before its first sync (or a resync from 0). */
+function newSpace(space: string, resync = false): SpaceEntry {
+  return { space, cursor: 0, resync, syncedAt: null };
+}
+
+/**
+ * Pulls `space` again from 0: its records are marked unseen, and those
+ * still unseen when the pull ends are dropped (`finishResync`).
+ */
+async function startOver(records: Rw<"records">, spaces: Rw<"spaces">, space: string): Promise<void> {
   let cursor = await records.openCursor(within(space));
   while (cursor) {
     await cursor.update({ ...cursor.value, seen: 0 });
     cursor = await cursor.continue();
   }
+  await spaces.put(newSpace(space, true));
+}
+
+/** Whether local changes to the record at `key` wait in the outbox. */
+async function pendingFor(outbox: Rw<"outbox">, key: [string, string, string]): Promise<boolean> {
+  return (await outbox.index("record").count(key)) > 0;
 }
 
 /** Drops the records a full resync did not see again, unless pending. */
@@ -664,7 +677,7 @@ async function finishResync(records: Rw<"records">, outbox: Rw<"outbox">, space:
   while (cursor) {
     const r = cursor.value as StoredRecord;
     if (r.seen === 0) {
-      if ((await outbox.index("record").count([space, r.collection, r.id])) === 0) {
+      if (!(await pendingFor(outbox, [space, r.collection, r.id]))) {
         await cursor.delete();
         changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
       } else {
