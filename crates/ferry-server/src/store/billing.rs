@@ -41,6 +41,20 @@ impl StoredEntitlement {
         stored.is_none_or(|s| (self.stamp_ms, self.ends()) >= (s.stamp_ms, s.ends()))
     }
 
+    /// What storing `self` over `stored` leaves: `None` when `self` is
+    /// older and changes nothing; else `self`, keeping the stored customer
+    /// id when `self` names none. Every backend applies events with it.
+    pub fn over(&self, stored: Option<&StoredEntitlement>) -> Option<StoredEntitlement> {
+        if !self.replaces(stored) {
+            return None;
+        }
+        let mut next = self.clone();
+        if next.customer_id.is_none() {
+            next.customer_id = stored.and_then(|s| s.customer_id.clone());
+        }
+        Some(next)
+    }
+
     /// Whether it lets its user sync at `now_ms`: a trial or an active
     /// subscription (the provider says when that stops), or a cancelled
     /// subscription or a grant still inside its paid period.

@@ -103,15 +103,12 @@ pub async fn apply_event(pool: &PgPool, event: &BillingEvent) -> Result<EventOut
         return Ok(EventOutcome::Duplicate);
     }
     let current = read(&mut tx, &event.user).await?;
-    let outcome = if event.entitlement.replaces(current.as_ref()) {
-        let mut next = event.entitlement.clone();
-        if next.customer_id.is_none() {
-            next.customer_id = current.and_then(|c| c.customer_id);
+    let outcome = match event.entitlement.over(current.as_ref()) {
+        Some(next) => {
+            write(&mut tx, &event.user, &next).await?;
+            EventOutcome::Applied
         }
-        write(&mut tx, &event.user, &next).await?;
-        EventOutcome::Applied
-    } else {
-        EventOutcome::Stale
+        None => EventOutcome::Stale,
     };
     // Another user's delivery of the same event id (it names a different
     // user only when forged or broken) must not apply twice either.

@@ -84,15 +84,12 @@ pub fn apply_event(c: &mut Connection, event: &BillingEvent) -> Result<EventOutc
         return Ok(EventOutcome::Duplicate);
     }
     let current = read(&tx, &event.user)?;
-    let outcome = if event.entitlement.replaces(current.as_ref()) {
-        let mut next = event.entitlement.clone();
-        if next.customer_id.is_none() {
-            next.customer_id = current.and_then(|c| c.customer_id);
+    let outcome = match event.entitlement.over(current.as_ref()) {
+        Some(next) => {
+            write(&tx, &event.user, &next)?;
+            EventOutcome::Applied
         }
-        write(&tx, &event.user, &next)?;
-        EventOutcome::Applied
-    } else {
-        EventOutcome::Stale
+        None => EventOutcome::Stale,
     };
     tx.prepare_cached(
         "INSERT INTO billing_events (provider, event_id, user_id, outcome, received_at)
