@@ -12,12 +12,15 @@
 //!   against the app's own data.
 //! - [`merge`]: the native merge, the baseline of the browser client's
 //!   wasm merge (`bench/browser`).
+//! - [`peer`]: Ferry beside a peer sync engine (Triplit) on the same
+//!   workload, each driven by its own client library.
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
 
 mod client;
 mod merge;
+mod peer;
 mod pull;
 mod push;
 mod realtime;
@@ -59,6 +62,9 @@ enum Command {
     /// The native core's merge, JSON in and out (the browser benchmark's
     /// baseline).
     Merge(merge::MergeArgs),
+    /// Ferry beside a peer sync engine (Triplit): N clients each writing M
+    /// records, until every client holds all of them.
+    Peer(peer::PeerArgs),
     /// A server for the realtime benchmark, in a process of its own.
     #[command(hide = true)]
     Serve(realtime::ServeArgs),
@@ -76,5 +82,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Wire(args) => wire::run(args).await,
         Command::Report(args) => report::run(args),
         Command::Visible(args) => visible::run(args).await,
+        Command::Peer(args) => peer::run(args).await,
     }
 }

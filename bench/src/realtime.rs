@@ -16,7 +16,7 @@
 
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -94,7 +94,12 @@ pub(crate) struct Node {
 
 impl Node {
     pub(crate) fn start(database: &str) -> anyhow::Result<Node> {
-        let mut child = Command::new(std::env::current_exe()?)
+        Node::start_on(database, None)
+    }
+
+    /// A server pinned to `cpu` (with `taskset`), when one is given.
+    pub(crate) fn start_on(database: &str, cpu: Option<usize>) -> anyhow::Result<Node> {
+        let mut child = workload::on_cpu(std::env::current_exe()?, cpu)
             .args(["serve", "--database", database])
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

@@ -150,6 +150,15 @@ fn workloads(quick: bool) -> Vec<Workload> {
         &["wire"]
     };
     all.push(bench("Bytes on the wire".into(), wire));
+    let peer: &[&str] = if quick {
+        &["peer", "--clients", "2", "--records", "50", "--runs", "1"]
+    } else {
+        &["peer", "--runs", "5"]
+    };
+    all.push(bench(
+        "Beside a peer sync engine (Triplit), N clients writing at once".into(),
+        peer,
+    ));
     let browser: &[&str] = if quick {
         &[
             "bench/browser/run.mjs",

@@ -151,3 +151,16 @@ pub async fn arrival<K: std::hash::Hash + Eq + std::fmt::Debug>(
         }
     }
 }
+
+/// A command running `program`, on `cpu` alone (by `taskset`) when one is
+/// given.
+pub fn on_cpu(program: impl AsRef<std::ffi::OsStr>, cpu: Option<usize>) -> std::process::Command {
+    match cpu {
+        Some(cpu) => {
+            let mut taskset = std::process::Command::new("taskset");
+            taskset.arg("-c").arg(cpu.to_string()).arg(program);
+            taskset
+        }
+        None => std::process::Command::new(program),
+    }
+}
