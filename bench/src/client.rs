@@ -1,9 +1,6 @@
 //! The native client (`ferry-client`), each figure beside a raw SQLite
 //! baseline of the same rows on the same disk with the same durability:
 //!
-//! - initial sync: a fresh replica pulling a whole space from an embedded
-//!   server over HTTP, against inserting the same rows straight into the
-//!   same kind of table in batches of 1,000;
 //! - applying pulled pages: `Replica::store_answer` of pages already in
 //!   memory, against a raw batched upsert of the same rows;
 //! - local writes: `Replica::patch` (record and outbox, one transaction)
@@ -13,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use ferry_client::{Remote, Replica, ReplicaConfig, Token, sync_space};
+use ferry_client::{Remote, Replica, ReplicaConfig, Token};
 use ferry_core::protocol::SyncRequest;
 use ferry_core::{ClientId, Collection, RecordId, SpaceId};
 use ferry_server::testing::{Guard, Served};
@@ -25,9 +22,6 @@ use crate::workload::{self, Backend};
 
 #[derive(Debug, Args)]
 pub struct ClientArgs {
-    /// Records of the initial sync.
-    #[arg(long, default_value_t = 1_000_000)]
-    records: usize,
     /// Records of the apply measurement.
     #[arg(long, default_value_t = 100_000)]
     apply_records: usize,
@@ -44,7 +38,7 @@ const RAW_TABLE: &str = "CREATE TABLE records (space TEXT NOT NULL, collection T
     PRIMARY KEY (space, collection, id)) WITHOUT ROWID";
 
 /// A fresh SQLite file set up as a replica is (WAL, synchronous as given).
-fn raw_db(dir: &tempfile::TempDir, synchronous: &str) -> anyhow::Result<Connection> {
+pub(crate) fn raw_db(dir: &tempfile::TempDir, synchronous: &str) -> anyhow::Result<Connection> {
     let conn = Connection::open(dir.path().join("raw.db"))?;
     conn.pragma_update(None, "journal_mode", "wal")?;
     conn.pragma_update(None, "synchronous", synchronous)?;
@@ -53,7 +47,7 @@ fn raw_db(dir: &tempfile::TempDir, synchronous: &str) -> anyhow::Result<Connecti
 }
 
 /// The rows of `records` as a replica stores them.
-fn rows(records: usize) -> anyhow::Result<Vec<(String, String)>> {
+pub(crate) fn rows(records: usize) -> anyhow::Result<Vec<(String, String)>> {
     let h = workload::hlc()?;
     (0..records)
         .map(|i| Ok((workload::record_id(i), workload::stored_fields(i, &h)?)))
@@ -61,7 +55,7 @@ fn rows(records: usize) -> anyhow::Result<Vec<(String, String)>> {
 }
 
 /// Upserts `rows` in transactions of `batch`; the time it took.
-fn raw_upsert(
+pub(crate) fn raw_upsert(
     conn: &mut Connection,
     rows: &[(String, String)],
     batch: usize,
@@ -83,14 +77,17 @@ fn raw_upsert(
     Ok(start.elapsed())
 }
 
-fn space() -> anyhow::Result<SpaceId> {
+pub(crate) fn space() -> anyhow::Result<SpaceId> {
     Ok(SpaceId::new("user:bench")?)
 }
 
-/// An embedded server on SQLite holding `records` records in the bench
+/// An embedded server on `backend` holding `records` records in the bench
 /// user's personal space; a client of it as that user.
-async fn server(records: usize) -> anyhow::Result<(Served, Remote, Guard)> {
-    let (store, guard) = workload::fresh(Backend::Sqlite).await;
+pub(crate) async fn server(
+    backend: Backend,
+    records: usize,
+) -> anyhow::Result<(Served, Remote, Guard)> {
+    let (store, guard) = workload::fresh(backend).await;
     let space = workload::space(store.as_ref()).await?;
     let h = workload::hlc()?;
     for b in 0..records.div_ceil(1000) {
@@ -103,43 +100,8 @@ async fn server(records: usize) -> anyhow::Result<(Served, Remote, Guard)> {
     Ok((served, remote, guard))
 }
 
-async fn initial_sync(args: &ClientArgs) -> anyhow::Result<()> {
-    let (_served, remote, _guard) = server(args.records).await?;
-    let rows = rows(args.records)?;
-    println!(
-        "Initial sync of {} records (4 fields, ~100 bytes) into a fresh replica from an embedded \
-         server on SQLite, {} runs",
-        args.records, args.runs
-    );
-    workload::header("records/s");
-    let (mut ferry, mut raw, mut ratio) = (vec![], vec![], vec![]);
-    for _ in 0..args.runs {
-        let dir = tempfile::tempdir()?;
-        let mut conn = raw_db(&dir, "normal")?;
-        let raw_rate = args.records as f64 / raw_upsert(&mut conn, &rows, 1000)?.as_secs_f64();
-        drop(conn);
-        let dir = tempfile::tempdir()?;
-        let replica = Replica::open(dir.path().join("replica.db"), ReplicaConfig::default())?;
-        let start = Instant::now();
-        let report = sync_space(&replica, &remote, &space()?).await?;
-        let rate = args.records as f64 / start.elapsed().as_secs_f64();
-        anyhow::ensure!(
-            report.pulled as usize == args.records,
-            "pulled {}",
-            report.pulled
-        );
-        ferry.push(rate);
-        raw.push(raw_rate);
-        ratio.push(rate / raw_rate);
-    }
-    workload::row("raw batched insert", raw, 0);
-    workload::row("ferry initial sync", ferry, 0);
-    workload::row("ratio ferry/raw", ratio, 2);
-    Ok(())
-}
-
 async fn apply(args: &ClientArgs) -> anyhow::Result<()> {
-    let (_served, remote, _guard) = server(args.apply_records).await?;
+    let (_served, remote, _guard) = server(Backend::Sqlite, args.apply_records).await?;
     // The pages, fetched once.
     let mut pages: Vec<ferry_client::sync::Answer> = Vec::new();
     let mut cursor = 0;
@@ -254,13 +216,11 @@ fn local_writes(args: &ClientArgs) -> anyhow::Result<()> {
 
 pub async fn run(args: ClientArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
-        args.runs > 0 && args.records > 0 && args.apply_records > 0 && args.writes > 0,
+        args.runs > 0 && args.apply_records > 0 && args.writes > 0,
         "sizes must be positive"
     );
     local_writes(&args)?;
     println!();
     apply(&args).await?;
-    println!();
-    initial_sync(&args).await?;
     Ok(())
 }

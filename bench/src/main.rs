@@ -4,8 +4,10 @@
 //!
 //! - [`push`]: push throughput against a raw batched upsert of the same rows.
 //! - [`pull`]: paging a large space by cursor, with and without encoding.
-//! - [`client`]: the native client's initial sync, apply rate and local
-//!   write latency against raw SQLite.
+//! - [`client`]: the native client's apply rate and local write latency
+//!   against raw SQLite.
+//! - [`initial`]: initial sync of a large space, against reading the rows
+//!   out of the server's database and inserting them into SQLite.
 //! - [`report`]: all of them, in one markdown report.
 //! - [`visible`]: write-to-visible latency in a second client's replica.
 //! - [`wire`]: bytes on the wire per change, with and without gzip,
@@ -18,7 +20,9 @@
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
 
+mod chart;
 mod client;
+mod initial;
 mod merge;
 mod peer;
 mod pull;
@@ -47,9 +51,10 @@ enum Command {
     /// Realtime: write-to-signal latency, memory per idle subscriber and
     /// fan-out time.
     Realtime(realtime::RealtimeArgs),
-    /// The native client: initial sync, applying pulled pages, local
-    /// writes.
+    /// The native client: applying pulled pages, local writes.
     Client(client::ClientArgs),
+    /// Initial sync of a large space into a fresh native replica.
+    Initial(initial::InitialArgs),
     /// Every workload, each in a process of its own, into one markdown
     /// report (bench/REPORT.md).
     Report(report::ReportArgs),
@@ -78,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Realtime(args) => realtime::run(args).await,
         Command::Serve(args) => realtime::serve(args).await,
         Command::Client(args) => client::run(args).await,
+        Command::Initial(args) => initial::run(args).await,
         Command::Merge(args) => merge::run(args),
         Command::Wire(args) => wire::run(args).await,
         Command::Report(args) => report::run(args),

@@ -292,32 +292,37 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
          SQLite storage (WAL, synchronous=NORMAL), WebSocket",
         peer_version(&args.peer_dir).unwrap_or_else(|| "(unknown version)".to_owned())
     );
-    let mut rows: [(&str, Vec<f64>); 5] = [
-        ("triplit: all hold all, s", vec![]),
-        ("ferry: all hold all, s", vec![]),
-        ("triplit records/s", vec![]),
-        ("ferry records/s", vec![]),
+    let mut times: [(&str, Vec<f64>); 4] = [
+        ("triplit: local writes", vec![]),
+        ("ferry: local writes", vec![]),
+        ("triplit: all hold all", vec![]),
+        ("ferry: all hold all", vec![]),
+    ];
+    let mut rates: [(&str, Vec<f64>); 3] = [
+        ("triplit", vec![]),
+        ("ferry", vec![]),
         ("ratio ferry/triplit", vec![]),
     ];
-    let (mut triplit_wrote, mut ferry_wrote) = (vec![], vec![]);
     for _ in 0..args.runs {
         let t = triplit_run(&args, pin)?;
         let f = ferry_run(&args, pin).await?;
-        let (ts, fs) = (t.all.as_secs_f64(), f.all.as_secs_f64());
-        for (row, x) in rows
-            .iter_mut()
-            .zip([ts, fs, total / ts, total / fs, ts / fs])
-        {
+        let secs = [t.wrote, f.wrote, t.all, f.all].map(|d| d.as_secs_f64());
+        for (row, x) in times.iter_mut().zip(secs) {
             row.1.push(x);
         }
-        triplit_wrote.push(t.wrote.as_secs_f64());
-        ferry_wrote.push(f.wrote.as_secs_f64());
+        let (ts, fs) = (secs[2], secs[3]);
+        for (row, x) in rates.iter_mut().zip([total / ts, total / fs, ts / fs]) {
+            row.1.push(x);
+        }
     }
-    workload::header("");
-    workload::row("triplit: local writes, s", triplit_wrote, 2);
-    workload::row("ferry: local writes, s", ferry_wrote, 2);
-    for (i, (name, xs)) in rows.into_iter().enumerate() {
-        workload::row(name, xs, if (2..4).contains(&i) { 0 } else { 2 });
+    workload::header("s");
+    for (name, xs) in times {
+        workload::row(name, xs, 2);
+    }
+    workload::header("records/s, all hold all");
+    for (name, xs) in rates {
+        let decimals = if name.starts_with("ratio") { 2 } else { 0 };
+        workload::row(name, xs, decimals);
     }
     Ok(())
 }

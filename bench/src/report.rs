@@ -13,6 +13,8 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
+use crate::chart;
+
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     /// Where to write the report.
@@ -91,8 +93,6 @@ fn workloads(quick: bool) -> Vec<Workload> {
     let client: &[&str] = if quick {
         &[
             "client",
-            "--records",
-            "3000",
             "--apply-records",
             "2000",
             "--writes",
@@ -104,9 +104,28 @@ fn workloads(quick: bool) -> Vec<Workload> {
         &["client"]
     };
     all.push(bench(
-        "Native client: local writes, applying pulls, initial sync".into(),
+        "Native client: local writes, applying pulls".into(),
         client,
     ));
+    for backend in ["sqlite", "postgres"] {
+        let args: &[&str] = if quick {
+            &[
+                "initial",
+                "--backend",
+                backend,
+                "--records",
+                "3000",
+                "--runs",
+                "1",
+            ]
+        } else {
+            &["initial", "--backend", backend]
+        };
+        all.push(bench(
+            format!("Initial sync into a fresh native replica, {backend}"),
+            args,
+        ));
+    }
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[
@@ -262,6 +281,15 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
          given as min / median / max over the runs; ratios are what hold on a \
          noisy machine. bench/README.md says what each workload does.\n"
     )?;
+    let chart = args.out.with_extension("png");
+    if let Some(name) = chart.file_name() {
+        writeln!(
+            report,
+            "![Every ratio below: median bars, min-max whiskers]({})\n",
+            name.to_string_lossy()
+        )?;
+    }
+    let mut ratios = Vec::new();
     for w in workloads(args.quick) {
         eprintln!("==> {}", w.title);
         let start = Instant::now();
@@ -285,6 +313,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             w.title,
             out.status
         );
+        ratios.extend(chart::ratios(&w.title, &text));
         writeln!(report, "## {}\n", w.title)?;
         writeln!(
             report,
@@ -300,7 +329,19 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
     }
     std::fs::write(&args.out, &report)
         .with_context(|| format!("cannot write {}", args.out.display()))?;
+    chart::draw(
+        &chart,
+        &format!(
+            "Ferry against baselines measured in the same run ({})",
+            humantime::format_rfc3339_seconds(started)
+        ),
+        &ratios,
+    )?;
     print!("{report}");
-    eprintln!("report written to {}", args.out.display());
+    eprintln!(
+        "report written to {} and {}",
+        args.out.display(),
+        chart.display()
+    );
     Ok(())
 }
