@@ -57,10 +57,18 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         .iter()
         .map(|(c, id)| (c.as_str(), id.as_str()))
         .unzip();
+    // One primary-key probe per key, whatever the statistics say: the
+    // LATERAL subquery with LIMIT 1 is never flattened into a join, so a
+    // cached generic plan cannot turn it into a scan of the whole table
+    // (which it did as a space grew: milliseconds per batch).
     let stored = sqlx::query(
         "SELECT r.collection, r.id, r.fields, r.deleted
          FROM UNNEST($2::text[], $3::text[]) AS k (collection, id)
-         JOIN records r ON r.sid = $1 AND r.collection = k.collection AND r.id = k.id",
+         CROSS JOIN LATERAL (
+             SELECT collection, id, fields, deleted FROM records
+             WHERE sid = $1 AND collection = k.collection AND id = k.id
+             LIMIT 1
+         ) r",
     )
     .bind(sid)
     .bind(&collections)
@@ -82,6 +90,11 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         head: seq,
     } = plan.merge(batch.changes, head)?;
 
+    // The batch's record, its rows and the space's new head in one
+    // statement (one round trip, under the lock taken above).
+    let conflicts_json =
+        serde_json::to_string(&conflicts).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let batch_id = batch.batch_id.as_ref().map(|b| b.as_str());
     if !rows.is_empty() {
         let mut cols = (
             Vec::with_capacity(rows.len()),
@@ -98,13 +111,19 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
             cols.4.push(r.deleted);
         }
         sqlx::query(
-            "INSERT INTO records (sid, collection, id, seq, fields, deleted, updated_at)
-             SELECT $1, u.collection, u.id, u.seq, u.fields, u.deleted, $7
-             FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
-                  AS u (collection, id, seq, fields, deleted)
-             ON CONFLICT (sid, collection, id) DO UPDATE
-             SET seq = EXCLUDED.seq, fields = EXCLUDED.fields, deleted = EXCLUDED.deleted,
-                 updated_at = EXCLUDED.updated_at",
+            "WITH written AS (
+                 INSERT INTO records (sid, collection, id, seq, fields, deleted, updated_at)
+                 SELECT $1, u.collection, u.id, u.seq, u.fields, u.deleted, $7
+                 FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
+                      AS u (collection, id, seq, fields, deleted)
+                 ON CONFLICT (sid, collection, id) DO UPDATE
+                 SET seq = EXCLUDED.seq, fields = EXCLUDED.fields, deleted = EXCLUDED.deleted,
+                     updated_at = EXCLUDED.updated_at
+             ), head AS (
+                 UPDATE spaces SET seq = $8 WHERE sid = $1
+             )
+             INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
+             SELECT $1, $9, $10, $11, $12, $7 WHERE $10::text IS NOT NULL",
         )
         .bind(sid)
         .bind(&cols.0)
@@ -113,24 +132,23 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         .bind(&cols.3)
         .bind(&cols.4)
         .bind(now_ms())
+        .bind(int(seq))
+        .bind(batch.client_id.as_str())
+        .bind(batch_id)
+        .bind(int(applied))
+        .bind(&conflicts_json)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE spaces SET seq = $2 WHERE sid = $1")
-            .bind(sid)
-            .bind(int(seq))
-            .execute(&mut *tx)
-            .await?;
-    }
-    if let Some(batch_id) = &batch.batch_id {
+    } else if let Some(batch_id) = batch_id {
         sqlx::query(
             "INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
              VALUES ($1, $2, $3, $4, $5, $6)",
         )
         .bind(sid)
         .bind(batch.client_id.as_str())
-        .bind(batch_id.as_str())
+        .bind(batch_id)
         .bind(int(applied))
-        .bind(serde_json::to_string(&conflicts).map_err(|e| StoreError::Internal(e.to_string()))?)
+        .bind(&conflicts_json)
         .bind(now_ms())
         .execute(&mut *tx)
         .await?;
