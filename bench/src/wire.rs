@@ -88,7 +88,8 @@ pub async fn run(args: WireArgs) -> anyhow::Result<()> {
     let state = AppState::new(store, Settings::new(ClientId::new("bench-server")?, "")).await?;
     let served = Served::start(state).await;
     let token = served.token("bench");
-    let http = reqwest::Client::new();
+    // Bodies as they cross the socket: no transparent decompression.
+    let http = reqwest::Client::builder().no_gzip().build()?;
     let h = workload::hlc()?;
     let batches = args.records.div_ceil(args.batch_size.max(1));
     let (mut sent, mut answered, mut changes) = (0usize, 0usize, 0usize);

@@ -276,3 +276,64 @@ async fn a_space_that_fails_does_not_hold_up_the_others() {
     drop(syncer);
     server.stop().await;
 }
+
+#[tokio::test]
+async fn pages_travel_compressed() {
+    use tower_http::compression::CompressionLayer;
+    // A server that compresses what it may, like Ferry's, and notes what
+    // the client asked for and what it sent back.
+    let seen: Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>)>>> = Arc::default();
+    let sink = seen.clone();
+    let hlc = ferry_core::Hlc::zero(ClientId::new("server").unwrap())
+        .tick(1_763_798_400_000)
+        .to_string();
+    let app = axum::Router::new()
+        .route(
+            "/v1/spaces/{space}/sync",
+            axum::routing::post(move || async move {
+                axum::Json(
+                    json!({"applied": 0, "conflicts": [], "changes": [], "cursor": 7,
+                                  "has_more": false, "hlc": hlc}),
+                )
+            }),
+        )
+        .layer(CompressionLayer::new())
+        .layer(axum::middleware::from_fn(
+            move |request: axum::extract::Request, next: axum::middleware::Next| {
+                let sink = sink.clone();
+                async move {
+                    let header = |h: &axum::http::HeaderMap, name: &str| {
+                        h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+                    };
+                    let asked = header(request.headers(), "accept-encoding");
+                    let response = next.run(request).await;
+                    let sent = header(response.headers(), "content-encoding");
+                    sink.lock().unwrap().push((asked, sent));
+                    response
+                }
+            },
+        ));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let remote = Remote::new(&base, Arc::new(Token("t".into()))).unwrap();
+    let request = ferry_core::protocol::SyncRequest {
+        client_id: ClientId::new("c").unwrap(),
+        batch_id: None,
+        cursor: 0,
+        changes: Vec::new(),
+        limit: None,
+    };
+    let answer = remote
+        .sync(&SpaceId::new("user:di").unwrap(), &request)
+        .await
+        .unwrap();
+    assert_eq!(answer.cursor, 7, "the compressed answer was read");
+    let seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 1);
+    assert!(
+        seen[0].0.as_deref().is_some_and(|a| a.contains("gzip")),
+        "the client did not ask for gzip: {seen:?}"
+    );
+    assert_eq!(seen[0].1.as_deref(), Some("gzip"), "{seen:?}");
+}

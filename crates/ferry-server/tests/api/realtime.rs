@@ -319,7 +319,8 @@ async fn server_sent_events_carry_the_same_signal() {
     let served = api.serve().await;
     api.space("alice", "team").await;
     let first = write(&api, "alice", "team", "b1", 1).await;
-    let http = reqwest::Client::new();
+    // Headers as the server sent them: no transparent decompression.
+    let http = reqwest::Client::builder().no_gzip().build().unwrap();
     let url = format!("{}/v1/spaces/team/stream", served.base);
 
     let mut stream = http
