@@ -282,7 +282,8 @@ async fn pages_travel_compressed() {
     use tower_http::compression::CompressionLayer;
     // A server that compresses what it may, like Ferry's, and notes what
     // the client asked for and what it sent back.
-    let seen: Arc<std::sync::Mutex<Vec<(Option<String>, Option<String>)>>> = Arc::default();
+    type Seen = Vec<(Option<String>, Option<String>)>;
+    let seen: Arc<std::sync::Mutex<Seen>> = Arc::default();
     let sink = seen.clone();
     let hlc = ferry_core::Hlc::zero(ClientId::new("server").unwrap())
         .tick(1_763_798_400_000)
