@@ -6,9 +6,11 @@
 
 mod access;
 mod app;
+mod attack;
 mod bad_input;
 mod billing;
 mod external;
+mod flood;
 mod jwks;
 mod ops;
 mod realtime;

@@ -1,0 +1,269 @@
+//! The attack matrix: for every way to touch a space's data (sync push and
+//! pull, pulls by cursor, REST records, members, invites, event streams and
+//! WebSocket subscriptions), a user who was never a member, a member who
+//! was removed, a viewer, and callers with forged tokens each try, and each
+//! is refused as PROTOCOL.md says (404 for whoever may not see the space,
+//! 403 for a viewer's writes, 401 for a forged token), with nothing of the
+//! space leaked and nothing changed.
+
+use super::*;
+use ferry_server::testing::WsClient;
+use std::time::Duration;
+
+/// What a caller tries: method, path, body, and whether it writes.
+fn attempts(space: &str, cursor: u64) -> Vec<(Method, String, Option<Value>, bool)> {
+    let base = format!("/v1/spaces/{space}");
+    let rec = format!("{base}/collections/todos/records/t-1");
+    vec![
+        (
+            Method::POST,
+            format!("{base}/sync"),
+            Some(push(
+                "x",
+                "bx",
+                cursor,
+                vec![up("t-1", "title", json!("mine"), &hlc(9, "x"))],
+            )),
+            true,
+        ),
+        (
+            Method::POST,
+            format!("{base}/sync"),
+            Some(push("x", "by", cursor, vec![del("t-1", &hlc(9, "x"))])),
+            true,
+        ),
+        // Pulls, from the start and from a cursor seen elsewhere.
+        (
+            Method::POST,
+            format!("{base}/sync"),
+            Some(json!({"client_id": "x", "cursor": 0})),
+            false,
+        ),
+        (
+            Method::POST,
+            format!("{base}/sync"),
+            Some(json!({"client_id": "x", "cursor": cursor})),
+            false,
+        ),
+        (Method::GET, format!("{base}/changes?cursor=0"), None, false),
+        (
+            Method::GET,
+            format!("{base}/changes?cursor={cursor}"),
+            None,
+            false,
+        ),
+        (
+            Method::GET,
+            format!("{base}/collections/todos/records"),
+            None,
+            false,
+        ),
+        (Method::GET, rec.clone(), None, false),
+        (
+            Method::PUT,
+            rec.clone(),
+            Some(json!({"fields": {"title": "mine"}})),
+            true,
+        ),
+        (
+            Method::PATCH,
+            rec.clone(),
+            Some(json!({"fields": {"title": "mine"}})),
+            true,
+        ),
+        (Method::DELETE, rec, None, true),
+        (Method::GET, format!("{base}/members"), None, false),
+        (
+            Method::PUT,
+            format!("{base}/members/mallory"),
+            Some(json!({"role": "owner"})),
+            true,
+        ),
+        (Method::DELETE, format!("{base}/members/alice"), None, true),
+        (
+            Method::POST,
+            format!("{base}/invites"),
+            Some(json!({"email": "m@evil.test", "role": "owner"})),
+            true,
+        ),
+    ]
+}
+
+/// Everything a member can see of the space, to compare before and after.
+async fn snapshot(api: &Api) -> Value {
+    let changes = api.get("/v1/spaces/team/changes", "alice").await;
+    let members = api.get("/v1/spaces/team/members", "alice").await;
+    assert_eq!(changes.status, StatusCode::OK);
+    json!({"changes": changes.body["changes"], "cursor": changes.body["cursor"],
+           "members": members.body["members"]})
+}
+
+/// Tries everything as `who`: with `can_read` false every attempt must be a
+/// 404 that does not tell the space exists, else reads are answered and
+/// writes refused with 403. The number of cases tried.
+async fn check(api: &Api, served: &Served, who: &str, can_read: bool, cursor: u64) -> usize {
+    let mut cases = 0;
+    for (method, path, body, writes) in attempts("team", cursor) {
+        let r = api.call(method.clone(), &path, Some(who), body).await;
+        let expected = match (can_read, writes) {
+            (false, _) => (StatusCode::NOT_FOUND, "not_found"),
+            (true, true) => (StatusCode::FORBIDDEN, "forbidden"),
+            (true, false) => (StatusCode::OK, ""),
+        };
+        assert_eq!((r.status, r.code()), expected, "{who}: {method} {path}");
+        if !can_read {
+            assert_eq!(
+                r.body["error"]["message"], "space team not found",
+                "{who}: the answer must not tell the space exists"
+            );
+            assert!(
+                !r.body.to_string().contains("secret"),
+                "{who}: {method} {path} leaked {:?}",
+                r.body
+            );
+        }
+        cases += 1;
+    }
+    // Event stream.
+    let http = reqwest::Client::new();
+    let stream = http
+        .get(format!("{}/v1/spaces/team/stream", served.base))
+        .bearer_auth(api.token(who))
+        .send()
+        .await
+        .unwrap();
+    let expected = if can_read { 200 } else { 404 };
+    assert_eq!(stream.status().as_u16(), expected, "{who}: stream");
+    drop(stream);
+    cases += 1;
+    // WebSocket subscription: refused in band, and no signal follows.
+    let mut ws = WsClient::connect(&served.base).await;
+    ws.auth(&api.token(who)).await;
+    let answer = ws.subscribe(&["team"]).await;
+    if can_read {
+        assert_eq!(answer["spaces"], json!(["team"]), "{who}: {answer}");
+    } else {
+        assert_eq!(answer["spaces"], json!([]), "{who}: {answer}");
+        assert_eq!(answer["denied"], json!(["team"]), "{who}: {answer}");
+        api.sync(
+            "alice",
+            "team",
+            push(
+                "a",
+                &format!("probe-{who}"),
+                0,
+                vec![up("probe", "n", json!(who), &hlc(50, "a"))],
+            ),
+        )
+        .await;
+        let heard = ws.recv_within(Duration::from_millis(300)).await;
+        assert!(
+            heard.as_ref().is_none_or(|m| m["type"] != "sync-available"),
+            "{who} heard a commit of a space they cannot see: {heard:?}"
+        );
+    }
+    cases + 1
+}
+
+#[tokio::test]
+async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() {
+    let api = Api::new().await;
+    let served = api.serve().await;
+    api.space("alice", "team").await;
+    let r = api
+        .sync(
+            "alice",
+            "team",
+            push(
+                "a",
+                "b1",
+                0,
+                vec![up("t-1", "title", json!("secret"), &hlc(1, "a"))],
+            ),
+        )
+        .await;
+    let cursor = r.body["cursor"].as_u64().unwrap();
+    api.get("/v1/me", "bob").await;
+    api.add("alice", "team", "carol", "editor").await;
+    api.add("alice", "team", "vera", "viewer").await;
+    // Carol could see the space, then was removed.
+    assert_eq!(
+        api.get("/v1/spaces/team/changes", "carol").await.status,
+        200
+    );
+    let r = api
+        .call(
+            Method::DELETE,
+            "/v1/spaces/team/members/carol",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+
+    let mut cases = 0;
+    let before = snapshot(&api).await;
+    cases += check(&api, &served, "bob", false, cursor).await;
+    cases += check(&api, &served, "carol", false, cursor).await;
+    cases += check(&api, &served, "vera", true, cursor).await;
+    // Bob and Carol's WebSocket probes wrote one record each; nothing else
+    // changed.
+    let after = snapshot(&api).await;
+    assert_eq!(after["members"], before["members"], "members changed");
+    let titles: Vec<Value> = after["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["id"] == "t-1")
+        .map(|c| c["fields"]["title"]["value"].clone())
+        .collect();
+    assert_eq!(titles, vec![json!("secret")], "t-1 changed");
+
+    // Forged tokens: signed by another key, unsigned, expired, mangled.
+    let real = api.token("alice");
+    let (head, rest) = real.split_once('.').unwrap();
+    let (claims, _sig) = rest.split_once('.').unwrap();
+    let other = Api::new().await.token("alice");
+    let forged = [
+        other,
+        format!("{head}.{claims}."),
+        format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{claims}."),
+        format!("{head}.{claims}.{}", "A".repeat(86)),
+        real.chars().rev().collect(),
+        String::new(),
+    ];
+    for token in &forged {
+        for (method, path, body, _) in attempts("team", cursor) {
+            let mut req = Request::builder()
+                .method(method.clone())
+                .uri(&path)
+                .header(header::AUTHORIZATION, format!("Bearer {token}"));
+            let body = match body {
+                Some(v) => {
+                    req = req.header(header::CONTENT_TYPE, "application/json");
+                    Body::from(serde_json::to_vec(&v).unwrap())
+                }
+                None => Body::empty(),
+            };
+            let r = api.send(req.body(body).unwrap()).await;
+            assert_eq!(
+                r.status,
+                StatusCode::UNAUTHORIZED,
+                "forged token {token:.20}: {method} {path}"
+            );
+            assert!(
+                ["unauthorized", "invalid_token"].contains(&r.code()),
+                "forged token {token:.20}: {method} {path}: {:?}",
+                r.body
+            );
+            cases += 1;
+        }
+    }
+    assert_eq!(
+        snapshot(&api).await,
+        after,
+        "a forged token changed something"
+    );
+    println!("attack matrix: {cases} cases refused");
+    assert!(cases >= 141, "the matrix shrank: {cases} cases");
+}
