@@ -324,4 +324,62 @@ mod tests {
                 .is_err()
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        /// A real token with bytes replaced, removed or inserted.
+        fn bent_token(real: String) -> impl Strategy<Value = String> {
+            let len = real.len();
+            prop::collection::vec((0..len, any::<u8>(), 0u8..3), 1..6).prop_map(move |edits| {
+                let mut bytes = real.clone().into_bytes();
+                for (at, byte, kind) in edits {
+                    let at = at.min(bytes.len().saturating_sub(1));
+                    match kind {
+                        0 if !bytes.is_empty() => bytes[at] = byte,
+                        1 if !bytes.is_empty() => {
+                            bytes.remove(at);
+                        }
+                        _ => bytes.insert(at, byte),
+                    }
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+        }
+
+        /// One issuer and one of its tokens for every case.
+        fn minted() -> &'static (Issuer, String) {
+            static MINTED: std::sync::OnceLock<(Issuer, String)> = std::sync::OnceLock::new();
+            MINTED.get_or_init(|| {
+                let iss = issuer();
+                let token = iss.mint(&UserId::new("u1").unwrap(), now(), 3600).unwrap();
+                (iss, token)
+            })
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Arbitrary and bent tokens: the header screen and the
+            /// verification never panic, and none verifies unless its
+            /// header and claims are the minted token's own (a change the
+            /// base64 decoder ignores may still pass; a changed claim
+            /// never does).
+            #[test]
+            fn no_bent_or_arbitrary_token_verifies(token in prop_oneof![
+                any::<String>(),
+                "[A-Za-z0-9_\\-]{0,60}\\.[A-Za-z0-9_\\-]{0,200}\\.[A-Za-z0-9_\\-]{0,90}",
+                bent_token(minted().1.clone()),
+            ]) {
+                let (iss, real) = minted();
+                let _ = screen(&token);
+                if let Ok(user) = iss.verify(&token) {
+                    prop_assert_eq!(user.as_str(), "u1");
+                    let signed = |t: &str| t.rsplit_once('.').map(|(head, _)| head.to_owned());
+                    prop_assert_eq!(signed(&token), signed(real), "{}", token);
+                }
+            }
+        }
+    }
 }

@@ -223,4 +223,38 @@ mod tests {
             Err(SignatureError::NotConfigured)
         );
     }
+
+    mod fuzz {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(10_000))]
+
+            /// Arbitrary headers, as sent and bent: the parsers never
+            /// panic, and no header but the one signed verifies.
+            #[test]
+            fn no_forged_stripe_header_verifies(
+                header in prop_oneof![
+                    any::<String>(),
+                    "(t=[0-9]{0,12}|v1=[0-9a-f]{0,70}|v0=[a-z]{0,4}|[ -~]{0,20})(,(t=[0-9]{0,12}|v1=[0-9a-f]{0,70}|[ -~]{0,10})){0,4}",
+                ],
+                body in prop::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let signed = sign::stripe("whsec_a", NOW, &body);
+                prop_assume!(header != signed);
+                prop_assert!(verify_stripe(&header, &body, &secrets(&["whsec_a"]), NOW).is_err());
+            }
+
+            #[test]
+            fn no_forged_lemonsqueezy_header_verifies(
+                header in prop_oneof![any::<String>(), "[0-9a-fA-F ]{0,70}"],
+                body in prop::collection::vec(any::<u8>(), 0..200),
+            ) {
+                let signed = sign::lemonsqueezy("ls_secret", &body);
+                prop_assume!(!header.trim().eq_ignore_ascii_case(&signed));
+                prop_assert!(verify_lemonsqueezy(&header, &body, Some("ls_secret")).is_err());
+            }
+        }
+    }
 }
