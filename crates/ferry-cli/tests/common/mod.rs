@@ -42,6 +42,14 @@ impl Db {
         }
     }
 
+    /// The SQLite file of the server's data directory, when not on
+    /// PostgreSQL.
+    pub fn sqlite_file(&self) -> Option<PathBuf> {
+        self.pg
+            .is_none()
+            .then(|| self.dir.path().join("data").join("ferry.db"))
+    }
+
     fn log(&self) -> PathBuf {
         self.dir.path().join("ferry.log")
     }
