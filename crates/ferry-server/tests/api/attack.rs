@@ -234,18 +234,9 @@ async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() 
     ];
     for token in &forged {
         for (method, path, body, _) in attempts("team", cursor) {
-            let mut req = Request::builder()
-                .method(method.clone())
-                .uri(&path)
-                .header(header::AUTHORIZATION, format!("Bearer {token}"));
-            let body = match body {
-                Some(v) => {
-                    req = req.header(header::CONTENT_TYPE, "application/json");
-                    Body::from(serde_json::to_vec(&v).unwrap())
-                }
-                None => Body::empty(),
-            };
-            let r = api.send(req.body(body).unwrap()).await;
+            let r = api
+                .call_with_token(method.clone(), &path, Some(token), body)
+                .await;
             assert_eq!(
                 r.status,
                 StatusCode::UNAUTHORIZED,

@@ -134,12 +134,22 @@ impl Api {
         user: Option<&str>,
         body: Option<Value>,
     ) -> Reply {
+        let token = user.map(|u| self.token(u));
+        self.call_with_token(method, path, token.as_deref(), body)
+            .await
+    }
+
+    /// A request with `token` as the bearer token, whatever issued it.
+    pub async fn call_with_token(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+    ) -> Reply {
         let mut req = Request::builder().method(method).uri(path);
-        if let Some(user) = user {
-            req = req.header(
-                header::AUTHORIZATION,
-                format!("Bearer {}", self.token(user)),
-            );
+        if let Some(token) = token {
+            req = req.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
         let body = match body {
             Some(v) => {
@@ -153,11 +163,8 @@ impl Api {
 
     /// `GET path` with `token` as the bearer token, whatever issued it.
     pub async fn get_with_token(&self, path: &str, token: &str) -> Reply {
-        let req = Request::get(path)
-            .header(header::AUTHORIZATION, format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
-        self.send(req).await
+        self.call_with_token(Method::GET, path, Some(token), None)
+            .await
     }
 
     pub async fn get(&self, path: &str, user: &str) -> Reply {
