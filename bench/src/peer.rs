@@ -82,8 +82,12 @@ fn pin_self(cpu: usize) -> anyhow::Result<()> {
 }
 
 /// One client's replica and a task counting the records it holds; resolves
-/// when it holds `want`.
-fn holds(replica: &Replica, space: &SpaceId, want: usize) -> tokio::task::JoinHandle<Instant> {
+/// when it holds `want` (`None` if its feed ended first).
+fn holds(
+    replica: &Replica,
+    space: &SpaceId,
+    want: usize,
+) -> tokio::task::JoinHandle<Option<Instant>> {
     let mut feed = replica.subscribe();
     let (replica, space) = (replica.clone(), space.clone());
     tokio::spawn(async move {
@@ -105,10 +109,10 @@ fn holds(replica: &Replica, space: &SpaceId, want: usize) -> tokio::task::JoinHa
                         ids.extend(records.into_iter().map(|r| r.id.to_string()));
                     }
                 }
-                Err(RecvError::Closed) => return Instant::now(),
+                Err(RecvError::Closed) => return None,
             }
             if ids.len() >= want {
-                return Instant::now();
+                return Some(Instant::now());
             }
         }
     })
@@ -175,7 +179,8 @@ async fn ferry_run(args: &PeerArgs, pin: Option<(usize, usize)>) -> anyhow::Resu
     for (_, syncer, done) in clients {
         let at = tokio::time::timeout(deadline, done)
             .await
-            .context("a Ferry client never held every record")??;
+            .context("a Ferry client never held every record")??
+            .context("a Ferry client's change feed ended")?;
         all = all.max(at);
         syncer.stop().await;
     }
