@@ -14,7 +14,7 @@
 //! - fan-out: every subscriber sending a `ping` and getting its `pong`,
 //!   one message through each connection like the fan-out itself.
 
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, Stdio};
 use std::sync::{Arc, Mutex};
@@ -224,7 +224,7 @@ async fn latency_run(
         Some(signal) => signal["cursor"].as_u64().context("no cursor")?,
         None => 0,
     };
-    let heard: Arc<Mutex<HashMap<u64, Instant>>> = Arc::default();
+    let heard: Arc<Mutex<BTreeMap<u64, Instant>>> = Arc::default();
     let sink = heard.clone();
     let reader = tokio::spawn(async move {
         loop {
@@ -248,12 +248,36 @@ async fn latency_run(
     let mut signal = Vec::new();
     let mut round_trip = Vec::new();
     for (cursor, at, rt) in sent {
-        let arrived = workload::arrival(&heard, &cursor, deadline).await?;
+        let arrived = covered(&heard, cursor, deadline).await?;
         signal.push(arrived.saturating_duration_since(at));
         round_trip.push(rt);
     }
     reader.abort();
     Ok((signal, round_trip))
+}
+
+/// When the listener first heard of `cursor`: its own signal, or a later
+/// one that replaced it (a connection sends only the newest cursor of a
+/// space when signals come faster than it writes them), polling until
+/// `deadline`.
+async fn covered(
+    heard: &Mutex<BTreeMap<u64, Instant>>,
+    cursor: u64,
+    deadline: Instant,
+) -> anyhow::Result<Instant> {
+    loop {
+        let first = heard
+            .lock()
+            .map_err(|_| anyhow::anyhow!("poisoned"))?
+            .range(cursor..)
+            .map(|(_, at)| *at)
+            .min();
+        match first {
+            Some(at) => return Ok(at),
+            None if Instant::now() > deadline => bail!("cursor {cursor} was never announced"),
+            None => tokio::time::sleep(Duration::from_millis(2)).await,
+        }
+    }
 }
 
 /// Opens `n` subscribers of `space` on `node`, 200 at a time.

@@ -8,7 +8,7 @@
 //! replica's cursor ever went backwards.
 //!
 //! `FERRY_SIM_SEED` (default 1) is the first seed and `FERRY_SIM_SEEDS`
-//! (default 20) how many to run; a failure names its seed. Clients act one
+//! (default 200) how many to run; a failure names its seed. Clients act one
 //! at a time in the order the seed says, so a seed's operations and faults
 //! are the same on every run.
 
@@ -316,7 +316,7 @@ async fn seeded_faults_leave_every_replica_equal_to_the_server() {
     let seeds = std::env::var("FERRY_SIM_SEEDS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(20u64);
+        .unwrap_or(200u64);
     let mut total = Faults::default();
     for seed in first..first + seeds {
         let f = one_seed(seed).await;
