@@ -153,6 +153,18 @@ impl Data {
         })
     }
 
+    /// The servers of a run: one on SQLite; two on PostgreSQL (A, and B
+    /// to write through), so that signals cross `LISTEN/NOTIFY`.
+    pub(crate) fn nodes(&self) -> anyhow::Result<(Node, Option<Node>)> {
+        let url = self.url();
+        let a = Node::start(&url)?;
+        let b = match self {
+            Data::Sqlite(_) => None,
+            Data::Postgres(_) => Some(Node::start(&url)?),
+        };
+        Ok((a, b))
+    }
+
     pub(crate) fn url(&self) -> String {
         match self {
             Data::Sqlite(dir) => format!("sqlite://{}", dir.path().join("ferry.db").display()),
@@ -343,12 +355,7 @@ async fn all_receive(
 
 pub async fn run(args: RealtimeArgs) -> anyhow::Result<()> {
     let data = Data::new(args.backend).await?;
-    let url = data.url();
-    let a = Node::start(&url)?;
-    let b = match args.backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(Node::start(&url)?),
-    };
+    let (a, b) = data.nodes()?;
     let writer = b.as_ref().unwrap_or(&a);
     let http = reqwest::Client::new();
     create_space(&http, writer, "latency").await?;

@@ -147,12 +147,7 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 
 pub async fn run(args: VisibleArgs) -> anyhow::Result<()> {
     let data = Data::new(args.backend).await?;
-    let url = data.url();
-    let a = Node::start(&url)?;
-    let b = match args.backend {
-        Backend::Sqlite => None,
-        Backend::Postgres => Some(Node::start(&url)?),
-    };
+    let (a, b) = data.nodes()?;
     let writer = b.as_ref().unwrap_or(&a);
     let http = reqwest::Client::new();
     // A space per run: each run's fresh reader starts on an empty space.
