@@ -52,7 +52,8 @@ pub use error::{Error, Result};
 pub use query::{Op, Order, Query};
 pub use remote::{Credentials, Remote, Token};
 pub use replica::{
-    Changed, Durability, LocalRecord, Replica, ReplicaConfig, Resolution, Source, StoredConflict,
+    Changed, Clock, Durability, LocalRecord, Replica, ReplicaConfig, Resolution, Source,
+    StoredConflict,
 };
 pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};

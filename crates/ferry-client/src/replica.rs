@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use ferry_core::local::{LocalWrite, local_write};
 use ferry_core::{
-    ClientId, Collection, Conflict, ConflictKind, Fields, Hlc, RecordId, RecordState, SpaceId,
+    Change, ClientId, Collection, Conflict, ConflictKind, Fields, Hlc, RecordId, RecordState,
+    SpaceId,
 };
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -67,6 +68,43 @@ pub enum Durability {
     PowerLoss,
 }
 
+/// Where the replica reads the time for its hybrid logical clock: the
+/// system clock, unless an app or a test brings its own (a simulation that
+/// skews and jumps clocks, say). The HLC never goes backwards whatever
+/// this reads (PROTOCOL.md section 1).
+#[derive(Clone, Default)]
+pub struct Clock(Option<Arc<dyn Fn() -> u64 + Send + Sync>>);
+
+impl Clock {
+    /// The system clock.
+    pub fn system() -> Clock {
+        Clock(None)
+    }
+
+    /// A clock reading milliseconds since the Unix epoch from `now`.
+    pub fn from_fn(now: impl Fn() -> u64 + Send + Sync + 'static) -> Clock {
+        Clock(Some(Arc::new(now)))
+    }
+
+    /// Milliseconds since the Unix epoch, by this clock.
+    pub fn now_ms(&self) -> u64 {
+        match &self.0 {
+            Some(now) => now(),
+            None => now_ms(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Clock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(if self.0.is_some() {
+            "Clock(custom)"
+        } else {
+            "Clock(system)"
+        })
+    }
+}
+
 /// How the replica behaves; the defaults suit most apps.
 #[derive(Debug, Clone)]
 pub struct ReplicaConfig {
@@ -75,6 +113,11 @@ pub struct ReplicaConfig {
     pub busy_timeout: Duration,
     /// What a write survives.
     pub durability: Durability,
+    /// The client id a new replica file takes (PROTOCOL.md section 1's
+    /// syntax); `None` draws a random one. A file that has one keeps it.
+    pub client_id: Option<ClientId>,
+    /// Where the HLC reads the time.
+    pub clock: Clock,
 }
 
 impl Default for ReplicaConfig {
@@ -82,6 +125,8 @@ impl Default for ReplicaConfig {
         ReplicaConfig {
             busy_timeout: Duration::from_secs(5),
             durability: Durability::default(),
+            client_id: None,
+            clock: Clock::system(),
         }
     }
 }
@@ -99,6 +144,7 @@ struct Inner {
     /// One connection: SQLite serializes writes anyway, and every call is
     /// short. A std mutex, since no call holds it across an `.await`.
     conn: Mutex<Connection>,
+    clock: Clock,
     changes: broadcast::Sender<Changed>,
     checkpoints: Checkpoints,
 }
@@ -221,7 +267,8 @@ pub(crate) fn read_state(
     })
 }
 
-/// Stores a record's state.
+/// Stores a record's state as a local write leaves it: whether the server
+/// has had the record, and whether a resync met it, stay as they were.
 pub(crate) fn write_state(
     tx: &Connection,
     space: &SpaceId,
@@ -231,10 +278,10 @@ pub(crate) fn write_state(
 ) -> Result<()> {
     let fields = serde_json::to_string(&state.fields).map_err(|e| corrupt("fields", e))?;
     tx.prepare_cached(
-        "INSERT INTO records (space, collection, id, fields, deleted, seen)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1)
+        "INSERT INTO records (space, collection, id, fields, deleted, seen, remote)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0)
          ON CONFLICT (space, collection, id) DO UPDATE
-         SET fields = excluded.fields, deleted = excluded.deleted, seen = 1",
+         SET fields = excluded.fields, deleted = excluded.deleted",
     )?
     .execute(params![
         space.as_str(),
@@ -296,7 +343,10 @@ impl Replica {
         let client_id = match meta(&tx, "client_id")? {
             Some(id) => ClientId::new(id).map_err(|e| corrupt("client id", e))?,
             None => {
-                let id = ClientId::new(format!("c_{}", random_hex(12)?))?;
+                let id = match config.client_id {
+                    Some(id) => id,
+                    None => ClientId::new(format!("c_{}", random_hex(12)?))?,
+                };
                 set_meta(&tx, "client_id", id.as_str())?;
                 id
             }
@@ -309,6 +359,7 @@ impl Replica {
                 path,
                 client_id,
                 conn: Mutex::new(conn),
+                clock: config.clock,
                 changes,
                 checkpoints,
             }),
@@ -339,6 +390,17 @@ impl Replica {
     /// This replica's client id, in every change it sends.
     pub fn client_id(&self) -> &ClientId {
         &self.inner.client_id
+    }
+
+    /// The replica's hybrid logical clock as it stands: at or after every
+    /// HLC it wrote or heard from the server.
+    pub fn hlc(&self) -> Result<Hlc> {
+        stored_hlc(&self.conn(), self.client_id())
+    }
+
+    /// Milliseconds since the Unix epoch, by the replica's clock.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -378,7 +440,7 @@ impl Replica {
         {
             let mut conn = self.conn();
             let tx = immediate(&mut conn)?;
-            let hlc = stored_hlc(&tx, self.client_id())?.tick(now_ms());
+            let hlc = stored_hlc(&tx, self.client_id())?.tick(self.now_ms());
             set_meta(&tx, "hlc", &hlc.to_string())?;
             let state = read_state(&tx, space, collection, id)?;
             let done = local_write(state, collection, id, write, &hlc)
@@ -491,6 +553,17 @@ impl Replica {
             .conn()
             .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
         Ok(n.max(0) as u64)
+    }
+
+    /// The local changes of `space` not yet acknowledged by the server,
+    /// oldest first, as they will be sent.
+    pub fn pending_changes(&self, space: &SpaceId) -> Result<Vec<Change>> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT change FROM outbox WHERE space = ?1 ORDER BY n")?;
+        let rows = stmt.query_map([space.as_str()], |r| r.get::<_, String>(0))?;
+        rows.map(|text| serde_json::from_str(&text?).map_err(|e| corrupt("outbox change", e)))
+            .collect()
     }
 
     /// The spaces this replica holds (written to or synced).

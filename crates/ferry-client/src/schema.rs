@@ -3,11 +3,13 @@
 //! - `meta`: the replica's client id and HLC (the HLC is read and written
 //!   inside every local write's transaction, so it never goes backwards,
 //!   across restarts and across processes sharing the file).
-//! - `spaces`: per space, the cursor of the last pull stored, and whether a
-//!   full resync (after `410 cursor_expired`) is under way.
+//! - `spaces`: per space, the cursor of the last pull stored, and where a
+//!   full resync (after `410 cursor_expired`) stands: 0 none, 1 pulling the
+//!   space from 0, 2 sending the batch stamped before it began.
 //! - `records`: each record's fields as `{name: {value, hlc}}` JSON and its
 //!   tombstone, exactly as the server keeps them. `seen` marks records met
-//!   by a full resync; those left unmarked at its end are gone.
+//!   by a full resync; those left unmarked at its end are gone. `remote`
+//!   marks records the server has had.
 //! - `outbox`: local changes not yet acknowledged, in order; `batch` is set
 //!   when a change is first sent and kept until the server acknowledges
 //!   it, so a retry sends the same batch id and nothing applies twice.
@@ -64,6 +66,17 @@ CREATE TABLE rejected (
     message TEXT NOT NULL,
     at      INTEGER NOT NULL
 );
+"#,
+    // `remote`: the server has had this record (it was pulled, or a batch
+    // writing it was acknowledged). A resync tells a record deleted on the
+    // server and compacted since (remote, and gone) from one only this
+    // replica has made (not remote). A record with no pending change was
+    // acknowledged or pulled; one with pending changes may never have left.
+    r#"
+ALTER TABLE records ADD COLUMN remote INTEGER NOT NULL DEFAULT 0;
+UPDATE records SET remote = 1 WHERE NOT EXISTS (
+    SELECT 1 FROM outbox o WHERE o.space = records.space
+      AND o.collection = records.collection AND o.id = records.id);
 "#,
 ];
 

@@ -15,18 +15,21 @@
 //!    never gets ahead of the records stored.
 //!
 //! On `410 cursor_expired` the space is pulled again from 0 (PROTOCOL.md
-//! §4); local records the server no longer has are dropped at the end,
-//! unless local changes to them are pending.
+//! §4) before anything is sent; at the end, records the server had and no
+//! longer has were deleted there, and go with their pending changes (the
+//! delete wins); records it never had stay while changes to them are
+//! pending (see `advance_resync`).
 
 use ferry_core::protocol::{BatchId, SyncRequest, SyncResponse};
-use ferry_core::{Change, Collection, Hlc, RecordId, RecordState, SpaceId, merge_states};
+use ferry_core::{
+    Change, Collection, Conflict, ConflictKind, Hlc, RecordId, RecordState, SpaceId, merge_states,
+};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
 use crate::remote::Remote;
 use crate::replica::{
-    Changed, Replica, Source, corrupt, now_ms, random_hex, read_state, set_meta, stored_hlc,
-    write_state,
+    Changed, Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc, write_state,
 };
 use crate::session::is_local;
 
@@ -109,6 +112,10 @@ impl Replica {
     pub fn next_batch(&self, space: &SpaceId) -> Result<Option<Outgoing>> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let stage = resync_stage(&tx, space)?;
+        if stage == Resync::Pulling {
+            return Ok(None);
+        }
         let stamped: Option<String> = tx
             .query_row(
                 "SELECT batch FROM outbox WHERE space = ?1 AND batch IS NOT NULL ORDER BY n LIMIT 1",
@@ -118,6 +125,8 @@ impl Replica {
             .optional()?;
         let batch = match stamped {
             Some(batch) => batch,
+            // A resync sends the batch stamped before it, nothing newer.
+            None if stage == Resync::Sending => return Ok(None),
             None => {
                 let batch = format!("b{}", random_hex(12)?);
                 let stamped = tx.execute(
@@ -156,12 +165,30 @@ impl Replica {
         batch: Option<&BatchId>,
         answer: Answer,
     ) -> Result<SyncReport> {
+        Ok(self.store(space, batch, answer)?.0)
+    }
+
+    /// [`Self::store_answer`], also telling whether changes of `space`
+    /// still wait to be sent.
+    fn store(
+        &self,
+        space: &SpaceId,
+        batch: Option<&BatchId>,
+        answer: Answer,
+    ) -> Result<(SyncReport, bool)> {
         let mut report = SyncReport::default();
         let mut changed = Vec::with_capacity(answer.changes.len());
+        let pending;
         {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(batch) = batch {
+                tx.execute(
+                    "UPDATE records SET remote = 1 WHERE space = ?1 AND EXISTS (
+                         SELECT 1 FROM outbox o WHERE o.space = records.space AND o.batch = ?2
+                           AND o.collection = records.collection AND o.id = records.id)",
+                    [space.as_str(), batch.as_str()],
+                )?;
                 report.pushed = tx.execute(
                     "DELETE FROM outbox WHERE space = ?1 AND batch = ?2",
                     [space.as_str(), batch.as_str()],
@@ -171,26 +198,31 @@ impl Replica {
                 let text = serde_json::to_string(conflict).map_err(|e| corrupt("conflict", e))?;
                 tx.execute(
                     "INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)",
-                    params![space.as_str(), text, now_ms() as i64],
+                    params![space.as_str(), text, self.now_ms() as i64],
                 )?;
                 report.conflicts += 1;
             }
             for record in answer.changes {
-                merge_pulled(&tx, space, &record)?;
+                if merge_pulled(&tx, space, &record, self.now_ms())? {
+                    report.conflicts += 1;
+                }
                 changed.push((record.collection, record.id));
                 report.pulled += 1;
             }
-            let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, now_ms());
+            let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, self.now_ms());
             set_meta(&tx, "hlc", &hlc.to_string())?;
             tx.execute(
                 "INSERT INTO spaces (space, cursor, synced_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (space) DO UPDATE SET cursor = excluded.cursor,
                                                    synced_at = excluded.synced_at",
-                params![space.as_str(), answer.cursor as i64, now_ms() as i64],
+                params![space.as_str(), answer.cursor as i64, self.now_ms() as i64],
             )?;
             if !answer.has_more {
-                report.resynced = finish_resync(&tx, space, &mut changed)?;
+                advance_resync(&tx, space, &mut changed, &mut report, self.now_ms())?;
             }
+            pending = tx
+                .prepare_cached("SELECT 1 FROM outbox WHERE space = ?1 LIMIT 1")?
+                .exists([space.as_str()])?;
             tx.commit()?;
         }
         self.wrote(u32::try_from(changed.len()).unwrap_or(u32::MAX).max(1));
@@ -202,7 +234,7 @@ impl Replica {
                 source: Source::Remote,
             });
         }
-        Ok(report)
+        Ok((report, pending))
     }
 
     /// Moves the changes of `batch`, which the server refused with `error`,
@@ -232,7 +264,7 @@ impl Replica {
                 tx.execute(
                     "INSERT INTO rejected (space, change, code, message, at)
                      VALUES (?1, ?2, ?3, ?4, ?5)",
-                    params![space.as_str(), change, code, message, now_ms() as i64],
+                    params![space.as_str(), change, code, message, self.now_ms() as i64],
                 )?;
                 let restored = tx.execute(
                     "DELETE FROM records AS r WHERE space = ?1 AND collection = ?2 AND id = ?3
@@ -324,12 +356,14 @@ impl Replica {
 }
 
 /// Folds a pulled record into the local one; a record new to the replica
-/// is stored as the server sent it.
+/// is stored as the server sent it. A pulled tombstone drops the pending
+/// changes to its record; whether it did.
 fn merge_pulled(
     tx: &rusqlite::Transaction<'_>,
     space: &SpaceId,
     record: &PulledRecord,
-) -> Result<()> {
+    now_ms: u64,
+) -> Result<bool> {
     let known: bool = tx
         .prepare_cached("SELECT 1 FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3")?
         .exists([
@@ -339,8 +373,8 @@ fn merge_pulled(
         ])?;
     if !known {
         tx.prepare_cached(
-            "INSERT INTO records (space, collection, id, fields, deleted, seen)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1)",
+            "INSERT INTO records (space, collection, id, fields, deleted, seen, remote)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)",
         )?
         .execute(params![
             space.as_str(),
@@ -349,7 +383,7 @@ fn merge_pulled(
             record.fields.get(),
             record.deleted.as_ref().map(Hlc::to_string),
         ])?;
-        return Ok(());
+        return Ok(false);
     }
     let theirs = RecordState {
         fields: serde_json::from_str(record.fields.get()).map_err(|e| Error::Server {
@@ -367,25 +401,126 @@ fn merge_pulled(
         &record.collection,
         &record.id,
         &merge_states(local, &theirs),
-    )
+    )?;
+    tx.prepare_cached(
+        "UPDATE records SET seen = 1, remote = 1 WHERE space = ?1 AND collection = ?2 AND id = ?3",
+    )?
+    .execute([
+        space.as_str(),
+        record.collection.as_str(),
+        record.id.as_str(),
+    ])?;
+    if record.deleted.is_none() {
+        return Ok(false);
+    }
+    drop_pending(tx, space, &record.collection, &record.id, now_ms)
 }
 
-/// Ends a full resync of `space`, if one is under way: drops the records
-/// the server no longer has (unless local changes to them are pending).
-fn finish_resync(
+/// Drops the pending local changes to a record deleted on the server, and
+/// reports them lost as one `record_deleted` conflict; whether there were
+/// any. A replica never sends a change to a record it knows deleted: the
+/// server may have compacted the tombstone since, and the change would
+/// bring the record back. (A change already stamped into a batch may go
+/// too: the server applied that batch whole or not at all, and a batch sent
+/// again under its id is answered from its record if applied.)
+fn drop_pending(
+    tx: &rusqlite::Transaction<'_>,
+    space: &SpaceId,
+    collection: &Collection,
+    id: &RecordId,
+    now_ms: u64,
+) -> Result<bool> {
+    let dropped = tx
+        .prepare_cached("DELETE FROM outbox WHERE space = ?1 AND collection = ?2 AND id = ?3")?
+        .execute([space.as_str(), collection.as_str(), id.as_str()])?;
+    if dropped == 0 {
+        return Ok(false);
+    }
+    let conflict = Conflict {
+        collection: collection.clone(),
+        id: id.clone(),
+        field: None,
+        kind: ConflictKind::RecordDeleted,
+        yours: None,
+        winner: None,
+    };
+    let text = serde_json::to_string(&conflict).map_err(|e| corrupt("conflict", e))?;
+    tx.prepare_cached("INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)")?
+        .execute(params![space.as_str(), text, now_ms as i64])?;
+    Ok(true)
+}
+
+/// Where a full resync of a space stands (`spaces.resync`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Resync {
+    /// None under way.
+    None,
+    /// Pulling the space from 0; nothing is sent meanwhile, so that no
+    /// local change reaches the server before the replica knows which of
+    /// its records the server deleted.
+    Pulling,
+    /// Pulled; sending the batch stamped before the resync began (under
+    /// its id: the server may have applied it already).
+    Sending,
+}
+
+fn resync_stage(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<Resync> {
+    let stage: Option<i64> = tx
+        .prepare_cached("SELECT resync FROM spaces WHERE space = ?1")?
+        .query_row([space.as_str()], |r| r.get(0))
+        .optional()?;
+    Ok(match stage {
+        Some(1) => Resync::Pulling,
+        Some(2) => Resync::Sending,
+        _ => Resync::None,
+    })
+}
+
+/// Moves a full resync of `space` on, once a pull reached the head.
+///
+/// A record the server has had (`remote`) and did not send again was
+/// deleted there and its tombstone compacted: the delete wins, so the
+/// record and any pending local changes to it are dropped, each dropped
+/// record reported as a `record_deleted` conflict. Then the batch stamped
+/// before the resync, if any, is sent; once it is acknowledged, records
+/// the server still lacks and no pending change needs are dropped, and the
+/// resync ends. (Were local changes sent before the pull ended, a change to
+/// a record deleted and compacted meanwhile would bring it back.)
+fn advance_resync(
     tx: &rusqlite::Transaction<'_>,
     space: &SpaceId,
     changed: &mut Vec<(Collection, RecordId)>,
-) -> Result<bool> {
-    let resync: Option<i64> = tx
-        .query_row(
-            "SELECT resync FROM spaces WHERE space = ?1",
+    report: &mut SyncReport,
+    now_ms: u64,
+) -> Result<()> {
+    if resync_stage(tx, space)? == Resync::None {
+        return Ok(());
+    }
+    let deleted: Vec<(String, String)> = {
+        let mut stmt = tx.prepare(
+            "DELETE FROM records WHERE space = ?1 AND seen = 0 AND remote = 1
+             RETURNING collection, id",
+        )?;
+        let rows = stmt.query_map([space.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    for (collection, id) in deleted {
+        let collection = Collection::new(collection).map_err(|e| corrupt("collection", e))?;
+        let id = RecordId::new(id).map_err(|e| corrupt("record id", e))?;
+        if drop_pending(tx, space, &collection, &id, now_ms)? {
+            report.conflicts += 1;
+        }
+        changed.push((collection, id));
+    }
+    let stamped = tx
+        .prepare_cached("SELECT 1 FROM outbox WHERE space = ?1 AND batch IS NOT NULL LIMIT 1")?
+        .exists([space.as_str()])?;
+    if stamped {
+        tx.execute(
+            "UPDATE spaces SET resync = 2 WHERE space = ?1",
             [space.as_str()],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if resync != Some(1) {
-        return Ok(false);
+        )?;
+        return Ok(());
     }
     {
         let mut stmt = tx.prepare(
@@ -413,7 +548,8 @@ fn finish_resync(
         "UPDATE spaces SET resync = 0 WHERE space = ?1",
         [space.as_str()],
     )?;
-    Ok(true)
+    report.resynced = true;
+    Ok(())
 }
 
 /// Syncs `space` once: pushes every pending change and pulls until the
@@ -504,10 +640,10 @@ pub async fn sync_space_with(
         if has_more {
             prefetch = Some(Prefetch::start(replica, remote, space, answer.cursor));
         }
-        let report = blocking(replica, {
+        let (report, pending) = blocking(replica, {
             let space = space.clone();
             let batch = outgoing.map(|o| o.batch_id);
-            move |r| r.store_answer(&space, batch.as_ref(), answer)
+            move |r| r.store(&space, batch.as_ref(), answer)
         })
         .await?;
         total.pushed += report.pushed;
@@ -516,12 +652,6 @@ pub async fn sync_space_with(
         total.resynced |= report.resynced;
         total.rejected += report.rejected;
         progress(&total);
-        let pending = report.pushed > 0
-            && blocking(replica, {
-                let space = space.clone();
-                move |r| r.has_pending(&space)
-            })
-            .await?;
         if !has_more && !pending {
             return Ok(total);
         }

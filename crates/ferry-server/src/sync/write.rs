@@ -5,7 +5,6 @@
 use ferry_core::{Change, SpaceId};
 use serde_json::json;
 
-use crate::clock::wall_ms;
 use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::{Batch, PushOutcome};
@@ -13,7 +12,10 @@ use crate::store::{Batch, PushOutcome};
 /// `422 clock_skew` when a change's HLC is further ahead of the server's wall
 /// clock than allowed; names the first offending change.
 pub fn check_clock_skew(state: &AppState, changes: &[Change]) -> Result<(), ApiError> {
-    let limit = wall_ms().saturating_add(state.settings.max_clock_skew_ms);
+    let limit = state
+        .clock
+        .now_ms()
+        .saturating_add(state.settings.max_clock_skew_ms);
     for (index, change) in changes.iter().enumerate() {
         if let Some(hlc) = change.max_hlc().filter(|h| h.physical() > limit) {
             return Err(ApiError::clock_skew(format!(

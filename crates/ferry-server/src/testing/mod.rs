@@ -133,6 +133,21 @@ pub enum Guard {
     Postgres(TestDatabase),
 }
 
+impl Guard {
+    /// Another store on the same database, as a server restarted on it
+    /// opens (whatever the first store left unfinished is gone with it).
+    pub async fn reopen(&self) -> Arc<dyn Store> {
+        match self {
+            Guard::Sqlite(dir) => Arc::new(
+                SqliteStore::open(dir.path().join("ferry.db"))
+                    .await
+                    .unwrap_or_else(|e| panic!("cannot open SQLite again: {e}")),
+            ),
+            Guard::Postgres(db) => db.store().await,
+        }
+    }
+}
+
 /// A fresh store on the backend [`backend`] names.
 pub async fn fresh_store() -> (Arc<dyn Store>, Guard) {
     match backend() {

@@ -306,6 +306,16 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
         vec![delete("gone", hlc(2, "a"))],
     )
     .await;
+    // Batch "2" is client a's newest by the server's clock.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    push(
+        store.as_ref(),
+        &s,
+        "b",
+        "1",
+        vec![upsert("other", "x", json!(1), hlc(3, "b"))],
+    )
+    .await;
     // A cutoff in the past removes nothing.
     let none = store.compact(0).await.unwrap();
     assert_eq!(none, crate::store::CompactReport::default());
@@ -315,7 +325,12 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
     assert_eq!(report.spaces[0].space, s);
     assert_eq!(report.spaces[0].tombstones, 1);
     assert_eq!(report.spaces[0].horizon, 3);
-    assert_eq!(report.batches, 2);
+    // Each client's newest batch stays: a's "2" and b's "1".
+    assert_eq!(report.batches, 1);
+    let mut again = batch("a", "2", vec![delete("gone", hlc(2, "a"))]);
+    again.cursor = Some(4);
+    let replay = store.push(&s, again).await.unwrap();
+    assert!(replay.replayed, "client a's newest batch was forgotten");
 
     // Below the horizon: expired. At it, or starting over from 0: served.
     assert!(matches!(
@@ -334,9 +349,9 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
     ));
     let fresh = store.pull(&s, all(0)).await.unwrap();
     let ids: Vec<_> = fresh.records.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, ["kept"]);
-    assert_eq!(fresh.cursor, 3);
-    assert!(store.pull(&s, all(3)).await.unwrap().records.is_empty());
+    assert_eq!(ids, ["kept", "other"]);
+    assert_eq!(fresh.cursor, 4);
+    assert!(store.pull(&s, all(4)).await.unwrap().records.is_empty());
 
     // Live records and recent tombstones stay; compacting again is a no-op.
     push(
@@ -349,5 +364,5 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
     .await;
     let again = store.compact(0).await.unwrap();
     assert!(again.spaces.is_empty());
-    assert_eq!(records(store.as_ref(), &s).await.len(), 1);
+    assert_eq!(records(store.as_ref(), &s).await.len(), 2);
 }
