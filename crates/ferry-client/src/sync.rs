@@ -116,6 +116,14 @@ impl Replica {
         if stage == Resync::Pulling {
             return Ok(None);
         }
+        if stage == Resync::None && first_sync_with_changes(&tx, space)? {
+            // Pull the space before sending anything, as after a `410`: a
+            // batch of this replica may have reached the server unanswered
+            // and its records been deleted and compacted there since.
+            mark_unseen(&tx, space)?;
+            tx.commit()?;
+            return Ok(None);
+        }
         let stamped: Option<String> = tx
             .query_row(
                 "SELECT batch FROM outbox WHERE space = ?1 AND batch IS NOT NULL ORDER BY n LIMIT 1",
@@ -337,19 +345,11 @@ impl Replica {
 
     /// Starts pulling `space` again from 0, after `410 cursor_expired`:
     /// every local record is marked unseen, and those still unseen when the
-    /// pull ends are dropped.
+    /// pull ends are dropped (see `advance_resync`).
     pub fn begin_resync(&self, space: &SpaceId) -> Result<()> {
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.execute(
-            "UPDATE records SET seen = 0 WHERE space = ?1",
-            [space.as_str()],
-        )?;
-        tx.execute(
-            "INSERT INTO spaces (space, cursor, resync) VALUES (?1, 0, 1)
-             ON CONFLICT (space) DO UPDATE SET cursor = 0, resync = 1",
-            [space.as_str()],
-        )?;
+        mark_unseen(&tx, space)?;
         tx.commit()?;
         Ok(())
     }
@@ -464,6 +464,30 @@ enum Resync {
     Sending,
 }
 
+/// Starts a full resync of `space` from 0: every local record unseen.
+fn mark_unseen(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<()> {
+    tx.execute(
+        "UPDATE records SET seen = 0 WHERE space = ?1",
+        [space.as_str()],
+    )?;
+    tx.execute(
+        "INSERT INTO spaces (space, cursor, resync) VALUES (?1, 0, 1)
+         ON CONFLICT (space) DO UPDATE SET cursor = 0, resync = 1",
+        [space.as_str()],
+    )?;
+    Ok(())
+}
+
+/// Whether no answer for `space` was ever stored while local changes wait.
+fn first_sync_with_changes(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<bool> {
+    Ok(tx
+        .prepare_cached(
+            "SELECT 1 FROM spaces s WHERE s.space = ?1 AND s.synced_at IS NULL
+               AND EXISTS (SELECT 1 FROM outbox o WHERE o.space = s.space)",
+        )?
+        .exists([space.as_str()])?)
+}
+
 fn resync_stage(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<Resync> {
     let stage: Option<i64> = tx
         .prepare_cached("SELECT resync FROM spaces WHERE space = ?1")?
@@ -541,7 +565,7 @@ fn advance_resync(
         }
     }
     tx.execute(
-        "UPDATE records SET seen = 1 WHERE space = ?1",
+        "UPDATE records SET seen = 1 WHERE space = ?1 AND seen = 0",
         [space.as_str()],
     )?;
     tx.execute(

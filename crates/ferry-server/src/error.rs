@@ -172,7 +172,8 @@ impl From<StoreError> for ApiError {
                 head,
             } => ApiError::cursor_expired(format!(
                 "cursor {cursor} cannot be served (the space keeps changes after {horizon} \
-                 and is at {head}); reset the cursor to 0 and pull everything"
+                 and is at {head}); reset the cursor to 0 and pull everything, sending no changes \
+                 until the pull is done"
             ))
             .with_details(json!({"cursor": cursor, "horizon": horizon, "head": head})),
             StoreError::Unavailable(cause) => {

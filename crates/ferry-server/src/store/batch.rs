@@ -162,9 +162,21 @@ impl BatchPlan {
 
 /// A cursor below the horizon may have missed compacted tombstones; one
 /// above the head comes from another database (restored, or replaced).
-/// A cursor of 0 is a client starting over, which is always served.
+/// A pull from 0 is a client starting over, which is always served.
 pub fn check_cursor(cursor: u64, horizon: u64, head: u64) -> Result<(), StoreError> {
-    if (cursor != 0 && cursor < horizon) || cursor > head {
+    if cursor == 0 {
+        return Ok(());
+    }
+    check_push_cursor(cursor, horizon, head)
+}
+
+/// The cursor of a push: no exception for 0. Changes sent from a cursor
+/// below the horizon were made without knowing of deletes the server has
+/// since forgotten (compacted), and could bring deleted records back; the
+/// client must pull the space from 0 first, sending nothing, and then send
+/// them from the cursor that pull ended at.
+pub fn check_push_cursor(cursor: u64, horizon: u64, head: u64) -> Result<(), StoreError> {
+    if cursor < horizon || cursor > head {
         return Err(StoreError::CursorExpired {
             cursor,
             horizon,

@@ -5,7 +5,7 @@ use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use crate::store::batch::{BatchPlan, Merged, check_cursor};
+use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
 use crate::store::stored::{corrupt, count};
 use crate::store::stored::{int, now_ms};
 use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
@@ -25,7 +25,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         count(row.try_get(2)?),
     );
     if let Some(cursor) = batch.cursor {
-        check_cursor(cursor, horizon, head)?;
+        check_push_cursor(cursor, horizon, head)?;
     }
 
     if let Some(batch_id) = &batch.batch_id {

@@ -9,7 +9,7 @@ use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
-use crate::store::batch::{BatchPlan, Merged, check_cursor};
+use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
 use crate::store::stored::corrupt;
 use crate::store::stored::{int, now_ms};
 use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
@@ -43,7 +43,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let (sid, head, horizon) = space_row(&tx, space)?;
     if let Some(cursor) = batch.cursor {
-        check_cursor(cursor, horizon, head)?;
+        check_push_cursor(cursor, horizon, head)?;
     }
 
     if let Some(batch_id) = &batch.batch_id {
