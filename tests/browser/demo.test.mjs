@@ -368,6 +368,9 @@ test("a browser offline past the tombstone horizon pulls everything again and dr
 
   await b.setOffline(true);
   await waitForStatus(pageB, "offline");
+  // B ticks Drop off while away; A deletes it. The delete wins, and B's
+  // edit must not bring Drop back once the tombstone is compacted.
+  await pageB.click("[data-testid=todo]:has-text('Drop') input[type=checkbox]");
   await pageA.click("[data-testid=todo]:has-text('Drop') .remove");
   await addTodo(pageA, "Added meanwhile");
   await waitForStatus(pageA, "idle", 0);
@@ -383,6 +386,13 @@ test("a browser offline past the tombstone horizon pulls everything again and dr
   assert.equal(await server.metric("ferry_http_requests_total", expired), 1);
   await waitForTitles(pageA, ["Added meanwhile", "Keep", "Written offline"]);
   await waitForStatus(pageB, "idle", 0);
+  // B is told its edit lost to the delete.
+  await eventually(
+    async () => assert.match(await pageB.textContent("#conflict-list"), /deleted on another device/),
+    "B's record_deleted conflict",
+  );
+  await pageA.reload();
+  await waitForTitles(pageA, ["Added meanwhile", "Keep", "Written offline"], "A's list after a reload");
   await a.close();
   await b.close();
 });

@@ -44,6 +44,14 @@ export interface StoredRecord extends RecordState {
   id: string;
   /** 0 while a full resync has not yet seen this record again. */
   seen: 0 | 1;
+  /**
+   * 1 once the server has had the record (pulled, or a batch writing it
+   * acknowledged). A resync tells a record deleted and compacted on the
+   * server (remote, and gone) from one made here (not remote). Absent on
+   * records stored before it existed: read as remote unless changes to
+   * the record are pending.
+   */
+  remote?: 0 | 1;
 }
 
 interface OutboxEntry {
@@ -59,7 +67,9 @@ interface OutboxEntry {
 interface SpaceEntry {
   space: string;
   cursor: number;
+  /** A full resync from 0 is under way: pulling, then (with `sending`) sending the batch stamped before it. */
   resync: boolean;
+  sending?: boolean;
   syncedAt: number | null;
 }
 
@@ -142,6 +152,8 @@ export interface Stored {
   conflicts: number;
   resynced: boolean;
   changed: Changed[];
+  /** Whether changes of the space still wait to be sent. */
+  pending: boolean;
 }
 
 export class Store {
@@ -231,6 +243,7 @@ export class Store {
         fields: done.state.fields,
         deleted: done.state.deleted,
         seen: rec?.seen ?? 1,
+        remote: rec?.remote ?? 0,
       };
       await Promise.all([
         tx.objectStore("meta").put(hlc, "hlc"),
@@ -351,24 +364,42 @@ export class Store {
    * acknowledged, else the oldest pending changes under a new id.
    */
   async nextBatch(space: string): Promise<{ batchId: string; changes: Change[] } | null> {
-    const tx = this.db.transaction("outbox", "readwrite");
+    const tx = this.db.transaction(["outbox", "spaces", "records"], "readwrite");
+    const outbox = tx.objectStore("outbox");
+    const entry = await tx.objectStore("spaces").get(space);
+    // A resync pulls the whole space before anything is sent, so that no
+    // change reaches the server before the replica knows which of its
+    // records the server deleted; then it sends only the batch stamped
+    // before it.
+    if (entry?.resync && !entry.sending) {
+      await tx.done;
+      return null;
+    }
     // A stamped batch is always the oldest changes of its space (changes
     // are stamped oldest first, and a batch leaves before the next is
     // stamped), so the oldest MAX_BATCH hold it whole.
-    const entries = await tx.store.index("space").getAll(space, MAX_BATCH);
+    const entries = await outbox.index("space").getAll(space, MAX_BATCH);
+    if (!entry?.resync && entry?.syncedAt === null && entries.length > 0) {
+      // A first sync with changes waiting pulls first, as after a 410: a
+      // batch of this replica may have reached the server unanswered and
+      // its records been deleted and compacted there since.
+      await startOver(tx.objectStore("records"), tx.objectStore("spaces"), space);
+      await tx.done;
+      return null;
+    }
     let stamped = entries.find((e) => e.batch !== undefined)?.batch;
     let batch: OutboxEntry[];
     if (stamped !== undefined) {
       batch = entries.filter((e) => e.batch === stamped);
     } else {
       batch = entries;
-      if (batch.length === 0) {
+      if (batch.length === 0 || entry?.sending) {
         await tx.done;
         return null;
       }
       stamped = `b${randomHex(12)}`;
       for (const e of batch) e.batch = stamped;
-      await Promise.all(batch.map((e) => tx.store.put(e)));
+      await Promise.all(batch.map((e) => outbox.put(e)));
     }
     await tx.done;
     batch.sort((a, b) => (a.n ?? 0) - (b.n ?? 0));
@@ -378,14 +409,20 @@ export class Store {
   /** Stores the server's answer to a sync of `space` that sent `batch`. */
   async storeAnswer(space: string, batch: string | null, answer: SyncAnswer): Promise<Stored> {
     const tx = this.db.transaction(["outbox", "conflicts", "records", "meta", "spaces"], "readwrite");
-    const out: Stored = { pushed: 0, pulled: 0, conflicts: 0, resynced: false, changed: [] };
+    const out: Stored = { pushed: 0, pulled: 0, conflicts: 0, resynced: false, changed: [], pending: false };
     try {
       await stillSignedIn(tx.objectStore("meta"), tx.objectStore("spaces"), space);
       const work: Promise<unknown>[] = [];
+      const outbox = tx.objectStore("outbox");
+      const conflicts = tx.objectStore("conflicts");
       if (batch !== null) {
-        const keys = await tx.objectStore("outbox").index("batch").getAllKeys(batch);
-        out.pushed = keys.length;
-        for (const k of keys) work.push(tx.objectStore("outbox").delete(k));
+        const acked = await outbox.index("batch").getAll(batch);
+        out.pushed = acked.length;
+        for (const e of acked) {
+          await outbox.delete(e.n as number);
+          const rec = await tx.objectStore("records").get([space, e.collection, e.id]);
+          if (rec && rec.remote !== 1) await tx.objectStore("records").put({ ...rec, remote: 1 });
+        }
       }
       const at = Date.now();
       for (const conflict of answer.conflicts) {
@@ -398,17 +435,33 @@ export class Store {
       this.known.set(space, existed * 2 > answer.changes.length);
       for (const r of answer.changes) out.changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
       out.pulled = answer.changes.length;
+      // A pulled delete drops the pending changes to its record: sent after
+      // the server compacted the tombstone, they would bring it back.
+      for (const r of answer.changes) {
+        if (r.deleted !== null && (await dropPending(outbox, conflicts, space, r.collection, r.id, at))) {
+          out.conflicts += 1;
+        }
+      }
       const hlc = core.hlcObserve(await this.clock(tx.objectStore("meta")), answer.hlc, Date.now());
       work.push(tx.objectStore("meta").put(hlc, "hlc"));
       const spaces = tx.objectStore("spaces");
       const entry = (await spaces.get(space)) ?? newSpace(space);
       if (!answer.has_more && entry.resync) {
-        out.resynced = true;
-        out.changed.push(...(await finishResync(tx.objectStore("records"), tx.objectStore("outbox"), space)));
-        entry.resync = false;
+        const records = tx.objectStore("records");
+        out.conflicts += await dropGone(records, outbox, conflicts, space, at, out.changed);
+        const stamped = (await outbox.index("space").getAll(space, MAX_BATCH)).some((e) => e.batch !== undefined);
+        if (stamped) {
+          entry.sending = true;
+        } else {
+          out.resynced = true;
+          out.changed.push(...(await finishResync(records, outbox, space)));
+          entry.resync = false;
+          entry.sending = false;
+        }
       }
       work.push(spaces.put({ ...entry, cursor: answer.cursor, syncedAt: at }));
       await Promise.all(work);
+      out.pending = (await outbox.index("space").count(space)) > 0;
       await tx.done;
     } catch (e) {
       abort(tx);
@@ -505,7 +558,7 @@ export class Store {
       for (const rec of await records.getAll(within(ANONYMOUS_SPACE))) {
         const mine = await records.get([personal, rec.collection, rec.id]);
         const state = mine ? core.mergeRecord(mine, rec) : { fields: rec.fields, deleted: rec.deleted };
-        await records.put({ ...state, space: personal, collection: rec.collection, id: rec.id, seen: mine?.seen ?? 1 });
+        await records.put({ ...state, space: personal, collection: rec.collection, id: rec.id, seen: mine?.seen ?? 1, remote: mine?.remote ?? 0 });
         await records.delete([ANONYMOUS_SPACE, rec.collection, rec.id]);
         changed.push({ space: ANONYMOUS_SPACE, collection: rec.collection, id: rec.id, source: "local" });
         changed.push({ space: personal, collection: rec.collection, id: rec.id, source: "local" });
@@ -644,7 +697,7 @@ function eachRecord(
 /** A pulled record folded into the local one; a new one is stored as sent. */
 function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRecord): StoredRecord {
   const state = local ? core.mergeRecord(local, r) : { fields: r.fields, deleted: r.deleted };
-  return { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted, seen: 1 };
+  return { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted, seen: 1, remote: 1 };
 }
 
 /** A space's entry before its first sync (or a resync from 0). */
@@ -668,6 +721,60 @@ async function startOver(records: Rw<"records">, spaces: Rw<"spaces">, space: st
 /** Whether local changes to the record at `key` wait in the outbox. */
 async function pendingFor(outbox: Rw<"outbox">, key: [string, string, string]): Promise<boolean> {
   return (await outbox.index("record").count(key)) > 0;
+}
+
+/**
+ * Drops the pending changes to a record deleted on the server, reported
+ * lost as one `record_deleted` conflict; whether there were any. (One in a
+ * stamped batch may go too: the server applied that batch whole or not at
+ * all, and answers it again from its record when sent again.)
+ */
+async function dropPending(
+  outbox: Rw<"outbox">,
+  conflicts: Rw<"conflicts">,
+  space: string,
+  collection: string,
+  id: string,
+  at: number,
+): Promise<boolean> {
+  const keys = await outbox.index("record").getAllKeys([space, collection, id]);
+  if (keys.length === 0) return false;
+  for (const k of keys) await outbox.delete(k);
+  const conflict = { collection, id, field: null, kind: "record_deleted", yours: null, winner: null };
+  await conflicts.add({ space, conflict, at } as StoredConflict);
+  return true;
+}
+
+/**
+ * At the end of a resync's pull: the records the server had and did not
+ * send again were deleted there and their tombstones compacted, so they go
+ * with their pending changes (the delete wins). Returns the conflicts made.
+ */
+async function dropGone(
+  records: Rw<"records">,
+  outbox: Rw<"outbox">,
+  conflicts: Rw<"conflicts">,
+  space: string,
+  at: number,
+  changed: Changed[],
+): Promise<number> {
+  let made = 0;
+  const gone: StoredRecord[] = [];
+  let cursor = await records.openCursor(within(space));
+  while (cursor) {
+    const r = cursor.value as StoredRecord;
+    if (r.seen === 0) {
+      const remote = r.remote ?? ((await pendingFor(outbox, [space, r.collection, r.id])) ? 0 : 1);
+      if (remote === 1) gone.push(r);
+    }
+    cursor = await cursor.continue();
+  }
+  for (const r of gone) {
+    await records.delete([space, r.collection, r.id]);
+    if (await dropPending(outbox, conflicts, space, r.collection, r.id, at)) made += 1;
+    changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
+  }
+  return made;
 }
 
 /** Drops the records a full resync did not see again, unless pending. */

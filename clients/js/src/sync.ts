@@ -8,7 +8,10 @@
 //    transaction.
 //
 // Loop until nothing is pending and the server has nothing more. A `410
-// cursor_expired` pulls the space again from 0; changes the server refuses
+// cursor_expired` pulls the space again from 0, sending nothing until the
+// pull is done (and so does a first sync with changes waiting); records the
+// server had and no longer has were deleted there, and go with their pending
+// changes. Changes the server refuses
 // for good (`403`, `422 invalid_change`, `413`) move to the rejected list so
 // that the outbox never jams.
 
@@ -66,7 +69,6 @@ export async function syncSpace(
     total.conflicts += stored.conflicts;
     total.resynced ||= stored.resynced;
     if (stored.changed.length) changed(stored.changed);
-    const pending = stored.pushed > 0 && (await store.hasPending(space));
-    if (!answer.has_more && !pending) return total;
+    if (!answer.has_more && !stored.pending) return total;
   }
 }
