@@ -1,7 +1,7 @@
 //! The client commands against a real `ferry serve`: two replicas on one
-//! machine converge, `watch` shows the other's writes live, and a sync
-//! killed with SIGKILL again and again loses nothing and applies nothing
-//! twice.
+//! machine converge, `watch` shows the other's writes live, and client
+//! processes and the server killed with SIGKILL at random moments lose
+//! nothing and apply nothing twice.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -203,77 +203,194 @@ async fn watch_shows_the_other_replica_s_writes_as_they_happen() {
     watch.wait().unwrap();
 }
 
-#[tokio::test]
-async fn a_sync_killed_again_and_again_loses_nothing_and_applies_nothing_twice() {
+fn env_number(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+fn integrity(file: &Path) -> String {
+    let conn = rusqlite::Connection::open(file).unwrap();
+    conn.query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .unwrap()
+}
+
+/// Real client processes (`ferry put`, `ferry sync`) killed with SIGKILL
+/// at seeded random moments, and from the second half on the server too,
+/// `FERRY_CLIENT_CRASH_ROUNDS` times (default 48; `FERRY_CLIENT_CRASH_SEED`
+/// picks the moments). A put that returned is a write the replica promised
+/// to keep. At the end: every such write is on the server, and so is every
+/// other write the replica holds (a put killed before its commit may be
+/// missing from both, never from one only); each record took exactly one
+/// seq and holds its one write (no batch applied twice moved it again); the
+/// outbox is empty; and the replica's and the server's database files pass
+/// `PRAGMA integrity_check`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_clients_and_the_server_at_random_moments_loses_nothing() {
+    use proptest::prelude::Rng;
+    use proptest::test_runner::{RngAlgorithm, TestRng};
+    use std::collections::BTreeSet;
+    let rounds = env_number("FERRY_CLIENT_CRASH_ROUNDS", 48);
+    let seed = env_number("FERRY_CLIENT_CRASH_SEED", 1);
+    let mut seed_bytes = [0u8; 32];
+    seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
+    let mut rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
     let db = Db::new().await;
-    let server = Server::start(&db);
+    let mut server = Server::start(&db);
+    let listen = server.url.trim_start_matches("http://").to_owned();
     let path = signed_in(&server, db.dir.path(), "r.db", "cy@example.com").await;
-    let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
-    let space = replica.personal_space().unwrap();
+    let space = Replica::open(&path, ReplicaConfig::default())
+        .unwrap()
+        .personal_space()
+        .unwrap();
     let notes = Collection::new("notes").unwrap();
-    let mut written = 0usize;
-    let mut write = |n: usize| {
-        for _ in 0..n {
-            let mut fields = Map::new();
-            fields.insert("n".into(), json!(written));
-            fields.insert("text".into(), json!(format!("note number {written}")));
-            let id = RecordId::new(format!("n{written:05}")).unwrap();
-            replica.put(&space, &notes, &id, fields).unwrap();
-            written += 1;
+    let (mut kept, mut maybe) = (BTreeSet::new(), BTreeSet::new());
+    let mut next = 0u64;
+    let (mut puts_killed, mut syncs_killed, mut servers_killed) = (0, 0, 0);
+    for round in 0..rounds {
+        let server_too = round >= rounds / 2 && rng.next_u64() % 2 == 0;
+        if rng.next_u64() % 2 == 0 {
+            // One write, its process killed before, during or after its sync.
+            let i = next;
+            next += 1;
+            let mut put = ferry()
+                .args([
+                    "put",
+                    "notes",
+                    &format!("n{i:06}"),
+                    &format!(r#"{{"n": {i}}}"#),
+                ])
+                .arg("--replica")
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(rng.next_u64() % 60));
+            if put.try_wait().unwrap().is_none() {
+                put.kill().unwrap();
+                puts_killed += 1;
+            }
+            // Exited 0: written and synced. Killed, or failed to sync: the
+            // write may or may not be in the replica.
+            match put.wait().unwrap().success() {
+                true => kept.insert(i),
+                false => maybe.insert(i),
+            };
+        } else {
+            // Writes made in this process, then a sync killed mid-way.
+            let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
+            for _ in 0..50 + rng.next_u64() % 400 {
+                let mut fields = Map::new();
+                fields.insert("n".into(), json!(next));
+                let id = RecordId::new(format!("n{next:06}")).unwrap();
+                replica.put(&space, &notes, &id, fields).unwrap();
+                kept.insert(next);
+                next += 1;
+            }
+            drop(replica);
+            let mut sync = ferry()
+                .args(["sync", "--replica"])
+                .arg(&path)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(5 + rng.next_u64() % 250));
+            if server_too {
+                server.kill9();
+                servers_killed += 1;
+                std::thread::sleep(Duration::from_millis(rng.next_u64() % 50));
+                server = Server::start_on(&db, &listen);
+            }
+            if sync.try_wait().unwrap().is_none() {
+                sync.kill().unwrap();
+                syncs_killed += 1;
+            }
+            sync.wait().unwrap();
         }
-    };
-    write(4000);
-    let mut kills = 0;
-    for round in 0..12u64 {
-        let mut sync = ferry()
-            .args(["sync", "--replica"])
-            .arg(&path)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        // Somewhere in the first few batches.
-        std::thread::sleep(Duration::from_millis(20 + (round * 37) % 200));
-        if sync.try_wait().unwrap().is_none() {
-            sync.kill().unwrap();
-            kills += 1;
-        }
-        sync.wait().unwrap();
-        write(25);
     }
-    assert!(kills >= 3, "only {kills} syncs were killed mid-way");
     run(&path, &["sync"]);
     let replica = Replica::open(&path, ReplicaConfig::default()).unwrap();
-    assert_eq!(replica.pending().unwrap(), 0);
-    assert_eq!(
-        replica.list(&space, &notes, &Query::new()).unwrap().len(),
-        written
+    assert_eq!(replica.pending().unwrap(), 0, "seed {seed}: the outbox");
+    let local: BTreeSet<u64> = replica
+        .list(&space, &notes, &Query::new())
+        .unwrap()
+        .iter()
+        .map(|r| r.fields["n"].as_u64().unwrap())
+        .collect();
+    let lost: Vec<_> = kept.difference(&local).collect();
+    assert!(
+        lost.is_empty(),
+        "seed {seed}: writes the replica promised are gone: {lost:?}"
+    );
+    let unknown: Vec<_> = local
+        .iter()
+        .filter(|n| !kept.contains(n) && !maybe.contains(n))
+        .collect();
+    assert!(
+        unknown.is_empty(),
+        "seed {seed}: writes never made: {unknown:?}"
     );
 
-    // The server holds every note once: each took exactly one seq.
     let client = server.client(&server.token("cy@example.com"));
-    let (status, page) = client
-        .get(&format!("/v1/spaces/{space}/changes?cursor=0&limit=10000"))
-        .await;
-    assert_eq!(status, 200);
-    let records = page["changes"].as_array().unwrap();
-    assert_eq!(records.len(), written);
-    assert_eq!(page["cursor"].as_u64().unwrap(), written as u64);
-    for (i, r) in records.iter().enumerate() {
-        assert_eq!(r["fields"]["n"]["value"], json!(i), "{r}");
+    let mut records: Vec<Value> = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let (status, page) = client
+            .get(&format!(
+                "/v1/spaces/{space}/changes?cursor={cursor}&limit=10000"
+            ))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        records.extend(page["changes"].as_array().unwrap().iter().cloned());
+        cursor = page["cursor"].as_u64().unwrap();
+        if page["has_more"] == false {
+            break;
+        }
     }
-    let metrics = reqwest::get(format!("{}/metrics", server.url))
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    let applied: u64 = metrics
-        .lines()
-        .find_map(|l| l.strip_prefix("ferry_changes_applied_total "))
-        .unwrap()
-        .parse()
-        .unwrap();
-    assert_eq!(applied, written as u64, "{metrics}");
-    println!("{kills} syncs killed; {written} notes, each applied once");
+    let on_server: BTreeSet<u64> = records
+        .iter()
+        .map(|r| {
+            let n = r["fields"]["n"]["value"].as_u64().unwrap();
+            assert_eq!(r["id"], json!(format!("n{n:06}")), "seed {seed}: {r}");
+            n
+        })
+        .collect();
+    assert_eq!(
+        on_server, local,
+        "seed {seed}: the server and the replica differ"
+    );
+    let seqs: Vec<u64> = records.iter().map(|r| r["seq"].as_u64().unwrap()).collect();
+    assert_eq!(
+        seqs,
+        (1..=records.len() as u64).collect::<Vec<_>>(),
+        "seed {seed}: a record was written twice"
+    );
+    drop(replica);
+    assert_eq!(
+        integrity(&path),
+        "ok",
+        "seed {seed}: the replica file is damaged"
+    );
+    server.kill9();
+    if let Some(file) = db.sqlite_file() {
+        assert_eq!(
+            integrity(&file),
+            "ok",
+            "seed {seed}: the server's file is damaged"
+        );
+    }
+    assert!(
+        puts_killed + syncs_killed > 0,
+        "seed {seed}: no client was killed mid-way"
+    );
+    println!(
+        "client crash: seed {seed}, {rounds} rounds: {puts_killed} puts and {syncs_killed} syncs \
+         killed, {servers_killed} server kill -9s; {} writes promised, {} more made by killed \
+         puts, all on the server once",
+        kept.len(),
+        local.len() - kept.len()
+    );
 }

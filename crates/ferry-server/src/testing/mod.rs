@@ -190,6 +190,7 @@ mod tests {
     }
 }
 
+pub mod fuzz;
 mod ws;
 pub use ws::WsClient;
 
