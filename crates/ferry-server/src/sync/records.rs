@@ -122,6 +122,16 @@ async fn write_fields(
     values: BTreeMap<FieldName, Value>,
     deleted_error: ApiError,
 ) -> Result<Json<RecordRow>, ApiError> {
+    // A REST write is the newest word on the fields it names: stamped after
+    // what they hold, even when a client's clock ran ahead of this node's
+    // (another node's, or this one's before a restart).
+    if let Some(stored) = state.store.record(space, &collection, &id).await? {
+        let fields: Fields = serde_json::from_str(stored.fields.get())
+            .map_err(|e| ApiError::internal(format!("stored fields: {e}")))?;
+        if let Some(newest) = fields.values().map(|f| &f.hlc).max() {
+            state.clock.observe(newest);
+        }
+    }
     let hlc = state.clock.tick();
     let fields: Fields = values
         .into_iter()

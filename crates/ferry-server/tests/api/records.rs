@@ -151,3 +151,49 @@ async fn rest_records_round_trip() {
     assert_eq!(tomb["fields"], json!({}));
     assert!(tomb["deleted"].is_string());
 }
+
+#[tokio::test]
+async fn a_rest_write_wins_over_a_field_a_fast_clock_wrote() {
+    let api = Api::new().await;
+    api.space("alice", "team").await;
+    // A device whose clock runs 200 s ahead (within the allowed skew) wrote
+    // the title through another node (or this one before a restart): this
+    // node's clock never saw that HLC.
+    let ahead = format!(
+        "{:015}:00000:fast",
+        ferry_server::clock::wall_ms() + 200_000
+    );
+    let change: ferry_core::Change =
+        serde_json::from_value(up("n-1", "title", json!("from the fast device"), &ahead)).unwrap();
+    let batch = ferry_server::store::Batch {
+        client_id: ferry_core::ClientId::new("fast").unwrap(),
+        batch_id: Some(ferry_core::BatchId::new("b1").unwrap()),
+        cursor: Some(0),
+        changes: vec![change],
+    };
+    let space = ferry_core::SpaceId::new("team").unwrap();
+    assert_eq!(
+        api.state.store.push(&space, batch).await.unwrap().applied,
+        1
+    );
+    // A script writes the title over REST: its write is the newest,
+    // whatever that device's clock said.
+    let r = api
+        .call(
+            Method::PATCH,
+            "/v1/spaces/team/collections/todos/records/n-1",
+            Some("alice"),
+            Some(json!({"fields": {"title": "from the script"}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(r.body["fields"]["title"]["value"], "from the script");
+    let stamped = r.body["fields"]["title"]["hlc"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        stamped.as_str() > ahead.as_str(),
+        "{stamped} is not after {ahead}"
+    );
+}
