@@ -249,8 +249,8 @@ async fn kill_9_of_clients_and_the_server_at_random_moments_loses_nothing() {
     let mut next = 0u64;
     let (mut puts_killed, mut syncs_killed, mut servers_killed) = (0, 0, 0);
     for round in 0..rounds {
-        let server_too = round >= rounds / 2 && rng.next_u64() % 2 == 0;
-        if rng.next_u64() % 2 == 0 {
+        let server_too = round >= rounds / 2 && rng.next_u64().is_multiple_of(2);
+        if rng.next_u64().is_multiple_of(2) {
             // One write, its process killed before, during or after its sync.
             let i = next;
             next += 1;

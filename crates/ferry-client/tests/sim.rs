@@ -700,7 +700,7 @@ async fn one_seed(seed: u64) -> (Vec<String>, Faults) {
         })
         .collect();
     let model = expected(&writes);
-    for id in on_server.keys().filter(|id| !model.contains_key(*id)) {
+    if let Some(id) = on_server.keys().find(|id| !model.contains_key(*id)) {
         panic!("seed {seed}: {id} is on the server but was deleted (or never written)");
     }
     for (id, fields) in &model {

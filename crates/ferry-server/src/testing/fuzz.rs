@@ -18,8 +18,11 @@ use crate::auth::external::{SharedSecret, SharedSecretConfig};
 use crate::auth::issuer::{Issuer, generate_key, screen};
 use crate::billing::signature::{sign, verify_lemonsqueezy, verify_stripe};
 
+/// A fuzz target's checks over one input.
+pub type Check = fn(&[u8]);
+
 /// Every target, by the name of its file in `fuzz/fuzz_targets/`.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Check)] = &[
     ("sync_request", sync_request),
     ("hlc", hlc),
     ("names", names),
