@@ -29,7 +29,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use crate::error::{Error, Result};
 use crate::remote::Remote;
 use crate::replica::{
-    Changed, Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc, write_state,
+    Changed, Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc,
 };
 use crate::session::is_local;
 
@@ -395,20 +395,19 @@ fn merge_pulled(
         deleted: record.deleted.clone(),
     };
     let local = read_state(tx, space, &record.collection, &record.id)?;
-    write_state(
-        tx,
-        space,
-        &record.collection,
-        &record.id,
-        &merge_states(local, &theirs),
-    )?;
+    let merged = merge_states(local, &theirs);
+    let fields = serde_json::to_string(&merged.fields).map_err(|e| corrupt("fields", e))?;
+    // The server has this record, and a resync met it.
     tx.prepare_cached(
-        "UPDATE records SET seen = 1, remote = 1 WHERE space = ?1 AND collection = ?2 AND id = ?3",
+        "UPDATE records SET fields = ?4, deleted = ?5, seen = 1, remote = 1
+         WHERE space = ?1 AND collection = ?2 AND id = ?3",
     )?
-    .execute([
+    .execute(params![
         space.as_str(),
         record.collection.as_str(),
         record.id.as_str(),
+        fields,
+        merged.deleted.as_ref().map(Hlc::to_string),
     ])?;
     if record.deleted.is_none() {
         return Ok(false);
