@@ -298,6 +298,9 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
         ],
     )
     .await;
+    // Batches are aged by the server's clock in milliseconds: "2" comes
+    // later than "1", so it alone is client a's newest.
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     push(
         store.as_ref(),
         &s,
@@ -306,7 +309,6 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
         vec![delete("gone", hlc(2, "a"))],
     )
     .await;
-    // Batch "2" is client a's newest by the server's clock.
     tokio::time::sleep(std::time::Duration::from_millis(5)).await;
     push(
         store.as_ref(),
