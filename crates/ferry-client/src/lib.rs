@@ -9,7 +9,8 @@
 //! - [`replica`]: the local store and the app's API (put, patch, delete,
 //!   get, list, subscribe, the conflicts inbox).
 //! - [`query`]: filters and orders for [`Replica::list`].
-//! - [`sync`]: one sync of one space, step by step.
+//! - [`sync`]: one sync of one space, step by step (its loop in `sync/run.rs`,
+//!   the full resync from 0 in `sync/resync.rs`).
 //! - [`runtime`]: the background task that syncs when it should, and its
 //!   status.
 //! - [`remote`]: the server and the credentials sent to it.

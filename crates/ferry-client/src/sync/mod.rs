@@ -20,18 +20,23 @@
 //! delete wins); records it never had stay while changes to them are
 //! pending (see `advance_resync`).
 
-use ferry_core::protocol::{BatchId, SyncRequest, SyncResponse};
-use ferry_core::{
-    Change, Collection, Conflict, ConflictKind, Hlc, RecordId, RecordState, SpaceId, merge_states,
-};
+use ferry_core::protocol::{BatchId, SyncResponse};
+use ferry_core::{Change, Collection, Hlc, RecordId, RecordState, SpaceId, merge_states};
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::remote::Remote;
 use crate::replica::{
     Changed, Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc,
 };
-use crate::session::is_local;
+
+mod resync;
+mod run;
+
+use resync::{
+    Resync, advance_resync, drop_pending, first_sync_with_changes, mark_unseen, resync_stage,
+};
+pub(crate) use run::blocking;
+pub use run::{sync_space, sync_space_with};
 
 /// The most changes sent in one batch.
 pub const MAX_BATCH: usize = 1000;
@@ -228,9 +233,7 @@ impl Replica {
             if !answer.has_more {
                 advance_resync(&tx, space, &mut changed, &mut report, self.now_ms())?;
             }
-            pending = tx
-                .prepare_cached("SELECT 1 FROM outbox WHERE space = ?1 LIMIT 1")?
-                .exists([space.as_str()])?;
+            pending = has_pending(&tx, space)?;
             tx.commit()?;
         }
         self.wrote(u32::try_from(changed.len()).unwrap_or(u32::MAX).max(1));
@@ -342,17 +345,6 @@ impl Replica {
             .execute("DELETE FROM rejected WHERE n = ?1", [n])?;
         Ok(())
     }
-
-    /// Starts pulling `space` again from 0, after `410 cursor_expired`:
-    /// every local record is marked unseen, and those still unseen when the
-    /// pull ends are dropped (see `advance_resync`).
-    pub fn begin_resync(&self, space: &SpaceId) -> Result<()> {
-        let mut conn = self.conn();
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        mark_unseen(&tx, space)?;
-        tx.commit()?;
-        Ok(())
-    }
 }
 
 /// Folds a pulled record into the local one; a record new to the replica
@@ -415,321 +407,9 @@ fn merge_pulled(
     drop_pending(tx, space, &record.collection, &record.id, now_ms)
 }
 
-/// Drops the pending local changes to a record deleted on the server, and
-/// reports them lost as one `record_deleted` conflict; whether there were
-/// any. A replica never sends a change to a record it knows deleted: the
-/// server may have compacted the tombstone since, and the change would
-/// bring the record back. (A change already stamped into a batch may go
-/// too: the server applied that batch whole or not at all, and a batch sent
-/// again under its id is answered from its record if applied.)
-fn drop_pending(
-    tx: &rusqlite::Transaction<'_>,
-    space: &SpaceId,
-    collection: &Collection,
-    id: &RecordId,
-    now_ms: u64,
-) -> Result<bool> {
-    let dropped = tx
-        .prepare_cached("DELETE FROM outbox WHERE space = ?1 AND collection = ?2 AND id = ?3")?
-        .execute([space.as_str(), collection.as_str(), id.as_str()])?;
-    if dropped == 0 {
-        return Ok(false);
-    }
-    let conflict = Conflict {
-        collection: collection.clone(),
-        id: id.clone(),
-        field: None,
-        kind: ConflictKind::RecordDeleted,
-        yours: None,
-        winner: None,
-    };
-    let text = serde_json::to_string(&conflict).map_err(|e| corrupt("conflict", e))?;
-    tx.prepare_cached("INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)")?
-        .execute(params![space.as_str(), text, now_ms as i64])?;
-    Ok(true)
-}
-
-/// Where a full resync of a space stands (`spaces.resync`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Resync {
-    /// None under way.
-    None,
-    /// Pulling the space from 0; nothing is sent meanwhile, so that no
-    /// local change reaches the server before the replica knows which of
-    /// its records the server deleted.
-    Pulling,
-    /// Pulled; sending the batch stamped before the resync began (under
-    /// its id: the server may have applied it already).
-    Sending,
-}
-
-/// Starts a full resync of `space` from 0: every local record unseen.
-fn mark_unseen(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<()> {
-    tx.execute(
-        "UPDATE records SET seen = 0 WHERE space = ?1",
-        [space.as_str()],
-    )?;
-    tx.execute(
-        "INSERT INTO spaces (space, cursor, resync) VALUES (?1, 0, 1)
-         ON CONFLICT (space) DO UPDATE SET cursor = 0, resync = 1",
-        [space.as_str()],
-    )?;
-    Ok(())
-}
-
-/// Whether no answer for `space` was ever stored while local changes wait.
-fn first_sync_with_changes(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<bool> {
-    Ok(tx
-        .prepare_cached(
-            "SELECT 1 FROM spaces s WHERE s.space = ?1 AND s.synced_at IS NULL
-               AND EXISTS (SELECT 1 FROM outbox o WHERE o.space = s.space)",
-        )?
+/// Whether changes of `space` wait in the outbox.
+fn has_pending(conn: &rusqlite::Connection, space: &SpaceId) -> Result<bool> {
+    Ok(conn
+        .prepare_cached("SELECT 1 FROM outbox WHERE space = ?1 LIMIT 1")?
         .exists([space.as_str()])?)
-}
-
-fn resync_stage(tx: &rusqlite::Transaction<'_>, space: &SpaceId) -> Result<Resync> {
-    let stage: Option<i64> = tx
-        .prepare_cached("SELECT resync FROM spaces WHERE space = ?1")?
-        .query_row([space.as_str()], |r| r.get(0))
-        .optional()?;
-    Ok(match stage {
-        Some(1) => Resync::Pulling,
-        Some(2) => Resync::Sending,
-        _ => Resync::None,
-    })
-}
-
-/// Moves a full resync of `space` on, once a pull reached the head.
-///
-/// A record the server has had (`remote`) and did not send again was
-/// deleted there and its tombstone compacted: the delete wins, so the
-/// record and any pending local changes to it are dropped, each dropped
-/// record reported as a `record_deleted` conflict. Then the batch stamped
-/// before the resync, if any, is sent; once it is acknowledged, records
-/// the server still lacks and no pending change needs are dropped, and the
-/// resync ends. (Were local changes sent before the pull ended, a change to
-/// a record deleted and compacted meanwhile would bring it back.)
-fn advance_resync(
-    tx: &rusqlite::Transaction<'_>,
-    space: &SpaceId,
-    changed: &mut Vec<(Collection, RecordId)>,
-    report: &mut SyncReport,
-    now_ms: u64,
-) -> Result<()> {
-    if resync_stage(tx, space)? == Resync::None {
-        return Ok(());
-    }
-    let deleted: Vec<(String, String)> = {
-        let mut stmt = tx.prepare(
-            "DELETE FROM records WHERE space = ?1 AND seen = 0 AND remote = 1
-             RETURNING collection, id",
-        )?;
-        let rows = stmt.query_map([space.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
-        rows.collect::<rusqlite::Result<_>>()?
-    };
-    for (collection, id) in deleted {
-        let collection = Collection::new(collection).map_err(|e| corrupt("collection", e))?;
-        let id = RecordId::new(id).map_err(|e| corrupt("record id", e))?;
-        if drop_pending(tx, space, &collection, &id, now_ms)? {
-            report.conflicts += 1;
-        }
-        changed.push((collection, id));
-    }
-    let stamped = tx
-        .prepare_cached("SELECT 1 FROM outbox WHERE space = ?1 AND batch IS NOT NULL LIMIT 1")?
-        .exists([space.as_str()])?;
-    if stamped {
-        tx.execute(
-            "UPDATE spaces SET resync = 2 WHERE space = ?1",
-            [space.as_str()],
-        )?;
-        return Ok(());
-    }
-    {
-        let mut stmt = tx.prepare(
-            "DELETE FROM records AS r WHERE r.space = ?1 AND r.seen = 0
-               AND NOT EXISTS (SELECT 1 FROM outbox o WHERE o.space = r.space
-                               AND o.collection = r.collection AND o.id = r.id)
-             RETURNING collection, id",
-        )?;
-        let gone = stmt.query_map([space.as_str()], |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        for row in gone {
-            let (collection, id) = row?;
-            changed.push((
-                Collection::new(collection).map_err(|e| corrupt("collection", e))?,
-                RecordId::new(id).map_err(|e| corrupt("record id", e))?,
-            ));
-        }
-    }
-    tx.execute(
-        "UPDATE records SET seen = 1 WHERE space = ?1 AND seen = 0",
-        [space.as_str()],
-    )?;
-    tx.execute(
-        "UPDATE spaces SET resync = 0 WHERE space = ?1",
-        [space.as_str()],
-    )?;
-    report.resynced = true;
-    Ok(())
-}
-
-/// Syncs `space` once: pushes every pending change and pulls until the
-/// server has nothing more. Spaces that stay on the device (`local:...`)
-/// are left alone.
-pub async fn sync_space(replica: &Replica, remote: &Remote, space: &SpaceId) -> Result<SyncReport> {
-    sync_space_with(replica, remote, space, &mut |_| {}).await
-}
-
-/// [`sync_space`], calling `progress` with the running totals after each
-/// answer stored (for progress bars of long syncs).
-pub async fn sync_space_with(
-    replica: &Replica,
-    remote: &Remote,
-    space: &SpaceId,
-    progress: &mut (dyn FnMut(&SyncReport) + Send),
-) -> Result<SyncReport> {
-    let mut total = SyncReport::default();
-    if is_local(space) {
-        return Ok(total);
-    }
-    // While a page is stored, the next one is already on its way (when
-    // nothing waits to be pushed): a long pull costs the slower of the two,
-    // not their sum.
-    let mut prefetch: Option<Prefetch> = None;
-    loop {
-        let outgoing = blocking(replica, {
-            let space = space.clone();
-            move |r| r.next_batch(&space)
-        })
-        .await?;
-        let prefetched = match (prefetch.take(), &outgoing) {
-            (Some(mut p), None) => Some(
-                (&mut p.0)
-                    .await
-                    .map_err(|e| Error::Offline(e.to_string()))?,
-            ),
-            _ => None,
-        };
-        let result = match prefetched {
-            Some(result) => result,
-            None => {
-                let cursor = blocking(replica, {
-                    let space = space.clone();
-                    move |r| r.cursor(&space)
-                })
-                .await?;
-                let request = SyncRequest {
-                    client_id: replica.client_id().clone(),
-                    batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
-                    cursor,
-                    changes: outgoing
-                        .as_ref()
-                        .map(|o| o.changes.clone())
-                        .unwrap_or_default(),
-                    limit: Some(PAGE),
-                };
-                remote.sync(space, &request).await
-            }
-        };
-        let answer = match result {
-            Ok(answer) => answer,
-            Err(e) if e.code() == Some("cursor_expired") => {
-                tracing::info!(%space, "cursor expired; pulling the space again");
-                blocking(replica, {
-                    let space = space.clone();
-                    move |r| r.begin_resync(&space)
-                })
-                .await?;
-                continue;
-            }
-            Err(e) if refused_for_good(&e) && outgoing.is_some() => {
-                let batch = outgoing.map(|o| o.batch_id);
-                tracing::warn!(%space, error = %e, "the server refused local changes; restoring its copy");
-                total.rejected += blocking(replica, {
-                    let space = space.clone();
-                    move |r| match batch {
-                        Some(batch) => r.reject_batch(&space, &batch, &e),
-                        None => Ok(0),
-                    }
-                })
-                .await?;
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let has_more = answer.has_more;
-        if has_more {
-            prefetch = Some(Prefetch::start(replica, remote, space, answer.cursor));
-        }
-        let (report, pending) = blocking(replica, {
-            let space = space.clone();
-            let batch = outgoing.map(|o| o.batch_id);
-            move |r| r.store(&space, batch.as_ref(), answer)
-        })
-        .await?;
-        total.pushed += report.pushed;
-        total.pulled += report.pulled;
-        total.conflicts += report.conflicts;
-        total.resynced |= report.resynced;
-        total.rejected += report.rejected;
-        progress(&total);
-        if !has_more && !pending {
-            return Ok(total);
-        }
-    }
-}
-
-/// A pull-only request already sent; aborted if dropped unused.
-struct Prefetch(tokio::task::JoinHandle<Result<Answer>>);
-
-impl Prefetch {
-    fn start(replica: &Replica, remote: &Remote, space: &SpaceId, cursor: u64) -> Prefetch {
-        let request = SyncRequest {
-            client_id: replica.client_id().clone(),
-            batch_id: None,
-            cursor,
-            changes: Vec::new(),
-            limit: Some(PAGE),
-        };
-        let (remote, space) = (remote.clone(), space.clone());
-        Prefetch(tokio::spawn(
-            async move { remote.sync(&space, &request).await },
-        ))
-    }
-}
-
-impl Drop for Prefetch {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-impl Replica {
-    /// Whether changes of `space` wait in the outbox.
-    pub fn has_pending(&self, space: &SpaceId) -> Result<bool> {
-        Ok(self
-            .conn()
-            .query_row(
-                "SELECT 1 FROM outbox WHERE space = ?1 LIMIT 1",
-                [space.as_str()],
-                |_| Ok(()),
-            )
-            .optional()?
-            .is_some())
-    }
-}
-
-/// Runs a storage step off the async threads: it may wait for the
-/// replica's connection while another step (an app's write, a stored page)
-/// holds it, and must not stall the app's runtime meanwhile.
-pub(crate) async fn blocking<T: Send + 'static>(
-    replica: &Replica,
-    f: impl FnOnce(&Replica) -> Result<T> + Send + 'static,
-) -> Result<T> {
-    let replica = replica.clone();
-    tokio::task::spawn_blocking(move || f(&replica))
-        .await
-        .map_err(|e| Error::Invalid(format!("a storage step failed: {e}")))?
 }
