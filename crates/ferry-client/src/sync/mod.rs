@@ -193,6 +193,7 @@ impl Replica {
         let mut changed = Vec::with_capacity(answer.changes.len());
         let pending;
         {
+            let now = self.now_ms();
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             if let Some(batch) = batch {
@@ -208,30 +209,26 @@ impl Replica {
                 )? as u64;
             }
             for conflict in &answer.conflicts {
-                let text = serde_json::to_string(conflict).map_err(|e| corrupt("conflict", e))?;
-                tx.execute(
-                    "INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)",
-                    params![space.as_str(), text, self.now_ms() as i64],
-                )?;
+                store_conflict(&tx, space, conflict, now)?;
                 report.conflicts += 1;
             }
             for record in answer.changes {
-                if merge_pulled(&tx, space, &record, self.now_ms())? {
+                if merge_pulled(&tx, space, &record, now)? {
                     report.conflicts += 1;
                 }
                 changed.push((record.collection, record.id));
                 report.pulled += 1;
             }
-            let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, self.now_ms());
+            let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, now);
             set_meta(&tx, "hlc", &hlc.to_string())?;
             tx.execute(
                 "INSERT INTO spaces (space, cursor, synced_at) VALUES (?1, ?2, ?3)
                  ON CONFLICT (space) DO UPDATE SET cursor = excluded.cursor,
                                                    synced_at = excluded.synced_at",
-                params![space.as_str(), answer.cursor as i64, self.now_ms() as i64],
+                params![space.as_str(), answer.cursor as i64, now as i64],
             )?;
             if !answer.has_more {
-                advance_resync(&tx, space, &mut changed, &mut report, self.now_ms())?;
+                advance_resync(&tx, space, &mut changed, &mut report, now)?;
             }
             pending = has_pending(&tx, space)?;
             tx.commit()?;
@@ -405,6 +402,19 @@ fn merge_pulled(
         return Ok(false);
     }
     drop_pending(tx, space, &record.collection, &record.id, now_ms)
+}
+
+/// Puts a conflict into the app's inbox.
+fn store_conflict(
+    tx: &rusqlite::Transaction<'_>,
+    space: &SpaceId,
+    conflict: &ferry_core::Conflict,
+    now_ms: u64,
+) -> Result<()> {
+    let text = serde_json::to_string(conflict).map_err(|e| corrupt("conflict", e))?;
+    tx.prepare_cached("INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)")?
+        .execute(params![space.as_str(), text, now_ms as i64])?;
+    Ok(())
 }
 
 /// Whether changes of `space` wait in the outbox.

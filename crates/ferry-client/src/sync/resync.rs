@@ -6,7 +6,7 @@
 //! with their pending changes (the delete wins).
 
 use ferry_core::{Collection, Conflict, ConflictKind, RecordId, SpaceId};
-use rusqlite::{OptionalExtension, TransactionBehavior, params};
+use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use super::SyncReport;
 use crate::error::Result;
@@ -53,9 +53,7 @@ pub(super) fn drop_pending(
         yours: None,
         winner: None,
     };
-    let text = serde_json::to_string(&conflict).map_err(|e| corrupt("conflict", e))?;
-    tx.prepare_cached("INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)")?
-        .execute(params![space.as_str(), text, now_ms as i64])?;
+    super::store_conflict(tx, space, &conflict, now_ms)?;
     Ok(true)
 }
 
