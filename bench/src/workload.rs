@@ -75,6 +75,7 @@ pub fn batch(b: usize, size: usize, h: &Hlc) -> anyhow::Result<Batch> {
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Batch {
+        user: UserId::new("bench")?,
         client_id: ClientId::new("bench")?,
         batch_id: Some(BatchId::new(format!("b{b}"))?),
         cursor: None,

@@ -97,6 +97,36 @@ pub struct ServeArgs {
     /// The `aud` external tokens must carry (Supabase: authenticated).
     #[arg(long, env = "FERRY_JWT_AUDIENCE", value_name = "AUD")]
     jwt_audience: Option<String>,
+    /// Which email claims of the HS256 provider to believe: verified (only
+    /// with email_verified: true), always, or never [default: verified].
+    #[arg(long, env = "FERRY_JWT_EMAIL_TRUST", value_name = "RULE")]
+    jwt_email_trust: Option<String>,
+    /// The same for the JWKS provider [default: verified].
+    #[arg(long, env = "FERRY_JWKS_EMAIL_TRUST", value_name = "RULE")]
+    jwks_email_trust: Option<String>,
+    /// Answer /metrics only to requests bearing this token.
+    #[arg(
+        long,
+        env = "FERRY_METRICS_TOKEN",
+        value_name = "TOKEN",
+        hide_env_values = true
+    )]
+    metrics_token: Option<String>,
+    /// Proxies whose X-Forwarded-For names the client (addresses or
+    /// networks, comma-separated), e.g. your load balancer's.
+    #[arg(long, env = "FERRY_TRUSTED_PROXIES", value_name = "NETS")]
+    trusted_proxies: Option<String>,
+    /// How long a connection may take to send a request's headers, and
+    /// stay idle between requests [default: 10s].
+    #[arg(long, env = "FERRY_HEADER_TIMEOUT", value_name = "DURATION")]
+    header_timeout: Option<String>,
+    /// How long a request body may take to arrive [default: 30s].
+    #[arg(long, env = "FERRY_BODY_TIMEOUT", value_name = "DURATION")]
+    body_timeout: Option<String>,
+    /// The most connections held at once [default: the open-files limit
+    /// less 128].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
+    max_connections: Option<usize>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated; `*` for any.
     #[arg(long, env = "FERRY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
@@ -186,6 +216,9 @@ impl ServeArgs {
         if let Some(dir) = &self.app_dir {
             config.app_dir = Some(dir.clone());
         }
+        if let Some(n) = self.max_connections {
+            config.max_connections = Some(n);
+        }
         for (flag, key) in [
             (&self.jwt_secret, &mut config.jwt_secret),
             (&self.smtp_url, &mut config.smtp_url),
@@ -195,6 +228,12 @@ impl ServeArgs {
             (&self.jwt_issuer, &mut config.jwt_issuer),
             (&self.jwt_audience, &mut config.jwt_audience),
             (&self.allowed_origins, &mut config.allowed_origins),
+            (&self.jwt_email_trust, &mut config.jwt_email_trust),
+            (&self.jwks_email_trust, &mut config.jwks_email_trust),
+            (&self.metrics_token, &mut config.metrics_token),
+            (&self.trusted_proxies, &mut config.trusted_proxies),
+            (&self.header_timeout, &mut config.header_timeout),
+            (&self.body_timeout, &mut config.body_timeout),
             (
                 &self.billing_required_plan,
                 &mut config.billing.required_plan,

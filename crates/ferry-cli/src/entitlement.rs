@@ -14,9 +14,9 @@ use crate::config::ConfigArgs;
 
 #[derive(Debug, Subcommand)]
 pub enum EntitlementCommand {
-    /// Give a user (created if new) a plan until a date; a date in the past
-    /// takes it away. Later webhooks of the user's payment provider replace
-    /// it.
+    /// Give a user (created if new) a plan until a date, beside any
+    /// subscription they pay for; a date in the past takes the grant away.
+    /// Setting it again replaces the user's grant.
     Set {
         /// The user's email address.
         #[arg(long)]
@@ -31,7 +31,7 @@ pub enum EntitlementCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Print a user's entitlement.
+    /// Print a user's subscriptions and grants.
     Show {
         /// The user's email address.
         #[arg(long)]
@@ -58,27 +58,40 @@ fn parse_until(s: &str) -> Result<u64, String> {
     u64::try_from(ms).map_err(|_| format!("{s:?} is too far away"))
 }
 
-fn describe(e: Option<&StoredEntitlement>, now_ms: u64) -> String {
-    match e {
-        None => "free (no entitlement recorded)".to_owned(),
-        Some(e) => format!(
-            "{} {} from {}{}{}, {}",
-            e.plan,
-            e.status,
-            e.provider,
-            e.current_period_end_ms
-                .map(|t| format!(" until {}", rfc3339(t)))
-                .unwrap_or_default(),
-            e.customer_id
-                .as_ref()
-                .map(|c| format!(", customer {c}"))
-                .unwrap_or_default(),
-            if e.is_active(now_ms) {
-                "active"
-            } else {
-                "not active"
-            }
-        ),
+fn describe_one(e: &StoredEntitlement, now_ms: u64) -> String {
+    format!(
+        "{} {} from {} ({}){}{}, {}",
+        if e.plan.is_empty() {
+            "no plan"
+        } else {
+            &e.plan
+        },
+        e.status,
+        e.provider,
+        e.subscription_id,
+        e.current_period_end_ms
+            .map(|t| format!(" until {}", rfc3339(t)))
+            .unwrap_or_default(),
+        e.customer_id
+            .as_ref()
+            .map(|c| format!(", customer {c}"))
+            .unwrap_or_default(),
+        if e.is_active(now_ms) {
+            "active"
+        } else {
+            "not active"
+        }
+    )
+}
+
+fn describe(held: &[StoredEntitlement], now_ms: u64) -> String {
+    match held {
+        [] => "free (no subscription recorded)".to_owned(),
+        [one] => describe_one(one, now_ms),
+        many => many
+            .iter()
+            .map(|e| format!("\n  {}", describe_one(e, now_ms)))
+            .collect(),
     }
 }
 
@@ -94,16 +107,15 @@ pub async fn run(command: EntitlementCommand) -> anyhow::Result<()> {
     let user = store.user_by_email(&email, &ids::new_user_id()?).await?;
     if let EntitlementCommand::Set { plan, until, .. } = &command {
         anyhow::ensure!(!plan.trim().is_empty(), "name a plan, e.g. --plan pro");
-        let current = store.entitlement(&user.id).await?;
         let granted = StoredEntitlement {
+            // One grant per user: setting it again replaces it.
+            subscription_id: format!("grant:{}", user.id),
             plan: plan.trim().to_owned(),
             status: "granted".into(),
             current_period_end_ms: Some(*until),
             provider: "admin".into(),
-            // The link to the payment provider's customer stays.
-            customer_id: current.and_then(|c| c.customer_id),
-            // To the second, as providers time their events: one made in
-            // the same second as this grant, arriving after it, wins.
+            customer_id: None,
+            // To the second, as providers time their events.
             stamp_ms: wall_ms() / 1000 * 1000,
         };
         store
@@ -111,12 +123,8 @@ pub async fn run(command: EntitlementCommand) -> anyhow::Result<()> {
             .await
             .context("cannot store the entitlement")?;
     }
-    let now = store.entitlement(&user.id).await?;
-    println!(
-        "{email} ({}): {}",
-        user.id,
-        describe(now.as_ref(), wall_ms())
-    );
+    let now = store.entitlements(&user.id).await?;
+    println!("{email} ({}): {}", user.id, describe(&now, wall_ms()));
     Ok(())
 }
 

@@ -14,6 +14,7 @@
 mod client;
 mod config;
 mod entitlement;
+mod limits;
 mod login;
 
 use std::io::Write;
@@ -23,7 +24,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use ferry_server::auth::external::SharedSecretConfig;
+use ferry_server::auth::external::{EmailTrust, SharedSecretConfig};
 use ferry_server::auth::issuer::{self, Issuer};
 use ferry_server::auth::jwks::{JwksConfig, default_algorithms, parse_algorithm};
 use ferry_server::auth::mail::MailerConfig;
@@ -218,10 +219,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         (None, Some(dir)) => MailerConfig::Dir(dir.clone()),
         (None, None) => MailerConfig::Log,
     };
+    let email_trust = |key: &str, value: &Option<String>| -> anyhow::Result<EmailTrust> {
+        value
+            .as_deref()
+            .map_or(Ok(EmailTrust::default()), str::parse)
+            .map_err(|e| anyhow::anyhow!("{key}: {e}"))
+    };
+    let jwt_email_trust = email_trust("jwt_email_trust", &config.jwt_email_trust)?;
+    let jwks_email_trust = email_trust("jwks_email_trust", &config.jwks_email_trust)?;
     settings.shared_secret = config.jwt_secret.clone().map(|secret| SharedSecretConfig {
         secret,
         issuer: config.jwt_issuer.clone(),
         audience: config.jwt_audience.clone(),
+        email_trust: jwt_email_trust,
     });
     if let Some(url) = &config.jwks_url {
         let algorithms = match &config.jwks_algorithms {
@@ -239,6 +249,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             issuer: config.jwt_issuer.clone(),
             audience: config.jwt_audience.clone(),
             min_refresh: ferry_server::auth::jwks::MIN_REFRESH,
+            email_trust: jwks_email_trust,
         });
     }
     if let Some(ttl) = &config.access_token_ttl {
@@ -255,6 +266,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect();
     }
     settings.billing = config.billing.settings();
+    limits::apply(&config, &mut settings)?;
+    // Before anything else starts: a secret anyone could guess is refused.
+    settings.check()?;
     if let Some(dir) = &config.app_dir {
         anyhow::ensure!(
             dir.join("index.html").is_file(),
@@ -263,7 +277,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
         settings.app_dir = Some(dir.clone());
     }
-    raise_open_files_limit();
+    let open_files = raise_open_files_limit();
+    settings.http.max_connections = match config.max_connections {
+        Some(n) => n.max(1),
+        None => ferry_server::http::connections_within(open_files),
+    };
+    if matches!(settings.mailer, MailerConfig::Log) && !config.listen.ip().is_loopback() {
+        tracing::warn!(
+            listen = %config.listen,
+            "sign-in links are printed to this terminal (no smtp_url or mail_dir) while \
+             Ferry listens beyond this machine: people elsewhere cannot sign in, and \
+             whoever reads this log can sign in as anyone; set smtp_url for real use"
+        );
+    }
     let listener = TcpListener::bind(config.listen)
         .await
         .map_err(|e| match e.kind() {
@@ -316,10 +342,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
 /// Lets this process hold as many sockets as the system allows it (the
 /// soft limit up to the hard one): each realtime connection is one, and a
 /// soft limit of 1024 is common.
-fn raise_open_files_limit() {
+fn raise_open_files_limit() -> u64 {
     match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(limit) => tracing::debug!(limit, "open files limit"),
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+        Ok(limit) => {
+            tracing::debug!(limit, "open files limit");
+            limit
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot raise the open files limit");
+            rlimit::getrlimit(rlimit::Resource::NOFILE).map_or(1024, |(soft, _)| soft)
+        }
     }
 }
 

@@ -63,6 +63,29 @@ pub struct Config {
     pub jwt_issuer: Option<String>,
     /// The `aud` external tokens must carry, when set.
     pub jwt_audience: Option<String>,
+    /// Which `email` claims of the HS256 provider to believe: `verified`
+    /// (the default: only with `email_verified: true`), `always` (a
+    /// provider that only signs verified addresses in) or `never`.
+    pub jwt_email_trust: Option<String>,
+    /// The same for the JWKS provider.
+    pub jwks_email_trust: Option<String>,
+    /// When set, `/metrics` answers only requests with this bearer token.
+    pub metrics_token: Option<String>,
+    /// Proxies (addresses or networks, comma-separated) whose
+    /// `X-Forwarded-For` names the client, for per-address rate limits.
+    pub trusted_proxies: Option<String>,
+    /// How long a connection may take to send a request's headers, and
+    /// stay idle between requests (default `10s`).
+    pub header_timeout: Option<String>,
+    /// How long a request body may take to arrive (default `30s`).
+    pub body_timeout: Option<String>,
+    /// The most connections held at once (default: the open-files limit
+    /// less 128).
+    pub max_connections: Option<usize>,
+    /// The most spaces one user may own (default 1000).
+    pub max_spaces_per_user: Option<usize>,
+    /// The most members one space may have (default 1000).
+    pub max_members_per_space: Option<usize>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
     /// any.
@@ -85,6 +108,11 @@ pub struct BillingConfig {
     pub stripe_webhook_secret: Option<String>,
     /// Lemon Squeezy's webhook signing secret.
     pub lemonsqueezy_webhook_secret: Option<String>,
+    /// What each product grants: `[billing.plans]` maps a Stripe price id,
+    /// price lookup key or product id, or a Lemon Squeezy variant or
+    /// product id, to the plan it is (`price_1Pxyz = "pro"`). A
+    /// subscription to anything not listed grants no plan.
+    pub plans: std::collections::BTreeMap<String, String>,
 }
 
 impl BillingConfig {
@@ -99,11 +127,19 @@ impl BillingConfig {
         };
         crate::billing::BillingSettings {
             required_plans: list(&self.required_plan),
-            stripe_secrets: list(&self.stripe_webhook_secret),
-            lemonsqueezy_secret: self
-                .lemonsqueezy_webhook_secret
-                .clone()
-                .filter(|s| !s.trim().is_empty()),
+            // Empty entries are kept, for the start-up check to refuse.
+            stripe_secrets: self
+                .stripe_webhook_secret
+                .iter()
+                .flat_map(|s| s.split(','))
+                .map(|s| s.trim().to_owned())
+                .collect(),
+            lemonsqueezy_secret: self.lemonsqueezy_webhook_secret.clone(),
+            plans: self
+                .plans
+                .iter()
+                .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
         }
     }
 }
@@ -114,6 +150,7 @@ impl Config {
         Config {
             database: self.database.as_deref().map(redact_password),
             jwt_secret: self.jwt_secret.as_ref().map(|_| "***".to_owned()),
+            metrics_token: self.metrics_token.as_ref().map(|_| "***".to_owned()),
             smtp_url: self.smtp_url.as_deref().map(redact_password),
             billing: BillingConfig {
                 stripe_webhook_secret: self
@@ -164,6 +201,15 @@ impl Default for Config {
             jwks_algorithms: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwt_email_trust: None,
+            jwks_email_trust: None,
+            metrics_token: None,
+            trusted_proxies: None,
+            header_timeout: None,
+            body_timeout: None,
+            max_connections: None,
+            max_spaces_per_user: None,
+            max_members_per_space: None,
             allowed_origins: None,
             app_dir: None,
             billing: BillingConfig::default(),
@@ -204,13 +250,57 @@ impl std::fmt::Display for Database {
     }
 }
 
-/// `url` with the password of its user info, if any, replaced by `***`.
+/// Query parameters of a URL that carry a credential (PostgreSQL's
+/// `password` and `sslpassword`, and the names other URLs use).
+const SECRET_PARAMS: &[&str] = &[
+    "password",
+    "sslpassword",
+    "pass",
+    "passwd",
+    "pwd",
+    "secret",
+    "token",
+    "access_token",
+    "api_key",
+    "apikey",
+    "key",
+    "auth",
+];
+
+/// `url` as it may be shown: the password of its user info and the value
+/// of every query parameter that carries a credential replaced by `***`.
 pub fn redact_password(url: &str) -> String {
+    let (base, query) = match url.split_once('?') {
+        Some((base, query)) => (base, Some(query)),
+        None => (url, None),
+    };
+    let mut out = redact_user_info(base);
+    if let Some(query) = query {
+        out.push('?');
+        let params: Vec<String> = query
+            .split('&')
+            .map(|param| match param.split_once('=') {
+                Some((name, _)) if is_secret_param(name) => format!("{name}=***"),
+                _ => param.to_owned(),
+            })
+            .collect();
+        out.push_str(&params.join("&"));
+    }
+    out
+}
+
+fn is_secret_param(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
+    SECRET_PARAMS.contains(&name.as_str())
+}
+
+/// `url` (no query) with the password of its user info replaced by `***`.
+fn redact_user_info(url: &str) -> String {
     let Some(start) = url.find("://").map(|i| i + 3) else {
         return url.to_owned();
     };
     let rest = &url[start..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority_end = rest.find('/').unwrap_or(rest.len());
     let Some(at) = rest[..authority_end].rfind('@') else {
         return url.to_owned();
     };
@@ -310,6 +400,7 @@ mod tests {
                 required_plan: Some("pro, team".into()),
                 stripe_webhook_secret: Some("whsec_a,whsec_b".into()),
                 lemonsqueezy_webhook_secret: Some("ls_1".into()),
+                plans: [("price_1".to_owned(), " pro ".to_owned())].into(),
             },
             ..Config::default()
         };
@@ -317,6 +408,7 @@ mod tests {
         assert_eq!(settings.required_plans, ["pro", "team"]);
         assert_eq!(settings.stripe_secrets, ["whsec_a", "whsec_b"]);
         assert_eq!(settings.lemonsqueezy_secret.as_deref(), Some("ls_1"));
+        assert_eq!(settings.plans["price_1"], "pro");
         let logged = format!("{:?}", config.for_log());
         assert!(
             !logged.contains("whsec_") && !logged.contains("ls_1"),
@@ -349,6 +441,31 @@ mod tests {
         assert_eq!(
             redact_password("postgres://a:b@c@d/x"),
             "postgres://a:***@d/x"
+        );
+        // Credentials in the query, in any case, beside others that stay.
+        assert_eq!(
+            redact_password("postgres://ferry@db/x?sslmode=require&password=s3cret"),
+            "postgres://ferry@db/x?sslmode=require&password=***"
+        );
+        assert_eq!(
+            redact_password("postgresql:///x?host=/run&PassWord=s3cret&sslpassword=k3y"),
+            "postgresql:///x?host=/run&PassWord=***&sslpassword=***"
+        );
+        assert_eq!(
+            redact_password("smtps://me:pw@mail:465?token=t0k"),
+            "smtps://me:***@mail:465?token=***"
+        );
+        let db = Database::parse("postgres://u@h/d?password=s3cret").unwrap();
+        assert!(!db.to_string().contains("s3cret"), "{db}");
+        let config = Config {
+            database: Some("postgres://u:pw1@h/d?password=s3cret".into()),
+            smtp_url: Some("smtp://h:25?password=s3cret2".into()),
+            ..Config::default()
+        };
+        let logged = format!("{:?}", config.for_log());
+        assert!(
+            !logged.contains("s3cret") && !logged.contains("pw1"),
+            "{logged}"
         );
     }
 

@@ -101,7 +101,12 @@ impl ApiError {
         Self::new(StatusCode::GONE, "cursor_expired", message)
     }
 
-    /// 413 `too_large`.
+    /// `408 request_timeout`: the body did not arrive in time.
+    pub fn request_timeout(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::REQUEST_TIMEOUT, "request_timeout", message)
+    }
+
+    /// `413 too_large`.
     pub fn too_large(message: impl Into<String>) -> Self {
         Self::new(StatusCode::PAYLOAD_TOO_LARGE, "too_large", message)
     }
@@ -217,6 +222,12 @@ impl IntoResponse for ApiError {
         let status = self.status;
         let retry_after = self.retry_after;
         let mut response = (status, Json(self.into_body())).into_response();
+        if status == StatusCode::REQUEST_TIMEOUT {
+            // What is left of the body is not worth waiting for.
+            response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

@@ -15,7 +15,9 @@ use crate::error::ApiError;
 pub struct Body(pub Bytes);
 
 fn body_error(rejection: BytesRejection) -> ApiError {
-    if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+    if crate::http::deadline::timed_out(&rejection) {
+        ApiError::request_timeout("the request body did not arrive in time")
+    } else if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
         ApiError::too_large("the request body is over the limit of 10 MiB")
     } else {
         ApiError::invalid_request(rejection.body_text())

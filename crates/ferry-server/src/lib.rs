@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod http;
 pub mod ids;
 pub mod ops;
 pub mod realtime;

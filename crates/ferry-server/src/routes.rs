@@ -68,6 +68,10 @@ pub fn app(state: AppState) -> Router {
             metrics::track,
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            state.settings.http.body_timeout,
+            crate::http::deadline::limit,
+        ))
         // gzip at its fastest level: pages of JSON shrink about tenfold
         // even so, and a large initial sync is not held up by the server's
         // CPU.

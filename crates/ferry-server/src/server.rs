@@ -1,8 +1,30 @@
 //! Serving the API on a listener until the caller says stop.
+//!
+//! Each connection is served by hyper with the limits of
+//! [`crate::http::HttpLimits`]: its headers (and its idle time between
+//! kept-alive requests) are bounded by the header timeout, its bodies by the
+//! body timeout, and the node holds at most `max_connections` at once: past
+//! that it stops accepting until one closes, so that sockets nobody talks on
+//! cannot use up the open files the node needs for its database and its
+//! real clients.
 
 use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::net::TcpListener;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_util::task::TaskTracker;
+use tower::ServiceExt;
 
 use crate::realtime::bridge;
 use crate::routes::app;
@@ -18,22 +40,135 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let realtime = state.realtime.clone();
+    let limits = state.settings.http.clone();
     let bridge = bridge::spawn(realtime.clone(), state.store.clone());
+    let router = app(state);
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
+    // Dropped (closed) when the node stops: every connection then finishes
+    // its request in flight and closes.
+    let (stop_tx, stop_rx) = watch::channel(());
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout);
+    let builder = Arc::new(builder);
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let slot = tokio::select! {
+            () = &mut shutdown => break,
+            slot = slots.clone().acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
+        };
+        let (stream, peer) = tokio::select! {
+            () = &mut shutdown => break,
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Out of files or memory for a moment: wait rather
+                    // than spin (connections closing will free some).
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        // Signals are small and must not wait for Nagle's algorithm.
+        let _ = stream.set_nodelay(true);
+        let service = router
+            .clone()
+            .map_request(move |req: hyper::Request<Incoming>| {
+                let mut req = req.map(Body::new);
+                // For per-address rate limits (axum's `ConnectInfo`).
+                req.extensions_mut().insert(ConnectInfo(peer));
+                req
+            });
+        let io = TokioIo::new(Counted {
+            stream,
+            _slot: slot,
+        });
+        let (builder, mut stop) = (builder.clone(), stop_rx.clone());
+        connections.spawn(async move {
+            let conn = builder
+                .serve_connection(io, TowerToHyperService::new(service))
+                .with_upgrades();
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                served = conn.as_mut() => log_end(peer, served),
+                _ = stop.changed() => {
+                    conn.as_mut().graceful_shutdown();
+                    log_end(peer, conn.await);
+                }
+            }
+        });
+    }
+    drop(listener);
     // Realtime connections never end by themselves: close them first, or
     // the graceful shutdown would wait for them forever.
-    let closing = realtime.clone();
-    let shutdown = async move {
-        shutdown.await;
-        closing.shutdown();
-    };
-    // With the peer's address, for per-address rate limits.
-    let service = app(state).into_make_service_with_connect_info::<std::net::SocketAddr>();
-    let served = axum::serve(listener, service)
-        .with_graceful_shutdown(shutdown)
-        .await;
-    realtime.drained(std::time::Duration::from_secs(2)).await;
+    realtime.shutdown();
+    drop(stop_tx);
+    connections.close();
+    connections.wait().await;
+    realtime.drained(Duration::from_secs(2)).await;
     if let Some(bridge) = bridge {
         bridge.abort();
     }
-    served
+    Ok(())
+}
+
+fn log_end(peer: SocketAddr, served: Result<(), hyper::Error>) {
+    if let Err(e) = served {
+        // A client that hung up or timed out: routine, not an error of
+        // Ferry's.
+        tracing::debug!(%peer, error = %e, "connection ended");
+    }
+}
+
+/// A client's socket holding its connection slot until it closes, also
+/// when it outlives its HTTP connection as a WebSocket.
+struct Counted {
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
 }

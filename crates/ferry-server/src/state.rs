@@ -12,8 +12,11 @@ use crate::auth::limits::SignInLimits;
 use crate::auth::mail::{self, Mailer, MailerConfig};
 use crate::billing::BillingSettings;
 use crate::clock::{ServerClock, wall_ms};
+use crate::http::HttpLimits;
+use crate::http::proxy::TrustedProxies;
 use crate::ops::metrics::Metrics;
 use crate::realtime::{Realtime, RealtimeSettings};
+use crate::spaces::quota::{CreationLimits, SpaceQuotas};
 use crate::store::{Store, StoreError};
 
 /// What the server knows beyond its configuration file.
@@ -48,6 +51,15 @@ pub struct Settings {
     pub app_dir: Option<std::path::PathBuf>,
     /// The billing gate and the webhooks' secrets.
     pub billing: BillingSettings,
+    /// Timeouts and the connection cap of the HTTP server.
+    pub http: HttpLimits,
+    /// Proxies whose `X-Forwarded-For` names the client (for per-address
+    /// rate limits); none by default.
+    pub trusted_proxies: TrustedProxies,
+    /// When set, `/metrics` answers only requests bearing this token.
+    pub metrics_token: Option<String>,
+    /// How many spaces and invites one user may create.
+    pub quotas: SpaceQuotas,
 }
 
 impl Settings {
@@ -67,8 +79,75 @@ impl Settings {
             realtime: RealtimeSettings::default(),
             app_dir: None,
             billing: BillingSettings::default(),
+            http: HttpLimits::default(),
+            trusted_proxies: TrustedProxies::default(),
+            metrics_token: None,
+            quotas: SpaceQuotas::default(),
         }
     }
+
+    /// Refuses settings a server must not start with: secrets anyone could
+    /// guess (empty or short), an email rule without a provider.
+    pub fn check(&self) -> Result<(), SettingsError> {
+        use crate::auth::external::MIN_SECRET_BYTES;
+        if let Some(shared) = &self.shared_secret {
+            long_enough(
+                "the JWT secret (jwt_secret)",
+                &shared.secret,
+                MIN_SECRET_BYTES,
+            )?;
+        }
+        for secret in &self.billing.stripe_secrets {
+            long_enough("a Stripe webhook secret", secret, MIN_WEBHOOK_SECRET_BYTES)?;
+        }
+        if let Some(secret) = &self.billing.lemonsqueezy_secret {
+            long_enough(
+                "the Lemon Squeezy webhook secret",
+                secret,
+                MIN_WEBHOOK_SECRET_BYTES,
+            )?;
+        }
+        if let Some(token) = &self.metrics_token {
+            long_enough(
+                "the metrics token (metrics_token)",
+                token,
+                MIN_WEBHOOK_SECRET_BYTES,
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// The shortest webhook secret or metrics token accepted.
+pub const MIN_WEBHOOK_SECRET_BYTES: usize = 16;
+
+fn long_enough(what: &'static str, secret: &str, min: usize) -> Result<(), SettingsError> {
+    if secret.trim().len() < min {
+        return Err(SettingsError::WeakSecret {
+            what,
+            min,
+            len: secret.trim().len(),
+        });
+    }
+    Ok(())
+}
+
+/// Settings a server refuses to start with.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    /// A secret that is empty or too short to withstand guessing.
+    #[error(
+        "{what} is {len} bytes long; it must be at least {min} bytes of random text \
+         (an empty or short secret would let anyone forge what it signs)"
+    )]
+    WeakSecret {
+        /// Which secret.
+        what: &'static str,
+        /// The least accepted.
+        min: usize,
+        /// What was given.
+        len: usize,
+    },
 }
 
 /// Shared by every handler; cheap to clone.
@@ -94,6 +173,8 @@ pub struct AppState {
     pub jwks: Option<Arc<JwksProvider>>,
     /// Realtime signals: this node's subscriptions and the other nodes.
     pub realtime: Arc<Realtime>,
+    /// Rate limits of space creation and invites, per user.
+    pub creation_limits: Arc<CreationLimits>,
     pub(crate) known_users: Arc<KnownUsers>,
 }
 
@@ -106,9 +187,13 @@ impl std::fmt::Debug for dyn Store {
 impl AppState {
     /// Builds the state over `store`, loading (or creating) the signing keys.
     pub async fn new(store: Arc<dyn Store>, settings: Settings) -> Result<AppState, StoreError> {
+        settings
+            .check()
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         let issuer = Issuer::load(store.as_ref(), wall_ms()).await?;
         let settings_shared = settings.shared_secret.clone();
         let settings_reload = settings.key_reload_interval;
+        let settings_quotas = settings.quotas.clone();
         let jwks = match settings.jwks.clone() {
             Some(c) => Some(Arc::new(JwksProvider::new(c).map_err(|e| {
                 StoreError::Internal(format!("cannot build the JWKS client: {e}"))
@@ -128,6 +213,7 @@ impl AppState {
             settings: Arc::new(settings),
             mailer,
             sign_in_limits: Arc::default(),
+            creation_limits: Arc::new(CreationLimits::new(&settings_quotas)),
             shared_secret: settings_shared.map(|c| Arc::new(SharedSecret::new(&c))),
             jwks,
             known_users: Arc::default(),

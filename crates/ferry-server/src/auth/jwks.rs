@@ -12,7 +12,7 @@ use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey};
 use tokio::sync::{Mutex, RwLock};
 
-use super::external::{Identity, identity, validation};
+use super::external::{EmailTrust, Identity, identity, validation};
 use super::issuer::screen;
 use crate::error::ApiError;
 
@@ -35,6 +35,8 @@ pub struct JwksConfig {
     /// The shortest time between two fetches of the key set
     /// ([`MIN_REFRESH`] unless a test says otherwise).
     pub min_refresh: Duration,
+    /// Which of the provider's `email` claims Ferry believes.
+    pub email_trust: EmailTrust,
 }
 
 /// An asymmetric algorithm by name; symmetric (HS*) ones are refused, since
@@ -180,6 +182,12 @@ impl JwksProvider {
             self.config.audience.as_ref(),
         );
         let issuer = self.config.issuer.as_ref().unwrap_or(&self.config.url);
-        identity(token, &key.key, &validation, issuer)
+        identity(
+            token,
+            &key.key,
+            &validation,
+            issuer,
+            self.config.email_trust,
+        )
     }
 }

@@ -93,17 +93,26 @@ impl FromRequestParts<AppState> for AuthUser {
 
 /// When a token that [`authenticate`] accepted stops working (its `exp`, in
 /// seconds since the epoch): long-lived connections end then. Reads the
-/// claims without verifying them, which `authenticate` has done.
+/// claims without verifying them, which `authenticate` has done. `exp` is
+/// a JSON number, which may have a fraction (RFC 7519's NumericDate): it is
+/// read as the verifiers read it, rounded down, so a connection never
+/// outlives the token. `None` when it cannot be read at all.
 pub fn expiry(token: &str) -> Option<u64> {
     #[derive(serde::Deserialize)]
     struct Exp {
-        exp: u64,
+        exp: serde_json::Number,
     }
     let claims = token.split('.').nth(1)?;
     let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(claims)
         .ok()?;
-    serde_json::from_slice::<Exp>(&json).ok().map(|c| c.exp)
+    let exp = serde_json::from_slice::<Exp>(&json).ok()?.exp;
+    exp.as_u64().or_else(|| {
+        exp.as_f64()
+            .filter(|f| f.is_finite() && *f >= 0.0)
+            // Saturating: a NumericDate past u64 is "never", as an integer one.
+            .map(|f| f.floor() as u64)
+    })
 }
 
 /// The user a bearer token names: a token of Ferry's own issuer (EdDSA with

@@ -63,20 +63,26 @@ pub struct MagicLinkRequest {
 }
 
 /// The client's address, when the server was told it (it is, by
-/// `server::run`; tests that drive the router directly have none).
+/// `server::run`; tests that drive the router directly have none): the
+/// peer's, or behind a trusted proxy the one it forwarded for
+/// ([`crate::http::proxy`]).
 #[derive(Debug, Clone, Copy)]
 pub struct ClientAddr(pub Option<IpAddr>);
 
-impl<S: Send + Sync> FromRequestParts<S> for ClientAddr {
+impl FromRequestParts<AppState> for ClientAddr {
     type Rejection = std::convert::Infallible;
 
-    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        Ok(ClientAddr(
-            ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
-                .await
-                .ok()
-                .map(|ConnectInfo(addr)| addr.ip()),
-        ))
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
+        let peer = ConnectInfo::<SocketAddr>::from_request_parts(parts, state)
+            .await
+            .ok()
+            .map(|ConnectInfo(addr)| addr);
+        Ok(ClientAddr(peer.map(|peer| {
+            state.settings.trusted_proxies.client(peer, &parts.headers)
+        })))
     }
 }
 

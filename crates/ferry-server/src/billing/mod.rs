@@ -8,13 +8,13 @@
 //! spaces and members, and the webhooks are never gated, and clients keep
 //! working on their local data.
 //!
-//! Entitlements come from the payment provider's webhooks, verified on the
-//! raw body ([`signature`]), read ([`stripe`], [`lemonsqueezy`]), matched
-//! to a user (the app's user id in the checkout's metadata, else the
-//! customer already linked to a user, else the customer's email) and
-//! stored with the ordering and idempotency rules of
-//! [`crate::store::billing`]; or from support staff (`ferry admin
-//! entitlement set`).
+//! Subscriptions come from the payment provider's webhooks, verified on
+//! the raw body ([`signature`]), read ([`stripe`], [`lemonsqueezy`]) with
+//! the plan `[billing.plans]` maps what was bought to, matched to a user
+//! ([`find_user`]) and stored each on its own with the ordering and
+//! idempotency rules of [`crate::store::billing`]; or from support staff
+//! (`ferry admin entitlement set`). A user may sync when any one of their
+//! subscriptions is active for a required plan.
 
 pub mod event;
 pub mod lemonsqueezy;
@@ -36,31 +36,27 @@ use crate::ids;
 use crate::spaces::normalize_email;
 use crate::state::AppState;
 use crate::store::{BillingEvent, StoredEntitlement};
-use event::{EventError, Parsed, UserHints};
+use event::{EventError, Parsed, PlanMap, UserHints};
 use signature::SignatureError;
 
 /// Billing's settings; the default turns the gate off.
 #[derive(Debug, Clone, Default)]
 pub struct BillingSettings {
-    /// The plans that include sync (e.g. `["pro"]`); empty: no gate. The
-    /// first also names subscriptions whose metadata names no plan.
+    /// The plans that include sync (e.g. `["pro"]`); empty: no gate.
     pub required_plans: Vec<String>,
     /// Stripe's webhook signing secrets (`whsec_...`); several while one
     /// is rotated.
     pub stripe_secrets: Vec<String>,
     /// Lemon Squeezy's webhook signing secret.
     pub lemonsqueezy_secret: Option<String>,
+    /// What each product grants (`[billing.plans]`).
+    pub plans: PlanMap,
 }
 
 impl BillingSettings {
     /// Whether sync needs a plan.
     pub fn gated(&self) -> bool {
         !self.required_plans.is_empty()
-    }
-
-    /// The plan of a subscription that names none.
-    fn default_plan(&self) -> &str {
-        self.required_plans.first().map_or("paid", String::as_str)
     }
 }
 
@@ -70,8 +66,8 @@ pub async fn require_sync(state: &AppState, user: &UserId) -> Result<(), ApiErro
     if !billing.gated() {
         return Ok(());
     }
-    let entitlement = state.store.entitlement(user).await?;
-    if allows_sync(billing, entitlement.as_ref(), wall_ms()) {
+    let held = state.store.entitlements(user).await?;
+    if allows_sync(billing, &held, wall_ms()) {
         Ok(())
     } else {
         Err(ApiError::payment_required(format!(
@@ -81,9 +77,14 @@ pub async fn require_sync(state: &AppState, user: &UserId) -> Result<(), ApiErro
     }
 }
 
-fn allows_sync(billing: &BillingSettings, e: Option<&StoredEntitlement>, now_ms: u64) -> bool {
-    !billing.gated()
-        || e.is_some_and(|e| e.is_active(now_ms) && billing.required_plans.contains(&e.plan))
+/// Whether one subscription lets its user sync at `now_ms`.
+fn grants_sync(billing: &BillingSettings, e: &StoredEntitlement, now_ms: u64) -> bool {
+    e.is_active(now_ms) && billing.required_plans.contains(&e.plan)
+}
+
+/// Whether the subscriptions `held` let their user sync: any one does.
+fn allows_sync(billing: &BillingSettings, held: &[StoredEntitlement], now_ms: u64) -> bool {
+    !billing.gated() || held.iter().any(|e| grants_sync(billing, e, now_ms))
 }
 
 /// A time as RFC 3339, to the second.
@@ -92,18 +93,32 @@ pub fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_seconds(t).to_string()
 }
 
-/// The caller's entitlement as `/v1/me` shows it. Without one, the free
-/// plan; `sync` says whether the gate lets the user sync now.
+/// The caller's entitlement as `/v1/me` shows it: of their
+/// subscriptions, one that lets them sync if any does, else the latest.
+/// Without any, the free plan; `sync` says whether the gate lets the user
+/// sync now.
 pub async fn view(state: &AppState, user: &UserId) -> Result<Entitlement, ApiError> {
-    let stored = state.store.entitlement(user).await?;
-    let sync = allows_sync(&state.settings.billing, stored.as_ref(), wall_ms());
-    Ok(match stored {
+    let billing = &state.settings.billing;
+    let held = state.store.entitlements(user).await?;
+    let now = wall_ms();
+    let sync = allows_sync(billing, &held, now);
+    let shown = held
+        .iter()
+        .rev()
+        .find(|e| grants_sync(billing, e, now))
+        .or_else(|| held.iter().rev().find(|e| e.is_active(now)))
+        .or_else(|| held.last());
+    Ok(match shown {
         Some(e) => Entitlement {
-            plan: e.plan,
-            status: e.status,
+            plan: if e.plan.is_empty() {
+                "none".into()
+            } else {
+                e.plan.clone()
+            },
+            status: e.status.clone(),
             current_period_end: e.current_period_end_ms.map(rfc3339),
-            provider: Some(e.provider),
-            customer_id: e.customer_id,
+            provider: Some(e.provider.clone()),
+            customer_id: e.customer_id.clone(),
             sync,
         },
         None => Entitlement {
@@ -132,80 +147,122 @@ impl From<EventError> for ApiError {
     }
 }
 
-/// The user a subscription belongs to: the app's user id, else the user
-/// the provider's customer is linked to, else the customer's email (a user
-/// created if new, who then finds the subscription at first sign-in).
+/// The user a subscription belongs to, in order: the app's user id in the
+/// event (a user Ferry does not know is refused: `404`, and the provider
+/// delivers again); the user the subscription is already linked to; the
+/// user its customer is linked to; and last the customer's email, unless
+/// that user holds an active subscription of this provider under another
+/// customer (a payment provider does not verify the email a buyer types,
+/// so an email alone never attaches a stranger's subscription to a paying
+/// customer). `None`: nobody yet; the subscription is kept unlinked until
+/// a checkout or support staff links it.
 async fn find_user(
     state: &AppState,
     provider: &str,
+    subscription_id: &str,
     hints: &UserHints,
-) -> Result<UserId, ApiError> {
+) -> Result<Option<UserId>, ApiError> {
     if let Some(id) = &hints.user_id {
         let known = match UserId::new(id.as_str()) {
             Ok(id) => state.store.user(&id).await?.map(|u| u.id),
             Err(_) => None,
         };
-        // A user id Ferry does not know is refused (the provider retries),
-        // never guessed from the email.
-        return known.ok_or_else(|| {
+        return known.map(Some).ok_or_else(|| {
             ApiError::not_found(format!(
                 "the event names user {id:?}, whom Ferry does not know"
             ))
         });
     }
+    if let Some(user) = state
+        .store
+        .subscription_owner(provider, subscription_id)
+        .await?
+    {
+        return Ok(Some(user));
+    }
     if let Some(customer) = &hints.customer_id
         && let Some(user) = state.store.user_by_customer(provider, customer).await?
     {
-        return Ok(user);
+        return Ok(Some(user));
     }
-    if let Some(email) = &hints.email {
-        let email = normalize_email(email)?;
-        let user = state
-            .store
-            .user_by_email(&email, &ids::new_user_id()?)
-            .await?;
-        return Ok(user.id);
+    let Some(email) = &hints.email else {
+        return Ok(None);
+    };
+    let email = normalize_email(email)?;
+    let user = state
+        .store
+        .user_by_email(&email, &ids::new_user_id()?)
+        .await?;
+    let now = wall_ms();
+    let paying_elsewhere = state.store.entitlements(&user.id).await?.iter().any(|e| {
+        e.provider == provider
+            && e.is_active(now)
+            && e.customer_id.is_some()
+            && e.customer_id != hints.customer_id
+    });
+    if paying_elsewhere {
+        tracing::warn!(
+            provider,
+            subscription_id,
+            user = %user.id,
+            "a subscription names the email of a user who pays under another customer; \
+             it stays unlinked until the app links it (metadata user_id)"
+        );
+        return Ok(None);
     }
-    Err(ApiError::not_found(
-        "no user matches this subscription yet (no user_id in its metadata, a customer not \
-         linked by a checkout, no email); the provider will deliver it again",
-    ))
+    Ok(Some(user.id))
 }
 
 /// Stores what a verified event says; answers what happened.
 async fn apply(state: &AppState, provider: &str, parsed: Parsed) -> Result<Json<Value>, ApiError> {
-    let (event_id, hints, entitlement) = match parsed {
+    let (event_id, subscription_id, hints, subscription) = match parsed {
         Parsed::Ignored { kind } => {
             tracing::debug!(provider, kind, "billing event ignored");
             return Ok(Json(json!({"received": true, "outcome": "ignored"})));
         }
         Parsed::Subscription {
             event_id,
+            subscription_id,
             hints,
-            entitlement,
-        } => (event_id, hints, entitlement),
+            state,
+        } => (event_id, subscription_id, hints, state),
     };
-    let user = find_user(state, provider, &hints).await?;
+    let user = find_user(state, provider, &subscription_id, &hints).await?;
     let outcome = state
         .store
         .apply_billing_event(&BillingEvent {
             provider: provider.to_owned(),
             event_id: event_id.clone(),
+            subscription_id: subscription_id.clone(),
+            customer_id: hints.customer_id.clone(),
             user: user.clone(),
-            entitlement: entitlement.clone(),
+            state: subscription.clone(),
         })
         .await?;
+    if let Some(s) = subscription.as_ref().filter(|s| s.plan.is_empty()) {
+        tracing::warn!(
+            provider,
+            subscription_id,
+            status = s.status,
+            "a subscription to something [billing.plans] does not map grants no plan"
+        );
+    }
     tracing::info!(
         provider,
         event_id,
-        user = %user,
-        status = entitlement.status,
-        plan = entitlement.plan,
+        subscription_id,
+        user = user.as_ref().map(UserId::as_str),
+        status = subscription.as_ref().map(|s| s.status.as_str()),
+        plan = subscription.as_ref().map(|s| s.plan.as_str()),
         outcome = outcome.as_str(),
         "billing event"
     );
     state.metrics.billing_event(provider, outcome.as_str());
-    Ok(Json(json!({"received": true, "outcome": outcome.as_str()})))
+    Ok(Json(json!({
+        "received": true,
+        "outcome": outcome.as_str(),
+        "linked": user.is_some(),
+    })))
 }
 
 fn header<'a>(headers: &'a HeaderMap, name: &'static str) -> Result<&'a str, SignatureError> {
@@ -228,7 +285,7 @@ async fn stripe_webhook(
         &billing.stripe_secrets,
         wall_ms() / 1000,
     )?;
-    let parsed = stripe::parse(&body, billing.default_plan())?;
+    let parsed = stripe::parse(&body, &billing.plans)?;
     apply(&state, "stripe", parsed).await
 }
 
@@ -243,7 +300,7 @@ async fn lemonsqueezy_webhook(
         &body,
         billing.lemonsqueezy_secret.as_deref(),
     )?;
-    let parsed = lemonsqueezy::parse(&body, billing.default_plan())?;
+    let parsed = lemonsqueezy::parse(&body, &billing.plans)?;
     apply(&state, "lemonsqueezy", parsed).await
 }
 
@@ -262,13 +319,14 @@ mod tests {
     #[test]
     fn the_gate_wants_an_active_required_plan() {
         let off = BillingSettings::default();
-        assert!(allows_sync(&off, None, 0));
+        assert!(allows_sync(&off, &[], 0));
         let on = BillingSettings {
             required_plans: vec!["pro".into(), "team".into()],
             ..Default::default()
         };
-        assert!(!allows_sync(&on, None, 0));
+        assert!(!allows_sync(&on, &[], 0));
         let mut e = StoredEntitlement {
+            subscription_id: "sub_1".into(),
             plan: "team".into(),
             status: "active".into(),
             current_period_end_ms: None,
@@ -276,12 +334,19 @@ mod tests {
             customer_id: None,
             stamp_ms: 0,
         };
-        assert!(allows_sync(&on, Some(&e), 0));
+        assert!(allows_sync(&on, std::slice::from_ref(&e), 0));
         e.plan = "hobby".into();
-        assert!(!allows_sync(&on, Some(&e), 0));
+        assert!(!allows_sync(&on, std::slice::from_ref(&e), 0));
         e.plan = "pro".into();
         e.status = "expired".into();
-        assert!(!allows_sync(&on, Some(&e), 0));
+        assert!(!allows_sync(&on, std::slice::from_ref(&e), 0));
+        // Any one active subscription of a required plan is enough.
+        let active = StoredEntitlement {
+            status: "active".into(),
+            subscription_id: "sub_2".into(),
+            ..e.clone()
+        };
+        assert!(allows_sync(&on, &[e.clone(), active], 0));
         assert_eq!(rfc3339(1_796_083_200_000), "2026-12-01T00:00:00Z");
     }
 }

@@ -81,7 +81,27 @@ pub fn demo_routes() -> Router<AppState> {
         .route("/app/{name}", get(demo_file))
 }
 
+/// Whether `path` names a hidden file or directory (a segment starting
+/// with `.`, percent-encoded or not), other than `/.well-known/`, which
+/// apps publish on purpose. Build directories hold `.env` files, `.git`
+/// directories and editor leftovers that must never be served.
+fn hidden(path: &str) -> bool {
+    let decoded = path.replace("%2e", ".").replace("%2E", ".");
+    decoded
+        .split('/')
+        .enumerate()
+        .any(|(i, segment)| segment.starts_with('.') && !(i == 1 && segment == ".well-known"))
+}
+
+async fn refuse_hidden(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    if hidden(req.uri().path()) {
+        return ApiError::not_found("no such file").into_response();
+    }
+    next.run(req).await
+}
+
 /// The routes serving the app in `dir`; the caller makes it the fallback.
+/// Hidden files are never served.
 pub fn dir_routes(dir: &Path) -> Router<AppState> {
     let files = ServeDir::new(dir)
         .append_index_html_on_directories(true)
@@ -89,4 +109,32 @@ pub fn dir_routes(dir: &Path) -> Router<AppState> {
     Router::new()
         .route("/auth/magic-link", get(magic_link_page))
         .fallback_service(files)
+        .layer(axum::middleware::from_fn(refuse_hidden))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::hidden;
+
+    #[test]
+    fn hidden_paths_are_recognised() {
+        for path in [
+            "/.env",
+            "/a/.git/config",
+            "/%2eenv",
+            "/x/%2Essh/id",
+            "/.well-known/../.env",
+        ] {
+            assert!(hidden(path), "{path}");
+        }
+        for path in [
+            "/",
+            "/index.html",
+            "/a.b/c.d",
+            "/.well-known/assetlinks.json",
+            "/app.js",
+        ] {
+            assert!(!hidden(path), "{path}");
+        }
+    }
 }

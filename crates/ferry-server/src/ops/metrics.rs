@@ -18,11 +18,36 @@ use crate::error::ApiError;
 use crate::state::AppState;
 use crate::store::PoolState;
 
+/// A request's labels. Each comes from a small fixed set whatever the
+/// request says: the route pattern the router matched (or `unmatched`),
+/// one of the standard methods (or `other`: HTTP lets a client invent
+/// methods of any length, and each would otherwise be a series kept
+/// forever), and the status Ferry answered.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
-    method: String,
+    method: &'static str,
     status: u16,
+}
+
+/// The label of a request's method.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::PATCH, "PATCH"),
+        (Method::DELETE, "DELETE"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::TRACE, "TRACE"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(m, _)| m == method)
+        .map_or("other", |(_, label)| label)
 }
 
 /// The two realtime transports.
@@ -234,11 +259,11 @@ impl Metrics {
         self.pool_max.set(i64::from(pool.max));
     }
 
-    fn observe_request(&self, route: &str, method: &str, status: u16, elapsed: Duration) {
+    fn observe_request(&self, route: &str, method: &'static str, status: u16, elapsed: Duration) {
         self.requests
             .get_or_create(&RequestLabels {
                 route: route.to_owned(),
-                method: method.to_owned(),
+                method,
                 status,
             })
             .inc();
@@ -332,7 +357,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
         .extensions()
         .get::<MatchedPath>()
         .map_or_else(|| "unmatched".to_owned(), |m| m.as_str().to_owned());
-    let method = req.method().as_str().to_owned();
+    let method = method_label(req.method());
     let start = Instant::now();
     let response = next.run(req).await;
     state
@@ -341,8 +366,18 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     response
 }
 
-/// `GET /metrics`.
-pub async fn render(State(state): State<AppState>) -> Response {
+/// `GET /metrics`; with a metrics token configured, only for a request
+/// that carries it as its bearer token (compared in constant time).
+pub async fn render(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if let Some(expected) = &state.settings.metrics_token {
+        let given = crate::auth::bearer(&headers).unwrap_or("");
+        let same: bool =
+            subtle::ConstantTimeEq::ct_eq(given.as_bytes(), expected.as_bytes()).into();
+        if !same {
+            return ApiError::unauthorized("send the metrics token: Authorization: Bearer <token>")
+                .into_response();
+        }
+    }
     state.metrics.observe_pool(state.store.pool_state());
     match state.metrics.encode() {
         Ok(text) => (

@@ -205,6 +205,7 @@ mod tests {
                 *id = ferry_core::RecordId::new(format!("t{n}")).unwrap();
             }
             let batch = Batch {
+                user: ferry_core::UserId::new("u").unwrap(),
                 client_id: ClientId::new("c").unwrap(),
                 batch_id: None,
                 cursor: None,

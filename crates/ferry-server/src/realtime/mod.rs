@@ -202,12 +202,13 @@ pub struct Open {
     _tracked: tokio_util::task::task_tracker::TaskTrackerToken,
 }
 
-/// When a connection authenticated by `token` must end: the token's `exp`.
-pub(crate) fn deadline(token: &str) -> Option<Instant> {
-    crate::auth::expiry(token).map(|exp| {
-        let left_ms = exp.saturating_mul(1000).saturating_sub(wall_ms());
-        Instant::now() + Duration::from_millis(left_ms)
-    })
+/// When a connection authenticated by `token` must end: the token's `exp`
+/// ([`crate::auth::expiry`]); at once when it has none that can be read
+/// (every verifier requires one, so that is never a reason to last).
+pub(crate) fn deadline(token: &str) -> Instant {
+    let left_ms = crate::auth::expiry(token)
+        .map_or(0, |exp| exp.saturating_mul(1000).saturating_sub(wall_ms()));
+    Instant::now() + Duration::from_millis(left_ms)
 }
 
 /// Completes at `deadline`, or never without one.

@@ -103,7 +103,7 @@ pub async fn stream(
     let token = token(&headers, &query)?;
     let user = auth::authenticate(&state, token).await?;
     billing::require_sync(&state, &user).await?;
-    let expires = deadline(token);
+    let expires = Some(deadline(token));
     let mut subs = Subscriptions::new(state.realtime.clone(), user.clone());
     // Follow first, check second, as the WebSocket does.
     subs.follow(&space);

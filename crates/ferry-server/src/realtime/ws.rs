@@ -25,7 +25,7 @@ use axum::response::Response;
 use ferry_core::protocol::ErrorBody;
 use ferry_core::{SpaceId, UserId};
 use serde::{Deserialize, Serialize};
-use tokio::time::{Instant, timeout};
+use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite;
 
 use super::hub::Inbox;
@@ -126,7 +126,7 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, Ap
     let user = auth::authenticate(state, token).await?;
     Ok(Authenticated {
         user,
-        expires: deadline(token),
+        expires: Some(deadline(token)),
     })
 }
 
@@ -156,8 +156,11 @@ async fn session(state: AppState, mut socket: WebSocket) {
 /// it does not come in time or does not authenticate.
 async fn first_auth(state: &AppState, socket: &mut WebSocket) -> Option<Authenticated> {
     let limits = &state.settings.realtime;
+    // One deadline from the upgrade, whatever arrives before it: pings
+    // and pongs do not buy an unauthenticated socket more time.
+    let deadline = Instant::now() + limits.auth_timeout;
     let text = loop {
-        match timeout(limits.auth_timeout, socket.recv()).await {
+        match timeout_at(deadline, socket.recv()).await {
             Err(_) => {
                 let reason = format!(
                     "authenticate within {} s: send {{\"type\":\"auth\",\"token\":...}}",

@@ -1,6 +1,7 @@
 //! Spaces and their members (PROTOCOL.md §5), and `/v1/me`.
 
 pub mod access;
+pub mod quota;
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -69,7 +70,33 @@ async fn create(
             "space ids starting with 'user:' are reserved for personal spaces",
         ));
     }
-    state.store.create_space(&id, name, &user.id).await?;
+    state.creation_limits.space(&user.id)?;
+    let quotas = &state.settings.quotas;
+    let owned = state
+        .store
+        .spaces_of(&user.id)
+        .await?
+        .iter()
+        .filter(|s| s.role == Role::Owner && !s.id.as_str().starts_with("user:"))
+        .count();
+    if owned >= quotas.max_owned_spaces {
+        return Err(ApiError::forbidden(format!(
+            "you own {owned} spaces, the most one person may; delete or hand over one first"
+        )));
+    }
+    // A taken id answers the same 409 whoever holds it, and says nothing
+    // else of that space (docs/protocol.md §5: chosen ids).
+    state
+        .store
+        .create_space(&id, name, &user.id)
+        .await
+        .map_err(|e| match e {
+            StoreError::Conflict(_) => ApiError::conflict(format!(
+                "the space id {id} is not available; choose another, or leave out \"id\" \
+                 for a random one"
+            )),
+            other => other.into(),
+        })?;
     Ok((
         StatusCode::CREATED,
         Json(SpaceInfo {
@@ -108,6 +135,15 @@ async fn set_member(
     ApiJson(body): ApiJson<SetRole>,
 ) -> Result<Json<Member>, ApiError> {
     access::require_owner(access::member(&state, &user, &space).await?)?;
+    let members = state.store.members(&space).await?;
+    if members.len() >= state.settings.quotas.max_members
+        && !members.iter().any(|m| m.user_id == member)
+    {
+        return Err(ApiError::forbidden(format!(
+            "this space has {} members, the most a space may have",
+            members.len()
+        )));
+    }
     state
         .store
         .set_member(&space, &member, body.role)
@@ -160,6 +196,18 @@ async fn invite(
 ) -> Result<(StatusCode, Json<Member>), ApiError> {
     access::require_owner(access::member(&state, &user, &space).await?)?;
     let email = normalize_email(&body.email)?;
+    state.creation_limits.invite(&user.id)?;
+    let members = state.store.members(&space).await?;
+    if members.len() >= state.settings.quotas.max_members
+        && !members
+            .iter()
+            .any(|m| m.email.as_deref() == Some(email.as_str()))
+    {
+        return Err(ApiError::forbidden(format!(
+            "this space has {} members, the most a space may have",
+            members.len()
+        )));
+    }
     let invited = state
         .store
         .user_by_email(&email, &ids::new_user_id()?)

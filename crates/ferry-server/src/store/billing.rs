@@ -1,5 +1,11 @@
-//! Entitlements and billing events as stored (PROTOCOL.md §7), and the one
-//! rule that orders them, shared by every backend.
+//! Subscriptions and billing events as stored (docs/protocol.md §7), and
+//! the one rule that orders them, shared by every backend.
+//!
+//! Each subscription a payment provider reports is kept on its own, keyed
+//! by the provider's subscription id: a user may hold several (two plans, a
+//! renewal under a new customer, a grant by support staff), and what they
+//! may do is the union of them. One customer's events therefore only ever
+//! change that customer's own subscription.
 //!
 //! Payment providers deliver webhooks late, out of order and more than
 //! once. So each event is applied at most once (its id is recorded in the
@@ -10,10 +16,14 @@
 
 use ferry_core::UserId;
 
-/// What a user has paid for, as stored.
+/// One subscription's state, as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEntitlement {
-    /// The plan, e.g. `pro`.
+    /// The provider's id of the subscription (`sub_...`, a Lemon Squeezy
+    /// subscription id; `grant:{user}` for support staff's grant).
+    pub subscription_id: String,
+    /// The plan, e.g. `pro`, as `[billing.plans]` maps what was bought;
+    /// empty when nothing bought maps to a plan (it grants none).
     pub plan: String,
     /// The subscription's status, as Ferry names it: `active`, `trialing`,
     /// `canceled`, `expired`, `past_due`, `unpaid`, `paused`, `incomplete`,
@@ -55,6 +65,21 @@ impl StoredEntitlement {
         Some(next)
     }
 
+    /// The state of a subscription Ferry has only heard linked to a user
+    /// (by a checkout), not described yet: it grants nothing, and any state
+    /// the provider reports replaces it.
+    pub fn linked_only(provider: &str, subscription_id: &str, customer_id: Option<&str>) -> Self {
+        StoredEntitlement {
+            subscription_id: subscription_id.to_owned(),
+            plan: String::new(),
+            status: "incomplete".into(),
+            current_period_end_ms: None,
+            provider: provider.to_owned(),
+            customer_id: customer_id.map(str::to_owned),
+            stamp_ms: 0,
+        }
+    }
+
     /// Whether it lets its user sync at `now_ms`: a trial or an active
     /// subscription (the provider says when that stops), or a cancelled
     /// subscription or a grant still inside its paid period.
@@ -67,7 +92,7 @@ impl StoredEntitlement {
     }
 }
 
-/// A verified billing event, its user found.
+/// A verified billing event, its user looked for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BillingEvent {
     /// `stripe` or `lemonsqueezy`.
@@ -75,16 +100,53 @@ pub struct BillingEvent {
     /// The provider's event id (or, where it sends none, a digest of the
     /// body): each applies once.
     pub event_id: String,
-    /// Whose subscription it is.
-    pub user: UserId,
-    /// The subscription's state as the event describes it.
-    pub entitlement: StoredEntitlement,
+    /// The provider's id of the subscription the event is about.
+    pub subscription_id: String,
+    /// The provider's customer, when the event names one.
+    pub customer_id: Option<String>,
+    /// The user the subscription belongs to, when found. A subscription
+    /// already linked to a user stays linked to that user.
+    pub user: Option<UserId>,
+    /// The subscription's state as the event describes it; `None` for an
+    /// event that only links it to a user (a completed checkout).
+    pub state: Option<StoredEntitlement>,
+}
+
+impl BillingEvent {
+    /// What the subscription's row holds after this event, over `stored`
+    /// (its row, if any): its owner, its state, and whether the state is
+    /// the event's (`false`: the event is older than what is stored, or
+    /// carries no state). Every backend applies events with it.
+    pub fn over(
+        &self,
+        stored: Option<(Option<UserId>, StoredEntitlement)>,
+    ) -> (Option<UserId>, StoredEntitlement, bool) {
+        let (owner, current) = match stored {
+            Some((owner, current)) => (owner, Some(current)),
+            None => (None, None),
+        };
+        let owner = owner.or_else(|| self.user.clone());
+        let next = self.state.as_ref().and_then(|s| s.over(current.as_ref()));
+        let applied = next.is_some();
+        let mut state = next.or(current).unwrap_or_else(|| {
+            StoredEntitlement::linked_only(
+                &self.provider,
+                &self.subscription_id,
+                self.customer_id.as_deref(),
+            )
+        });
+        if state.customer_id.is_none() {
+            state.customer_id = self.customer_id.clone();
+        }
+        (owner, state, applied || self.state.is_none())
+    }
 }
 
 /// What applying an event did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EventOutcome {
-    /// The user's entitlement is now the event's.
+    /// The subscription's state is now the event's (or, for a checkout,
+    /// it is linked to its user).
     Applied,
     /// The event was seen before: nothing changed.
     Duplicate,
@@ -110,6 +172,7 @@ mod tests {
 
     fn state(status: &str, stamp_ms: u64, end: Option<u64>) -> StoredEntitlement {
         StoredEntitlement {
+            subscription_id: "sub_1".into(),
             plan: "pro".into(),
             status: status.into(),
             current_period_end_ms: end,

@@ -84,6 +84,9 @@ impl std::fmt::Debug for StoredKey {
 /// A batch of changes to apply to one space.
 #[derive(Debug, Clone)]
 pub struct Batch {
+    /// The user who sent it: a batch id is the key of a retry only for the
+    /// user who first sent it.
+    pub user: UserId,
     /// The replica that sent it.
     pub client_id: ClientId,
     /// Its id; with the client id and space, the key of idempotent retry.
@@ -171,13 +174,61 @@ pub struct CompactReport {
     pub batches: u64,
 }
 
+/// The most bytes of record fields one page carries (a pull's or a REST
+/// listing's), past its first record: memory per request stays bounded
+/// whatever the records hold. A page stops after the record that reaches
+/// it, and says more wait (`has_more`, `next`).
+pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
+
+/// A page being filled with records, up to a count and [`MAX_PAGE_BYTES`].
+#[derive(Debug)]
+pub struct PageFill {
+    /// The records taken.
+    pub records: Vec<RecordRow>,
+    bytes: usize,
+    limit: usize,
+    /// Whether records were left out: more wait.
+    pub more: bool,
+}
+
+impl PageFill {
+    /// An empty page of at most `limit` records.
+    pub fn new(limit: u32) -> PageFill {
+        PageFill {
+            records: Vec::with_capacity(limit.min(1024) as usize),
+            bytes: 0,
+            limit: limit as usize,
+            more: false,
+        }
+    }
+
+    /// Offers the page the next record there is: whether it takes one
+    /// more. When it does not, it is full and notes that more wait. The
+    /// first record always fits, so a page always moves on.
+    pub fn wants_next(&mut self) -> bool {
+        if self.records.len() >= self.limit || self.bytes >= MAX_PAGE_BYTES {
+            self.more = true;
+            false
+        } else {
+            true
+        }
+    }
+
+    /// Adds a record that [`PageFill::wants_next`] said fits.
+    pub fn push(&mut self, record: RecordRow) {
+        self.bytes += record.fields.get().len();
+        self.records.push(record);
+    }
+}
+
 impl PullPage {
-    /// The page of `query` from `rows`, the records after its cursor read
-    /// with a limit one above the query's (the extra one says whether more
-    /// wait), and `head`, the space's `seq` in the same snapshot.
-    pub fn finish(mut rows: Vec<RecordRow>, query: &PullQuery, head: u64) -> PullPage {
-        let has_more = rows.len() > query.limit as usize;
-        rows.truncate(query.limit as usize);
+    /// The page of `query` from `fill`, filled from the records after its
+    /// cursor read with a limit one above the query's (the extra one says
+    /// whether more wait), and `head`, the space's `seq` in the same
+    /// snapshot.
+    pub fn finish(fill: PageFill, query: &PullQuery, head: u64) -> PullPage {
+        let has_more = fill.more;
+        let rows = fill.records;
         // With more to come, the cursor stops at the last record sent; at
         // the end it moves to the head, past records a collection filter
         // left out.
@@ -378,32 +429,46 @@ pub trait Store: Send + Sync + 'static {
     /// Revokes the family of the refresh token with this hash (logout).
     async fn revoke_refresh_family(&self, hash: &str, now_ms: u64) -> Result<(), StoreError>;
 
-    /// Live records of one collection ordered by id, after `after`.
+    /// Live records of one collection ordered by id, after `after`: a page
+    /// of at most `limit` records and about [`MAX_PAGE_BYTES`], and
+    /// whether more follow.
     async fn list_records(
         &self,
         space: &SpaceId,
         collection: &Collection,
         after: Option<&RecordId>,
         limit: u32,
-    ) -> Result<Vec<RecordRow>, StoreError>;
+    ) -> Result<PageFill, StoreError>;
 
-    /// The user's entitlement, when one was ever recorded.
-    async fn entitlement(&self, user: &UserId) -> Result<Option<StoredEntitlement>, StoreError>;
+    /// The user's subscriptions (and grants), oldest state first; what
+    /// they may do is the union of these.
+    async fn entitlements(&self, user: &UserId) -> Result<Vec<StoredEntitlement>, StoreError>;
 
-    /// The user whose entitlement carries this provider's customer id.
+    /// A user one of whose subscriptions carries this provider's customer
+    /// id.
     async fn user_by_customer(
         &self,
         provider: &str,
         customer_id: &str,
     ) -> Result<Option<UserId>, StoreError>;
 
-    /// Applies a billing event, in one transaction with the record of its
-    /// id: a duplicate changes nothing, and so does an event older than the
-    /// stored state ([`StoredEntitlement::replaces`]). A customer id the
-    /// event does not carry keeps the stored one.
+    /// The user this provider's subscription is linked to, if any.
+    async fn subscription_owner(
+        &self,
+        provider: &str,
+        subscription_id: &str,
+    ) -> Result<Option<UserId>, StoreError>;
+
+    /// Applies a billing event to its subscription, in one transaction with
+    /// the record of its id: a duplicate changes nothing, and an event
+    /// older than the stored state changes no state
+    /// ([`BillingEvent::over`]). A subscription linked to a user stays
+    /// linked to that user. `NotFound` when the event names a user who
+    /// does not exist.
     async fn apply_billing_event(&self, event: &BillingEvent) -> Result<EventOutcome, StoreError>;
 
-    /// Sets the user's entitlement outright (support staff).
+    /// Sets one of the user's subscriptions outright, by its provider and
+    /// subscription id (support staff's grant).
     async fn set_entitlement(
         &self,
         user: &UserId,

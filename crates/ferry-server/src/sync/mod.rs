@@ -48,6 +48,7 @@ async fn sync(
             &state,
             &space,
             Batch {
+                user: user.id.clone(),
                 client_id: req.client_id,
                 batch_id: req.batch_id,
                 cursor: Some(req.cursor),

@@ -46,12 +46,12 @@ async fn list(
             "limit must be between 1 and {MAX_PAGE}, got {limit}"
         )));
     }
-    let mut records = state
+    let page = state
         .store
-        .list_records(&space, &collection, query.after.as_ref(), limit + 1)
+        .list_records(&space, &collection, query.after.as_ref(), limit)
         .await?;
-    let next = if records.len() > limit as usize {
-        records.truncate(limit as usize);
+    let records = page.records;
+    let next = if page.more {
         records
             .last()
             .map(|r| RecordId::new(r.id.clone()))
@@ -117,6 +117,7 @@ fn check_write(body: &WriteRecord) -> Result<(), ApiError> {
 async fn write_fields(
     state: &AppState,
     space: &SpaceId,
+    user: &AuthUser,
     collection: Collection,
     id: RecordId,
     values: BTreeMap<FieldName, Value>,
@@ -145,7 +146,7 @@ async fn write_fields(
         id: id.clone(),
         fields,
     };
-    let outcome = write::apply_server_change(state, space, change).await?;
+    let outcome = write::apply_server_change(state, space, &user.id, change).await?;
     if outcome
         .conflicts
         .iter()
@@ -180,7 +181,7 @@ async fn put(
     let deleted = ApiError::conflict(format!(
         "record {collection}/{id} was deleted, and deletes are final: write a new record id"
     ));
-    write_fields(&state, &space, collection, id, values, deleted).await
+    write_fields(&state, &space, &user, collection, id, values, deleted).await
 }
 
 /// `PATCH`: only the named fields change; `404` if the record is absent.
@@ -199,7 +200,7 @@ async fn patch(
         return Err(record_not_found(&collection, &id));
     }
     let deleted = record_not_found(&collection, &id);
-    write_fields(&state, &space, collection, id, body.fields, deleted).await
+    write_fields(&state, &space, &user, collection, id, body.fields, deleted).await
 }
 
 /// `DELETE`: the record becomes a tombstone (also when it never existed, so
@@ -215,7 +216,7 @@ async fn delete(
         id,
         hlc: state.clock.tick(),
     };
-    write::apply_server_change(&state, &space, change).await?;
+    write::apply_server_change(&state, &space, &user.id, change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

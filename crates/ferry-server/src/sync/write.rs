@@ -2,7 +2,7 @@
 //! changes against the server's clock, apply them in one transaction, and
 //! account for the commit.
 
-use ferry_core::{Change, SpaceId};
+use ferry_core::{Change, SpaceId, UserId};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -68,9 +68,11 @@ async fn commit(state: &AppState, space: &SpaceId, batch: Batch) -> Result<PushO
 pub async fn apply_server_change(
     state: &AppState,
     space: &SpaceId,
+    user: &UserId,
     change: Change,
 ) -> Result<PushOutcome, ApiError> {
     let batch = Batch {
+        user: user.clone(),
         client_id: state.settings.node_id.clone(),
         batch_id: None,
         cursor: None,

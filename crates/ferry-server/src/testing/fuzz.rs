@@ -127,6 +127,7 @@ pub fn external_token(data: &[u8]) {
             secret: "a shared secret no input knows".into(),
             issuer: Some("https://id.example".into()),
             audience: None,
+            email_trust: Default::default(),
         })
     });
     let token = String::from_utf8_lossy(data);

@@ -66,7 +66,10 @@ async fn an_app_directory_replaces_the_demo() {
     assert_eq!(deep.body.as_str(), Some("<p>my app</p>"));
     // Nothing outside the directory is reachable.
     let out = api.call(Method::GET, "/../Cargo.toml", None, None).await;
-    assert_eq!(out.body.as_str(), Some("<p>my app</p>"));
+    assert_eq!(
+        (out.status, out.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     // Sign-in links open Ferry's standalone page; the API is untouched.
     let link = api.call(Method::GET, "/auth/magic-link", None, None).await;
     assert!(link.body.as_str().unwrap().contains("/v1/auth/verify"));
@@ -140,5 +143,45 @@ async fn listed_origins_may_use_the_api_from_their_pages() {
         !other
             .headers
             .contains_key(header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    );
+}
+
+#[tokio::test]
+async fn an_app_directory_never_serves_hidden_files() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("index.html"), "<p>my app</p>").unwrap();
+    std::fs::write(dir.path().join(".env"), "DATABASE_PASSWORD=s3cret").unwrap();
+    std::fs::create_dir_all(dir.path().join(".git")).unwrap();
+    std::fs::write(dir.path().join(".git/config"), "[remote] s3cret").unwrap();
+    std::fs::create_dir_all(dir.path().join("assets/.cache")).unwrap();
+    std::fs::write(dir.path().join("assets/.cache/x"), "s3cret").unwrap();
+    std::fs::create_dir_all(dir.path().join(".well-known")).unwrap();
+    std::fs::write(dir.path().join(".well-known/assetlinks.json"), "[]").unwrap();
+    let root = dir.path().to_owned();
+    let api = Api::configured(move |s| s.app_dir = Some(root)).await;
+    for path in [
+        "/.env",
+        "/%2eenv",
+        "/%2Eenv",
+        "/.git/config",
+        "/assets/.cache/x",
+        "/assets/%2ecache/x",
+        "/.well-known/../.env",
+    ] {
+        let r = api.call(Method::GET, path, None, None).await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::NOT_FOUND, "not_found"),
+            "{path}"
+        );
+        assert!(!format!("{:?}", r.body).contains("s3cret"), "{path}");
+    }
+    // What apps publish on purpose stays reachable.
+    let published = api
+        .call(Method::GET, "/.well-known/assetlinks.json", None, None)
+        .await;
+    assert_eq!(
+        (published.status, published.body.clone()),
+        (StatusCode::OK, json!([]))
     );
 }

@@ -7,9 +7,9 @@ use ferry_server::testing::WsClient;
 
 use super::*;
 
-const STRIPE: &str = "whsec_current";
-const STRIPE_OLD: &str = "whsec_previous";
-const LEMON: &str = "ls_secret";
+const STRIPE: &str = "whsec_current_4f9a2c1b7e";
+const STRIPE_OLD: &str = "whsec_previous_8d3e6a0f5c";
+const LEMON: &str = "ls_secret_b81f03c9d2";
 
 async fn gated() -> Api {
     Api::configured(|s| {
@@ -17,6 +17,14 @@ async fn gated() -> Api {
             required_plans: vec!["pro".into()],
             stripe_secrets: vec![STRIPE_OLD.into(), STRIPE.into()],
             lemonsqueezy_secret: Some(LEMON.into()),
+            plans: [
+                ("price_pro", "pro"),
+                ("price_basic", "basic"),
+                ("555", "pro"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect(),
         }
     })
     .await
@@ -39,7 +47,8 @@ fn stripe_event(id: &str, kind: &str, created: u64, object: Value) -> Vec<u8> {
 fn subscription(user: &str, status: &str, created: u64, period_end: u64) -> Value {
     json!({"id": "sub_1", "object": "subscription", "customer": "cus_1", "status": status,
            "created": created, "current_period_start": created, "current_period_end": period_end,
-           "metadata": {"user_id": user}})
+           "metadata": {"user_id": user},
+           "items": {"data": [{"price": {"id": "price_pro", "product": "prod_1"}}]}})
 }
 
 async fn post_stripe(api: &Api, body: &[u8], signature: Option<String>) -> Reply {
@@ -76,6 +85,7 @@ fn lemon_event(
         "meta": {"event_name": kind, "custom_data": {}},
         "data": {"type": "subscriptions", "id": "77", "attributes": {
             "store_id": 1, "customer_id": 4242, "user_email": email, "status": status,
+            "variant_id": 555, "product_id": 90,
             "variant_name": "Pro monthly", "renews_at": "2099-01-01T00:00:00.000000Z",
             "ends_at": ends_at, "created_at": "2026-01-01T00:00:00.000000Z",
             "updated_at": updated_at}}
@@ -307,23 +317,30 @@ async fn stripe_events_grant_and_revoke_and_attacks_change_nothing() {
 async fn stripe_finds_users_by_checkout_customer_and_email() {
     let api = gated().await;
     api.get("/v1/me", "carol").await;
-    // The checkout names the app's user and links the customer...
+    // The checkout names the app's user and links the subscription and
+    // the customer; it grants nothing by itself (it says nothing of what
+    // was bought)...
     let checkout = stripe_event(
         "evt_c1",
         "checkout.session.completed",
         now_s() - 120,
         json!({"object": "checkout.session", "mode": "subscription", "payment_status": "paid",
                "customer": "cus_carol", "client_reference_id": "carol",
+               "subscription": "sub_carol",
                "customer_details": {"email": "carol@example.com"}, "created": now_s() - 130}),
     );
     assert_eq!(
         stripe_signed(&api, &checkout).await.body["outcome"],
         "applied"
     );
-    assert_eq!(sync_status(&api, "carol").await, StatusCode::OK);
-    // ...so the subscription's own events, which carry only the customer,
-    // find her.
+    assert_eq!(
+        sync_status(&api, "carol").await,
+        StatusCode::PAYMENT_REQUIRED
+    );
+    // ...so the subscription's own events, which carry only the customer
+    // and what was bought, find her.
     let mut sub = subscription("carol", "active", now_s() - 100, now_s() + 86400);
+    sub["id"] = json!("sub_carol");
     sub["metadata"] = json!({});
     sub["customer"] = json!("cus_carol");
     let updated = stripe_event(
@@ -336,6 +353,7 @@ async fn stripe_finds_users_by_checkout_customer_and_email() {
         stripe_signed(&api, &updated).await.body["outcome"],
         "applied"
     );
+    assert_eq!(sync_status(&api, "carol").await, StatusCode::OK);
     let me = api.get("/v1/me", "carol").await.body;
     assert_eq!(me["entitlement"]["customer_id"], "cus_carol");
     assert!(me["entitlement"]["current_period_end"].is_string());
@@ -343,6 +361,7 @@ async fn stripe_finds_users_by_checkout_customer_and_email() {
     // A customer known only by email becomes a user, who has the plan at
     // first sign-in.
     let mut by_email = subscription("x", "active", now_s() - 10, now_s() + 86400);
+    by_email["id"] = json!("sub_dan");
     by_email["metadata"] = json!({});
     by_email["customer"] = json!({"id": "cus_dan", "email": "Dan@Example.com"});
     let r = stripe_signed(
@@ -360,14 +379,34 @@ async fn stripe_finds_users_by_checkout_customer_and_email() {
     assert_ne!(dan.id.as_str(), "unused");
     assert_eq!(sync_status(&api, dan.id.as_str()).await, StatusCode::OK);
 
-    // No way to find the user: refused, so that the provider delivers it
-    // again (after the checkout that links the customer), and not recorded.
+    // No way to find the user yet: kept unlinked, granting no one, until
+    // the checkout that names the user arrives (in any order).
     let mut orphan = subscription("x", "active", now_s(), now_s() + 86400);
+    orphan["id"] = json!("sub_orphan");
     orphan["metadata"] = json!({});
     orphan["customer"] = json!("cus_unknown");
     let body = stripe_event("evt_o", "customer.subscription.created", now_s(), orphan);
     let r = stripe_signed(&api, &body).await;
-    assert_eq!((r.status, r.code()), (StatusCode::NOT_FOUND, "not_found"));
+    assert_eq!(
+        (r.status, &r.body["outcome"], &r.body["linked"]),
+        (StatusCode::OK, &json!("applied"), &json!(false)),
+        "{:?}",
+        r.body
+    );
+    api.get("/v1/me", "olga").await;
+    assert_eq!(
+        sync_status(&api, "olga").await,
+        StatusCode::PAYMENT_REQUIRED
+    );
+    let link = stripe_event(
+        "evt_o2",
+        "checkout.session.completed",
+        now_s(),
+        json!({"mode": "subscription", "payment_status": "paid", "customer": "cus_unknown",
+               "client_reference_id": "olga", "subscription": "sub_orphan"}),
+    );
+    assert_eq!(stripe_signed(&api, &link).await.body["linked"], true);
+    assert_eq!(sync_status(&api, "olga").await, StatusCode::OK);
     // A user id Ferry does not know is refused too, never guessed.
     let ghost = stripe_event(
         "evt_g",
@@ -519,4 +558,227 @@ async fn realtime_subscriptions_are_gated_too() {
     assert_eq!(stripe_signed(&api, &body).await.body["outcome"], "applied");
     let answer = ws.subscribe(&["user:alice"]).await;
     assert_eq!(answer["spaces"], json!(["user:alice"]), "{answer}");
+}
+
+/// A paying user, `vic`, with email `vic@example.com`, subscribed to pro
+/// through a checkout that named her.
+async fn paying_victim(api: &Api) {
+    let vic = api
+        .state
+        .store
+        .user_by_email("vic@example.com", &UserId::new("vic").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(vic.id.as_str(), "vic");
+    let checkout = stripe_event(
+        "evt_v0",
+        "checkout.session.completed",
+        now_s() - 600,
+        json!({"mode": "subscription", "payment_status": "paid", "customer": "cus_vic",
+               "client_reference_id": "vic", "subscription": "sub_vic"}),
+    );
+    assert_eq!(stripe_signed(api, &checkout).await.body["linked"], true);
+    let mut sub = subscription("vic", "active", now_s() - 600, now_s() + 30 * 86400);
+    sub["id"] = json!("sub_vic");
+    sub["customer"] = json!("cus_vic");
+    sub["metadata"] = json!({});
+    let created = stripe_event(
+        "evt_v1",
+        "customer.subscription.created",
+        now_s() - 600,
+        sub,
+    );
+    assert_eq!(
+        stripe_signed(api, &created).await.body["outcome"],
+        "applied"
+    );
+    assert_eq!(sync_status(api, "vic").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn another_customers_checkout_in_a_paying_users_email_changes_nothing_of_hers() {
+    let api = gated().await;
+    paying_victim(&api).await;
+    // A stranger checks out under a new customer, typing her email
+    // (Stripe does not verify it), then cancels at once.
+    let mut theirs = subscription("x", "active", now_s() - 300, now_s() + 86400);
+    theirs["id"] = json!("sub_mallory");
+    theirs["metadata"] = json!({});
+    theirs["customer"] = json!({"id": "cus_mallory", "email": "VIC@example.com"});
+    let r = stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_m1",
+            "customer.subscription.created",
+            now_s() - 300,
+            theirs.clone(),
+        ),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["linked"]),
+        (StatusCode::OK, &json!(false)),
+        "{:?}",
+        r.body
+    );
+    theirs["status"] = json!("canceled");
+    theirs["ended_at"] = json!(now_s() - 200);
+    let r = stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_m2",
+            "customer.subscription.deleted",
+            now_s() - 200,
+            theirs,
+        ),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Her plan is untouched...
+    assert_eq!(sync_status(&api, "vic").await, StatusCode::OK);
+    let me = api.get("/v1/me", "vic").await.body;
+    assert_eq!(me["entitlement"]["status"], "active", "{me}");
+    assert_eq!(me["entitlement"]["customer_id"], "cus_vic");
+    // ...and her own renewal, which carries only her customer and
+    // subscription, still finds her.
+    let mut renewal = subscription("x", "active", now_s() - 100, now_s() + 60 * 86400);
+    renewal["id"] = json!("sub_vic");
+    renewal["metadata"] = json!({});
+    renewal["customer"] = json!("cus_vic");
+    let r = stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_v2",
+            "customer.subscription.updated",
+            now_s() - 100,
+            renewal,
+        ),
+    )
+    .await;
+    assert_eq!(
+        (r.status, &r.body["outcome"]),
+        (StatusCode::OK, &json!("applied")),
+        "{:?}",
+        r.body
+    );
+    assert_eq!(sync_status(&api, "vic").await, StatusCode::OK);
+
+    // A second subscription of her own that ends leaves the first one
+    // granting: access is the union.
+    let mut second = subscription("vic", "active", now_s() - 50, now_s() + 86400);
+    second["id"] = json!("sub_vic_2");
+    second["customer"] = json!("cus_vic");
+    stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_v3",
+            "customer.subscription.created",
+            now_s() - 50,
+            second.clone(),
+        ),
+    )
+    .await;
+    second["status"] = json!("canceled");
+    second["ended_at"] = json!(now_s() - 10);
+    stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_v4",
+            "customer.subscription.deleted",
+            now_s() - 10,
+            second,
+        ),
+    )
+    .await;
+    assert_eq!(sync_status(&api, "vic").await, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn the_plan_granted_is_what_was_bought_never_what_the_buyer_or_metadata_says() {
+    let api = gated().await;
+    api.get("/v1/me", "bea").await;
+    // Bea holds basic.
+    let mut basic = subscription("bea", "active", now_s() - 600, now_s() + 86400);
+    basic["id"] = json!("sub_bea");
+    basic["customer"] = json!("cus_bea");
+    basic["items"] = json!({"data": [{"price": {"id": "price_basic"}}]});
+    basic["metadata"] = json!({"user_id": "bea", "plan": "pro"});
+    let r = stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_b1",
+            "customer.subscription.created",
+            now_s() - 600,
+            basic,
+        ),
+    )
+    .await;
+    assert_eq!(r.body["outcome"], "applied", "{:?}", r.body);
+    let me = api.get("/v1/me", "bea").await.body;
+    assert_eq!(
+        me["entitlement"]["plan"], "basic",
+        "the price, not metadata.plan"
+    );
+    assert_eq!(sync_status(&api, "bea").await, StatusCode::PAYMENT_REQUIRED);
+    // A completed checkout naming no plan grants none, and leaves basic.
+    let checkout = stripe_event(
+        "evt_b2",
+        "checkout.session.completed",
+        now_s() - 300,
+        json!({"mode": "subscription", "payment_status": "paid", "customer": "cus_bea",
+               "client_reference_id": "bea", "subscription": "sub_bea_2"}),
+    );
+    assert_eq!(stripe_signed(&api, &checkout).await.status, StatusCode::OK);
+    assert_eq!(sync_status(&api, "bea").await, StatusCode::PAYMENT_REQUIRED);
+    assert_eq!(
+        api.get("/v1/me", "bea").await.body["entitlement"]["plan"],
+        "basic"
+    );
+    // Something nobody mapped grants no plan.
+    let mut unknown = subscription("bea", "active", now_s() - 200, now_s() + 86400);
+    unknown["id"] = json!("sub_bea_3");
+    unknown["items"] =
+        json!({"data": [{"price": {"id": "price_free_tier", "lookup_key": "pro_lookalike"}}]});
+    stripe_signed(
+        &api,
+        &stripe_event(
+            "evt_b3",
+            "customer.subscription.created",
+            now_s() - 200,
+            unknown,
+        ),
+    )
+    .await;
+    assert_eq!(sync_status(&api, "bea").await, StatusCode::PAYMENT_REQUIRED);
+
+    // Lemon Squeezy: custom data a buyer can add to a checkout link does
+    // not name the plan; the variant bought does.
+    let mut event: Value = serde_json::from_slice(&lemon_event(
+        "subscription_created",
+        "lee@example.com",
+        "active",
+        "2026-11-01T00:00:00.000000Z",
+        None,
+    ))
+    .unwrap();
+    event["meta"]["custom_data"] = json!({"plan": "pro"});
+    event["data"]["attributes"]["variant_id"] = json!(999);
+    let body = serde_json::to_vec(&event).unwrap();
+    let r = post_lemon(&api, &body, Some(sign::lemonsqueezy(LEMON, &body))).await;
+    assert_eq!(r.body["outcome"], "applied", "{:?}", r.body);
+    let lee = api
+        .state
+        .store
+        .user_by_email("lee@example.com", &UserId::new("unused").unwrap())
+        .await
+        .unwrap()
+        .id;
+    assert_eq!(
+        sync_status(&api, lee.as_str()).await,
+        StatusCode::PAYMENT_REQUIRED
+    );
+    assert_eq!(
+        api.get("/v1/me", lee.as_str()).await.body["entitlement"]["plan"],
+        "none"
+    );
 }

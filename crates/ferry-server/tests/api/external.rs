@@ -4,7 +4,7 @@
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use ferry_server::auth::external::SharedSecretConfig;
+use ferry_server::auth::external::{EmailTrust, SharedSecretConfig};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 
 use super::*;
@@ -19,6 +19,7 @@ async fn supabase_style() -> Api {
             secret: SECRET.into(),
             issuer: Some(ISS.into()),
             audience: Some(AUD.into()),
+            email_trust: EmailTrust::Verified,
         })
     })
     .await
@@ -29,7 +30,7 @@ fn now() -> u64 {
 }
 
 fn claims(sub: &str) -> Value {
-    json!({"sub": sub, "email": "Ada@Example.com", "iss": ISS, "aud": AUD,
+    json!({"sub": sub, "email": "Ada@Example.com", "email_verified": true, "iss": ISS, "aud": AUD,
            "exp": now() + 600, "iat": now(), "role": "authenticated"})
 }
 

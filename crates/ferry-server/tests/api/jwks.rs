@@ -89,7 +89,8 @@ fn now() -> u64 {
 }
 
 fn claims(sub: &str) -> Value {
-    json!({"sub": sub, "email": "ada@example.com", "iss": ISS, "aud": AUD, "exp": now() + 600})
+    json!({"sub": sub, "email": "ada@example.com", "email_verified": true,
+           "iss": ISS, "aud": AUD, "exp": now() + 600})
 }
 
 async fn with_provider(p: &Provider, min_refresh: Duration) -> Api {
@@ -101,6 +102,7 @@ async fn with_provider(p: &Provider, min_refresh: Duration) -> Api {
             issuer: Some(ISS.into()),
             audience: Some(AUD.into()),
             min_refresh,
+            email_trust: Default::default(),
         })
     })
     .await

@@ -166,6 +166,7 @@ async fn a_rest_write_wins_over_a_field_a_fast_clock_wrote() {
     let change: ferry_core::Change =
         serde_json::from_value(up("n-1", "title", json!("from the fast device"), &ahead)).unwrap();
     let batch = ferry_server::store::Batch {
+        user: ferry_core::UserId::new("alice").unwrap(),
         client_id: ferry_core::ClientId::new("fast").unwrap(),
         batch_id: Some(ferry_core::BatchId::new("b1").unwrap()),
         cursor: Some(0),

@@ -52,14 +52,15 @@ pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, Sto
         }
     }
     spaces.sort_by(|a, b| a.space.cmp(&b.space));
-    // Each client's newest batch in a space stays, however old: it may be
+    // Each client's (and user's) newest batch in a space stays, however old: it may be
     // the one the client never heard the answer to, sent again after the
     // client was away past the horizon; applying it a second time could
     // bring back a record deleted and compacted meanwhile.
     let batches = sqlx::query(
         "DELETE FROM batches WHERE created_at < $1
            AND created_at < (SELECT max(b.created_at) FROM batches b
-                             WHERE b.sid = batches.sid AND b.client_id = batches.client_id)",
+                             WHERE b.sid = batches.sid AND b.client_id = batches.client_id
+                               AND b.user_id = batches.user_id)",
     )
     .bind(cutoff)
     .execute(pool)

@@ -34,8 +34,9 @@ use self::feed::PgFeed;
 use super::feed::Feed;
 use super::stored::int;
 use super::{
-    Batch, BillingEvent, CompactReport, EventOutcome, PoolState, PullPage, PullQuery, PushOutcome,
-    RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement, StoredKey, User,
+    Batch, BillingEvent, CompactReport, EventOutcome, PageFill, PoolState, PullPage, PullQuery,
+    PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement,
+    StoredKey, User,
 };
 
 /// At most this many connections per server node.
@@ -280,12 +281,20 @@ impl Store for PgStore {
         collection: &Collection,
         after: Option<&RecordId>,
         limit: u32,
-    ) -> Result<Vec<RecordRow>, StoreError> {
+    ) -> Result<PageFill, StoreError> {
         records::list(&self.pool, space, collection, after, limit).await
     }
 
-    async fn entitlement(&self, user: &UserId) -> Result<Option<StoredEntitlement>, StoreError> {
-        billing::entitlement(&self.pool, user).await
+    async fn entitlements(&self, user: &UserId) -> Result<Vec<StoredEntitlement>, StoreError> {
+        billing::entitlements(&self.pool, user).await
+    }
+
+    async fn subscription_owner(
+        &self,
+        provider: &str,
+        subscription_id: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        billing::subscription_owner(&self.pool, provider, subscription_id).await
     }
 
     async fn user_by_customer(

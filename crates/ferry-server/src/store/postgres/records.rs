@@ -8,7 +8,9 @@ use sqlx::{PgPool, Row};
 use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
 use crate::store::stored::{corrupt, count};
 use crate::store::stored::{int, now_ms};
-use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
+use crate::store::{
+    Batch, MAX_PAGE_BYTES, PageFill, PullPage, PullQuery, PushOutcome, RecordRow, StoreError,
+};
 
 pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
     let mut tx = pool.begin().await?;
@@ -31,11 +33,13 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     if let Some(batch_id) = &batch.batch_id {
         let seen = sqlx::query(
             "SELECT applied, conflicts FROM batches
-             WHERE sid = $1 AND client_id = $2 AND batch_id = $3",
+             WHERE sid = $1 AND client_id = $2 AND batch_id = $3 AND user_id IN ($4, '')
+             ORDER BY user_id DESC LIMIT 1",
         )
         .bind(sid)
         .bind(batch.client_id.as_str())
         .bind(batch_id.as_str())
+        .bind(batch.user.as_str())
         .fetch_optional(&mut *tx)
         .await?;
         if let Some(seen) = seen {
@@ -122,8 +126,9 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
              ), head AS (
                  UPDATE spaces SET seq = $8 WHERE sid = $1
              )
-             INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
-             SELECT $1, $9, $10, $11, $12, $7 WHERE $10::text IS NOT NULL",
+             INSERT INTO batches
+                 (sid, client_id, batch_id, user_id, applied, conflicts, created_at)
+             SELECT $1, $9, $10, $13, $11, $12, $7 WHERE $10::text IS NOT NULL",
         )
         .bind(sid)
         .bind(&cols.0)
@@ -137,16 +142,19 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         .bind(batch_id)
         .bind(int(applied))
         .bind(&conflicts_json)
+        .bind(batch.user.as_str())
         .execute(&mut *tx)
         .await?;
     } else if let Some(batch_id) = batch_id {
         sqlx::query(
-            "INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO batches
+                 (sid, client_id, batch_id, user_id, applied, conflicts, created_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         )
         .bind(sid)
         .bind(batch.client_id.as_str())
         .bind(batch_id)
+        .bind(batch.user.as_str())
         .bind(int(applied))
         .bind(&conflicts_json)
         .bind(now_ms())
@@ -175,23 +183,70 @@ fn record_row(row: &PgRow, at: usize) -> Result<RecordRow, StoreError> {
     })
 }
 
+/// `page`, a query of records `(collection, id, seq, fields, deleted)`
+/// sorted by `order` and limited, cut to what [`MAX_PAGE_BYTES`] allows,
+/// in the database: each row says whether it fits (`wanted`), its fields
+/// are sent only if so, and rows past the first that does not fit are not
+/// sent at all. Fields are measured by `octet_length`, which reads the
+/// size of a stored value without reading the value.
+fn by_bytes(page: &str, order: &str) -> String {
+    format!(
+        "SELECT collection, id, seq, CASE WHEN wanted THEN fields ELSE '{{}}' END AS fields,
+                deleted, wanted
+         FROM (
+             SELECT *, before < {MAX_PAGE_BYTES} AS wanted,
+                    lag(before, 1, 0::bigint) OVER (ORDER BY {order}) AS prev
+             FROM (
+                 SELECT collection, id, seq, fields, deleted,
+                        (sum(octet_length(fields)) OVER (ORDER BY {order})
+                         - octet_length(fields))::bigint AS before
+                 FROM ({page}) page
+             ) sized
+         ) marked
+         WHERE prev < {MAX_PAGE_BYTES}
+         ORDER BY {order}"
+    )
+}
+
+/// Fills a page from rows of [`by_bytes`] whose record starts at `at`
+/// (its `wanted` five columns on).
+fn fill(rows: &[PgRow], at: usize, limit: u32) -> Result<PageFill, StoreError> {
+    let mut page = PageFill::new(limit);
+    for row in rows {
+        let Some(wanted) = row.try_get::<Option<bool>, _>(at + 5)? else {
+            continue;
+        };
+        if !page.wants_next() {
+            break;
+        }
+        if !wanted {
+            page.more = true;
+            break;
+        }
+        page.push(record_row(row, at)?);
+    }
+    Ok(page)
+}
+
 pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullPage, StoreError> {
     // One statement is one snapshot: the head and the page agree.
     let collections: Option<Vec<&str>> = q
         .collections
         .as_ref()
         .map(|cs| cs.iter().map(Collection::as_str).collect());
-    let rows = sqlx::query(
-        "SELECT s.seq, s.horizon, r.collection, r.id, r.seq, r.fields, r.deleted
+    let page = by_bytes(
+        "SELECT collection, id, seq, fields, deleted FROM records
+         WHERE sid = s.sid AND seq > $2
+           AND ($3::text[] IS NULL OR collection = ANY ($3::text[]))
+         ORDER BY seq LIMIT $4",
+        "seq",
+    );
+    let rows = sqlx::query(&format!(
+        "SELECT s.seq, s.horizon, r.collection, r.id, r.seq, r.fields, r.deleted, r.wanted
          FROM spaces s
-         LEFT JOIN LATERAL (
-             SELECT collection, id, seq, fields, deleted FROM records
-             WHERE sid = s.sid AND seq > $2
-               AND ($3::text[] IS NULL OR collection = ANY ($3::text[]))
-             ORDER BY seq LIMIT $4
-         ) r ON true
-         WHERE s.id = $1",
-    )
+         LEFT JOIN LATERAL ({page}) r ON true
+         WHERE s.id = $1"
+    ))
     .bind(space.as_str())
     .bind(int(q.cursor))
     .bind(collections)
@@ -201,13 +256,7 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
     let first = rows.first().ok_or(StoreError::NotFound("space"))?;
     let (head, horizon) = (count(first.try_get(0)?), count(first.try_get(1)?));
     check_cursor(q.cursor, horizon, head)?;
-    let mut records = Vec::with_capacity(rows.len());
-    for row in &rows {
-        if row.try_get::<Option<String>, _>(2)?.is_some() {
-            records.push(record_row(row, 2)?);
-        }
-    }
-    Ok(PullPage::finish(records, q, head))
+    Ok(PullPage::finish(fill(&rows, 2, q.limit)?, q, head))
 }
 
 const RECORD_COLUMNS: &str = "r.collection, r.id, r.seq, r.fields, r.deleted";
@@ -246,19 +295,20 @@ pub async fn list(
     collection: &Collection,
     after: Option<&RecordId>,
     limit: u32,
-) -> Result<Vec<RecordRow>, StoreError> {
+) -> Result<PageFill, StoreError> {
     let sid = sid(pool, space).await?;
-    let sql = format!(
-        "SELECT {RECORD_COLUMNS} FROM records r
-         WHERE r.sid = $1 AND r.collection = $2 AND r.deleted IS NULL AND r.id > $3
-         ORDER BY r.id LIMIT $4"
+    let sql = by_bytes(
+        "SELECT collection, id, seq, fields, deleted FROM records
+         WHERE sid = $1 AND collection = $2 AND deleted IS NULL AND id > $3
+         ORDER BY id LIMIT $4",
+        "id",
     );
     let rows = sqlx::query(&sql)
         .bind(sid)
         .bind(collection.as_str())
         .bind(after.map_or("", RecordId::as_str))
-        .bind(i64::from(limit))
+        .bind(i64::from(limit) + 1)
         .fetch_all(pool)
         .await?;
-    rows.iter().map(|r| record_row(r, 0)).collect()
+    fill(&rows, 0, limit)
 }

@@ -109,6 +109,40 @@ CREATE TABLE billing_events (
     PRIMARY KEY (provider, event_id)
 );
 "#,
+    // Each subscription on its own (a user may hold several; access is
+    // their union), and unmatched ones kept until a checkout links them.
+    // Entitlements kept so far become one subscription each, renamed to
+    // the first subscription id their customer reports.
+    r#"
+CREATE TABLE subscriptions (
+    provider        text NOT NULL,
+    subscription_id text NOT NULL,
+    user_id         text COLLATE "C" REFERENCES users (id),
+    plan            text NOT NULL,
+    status          text NOT NULL,
+    period_end      bigint,
+    customer_id     text,
+    stamp           bigint NOT NULL,
+    updated_at      bigint NOT NULL,
+    PRIMARY KEY (provider, subscription_id)
+);
+CREATE INDEX subscriptions_by_user ON subscriptions (user_id);
+CREATE INDEX subscriptions_by_customer ON subscriptions (provider, customer_id);
+INSERT INTO subscriptions
+    SELECT provider,
+           CASE provider WHEN 'admin' THEN 'grant:' ELSE 'legacy:' END || user_id,
+           user_id, plan, status, period_end, customer_id, stamp, updated_at
+    FROM entitlements;
+DROP TABLE entitlements;
+"#,
+    // A batch is its user's: the same (client, batch) id pushed by another
+    // user is another batch, never a replay of this one. Batches stored
+    // before carry no user ('') and answer a replay to anyone, as they did.
+    r#"
+ALTER TABLE batches ADD COLUMN user_id text COLLATE "C" NOT NULL DEFAULT '';
+ALTER TABLE batches DROP CONSTRAINT batches_pkey;
+ALTER TABLE batches ADD PRIMARY KEY (sid, client_id, batch_id, user_id);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -29,14 +29,15 @@ pub fn compact(c: &mut Connection, cutoff_ms: u64) -> Result<CompactReport, Stor
         "DELETE FROM records WHERE deleted IS NOT NULL AND updated_at < ?1",
         [cutoff],
     )?;
-    // Each client's newest batch in a space stays, however old: it may be
+    // Each client's (and user's) newest batch in a space stays, however old: it may be
     // the one the client never heard the answer to, sent again after the
     // client was away past the horizon; applying it a second time could
     // bring back a record deleted and compacted meanwhile.
     let batches = tx.execute(
         "DELETE FROM batches WHERE created_at < ?1
            AND created_at < (SELECT max(b.created_at) FROM batches b
-                             WHERE b.sid = batches.sid AND b.client_id = batches.client_id)",
+                             WHERE b.sid = batches.sid AND b.client_id = batches.client_id
+                               AND b.user_id = batches.user_id)",
         params![cutoff],
     )?;
     let mut spaces = Vec::with_capacity(found.len());

@@ -27,8 +27,9 @@ use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{
-    Batch, BillingEvent, CompactReport, EventOutcome, PoolState, PullPage, PullQuery, PushOutcome,
-    RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement, StoredKey, User,
+    Batch, BillingEvent, CompactReport, EventOutcome, PageFill, PoolState, PullPage, PullQuery,
+    PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement,
+    StoredKey, User,
 };
 
 /// How many idle reader connections are kept for reuse.
@@ -345,16 +346,26 @@ impl Store for SqliteStore {
         collection: &Collection,
         after: Option<&RecordId>,
         limit: u32,
-    ) -> Result<Vec<RecordRow>, StoreError> {
+    ) -> Result<PageFill, StoreError> {
         let (space, collection) = (space.clone(), collection.clone());
         let after = after.cloned();
         self.read(move |c| records::list(c, &space, &collection, after.as_ref(), limit))
             .await
     }
 
-    async fn entitlement(&self, user: &UserId) -> Result<Option<StoredEntitlement>, StoreError> {
+    async fn entitlements(&self, user: &UserId) -> Result<Vec<StoredEntitlement>, StoreError> {
         let user = user.clone();
-        self.read(move |c| billing::entitlement(c, &user)).await
+        self.read(move |c| billing::entitlements(c, &user)).await
+    }
+
+    async fn subscription_owner(
+        &self,
+        provider: &str,
+        subscription_id: &str,
+    ) -> Result<Option<UserId>, StoreError> {
+        let (provider, id) = (provider.to_owned(), subscription_id.to_owned());
+        self.read(move |c| billing::subscription_owner(c, &provider, &id))
+            .await
     }
 
     async fn user_by_customer(

@@ -12,7 +12,7 @@ use serde_json::value::RawValue;
 use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
 use crate::store::stored::corrupt;
 use crate::store::stored::{int, now_ms};
-use crate::store::{Batch, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
+use crate::store::{Batch, PageFill, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
     serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
@@ -50,10 +50,16 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         let seen: Option<(i64, String)> = tx
             .prepare_cached(
                 "SELECT applied, conflicts FROM batches
-                 WHERE sid = ?1 AND client_id = ?2 AND batch_id = ?3",
+                 WHERE sid = ?1 AND client_id = ?2 AND batch_id = ?3 AND user_id IN (?4, '')
+                 ORDER BY user_id DESC LIMIT 1",
             )?
             .query_row(
-                params![sid, batch.client_id.as_str(), batch_id.as_str()],
+                params![
+                    sid,
+                    batch.client_id.as_str(),
+                    batch_id.as_str(),
+                    batch.user.as_str()
+                ],
                 |r| Ok((r.get(0)?, r.get(1)?)),
             )
             .optional()?;
@@ -125,13 +131,15 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
     }
     if let Some(batch_id) = &batch.batch_id {
         tx.prepare_cached(
-            "INSERT INTO batches (sid, client_id, batch_id, applied, conflicts, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT INTO batches
+                 (sid, client_id, batch_id, user_id, applied, conflicts, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?
         .execute(params![
             sid,
             batch.client_id.as_str(),
             batch_id.as_str(),
+            batch.user.as_str(),
             applied as i64,
             to_json(&conflicts)?,
             now_ms()
@@ -181,9 +189,10 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
         .map(|cs| to_json(&cs.iter().map(Collection::as_str).collect::<Vec<_>>()))
         .transpose()?;
     let sql = pull_sql();
-    let mut records = Vec::with_capacity(q.limit.min(1024) as usize);
+    let mut page = PageFill::new(q.limit);
     {
         let mut stmt = tx.prepare_cached(&sql)?;
+        // Rows are read one at a time: those past the page are never read.
         let mut rows = stmt.query(params![
             sid,
             q.cursor as i64,
@@ -191,11 +200,14 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
             i64::from(q.limit) + 1
         ])?;
         while let Some(row) = rows.next()? {
-            records.push(record_row(row)?);
+            if !page.wants_next() {
+                break;
+            }
+            page.push(record_row(row)?);
         }
     }
     tx.commit()?;
-    Ok(PullPage::finish(records, q, head))
+    Ok(PullPage::finish(page, q, head))
 }
 
 pub fn record(
@@ -219,7 +231,7 @@ pub fn list(
     collection: &Collection,
     after: Option<&RecordId>,
     limit: u32,
-) -> Result<Vec<RecordRow>, StoreError> {
+) -> Result<PageFill, StoreError> {
     let (sid, _, _) = space_row(c, space)?;
     let sql = format!(
         "SELECT {RECORD_COLUMNS} FROM records
@@ -231,13 +243,16 @@ pub fn list(
         sid,
         collection.as_str(),
         after.map_or("", RecordId::as_str),
-        i64::from(limit)
+        i64::from(limit) + 1
     ])?;
-    let mut out = Vec::new();
+    let mut page = PageFill::new(limit);
     while let Some(row) = rows.next()? {
-        out.push(record_row(row)?);
+        if !page.wants_next() {
+            break;
+        }
+        page.push(record_row(row)?);
     }
-    Ok(out)
+    Ok(page)
 }
 
 #[cfg(test)]

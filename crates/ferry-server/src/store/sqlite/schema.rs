@@ -108,6 +108,52 @@ CREATE TABLE billing_events (
     PRIMARY KEY (provider, event_id)
 ) WITHOUT ROWID;
 "#,
+    // Each subscription on its own (a user may hold several; access is
+    // their union), and unmatched ones kept until a checkout links them.
+    // Entitlements kept so far become one subscription each, renamed to
+    // the first subscription id their customer reports.
+    r#"
+CREATE TABLE subscriptions (
+    provider        TEXT NOT NULL,
+    subscription_id TEXT NOT NULL,
+    user_id         TEXT REFERENCES users (id),
+    plan            TEXT NOT NULL,
+    status          TEXT NOT NULL,
+    period_end      INTEGER,
+    customer_id     TEXT,
+    stamp           INTEGER NOT NULL,
+    updated_at      INTEGER NOT NULL,
+    PRIMARY KEY (provider, subscription_id)
+) WITHOUT ROWID;
+CREATE INDEX subscriptions_by_user ON subscriptions (user_id);
+CREATE INDEX subscriptions_by_customer ON subscriptions (provider, customer_id);
+INSERT INTO subscriptions
+    SELECT provider,
+           CASE provider WHEN 'admin' THEN 'grant:' ELSE 'legacy:' END || user_id,
+           user_id, plan, status, period_end, customer_id, stamp, updated_at
+    FROM entitlements;
+DROP TABLE entitlements;
+"#,
+    // A batch is its user's: the same (client, batch) id pushed by another
+    // user is another batch, never a replay of this one. Batches stored
+    // before carry no user ('') and answer a replay to anyone, as they did.
+    r#"
+CREATE TABLE batches_by_user (
+    sid        INTEGER NOT NULL REFERENCES spaces (sid),
+    client_id  TEXT NOT NULL,
+    batch_id   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    applied    INTEGER NOT NULL,
+    conflicts  TEXT NOT NULL,
+    created_at INTEGER NOT NULL,
+    PRIMARY KEY (sid, client_id, batch_id, user_id)
+) WITHOUT ROWID;
+INSERT INTO batches_by_user
+    SELECT sid, client_id, batch_id, '', applied, conflicts, created_at FROM batches;
+DROP TABLE batches;
+ALTER TABLE batches_by_user RENAME TO batches;
+CREATE INDEX batches_by_age ON batches (created_at);
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.

@@ -51,6 +51,7 @@ pub(super) fn delete(id: &str, h: Hlc) -> Change {
 
 pub(super) fn batch(client: &str, batch_id: &str, changes: Vec<Change>) -> Batch {
     Batch {
+        user: UserId::new("writer").unwrap(),
         client_id: ClientId::new(client).unwrap(),
         batch_id: Some(BatchId::new(batch_id).unwrap()),
         cursor: None,
@@ -151,7 +152,10 @@ both_backends!(
     refresh_tokens_rotate_and_reuse_revokes_the_family,
     an_external_identity_is_one_user,
     billing_events_apply_once_and_never_go_back,
+    subscriptions_are_kept_apart_and_linked_once,
     concurrent_deliveries_of_one_event_apply_once,
+    a_batch_id_is_its_users_alone,
+    pages_stop_at_their_byte_budget,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.

@@ -140,7 +140,7 @@ pub async fn deletes_win_and_keep_no_values(store: Arc<dyn Store>) {
         .list_records(&s, &Collection::new("todos").unwrap(), None, 10)
         .await
         .unwrap();
-    assert!(live.is_empty(), "tombstones are not listed");
+    assert!(live.records.is_empty(), "tombstones are not listed");
 }
 
 pub async fn pages_follow_the_cursor_without_gaps(store: Arc<dyn Store>) {
@@ -367,4 +367,136 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
     let again = store.compact(0).await.unwrap();
     assert!(again.spaces.is_empty());
     assert_eq!(records(store.as_ref(), &s).await.len(), 2);
+}
+
+pub async fn a_batch_id_is_its_users_alone(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let as_user = |u: &str, id: &str, field: &str, at: u64| Batch {
+        user: user(u),
+        ..batch(
+            "victim-laptop",
+            "b-7",
+            vec![upsert(id, field, json!(u), hlc(at, "victim-laptop"))],
+        )
+    };
+    // Another member pushes the victim's next batch id first.
+    let squatted = store
+        .push(&s, as_user("squatter", "x", "a", 1))
+        .await
+        .unwrap();
+    assert_eq!((squatted.applied, squatted.replayed), (1, false));
+    // The victim's real batch is applied, not answered as a replay.
+    let real = store
+        .push(&s, as_user("victim", "y", "b", 2))
+        .await
+        .unwrap();
+    assert_eq!((real.applied, real.replayed), (1, false));
+    let stored = records(store.as_ref(), &s).await;
+    assert!(
+        stored.contains_key("y"),
+        "the victim's write is stored: {stored:?}"
+    );
+    // Each one's retry is a replay of its own.
+    let again = store
+        .push(&s, as_user("victim", "y", "b", 2))
+        .await
+        .unwrap();
+    assert_eq!((again.applied, again.replayed), (1, true));
+    let theirs = store
+        .push(&s, as_user("squatter", "x", "a", 1))
+        .await
+        .unwrap();
+    assert!(theirs.replayed);
+}
+
+pub async fn pages_stop_at_their_byte_budget(store: Arc<dyn Store>) {
+    use crate::store::MAX_PAGE_BYTES;
+    let s = team(store.as_ref()).await;
+    // Ten records of a bit over a third of the budget each: three fit in a
+    // page (the third reaches the budget), whatever the count limit.
+    let big = "x".repeat(MAX_PAGE_BYTES / 3 + 1);
+    for i in 0..10 {
+        push(
+            store.as_ref(),
+            &s,
+            "c",
+            &format!("b{i}"),
+            vec![upsert(
+                &format!("r{i}"),
+                "blob",
+                json!(big),
+                hlc(i + 1, "c"),
+            )],
+        )
+        .await;
+    }
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.pull(&s, all(cursor)).await.unwrap();
+        assert!(page.records.len() <= 3, "{} records", page.records.len());
+        let bytes: usize = page.records.iter().map(|r| r.fields.get().len()).sum();
+        assert!(bytes < MAX_PAGE_BYTES + big.len() + 64, "{bytes} bytes");
+        seen.extend(page.records.iter().map(|r| r.id.clone()));
+        cursor = page.cursor;
+        if !page.has_more {
+            break;
+        }
+        assert!(
+            !page.records.is_empty(),
+            "a page with more to come moves on"
+        );
+    }
+    let expected: Vec<String> = (0..10).map(|i| format!("r{i}")).collect();
+    assert_eq!(seen, expected, "every record once, in order");
+    assert_eq!(cursor, 10);
+
+    // One record over the whole budget still comes, alone.
+    let huge = "y".repeat(MAX_PAGE_BYTES + 10);
+    push(
+        store.as_ref(),
+        &s,
+        "c",
+        "huge",
+        vec![
+            upsert("h1", "a", json!(huge[..MAX_PAGE_BYTES / 2]), hlc(20, "c")),
+            upsert("h1", "b", json!(huge[MAX_PAGE_BYTES / 2..]), hlc(20, "c")),
+            upsert("h2", "a", json!("small"), hlc(21, "c")),
+        ],
+    )
+    .await;
+    let page = store.pull(&s, all(10)).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert!(page.has_more);
+    let page = store.pull(&s, all(page.cursor)).await.unwrap();
+    assert_eq!(page.records.len(), 1);
+    assert_eq!(page.records[0].id, "h2");
+    assert!(!page.has_more);
+
+    // The REST listing pages by bytes as well.
+    let todos = Collection::new("todos").unwrap();
+    let mut after: Option<RecordId> = None;
+    let mut listed = 0;
+    loop {
+        let page = store
+            .list_records(&s, &todos, after.as_ref(), 1000)
+            .await
+            .unwrap();
+        // Every record but the last started below the budget.
+        let before_last: usize = page.records[..page.records.len() - 1]
+            .iter()
+            .map(|r| r.fields.get().len())
+            .sum();
+        assert!(before_last < MAX_PAGE_BYTES, "{before_last} bytes");
+        assert!(page.records.len() <= 4, "{}", page.records.len());
+        listed += page.records.len();
+        if !page.more {
+            break;
+        }
+        after = page
+            .records
+            .last()
+            .map(|r| RecordId::new(r.id.clone()).unwrap());
+    }
+    assert_eq!(listed, 12);
 }

@@ -1,0 +1,37 @@
+//! The server's limits from the configuration: HTTP timeouts, trusted
+//! proxies, the metrics token, quotas on spaces and members.
+
+use anyhow::Context;
+use ferry_server::{Config, Settings};
+
+/// Sets what `config` says of these limits on `settings`.
+pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
+    let duration =
+        |key: &str, value: &Option<String>| -> anyhow::Result<Option<std::time::Duration>> {
+            value
+                .as_deref()
+                .map(|v| humantime::parse_duration(v).with_context(|| format!("{key}: {v:?}")))
+                .transpose()
+        };
+    if let Some(d) = duration("header_timeout", &config.header_timeout)? {
+        anyhow::ensure!(!d.is_zero(), "header_timeout must be more than 0");
+        settings.http.header_timeout = d;
+    }
+    if let Some(d) = duration("body_timeout", &config.body_timeout)? {
+        anyhow::ensure!(!d.is_zero(), "body_timeout must be more than 0");
+        settings.http.body_timeout = d;
+    }
+    if let Some(list) = &config.trusted_proxies {
+        settings.trusted_proxies = list
+            .parse()
+            .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
+    }
+    settings.metrics_token = config.metrics_token.clone();
+    if let Some(n) = config.max_spaces_per_user {
+        settings.quotas.max_owned_spaces = n;
+    }
+    if let Some(n) = config.max_members_per_space {
+        settings.quotas.max_members = n.max(1);
+    }
+    Ok(())
+}
