@@ -295,3 +295,108 @@ async fn rotating_the_signing_key_keeps_old_tokens_working() {
         assert_eq!(status, 200, "{body}");
     }
 }
+
+#[test]
+fn weak_secrets_are_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let serve = || {
+        let mut cmd = ferry();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(&data)
+            // None of these may come from the machine running the test.
+            .env_remove("FERRY_JWT_SECRET")
+            .env_remove("FERRY_STRIPE_WEBHOOK_SECRET")
+            .env_remove("FERRY_METRICS_TOKEN");
+        cmd
+    };
+    let cases: Vec<(&str, std::process::Command, &str)> = vec![
+        (
+            "--jwt-secret ''",
+            {
+                let mut c = serve();
+                c.args(["--jwt-secret", ""]);
+                c
+            },
+            "JWT secret",
+        ),
+        (
+            "FERRY_JWT_SECRET=",
+            {
+                let mut c = serve();
+                c.env("FERRY_JWT_SECRET", "");
+                c
+            },
+            "JWT secret",
+        ),
+        (
+            "a short JWT secret",
+            {
+                let mut c = serve();
+                c.args(["--jwt-secret", "secret"]);
+                c
+            },
+            "JWT secret",
+        ),
+        (
+            "an empty Stripe secret",
+            {
+                let mut c = serve();
+                c.env("FERRY_STRIPE_WEBHOOK_SECRET", "");
+                c
+            },
+            "Stripe webhook secret",
+        ),
+        (
+            "a short metrics token",
+            {
+                let mut c = serve();
+                c.args(["--metrics-token", "abc"]);
+                c
+            },
+            "metrics token",
+        ),
+        (
+            "an unknown email rule",
+            {
+                let mut c = serve();
+                c.args(["--jwt-email-trust", "sometimes"]);
+                c
+            },
+            "jwt_email_trust",
+        ),
+    ];
+    for (case, mut cmd, wanted) in cases {
+        let out = cmd.output().unwrap();
+        let stderr = stderr_of(&out);
+        assert!(!out.status.success(), "{case}: started");
+        assert!(stderr.contains(wanted), "{case}: {stderr}");
+        assert!(
+            !String::from_utf8_lossy(&out.stdout).contains("Ferry listening"),
+            "{case}"
+        );
+    }
+}
+
+#[test]
+fn printed_sign_in_links_on_a_public_address_are_warned_of() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("log");
+    let data = [
+        "--data-dir".to_owned(),
+        dir.path().join("d").display().to_string(),
+    ];
+    let mut server = Server::spawn(&log, data.to_vec(), "0.0.0.0:0");
+    server.terminate();
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("sign-in links are printed to this terminal"),
+        "{text}"
+    );
+    // Not on loopback, where printing them is what a developer wants.
+    let quiet_log = dir.path().join("quiet");
+    let mut quiet = Server::spawn(&quiet_log, data.to_vec(), "127.0.0.1:0");
+    quiet.terminate();
+    let text = std::fs::read_to_string(&quiet_log).unwrap();
+    assert!(!text.contains("sign-in links are printed"), "{text}");
+}

@@ -196,3 +196,107 @@ async fn without_a_configured_secret_hs256_is_refused() {
         (StatusCode::UNAUTHORIZED, "invalid_token")
     );
 }
+
+/// A provider that signs a token for whatever address someone typed at
+/// sign-up, verified or not.
+async fn provider_with(trust: EmailTrust) -> Api {
+    Api::configured(move |s| {
+        s.shared_secret = Some(SharedSecretConfig {
+            secret: SECRET.into(),
+            issuer: Some(ISS.into()),
+            audience: Some(AUD.into()),
+            email_trust: trust,
+        })
+    })
+    .await
+}
+
+#[tokio::test]
+async fn an_unverified_email_claim_reaches_no_one_elses_account() {
+    let api = provider_with(EmailTrust::Verified).await;
+    // The attacker signs up at the provider with the victim's address,
+    // which the provider never verified.
+    let mut forged = claims("attacker-1");
+    forged["email"] = json!("Victim@Example.com");
+    for unverified in [json!(null), json!(false), json!("false"), json!(1)] {
+        forged["email_verified"] = unverified;
+        let me = api.get_with_token("/v1/me", &hs256(&forged)).await;
+        assert_eq!(me.status, StatusCode::OK, "{:?}", me.body);
+        assert_eq!(me.body["user"]["email"], Value::Null, "{:?}", me.body);
+    }
+    let attacker = api.get_with_token("/v1/me", &hs256(&forged)).await.body["user"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // The victim signs in by magic link: their own account, not the
+    // attacker's.
+    let session = super::signin::sign_in(&api, "victim@example.com", 1).await;
+    let victim = session["user"]["id"].as_str().unwrap();
+    assert_ne!(victim, attacker, "the victim got the attacker's account");
+    assert_eq!(session["user"]["email"], "victim@example.com");
+    // Invites to that address go to the victim.
+    api.space("owner", "team").await;
+    let invited = api
+        .post(
+            "/v1/spaces/team/invites",
+            "owner",
+            json!({"email": "victim@example.com", "role": "editor"}),
+        )
+        .await;
+    assert_eq!(invited.body["user_id"], victim, "{:?}", invited.body);
+    let attackers_spaces = api.get_with_token("/v1/spaces", &hs256(&forged)).await;
+    assert!(
+        !attackers_spaces.body.to_string().contains("team"),
+        "{:?}",
+        attackers_spaces.body
+    );
+}
+
+#[tokio::test]
+async fn a_verified_email_links_and_the_trust_setting_is_obeyed() {
+    // Verified (the claim as a boolean or, as Cognito sends it, a string).
+    let api = provider_with(EmailTrust::Verified).await;
+    for (sub, verified) in [("v-1", json!(true)), ("v-2", json!("true"))] {
+        let mut c = claims(sub);
+        c["email"] = json!(format!("{sub}@Example.com"));
+        c["email_verified"] = verified;
+        let me = api.get_with_token("/v1/me", &hs256(&c)).await;
+        assert_eq!(me.body["user"]["email"], format!("{sub}@example.com"));
+    }
+    // Always: for a provider that signs in verified addresses only.
+    let api = provider_with(EmailTrust::Always).await;
+    let mut c = claims("a-1");
+    c.as_object_mut().unwrap().remove("email_verified");
+    let me = api.get_with_token("/v1/me", &hs256(&c)).await;
+    assert_eq!(me.body["user"]["email"], "ada@example.com");
+    // Never: even a verified claim is not recorded.
+    let api = provider_with(EmailTrust::Never).await;
+    let me = api.get_with_token("/v1/me", &hs256(&claims("n-1"))).await;
+    assert_eq!(me.body["user"]["email"], Value::Null);
+    assert_eq!("verified".parse::<EmailTrust>(), Ok(EmailTrust::Verified));
+    assert!("yes".parse::<EmailTrust>().is_err());
+}
+
+#[tokio::test]
+async fn a_secret_anyone_could_guess_is_refused_at_start() {
+    for secret in ["", " ", "short", &"x".repeat(31)] {
+        let (store, _guard) = testing::fresh_store().await;
+        let mut settings = Settings::new(ClientId::new("s").unwrap(), "http://ferry.test");
+        settings.shared_secret = Some(SharedSecretConfig {
+            secret: secret.into(),
+            issuer: None,
+            audience: None,
+            email_trust: EmailTrust::Verified,
+        });
+        let err = AppState::new(store, settings).await.unwrap_err();
+        assert!(err.to_string().contains("JWT secret"), "{secret:?}: {err}");
+    }
+    for (stripe, lemon) in [(vec![String::new()], None), (vec![], Some("ls".to_owned()))] {
+        let (store, _guard) = testing::fresh_store().await;
+        let mut settings = Settings::new(ClientId::new("s").unwrap(), "http://ferry.test");
+        settings.billing.stripe_secrets = stripe;
+        settings.billing.lemonsqueezy_secret = lemon;
+        let err = AppState::new(store, settings).await.unwrap_err();
+        assert!(err.to_string().contains("webhook secret"), "{err}");
+    }
+}

@@ -125,6 +125,17 @@ async fn tokens_signed_with_published_keys_sign_in_and_the_set_is_fetched_once()
         .await;
     assert_eq!(rs.status, StatusCode::OK, "{:?}", rs.body);
     assert_ne!(rs.body["user"]["id"], ed.body["user"]["id"]);
+    // An address the provider did not verify is not believed.
+    let mut unverified = claims("u-unverified");
+    unverified["email"] = json!("someone@example.com");
+    unverified["email_verified"] = json!(false);
+    let r = api
+        .get_with_token("/v1/me", &ed_sign(&ed_key(1), "ed-1", &unverified))
+        .await;
+    assert_eq!(
+        (r.status, &r.body["user"]["email"]),
+        (StatusCode::OK, &Value::Null)
+    );
     // A flood of unknown key ids costs no fetch within the interval.
     for i in 0..20 {
         let r = api

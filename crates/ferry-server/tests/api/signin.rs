@@ -45,7 +45,7 @@ async fn refresh(api: &Api, token: &str) -> Reply {
 }
 
 /// Signs `email` in by magic link; the session's answer.
-async fn sign_in(api: &Api, email: &str, nth_mail: usize) -> Value {
+pub async fn sign_in(api: &Api, email: &str, nth_mail: usize) -> Value {
     assert_eq!(ask(api, email).await.status, StatusCode::ACCEPTED);
     let mails = api.mails(nth_mail).await;
     let r = verify(api, &token_in(&mails[nth_mail - 1])).await;

@@ -402,3 +402,71 @@ async fn pulls_page_by_cursor_and_filter_by_collection() {
         .body;
     assert_eq!(both["changes"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn another_member_cannot_squat_a_batch_id() {
+    let api = Api::new().await;
+    api.space("owner", "team").await;
+    api.add("owner", "team", "mallory", "editor").await;
+    api.add("owner", "team", "victim", "editor").await;
+    // Mallory read the victim's client id from a field's HLC and pushes
+    // that client's next batch id first.
+    let squat = api
+        .sync(
+            "mallory",
+            "team",
+            push(
+                "victim-laptop",
+                "b-000018",
+                0,
+                vec![up("junk", "x", json!(1), &hlc(1, "victim-laptop"))],
+            ),
+        )
+        .await;
+    assert_eq!(squat.status, StatusCode::OK, "{:?}", squat.body);
+    // The victim's real batch is applied, not answered as a replay of
+    // Mallory's.
+    let real = api
+        .sync(
+            "victim",
+            "team",
+            push(
+                "victim-laptop",
+                "b-000018",
+                0,
+                vec![up("note", "text", json!("mine"), &hlc(2, "victim-laptop"))],
+            ),
+        )
+        .await;
+    assert_eq!(real.body["applied"], 1, "{:?}", real.body);
+    let note = api
+        .get("/v1/spaces/team/collections/todos/records/note", "owner")
+        .await;
+    assert_eq!(
+        note.body["fields"]["text"]["value"], "mine",
+        "{:?}",
+        note.body
+    );
+    // The victim's retry is still a replay of their own batch.
+    let retry = api
+        .sync(
+            "victim",
+            "team",
+            push(
+                "victim-laptop",
+                "b-000018",
+                0,
+                vec![up("note", "text", json!("mine"), &hlc(2, "victim-laptop"))],
+            ),
+        )
+        .await;
+    assert_eq!(retry.body["applied"], 1);
+    let metrics = api.call(Method::GET, "/metrics", None, None).await.body;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap()
+            .contains("ferry_batches_replayed_total 1"),
+        "{metrics}"
+    );
+}
