@@ -139,6 +139,12 @@ pub struct ServeArgs {
     /// comma-separated), e.g. pro [default: sync is free].
     #[arg(long, env = "FERRY_BILLING_REQUIRED_PLAN", value_name = "PLAN")]
     billing_required_plan: Option<String>,
+    /// What each product grants, comma-separated: a Stripe price id, price
+    /// lookup key or product id, or a Lemon Squeezy variant or product id,
+    /// each `=` a plan (price_1Pxyz=pro,price_1Qabc=pro). Added to
+    /// `[billing.plans]` of the file.
+    #[arg(long, env = "FERRY_BILLING_PLANS", value_name = "PRODUCT=PLAN,...")]
+    billing_plans: Option<String>,
     /// Stripe's webhook signing secrets (whsec_...), comma-separated.
     #[arg(
         long,
@@ -218,6 +224,21 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_connections {
             config.max_connections = Some(n);
+        }
+        if let Some(list) = &self.billing_plans {
+            for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (product, plan) = pair
+                    .split_once('=')
+                    .map(|(k, v)| (k.trim(), v.trim()))
+                    .filter(|(k, v)| !k.is_empty() && !v.is_empty())
+                    .with_context(|| {
+                        format!("billing_plans: {pair:?} is not PRODUCT=PLAN (price_1Pxyz=pro)")
+                    })?;
+                config
+                    .billing
+                    .plans
+                    .insert(product.to_owned(), plan.to_owned());
+            }
         }
         for (flag, key) in [
             (&self.jwt_secret, &mut config.jwt_secret),

@@ -16,7 +16,7 @@ use ferry_core::{Collection, RecordId, SpaceId};
 use ferry_server::billing::signature::sign;
 use serde_json::json;
 
-const SECRET: &str = "whsec_e2e";
+const SECRET: &str = "whsec_e2e_7c41d9a0b3";
 
 fn admin(server_db: &Db, args: &[&str]) -> String {
     let out = ferry()
@@ -51,6 +51,8 @@ async fn support_staff_and_webhooks_open_the_gate_and_clients_lose_nothing_meanw
             "pro",
             "--stripe-webhook-secret",
             SECRET,
+            "--billing-plans",
+            "price_pro_monthly=pro, price_pro_yearly=pro",
         ],
     );
     let token = server.token("ada@example.com");
@@ -105,7 +107,8 @@ async fn support_staff_and_webhooks_open_the_gate_and_clients_lose_nothing_meanw
         ],
     );
     assert!(
-        out.contains("pro granted from admin until 2100-01-01T00:00:00Z"),
+        out.contains("pro granted from admin (grant:")
+            && out.contains("until 2100-01-01T00:00:00Z"),
         "{out}"
     );
     syncer.sync_now();
@@ -134,7 +137,8 @@ async fn support_staff_and_webhooks_open_the_gate_and_clients_lose_nothing_meanw
         "id": "evt_e2e", "type": "customer.subscription.created", "created": t,
         "data": {"object": {"id": "sub_1", "customer": "cus_ada", "status": "active",
             "created": t, "current_period_end": t + 30 * 86400,
-            "metadata": {"user_id": ada}}}
+            "metadata": {"user_id": ada},
+            "items": {"data": [{"price": {"id": "price_pro_yearly"}}]}}}
     }))
     .unwrap();
     let res = reqwest::Client::new()
