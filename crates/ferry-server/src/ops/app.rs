@@ -93,11 +93,20 @@ fn hidden(path: &str) -> bool {
         .any(|(i, segment)| segment.starts_with('.') && !(i == 1 && segment == ".well-known"))
 }
 
-async fn refuse_hidden(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
-    if hidden(req.uri().path()) {
+/// Screens requests to the app's files: hidden files are not found, and
+/// neither is a path the file system cannot hold (a name over its length
+/// limit makes the file server answer 500, which no request may cause).
+async fn screen(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let path = req.uri().path().to_owned();
+    if hidden(&path) {
         return ApiError::not_found("no such file").into_response();
     }
-    next.run(req).await
+    let response = next.run(req).await;
+    if response.status().is_server_error() {
+        tracing::warn!(%path, status = %response.status(), "the app directory could not serve a file");
+        return ApiError::not_found("no such file").into_response();
+    }
+    response
 }
 
 /// The routes serving the app in `dir`; the caller makes it the fallback.
@@ -109,7 +118,7 @@ pub fn dir_routes(dir: &Path) -> Router<AppState> {
     Router::new()
         .route("/auth/magic-link", get(magic_link_page))
         .fallback_service(files)
-        .layer(axum::middleware::from_fn(refuse_hidden))
+        .layer(axum::middleware::from_fn(screen))
 }
 
 #[cfg(test)]

@@ -176,6 +176,15 @@ async fn an_app_directory_never_serves_hidden_files() {
         );
         assert!(!format!("{:?}", r.body).contains("s3cret"), "{path}");
     }
+    // A name longer than the file system allows is not a 500 (the flood
+    // found it).
+    let long = api
+        .call(Method::GET, &format!("/{}", "a".repeat(300)), None, None)
+        .await;
+    assert_eq!(
+        (long.status, long.code()),
+        (StatusCode::NOT_FOUND, "not_found")
+    );
     // What apps publish on purpose stays reachable.
     let published = api
         .call(Method::GET, "/.well-known/assetlinks.json", None, None)

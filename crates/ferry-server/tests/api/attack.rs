@@ -255,6 +255,53 @@ async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() 
         after,
         "a forged token changed something"
     );
+    // Creating a space under the team's id tells an outsider, a removed
+    // member and the owner alike only that the id is taken.
+    let owners = api
+        .post("/v1/spaces", "alice", json!({"id": "team", "name": "x"}))
+        .await;
+    assert_eq!(owners.status, StatusCode::CONFLICT);
+    for who in ["bob", "carol", "vera"] {
+        let r = api
+            .post("/v1/spaces", who, json!({"id": "team", "name": "mine"}))
+            .await;
+        assert_eq!((r.status, &r.body), (owners.status, &owners.body), "{who}");
+        assert!(
+            !r.body.to_string().contains("secret"),
+            "{who}: {:?}",
+            r.body
+        );
+        cases += 1;
+    }
+    // A member who read Alice's client id from an HLC pushes her next
+    // batch id first: hers is still applied, not taken for a replay.
+    api.add("alice", "team", "mallory", "editor").await;
+    let squat = api
+        .sync(
+            "mallory",
+            "team",
+            push("a", "b2", 0, vec![up("m", "n", json!(1), &hlc(60, "a"))]),
+        )
+        .await;
+    assert_eq!(squat.status, StatusCode::OK);
+    let hers = api
+        .sync(
+            "alice",
+            "team",
+            push(
+                "a",
+                "b2",
+                0,
+                vec![up("t-1", "title", json!("hers"), &hlc(61, "a"))],
+            ),
+        )
+        .await;
+    assert_eq!(hers.body["applied"], 1, "{:?}", hers.body);
+    cases += 1;
+    assert_eq!(
+        snapshot(&api).await["members"].as_array().unwrap().len(),
+        after["members"].as_array().unwrap().len() + 1,
+    );
     println!("attack matrix: {cases} cases refused");
-    assert!(cases >= 141, "the matrix shrank: {cases} cases");
+    assert!(cases >= 145, "the matrix shrank: {cases} cases");
 }

@@ -138,6 +138,9 @@ fn templates(token: &str) -> Vec<Shot> {
         get("/"),
         get("/auth/magic-link"),
         get("/app/app.js"),
+        get("/.env"),
+        get("/assets/app.js"),
+        get("/.well-known/assetlinks.json"),
     ]
 }
 
@@ -211,6 +214,9 @@ const SEGMENTS: &[&str] = &[
     "%E2%80%AE",
     "team/../team",
     "💥",
+    ".env",
+    "%2eenv",
+    ".git",
 ];
 
 /// A forged or broken bearer token.
@@ -280,6 +286,16 @@ fn mutate(shot: &mut Shot, dice: &mut Dice, token: &str) -> &'static str {
             shot.path = format!("{base}?{q}");
             "query garbled"
         }
+        6 if dice.below(4) == 0 => {
+            let value = match dice.below(4) {
+                0 => "not-an-address".to_owned(),
+                1 => "1.2.3.4, , ::ffff:10.0.0.1, 999.1.1.1".to_owned(),
+                2 => "203.0.113.7, ".repeat(dice.below(2000)),
+                _ => "127.0.0.1".to_owned(),
+            };
+            shot.headers.push(("x-forwarded-for".into(), value));
+            "forwarded-for forged"
+        }
         6 => {
             let forged = odd_token(dice, token);
             shot.headers.retain(|(k, _)| k != "authorization");
@@ -287,6 +303,13 @@ fn mutate(shot: &mut Shot, dice: &mut Dice, token: &str) -> &'static str {
                 shot.headers.push(("authorization".into(), forged));
             }
             "token forged"
+        }
+        7 if dice.below(3) == 0 => {
+            // HTTP lets a client invent methods of any length; each must
+            // not become something the server keeps (a metric label).
+            let n = 1 + dice.below(20_000);
+            shot.method = format!("X{}", "Q".repeat(n));
+            "method invented"
         }
         7 => {
             shot.method = (*dice
@@ -364,7 +387,20 @@ fn env_number(name: &str, default: u64) -> u64 {
 async fn a_flood_of_malformed_requests_gets_no_5xx() {
     let seed = env_number("FERRY_FLOOD_SEED", 1);
     let total = env_number("FERRY_FLOOD_REQUESTS", 10_000) as usize;
-    let api = Api::new().await;
+    // An app's own build, hidden files and all, and a proxy trusted for
+    // the client's address: the flood reaches the file server and the
+    // forwarded-for reading too.
+    let app = tempfile::tempdir().unwrap();
+    std::fs::write(app.path().join("index.html"), "<p>app</p>").unwrap();
+    std::fs::write(app.path().join(".env"), "CANARY=flood").unwrap();
+    std::fs::create_dir(app.path().join("assets")).unwrap();
+    std::fs::write(app.path().join("assets/app.js"), "1").unwrap();
+    let dir = app.path().to_owned();
+    let api = Api::configured(move |s| {
+        s.app_dir = Some(dir);
+        s.trusted_proxies = "127.0.0.1".parse().unwrap();
+    })
+    .await;
     api.space("alice", "team").await;
     let served = api.serve().await;
     let token = api.token("alice");
@@ -410,7 +446,17 @@ async fn a_flood_of_malformed_requests_gets_no_5xx() {
             }
         }
         let status = match req.send().await {
-            // Streams (SSE) stay open: the status is what counts.
+            // Streams (SSE) stay open: the status is what counts, but for
+            // hidden files, whose answer must not hold them.
+            Ok(response) if shot.path.contains("env") => {
+                let status = response.status().as_u16();
+                let body = response.text().await.unwrap_or_default();
+                if body.contains("CANARY") {
+                    failed += 1;
+                    let _ = writeln!(failures, "#{i} {} served a hidden file", shot.path);
+                }
+                status
+            }
             Ok(response) => response.status().as_u16(),
             Err(e) if e.is_builder() => continue,
             Err(e) => {
@@ -447,6 +493,24 @@ async fn a_flood_of_malformed_requests_gets_no_5xx() {
         "seed {seed}: {failed} requests failed:\n{failures}"
     );
     assert_eq!(health.status(), 200, "the server is not healthy afterwards");
+    // Invented methods left one label behind, whatever their number.
+    let metrics = http
+        .get(format!("{}/metrics", served.base))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !metrics.contains("QQQQ"),
+        "an invented method became a label"
+    );
+    assert!(
+        metrics.len() < 256 * 1024,
+        "the metrics grew to {} bytes",
+        metrics.len()
+    );
     assert!(
         statuses.keys().any(|s| *s == 200) && statuses.keys().any(|s| (400..500).contains(s)),
         "the flood never reached a handler or never was refused: {statuses:?}"
