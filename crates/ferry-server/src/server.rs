@@ -12,6 +12,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -41,7 +42,13 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let realtime = state.realtime.clone();
     let limits = state.settings.http.clone();
-    let bridge = bridge::spawn(realtime.clone(), state.store.clone());
+    // However this future ends (finished, or dropped by its caller), the
+    // realtime connections close and the bridge stops: they hold the
+    // state, and with it the database pool.
+    let _stopping = Stopping {
+        realtime: realtime.clone(),
+        bridge: bridge::spawn(realtime.clone(), state.store.clone()),
+    };
     let router = app(state);
     let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let connections = TaskTracker::new();
@@ -77,9 +84,15 @@ pub async fn run(
         };
         // Signals are small and must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
+        // Whether a request ever arrived on the connection: one that has
+        // none yet is closed at once when the node stops (graceful shutdown
+        // would wait for its first request).
+        let started = Arc::new(AtomicBool::new(false));
+        let seen = started.clone();
         let service = router
             .clone()
             .map_request(move |req: hyper::Request<Incoming>| {
+                seen.store(true, Ordering::Relaxed);
                 let mut req = req.map(Body::new);
                 // For per-address rate limits (axum's `ConnectInfo`).
                 req.extensions_mut().insert(ConnectInfo(peer));
@@ -98,8 +111,10 @@ pub async fn run(
             tokio::select! {
                 served = conn.as_mut() => log_end(peer, served),
                 _ = stop.changed() => {
-                    conn.as_mut().graceful_shutdown();
-                    log_end(peer, conn.await);
+                    if started.load(Ordering::Relaxed) {
+                        conn.as_mut().graceful_shutdown();
+                        log_end(peer, conn.await);
+                    }
                 }
             }
         });
@@ -112,10 +127,22 @@ pub async fn run(
     connections.close();
     connections.wait().await;
     realtime.drained(Duration::from_secs(2)).await;
-    if let Some(bridge) = bridge {
-        bridge.abort();
-    }
     Ok(())
+}
+
+/// Closes the realtime connections and stops the bridge when dropped.
+struct Stopping {
+    realtime: Arc<crate::realtime::Realtime>,
+    bridge: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Drop for Stopping {
+    fn drop(&mut self) {
+        self.realtime.shutdown();
+        if let Some(bridge) = &self.bridge {
+            bridge.abort();
+        }
+    }
 }
 
 fn log_end(peer: SocketAddr, served: Result<(), hyper::Error>) {

@@ -336,3 +336,29 @@ fn rand_suffix() -> u64 {
     static N: AtomicU64 = AtomicU64::new(0);
     N.fetch_add(1, Ordering::Relaxed)
 }
+
+#[tokio::test]
+async fn a_server_dropped_mid_way_lets_go_of_its_state() {
+    // A node whose serving future is dropped (a test's restart, a
+    // supervisor's abort) closes its realtime connections and stops its
+    // bridge: nothing of it keeps the database pool open.
+    let api = Api::new().await;
+    let before = std::sync::Arc::strong_count(&api.state.store);
+    let served = api.serve().await;
+    let mut ws = WsClient::connect(&served.base).await;
+    ws.auth(&api.token("alice")).await;
+    ws.subscribe(&["user:alice"]).await;
+    // A connection that never sends a request does not hold it either.
+    let _silent = connect(&served.base).await;
+    drop(served);
+    assert_eq!(ws.closed().await, Some(1001));
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while std::sync::Arc::strong_count(&api.state.store) > before {
+        assert!(
+            Instant::now() < deadline,
+            "{} holders of the store remain",
+            std::sync::Arc::strong_count(&api.state.store) - before
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
