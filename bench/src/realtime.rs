@@ -64,13 +64,15 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ..Config::default()
     };
     let store = Database::of(&config)?.open().await?;
-    let settings = Settings::new(ClientId::new("bench-node")?, "");
+    let mut settings = Settings::new(ClientId::new("bench-node")?, "");
+    // As `ferry serve` does: as many connections as the files allow.
+    let open_files = rlimit::increase_nofile_limit(u64::MAX)?;
+    settings.http.max_connections = ferry_server::http::connections_within(open_files);
     let state = AppState::new(store, settings).await?;
     let token = state
         .issuer
         .get()
         .mint(&UserId::new("bench")?, wall_ms() / 1000, 3600)?;
-    rlimit::increase_nofile_limit(u64::MAX)?;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     println!("http://{} {token}", listener.local_addr()?);
     std::io::stdout().flush()?;
