@@ -190,20 +190,21 @@ fn record_row(row: &PgRow, at: usize) -> Result<RecordRow, StoreError> {
 /// sent at all. Fields are measured by `octet_length`, which reads the
 /// size of a stored value without reading the value.
 fn by_bytes(page: &str, order: &str) -> String {
+    // One window over the page (both functions share it): `before`, the
+    // bytes of the rows ahead of this one, and the length of the row just
+    // ahead, so that `before - ahead` is where that row started.
     format!(
-        "SELECT collection, id, seq, CASE WHEN wanted THEN fields ELSE '{{}}' END AS fields,
-                deleted, wanted
+        "SELECT collection, id, seq,
+                CASE WHEN before < {MAX_PAGE_BYTES} THEN fields ELSE '{{}}' END AS fields,
+                deleted, before < {MAX_PAGE_BYTES} AS wanted
          FROM (
-             SELECT *, before < {MAX_PAGE_BYTES} AS wanted,
-                    lag(before, 1, 0::bigint) OVER (ORDER BY {order}) AS prev
-             FROM (
-                 SELECT collection, id, seq, fields, deleted,
-                        (sum(octet_length(fields)) OVER (ORDER BY {order})
-                         - octet_length(fields))::bigint AS before
-                 FROM ({page}) page
-             ) sized
-         ) marked
-         WHERE prev < {MAX_PAGE_BYTES}
+             SELECT collection, id, seq, fields, deleted,
+                    sum(octet_length(fields)) OVER w - octet_length(fields) AS before,
+                    lag(octet_length(fields), 1, 0) OVER w AS ahead
+             FROM ({page}) page
+             WINDOW w AS (ORDER BY {order} ROWS UNBOUNDED PRECEDING)
+         ) sized
+         WHERE before - ahead < {MAX_PAGE_BYTES}
          ORDER BY {order}"
     )
 }
