@@ -50,7 +50,9 @@ pub async fn run(
         bridge: bridge::spawn(realtime.clone(), state.store.clone()),
     };
     let router = app(state);
-    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let slots = Arc::new(Semaphore::new(
+        limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+    ));
     let connections = TaskTracker::new();
     // Dropped (closed) when the node stops: every connection then finishes
     // its request in flight and closes.
@@ -101,6 +103,8 @@ pub async fn run(
         let io = TokioIo::new(Counted {
             stream,
             _slot: slot,
+            write_timeout: limits.write_timeout,
+            stalled: None,
         });
         let (builder, mut stop) = (builder.clone(), stop_rx.clone());
         connections.spawn(async move {
@@ -125,7 +129,18 @@ pub async fn run(
     realtime.shutdown();
     drop(stop_tx);
     connections.close();
-    connections.wait().await;
+    // Requests in flight finish; a connection that does not by then (a
+    // client that stopped reading is closed by the write timeout anyway)
+    // does not hold the node up.
+    if tokio::time::timeout(SHUTDOWN_GRACE, connections.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            open = connections.len(),
+            "stopping with connections still open after {SHUTDOWN_GRACE:?}"
+        );
+    }
     realtime.drained(Duration::from_secs(2)).await;
     Ok(())
 }
@@ -145,6 +160,9 @@ impl Drop for Stopping {
     }
 }
 
+/// How long a stopping node waits for its requests in flight.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 fn log_end(peer: SocketAddr, served: Result<(), hyper::Error>) {
     if let Err(e) = served {
         // A client that hung up or timed out: routine, not an error of
@@ -154,10 +172,42 @@ fn log_end(peer: SocketAddr, served: Result<(), hyper::Error>) {
 }
 
 /// A client's socket holding its connection slot until it closes, also
-/// when it outlives its HTTP connection as a WebSocket.
+/// when it outlives its HTTP connection as a WebSocket. A write that waits
+/// longer than the write timeout for the client to take data (a client
+/// that stopped reading, its window shut) fails, and the connection with
+/// it: such a client cannot hold a slot, nor a shutdown, forever.
 struct Counted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    write_timeout: Duration,
+    /// Running while a write waits; reset by every write that goes through.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Counted {
+    /// `poll`'s answer, unless it has been waiting longer than the write
+    /// timeout.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        poll: Poll<std::io::Result<T>>,
+    ) -> Poll<std::io::Result<T>> {
+        if poll.is_ready() {
+            self.stalled = None;
+            return poll;
+        }
+        let timeout = self.write_timeout;
+        let stalled = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match stalled.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                "the client took no data within the write timeout",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
 }
 
 impl AsyncRead for Counted {
@@ -176,15 +226,18 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
+        let poll = Pin::new(&mut self.stream).poll_write(cx, buf);
+        self.timed(cx, poll)
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
+        let poll = Pin::new(&mut self.stream).poll_flush(cx);
+        self.timed(cx, poll)
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let poll = Pin::new(&mut self.stream).poll_shutdown(cx);
+        self.timed(cx, poll)
     }
 
     fn poll_write_vectored(
@@ -192,7 +245,8 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[std::io::IoSlice<'_>],
     ) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
+        let poll = Pin::new(&mut self.stream).poll_write_vectored(cx, bufs);
+        self.timed(cx, poll)
     }
 
     fn is_write_vectored(&self) -> bool {

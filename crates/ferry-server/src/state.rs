@@ -107,6 +107,11 @@ impl Settings {
                 MIN_WEBHOOK_SECRET_BYTES,
             )?;
         }
+        let billing = &self.billing;
+        let webhooks = !billing.stripe_secrets.is_empty() || billing.lemonsqueezy_secret.is_some();
+        if billing.gated() && webhooks && billing.plans.is_empty() {
+            return Err(SettingsError::NoPlans);
+        }
         if let Some(token) = &self.metrics_token {
             long_enough(
                 "the metrics token (metrics_token)",
@@ -148,6 +153,13 @@ pub enum SettingsError {
         /// What was given.
         len: usize,
     },
+    /// Sync needs a plan and webhooks are on, but no product grants one.
+    #[error(
+        "billing: sync needs a plan and payment webhooks are configured, but [billing.plans] \
+         (--billing-plans) maps no product to a plan, so no subscription would grant one; \
+         map each price or variant you sell, e.g. --billing-plans price_1Pxyz=pro"
+    )]
+    NoPlans,
 }
 
 /// Shared by every handler; cheap to clone.

@@ -61,13 +61,22 @@ impl http_body::Body for DeadlineBody {
 }
 
 /// Middleware giving every request body `timeout` from now, when the
-/// request's headers have arrived.
+/// request's headers have arrived, and a second more for every
+/// [`super::MIN_BODY_RATE`] bytes it announces (at most the body limit).
 pub async fn limit(
     axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
     req: Request,
     next: Next,
 ) -> Response {
-    let deadline = Instant::now() + timeout;
+    let announced = req
+        .headers()
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap_or(0)
+        .min(crate::routes::MAX_BODY_BYTES as u64);
+    let transfer = std::time::Duration::from_secs(announced / super::MIN_BODY_RATE);
+    let deadline = Instant::now() + timeout + transfer;
     next.run(req.map(|body| Body::new(DeadlineBody::new(body, deadline))))
         .await
 }

@@ -17,9 +17,14 @@ pub struct HttpLimits {
     /// answer (so it is also the keep-alive idle time). Then it is closed.
     pub header_timeout: Duration,
     /// How long a request's body may take to arrive in full, from when the
-    /// request's headers arrived. A body still arriving then is answered
-    /// `408 request_timeout` and its connection closed.
+    /// request's headers arrived, plus a second for every
+    /// [`MIN_BODY_RATE`] bytes its `Content-Length` announces (so a large
+    /// batch from a slow uplink still makes it). A body still arriving
+    /// then is answered `408 request_timeout` and its connection closed.
     pub body_timeout: Duration,
+    /// How long a write may wait for the client to take data (its receive
+    /// window shut) before the connection is closed.
+    pub write_timeout: Duration,
     /// The most connections held open at once (realtime ones included);
     /// beyond it, new connections wait in the listen queue until one
     /// closes. Keep it below the process's open-files limit, so that the
@@ -32,10 +37,14 @@ impl Default for HttpLimits {
         HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
+            write_timeout: Duration::from_secs(30),
             max_connections: 10_000,
         }
     }
 }
+
+/// The slowest upload a body deadline allows for: 64 KiB a second.
+pub const MIN_BODY_RATE: u64 = 64 * 1024;
 
 /// Open files kept for everything but client connections: database
 /// files and connections, the listener, logs.

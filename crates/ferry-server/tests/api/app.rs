@@ -167,6 +167,8 @@ async fn an_app_directory_never_serves_hidden_files() {
         "/assets/.cache/x",
         "/assets/%2ecache/x",
         "/.well-known/../.env",
+        "/assets%2f.cache/x",
+        "/assets%2F%2ecache%2fx",
     ] {
         let r = api.call(Method::GET, path, None, None).await;
         assert_eq!(

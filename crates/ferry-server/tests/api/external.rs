@@ -299,4 +299,12 @@ async fn a_secret_anyone_could_guess_is_refused_at_start() {
         let err = AppState::new(store, settings).await.unwrap_err();
         assert!(err.to_string().contains("webhook secret"), "{err}");
     }
+    // A gate with webhooks but nothing that grants a plan would lock every
+    // subscriber out at their next event.
+    let (store, _guard) = testing::fresh_store().await;
+    let mut settings = Settings::new(ClientId::new("s").unwrap(), "http://ferry.test");
+    settings.billing.required_plans = vec!["pro".into()];
+    settings.billing.stripe_secrets = vec!["whsec_0123456789abcdef".into()];
+    let err = AppState::new(store, settings).await.unwrap_err();
+    assert!(err.to_string().contains("[billing.plans]"), "{err}");
 }

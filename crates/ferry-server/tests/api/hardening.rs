@@ -23,6 +23,7 @@ async fn limited(header: u64, body: u64, max_connections: usize) -> Api {
         s.http = HttpLimits {
             header_timeout: Duration::from_secs(header),
             body_timeout: Duration::from_secs(body),
+            write_timeout: Duration::from_secs(1),
             max_connections,
         };
     })
@@ -361,4 +362,30 @@ async fn a_server_dropped_mid_way_lets_go_of_its_state() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_gives_its_slot_back() {
+    let api = limited(10, 30, 1).await;
+    let served = api.serve().await;
+    // The one slot: a client with a small window that asks for the demo's
+    // largest file again and again and never reads an answer.
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let mut greedy = socket
+        .connect(served.base.trim_start_matches("http://").parse().unwrap())
+        .await
+        .unwrap();
+    let asks = "GET /app/ferry_wasm_bg.wasm HTTP/1.1\r\nHost: x\r\n\r\n".repeat(50);
+    greedy.write_all(asks.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let health = reqwest::Client::new()
+        .get(format!("{}/health", served.base))
+        .timeout(Duration::from_secs(15))
+        .send()
+        .await
+        .expect("a client that does not read held the only slot");
+    assert_eq!(health.status(), 200);
+    assert!(started.elapsed() < Duration::from_secs(10));
+    drop(greedy);
 }

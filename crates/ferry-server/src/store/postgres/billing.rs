@@ -117,21 +117,6 @@ pub async fn apply_event(pool: &PgPool, event: &BillingEvent) -> Result<EventOut
     // One event of a subscription at a time: its row is the lock (made
     // first if new), so two deliveries of one event, or two events racing,
     // are applied in turn and each sees what the other committed.
-    if let Some(customer) = &event.customer_id {
-        // An entitlement kept from before subscriptions were told apart
-        // becomes the first subscription its customer reports.
-        sqlx::query(
-            "UPDATE subscriptions SET subscription_id = $3
-             WHERE provider = $1 AND customer_id = $2 AND subscription_id LIKE 'legacy:%'
-               AND NOT EXISTS (SELECT 1 FROM subscriptions
-                               WHERE provider = $1 AND subscription_id = $3)",
-        )
-        .bind(&event.provider)
-        .bind(customer)
-        .bind(&event.subscription_id)
-        .execute(&mut *tx)
-        .await?;
-    }
     let placeholder = StoredEntitlement::linked_only(
         &event.provider,
         &event.subscription_id,

@@ -111,8 +111,10 @@ CREATE TABLE billing_events (
 "#,
     // Each subscription on its own (a user may hold several; access is
     // their union), and unmatched ones kept until a checkout links them.
-    // Entitlements kept so far become one subscription each, renamed to
-    // the first subscription id their customer reports.
+    // An entitlement kept so far cannot be told which subscription it was:
+    // it becomes a grant to the end of its paid period (45 days when it
+    // named none), by which the provider's next event of the real
+    // subscription (a renewal, found by its customer) has made its own.
     r#"
 CREATE TABLE subscriptions (
     provider        text NOT NULL,
@@ -131,7 +133,12 @@ CREATE INDEX subscriptions_by_customer ON subscriptions (provider, customer_id);
 INSERT INTO subscriptions
     SELECT provider,
            CASE provider WHEN 'admin' THEN 'grant:' ELSE 'legacy:' END || user_id,
-           user_id, plan, status, period_end, customer_id, stamp, updated_at
+           user_id, plan,
+           CASE WHEN status IN ('active', 'trialing') THEN 'granted' ELSE status END,
+           CASE WHEN status IN ('active', 'trialing')
+                THEN coalesce(period_end, (extract(epoch FROM now()) * 1000)::bigint + 45 * 86400000::bigint)
+                ELSE period_end END,
+           customer_id, stamp, updated_at
     FROM entitlements;
 DROP TABLE entitlements;
 "#,
@@ -174,4 +181,85 @@ pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use sqlx::{Connection, Row};
+
+    use super::*;
+    use crate::testing::TestDatabase;
+
+    #[tokio::test]
+    async fn entitlements_and_batches_of_before_survive_the_move() {
+        let db = TestDatabase::create().await;
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        // The schema as it was before subscriptions and batches per user.
+        let before = MIGRATIONS.len() - 2;
+        sqlx::raw_sql(
+            "CREATE TABLE ferry_schema (version integer PRIMARY KEY, applied_at bigint NOT NULL)",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for (i, step) in MIGRATIONS[..before].iter().enumerate() {
+            sqlx::raw_sql(step).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO ferry_schema VALUES ($1, 0)")
+                .bind((i + 1) as i32)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        sqlx::raw_sql(
+            "INSERT INTO users (id, email, created_at) VALUES ('u1', 'a@x', 0), ('u3', NULL, 0);
+             INSERT INTO spaces (sid, id, name, created_at) VALUES (1, 'team', 'Team', 0);
+             INSERT INTO entitlements VALUES
+               ('u1', 'pro', 'trialing', NULL, 'stripe', 'cus_1', 10, 0),
+               ('u3', 'pro', 'granted', 9000, 'admin', NULL, 30, 0);
+             INSERT INTO batches VALUES (1, 'laptop', 'b-1', 2, '[]', 0);",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let pool = PgPool::connect(&db.url).await.unwrap();
+        migrate(&pool).await.unwrap();
+        let rows = sqlx::query(
+            "SELECT subscription_id, status, period_end FROM subscriptions ORDER BY user_id",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
+        let first: (String, String, Option<i64>) = (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+        assert_eq!(
+            (first.0.as_str(), first.1.as_str()),
+            ("legacy:u1", "granted")
+        );
+        let now = crate::store::stored::now_ms();
+        let end = first.2.unwrap();
+        assert!(
+            end > now + 44 * 86_400_000 && end < now + 46 * 86_400_000,
+            "{end}"
+        );
+        assert_eq!(rows[1].get::<String, _>(0), "grant:u3");
+        let batch = sqlx::query("SELECT batch_id, user_id, applied FROM batches")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            (
+                batch.get::<String, _>(0),
+                batch.get::<String, _>(1),
+                batch.get::<i64, _>(2)
+            ),
+            ("b-1".to_owned(), String::new(), 2)
+        );
+        // The same ids from another user are another batch now.
+        sqlx::query("INSERT INTO batches VALUES (1, 'laptop', 'b-1', 2, '[]', 0, 'u3')")
+            .execute(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+    }
 }

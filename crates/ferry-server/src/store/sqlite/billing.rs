@@ -108,17 +108,6 @@ pub fn apply_event(c: &mut Connection, event: &BillingEvent) -> Result<EventOutc
     if seen {
         return Ok(EventOutcome::Duplicate);
     }
-    if let Some(customer) = &event.customer_id {
-        // An entitlement kept from before subscriptions were told apart
-        // becomes the first subscription its customer reports.
-        tx.prepare_cached(
-            "UPDATE subscriptions SET subscription_id = ?3
-             WHERE provider = ?1 AND customer_id = ?2 AND subscription_id LIKE 'legacy:%'
-               AND NOT EXISTS (SELECT 1 FROM subscriptions
-                               WHERE provider = ?1 AND subscription_id = ?3)",
-        )?
-        .execute(params![event.provider, customer, event.subscription_id])?;
-    }
     let sql =
         format!("SELECT {COLUMNS} FROM subscriptions WHERE provider = ?1 AND subscription_id = ?2");
     let stored = tx

@@ -110,8 +110,10 @@ CREATE TABLE billing_events (
 "#,
     // Each subscription on its own (a user may hold several; access is
     // their union), and unmatched ones kept until a checkout links them.
-    // Entitlements kept so far become one subscription each, renamed to
-    // the first subscription id their customer reports.
+    // An entitlement kept so far cannot be told which subscription it was:
+    // it becomes a grant to the end of its paid period (45 days when it
+    // named none), by which the provider's next event of the real
+    // subscription (a renewal, found by its customer) has made its own.
     r#"
 CREATE TABLE subscriptions (
     provider        TEXT NOT NULL,
@@ -130,7 +132,12 @@ CREATE INDEX subscriptions_by_customer ON subscriptions (provider, customer_id);
 INSERT INTO subscriptions
     SELECT provider,
            CASE provider WHEN 'admin' THEN 'grant:' ELSE 'legacy:' END || user_id,
-           user_id, plan, status, period_end, customer_id, stamp, updated_at
+           user_id, plan,
+           CASE WHEN status IN ('active', 'trialing') THEN 'granted' ELSE status END,
+           CASE WHEN status IN ('active', 'trialing')
+                THEN coalesce(period_end, CAST(strftime('%s', 'now') AS INTEGER) * 1000 + 45 * 86400000)
+                ELSE period_end END,
+           customer_id, stamp, updated_at
     FROM entitlements;
 DROP TABLE entitlements;
 "#,
@@ -171,4 +178,81 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn entitlements_and_batches_of_before_survive_the_move() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // The schema as it was before subscriptions and batches per user.
+        let before = MIGRATIONS.len() - 2;
+        for step in &MIGRATIONS[..before] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO users (id, email, created_at) VALUES ('u1', 'a@x', 0), ('u2', 'b@x', 0), ('u3', NULL, 0);
+             INSERT INTO spaces (sid, id, name, created_at) VALUES (1, 'team', 'Team', 0);
+             INSERT INTO entitlements VALUES
+               ('u1', 'pro', 'active', NULL, 'stripe', 'cus_1', 10, 0),
+               ('u2', 'pro', 'canceled', 5000, 'lemonsqueezy', '42', 20, 0),
+               ('u3', 'pro', 'granted', 9000, 'admin', NULL, 30, 0);
+             INSERT INTO batches VALUES (1, 'laptop', 'b-1', 2, '[]', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let rows: Vec<(String, String, String, String, Option<i64>)> = conn
+            .prepare("SELECT provider, subscription_id, user_id, status, period_end FROM subscriptions ORDER BY user_id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        // An active entitlement keeps granting for a while, no longer for
+        // good; the others are as they were.
+        assert_eq!(
+            (rows[0].1.as_str(), rows[0].3.as_str()),
+            ("legacy:u1", "granted")
+        );
+        let now = crate::store::stored::now_ms();
+        let end = rows[0].4.unwrap();
+        assert!(
+            end > now + 44 * 86_400_000 && end < now + 46 * 86_400_000,
+            "{end}"
+        );
+        assert_eq!(
+            rows[1],
+            (
+                "lemonsqueezy".into(),
+                "legacy:u2".into(),
+                "u2".into(),
+                "canceled".into(),
+                Some(5000)
+            )
+        );
+        assert_eq!(
+            rows[2],
+            (
+                "admin".into(),
+                "grant:u3".into(),
+                "u3".into(),
+                "granted".into(),
+                Some(9000)
+            )
+        );
+        let batch: (String, String, String, i64) = conn
+            .query_row(
+                "SELECT client_id, batch_id, user_id, applied FROM batches",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(batch, ("laptop".into(), "b-1".into(), String::new(), 2));
+    }
 }
