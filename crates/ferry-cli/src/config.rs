@@ -22,7 +22,12 @@ pub struct ConfigArgs {
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
     /// Database URL, sqlite://PATH [default: sqlite://DATA_DIR/ferry.db].
-    #[arg(long, env = "FERRY_DATABASE_URL", value_name = "URL")]
+    #[arg(
+        long,
+        env = "FERRY_DATABASE_URL",
+        value_name = "URL",
+        hide_env_values = true
+    )]
     database: Option<String>,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum)]
@@ -120,9 +125,14 @@ pub struct ServeArgs {
     /// stay idle between requests [default: 10s].
     #[arg(long, env = "FERRY_HEADER_TIMEOUT", value_name = "DURATION")]
     header_timeout: Option<String>,
-    /// How long a request body may take to arrive [default: 30s].
+    /// How long a request body may take to arrive [default: 30s, plus a
+    /// second per 64 KiB it announces].
     #[arg(long, env = "FERRY_BODY_TIMEOUT", value_name = "DURATION")]
     body_timeout: Option<String>,
+    /// How long a write may wait for a client that does not read
+    /// [default: 30s].
+    #[arg(long, env = "FERRY_WRITE_TIMEOUT", value_name = "DURATION")]
+    write_timeout: Option<String>,
     /// The most connections held at once [default: the open-files limit
     /// less 128].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
@@ -255,6 +265,7 @@ impl ServeArgs {
             (&self.trusted_proxies, &mut config.trusted_proxies),
             (&self.header_timeout, &mut config.header_timeout),
             (&self.body_timeout, &mut config.body_timeout),
+            (&self.write_timeout, &mut config.write_timeout),
             (
                 &self.billing_required_plan,
                 &mut config.billing.required_plan,

@@ -21,6 +21,10 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
         anyhow::ensure!(!d.is_zero(), "body_timeout must be more than 0");
         settings.http.body_timeout = d;
     }
+    if let Some(d) = duration("write_timeout", &config.write_timeout)? {
+        anyhow::ensure!(!d.is_zero(), "write_timeout must be more than 0");
+        settings.http.write_timeout = d;
+    }
     if let Some(list) = &config.trusted_proxies {
         settings.trusted_proxies = list
             .parse()

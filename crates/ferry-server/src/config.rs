@@ -77,8 +77,12 @@ pub struct Config {
     /// How long a connection may take to send a request's headers, and
     /// stay idle between requests (default `10s`).
     pub header_timeout: Option<String>,
-    /// How long a request body may take to arrive (default `30s`).
+    /// How long a request body may take to arrive (default `30s`, plus a
+    /// second per 64 KiB it announces).
     pub body_timeout: Option<String>,
+    /// How long a write may wait for the client to take data (default
+    /// `30s`).
+    pub write_timeout: Option<String>,
     /// The most connections held at once (default: the open-files limit
     /// less 128).
     pub max_connections: Option<usize>,
@@ -207,6 +211,7 @@ impl Default for Config {
             trusted_proxies: None,
             header_timeout: None,
             body_timeout: None,
+            write_timeout: None,
             max_connections: None,
             max_spaces_per_user: None,
             max_members_per_space: None,
@@ -220,7 +225,8 @@ impl Default for Config {
 /// A database URL Ferry cannot use.
 #[derive(Debug, thiserror::Error)]
 pub enum DatabaseUrlError {
-    /// Neither `sqlite://PATH` nor `postgres://...`.
+    /// Neither `sqlite://PATH` nor `postgres://...` (the URL as it may be
+    /// shown: its credentials redacted).
     #[error("unsupported database URL {0:?}: use sqlite://PATH or postgres://USER@HOST/DB")]
     Unsupported(String),
 }
@@ -290,7 +296,8 @@ pub fn redact_password(url: &str) -> String {
 }
 
 fn is_secret_param(name: &str) -> bool {
-    let name = name.to_ascii_lowercase();
+    // As the database driver reads it: percent-decoded, in any case.
+    let name = crate::http::percent::decode(name).to_ascii_lowercase();
     SECRET_PARAMS.contains(&name.as_str())
 }
 
@@ -318,14 +325,14 @@ impl Database {
             .or_else(|| url.strip_prefix("sqlite:"))
         {
             if path.is_empty() {
-                return Err(DatabaseUrlError::Unsupported(url.to_owned()));
+                return Err(DatabaseUrlError::Unsupported(redact_password(url)));
             }
             return Ok(Database::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
             return Ok(Database::Postgres(url.to_owned()));
         }
-        Err(DatabaseUrlError::Unsupported(url.to_owned()))
+        Err(DatabaseUrlError::Unsupported(redact_password(url)))
     }
 
     /// The database of `config`: its URL, or the file in its data dir.
@@ -454,6 +461,15 @@ mod tests {
         assert_eq!(
             redact_password("smtps://me:pw@mail:465?token=t0k"),
             "smtps://me:***@mail:465?token=***"
+        );
+        assert_eq!(
+            redact_password("postgres://h/d?pass%77ord=s3cret"),
+            "postgres://h/d?pass%77ord=***"
+        );
+        let typo = Database::parse("postgress://u:pw1@h/d?password=s3cret").unwrap_err();
+        assert!(
+            !typo.to_string().contains("s3cret") && !typo.to_string().contains("pw1"),
+            "{typo}"
         );
         let db = Database::parse("postgres://u@h/d?password=s3cret").unwrap();
         assert!(!db.to_string().contains("s3cret"), "{db}");

@@ -45,7 +45,7 @@ impl SignInLimits {
     /// asked too often. The address is checked first, so one client cannot
     /// use up someone else's email quota without spending its own.
     pub fn check(&self, email: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
-        if let Some(address) = address {
+        if let Some(address) = address.map(network) {
             self.address.check_key(&address).map_err(|not_until| {
                 limited(not_until.wait_time_from(DefaultClock::default().now()))
             })?;
@@ -67,10 +67,46 @@ impl SignInLimits {
     }
 }
 
+/// What one client's address is for limits: an IPv4 address, or the /64
+/// an IPv6 one belongs to (one host is usually given a whole /64, and
+/// could otherwise take a fresh address for every request).
+fn network(address: IpAddr) -> IpAddr {
+    match address {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(segments))
+        }
+        v4 => v4,
+    }
+}
+
 fn limited(wait: Duration) -> ApiError {
     let secs = wait.as_secs() + 1;
     ApiError::rate_limited(
         format!("too many sign-in requests; try again in {secs} s"),
         secs,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ipv6_addresses_of_one_network_share_a_limit() {
+        let limits = SignInLimits::default();
+        for i in 0..20u16 {
+            let address = IpAddr::V6(std::net::Ipv6Addr::new(0x2001, 0xdb8, 0, 1, 0, 0, 0, i + 1));
+            assert!(
+                limits
+                    .check(&format!("p{i}@example.com"), Some(address))
+                    .is_ok()
+            );
+        }
+        let another_host = "2001:db8:0:1:ffff::9".parse().ok();
+        assert!(limits.check("q@example.com", another_host).is_err());
+        let another_network = "2001:db8:0:2::1".parse().ok();
+        assert!(limits.check("r@example.com", another_network).is_ok());
+    }
 }

@@ -4,6 +4,7 @@
 //! [`deadline`] bounds the time a request body may take.
 
 pub mod deadline;
+pub mod percent;
 pub mod proxy;
 
 use std::time::Duration;

@@ -56,8 +56,11 @@ impl TrustedProxies {
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(','))
             .collect::<Vec<_>>();
-        for hop in hops.iter().rev() {
-            let Ok(ip) = IpAddr::from_str(hop.trim()) else {
+        for hop in hops.iter().map(|h| h.trim()).rev() {
+            if hop.is_empty() {
+                continue;
+            }
+            let Some(ip) = address(hop) else {
                 // Garbage where an address should be: stop at the last
                 // address known good.
                 break;
@@ -69,6 +72,15 @@ impl TrustedProxies {
         }
         client
     }
+}
+
+/// An address as proxies write it: `1.2.3.4`, `2001:db8::1`, or with a
+/// port, `1.2.3.4:5678` and `[2001:db8::1]:443`.
+fn address(hop: &str) -> Option<IpAddr> {
+    IpAddr::from_str(hop)
+        .ok()
+        .or_else(|| SocketAddr::from_str(hop).ok().map(|a| a.ip()))
+        .or_else(|| IpAddr::from_str(hop.strip_prefix('[')?.strip_suffix(']')?).ok())
 }
 
 /// IPv4 addresses mapped into IPv6 (a dual-stack socket's) as IPv4.
@@ -119,6 +131,17 @@ mod tests {
         // Garbage stops the walk at the last good address.
         let garbage = headers(&["5.5.5.5, not-an-ip"]);
         assert_eq!(lb.client(peer("10.0.0.1"), &garbage), peer("10.0.0.1").ip());
+        // Ports and empty entries, as some proxies write them.
+        let ported = headers(&["[2001:db8::7]:443, , 5.5.5.5:5678"]);
+        assert_eq!(
+            lb.client(peer("10.0.0.1"), &ported),
+            "5.5.5.5".parse::<IpAddr>().unwrap()
+        );
+        let v6 = headers(&["[2001:db8::7]:443"]);
+        assert_eq!(
+            lb.client(peer("10.0.0.1"), &v6),
+            "2001:db8::7".parse::<IpAddr>().unwrap()
+        );
         // A mapped IPv4 peer is the IPv4 address.
         assert_eq!(
             lb.client(peer("::ffff:10.0.0.1"), &via_lb),

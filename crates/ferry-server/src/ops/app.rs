@@ -88,7 +88,7 @@ pub fn demo_routes() -> Router<AppState> {
 fn hidden(path: &str) -> bool {
     // Decoded as the file server decodes it: `%2F` is a separator there,
     // and `%2e` a dot.
-    let decoded = percent_decode(path);
+    let decoded = crate::http::percent::decode(path);
     decoded
         .split('/')
         .enumerate()
@@ -98,32 +98,6 @@ fn hidden(path: &str) -> bool {
 /// Screens requests to the app's files: hidden files are not found, and
 /// neither is a path the file system cannot hold (a name over its length
 /// limit makes the file server answer 500, which no request may cause).
-/// `path` with every `%XX` escape decoded (what is not valid UTF-8
-/// replaced).
-fn percent_decode(path: &str) -> String {
-    let bytes = path.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 async fn screen(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
     let path = req.uri().path().to_owned();
     if hidden(&path) {
