@@ -137,6 +137,10 @@ pub struct ServeArgs {
     /// less 128].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS", value_name = "N")]
     max_connections: Option<usize>,
+    /// The most connections one client address holds at once; 0 for no
+    /// cap [default: 256; loopback and trusted proxies are not counted].
+    #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
+    max_connections_per_address: Option<usize>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated; `*` for any.
     #[arg(long, env = "FERRY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
@@ -234,6 +238,9 @@ impl ServeArgs {
         }
         if let Some(n) = self.max_connections {
             config.max_connections = Some(n);
+        }
+        if let Some(n) = self.max_connections_per_address {
+            config.max_connections_per_address = Some(n);
         }
         if let Some(list) = &self.billing_plans {
             for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {

@@ -31,6 +31,9 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("trusted_proxies: {e}"))?;
     }
     settings.metrics_token = config.metrics_token.clone();
+    if let Some(n) = config.max_connections_per_address {
+        settings.http.max_connections_per_address = n;
+    }
     if let Some(n) = config.max_spaces_per_user {
         settings.quotas.max_owned_spaces = n;
     }

@@ -86,6 +86,9 @@ pub struct Config {
     /// The most connections held at once (default: the open-files limit
     /// less 128).
     pub max_connections: Option<usize>,
+    /// The most connections one client address holds at once (default
+    /// 256; 0 for no cap); loopback and trusted proxies are not counted.
+    pub max_connections_per_address: Option<usize>,
     /// The most spaces one user may own (default 1000).
     pub max_spaces_per_user: Option<usize>,
     /// The most members one space may have (default 1000).
@@ -213,6 +216,7 @@ impl Default for Config {
             body_timeout: None,
             write_timeout: None,
             max_connections: None,
+            max_connections_per_address: None,
             max_spaces_per_user: None,
             max_members_per_space: None,
             allowed_origins: None,

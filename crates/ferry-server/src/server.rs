@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use crate::http::per_address::{AddressSlot, Admission, PerAddress};
 use crate::realtime::bridge;
 use crate::routes::app;
 use crate::state::AppState;
@@ -42,6 +43,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let realtime = state.realtime.clone();
     let limits = state.settings.http.clone();
+    let trusted = state.settings.trusted_proxies.clone();
     // However this future ends (finished, or dropped by its caller), the
     // realtime connections close and the bridge stops: they hold the
     // state, and with it the database pool.
@@ -53,6 +55,11 @@ pub async fn run(
     let slots = Arc::new(Semaphore::new(
         limits.max_connections.clamp(1, Semaphore::MAX_PERMITS),
     ));
+    let per_address = PerAddress::new(
+        limits.max_connections_per_address,
+        limits.exempt_loopback,
+        trusted,
+    );
     let connections = TaskTracker::new();
     // Dropped (closed) when the node stops: every connection then finishes
     // its request in flight and closes.
@@ -84,6 +91,17 @@ pub async fn run(
                 }
             },
         };
+        let address = match per_address.admit(peer.ip()) {
+            Admission::Refused => {
+                // Told in the protocol's words when the socket takes them
+                // at once; closed either way.
+                let _ = stream.try_write(TOO_MANY_FROM_ADDRESS);
+                tracing::debug!(%peer, "too many connections from one address");
+                continue;
+            }
+            Admission::Counted(slot) => Some(slot),
+            Admission::Exempt => None,
+        };
         // Signals are small and must not wait for Nagle's algorithm.
         let _ = stream.set_nodelay(true);
         // Whether a request ever arrived on the connection: one that has
@@ -103,6 +121,7 @@ pub async fn run(
         let io = TokioIo::new(Counted {
             stream,
             _slot: slot,
+            _address: address,
             write_timeout: limits.write_timeout,
             stalled: None,
         });
@@ -160,6 +179,11 @@ impl Drop for Stopping {
     }
 }
 
+/// The answer to a connection past its address's share.
+const TOO_MANY_FROM_ADDRESS: &[u8] = b"HTTP/1.1 429 Too Many Requests\r\nConnection: close\r\n\
+Content-Type: application/json\r\nRetry-After: 1\r\nContent-Length: 84\r\n\r\n\
+{\"error\":{\"code\":\"rate_limited\",\"message\":\"too many connections from this address\"}}";
+
 /// How long a stopping node waits for its requests in flight.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
 
@@ -179,6 +203,7 @@ fn log_end(peer: SocketAddr, served: Result<(), hyper::Error>) {
 struct Counted {
     stream: TcpStream,
     _slot: OwnedSemaphorePermit,
+    _address: Option<AddressSlot>,
     write_timeout: Duration,
     /// Running while a write waits; reset by every write that goes through.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,

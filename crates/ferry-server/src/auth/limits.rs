@@ -45,7 +45,7 @@ impl SignInLimits {
     /// asked too often. The address is checked first, so one client cannot
     /// use up someone else's email quota without spending its own.
     pub fn check(&self, email: &str, address: Option<IpAddr>) -> Result<(), ApiError> {
-        if let Some(address) = address.map(network) {
+        if let Some(address) = address.map(crate::http::proxy::network) {
             self.address.check_key(&address).map_err(|not_until| {
                 limited(not_until.wait_time_from(DefaultClock::default().now()))
             })?;
@@ -64,20 +64,6 @@ impl SignInLimits {
             self.address.retain_recent();
         }
         Ok(())
-    }
-}
-
-/// What one client's address is for limits: an IPv4 address, or the /64
-/// an IPv6 one belongs to (one host is usually given a whole /64, and
-/// could otherwise take a fresh address for every request).
-fn network(address: IpAddr) -> IpAddr {
-    match address {
-        IpAddr::V6(v6) => {
-            let mut segments = v6.segments();
-            segments[4..].fill(0);
-            IpAddr::V6(std::net::Ipv6Addr::from(segments))
-        }
-        v4 => v4,
     }
 }
 

@@ -4,6 +4,7 @@
 //! [`deadline`] bounds the time a request body may take.
 
 pub mod deadline;
+pub mod per_address;
 pub mod percent;
 pub mod proxy;
 
@@ -26,6 +27,12 @@ pub struct HttpLimits {
     /// How long a write may wait for the client to take data (its receive
     /// window shut) before the connection is closed.
     pub write_timeout: Duration,
+    /// The most connections one client address (an IPv6 one by its /64)
+    /// holds at once; 0 for no cap. Trusted proxies are not counted.
+    pub max_connections_per_address: usize,
+    /// Whether connections from loopback (a reverse proxy on the same
+    /// machine, whose clients all come from there) go uncounted.
+    pub exempt_loopback: bool,
     /// The most connections held open at once (realtime ones included);
     /// beyond it, new connections wait in the listen queue until one
     /// closes. Keep it below the process's open-files limit, so that the
@@ -39,6 +46,8 @@ impl Default for HttpLimits {
             header_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             write_timeout: Duration::from_secs(30),
+            max_connections_per_address: 256,
+            exempt_loopback: true,
             max_connections: 10_000,
         }
     }

@@ -38,7 +38,8 @@ impl FromStr for TrustedProxies {
 }
 
 impl TrustedProxies {
-    fn trusts(&self, ip: IpAddr) -> bool {
+    /// Whether `ip` is one of the trusted proxies.
+    pub fn trusts(&self, ip: IpAddr) -> bool {
         let ip = canonical(ip);
         self.0.iter().any(|net| net.contains(&ip))
     }
@@ -81,6 +82,20 @@ fn address(hop: &str) -> Option<IpAddr> {
         .ok()
         .or_else(|| SocketAddr::from_str(hop).ok().map(|a| a.ip()))
         .or_else(|| IpAddr::from_str(hop.strip_prefix('[')?.strip_suffix(']')?).ok())
+}
+
+/// What one client's address is for limits: an IPv4 address, or the /64
+/// an IPv6 one belongs to (one host is usually given a whole /64, and
+/// could otherwise take a fresh address for every request).
+pub fn network(address: IpAddr) -> IpAddr {
+    match canonical(address) {
+        IpAddr::V6(v6) => {
+            let mut segments = v6.segments();
+            segments[4..].fill(0);
+            IpAddr::V6(std::net::Ipv6Addr::from(segments))
+        }
+        v4 => v4,
+    }
 }
 
 /// IPv4 addresses mapped into IPv6 (a dual-stack socket's) as IPv4.

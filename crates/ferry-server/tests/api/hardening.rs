@@ -25,6 +25,7 @@ async fn limited(header: u64, body: u64, max_connections: usize) -> Api {
             body_timeout: Duration::from_secs(body),
             write_timeout: Duration::from_secs(1),
             max_connections,
+            ..HttpLimits::default()
         };
     })
     .await
@@ -388,4 +389,45 @@ async fn a_client_that_stops_reading_gives_its_slot_back() {
     assert_eq!(health.status(), 200);
     assert!(started.elapsed() < Duration::from_secs(10));
     drop(greedy);
+}
+
+#[tokio::test]
+async fn one_address_holds_only_its_share_of_connections() {
+    let api = Api::configured(|s| {
+        s.http.max_connections_per_address = 3;
+        // The test's clients are on loopback, which is not counted by
+        // default (a reverse proxy on the same machine).
+        s.http.exempt_loopback = false;
+    })
+    .await;
+    let served = api.serve().await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(connect(&served.base).await);
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut fourth = connect(&served.base).await;
+    let answer = until_closed(&mut fourth, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 429"), "{answer:?}");
+    assert!(answer.contains("rate_limited"), "{answer}");
+    // One closes: another may open.
+    drop(held.pop());
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let health = reqwest::Client::new()
+        .get(format!("{}/health", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // Loopback is not counted when exempt (the default).
+    let open = Api::configured(|s| s.http.max_connections_per_address = 1).await;
+    let served = open.serve().await;
+    let _a = connect(&served.base).await;
+    let _b = connect(&served.base).await;
+    let health = reqwest::Client::new()
+        .get(format!("{}/health", served.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
 }
