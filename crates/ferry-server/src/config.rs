@@ -89,7 +89,7 @@ pub struct Config {
     /// The most connections one client address holds at once (default
     /// 256; 0 for no cap); loopback and trusted proxies are not counted.
     pub max_connections_per_address: Option<usize>,
-    /// The most spaces one user may own (default 1000).
+    /// The most spaces one user may create (default 1000).
     pub max_spaces_per_user: Option<usize>,
     /// The most members one space may have (default 1000).
     pub max_members_per_space: Option<usize>,

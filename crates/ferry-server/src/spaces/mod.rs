@@ -72,16 +72,12 @@ async fn create(
     }
     state.creation_limits.space(&user.id)?;
     let quotas = &state.settings.quotas;
-    let owned = state
-        .store
-        .spaces_of(&user.id)
-        .await?
-        .iter()
-        .filter(|s| s.role == Role::Owner && !s.id.as_str().starts_with("user:"))
-        .count();
-    if owned >= quotas.max_owned_spaces {
+    // Spaces this user created: others cannot fill the quota by making
+    // them owner of their own spaces.
+    let created = state.store.spaces_created_by(&user.id).await?;
+    if created >= quotas.max_owned_spaces as u64 {
         return Err(ApiError::forbidden(format!(
-            "you own {owned} spaces, the most one person may; delete or hand over one first"
+            "you created {created} spaces, the most one person may"
         )));
     }
     // A taken id answers the same 409 whoever holds it, and says nothing

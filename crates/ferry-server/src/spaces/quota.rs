@@ -14,7 +14,8 @@ use crate::error::ApiError;
 /// The quotas; the defaults suit people, not scripts gone wrong.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpaceQuotas {
-    /// The most spaces one user may own (their personal space not counted).
+    /// The most spaces one user may create (their personal space not
+    /// counted).
     pub max_owned_spaces: usize,
     /// The most members one space may have.
     pub max_members: usize,

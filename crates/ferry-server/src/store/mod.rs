@@ -334,6 +334,11 @@ pub trait Store: Send + Sync + 'static {
         owner: &UserId,
     ) -> Result<(), StoreError>;
 
+    /// How many spaces `user` created (personal spaces, and spaces created
+    /// before this was recorded, not counted): what their quota counts,
+    /// whatever others made them owner of.
+    async fn spaces_created_by(&self, user: &UserId) -> Result<u64, StoreError>;
+
     /// `user`'s role in `space`, `None` when not a member or no such space.
     async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError>;
 

@@ -63,6 +63,32 @@ async fn spaces_are_created_at_a_bounded_rate_and_number() {
             .len(),
         4
     );
+    // Being made owner of other people's spaces does not use up anyone's
+    // quota: someone who knows your email cannot stop you creating.
+    api.get("/v1/me", "victim").await;
+    for i in 0..3 {
+        let r = api
+            .post(
+                "/v1/spaces",
+                "griefer",
+                json!({"id": format!("g{i}"), "name": "g"}),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::CREATED);
+        let r = api
+            .call(
+                Method::PUT,
+                &format!("/v1/spaces/g{i}/members/victim"),
+                Some("griefer"),
+                Some(json!({"role": "owner"})),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    }
+    let r = api
+        .post("/v1/spaces", "victim", json!({"name": "mine"}))
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 }
 
 #[tokio::test]

@@ -182,6 +182,10 @@ impl Store for PgStore {
         users::create_space(&self.pool, id, name, owner).await
     }
 
+    async fn spaces_created_by(&self, user: &UserId) -> Result<u64, StoreError> {
+        users::spaces_created_by(&self.pool, user).await
+    }
+
     async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
         users::role(&self.pool, space, user).await
     }

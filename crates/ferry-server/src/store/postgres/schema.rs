@@ -149,6 +149,9 @@ DROP TABLE entitlements;
 ALTER TABLE batches ADD COLUMN user_id text COLLATE "C" NOT NULL DEFAULT '';
 ALTER TABLE batches DROP CONSTRAINT batches_pkey;
 ALTER TABLE batches ADD PRIMARY KEY (sid, client_id, batch_id, user_id);
+-- Who created each space, for the creation quota.
+ALTER TABLE spaces ADD COLUMN created_by text COLLATE "C";
+CREATE INDEX spaces_by_creator ON spaces (created_by);
 "#,
 ];
 

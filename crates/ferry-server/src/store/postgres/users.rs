@@ -172,12 +172,13 @@ pub async fn create_space(
 ) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     let sid: Option<i64> = sqlx::query_scalar(
-        "INSERT INTO spaces (id, name, created_at) VALUES ($1, $2, $3)
+        "INSERT INTO spaces (id, name, created_at, created_by) VALUES ($1, $2, $3, $4)
          ON CONFLICT (id) DO NOTHING RETURNING sid",
     )
     .bind(id.as_str())
     .bind(name)
     .bind(now_ms())
+    .bind(owner.as_str())
     .fetch_optional(&mut *tx)
     .await?;
     let Some(sid) = sid else {
@@ -190,6 +191,14 @@ pub async fn create_space(
         .await?;
     tx.commit().await?;
     Ok(())
+}
+
+pub async fn spaces_created_by(pool: &PgPool, user: &UserId) -> Result<u64, StoreError> {
+    let n: i64 = sqlx::query_scalar("SELECT count(*) FROM spaces WHERE created_by = $1")
+        .bind(user.as_str())
+        .fetch_one(pool)
+        .await?;
+    Ok(count(n))
 }
 
 pub async fn role(

@@ -229,6 +229,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn spaces_created_by(&self, user: &UserId) -> Result<u64, StoreError> {
+        let user = user.clone();
+        self.read(move |c| users::spaces_created_by(c, &user)).await
+    }
+
     async fn role(&self, space: &SpaceId, user: &UserId) -> Result<Option<Role>, StoreError> {
         let (space, user) = (space.clone(), user.clone());
         self.read(move |c| users::role(c, &space, &user)).await

@@ -160,6 +160,9 @@ INSERT INTO batches_by_user
 DROP TABLE batches;
 ALTER TABLE batches_by_user RENAME TO batches;
 CREATE INDEX batches_by_age ON batches (created_at);
+-- Who created each space, for the creation quota.
+ALTER TABLE spaces ADD COLUMN created_by TEXT;
+CREATE INDEX spaces_by_creator ON spaces (created_by);
 "#,
 ];
 

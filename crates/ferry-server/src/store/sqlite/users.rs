@@ -161,8 +161,9 @@ pub fn create_space(
 ) -> Result<(), StoreError> {
     let tx = immediate(c)?;
     let inserted = tx.execute(
-        "INSERT INTO spaces (id, name, created_at) VALUES (?1, ?2, ?3) ON CONFLICT (id) DO NOTHING",
-        params![id.as_str(), name, now_ms()],
+        "INSERT INTO spaces (id, name, created_at, created_by) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO NOTHING",
+        params![id.as_str(), name, now_ms(), owner.as_str()],
     )?;
     if inserted == 0 {
         return Err(StoreError::Conflict(format!("space {id} already exists")));
@@ -173,6 +174,13 @@ pub fn create_space(
     )?;
     tx.commit()?;
     Ok(())
+}
+
+pub fn spaces_created_by(c: &mut Connection, user: &UserId) -> Result<u64, StoreError> {
+    let n: i64 = c
+        .prepare_cached("SELECT count(*) FROM spaces WHERE created_by = ?1")?
+        .query_row([user.as_str()], |r| r.get(0))?;
+    Ok(n.max(0) as u64)
 }
 
 pub fn role(
