@@ -27,7 +27,7 @@ pub enum Parsed {
         /// Whose it is.
         hints: UserHints,
         /// The state; `None` when the event only says whose it is.
-        state: Option<StoredEntitlement>,
+        state: Option<Box<StoredEntitlement>>,
     },
     /// An event Ferry does not act on (another type, a one-off payment):
     /// acknowledged, nothing changes.

@@ -75,7 +75,7 @@ pub fn parse(body: &[u8], plans: &PlanMap) -> Result<Parsed, EventError> {
             customer_id: customer_id.clone(),
             email: text(attrs, "user_email"),
         },
-        state: Some(StoredEntitlement {
+        state: Some(Box::new(StoredEntitlement {
             subscription_id,
             plan: plan_of(plans, bought.iter().flatten().map(String::as_str)),
             status,
@@ -83,7 +83,7 @@ pub fn parse(body: &[u8], plans: &PlanMap) -> Result<Parsed, EventError> {
             provider: "lemonsqueezy".into(),
             customer_id,
             stamp_ms: stamp,
-        }),
+        })),
     })
 }
 

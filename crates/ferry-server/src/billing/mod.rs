@@ -236,7 +236,7 @@ async fn apply(state: &AppState, provider: &str, parsed: Parsed) -> Result<Json<
             subscription_id: subscription_id.clone(),
             customer_id: hints.customer_id.clone(),
             user: user.clone(),
-            state: subscription.clone(),
+            state: subscription.clone().map(|s| *s),
         })
         .await?;
     if let Some(s) = subscription.as_ref().filter(|s| s.plan.is_empty()) {

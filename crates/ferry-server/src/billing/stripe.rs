@@ -117,7 +117,7 @@ fn subscription(
             customer_id: customer_id.clone(),
             email,
         },
-        state: Some(StoredEntitlement {
+        state: Some(Box::new(StoredEntitlement {
             subscription_id,
             plan: plan(sub, plans),
             status,
@@ -125,7 +125,7 @@ fn subscription(
             provider: "stripe".into(),
             customer_id,
             stamp_ms: stamp,
-        }),
+        })),
     })
 }
 
@@ -189,7 +189,7 @@ mod tests {
                 hints,
                 state: Some(state),
                 ..
-            } => (hints, state),
+            } => (hints, *state),
             other => panic!("not a subscription's state: {other:?}"),
         }
     }

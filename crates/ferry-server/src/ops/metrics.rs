@@ -362,7 +362,7 @@ pub async fn track(State(state): State<AppState>, req: Request, next: Next) -> R
     let response = next.run(req).await;
     state
         .metrics
-        .observe_request(&route, &method, response.status().as_u16(), start.elapsed());
+        .observe_request(&route, method, response.status().as_u16(), start.elapsed());
     response
 }
 
