@@ -14,6 +14,12 @@ use crate::names::{ClientId, FieldName, NameError, RecordId, SpaceId, UserId};
 pub const MAX_BATCH_CHANGES: usize = 10_000;
 /// At most this many bytes in one serialized field value.
 pub const MAX_VALUE_BYTES: usize = 1024 * 1024;
+/// At most this many bytes in one record's fields, serialized as stored
+/// (`{name: {value, hlc}}`): a write that would make a record larger, and
+/// larger than it was, is refused (`413 too_large`). A pull page carries
+/// records whole, so this bounds what one page can hold beyond its byte
+/// budget.
+pub const MAX_RECORD_BYTES: usize = 8 * 1024 * 1024;
 /// The page size of a pull when the request names none.
 pub const DEFAULT_PULL_LIMIT: u32 = 1000;
 /// The largest page a pull may ask for.

@@ -181,6 +181,19 @@ impl From<StoreError> for ApiError {
                  until the pull is done"
             ))
             .with_details(json!({"cursor": cursor, "horizon": horizon, "head": head})),
+            StoreError::RecordTooLarge {
+                collection,
+                id,
+                bytes,
+            } => {
+                let max = ferry_core::protocol::MAX_RECORD_BYTES;
+                ApiError::too_large(format!(
+                    "record {collection}/{id} would hold {bytes} bytes of fields; the most is {max}"
+                ))
+                .with_details(
+                    json!({"collection": collection, "id": id, "bytes": bytes, "max": max}),
+                )
+            }
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly")

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 
+use ferry_core::protocol::MAX_RECORD_BYTES;
 use ferry_core::{Change, Collection, Conflict, Fields, Hlc, RecordId, RecordState, apply_change};
 
 use super::StoreError;
@@ -18,6 +19,8 @@ pub struct BatchPlan {
     index: HashMap<Collection, HashMap<RecordId, usize>>,
     slot_of: Vec<usize>,
     states: Vec<RecordState>,
+    /// The stored size of each record's fields, as loaded.
+    sizes: Vec<usize>,
 }
 
 /// A record row to write: `(collection, id, seq, fields JSON, deleted HLC)`.
@@ -74,11 +77,13 @@ impl BatchPlan {
             slot_of.push(slot);
         }
         let states = vec![RecordState::default(); keys.len()];
+        let sizes = vec![0; keys.len()];
         BatchPlan {
             keys,
             index,
             slot_of,
             states,
+            sizes,
         }
     }
 
@@ -100,12 +105,14 @@ impl BatchPlan {
             .get(collection)
             .and_then(|ids| ids.get(id))
             .ok_or_else(|| corrupt("key", "a row the batch did not ask for"))?;
-        let fields: Fields = serde_json::from_str(fields).map_err(|e| corrupt("fields", e))?;
+        let text = fields;
+        let fields: Fields = serde_json::from_str(text).map_err(|e| corrupt("fields", e))?;
         let deleted: Option<Hlc> = deleted
             .map(str::parse)
             .transpose()
             .map_err(|e| corrupt("hlc", e))?;
         self.states[slot] = RecordState { fields, deleted };
+        self.sizes[slot] = text.len();
         Ok(())
     }
 
@@ -141,13 +148,23 @@ impl BatchPlan {
                 .take()
                 .ok_or_else(|| StoreError::Internal("a record written twice".into()))?;
             let state = &self.states[slot];
+            let fields = serde_json::to_string(&state.fields)
+                .map_err(|e| StoreError::Internal(e.to_string()))?;
+            // A record may not grow past the limit (one that is already
+            // past it, from before the limit, may still shrink).
+            if fields.len() > MAX_RECORD_BYTES && fields.len() > self.sizes[slot] {
+                return Err(StoreError::RecordTooLarge {
+                    collection: collection.into_string(),
+                    id: id.into_string(),
+                    bytes: fields.len(),
+                });
+            }
             seq += 1;
             rows.push(RowOut {
                 collection: collection.into_string(),
                 id: id.into_string(),
                 seq,
-                fields: serde_json::to_string(&state.fields)
-                    .map_err(|e| StoreError::Internal(e.to_string()))?,
+                fields,
                 deleted: state.deleted.as_ref().map(Hlc::to_string),
             });
         }

@@ -44,6 +44,17 @@ pub enum StoreError {
         /// The space's current `seq`.
         head: u64,
     },
+    /// A batch would make a record's fields larger than
+    /// [`ferry_core::protocol::MAX_RECORD_BYTES`]: nothing of it applies.
+    #[error("record {collection}/{id} would hold {bytes} bytes of fields")]
+    RecordTooLarge {
+        /// The record's collection.
+        collection: String,
+        /// The record's id.
+        id: String,
+        /// What its fields would take.
+        bytes: usize,
+    },
     /// The database cannot be reached or is busy beyond its timeout.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -198,3 +198,31 @@ async fn a_rest_write_wins_over_a_field_a_fast_clock_wrote() {
         "{stamped} is not after {ahead}"
     );
 }
+
+#[tokio::test]
+async fn a_record_past_its_size_limit_is_too_large_and_nothing_changes() {
+    let api = Api::new().await;
+    api.space("alice", "team").await;
+    let value = "v".repeat(1024 * 1024 - 64);
+    let fields: serde_json::Map<String, Value> =
+        (0..9).map(|i| (format!("f{i}"), json!(value))).collect();
+    let r = api
+        .call(
+            Method::PUT,
+            "/v1/spaces/team/collections/todos/records/big",
+            Some("alice"),
+            Some(json!({"fields": fields})),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYLOAD_TOO_LARGE, "too_large"),
+        "{:?}",
+        r.body["error"]
+    );
+    assert_eq!(r.body["error"]["details"]["id"], "big");
+    let got = api
+        .get("/v1/spaces/team/collections/todos/records/big", "alice")
+        .await;
+    assert_eq!(got.status, StatusCode::NOT_FOUND);
+}

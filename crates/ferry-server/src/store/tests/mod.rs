@@ -156,6 +156,7 @@ both_backends!(
     concurrent_deliveries_of_one_event_apply_once,
     a_batch_id_is_its_users_alone,
     pages_stop_at_their_byte_budget,
+    a_record_cannot_grow_past_its_limit,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.

@@ -500,3 +500,48 @@ pub async fn pages_stop_at_their_byte_budget(store: Arc<dyn Store>) {
     }
     assert_eq!(listed, 12);
 }
+
+pub async fn a_record_cannot_grow_past_its_limit(store: Arc<dyn Store>) {
+    use ferry_core::protocol::MAX_RECORD_BYTES;
+    let s = team(store.as_ref()).await;
+    // Fields of a bit under 1 MiB each, one more per batch: the ninth
+    // would take the record past 8 MiB.
+    let value = "z".repeat(1024 * 1024 - 100);
+    let mut refused = None;
+    for i in 0..12u64 {
+        let b = batch(
+            "c",
+            &format!("grow-{i}"),
+            vec![upsert(
+                "big",
+                &format!("f{i}"),
+                json!(value),
+                hlc(i + 1, "c"),
+            )],
+        );
+        match store.push(&s, b).await {
+            Ok(_) => {}
+            Err(StoreError::RecordTooLarge { bytes, .. }) => {
+                refused = Some((i, bytes));
+                break;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    let (at, bytes) = refused.expect("the record grew without end");
+    assert!(bytes > MAX_RECORD_BYTES, "{bytes}");
+    assert_eq!(at, 8, "refused at the batch that crossed the limit");
+    // The refused batch applied nothing; the record still holds eight fields.
+    let stored = records(store.as_ref(), &s).await;
+    assert_eq!(stored["big"].fields.len(), 8);
+    // It may still shrink, and be deleted.
+    push(
+        store.as_ref(),
+        &s,
+        "c",
+        "del",
+        vec![delete("big", hlc(100, "c"))],
+    )
+    .await;
+    assert!(records(store.as_ref(), &s).await["big"].deleted.is_some());
+}
