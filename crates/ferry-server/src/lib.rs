@@ -19,6 +19,7 @@ pub mod http;
 pub mod ids;
 pub mod ops;
 pub mod realtime;
+pub mod redact;
 pub mod routes;
 pub mod server;
 pub mod spaces;

@@ -9,6 +9,7 @@ mod app;
 mod attack;
 mod bad_input;
 mod billing;
+mod billing_plans;
 mod external;
 mod flood;
 mod hardening;
