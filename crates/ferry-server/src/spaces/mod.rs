@@ -131,15 +131,7 @@ async fn set_member(
     ApiJson(body): ApiJson<SetRole>,
 ) -> Result<Json<Member>, ApiError> {
     access::require_owner(access::member(&state, &user, &space).await?)?;
-    let members = state.store.members(&space).await?;
-    if members.len() >= state.settings.quotas.max_members
-        && !members.iter().any(|m| m.user_id == member)
-    {
-        return Err(ApiError::forbidden(format!(
-            "this space has {} members, the most a space may have",
-            members.len()
-        )));
-    }
+    room_for(&state, &space, |m| m.user_id == member).await?;
     state
         .store
         .set_member(&space, &member, body.role)
@@ -164,6 +156,23 @@ async fn remove_member(
     state.store.remove_member(&space, &member).await?;
     state.realtime.member_removed(&space, &member);
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// `403 forbidden` when `space` is full and the one joining (whom `is`
+/// recognises among its members) is not already in it.
+async fn room_for(
+    state: &AppState,
+    space: &SpaceId,
+    is: impl Fn(&Member) -> bool,
+) -> Result<(), ApiError> {
+    let members = state.store.members(space).await?;
+    if members.len() >= state.settings.quotas.max_members && !members.iter().any(is) {
+        return Err(ApiError::forbidden(format!(
+            "this space has {} members, the most a space may have",
+            members.len()
+        )));
+    }
+    Ok(())
 }
 
 /// Lower-cases and checks an email address, loosely: Ferry only needs it to
@@ -193,17 +202,10 @@ async fn invite(
     access::require_owner(access::member(&state, &user, &space).await?)?;
     let email = normalize_email(&body.email)?;
     state.creation_limits.invite(&user.id)?;
-    let members = state.store.members(&space).await?;
-    if members.len() >= state.settings.quotas.max_members
-        && !members
-            .iter()
-            .any(|m| m.email.as_deref() == Some(email.as_str()))
-    {
-        return Err(ApiError::forbidden(format!(
-            "this space has {} members, the most a space may have",
-            members.len()
-        )));
-    }
+    room_for(&state, &space, |m| {
+        m.email.as_deref() == Some(email.as_str())
+    })
+    .await?;
     let invited = state
         .store
         .user_by_email(&email, &ids::new_user_id()?)

@@ -106,13 +106,7 @@ pub async fn subscription_owner(
 pub async fn apply_event(pool: &PgPool, event: &BillingEvent) -> Result<EventOutcome, StoreError> {
     let mut tx = pool.begin().await?;
     if let Some(user) = &event.user {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound("user"));
-        }
+        super::users::require_user(&mut tx, user).await?;
     }
     // One event of a subscription at a time: its row is the lock (made
     // first if new), so two deliveries of one event, or two events racing,

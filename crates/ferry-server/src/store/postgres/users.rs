@@ -193,6 +193,15 @@ pub async fn create_space(
     Ok(())
 }
 
+/// `NotFound` unless `user` exists, read in the caller's transaction.
+pub async fn require_user(c: &mut sqlx::PgConnection, user: &UserId) -> Result<(), StoreError> {
+    let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
+        .bind(user.as_str())
+        .fetch_optional(&mut *c)
+        .await?;
+    exists.map(|_| ()).ok_or(StoreError::NotFound("user"))
+}
+
 pub async fn spaces_created_by(pool: &PgPool, user: &UserId) -> Result<u64, StoreError> {
     let n: i64 = sqlx::query_scalar("SELECT count(*) FROM spaces WHERE created_by = $1")
         .bind(user.as_str())
@@ -253,13 +262,7 @@ pub async fn set_member(
         .await?
         .ok_or(StoreError::NotFound("space"))?;
     if role.is_some() {
-        let exists: Option<i32> = sqlx::query_scalar("SELECT 1 FROM users WHERE id = $1")
-            .bind(user.as_str())
-            .fetch_optional(&mut *tx)
-            .await?;
-        if exists.is_none() {
-            return Err(StoreError::NotFound("user"));
-        }
+        require_user(&mut tx, user).await?;
     }
     let current: Option<String> =
         sqlx::query_scalar("SELECT role FROM members WHERE sid = $1 AND user_id = $2")
