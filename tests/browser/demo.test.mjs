@@ -183,12 +183,16 @@ test("a second person never sees the first one's todos, and signing out wipes th
   const ada = await openDemo(a, server);
   await signIn(ada, server, "private-ada@example.com");
   await addTodo(ada, "Ada's secret");
+  // The todo shows once it is written (and queued), so that the status
+  // below is the one after it, not the one before.
+  await waitForTitles(ada, ["Ada's secret"]);
   await waitForStatus(ada, "idle", 0);
   const adaSession = await session(ada);
 
   const bob = await openDemo(b, server);
   await signIn(bob, server, "private-bob@example.com");
   await addTodo(bob, "Bob's own");
+  await waitForTitles(bob, ["Bob's own"]);
   await waitForStatus(bob, "idle", 0);
   assert.deepEqual(await titles(bob), ["Bob's own"]);
   // Nor can Bob's session reach Ada's space directly.
