@@ -71,6 +71,7 @@ pub fn batch(b: usize, size: usize, h: &Hlc) -> anyhow::Result<Batch> {
                         Ok((FieldName::new(n)?, FieldValue { value, hlc }))
                     })
                     .collect::<anyhow::Result<_>>()?,
+                base: None,
             })
         })
         .collect::<anyhow::Result<Vec<_>>>()?;

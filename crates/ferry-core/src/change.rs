@@ -21,6 +21,13 @@ pub struct FieldValue {
 /// The fields of a record or of an upsert, by name.
 pub type Fields = BTreeMap<FieldName, FieldValue>;
 
+/// What a write's author had seen: for each field the write replaces, the
+/// HLC of the value the author's replica held there when it wrote (`null`
+/// when it held none). A write that replaces a stored value other than its
+/// base replaced a value its author had not seen: that value's author has
+/// lost to a concurrent edit and is told (see [`crate::merge`]).
+pub type Bases = BTreeMap<FieldName, Option<Hlc>>;
+
 /// A write sent by a client.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "snake_case", deny_unknown_fields)]
@@ -33,6 +40,11 @@ pub enum Change {
         id: RecordId,
         /// One or more fields.
         fields: Fields,
+        /// The base of each field written; absent from writers that do
+        /// not say (older clients, plain HTTP), whose writes make no
+        /// conflict for the authors of the values they replace.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<Bases>,
     },
     /// Turns the record into a tombstone.
     Delete {
@@ -42,6 +54,10 @@ pub enum Change {
         id: RecordId,
         /// When it was deleted.
         hlc: Hlc,
+        /// The record's fields as the deleting replica held them; absent
+        /// as for an upsert.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        base: Option<Bases>,
     },
 }
 
@@ -123,8 +139,12 @@ pub enum ConflictKind {
 
 /// A write that lost, reported to the client that made it.
 ///
-/// For `record_deleted`, `field`, `yours` and `winner` are `null`: the whole
-/// upsert lost, and the client still holds what it wrote in its outbox.
+/// For `record_deleted`, `field` is `null`; `yours` holds the writes of
+/// the client that the delete dropped, as a record's fields (`{"note":
+/// {"value": "...", "hlc": "..."}}`) stamped with the highest of their
+/// HLCs, so that an app can restore them as a new record; `winner` is
+/// `{"value": null, "hlc": <the delete's HLC>}`. Servers before protocol
+/// v1.2 sent `null` for both.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Conflict {
@@ -136,9 +156,9 @@ pub struct Conflict {
     pub field: Option<FieldName>,
     /// Why it lost.
     pub kind: ConflictKind,
-    /// The write that lost; `null` for `record_deleted`.
+    /// The write that lost (for `record_deleted`, the values dropped).
     pub yours: Option<FieldValue>,
-    /// The write that won; `null` for `record_deleted`.
+    /// The write that won (for `record_deleted`, the delete).
     pub winner: Option<FieldValue>,
 }
 

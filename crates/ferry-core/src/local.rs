@@ -107,6 +107,15 @@ pub fn local_write(
             collection: collection.clone(),
             id: id.clone(),
             hlc: hlc.clone(),
+            // Everything the replica holds of the record is what the
+            // delete was made knowing.
+            base: Some(
+                state
+                    .fields
+                    .iter()
+                    .map(|(name, f)| (name.clone(), Some(f.hlc.clone())))
+                    .collect(),
+            ),
         },
         LocalWrite::Put(_) | LocalWrite::Patch(_) if state.is_deleted() => {
             return Err(LocalWriteError::Deleted(format!("{collection}/{id}")));
@@ -118,9 +127,9 @@ pub fn local_write(
                     values.push((name.clone(), Value::Null));
                 }
             }
-            upsert(collection, id, values, hlc)
+            upsert(&state, collection, id, values, hlc)
         }
-        LocalWrite::Patch(fields) => upsert(collection, id, checked(fields)?, hlc),
+        LocalWrite::Patch(fields) => upsert(&state, collection, id, checked(fields)?, hlc),
     };
     let merged = apply_change(state, change.clone());
     Ok(LocalDone {
@@ -146,15 +155,23 @@ fn checked(fields: Map<String, Value>) -> Result<Vec<(FieldName, Value)>, LocalW
         .collect()
 }
 
+/// An upsert of `values` over `state`: each field's base is the HLC of the
+/// value the replica holds there, if any.
 fn upsert(
+    state: &RecordState,
     collection: &Collection,
     id: &RecordId,
     values: Vec<(FieldName, Value)>,
     hlc: &Hlc,
 ) -> Change {
+    let base = values
+        .iter()
+        .map(|(name, _)| (name.clone(), state.fields.get(name).map(|f| f.hlc.clone())))
+        .collect();
     Change::Upsert {
         collection: collection.clone(),
         id: id.clone(),
+        base: Some(base),
         fields: values
             .into_iter()
             .map(|(name, value)| {

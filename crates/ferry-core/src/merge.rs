@@ -6,12 +6,36 @@
 //! so replicas that have seen the same writes hold the same state whatever
 //! the order or duplication of delivery (the properties tested below).
 //!
+//! Conflicts are told by what each writer had seen, not by which write
+//! arrived first. A change carries, per field, the HLC of the value its
+//! author's replica held there (its *base*, [`crate::change::Bases`]).
+//! Of two concurrent writes to a field, the one with the lower HLC lost,
+//! and its author is told:
+//! - when it arrives after the winner, it is reported to its sender at
+//!   once ([`Merged::conflicts`]);
+//! - when it arrived first and the winner replaces it without having seen
+//!   it (the stored value is not the winner's base), it is reported to its
+//!   author, whose replica learns of it at its next sync
+//!   ([`Merged::displaced`]).
+//!
+//! A write that replaces exactly the value its author had seen is a plain
+//! edit and tells no one; a replica is never in conflict with itself; and
+//! a change without bases (an older client, a REST write) displaces
+//! silently, as before bases existed. A delete dropping values its author
+//! had not seen reports them the same way, as `record_deleted` with the
+//! values, as does an upsert that reaches a tombstone.
+//!
 //! One assumption: an HLC names one write. Two different values carrying the
 //! same HLC (which a correct client never produces, since the HLC includes
 //! its node id and only moves forward) are treated as the same write seen
 //! twice, and whichever arrived first stays.
 
-use crate::change::{Change, Conflict, ConflictKind, RecordState};
+use std::collections::BTreeMap;
+
+use crate::change::{Bases, Change, Conflict, ConflictKind, Fields, RecordState};
+use crate::conflict::record_deleted;
+use crate::hlc::Hlc;
+use crate::names::{ClientId, FieldName};
 
 /// What applying one change did.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,8 +44,28 @@ pub struct Merged {
     pub state: RecordState,
     /// Whether the state differs from before (and so takes a new `seq`).
     pub changed: bool,
-    /// The parts of the change that lost.
+    /// The parts of the change that lost: for the client that sent it.
     pub conflicts: Vec<Conflict>,
+    /// Stored writes the change replaced without its author having seen
+    /// them: for the replicas that made them.
+    pub displaced: Vec<Displaced>,
+}
+
+/// A stored write that lost to a concurrent one, and whose it was.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Displaced {
+    /// The replica that made the lost write (the node of its HLC).
+    pub author: ClientId,
+    /// The report for it.
+    pub conflict: Conflict,
+}
+
+/// Whether a write stamped `by` that replaces `stored`, with `base` the
+/// bases its author sent, replaced it unseen: it says what it had seen,
+/// that was not `stored`, and `stored` is another replica's.
+fn unseen(base: Option<&Bases>, name: &FieldName, stored: &Hlc, by: &Hlc) -> bool {
+    base.is_some_and(|b| b.get(name).and_then(Option::as_ref) != Some(stored))
+        && stored.node() != by.node()
 }
 
 /// Applies `change` to a record whose state is `state` (use
@@ -30,11 +74,38 @@ pub struct Merged {
 pub fn apply_change(mut state: RecordState, change: Change) -> Merged {
     let mut changed = false;
     let mut conflicts = Vec::new();
+    let mut displaced = Vec::new();
     match change {
-        Change::Delete { hlc, .. } => {
+        Change::Delete {
+            collection,
+            id,
+            hlc,
+            base,
+        } => {
             // Delete wins whatever the fields' HLCs; among deletes, the
             // highest HLC is kept so that the order of delivery is irrelevant.
             if state.deleted.as_ref().is_none_or(|d| hlc > *d) {
+                if !state.is_deleted() {
+                    // Values the deleting replica had not seen, by author.
+                    let mut lost: BTreeMap<&ClientId, Fields> = BTreeMap::new();
+                    for (name, stored) in &state.fields {
+                        if unseen(base.as_ref(), name, &stored.hlc, &hlc) {
+                            lost.entry(stored.hlc.node())
+                                .or_default()
+                                .insert(name.clone(), stored.clone());
+                        }
+                    }
+                    for (author, fields) in lost {
+                        if let Some(conflict) =
+                            record_deleted(&collection, &id, &fields, Some(&hlc))
+                        {
+                            displaced.push(Displaced {
+                                author: author.clone(),
+                                conflict,
+                            });
+                        }
+                    }
+                }
                 state.deleted = Some(hlc);
                 state.fields.clear();
                 changed = true;
@@ -44,16 +115,15 @@ pub fn apply_change(mut state: RecordState, change: Change) -> Merged {
             collection,
             id,
             fields,
+            base,
         } => {
             if state.is_deleted() {
-                conflicts.push(Conflict {
-                    collection,
-                    id,
-                    field: None,
-                    kind: ConflictKind::RecordDeleted,
-                    yours: None,
-                    winner: None,
-                });
+                conflicts.extend(record_deleted(
+                    &collection,
+                    &id,
+                    &fields,
+                    state.deleted.as_ref(),
+                ));
             } else {
                 for (name, incoming) in fields {
                     match state.fields.get_mut(&name) {
@@ -62,6 +132,19 @@ pub fn apply_change(mut state: RecordState, change: Change) -> Merged {
                             changed = true;
                         }
                         Some(stored) if incoming.hlc > stored.hlc => {
+                            if unseen(base.as_ref(), &name, &stored.hlc, &incoming.hlc) {
+                                displaced.push(Displaced {
+                                    author: stored.hlc.node().clone(),
+                                    conflict: Conflict {
+                                        collection: collection.clone(),
+                                        id: id.clone(),
+                                        field: Some(name),
+                                        kind: ConflictKind::StaleWrite,
+                                        yours: Some(stored.clone()),
+                                        winner: Some(incoming.clone()),
+                                    },
+                                });
+                            }
                             *stored = incoming;
                             changed = true;
                         }
@@ -86,6 +169,7 @@ pub fn apply_change(mut state: RecordState, change: Change) -> Merged {
         state,
         changed,
         conflicts,
+        displaced,
     }
 }
 
@@ -110,6 +194,9 @@ pub fn merge_states(mut ours: RecordState, theirs: &RecordState) -> RecordState 
     }
     ours
 }
+
+#[cfg(test)]
+mod detection;
 
 #[cfg(test)]
 mod tests {
@@ -140,6 +227,7 @@ mod tests {
                     )
                 })
                 .collect(),
+            base: None,
         }
     }
 
@@ -148,6 +236,7 @@ mod tests {
             collection: Collection::new("todos").unwrap(),
             id: RecordId::new("t-1").unwrap(),
             hlc: h,
+            base: None,
         }
     }
 

@@ -184,11 +184,21 @@ fn decode_change(index: usize, raw: &RawValue) -> Result<Change, DecodeError> {
         index,
         reason: e.to_string(),
     })?;
-    if let Change::Upsert { fields, .. } = &change {
+    if let Change::Upsert { fields, base, .. } = &change {
         if fields.is_empty() {
             return Err(DecodeError::Change {
                 index,
                 reason: "an upsert names at least one field".into(),
+            });
+        }
+        if let Some(stray) = base
+            .iter()
+            .flat_map(|b| b.keys())
+            .find(|name| !fields.contains_key(*name))
+        {
+            return Err(DecodeError::Change {
+                index,
+                reason: format!("base names {stray}, a field the upsert does not write"),
             });
         }
         // A value cannot be larger than the change that holds it, so only

@@ -145,6 +145,9 @@ async fn write_fields(
         collection: collection.clone(),
         id: id.clone(),
         fields,
+        // A REST write is made against what the server holds: it says no
+        // base, and so displaces what is there without a conflict.
+        base: None,
     };
     let outcome = write::apply_server_change(state, space, &user.id, change).await?;
     if outcome
@@ -215,6 +218,7 @@ async fn delete(
         collection,
         id,
         hlc: state.clock.tick(),
+        base: None,
     };
     write::apply_server_change(&state, &space, &user.id, change).await?;
     Ok(StatusCode::NO_CONTENT)

@@ -38,6 +38,7 @@ pub(super) fn upsert(id: &str, field: &str, value: Value, h: Hlc) -> Change {
         collection: Collection::new("todos").unwrap(),
         id: RecordId::new(id).unwrap(),
         fields: [(FieldName::new(field).unwrap(), FieldValue { value, hlc: h })].into(),
+        base: None,
     }
 }
 
@@ -46,6 +47,7 @@ pub(super) fn delete(id: &str, h: Hlc) -> Change {
         collection: Collection::new("todos").unwrap(),
         id: RecordId::new(id).unwrap(),
         hlc: h,
+        base: None,
     }
 }
 

@@ -193,6 +193,7 @@ pub async fn collection_filters_still_move_the_cursor(store: Arc<dyn Store>) {
             },
         )]
         .into(),
+        base: None,
     };
     push(
         store.as_ref(),
