@@ -113,6 +113,7 @@ async fn apply(args: &ClientArgs) -> anyhow::Result<()> {
             cursor,
             changes: Vec::new(),
             limit: Some(1000),
+            conflict_cursor: None,
         };
         let page = remote.sync(&space()?, &request).await?;
         cursor = page.cursor;

@@ -597,6 +597,21 @@ impl Replica {
         Ok(cursor.unwrap_or(0).max(0) as u64)
     }
 
+    /// The cursor of `space`, and how far its conflict reports were taken
+    /// into the inbox (past the cursor while a resync pulls from 0).
+    pub fn cursors(&self, space: &SpaceId) -> Result<(u64, u64)> {
+        let row: Option<(i64, i64)> = self
+            .conn()
+            .query_row(
+                "SELECT cursor, conflict_cursor FROM spaces WHERE space = ?1",
+                [space.as_str()],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        let (cursor, reported) = row.unwrap_or((0, 0));
+        Ok((cursor.max(0) as u64, reported.max(0) as u64))
+    }
+
     /// The conflicts the server reported, oldest first.
     pub fn conflicts(&self) -> Result<Vec<StoredConflict>> {
         let conn = self.conn();
@@ -634,7 +649,8 @@ impl Replica {
             (Resolution::TakeTheirs, _, _) => None,
             (_, ConflictKind::RecordDeleted, _) => {
                 return Err(Error::Invalid(format!(
-                    "{}/{} was deleted; deletes are final, so write a new record instead",
+                    "{}/{} was deleted; deletes are final: restore what you wrote as a new \
+                     record (restore), or take the delete",
                     c.collection, c.id
                 )));
             }
@@ -650,6 +666,44 @@ impl Replica {
         self.conn()
             .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
         Ok(())
+    }
+
+    /// Settles `record_deleted` conflict `n` by writing what this replica
+    /// lost to the delete (its values of every field it wrote) as a new
+    /// record of the same collection: `id`, or a fresh id made from the
+    /// deleted one. Returns the new record's id. (A delete is final: the
+    /// deleted id stays deleted everywhere.)
+    pub fn restore(&self, n: i64, id: Option<&RecordId>) -> Result<RecordId> {
+        let stored = self
+            .conflicts()?
+            .into_iter()
+            .find(|c| c.n == n)
+            .ok_or_else(|| Error::Invalid(format!("no conflict {n}")))?;
+        let c = &stored.conflict;
+        if c.kind != ConflictKind::RecordDeleted {
+            return Err(Error::Invalid(format!(
+                "conflict {n} is about one field of a live record; resolve it instead"
+            )));
+        }
+        let values = ferry_core::conflict::restorable(c);
+        if values.is_empty() {
+            return Err(Error::Invalid(format!(
+                "conflict {n} holds no values to restore (reported by a server before \
+                 protocol v1.2); take the delete"
+            )));
+        }
+        let id = match id {
+            Some(id) => id.clone(),
+            None => {
+                let stem: String = c.id.as_str().chars().take(200).collect();
+                RecordId::new(format!("{stem}.{}", random_hex(6)?))
+                    .map_err(|e| corrupt("record id", e))?
+            }
+        };
+        self.put(&stored.space, &c.collection, &id, Value::Object(values))?;
+        self.conn()
+            .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
+        Ok(id)
     }
 }
 

@@ -3,7 +3,8 @@
 //! - `meta`: the replica's client id and HLC (the HLC is read and written
 //!   inside every local write's transaction, so it never goes backwards,
 //!   across restarts and across processes sharing the file).
-//! - `spaces`: per space, the cursor of the last pull stored, and where a
+//! - `spaces`: per space, the cursor of the last pull stored, how far its
+//!   conflict reports were taken (`conflict_cursor`), and where a
 //!   full resync (after `410 cursor_expired`) stands: 0 none, 1 pulling the
 //!   space from 0, 2 sending the batch stamped before it began.
 //! - `records`: each record's fields as `{name: {value, hlc}}` JSON and its
@@ -13,7 +14,8 @@
 //! - `outbox`: local changes not yet acknowledged, in order; `batch` is set
 //!   when a change is first sent and kept until the server acknowledges
 //!   it, so a retry sends the same batch id and nothing applies twice.
-//! - `conflicts`: the server's conflict reports, until the app resolves them.
+//! - `conflicts`: the server's conflict reports, until the app resolves
+//!   them, one per field or deleted record (later reports fold in).
 //! - `rejected`: local changes the server refused for good (a viewer's
 //!   write), with its reason, until the app dismisses them.
 
@@ -77,6 +79,19 @@ ALTER TABLE records ADD COLUMN remote INTEGER NOT NULL DEFAULT 0;
 UPDATE records SET remote = 1 WHERE NOT EXISTS (
     SELECT 1 FROM outbox o WHERE o.space = records.space
       AND o.collection = records.collection AND o.id = records.id);
+"#,
+    // `conflict_cursor`: how far the server's conflict reports have been
+    // taken into the inbox; a resync moves `cursor` back to 0, not this.
+    // Inbox entries name their record, so that a report about the same
+    // field or deleted record folds into the entry already there.
+    r#"
+ALTER TABLE spaces ADD COLUMN conflict_cursor INTEGER NOT NULL DEFAULT 0;
+UPDATE spaces SET conflict_cursor = cursor;
+ALTER TABLE conflicts ADD COLUMN collection TEXT NOT NULL DEFAULT '';
+ALTER TABLE conflicts ADD COLUMN id TEXT NOT NULL DEFAULT '';
+UPDATE conflicts SET collection = json_extract(conflict, '$.collection'),
+                     id = json_extract(conflict, '$.id');
+CREATE INDEX conflicts_by_record ON conflicts (space, collection, id);
 "#,
 ];
 

@@ -324,6 +324,7 @@ async fn pages_travel_compressed() {
         cursor: 0,
         changes: Vec::new(),
         limit: None,
+        conflict_cursor: None,
     };
     let answer = remote
         .sync(&SpaceId::new("user:di").unwrap(), &request)

@@ -214,6 +214,7 @@ async fn a_batch_sent_but_never_acknowledged_is_sent_again_under_its_id() {
         cursor: 0,
         changes: sent.changes.clone(),
         limit: None,
+        conflict_cursor: None,
     };
     let first = remote.sync(&personal, &request).await.unwrap();
     assert_eq!(first.applied, 1);
@@ -570,6 +571,7 @@ async fn a_pulled_delete_drops_the_pending_changes_to_its_record() {
         cursor: a.cursor(&personal).unwrap(),
         changes: vec![],
         limit: None,
+        conflict_cursor: None,
     };
     let answer = remote.sync(&personal, &request).await.unwrap();
     let report = a.store_answer(&personal, None, answer).unwrap();
@@ -623,6 +625,7 @@ async fn an_unanswered_batch_sent_from_0_cannot_bring_back_what_was_deleted_sinc
         cursor: 0,
         changes: sent.changes.clone(),
         limit: None,
+        conflict_cursor: None,
     };
     assert_eq!(remote.sync(&fresh, &request).await.unwrap().applied, 1);
     // b deletes x, the tombstone is compacted; a edits x meanwhile.

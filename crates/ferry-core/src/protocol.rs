@@ -83,6 +83,12 @@ pub struct SyncRequest {
     /// The page size of the pull (default 1000, at most 10,000).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub limit: Option<u32>,
+    /// Up to where this client has received the conflicts reported to it
+    /// (a `seq`); absent, `cursor`. Differs from `cursor` while a client
+    /// pulls a space again from 0, so that it is not told again what it
+    /// was told before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub conflict_cursor: Option<u64>,
 }
 
 /// Why a sync request body was refused.
@@ -145,6 +151,8 @@ struct SyncRequestWire<'a> {
     changes: Vec<&'a RawValue>,
     #[serde(default)]
     limit: Option<u32>,
+    #[serde(default)]
+    conflict_cursor: Option<u64>,
 }
 
 impl SyncRequest {
@@ -175,6 +183,7 @@ impl SyncRequest {
             cursor: wire.cursor,
             changes,
             limit: wire.limit,
+            conflict_cursor: wire.conflict_cursor,
         })
     }
 }
@@ -244,7 +253,8 @@ pub fn serialized_len(value: &serde_json::Value) -> usize {
 pub struct SyncResponse<R = Record> {
     /// How many changes altered stored state.
     pub applied: u64,
-    /// The writes of this batch that lost.
+    /// The writes of this batch that lost, then the client's earlier
+    /// writes that concurrent writes replaced, reported with this page.
     pub conflicts: Vec<Conflict>,
     /// Records with `seq > cursor`, ordered by `seq`.
     pub changes: Vec<R>,
@@ -261,6 +271,10 @@ pub struct SyncResponse<R = Record> {
 pub struct PullResponse<R = Record> {
     /// Records with `seq > cursor`, ordered by `seq`.
     pub changes: Vec<R>,
+    /// The conflicts reported with this page to the `client_id` the pull
+    /// named (left out when it named none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<Conflict>,
     /// The cursor to send next time.
     pub cursor: u64,
     /// Whether more records wait.

@@ -29,12 +29,11 @@ use crate::replica::{
     Changed, Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc,
 };
 
+mod inbox;
 mod resync;
 mod run;
 
-use resync::{
-    Resync, advance_resync, drop_pending, first_sync_with_changes, mark_unseen, resync_stage,
-};
+use resync::{Resync, advance_resync, first_sync_with_changes, mark_unseen, resync_stage};
 pub(crate) use run::blocking;
 pub use run::{sync_space, sync_space_with};
 
@@ -83,6 +82,11 @@ pub struct SyncReport {
     pub conflicts: u64,
     /// Whether the space was pulled again from scratch.
     pub resynced: bool,
+    /// Whether the server had forgotten part of the space's history this
+    /// replica had not pulled yet (`410 cursor_expired`): besides deletes
+    /// (applied), conflict reports of that age may have been lost, so an
+    /// app may tell the person to check their recent edits.
+    pub expired: bool,
     /// Local changes the server refused for good (now in
     /// [`Replica::rejected`]).
     pub rejected: u64,
@@ -208,12 +212,14 @@ impl Replica {
                     [space.as_str(), batch.as_str()],
                 )? as u64;
             }
+            let me = self.client_id();
             for conflict in &answer.conflicts {
-                store_conflict(&tx, space, conflict, now)?;
-                report.conflicts += 1;
+                if inbox::take(&tx, space, conflict, me, now)? {
+                    report.conflicts += 1;
+                }
             }
             for record in answer.changes {
-                if merge_pulled(&tx, space, &record, now)? {
+                if merge_pulled(&tx, space, &record, me, now)? {
                     report.conflicts += 1;
                 }
                 changed.push((record.collection, record.id));
@@ -221,14 +227,18 @@ impl Replica {
             }
             let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, now);
             set_meta(&tx, "hlc", &hlc.to_string())?;
+            // Reports up to the page's end are in the inbox now; a pull
+            // from 0 (a resync) does not take them again.
             tx.execute(
-                "INSERT INTO spaces (space, cursor, synced_at) VALUES (?1, ?2, ?3)
+                "INSERT INTO spaces (space, cursor, conflict_cursor, synced_at)
+                 VALUES (?1, ?2, ?2, ?3)
                  ON CONFLICT (space) DO UPDATE SET cursor = excluded.cursor,
-                                                   synced_at = excluded.synced_at",
+                     conflict_cursor = max(conflict_cursor, excluded.cursor),
+                     synced_at = excluded.synced_at",
                 params![space.as_str(), answer.cursor as i64, now as i64],
             )?;
             if !answer.has_more {
-                advance_resync(&tx, space, &mut changed, &mut report, now)?;
+                advance_resync(&tx, space, &mut changed, &mut report, me, now)?;
             }
             pending = has_pending(&tx, space)?;
             tx.commit()?;
@@ -346,11 +356,13 @@ impl Replica {
 
 /// Folds a pulled record into the local one; a record new to the replica
 /// is stored as the server sent it. A pulled tombstone drops the pending
-/// changes to its record; whether it did.
+/// changes to its record, kept in the inbox as lost to the delete; whether
+/// the inbox gained such an entry.
 fn merge_pulled(
     tx: &rusqlite::Transaction<'_>,
     space: &SpaceId,
     record: &PulledRecord,
+    me: &ferry_core::ClientId,
     now_ms: u64,
 ) -> Result<bool> {
     let known: bool = tx
@@ -384,7 +396,7 @@ fn merge_pulled(
         deleted: record.deleted.clone(),
     };
     let local = read_state(tx, space, &record.collection, &record.id)?;
-    let merged = merge_states(local, &theirs);
+    let merged = merge_states(local.clone(), &theirs);
     let fields = serde_json::to_string(&merged.fields).map_err(|e| corrupt("fields", e))?;
     // The server has this record, and a resync met it.
     tx.prepare_cached(
@@ -398,23 +410,18 @@ fn merge_pulled(
         fields,
         merged.deleted.as_ref().map(Hlc::to_string),
     ])?;
-    if record.deleted.is_none() {
+    if record.deleted.is_none() || local.is_deleted() {
         return Ok(false);
     }
-    drop_pending(tx, space, &record.collection, &record.id, now_ms)
-}
-
-/// Puts a conflict into the app's inbox.
-fn store_conflict(
-    tx: &rusqlite::Transaction<'_>,
-    space: &SpaceId,
-    conflict: &ferry_core::Conflict,
-    now_ms: u64,
-) -> Result<()> {
-    let text = serde_json::to_string(conflict).map_err(|e| corrupt("conflict", e))?;
-    tx.prepare_cached("INSERT INTO conflicts (space, conflict, at) VALUES (?1, ?2, ?3)")?
-        .execute(params![space.as_str(), text, now_ms as i64])?;
-    Ok(())
+    inbox::deleted(
+        tx,
+        space,
+        (&record.collection, &record.id),
+        record.deleted.as_ref(),
+        &local,
+        me,
+        now_ms,
+    )
 }
 
 /// Whether changes of `space` wait in the outbox.

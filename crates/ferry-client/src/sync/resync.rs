@@ -5,7 +5,7 @@
 //! only then newer changes; records the server had and no longer has go
 //! with their pending changes (the delete wins).
 
-use ferry_core::{Collection, Conflict, ConflictKind, RecordId, SpaceId};
+use ferry_core::{ClientId, Collection, Fields, Hlc, RecordId, RecordState, SpaceId};
 use rusqlite::{OptionalExtension, TransactionBehavior};
 
 use super::SyncReport;
@@ -23,38 +23,6 @@ impl Replica {
         tx.commit()?;
         Ok(())
     }
-}
-
-/// Drops the pending local changes to a record deleted on the server, and
-/// reports them lost as one `record_deleted` conflict; whether there were
-/// any. A replica never sends a change to a record it knows deleted: the
-/// server may have compacted the tombstone since, and the change would
-/// bring the record back. (A change already stamped into a batch may go
-/// too: the server applied that batch whole or not at all, and a batch sent
-/// again under its id is answered from its record if applied.)
-pub(super) fn drop_pending(
-    tx: &rusqlite::Transaction<'_>,
-    space: &SpaceId,
-    collection: &Collection,
-    id: &RecordId,
-    now_ms: u64,
-) -> Result<bool> {
-    let dropped = tx
-        .prepare_cached("DELETE FROM outbox WHERE space = ?1 AND collection = ?2 AND id = ?3")?
-        .execute([space.as_str(), collection.as_str(), id.as_str()])?;
-    if dropped == 0 {
-        return Ok(false);
-    }
-    let conflict = Conflict {
-        collection: collection.clone(),
-        id: id.clone(),
-        field: None,
-        kind: ConflictKind::RecordDeleted,
-        yours: None,
-        winner: None,
-    };
-    super::store_conflict(tx, space, &conflict, now_ms)?;
-    Ok(true)
 }
 
 /// Where a full resync of a space stands (`spaces.resync`).
@@ -125,23 +93,36 @@ pub(super) fn advance_resync(
     space: &SpaceId,
     changed: &mut Vec<(Collection, RecordId)>,
     report: &mut SyncReport,
+    me: &ClientId,
     now_ms: u64,
 ) -> Result<()> {
     if resync_stage(tx, space)? == Resync::None {
         return Ok(());
     }
-    let deleted: Vec<(String, String)> = {
+    type Gone = (String, String, String, Option<String>);
+    let deleted: Vec<Gone> = {
         let mut stmt = tx.prepare(
             "DELETE FROM records WHERE space = ?1 AND seen = 0 AND remote = 1
-             RETURNING collection, id",
+             RETURNING collection, id, fields, deleted",
         )?;
-        let rows = stmt.query_map([space.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?;
+        let rows = stmt.query_map([space.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?;
         rows.collect::<rusqlite::Result<_>>()?
     };
-    for (collection, id) in deleted {
+    for (collection, id, fields, tombstone) in deleted {
         let collection = Collection::new(collection).map_err(|e| corrupt("collection", e))?;
         let id = RecordId::new(id).map_err(|e| corrupt("record id", e))?;
-        if drop_pending(tx, space, &collection, &id, now_ms)? {
+        let local = RecordState {
+            fields: serde_json::from_str::<Fields>(&fields)
+                .map_err(|e| corrupt("record fields", e))?,
+            deleted: tombstone
+                .map(|d| d.parse::<Hlc>())
+                .transpose()
+                .map_err(|e| corrupt("tombstone", e))?,
+        };
+        // The delete itself is forgotten: when it happened is unknown.
+        if super::inbox::deleted(tx, space, (&collection, &id), None, &local, me, now_ms)? {
             report.conflicts += 1;
         }
         changed.push((collection, id));

@@ -33,6 +33,8 @@ pub async fn sync_space_with(
     // nothing waits to be pushed): a long pull costs the slower of the two,
     // not their sum.
     let mut prefetch: Option<Prefetch> = None;
+    // How far conflict reports have been taken, after the answer stored.
+    let mut reported = 0;
     loop {
         let outgoing = blocking(replica, {
             let space = space.clone();
@@ -50,11 +52,12 @@ pub async fn sync_space_with(
         let result = match prefetched {
             Some(result) => result,
             None => {
-                let cursor = blocking(replica, {
+                let (cursor, taken) = blocking(replica, {
                     let space = space.clone();
-                    move |r| r.cursor(&space)
+                    move |r| r.cursors(&space)
                 })
                 .await?;
+                reported = taken;
                 let request = SyncRequest {
                     client_id: replica.client_id().clone(),
                     batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
@@ -64,6 +67,7 @@ pub async fn sync_space_with(
                         .map(|o| o.changes.clone())
                         .unwrap_or_default(),
                     limit: Some(PAGE),
+                    conflict_cursor: (taken > cursor).then_some(taken),
                 };
                 remote.sync(space, &request).await
             }
@@ -72,6 +76,7 @@ pub async fn sync_space_with(
             Ok(answer) => answer,
             Err(e) if e.code() == Some("cursor_expired") => {
                 tracing::info!(%space, "cursor expired; pulling the space again");
+                total.expired = true;
                 blocking(replica, {
                     let space = space.clone();
                     move |r| r.begin_resync(&space)
@@ -95,8 +100,15 @@ pub async fn sync_space_with(
             Err(e) => return Err(e),
         };
         let has_more = answer.has_more;
+        reported = reported.max(answer.cursor);
         if has_more {
-            prefetch = Some(Prefetch::start(replica, remote, space, answer.cursor));
+            prefetch = Some(Prefetch::start(
+                replica,
+                remote,
+                space,
+                answer.cursor,
+                reported,
+            ));
         }
         let (report, pending) = blocking(replica, {
             let space = space.clone();
@@ -108,6 +120,7 @@ pub async fn sync_space_with(
         total.pulled += report.pulled;
         total.conflicts += report.conflicts;
         total.resynced |= report.resynced;
+        total.expired |= report.expired;
         total.rejected += report.rejected;
         progress(&total);
         if !has_more && !pending {
@@ -120,13 +133,20 @@ pub async fn sync_space_with(
 struct Prefetch(tokio::task::JoinHandle<Result<Answer>>);
 
 impl Prefetch {
-    fn start(replica: &Replica, remote: &Remote, space: &SpaceId, cursor: u64) -> Prefetch {
+    fn start(
+        replica: &Replica,
+        remote: &Remote,
+        space: &SpaceId,
+        cursor: u64,
+        reported: u64,
+    ) -> Prefetch {
         let request = SyncRequest {
             client_id: replica.client_id().clone(),
             batch_id: None,
             cursor,
             changes: Vec::new(),
             limit: Some(PAGE),
+            conflict_cursor: (reported > cursor).then_some(reported),
         };
         let (remote, space) = (remote.clone(), space.clone());
         Prefetch(tokio::spawn(

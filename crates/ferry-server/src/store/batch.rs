@@ -7,7 +7,9 @@
 use std::collections::HashMap;
 
 use ferry_core::protocol::MAX_RECORD_BYTES;
-use ferry_core::{Change, Collection, Conflict, Fields, Hlc, RecordId, RecordState, apply_change};
+use ferry_core::{
+    Change, Collection, Conflict, Displaced, Fields, Hlc, RecordId, RecordState, apply_change,
+};
 
 use super::StoreError;
 use super::stored::corrupt;
@@ -45,6 +47,9 @@ pub struct Merged {
     pub applied: u64,
     /// The writes that lost.
     pub conflicts: Vec<Conflict>,
+    /// Stored writes the batch replaced unseen, each with the `seq` its
+    /// record takes: reported to their authors with that page of a pull.
+    pub displaced: Vec<(u64, Displaced)>,
     /// The rows to write, in `seq` order.
     pub rows: Vec<RowOut>,
     /// The space's `seq` after the batch.
@@ -122,10 +127,12 @@ impl BatchPlan {
     pub fn merge(mut self, changes: Vec<Change>, head: u64) -> Result<Merged, StoreError> {
         let mut applied = 0u64;
         let mut conflicts = Vec::new();
+        let mut displaced: Vec<(usize, Displaced)> = Vec::new();
         let mut last_change: Vec<Option<usize>> = vec![None; self.keys.len()];
         for (i, (change, slot)) in changes.into_iter().zip(&self.slot_of).enumerate() {
             let merged = apply_change(std::mem::take(&mut self.states[*slot]), change);
             conflicts.extend(merged.conflicts);
+            displaced.extend(merged.displaced.into_iter().map(|d| (*slot, d)));
             if merged.changed {
                 applied += 1;
                 last_change[*slot] = Some(i);
@@ -140,6 +147,7 @@ impl BatchPlan {
         changed.sort_unstable();
         let mut seq = head;
         let mut rows = Vec::with_capacity(changed.len());
+        let mut seq_of = vec![0u64; self.keys.len()];
         // Each slot is written once, so its names can move into its row.
         let mut keys: Vec<Option<(Collection, RecordId)>> =
             self.keys.into_iter().map(Some).collect();
@@ -160,6 +168,7 @@ impl BatchPlan {
                 });
             }
             seq += 1;
+            seq_of[slot] = seq;
             rows.push(RowOut {
                 collection: collection.into_string(),
                 id: id.into_string(),
@@ -168,9 +177,16 @@ impl BatchPlan {
                 deleted: state.deleted.as_ref().map(Hlc::to_string),
             });
         }
+        // A displaced write's record changed (its value was replaced), so
+        // it has a seq.
+        let displaced = displaced
+            .into_iter()
+            .map(|(slot, d)| (seq_of[slot], d))
+            .collect();
         Ok(Merged {
             applied,
             conflicts,
+            displaced,
             rows,
             head: seq,
         })

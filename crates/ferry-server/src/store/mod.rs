@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod billing;
+pub mod delivery;
 pub mod feed;
 mod postgres;
 mod sqlite;
@@ -152,6 +153,8 @@ pub struct PullQuery {
     /// Only these collections, when set; the cursor still moves over the
     /// whole space.
     pub collections: Option<Vec<Collection>>,
+    /// The replica whose conflict reports the page also delivers, if any.
+    pub conflicts: Option<delivery::ConflictsFor>,
 }
 
 /// A page of a pull.
@@ -163,6 +166,8 @@ pub struct PullPage {
     pub cursor: u64,
     /// Whether more records wait.
     pub has_more: bool,
+    /// The reports for [`PullQuery::conflicts`] that the page covers.
+    pub conflicts: Vec<Conflict>,
 }
 
 /// What compaction removed from one space.
@@ -183,6 +188,8 @@ pub struct CompactReport {
     pub spaces: Vec<SpaceCompaction>,
     /// How many idempotency records of old batches were deleted.
     pub batches: u64,
+    /// How many undelivered conflict reports of that age were deleted.
+    pub conflicts: u64,
 }
 
 /// The most bytes of record fields one page carries (a pull's or a REST
@@ -252,6 +259,7 @@ impl PullPage {
             records: rows,
             cursor,
             has_more,
+            conflicts: Vec::new(),
         }
     }
 }
@@ -403,9 +411,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<Option<RecordRow>, StoreError>;
 
     /// Deletes the tombstones last written before `cutoff_ms` (server wall
-    /// time) and raises each affected space's horizon to the highest `seq` it
-    /// deleted, so that clients whose cursor is below it resync (PROTOCOL.md
-    /// §4). Also deletes the idempotency records of batches older than the
+    /// time), and the conflict reports stored before it, and raises each
+    /// affected space's horizon to the highest `seq` it deleted, so that
+    /// clients whose cursor is below it resync (PROTOCOL.md §4). Also deletes the idempotency records of batches older than the
     /// cutoff: a batch retried after that is merged again, where its writes
     /// already there change nothing (and its cursor, if older than the
     /// horizon, answers `cursor_expired` first).

@@ -10,7 +10,7 @@ use axum::{Json, Router};
 use ferry_core::protocol::{
     DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, PullResponse, SyncRequest, SyncResponse,
 };
-use ferry_core::{Collection, SpaceId};
+use ferry_core::{ClientId, Collection, SpaceId};
 use serde::Deserialize;
 
 use crate::auth::AuthUser;
@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::spaces::access;
 use crate::state::AppState;
+use crate::store::delivery::ConflictsFor;
 use crate::store::{Batch, PullQuery, RecordRow};
 
 /// The page size of a pull: the default, or the asked one if in range.
@@ -40,7 +41,12 @@ async fn sync(
     let role = access::data(&state, &user, &space).await?;
     let req = SyncRequest::from_json(&body)?;
     let limit = pull_limit(req.limit)?;
-    let (applied, conflicts) = if req.changes.is_empty() {
+    let reports = ConflictsFor {
+        client_id: req.client_id.clone(),
+        user: user.id.clone(),
+        after: req.conflict_cursor.unwrap_or(req.cursor),
+    };
+    let (applied, mut conflicts) = if req.changes.is_empty() {
         (0, Vec::new())
     } else {
         access::require_write(role)?;
@@ -66,9 +72,11 @@ async fn sync(
                 cursor: req.cursor,
                 limit,
                 collections: None,
+                conflicts: Some(reports),
             },
         )
         .await?;
+    conflicts.extend(page.conflicts);
     Ok(Json(SyncResponse {
         applied,
         conflicts,
@@ -86,6 +94,9 @@ struct ChangesQuery {
     cursor: u64,
     limit: Option<u32>,
     collections: Option<String>,
+    /// The replica pulling: its conflict reports come with the page.
+    client_id: Option<ClientId>,
+    conflict_cursor: Option<u64>,
 }
 
 /// `a,b` into collections; an empty list means no filter.
@@ -106,6 +117,11 @@ async fn changes(
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<PullResponse<RecordRow>>, ApiError> {
     access::data(&state, &user, &space).await?;
+    let reports = query.client_id.map(|client_id| ConflictsFor {
+        client_id,
+        user: user.id.clone(),
+        after: query.conflict_cursor.unwrap_or(query.cursor),
+    });
     let page = state
         .store
         .pull(
@@ -114,11 +130,13 @@ async fn changes(
                 cursor: query.cursor,
                 limit: pull_limit(query.limit)?,
                 collections: parse_collections(query.collections.as_deref())?,
+                conflicts: reports,
             },
         )
         .await?;
     Ok(Json(PullResponse {
         changes: page.records,
+        conflicts: page.conflicts,
         cursor: page.cursor,
         has_more: page.has_more,
         hlc: state.clock.tick(),

@@ -9,12 +9,14 @@ use crate::store::{CompactReport, SpaceCompaction, StoreError};
 pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
     let cutoff = int(cutoff_ms);
     let sids: Vec<i64> = sqlx::query_scalar(
-        "SELECT DISTINCT sid FROM records WHERE deleted IS NOT NULL AND updated_at < $1",
+        "SELECT sid FROM records WHERE deleted IS NOT NULL AND updated_at < $1
+         UNION SELECT sid FROM conflicts WHERE created_at < $1",
     )
     .bind(cutoff)
     .fetch_all(pool)
     .await?;
     let mut spaces = Vec::new();
+    let mut conflicts = 0;
     for sid in sids {
         let mut tx = pool.begin().await?;
         let id: String = sqlx::query_scalar("SELECT id FROM spaces WHERE sid = $1 FOR UPDATE")
@@ -35,11 +37,26 @@ pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, Sto
         .await?;
         let tombstones: i64 = deleted.try_get(0)?;
         let top: Option<i64> = deleted.try_get(1)?;
+        // Conflict reports of that age go too, and the horizon rises over
+        // them: a client that had not pulled past one resyncs, and is told
+        // that reports may have been lost with its cursor.
+        let reports = sqlx::query(
+            "WITH gone AS (
+                 DELETE FROM conflicts WHERE sid = $1 AND created_at < $2 RETURNING seq
+             )
+             SELECT count(*), max(seq) FROM gone",
+        )
+        .bind(sid)
+        .bind(cutoff)
+        .fetch_one(&mut *tx)
+        .await?;
+        conflicts += count(reports.try_get(0)?);
+        let reports_top: Option<i64> = reports.try_get(1)?;
         let horizon: i64 = sqlx::query_scalar(
             "UPDATE spaces SET horizon = GREATEST(horizon, $2) WHERE sid = $1 RETURNING horizon",
         )
         .bind(sid)
-        .bind(top.unwrap_or(0))
+        .bind(top.max(reports_top).unwrap_or(0))
         .fetch_one(&mut *tx)
         .await?;
         tx.commit().await?;
@@ -66,5 +83,9 @@ pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, Sto
     .execute(pool)
     .await?
     .rows_affected();
-    Ok(CompactReport { spaces, batches })
+    Ok(CompactReport {
+        spaces,
+        batches,
+        conflicts,
+    })
 }

@@ -3,9 +3,11 @@
 use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
+use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
 use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
+use crate::store::delivery::{self, Delivery};
 use crate::store::stored::{corrupt, count};
 use crate::store::stored::{int, now_ms};
 use crate::store::{
@@ -90,9 +92,13 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     let Merged {
         applied,
         conflicts,
+        displaced,
         rows,
         head: seq,
     } = plan.merge(batch.changes, head)?;
+    if !displaced.is_empty() {
+        store_displaced(&mut *tx, sid, &displaced).await?;
+    }
 
     // The batch's record, its rows and the space's new head in one
     // statement (one round trip, under the lock taken above).
@@ -168,6 +174,81 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         head: seq,
         replayed: false,
     })
+}
+
+/// Stores the reports for the authors of writes the batch replaced unseen,
+/// addressed to the replica and to the user who last pushed from it here;
+/// a replica that never pushed here (a node's REST writes) has no one to
+/// tell.
+async fn store_displaced(
+    tx: &mut sqlx::PgConnection,
+    sid: i64,
+    displaced: &[(u64, ferry_core::Displaced)],
+) -> Result<(), StoreError> {
+    let rows = delivery::rows(displaced)?;
+    let seqs: Vec<i64> = rows.iter().map(|r| int(r.seq)).collect();
+    let (clients, collections, reports): (Vec<String>, Vec<String>, Vec<String>) = rows
+        .into_iter()
+        .map(|r| (r.client_id, r.collection, r.conflict))
+        .collect();
+    sqlx::query(
+        "INSERT INTO conflicts (sid, client_id, user_id, seq, collection, conflict, created_at)
+         SELECT $1, u.client_id, nullif(b.user_id, ''), u.seq, u.collection, u.conflict, $6
+         FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[])
+              AS u (client_id, seq, collection, conflict)
+         CROSS JOIN LATERAL (
+             SELECT user_id FROM batches
+             WHERE sid = $1 AND client_id = u.client_id
+             ORDER BY created_at DESC LIMIT 1
+         ) b",
+    )
+    .bind(sid)
+    .bind(&clients)
+    .bind(&seqs)
+    .bind(&collections)
+    .bind(&reports)
+    .bind(now_ms())
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// The reports for `to` that a page ending at `end` covers, into `page`.
+async fn deliver(
+    pool: &PgPool,
+    space: &SpaceId,
+    to: &delivery::ConflictsFor,
+    collections: Option<&[&str]>,
+    page: &mut PullPage,
+) -> Result<(), StoreError> {
+    if to.after >= page.cursor {
+        return Ok(());
+    }
+    // Reports below the page's end were committed before the page was
+    // read (commits are serialized in seq order), so a later snapshot
+    // holds them all.
+    let mut rows = sqlx::query(
+        "SELECT c.seq, c.conflict FROM conflicts c JOIN spaces s ON s.sid = c.sid
+         WHERE s.id = $1 AND c.client_id = $2 AND (c.user_id IS NULL OR c.user_id = $3)
+           AND c.seq > $4 AND c.seq <= $5
+           AND ($6::text[] IS NULL OR c.collection = ANY ($6::text[]))
+         ORDER BY c.seq",
+    )
+    .bind(space.as_str())
+    .bind(to.client_id.as_str())
+    .bind(to.user.as_str())
+    .bind(int(to.after))
+    .bind(int(page.cursor))
+    .bind(collections)
+    .fetch(pool);
+    let mut delivery = Delivery::default();
+    while let Some(row) = rows.try_next().await? {
+        if !delivery.offer(count(row.try_get(0)?), row.try_get(1)?)? {
+            break;
+        }
+    }
+    delivery.finish(page);
+    Ok(())
 }
 
 /// A record from the columns `collection, id, seq, fields, deleted`
@@ -250,14 +331,18 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
     ))
     .bind(space.as_str())
     .bind(int(q.cursor))
-    .bind(collections)
+    .bind(&collections)
     .bind(i64::from(q.limit) + 1)
     .fetch_all(pool)
     .await?;
     let first = rows.first().ok_or(StoreError::NotFound("space"))?;
     let (head, horizon) = (count(first.try_get(0)?), count(first.try_get(1)?));
     check_cursor(q.cursor, horizon, head)?;
-    Ok(PullPage::finish(fill(&rows, 2, q.limit)?, q, head))
+    let mut page = PullPage::finish(fill(&rows, 2, q.limit)?, q, head);
+    if let Some(to) = &q.conflicts {
+        deliver(pool, space, to, collections.as_deref(), &mut page).await?;
+    }
+    Ok(page)
 }
 
 const RECORD_COLUMNS: &str = "r.collection, r.id, r.seq, r.fields, r.deleted";

@@ -153,6 +153,21 @@ ALTER TABLE batches ADD PRIMARY KEY (sid, client_id, batch_id, user_id);
 ALTER TABLE spaces ADD COLUMN created_by text COLLATE "C";
 CREATE INDEX spaces_by_creator ON spaces (created_by);
 "#,
+    // Conflict reports for replicas whose stored writes a concurrent write
+    // replaced (see store::delivery): under the seq of that commit.
+    r#"
+CREATE TABLE conflicts (
+    sid        bigint NOT NULL REFERENCES spaces (sid),
+    client_id  text COLLATE "C" NOT NULL,
+    user_id    text COLLATE "C",
+    seq        bigint NOT NULL,
+    collection text COLLATE "C" NOT NULL,
+    conflict   text NOT NULL,
+    created_at bigint NOT NULL
+);
+CREATE INDEX conflicts_by_client ON conflicts (sid, client_id, seq);
+CREATE INDEX conflicts_by_age ON conflicts (created_at);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.
@@ -200,7 +215,7 @@ mod tests {
         let db = TestDatabase::create().await;
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         // The schema as it was before subscriptions and batches per user.
-        let before = MIGRATIONS.len() - 2;
+        let before = MIGRATIONS.len() - 3;
         sqlx::raw_sql(
             "CREATE TABLE ferry_schema (version integer PRIMARY KEY, applied_at bigint NOT NULL)",
         )

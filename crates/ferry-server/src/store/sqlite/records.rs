@@ -12,6 +12,7 @@ use serde_json::value::RawValue;
 use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
 use crate::store::stored::corrupt;
 use crate::store::stored::{int, now_ms};
+use crate::store::delivery::{self, Delivery};
 use crate::store::{Batch, PageFill, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -100,6 +101,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
     let Merged {
         applied,
         conflicts,
+        displaced,
         rows,
         head: seq,
     } = plan.merge(batch.changes, head)?;
@@ -128,6 +130,21 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         }
         tx.prepare_cached("UPDATE spaces SET seq = ?2 WHERE sid = ?1")?
             .execute(params![sid, seq as i64])?;
+    }
+    if !displaced.is_empty() {
+        // Addressed to the replica and to the user who last pushed from it
+        // here; a replica that never pushed here (a node's REST writes)
+        // has no one to tell.
+        let mut report = tx.prepare_cached(
+            "INSERT INTO conflicts (sid, client_id, user_id, seq, collection, conflict, created_at)
+             SELECT ?1, ?2, nullif(b.user_id, ''), ?3, ?4, ?5, ?6
+             FROM (SELECT user_id FROM batches WHERE sid = ?1 AND client_id = ?2
+                   ORDER BY created_at DESC LIMIT 1) b",
+        )?;
+        let now = now_ms();
+        for r in delivery::rows(&displaced)? {
+            report.execute(params![sid, r.client_id, int(r.seq), r.collection, r.conflict, now])?;
+        }
     }
     if let Some(batch_id) = &batch.batch_id {
         tx.prepare_cached(
@@ -206,8 +223,35 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
             page.push(record_row(row)?);
         }
     }
+    let mut page = PullPage::finish(page, q, head);
+    if let Some(to) = &q.conflicts {
+        let mut stmt = tx.prepare_cached(
+            "SELECT seq, conflict FROM conflicts
+             WHERE sid = ?1 AND client_id = ?2 AND (user_id IS NULL OR user_id = ?3)
+               AND seq > ?4 AND seq <= ?5
+               AND (?6 IS NULL OR collection IN (SELECT value FROM json_each(?6)))
+             ORDER BY seq",
+        )?;
+        let mut rows = stmt.query(params![
+            sid,
+            to.client_id.as_str(),
+            to.user.as_str(),
+            int(to.after),
+            int(page.cursor),
+            collections
+        ])?;
+        let mut delivery = Delivery::default();
+        while let Some(row) = rows.next()? {
+            let seq = row.get::<_, i64>(0)?.max(0) as u64;
+            let text = row.get_ref(1)?.as_str().map_err(|e| corrupt("conflict", e))?;
+            if !delivery.offer(seq, text)? {
+                break;
+            }
+        }
+        delivery.finish(&mut page);
+    }
     tx.commit()?;
-    Ok(PullPage::finish(page, q, head))
+    Ok(page)
 }
 
 pub fn record(

@@ -80,6 +80,7 @@ pub(super) fn all(cursor: u64) -> PullQuery {
         cursor,
         limit: 10_000,
         collections: None,
+        conflicts: None,
     }
 }
 

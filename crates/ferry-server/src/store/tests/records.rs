@@ -165,6 +165,7 @@ pub async fn pages_follow_the_cursor_without_gaps(store: Arc<dyn Store>) {
                     cursor,
                     limit: 10,
                     collections: None,
+                    conflicts: None,
                 },
             )
             .await
@@ -210,6 +211,7 @@ pub async fn collection_filters_still_move_the_cursor(store: Arc<dyn Store>) {
                 cursor: 0,
                 limit: 100,
                 collections: Some(vec![Collection::new("todos").unwrap()]),
+                conflicts: None,
             },
         )
         .await
