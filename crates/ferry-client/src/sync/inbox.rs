@@ -24,10 +24,9 @@ fn held(
         "SELECT n, conflict FROM conflicts WHERE space = ?1 AND collection = ?2 AND id = ?3
          ORDER BY n",
     )?;
-    let rows = stmt.query_map(
-        [space.as_str(), collection.as_str(), id.as_str()],
-        |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
-    )?;
+    let rows = stmt.query_map([space.as_str(), collection.as_str(), id.as_str()], |r| {
+        Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?))
+    })?;
     rows.map(|row| {
         let (n, text) = row?;
         Ok((

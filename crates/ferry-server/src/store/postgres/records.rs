@@ -1,9 +1,9 @@
 //! Pushing and pulling records in PostgreSQL.
 
 use ferry_core::{Collection, Conflict, RecordId, SpaceId};
+use futures_util::TryStreamExt;
 use serde_json::value::RawValue;
 use sqlx::postgres::PgRow;
-use futures_util::TryStreamExt;
 use sqlx::{PgPool, Row};
 
 use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};

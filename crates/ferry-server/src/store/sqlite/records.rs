@@ -10,9 +10,9 @@ use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
 use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
+use crate::store::delivery::{self, Delivery};
 use crate::store::stored::corrupt;
 use crate::store::stored::{int, now_ms};
-use crate::store::delivery::{self, Delivery};
 use crate::store::{Batch, PageFill, PullPage, PullQuery, PushOutcome, RecordRow, StoreError};
 
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
@@ -143,7 +143,14 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         )?;
         let now = now_ms();
         for r in delivery::rows(&displaced)? {
-            report.execute(params![sid, r.client_id, int(r.seq), r.collection, r.conflict, now])?;
+            report.execute(params![
+                sid,
+                r.client_id,
+                int(r.seq),
+                r.collection,
+                r.conflict,
+                now
+            ])?;
         }
     }
     if let Some(batch_id) = &batch.batch_id {
@@ -243,7 +250,10 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
         let mut delivery = Delivery::default();
         while let Some(row) = rows.next()? {
             let seq = row.get::<_, i64>(0)?.max(0) as u64;
-            let text = row.get_ref(1)?.as_str().map_err(|e| corrupt("conflict", e))?;
+            let text = row
+                .get_ref(1)?
+                .as_str()
+                .map_err(|e| corrupt("conflict", e))?;
             if !delivery.offer(seq, text)? {
                 break;
             }

@@ -4,10 +4,12 @@
 
 mod accounts;
 mod billing;
+mod conflicts;
 mod records;
 
 pub use accounts::*;
 pub use billing::*;
+pub use conflicts::*;
 pub use records::*;
 
 use std::collections::HashMap;
@@ -160,6 +162,11 @@ both_backends!(
     a_batch_id_is_its_users_alone,
     pages_stop_at_their_byte_budget,
     a_record_cannot_grow_past_its_limit,
+    a_write_replaced_unseen_is_reported_to_its_author_once,
+    a_plain_edit_and_a_write_without_bases_report_nothing,
+    a_delete_reports_the_values_its_author_had_not_seen,
+    reports_fill_a_page_by_bytes,
+    reports_are_compacted_with_the_horizon,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.
