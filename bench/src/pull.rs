@@ -118,7 +118,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
             let (n, next, more) = (page.records.len(), page.cursor, page.has_more);
             let body = serde_json::to_vec(&PullResponse {
                 changes: page.records,
-                conflicts: page.conflicts,
+                reported: page.conflicts,
                 cursor: page.cursor,
                 has_more: page.has_more,
                 hlc: h.clone(),

@@ -253,9 +253,12 @@ pub fn serialized_len(value: &serde_json::Value) -> usize {
 pub struct SyncResponse<R = Record> {
     /// How many changes altered stored state.
     pub applied: u64,
-    /// The writes of this batch that lost, then the client's earlier
-    /// writes that concurrent writes replaced, reported with this page.
+    /// The writes of this batch that lost (the same on a retry).
     pub conflicts: Vec<Conflict>,
+    /// Earlier writes of this client that concurrent writes replaced after
+    /// they were stored, reported with this page (see `conflict_cursor`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub reported: Vec<Conflict>,
     /// Records with `seq > cursor`, ordered by `seq`.
     pub changes: Vec<R>,
     /// The cursor to send next time.
@@ -272,9 +275,9 @@ pub struct PullResponse<R = Record> {
     /// Records with `seq > cursor`, ordered by `seq`.
     pub changes: Vec<R>,
     /// The conflicts reported with this page to the `client_id` the pull
-    /// named (left out when it named none).
+    /// named, as in [`SyncResponse::reported`].
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub conflicts: Vec<Conflict>,
+    pub reported: Vec<Conflict>,
     /// The cursor to send next time.
     pub cursor: u64,
     /// Whether more records wait.

@@ -88,7 +88,7 @@ pub(super) fn take(
 /// server applied that batch whole or not at all, and a batch sent again
 /// under its id is answered from its record if applied), and what they
 /// wrote, with the inbox's reports about the record, becomes one
-/// `record_deleted` entry. Whether the inbox gained or changed an entry.
+/// `record_deleted` entry. Whether changes were lost here.
 pub(super) fn deleted(
     tx: &Transaction<'_>,
     space: &SpaceId,
@@ -115,13 +115,23 @@ pub(super) fn deleted(
     }
     let reports: Vec<Conflict> = entries.iter().map(|(_, c)| c.clone()).collect();
     let kept = deleted_under(collection, id, &dropped, &reports, deleted, local, me);
-    if kept.is_none() && entries.is_empty() {
-        return Ok(false);
+    // The first entry about the record stays (its number is the app's
+    // handle) holding the gathered report; the others fold into it.
+    let mut numbers = entries.iter().map(|(n, _)| *n);
+    let first = numbers.next();
+    for n in numbers.chain(first.filter(|_| kept.is_none())) {
+        tx.prepare_cached("DELETE FROM conflicts WHERE n = ?1")?
+            .execute([n])?;
     }
-    tx.prepare_cached("DELETE FROM conflicts WHERE space = ?1 AND collection = ?2 AND id = ?3")?
-        .execute([space.as_str(), collection.as_str(), id.as_str()])?;
-    if let Some(kept) = &kept {
-        insert(tx, space, kept, now_ms)?;
+    match (&kept, first) {
+        (Some(kept), Some(n)) => {
+            let text = serde_json::to_string(kept).map_err(|e| corrupt("conflict", e))?;
+            tx.prepare_cached("UPDATE conflicts SET conflict = ?2, at = ?3 WHERE n = ?1")?
+                .execute(params![n, text, now_ms as i64])?;
+        }
+        (Some(kept), None) => insert(tx, space, kept, now_ms)?,
+        (None, _) => {}
     }
-    Ok(kept.is_some())
+    // Only changes dropped here are news; the rest was in the inbox.
+    Ok(kept.is_some() && !dropped.is_empty())
 }

@@ -213,7 +213,7 @@ impl Replica {
                 )? as u64;
             }
             let me = self.client_id();
-            for conflict in &answer.conflicts {
+            for conflict in answer.conflicts.iter().chain(&answer.reported) {
                 if inbox::take(&tx, space, conflict, me, now)? {
                     report.conflicts += 1;
                 }

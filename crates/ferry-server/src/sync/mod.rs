@@ -46,7 +46,7 @@ async fn sync(
         user: user.id.clone(),
         after: req.conflict_cursor.unwrap_or(req.cursor),
     };
-    let (applied, mut conflicts) = if req.changes.is_empty() {
+    let (applied, conflicts) = if req.changes.is_empty() {
         (0, Vec::new())
     } else {
         access::require_write(role)?;
@@ -76,10 +76,10 @@ async fn sync(
             },
         )
         .await?;
-    conflicts.extend(page.conflicts);
     Ok(Json(SyncResponse {
         applied,
         conflicts,
+        reported: page.conflicts,
         changes: page.records,
         cursor: page.cursor,
         has_more: page.has_more,
@@ -136,7 +136,7 @@ async fn changes(
         .await?;
     Ok(Json(PullResponse {
         changes: page.records,
-        conflicts: page.conflicts,
+        reported: page.conflicts,
         cursor: page.cursor,
         has_more: page.has_more,
         hlc: state.clock.tick(),
