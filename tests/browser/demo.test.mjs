@@ -223,35 +223,6 @@ test("a second person never sees the first one's todos, and signing out wipes th
   await b.close();
 });
 
-test("edits that cross show in the conflict view, and the person picks one", async () => {
-  const { a, b, pageA, pageB } = await twoDevices(browser, server, "cross@example.com");
-  await addTodo(pageA, "Shared");
-  await waitForTitles(pageB, ["Shared"]);
-
-  const rename = async (page, title) => {
-    await page.dblclick("[data-testid=todo] .title");
-    await page.fill("[data-testid=todo] input.edit", title);
-    await page.press("[data-testid=todo] input.edit", "Enter");
-  };
-  await a.setOffline(true);
-  await b.setOffline(true);
-  await rename(pageA, "Renamed in A");
-  await new Promise((r) => setTimeout(r, 20));
-  await rename(pageB, "Renamed in B");
-  // B's later edit reaches the server first; A's older one then loses.
-  await b.setOffline(false);
-  await waitForStatus(pageB, "idle", 0);
-  await a.setOffline(false);
-  await pageA.waitForSelector("[data-testid=conflict]");
-  await waitForTitles(pageA, ["Renamed in B"]);
-  await screenshot(pageA, "conflict");
-  await pageA.click("[data-testid=conflict] button[data-keep=mine]");
-  await waitForTitles(pageB, ["Renamed in A"], "the kept version in the other browser");
-  assert.equal(await pageA.$("[data-testid=conflict]"), null);
-  await a.close();
-  await b.close();
-});
-
 test("the client refuses bad input with a clear error and writes nothing", async () => {
   const context = await browser.newContext();
   const page = await openDemo(context, server);

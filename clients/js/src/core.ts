@@ -4,7 +4,7 @@
 
 import init, * as wasm from "../wasm/ferry_wasm.js";
 
-import type { Change, Fields, RecordState } from "./types.js";
+import type { Change, Conflict, Fields, RecordState } from "./types.js";
 
 let ready: Promise<void> | null = null;
 
@@ -66,4 +66,49 @@ export function mergeRecord(ours: RecordState, theirs: { fields: Fields; deleted
       JSON.stringify({ fields: theirs.fields, deleted: theirs.deleted }),
     ),
   );
+}
+
+/** How the inbox takes a reported conflict (see ferry-core's `conflict`). */
+export type Take = { skip: true } | { fold: number; conflict: Conflict } | { add: true };
+
+/**
+ * How an inbox holding `held` (its entries about the same record) takes
+ * `incoming`, given the record's local state and this replica's id.
+ */
+export function inboxTake(held: Conflict[], incoming: Conflict, local: RecordState | null, me: string): Take {
+  return JSON.parse(
+    wasm.inboxTake(JSON.stringify(held), JSON.stringify(incoming), local ? JSON.stringify(local) : "", me),
+  );
+}
+
+/**
+ * The one `record_deleted` entry kept for a record found deleted (at
+ * `deleted`, when known): from the pending changes dropped and the inbox's
+ * entries about the record; null when nothing of this replica's is lost.
+ */
+export function deletedUnder(
+  collection: string,
+  id: string,
+  dropped: Change[],
+  held: Conflict[],
+  deleted: string | null,
+  local: RecordState | null,
+  me: string,
+): Conflict | null {
+  return JSON.parse(
+    wasm.deletedUnder(
+      collection,
+      id,
+      JSON.stringify(dropped),
+      JSON.stringify(held),
+      deleted ?? "",
+      local ? JSON.stringify({ fields: local.fields, deleted: local.deleted }) : "",
+      me,
+    ),
+  );
+}
+
+/** What a `record_deleted` conflict holds of this replica's lost writes, as values to write. */
+export function restorable(conflict: Conflict): Record<string, unknown> {
+  return JSON.parse(wasm.restorable(JSON.stringify(conflict)));
 }

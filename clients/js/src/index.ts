@@ -236,9 +236,26 @@ export class Ferry {
     return this.store.conflicts();
   }
 
+  /**
+   * Settles conflict `n`: keep this replica's value (written again now, so
+   * it wins), take the other, or write another value. A `record_deleted`
+   * conflict is settled by taking the delete or with `restore`.
+   */
   async resolve(n: number, resolution: Resolution): Promise<void> {
     const changed = await this.store.resolve(n, resolution);
     await this.changed(changed ? [changed] : [], true);
+  }
+
+  /**
+   * Settles `record_deleted` conflict `n` by writing what this replica lost
+   * to the delete as a new record of the same collection (`id`, or one made
+   * from the deleted id); returns the new id. A delete is final: the
+   * deleted id stays deleted.
+   */
+  async restore(n: number, id?: string): Promise<string> {
+    const changed = await this.store.restore(n, id);
+    await this.changed([changed], true);
+    return changed.id;
   }
 
   rejected(): Promise<Rejected[]> {
@@ -533,7 +550,7 @@ export class Ferry {
       return periodic;
     }
     this.setStatus({ state: "syncing" });
-    const report: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false };
+    const report: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false, expired: false };
     try {
       for (const space of await this.syncedSpaces()) {
         const r = await syncSpace(this.store, this.remote, space, (c) => void this.changed(c, true));

@@ -19,6 +19,7 @@ import * as core from "./core.js";
 import type {
   Change,
   Changed,
+  Conflict,
   LocalRecord,
   Op,
   Query,
@@ -67,6 +68,12 @@ interface OutboxEntry {
 interface SpaceEntry {
   space: string;
   cursor: number;
+  /**
+   * How far the server's conflict reports were taken into the inbox; a
+   * resync moves `cursor` back to 0, not this. Absent before it existed:
+   * read as `cursor`.
+   */
+  conflictCursor?: number;
   /** A full resync from 0 is under way: pulling, then (with `sending`) sending the batch stamped before it. */
   resync: boolean;
   sending?: boolean;
@@ -102,7 +109,7 @@ interface Schema extends DBSchema {
   };
   spaces: { key: string; value: SpaceEntry };
   meta: { key: string; value: unknown };
-  conflicts: { key: number; value: StoredConflict };
+  conflicts: { key: number; value: StoredConflict; indexes: { record: [string, string, string] } };
   rejected: { key: number; value: Rejected };
 }
 
@@ -171,19 +178,26 @@ export class Store {
 
   /** Opens (creating) the replica database `name`. */
   static async open(name: string, durability: Durability = "crash"): Promise<Store> {
-    const db = await openDB<Schema>(name, 1, {
-      upgrade(db) {
-        // No indexes: the key orders records by space, then collection, so
-        // key ranges serve both, and every pulled record costs one write.
-        db.createObjectStore("records", { keyPath: ["space", "collection", "id"] });
-        const outbox = db.createObjectStore("outbox", { keyPath: "n", autoIncrement: true });
-        outbox.createIndex("space", "space");
-        outbox.createIndex("batch", "batch");
-        outbox.createIndex("record", ["space", "collection", "id"]);
-        db.createObjectStore("spaces", { keyPath: "space" });
-        db.createObjectStore("meta");
-        db.createObjectStore("conflicts", { keyPath: "n", autoIncrement: true });
-        db.createObjectStore("rejected", { keyPath: "n", autoIncrement: true });
+    const db = await openDB<Schema>(name, 2, {
+      upgrade(db, oldVersion, _newVersion, tx) {
+        if (oldVersion < 1) {
+          // No indexes: the key orders records by space, then collection, so
+          // key ranges serve both, and every pulled record costs one write.
+          db.createObjectStore("records", { keyPath: ["space", "collection", "id"] });
+          const outbox = db.createObjectStore("outbox", { keyPath: "n", autoIncrement: true });
+          outbox.createIndex("space", "space");
+          outbox.createIndex("batch", "batch");
+          outbox.createIndex("record", ["space", "collection", "id"]);
+          db.createObjectStore("spaces", { keyPath: "space" });
+          db.createObjectStore("meta");
+          db.createObjectStore("conflicts", { keyPath: "n", autoIncrement: true });
+          db.createObjectStore("rejected", { keyPath: "n", autoIncrement: true });
+        }
+        if (oldVersion < 2) {
+          // A report about a field or a deleted record folds into the
+          // inbox's entry about it.
+          tx.objectStore("conflicts").createIndex("record", ["space", "conflict.collection", "conflict.id"]);
+        }
       },
       blocking() {
         // Another tab runs a newer version of the app: let it upgrade.
@@ -311,6 +325,13 @@ export class Store {
     return (await this.db.get("spaces", space))?.cursor ?? 0;
   }
 
+  /** The cursor of `space`, and how far its conflict reports were taken. */
+  async cursors(space: string): Promise<{ cursor: number; conflictCursor: number }> {
+    const entry = await this.db.get("spaces", space);
+    const cursor = entry?.cursor ?? 0;
+    return { cursor, conflictCursor: entry?.conflictCursor ?? cursor };
+  }
+
   async lastSyncedAt(): Promise<number | null> {
     const all = await this.db.getAll("spaces");
     const times = all.map((s) => s.syncedAt).filter((t): t is number => t !== null);
@@ -338,13 +359,35 @@ export class Store {
     let changed: Changed | null = null;
     if (value && c.kind === "record_deleted") {
       throw new FerryError(
-        `${c.collection}/${c.id} was deleted; deletes are final, so write a new record instead`,
+        `${c.collection}/${c.id} was deleted; deletes are final: restore what you wrote as a new record (restore), or take the delete`,
         "invalid",
       );
     }
     if (value && c.field) {
       changed = await this.write(stored.space, c.collection, c.id, "patch", { [c.field]: value.v });
     }
+    await this.db.delete("conflicts", n);
+    return changed;
+  }
+
+  /**
+   * Settles `record_deleted` conflict `n` by writing what this replica
+   * lost to the delete as a new record `id` (or one made from the deleted
+   * id) of the same collection.
+   */
+  async restore(n: number, id?: string): Promise<Changed> {
+    const stored = await this.db.get("conflicts", n);
+    if (!stored) throw new FerryError(`no conflict ${n}`, "invalid");
+    const c = stored.conflict;
+    if (c.kind !== "record_deleted") {
+      throw new FerryError(`conflict ${n} is about one field of a live record; resolve it instead`, "invalid");
+    }
+    const values = core.restorable(c);
+    if (Object.keys(values).length === 0) {
+      throw new FerryError(`conflict ${n} holds no values to restore; take the delete`, "invalid");
+    }
+    const newId = id ?? `${c.id.slice(0, 200)}.${randomHex(6)}`;
+    const changed = await this.write(stored.space, c.collection, newId, "put", values);
     await this.db.delete("conflicts", n);
     return changed;
   }
@@ -425,9 +468,18 @@ export class Store {
         }
       }
       const at = Date.now();
-      for (const conflict of answer.conflicts) {
-        work.push(tx.objectStore("conflicts").add({ space, conflict, at } as StoredConflict));
-        out.conflicts += 1;
+      // Reports first, against the records as they were before this page.
+      for (const conflict of [...answer.conflicts, ...(answer.reported ?? [])]) {
+        if (await takeConflict(conflicts, tx.objectStore("records"), space, conflict, this.clientId, at)) {
+          out.conflicts += 1;
+        }
+      }
+      // What the replica held of the records this page deletes.
+      const before = new Map<string, StoredRecord>();
+      for (const r of answer.changes) {
+        if (r.deleted === null) continue;
+        const local = await tx.objectStore("records").get([space, r.collection, r.id]);
+        if (local && local.deleted === null) before.set(JSON.stringify([r.collection, r.id]), local);
       }
       const records = unwrap(tx.objectStore("records"));
       const known = this.known.get(space) ?? (await tx.objectStore("spaces").get(space))?.resync === true;
@@ -435,12 +487,14 @@ export class Store {
       this.known.set(space, existed * 2 > answer.changes.length);
       for (const r of answer.changes) out.changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
       out.pulled = answer.changes.length;
-      // A pulled delete drops the pending changes to its record: sent after
-      // the server compacted the tombstone, they would bring it back.
+      // A pulled delete drops the pending changes to its record (sent after
+      // the server compacted the tombstone, they would bring it back), kept
+      // in the inbox as lost to the delete.
       for (const r of answer.changes) {
-        if (r.deleted !== null && (await dropPending(outbox, conflicts, space, r.collection, r.id, at))) {
-          out.conflicts += 1;
-        }
+        const local = before.get(JSON.stringify([r.collection, r.id]));
+        if (!local) continue;
+        const lost = { collection: r.collection, id: r.id, deleted: r.deleted, local };
+        if (await lostToDelete(outbox, conflicts, space, lost, this.clientId, at)) out.conflicts += 1;
       }
       const hlc = core.hlcObserve(await this.clock(tx.objectStore("meta")), answer.hlc, Date.now());
       work.push(tx.objectStore("meta").put(hlc, "hlc"));
@@ -448,7 +502,7 @@ export class Store {
       const entry = (await spaces.get(space)) ?? newSpace(space);
       if (!answer.has_more && entry.resync) {
         const records = tx.objectStore("records");
-        out.conflicts += await dropGone(records, outbox, conflicts, space, at, out.changed);
+        out.conflicts += await dropGone(records, outbox, conflicts, space, this.clientId, at, out.changed);
         const stamped = (await outbox.index("space").getAll(space, MAX_BATCH)).some((e) => e.batch !== undefined);
         if (stamped) {
           entry.sending = true;
@@ -459,7 +513,8 @@ export class Store {
           entry.sending = false;
         }
       }
-      work.push(spaces.put({ ...entry, cursor: answer.cursor, syncedAt: at }));
+      const conflictCursor = Math.max(entry.conflictCursor ?? entry.cursor, answer.cursor);
+      work.push(spaces.put({ ...entry, cursor: answer.cursor, conflictCursor, syncedAt: at }));
       await Promise.all(work);
       out.pending = (await outbox.index("space").count(space)) > 0;
       await tx.done;
@@ -715,7 +770,11 @@ async function startOver(records: Rw<"records">, spaces: Rw<"spaces">, space: st
     await cursor.update({ ...cursor.value, seen: 0 });
     cursor = await cursor.continue();
   }
-  await spaces.put(newSpace(space, true));
+  // The reports taken so far stay taken: the pull from 0 does not bring
+  // them again.
+  const old = await spaces.get(space);
+  const conflictCursor = Math.max(old?.conflictCursor ?? 0, old?.cursor ?? 0);
+  await spaces.put({ ...newSpace(space, true), conflictCursor });
 }
 
 /** Whether local changes to the record at `key` wait in the outbox. */
@@ -724,25 +783,77 @@ async function pendingFor(outbox: Rw<"outbox">, key: [string, string, string]): 
 }
 
 /**
- * Drops the pending changes to a record deleted on the server, reported
- * lost as one `record_deleted` conflict; whether there were any. (One in a
- * stamped batch may go too: the server applied that batch whole or not at
- * all, and answers it again from its record when sent again.)
+ * Puts a conflict the server reported into the inbox, unless the record
+ * shows it settled by this replica's own later write; a report about a
+ * field or deleted record the inbox holds folds into that entry. Whether
+ * the inbox took it.
  */
-async function dropPending(
+async function takeConflict(
+  conflicts: Rw<"conflicts">,
+  records: Rw<"records">,
+  space: string,
+  conflict: Conflict,
+  me: string,
+  at: number,
+): Promise<boolean> {
+  const key: [string, string, string] = [space, conflict.collection, conflict.id];
+  const local = (await records.get(key)) ?? null;
+  const held = await conflicts.index("record").getAll(key);
+  const take = core.inboxTake(
+    held.map((h) => h.conflict),
+    conflict,
+    local,
+    me,
+  );
+  if ("skip" in take) return false;
+  if ("fold" in take) {
+    await conflicts.put({ ...held[take.fold], conflict: take.conflict, at });
+  } else {
+    await conflicts.add({ space, conflict, at } as StoredConflict);
+  }
+  return true;
+}
+
+/**
+ * A record this replica held as `local` was deleted on the server (at
+ * `deleted`, when known): its pending changes are dropped (sent after the
+ * server compacted the tombstone, they would bring it back; one in a
+ * stamped batch may go too: the server applied that batch whole or not at
+ * all, and answers it again from its record when sent again), and what
+ * they wrote, with the inbox's reports about the record, becomes one
+ * `record_deleted` entry. Whether changes were lost here.
+ */
+async function lostToDelete(
   outbox: Rw<"outbox">,
   conflicts: Rw<"conflicts">,
   space: string,
-  collection: string,
-  id: string,
+  gone: { collection: string; id: string; deleted: string | null; local: RecordState },
+  me: string,
   at: number,
 ): Promise<boolean> {
-  const keys = await outbox.index("record").getAllKeys([space, collection, id]);
-  if (keys.length === 0) return false;
-  for (const k of keys) await outbox.delete(k);
-  const conflict = { collection, id, field: null, kind: "record_deleted", yours: null, winner: null };
-  await conflicts.add({ space, conflict, at } as StoredConflict);
-  return true;
+  const key: [string, string, string] = [space, gone.collection, gone.id];
+  const pending = await outbox.index("record").getAll(key);
+  for (const e of pending) await outbox.delete(e.n as number);
+  const dropped = pending.sort((a, b) => (a.n ?? 0) - (b.n ?? 0)).map((e) => e.change);
+  const held = await conflicts.index("record").getAll(key);
+  if (dropped.length === 0 && held.length === 0) return false;
+  const kept = core.deletedUnder(
+    gone.collection,
+    gone.id,
+    dropped,
+    held.map((h) => h.conflict),
+    gone.deleted,
+    gone.local,
+    me,
+  );
+  // The first entry about the record stays (its number is the app's
+  // handle), holding the gathered report.
+  const [first, ...rest] = held;
+  for (const h of rest) await conflicts.delete(h.n);
+  if (kept && first) await conflicts.put({ ...first, conflict: kept, at });
+  else if (kept) await conflicts.add({ space, conflict: kept, at } as StoredConflict);
+  else if (first) await conflicts.delete(first.n);
+  return kept !== null && dropped.length > 0;
 }
 
 /**
@@ -755,6 +866,7 @@ async function dropGone(
   outbox: Rw<"outbox">,
   conflicts: Rw<"conflicts">,
   space: string,
+  me: string,
   at: number,
   changed: Changed[],
 ): Promise<number> {
@@ -771,7 +883,9 @@ async function dropGone(
   }
   for (const r of gone) {
     await records.delete([space, r.collection, r.id]);
-    if (await dropPending(outbox, conflicts, space, r.collection, r.id, at)) made += 1;
+    // The delete itself is forgotten: when it happened is unknown.
+    const lost = { collection: r.collection, id: r.id, deleted: null, local: r };
+    if (await lostToDelete(outbox, conflicts, space, lost, me, at)) made += 1;
     changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
   }
   return made;

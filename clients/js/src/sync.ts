@@ -33,14 +33,17 @@ export async function syncSpace(
   space: string,
   changed: (c: Changed[]) => void,
 ): Promise<SyncReport> {
-  const total: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false };
+  const total: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false, expired: false };
   if (space.startsWith("local:")) return total;
   for (;;) {
     const outgoing = await store.nextBatch(space);
+    const { cursor, conflictCursor } = await store.cursors(space);
     const body = {
       client_id: store.clientId,
-      cursor: await store.cursor(space),
+      cursor,
       limit: PAGE,
+      // Reports already taken are not sent again while a resync pulls from 0.
+      ...(conflictCursor > cursor ? { conflict_cursor: conflictCursor } : {}),
       ...(outgoing ? { batch_id: outgoing.batchId, changes: outgoing.changes } : {}),
     };
     let answer: SyncAnswer;
@@ -52,6 +55,7 @@ export async function syncSpace(
     } catch (e) {
       if (!(e instanceof FerryError)) throw e;
       if (e.code === "cursor_expired") {
+        total.expired = true;
         await store.beginResync(space);
         continue;
       }

@@ -25,6 +25,13 @@ export interface ServerRecord extends RecordState {
   seq: number;
 }
 
+/**
+ * A write of this replica that lost. For `stale_write`, `yours` and
+ * `winner` are the two values of `field`. For `record_deleted`, `field` is
+ * null, `yours.value` holds this replica's writes the delete dropped as a
+ * record's fields (`{name: {value, hlc}}`; `Ferry.restore` writes them as a
+ * new record) and `winner.hlc` is the delete's.
+ */
 export interface Conflict {
   collection: string;
   id: string;
@@ -37,6 +44,8 @@ export interface Conflict {
 export interface SyncAnswer {
   applied: number;
   conflicts: Conflict[];
+  /** Earlier writes of this replica that concurrent writes replaced. */
+  reported?: Conflict[];
   changes: ServerRecord[];
   cursor: number;
   has_more: boolean;
@@ -106,6 +115,11 @@ export interface SyncReport {
   conflicts: number;
   rejected: number;
   resynced: boolean;
+  /**
+   * The server had forgotten history this replica had not pulled (`410`):
+   * conflicts reported before its horizon may have been lost.
+   */
+  expired: boolean;
 }
 
 export type Op = "=" | "!=" | "<" | "<=" | ">" | ">=";

@@ -12,9 +12,11 @@
 //! `clients/js` loads the module that `scripts/build-web` generates from
 //! this crate with `wasm-bindgen`.
 
+use ferry_core::conflict::{deleted_under, fold, restorable, settled_locally};
 use ferry_core::local::{LocalWrite, local_write};
 use ferry_core::{
-    ClientId, Collection, FieldName, Hlc, RecordId, RecordState, SpaceId, merge_states,
+    Change, ClientId, Collection, Conflict, FieldName, Hlc, RecordId, RecordState, SpaceId,
+    merge_states,
 };
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -164,6 +166,105 @@ pub fn merge_record(ours: &str, theirs: &str) -> std::result::Result<String, JsE
     js(merge_record_inner(ours, theirs))
 }
 
+fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| format!("not {what}: {e}"))
+}
+
+/// How an inbox takes the conflict `incoming` (JSON) that the server
+/// reported, given the entries it `held` about the same record (a JSON
+/// array), the record's `local` state and the replica's id `me`: returns
+/// `{"skip": true}` (settled by the replica's own later write),
+/// `{"fold": i, "conflict": <the entry to keep in place of held[i]>}`, or
+/// `{"add": true}`.
+pub fn inbox_take_inner(held: &str, incoming: &str, local: &str, me: &str) -> Result<String> {
+    let held: Vec<Conflict> = parse("a list of conflicts", held)?;
+    let incoming: Conflict = parse("a conflict", incoming)?;
+    let me = ClientId::new(me).map_err(|e| e.to_string())?;
+    if settled_locally(&incoming, &parse_state(local)?, &me) {
+        return to_json(&serde_json::json!({"skip": true}));
+    }
+    match held
+        .iter()
+        .enumerate()
+        .find_map(|(i, h)| fold(h, &incoming).map(|kept| (i, kept)))
+    {
+        Some((i, kept)) => to_json(&serde_json::json!({"fold": i, "conflict": kept})),
+        None => to_json(&serde_json::json!({"add": true})),
+    }
+}
+
+/// See [`inbox_take_inner`].
+#[wasm_bindgen(js_name = inboxTake)]
+pub fn inbox_take(
+    held: &str,
+    incoming: &str,
+    local: &str,
+    me: &str,
+) -> std::result::Result<String, JsError> {
+    js(inbox_take_inner(held, incoming, local, me))
+}
+
+/// The one `record_deleted` entry a replica keeps for a record found
+/// deleted (at `deleted`, an HLC, or empty when unknown): from its
+/// `dropped` pending changes and the inbox entries it `held` about the
+/// record (JSON arrays), given its `local` state and id `me`. Returns the
+/// conflict as JSON, or `null`.
+pub fn deleted_under_inner(
+    collection: &str,
+    id: &str,
+    dropped: &str,
+    held: &str,
+    deleted: &str,
+    local: &str,
+    me: &str,
+) -> Result<String> {
+    let collection = Collection::new(collection).map_err(|e| e.to_string())?;
+    let id = RecordId::new(id).map_err(|e| e.to_string())?;
+    let dropped: Vec<Change> = parse("a list of changes", dropped)?;
+    let held: Vec<Conflict> = parse("a list of conflicts", held)?;
+    let deleted = (!deleted.is_empty()).then(|| parse_hlc(deleted)).transpose()?;
+    let me = ClientId::new(me).map_err(|e| e.to_string())?;
+    let kept = deleted_under(
+        &collection,
+        &id,
+        &dropped,
+        &held,
+        deleted.as_ref(),
+        &parse_state(local)?,
+        &me,
+    );
+    to_json(&kept)
+}
+
+/// See [`deleted_under_inner`].
+#[wasm_bindgen(js_name = deletedUnder)]
+pub fn deleted_under_js(
+    collection: &str,
+    id: &str,
+    dropped: &str,
+    held: &str,
+    deleted: &str,
+    local: &str,
+    me: &str,
+) -> std::result::Result<String, JsError> {
+    js(deleted_under_inner(
+        collection, id, dropped, held, deleted, local, me,
+    ))
+}
+
+/// The values a `record_deleted` conflict (JSON) holds of the replica's
+/// lost writes, as a JSON object of plain values to write as a new record.
+pub fn restorable_inner(conflict: &str) -> Result<String> {
+    let conflict: Conflict = parse("a conflict", conflict)?;
+    to_json(&restorable(&conflict))
+}
+
+/// See [`restorable_inner`].
+#[wasm_bindgen(js_name = restorable)]
+pub fn restorable_js(conflict: &str) -> std::result::Result<String, JsError> {
+    js(restorable_inner(conflict))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -222,5 +323,43 @@ mod tests {
         assert_eq!(merged["fields"]["a"]["value"], 1);
         assert_eq!(merged["fields"]["b"]["value"], 3);
         assert!(merge_record_inner("{", "").is_err());
+    }
+
+    #[test]
+    fn the_inbox_folds_skips_and_gathers_as_the_core_says() {
+        let lost = |v: &str, h: &str| {
+            json!({"collection": "todos", "id": "t", "field": "title", "kind": "stale_write",
+                   "yours": {"value": v, "hlc": h},
+                   "winner": {"value": "b", "hlc": "001763798400009:00000:b"}})
+        };
+        let h1 = "001763798400001:00000:tab";
+        let h2 = "001763798400002:00000:tab";
+        let empty = json!({"fields": {}, "deleted": null}).to_string();
+        let add = inbox_take_inner("[]", &lost("a", h1).to_string(), &empty, "tab").unwrap();
+        assert_eq!(add, r#"{"add":true}"#);
+        let held = json!([lost("a", h1)]).to_string();
+        let folded = inbox_take_inner(&held, &lost("a2", h2).to_string(), &empty, "tab").unwrap();
+        let folded: Value = serde_json::from_str(&folded).unwrap();
+        assert_eq!(folded["fold"], 0);
+        assert_eq!(folded["conflict"]["yours"]["value"], "a2");
+        let mine = json!({"fields": {"title": {"value": "a3", "hlc": "001763798400010:00000:tab"}},
+                          "deleted": null});
+        let skip = inbox_take_inner("[]", &lost("a", h1).to_string(), &mine.to_string(), "tab");
+        assert_eq!(skip.unwrap(), r#"{"skip":true}"#);
+
+        let gathered = deleted_under_inner(
+            "todos",
+            "t",
+            "[]",
+            &held,
+            "001763798400011:00000:b",
+            &empty,
+            "tab",
+        )
+        .unwrap();
+        assert_eq!(restorable_inner(&gathered).unwrap(), r#"{"title":"a"}"#);
+        let none = deleted_under_inner("todos", "t", "[]", "[]", "", &empty, "tab").unwrap();
+        assert_eq!(none, "null");
+        assert!(inbox_take_inner("{", "{}", "", "tab").is_err());
     }
 }

@@ -119,11 +119,35 @@ function conflictItem(stored: StoredConflict): HTMLElement {
   li.dataset.testid = "conflict";
   const what = document.createElement("div");
   if (c.kind === "record_deleted") {
-    what.textContent = "A todo you edited was deleted on another device.";
+    what.textContent = "A todo you edited was deleted on another device. What you wrote:";
+    const lost = document.createElement("dl");
+    lost.className = "lost";
+    const fields = (c.yours?.value ?? {}) as Record<string, { value: unknown }>;
+    for (const [name, f] of Object.entries(fields)) {
+      const dt = document.createElement("dt");
+      dt.textContent = name;
+      const dd = document.createElement("dd");
+      dd.textContent = describe(f?.value);
+      lost.append(dt, dd);
+    }
+    const choices = document.createElement("div");
+    choices.className = "choices";
+    const restore = document.createElement("button");
+    restore.type = "button";
+    restore.dataset.action = "restore";
+    restore.textContent = "Restore as a new todo";
+    // A restored todo keeps its place: it had a `created` of its own, or
+    // takes now.
+    restore.addEventListener("click", () => void write(() => restoreTodo(stored)));
+    restore.hidden = Object.keys(fields).length === 0;
     const ok = document.createElement("button");
-    ok.textContent = "OK";
+    ok.type = "button";
+    ok.dataset.action = "dismiss";
+    ok.className = "quiet";
+    ok.textContent = "Let it go";
     ok.addEventListener("click", () => void write(() => ferry.resolve(stored.n, { keep: "theirs" })));
-    li.append(what, ok);
+    choices.append(restore, ok);
+    li.append(what, lost, choices);
     return li;
   }
   what.textContent = `The ${c.field} of a todo was changed on two devices.`;
@@ -142,6 +166,18 @@ function conflictItem(stored: StoredConflict): HTMLElement {
   choices.append(option("Yours", c.yours?.value, "mine"), option("The other device's (kept for now)", c.winner?.value, "theirs"));
   li.append(what, choices);
   return li;
+}
+
+async function restoreTodo(stored: StoredConflict): Promise<void> {
+  const id = await ferry.restore(stored.n, newId());
+  const restored = await ferry.get(ferry.personalSpace(), COLLECTION, id);
+  // Only what this device wrote came back: a todo needs its title, order
+  // and state, whichever device last wrote them.
+  const missing: Record<string, unknown> = {};
+  if (restored?.fields.title == null) missing.title = "(restored)";
+  if (restored?.fields.created == null) missing.created = Date.now();
+  if (restored?.fields.done == null) missing.done = false;
+  if (Object.keys(missing).length > 0) await ferry.patch(ferry.personalSpace(), COLLECTION, id, missing);
 }
 
 function showStatus(s: SyncStatus): void {

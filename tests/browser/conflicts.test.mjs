@@ -1,0 +1,123 @@
+// Edits that crossed, in the todo demo in a real headless Chromium against
+// a real `ferry serve`: whichever browser comes back online first, the one
+// whose edit lost sees both versions and the other sees nothing; a todo
+// edited on one browser and deleted on the other can be restored from what
+// was written.
+
+import assert from "node:assert/strict";
+import { after, before, test } from "node:test";
+
+import {
+  addTodo,
+  eventually,
+  launch,
+  screenshot,
+  startServer,
+  twoDevices,
+  waitForStatus,
+  waitForTitles,
+} from "./helpers.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+async function rename(page, title) {
+  await page.dblclick("[data-testid=todo] .title");
+  await page.fill("[data-testid=todo] input.edit", title);
+  await page.press("[data-testid=todo] input.edit", "Enter");
+}
+
+/** Brings `first` online, waits for it to settle, then `second`. */
+async function backOnline([first, firstPage], [second, secondPage]) {
+  await first.setOffline(false);
+  await waitForStatus(firstPage, "idle", 0);
+  await second.setOffline(false);
+  await waitForStatus(secondPage, "idle", 0);
+}
+
+for (const order of ["the newer edit first", "the older edit first"]) {
+  test(`edits that cross show both versions to the one that lost: ${order}`, async () => {
+    const email = `cross-${order.split(" ")[1]}@example.com`;
+    const { a, b, pageA, pageB } = await twoDevices(browser, server, email);
+    await addTodo(pageA, "Shared");
+    await waitForTitles(pageB, ["Shared"]);
+
+    await a.setOffline(true);
+    await b.setOffline(true);
+    await waitForStatus(pageA, "offline");
+    await waitForStatus(pageB, "offline");
+    await rename(pageA, "Renamed in A");
+    await new Promise((r) => setTimeout(r, 20));
+    // B's edit is later: it wins in either order.
+    await rename(pageB, "Renamed in B");
+    if (order === "the newer edit first") {
+      await backOnline([b, pageB], [a, pageA]);
+    } else {
+      await backOnline([a, pageA], [b, pageB]);
+    }
+    await waitForTitles(pageA, ["Renamed in B"]);
+    await waitForTitles(pageB, ["Renamed in B"]);
+    await pageA.waitForSelector("[data-testid=conflict]");
+    const shown = await pageA.textContent("#conflict-list");
+    assert.match(shown, /Renamed in A/);
+    assert.match(shown, /Renamed in B/);
+    assert.equal((await pageA.$$("[data-testid=conflict]")).length, 1);
+    assert.equal(await pageB.$("[data-testid=conflict]"), null, "the winner is told nothing");
+    await screenshot(pageA, `conflict-${order.split(" ")[1]}-first`);
+
+    await pageA.click("[data-testid=conflict] button[data-keep=mine]");
+    await waitForTitles(pageB, ["Renamed in A"], "the kept version in the other browser");
+    assert.equal(await pageA.$("[data-testid=conflict]"), null);
+    await waitForStatus(pageB, "idle", 0);
+    assert.equal(await pageB.$("[data-testid=conflict]"), null);
+    await a.close();
+    await b.close();
+  });
+}
+
+for (const order of ["the delete first", "the edit first"]) {
+  test(`a todo edited while deleted elsewhere can be restored: ${order}`, async () => {
+    const email = `restore-${order.split(" ")[1]}@example.com`;
+    const { a, b, pageA, pageB } = await twoDevices(browser, server, email);
+    await addTodo(pageA, "Shared");
+    await waitForTitles(pageB, ["Shared"]);
+
+    await a.setOffline(true);
+    await b.setOffline(true);
+    await waitForStatus(pageA, "offline");
+    await waitForStatus(pageB, "offline");
+    await pageB.click("[data-testid=todo]:has-text('Shared') .remove");
+    await rename(pageA, "LOSTWRITE-123");
+    if (order === "the delete first") {
+      await backOnline([b, pageB], [a, pageA]);
+    } else {
+      await backOnline([a, pageA], [b, pageB]);
+    }
+    await waitForTitles(pageA, []);
+    await waitForTitles(pageB, []);
+    await pageA.waitForSelector("[data-testid=conflict]");
+    assert.match(await pageA.textContent("#conflict-list"), /deleted on another device[\s\S]*LOSTWRITE-123/);
+    assert.equal(await pageB.$("[data-testid=conflict]"), null, "the deleting browser is told nothing");
+    await screenshot(pageA, `deleted-${order.split(" ")[1]}-first`);
+
+    await pageA.click("[data-testid=conflict] button[data-action=restore]");
+    await waitForTitles(pageA, ["LOSTWRITE-123"]);
+    await waitForTitles(pageB, ["LOSTWRITE-123"], "the restored todo in the other browser");
+    await eventually(
+      async () => assert.equal(await pageA.$("[data-testid=conflict]"), null),
+      "the conflict to be settled",
+    );
+    await a.close();
+    await b.close();
+  });
+}
