@@ -102,8 +102,16 @@ pub enum ClientCommand {
     /// refused for good), or settle a conflict.
     Conflicts {
         /// The conflict to settle.
-        #[arg(long, value_name = "N")]
+        #[arg(long, value_name = "N", conflicts_with = "restore")]
         resolve: Option<i64>,
+        /// Settle a `record_deleted` conflict by writing what this replica
+        /// lost to the delete as a new record (printed).
+        #[arg(long, value_name = "N")]
+        restore: Option<i64>,
+        /// The id of the restored record (default: made from the deleted
+        /// one).
+        #[arg(long, requires = "restore", value_name = "ID")]
+        id: Option<String>,
         /// Write this replica's value again.
         #[arg(long, requires = "resolve")]
         keep_mine: bool,
@@ -209,6 +217,13 @@ async fn sync_all(replica: &Replica) -> anyhow::Result<()> {
                 report.conflicts
             ));
         }
+        if report.expired {
+            bar.println(format!(
+                "{space}: this replica was away longer than the server keeps history; \
+                 it pulled the space again, and edits of yours that lost meanwhile \
+                 may not be in ferry conflicts"
+            ));
+        }
     }
     bar.finish_and_clear();
     println!("Synced with {server}: {pushed} changes sent, {pulled} records received.");
@@ -300,6 +315,16 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
         ClientCommand::Sync { .. } => sync_all(&replica).await?,
         ClientCommand::Watch { .. } => watch(&replica).await?,
         ClientCommand::Logout { keep, .. } => logout(&replica, keep).await?,
+        ClientCommand::Conflicts {
+            restore: Some(n),
+            id,
+            ..
+        } => {
+            let id = id.map(RecordId::new).transpose()?;
+            let restored = replica.restore(n, id.as_ref())?;
+            println!("Restored as {restored}.");
+            write_through(&replica).await;
+        }
         ClientCommand::Conflicts {
             resolve,
             keep_mine,

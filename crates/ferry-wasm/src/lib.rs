@@ -222,7 +222,9 @@ pub fn deleted_under_inner(
     let id = RecordId::new(id).map_err(|e| e.to_string())?;
     let dropped: Vec<Change> = parse("a list of changes", dropped)?;
     let held: Vec<Conflict> = parse("a list of conflicts", held)?;
-    let deleted = (!deleted.is_empty()).then(|| parse_hlc(deleted)).transpose()?;
+    let deleted = (!deleted.is_empty())
+        .then(|| parse_hlc(deleted))
+        .transpose()?;
     let me = ClientId::new(me).map_err(|e| e.to_string())?;
     let kept = deleted_under(
         &collection,
