@@ -21,7 +21,9 @@
 //! everyone syncs until quiet. Checked: every replica equals the server;
 //! the server holds, for every field, the write with the highest HLC among
 //! all the writes made, unless a delete of the record dominates, and no
-//! deleted record exists anywhere; every `(client, batch)` got the same
+//! deleted record exists anywhere; every device's conflicts inbox holds
+//! exactly the writes it lost to concurrent ones (see `oracle`); every
+//! `(client, batch)` got the same
 //! answer every time, so it applied at most once; no cursor and no HLC ever
 //! went backwards, across crashes and clock jumps; every outbox drained and
 //! nothing was refused. A run is a pure function of its seed: the trace of
@@ -36,6 +38,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod net;
+mod oracle;
 mod world;
 
 use std::collections::{BTreeMap, HashMap};
@@ -243,8 +246,11 @@ async fn one_seed(seed: u64) -> (Vec<String>, Faults) {
                 // Tombstones are kept longer than any request takes to
                 // arrive: whatever the network holds lands first.
                 while net.deliver_held().await {}
+                // Conflict reports are kept (the oracle expects every one
+                // delivered); their expiry is tested on its own.
                 let cutoff = ferry_server::clock::wall_ms() + 1;
-                let report = server.served().state.store.compact(cutoff).await.unwrap();
+                let store = &server.served().state.store;
+                let report = store.compact_with(cutoff, 0).await.unwrap();
                 extra.compactions += 1;
                 let tombstones: u64 = report.spaces.iter().map(|s| s.tombstones).sum();
                 note(format!(
@@ -368,6 +374,12 @@ async fn one_seed(seed: u64) -> (Vec<String>, Faults) {
             d.name
         );
     }
+    // Every device's inbox: each write lost to a concurrent one told once.
+    let live = oracle::live_hlcs(&on_server);
+    for d in &devices {
+        oracle::check(seed, d.name.as_str(), &d.replica, &writes, &live);
+    }
+    extra.conflicts = oracle::count(&devices.iter().map(|d| &d.replica).collect::<Vec<_>>());
     proxy_task.abort();
     let mut faults = net.faults.lock().unwrap().clone();
     faults.add(&extra);

@@ -41,6 +41,8 @@ pub struct Faults {
     pub clock_jumps: u64,
     pub compactions: u64,
     pub resyncs: u64,
+    /// Conflicts the devices' inboxes hold in the end.
+    pub conflicts: u64,
 }
 
 impl Faults {
@@ -58,6 +60,7 @@ impl Faults {
         self.clock_jumps += o.clock_jumps;
         self.compactions += o.compactions;
         self.resyncs += o.resyncs;
+        self.conflicts += o.conflicts;
     }
 }
 

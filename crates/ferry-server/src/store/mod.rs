@@ -417,7 +417,20 @@ pub trait Store: Send + Sync + 'static {
     /// cutoff: a batch retried after that is merged again, where its writes
     /// already there change nothing (and its cursor, if older than the
     /// horizon, answers `cursor_expired` first).
-    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError>;
+    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+        self.compact_with(cutoff_ms, cutoff_ms).await
+    }
+
+    /// [`Store::compact`], with conflict reports stored before
+    /// `reports_cutoff_ms` deleted (and the horizon raised over them)
+    /// rather than those before `cutoff_ms`: reports kept longer than
+    /// tombstones still reach a client that resyncs after its cursor
+    /// expired.
+    async fn compact_with(
+        &self,
+        cutoff_ms: u64,
+        reports_cutoff_ms: u64,
+    ) -> Result<CompactReport, StoreError>;
 
     /// Stores a sign-in (magic link) token, by its hash, for `email`.
     async fn create_login_token(

@@ -6,13 +6,19 @@ use sqlx::{PgPool, Row};
 use crate::store::stored::{self, count, int};
 use crate::store::{CompactReport, SpaceCompaction, StoreError};
 
-pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+pub async fn compact(
+    pool: &PgPool,
+    cutoff_ms: u64,
+    reports_cutoff_ms: u64,
+) -> Result<CompactReport, StoreError> {
     let cutoff = int(cutoff_ms);
+    let reports_cutoff = int(reports_cutoff_ms);
     let sids: Vec<i64> = sqlx::query_scalar(
         "SELECT sid FROM records WHERE deleted IS NOT NULL AND updated_at < $1
-         UNION SELECT sid FROM conflicts WHERE created_at < $1",
+         UNION SELECT sid FROM conflicts WHERE created_at < $2",
     )
     .bind(cutoff)
+    .bind(reports_cutoff)
     .fetch_all(pool)
     .await?;
     let mut spaces = Vec::new();
@@ -47,7 +53,7 @@ pub async fn compact(pool: &PgPool, cutoff_ms: u64) -> Result<CompactReport, Sto
              SELECT count(*), max(seq) FROM gone",
         )
         .bind(sid)
-        .bind(cutoff)
+        .bind(reports_cutoff)
         .fetch_one(&mut *tx)
         .await?;
         conflicts += count(reports.try_get(0)?);

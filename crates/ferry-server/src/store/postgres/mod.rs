@@ -240,8 +240,12 @@ impl Store for PgStore {
         records::record(&self.pool, space, collection, id).await
     }
 
-    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
-        compact::compact(&self.pool, cutoff_ms).await
+    async fn compact_with(
+        &self,
+        cutoff_ms: u64,
+        reports_cutoff_ms: u64,
+    ) -> Result<CompactReport, StoreError> {
+        compact::compact(&self.pool, cutoff_ms, reports_cutoff_ms).await
     }
 
     async fn create_login_token(

@@ -6,8 +6,13 @@ use rusqlite::{Connection, TransactionBehavior, params};
 use crate::store::stored::int;
 use crate::store::{CompactReport, SpaceCompaction, StoreError};
 
-pub fn compact(c: &mut Connection, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
+pub fn compact(
+    c: &mut Connection,
+    cutoff_ms: u64,
+    reports_cutoff_ms: u64,
+) -> Result<CompactReport, StoreError> {
     let cutoff = int(cutoff_ms);
+    let reports_cutoff = int(reports_cutoff_ms);
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let found: Vec<(String, i64, i64)> = {
         let mut stmt = tx.prepare(
@@ -36,9 +41,12 @@ pub fn compact(c: &mut Connection, cutoff_ms: u64) -> Result<CompactReport, Stor
         "UPDATE spaces SET horizon = max(spaces.horizon, t.top)
          FROM (SELECT sid, max(seq) AS top FROM conflicts WHERE created_at < ?1 GROUP BY sid) AS t
          WHERE spaces.sid = t.sid",
-        [cutoff],
+        [reports_cutoff],
     )?;
-    let conflicts = tx.execute("DELETE FROM conflicts WHERE created_at < ?1", [cutoff])?;
+    let conflicts = tx.execute(
+        "DELETE FROM conflicts WHERE created_at < ?1",
+        [reports_cutoff],
+    )?;
     // Each client's (and user's) newest batch in a space stays, however old: it may be
     // the one the client never heard the answer to, sent again after the
     // client was away past the horizon; applying it a second time could

@@ -297,8 +297,13 @@ impl Store for SqliteStore {
             .await
     }
 
-    async fn compact(&self, cutoff_ms: u64) -> Result<CompactReport, StoreError> {
-        self.write(move |c| compact::compact(c, cutoff_ms)).await
+    async fn compact_with(
+        &self,
+        cutoff_ms: u64,
+        reports_cutoff_ms: u64,
+    ) -> Result<CompactReport, StoreError> {
+        self.write(move |c| compact::compact(c, cutoff_ms, reports_cutoff_ms))
+            .await
     }
 
     async fn create_login_token(

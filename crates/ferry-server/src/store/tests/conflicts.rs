@@ -290,3 +290,53 @@ pub async fn reports_are_compacted_with_the_horizon(store: Arc<dyn Store>) {
             .is_empty()
     );
 }
+
+pub async fn reports_kept_longer_than_tombstones_reach_a_resync(store: Arc<dyn Store>) {
+    let s = orig(store.as_ref()).await;
+    push(
+        store.as_ref(),
+        &s,
+        "a",
+        "1",
+        vec![seen(
+            "x",
+            "title",
+            json!("A"),
+            hlc(5, "a"),
+            Some(hlc(1, "o")),
+        )],
+    )
+    .await;
+    push(store.as_ref(), &s, "b", "1", vec![delete("y", hlc(6, "b"))]).await;
+    push(
+        store.as_ref(),
+        &s,
+        "b",
+        "2",
+        vec![seen(
+            "x",
+            "title",
+            json!("B"),
+            hlc(7, "b"),
+            Some(hlc(1, "o")),
+        )],
+    )
+    .await;
+    // The tombstone goes, the report stays: A's cursor (2) expires, and
+    // its pull from 0 still brings the report.
+    let report = store.compact_with(u64::MAX / 2, 0).await.unwrap();
+    assert_eq!(report.conflicts, 0);
+    assert!(matches!(
+        store.pull(&s, all(2)).await,
+        Err(StoreError::CursorExpired { .. })
+    ));
+    let mut q = all(0);
+    q.conflicts = Some(ConflictsFor {
+        client_id: ClientId::new("a").unwrap(),
+        user: user("writer"),
+        after: 2,
+    });
+    let page = store.pull(&s, q).await.unwrap();
+    assert_eq!(page.conflicts.len(), 1);
+    assert_eq!(page.conflicts[0].winner.as_ref().unwrap().value, json!("B"));
+}

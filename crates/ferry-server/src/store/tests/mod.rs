@@ -167,6 +167,7 @@ both_backends!(
     a_delete_reports_the_values_its_author_had_not_seen,
     reports_fill_a_page_by_bytes,
     reports_are_compacted_with_the_horizon,
+    reports_kept_longer_than_tombstones_reach_a_resync,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.
