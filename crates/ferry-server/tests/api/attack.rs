@@ -46,6 +46,19 @@ fn attempts(space: &str, cursor: u64) -> Vec<(Method, String, Option<Value>, boo
             false,
         ),
         (Method::GET, format!("{base}/changes?cursor=0"), None, false),
+        // Pulls asking for a replica's conflict reports.
+        (
+            Method::POST,
+            format!("{base}/sync"),
+            Some(json!({"client_id": "a", "cursor": 0, "conflict_cursor": 0})),
+            false,
+        ),
+        (
+            Method::GET,
+            format!("{base}/changes?cursor=0&client_id=a"),
+            None,
+            false,
+        ),
         (
             Method::GET,
             format!("{base}/changes?cursor={cursor}"),

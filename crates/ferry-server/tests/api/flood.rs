@@ -59,6 +59,12 @@ fn templates(token: &str) -> Vec<Shot> {
     let upsert = json!({"op": "upsert", "collection": "todos", "id": "t-1",
                         "fields": {"title": {"value": "milk", "hlc": HLC}}});
     let delete = json!({"op": "delete", "collection": "todos", "id": "t-2", "hlc": HLC});
+    // Changes with bases, as Ferry's clients send them, for the bending.
+    let seen = json!({"op": "upsert", "collection": "todos", "id": "t-1",
+                      "fields": {"title": {"value": "eggs", "hlc": HLC}},
+                      "base": {"title": HLC}});
+    let seen_delete = json!({"op": "delete", "collection": "todos", "id": "t-1", "hlc": HLC,
+                             "base": {"title": HLC, "done": null}});
     vec![
         get("/v1/me"),
         get("/v1/spaces"),
@@ -78,7 +84,14 @@ fn templates(token: &str) -> Vec<Shot> {
             "/v1/spaces/team/sync",
             json!({"client_id": "c1", "cursor": 0, "changes": []}),
         ),
+        json(
+            "POST",
+            "/v1/spaces/team/sync",
+            json!({"client_id": "c2", "batch_id": "b2", "cursor": 0, "conflict_cursor": 3,
+                   "changes": [seen, seen_delete]}),
+        ),
         get("/v1/spaces/team/changes?cursor=0&limit=10&collections=todos"),
+        get("/v1/spaces/team/changes?cursor=0&client_id=c1&conflict_cursor=2"),
         get("/v1/spaces/team/members"),
         json(
             "PUT",
@@ -278,8 +291,9 @@ fn mutate(shot: &mut Shot, dice: &mut Dice, token: &str) -> &'static str {
             let q = match dice.below(5) {
                 0 => "cursor=-1".to_owned(),
                 1 => "cursor=18446744073709551616&limit=0".to_owned(),
-                2 => "limit=abc&collections=,,,".to_owned(),
+                2 => "limit=abc&collections=,,,&conflict_cursor=-3".to_owned(),
                 3 => format!("collections={}", "c,".repeat(dice.below(2000))),
+                4 if dice.below(2) == 0 => format!("client_id={}", "c".repeat(dice.below(300))),
                 _ => "access_token=x&unknown=%zz".to_owned(),
             };
             let base = shot.path.split('?').next().unwrap_or("/").to_owned();
