@@ -34,11 +34,14 @@ struct FieldWrite {
 
 type Key = (String, String);
 
+/// A delete: its author, and its base (field to the HLC it had seen).
+type Delete = (String, BTreeMap<String, Option<Hlc>>);
+
 struct History {
     /// Every upsert's field writes, by record and field.
     fields: BTreeMap<Key, Vec<FieldWrite>>,
     /// Per record, each delete: its author and its bases.
-    deletes: BTreeMap<String, Vec<(String, BTreeMap<String, Option<Hlc>>)>>,
+    deletes: BTreeMap<String, Vec<Delete>>,
 }
 
 fn history(writes: &[Change]) -> History {

@@ -97,7 +97,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         head: seq,
     } = plan.merge(batch.changes, head)?;
     if !displaced.is_empty() {
-        store_displaced(&mut *tx, sid, &displaced).await?;
+        store_displaced(&mut tx, sid, &displaced).await?;
     }
 
     // The batch's record, its rows and the space's new head in one
