@@ -183,7 +183,7 @@ impl Metrics {
         );
         registry.register(
             "conflicts",
-            "Writes that lost and were reported as conflicts",
+            "Writes that lost and were reported as conflicts (at once, or stored for their author)",
             conflicts.clone(),
         );
         registry.register(
@@ -275,12 +275,12 @@ impl Metrics {
     }
 
     /// Records what one push did.
-    pub fn observe_push(&self, applied: u64, conflicts: usize, replayed: bool) {
+    pub fn observe_push(&self, applied: u64, conflicts: u64, replayed: bool) {
         if replayed {
             self.batches_replayed.inc();
         } else {
             self.changes_applied.inc_by(applied);
-            self.conflicts.inc_by(conflicts as u64);
+            self.conflicts.inc_by(conflicts);
         }
     }
 

@@ -119,6 +119,9 @@ pub struct PushOutcome {
     pub applied: u64,
     /// The writes that lost.
     pub conflicts: Vec<Conflict>,
+    /// How many reports were stored for the authors of writes the batch
+    /// replaced unseen.
+    pub reported: u64,
     /// The space's `seq` after the batch.
     pub head: u64,
     /// Whether this was a retry of a batch applied before (nothing was

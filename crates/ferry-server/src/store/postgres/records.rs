@@ -50,6 +50,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
             return Ok(PushOutcome {
                 applied: count(seen.try_get(0)?),
                 conflicts,
+                reported: 0,
                 head,
                 replayed: true,
             });
@@ -96,9 +97,11 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         rows,
         head: seq,
     } = plan.merge(batch.changes, head)?;
-    if !displaced.is_empty() {
-        store_displaced(&mut tx, sid, &displaced).await?;
-    }
+    let reported = if displaced.is_empty() {
+        0
+    } else {
+        store_displaced(&mut tx, sid, &displaced).await?
+    };
 
     // The batch's record, its rows and the space's new head in one
     // statement (one round trip, under the lock taken above).
@@ -171,6 +174,7 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     Ok(PushOutcome {
         applied,
         conflicts,
+        reported,
         head: seq,
         replayed: false,
     })
@@ -184,14 +188,14 @@ async fn store_displaced(
     tx: &mut sqlx::PgConnection,
     sid: i64,
     displaced: &[(u64, ferry_core::Displaced)],
-) -> Result<(), StoreError> {
+) -> Result<u64, StoreError> {
     let rows = delivery::rows(displaced)?;
     let seqs: Vec<i64> = rows.iter().map(|r| int(r.seq)).collect();
     let (clients, collections, reports): (Vec<String>, Vec<String>, Vec<String>) = rows
         .into_iter()
         .map(|r| (r.client_id, r.collection, r.conflict))
         .collect();
-    sqlx::query(
+    let done = sqlx::query(
         "INSERT INTO conflicts (sid, client_id, user_id, seq, collection, conflict, created_at)
          SELECT $1, u.client_id, nullif(b.user_id, ''), u.seq, u.collection, u.conflict, $6
          FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[])
@@ -210,7 +214,7 @@ async fn store_displaced(
     .bind(now_ms())
     .execute(&mut *tx)
     .await?;
-    Ok(())
+    Ok(done.rows_affected())
 }
 
 /// The reports for `to` that a page ending at `end` covers, into `page`.

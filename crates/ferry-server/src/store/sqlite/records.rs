@@ -70,6 +70,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
             return Ok(PushOutcome {
                 applied: applied.max(0) as u64,
                 conflicts,
+                reported: 0,
                 head,
                 replayed: true,
             });
@@ -131,6 +132,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         tx.prepare_cached("UPDATE spaces SET seq = ?2 WHERE sid = ?1")?
             .execute(params![sid, seq as i64])?;
     }
+    let mut reported = 0;
     if !displaced.is_empty() {
         // Addressed to the replica and to the user who last pushed from it
         // here; a replica that never pushed here (a node's REST writes)
@@ -173,6 +175,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
     Ok(PushOutcome {
         applied,
         conflicts,
+        reported,
         head: seq,
         replayed: false,
     })
