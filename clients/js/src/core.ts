@@ -32,6 +32,11 @@ export function hlcTick(last: string, nowMs: number): string {
   return wasm.hlcTick(last, nowMs);
 }
 
+/** `last` at the same time, stamped by node `node`. */
+export function hlcRebase(last: string, node: string): string {
+  return wasm.hlcRebase(last, node);
+}
+
 export function hlcObserve(last: string, remote: string, nowMs: number): string {
   return wasm.hlcObserve(last, remote, nowMs);
 }

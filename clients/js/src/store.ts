@@ -172,9 +172,24 @@ export class Store {
 
   private constructor(
     readonly db: Db,
-    readonly clientId: string,
+    private id: string,
     private readonly durability: Durability,
   ) {}
+
+  /**
+   * This replica's client id, as this tab last read it. A sign-out that
+   * wipes the replica gives it a new one (a wiped replica is a new device:
+   * the server gives each client id to one person); `currentClientId`
+   * reads it again, for a tab that did not do the wipe.
+   */
+  get clientId(): string {
+    return this.id;
+  }
+
+  async currentClientId(): Promise<string> {
+    this.id = ((await this.db.get("meta", "client_id")) as string | undefined) ?? this.id;
+    return this.id;
+  }
 
   /** Opens (creating) the replica database `name`. */
   static async open(name: string, durability: Durability = "crash"): Promise<Store> {
@@ -221,19 +236,24 @@ export class Store {
 
   // ---- the app's API: writes and reads --------------------------------
 
-  /** One local write, merged and queued in one transaction. */
+  /**
+   * One local write, merged and queued in one transaction; `settles`, a
+   * conflict settled by it in the same transaction (a restore, which must
+   * make a new record).
+   */
   async write(
     space: string,
     collection: string,
     id: string,
     op: core.WriteOp,
     fields: Record<string, unknown> | null,
+    settles?: number,
   ): Promise<Changed> {
     checkNames(space, collection, id);
     if (op !== "delete" && (fields === null || typeof fields !== "object" || Array.isArray(fields))) {
       throw new FerryError('fields must be an object, like {"title": "Milk"}', "invalid");
     }
-    const tx = this.db.transaction(["records", "outbox", "meta", "spaces"], "readwrite", {
+    const tx = this.db.transaction(["records", "outbox", "meta", "spaces", "conflicts"], "readwrite", {
       durability: this.durability === "power-loss" ? "strict" : "relaxed",
     });
     try {
@@ -243,6 +263,10 @@ export class Store {
         records.get([space, collection, id]),
         tx.objectStore("spaces").get(space),
       ]);
+      if (settles !== undefined) {
+        if (rec) throw new FerryError(`${collection}/${id} exists; restore into a new id`, "invalid");
+        await tx.objectStore("conflicts").delete(settles);
+      }
       const hlc = core.hlcTick(last, Date.now());
       let done;
       try {
@@ -357,7 +381,7 @@ export class Store {
     if ("value" in resolution) value = { v: resolution.value };
     else if (resolution.keep === "mine" && c.yours) value = { v: c.yours.value };
     let changed: Changed | null = null;
-    if (value && c.kind === "record_deleted") {
+    if (c.kind === "record_deleted" && !("keep" in resolution && resolution.keep === "theirs")) {
       throw new FerryError(
         `${c.collection}/${c.id} was deleted; deletes are final: restore what you wrote as a new record (restore), or take the delete`,
         "invalid",
@@ -387,9 +411,8 @@ export class Store {
       throw new FerryError(`conflict ${n} holds no values to restore; take the delete`, "invalid");
     }
     const newId = id ?? `${c.id.slice(0, 200)}.${randomHex(6)}`;
-    const changed = await this.write(stored.space, c.collection, newId, "put", values);
-    await this.db.delete("conflicts", n);
-    return changed;
+    // The new record and the settled conflict in one transaction.
+    return this.write(stored.space, c.collection, newId, "put", values, n);
   }
 
   async rejected(): Promise<Rejected[]> {
@@ -525,6 +548,21 @@ export class Store {
     return out;
   }
 
+  /**
+   * Removes the bases of the changes of `batch` (for a server that takes
+   * none); the batch keeps its id, since the server applied nothing of it.
+   */
+  async stripBases(space: string, batch: string): Promise<void> {
+    const tx = this.db.transaction("outbox", "readwrite");
+    for (const e of await tx.store.index("batch").getAll(batch)) {
+      if (e.space !== space) continue;
+      const change = { ...e.change };
+      delete change.base;
+      await tx.store.put({ ...e, change });
+    }
+    await tx.done;
+  }
+
   /** Whether changes of `space` wait in the outbox. */
   async hasPending(space: string): Promise<boolean> {
     return (await this.db.countFromIndex("outbox", "space", space)) > 0;
@@ -642,12 +680,19 @@ export class Store {
     const tx = this.db.transaction(ALL, "readwrite");
     const discarded = wipe ? await tx.objectStore("outbox").count() : 0;
     await tx.objectStore("meta").delete("session");
+    let renewed: string | null = null;
     if (wipe) {
       for (const name of ["records", "outbox", "spaces", "conflicts", "rejected"] as const) {
         await tx.objectStore(name).clear();
       }
+      renewed = `web-${randomHex(8)}`;
+      const meta = tx.objectStore("meta");
+      const last = (await meta.get("hlc")) as string | undefined;
+      await meta.put(renewed, "client_id");
+      if (last) await meta.put(core.hlcRebase(last, renewed), "hlc");
     }
     await tx.done;
+    if (renewed) this.id = renewed;
     return discarded;
   }
 }

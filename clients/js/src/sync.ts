@@ -26,6 +26,11 @@ function refusedForGood(e: FerryError): boolean {
   return e.code === "forbidden" || e.code === "invalid_change" || e.code === "too_large";
 }
 
+/** Whether the server refused a change for carrying `base`, as servers before protocol v1.2 do. */
+function refusesBases(e: FerryError): boolean {
+  return e.code === "invalid_change" && e.message.includes("unknown field `base`");
+}
+
 /** Syncs `space` once; `changed` hears every record stored. */
 export async function syncSpace(
   store: Store,
@@ -35,11 +40,13 @@ export async function syncSpace(
 ): Promise<SyncReport> {
   const total: SyncReport = { pushed: 0, pulled: 0, conflicts: 0, rejected: 0, resynced: false, expired: false };
   if (space.startsWith("local:")) return total;
+  // Another tab may have wiped the replica, which renews its id.
+  const clientId = await store.currentClientId();
   for (;;) {
     const outgoing = await store.nextBatch(space);
     const { cursor, conflictCursor } = await store.cursors(space);
     const body = {
-      client_id: store.clientId,
+      client_id: clientId,
       cursor,
       limit: PAGE,
       // Reports already taken are not sent again while a resync pulls from 0.
@@ -57,6 +64,12 @@ export async function syncSpace(
       if (e.code === "cursor_expired") {
         total.expired = true;
         await store.beginResync(space);
+        continue;
+      }
+      if (outgoing && refusesBases(e) && outgoing.changes.some((c) => c.base !== undefined)) {
+        // A server before protocol v1.2 (an old node during an upgrade):
+        // the same batch without bases goes through.
+        await store.stripBases(space, outgoing.batchId);
         continue;
       }
       if (outgoing && refusedForGood(e)) {

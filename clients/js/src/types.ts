@@ -14,9 +14,12 @@ export interface RecordState {
   deleted: string | null;
 }
 
+/** Per field, the HLC of the value the writing replica held (null: none). */
+export type Bases = Record<string, string | null>;
+
 export type Change =
-  | { op: "upsert"; collection: string; id: string; fields: Fields }
-  | { op: "delete"; collection: string; id: string; hlc: string };
+  | { op: "upsert"; collection: string; id: string; fields: Fields; base?: Bases }
+  | { op: "delete"; collection: string; id: string; hlc: string; base?: Bases };
 
 /** A record as the server sends it. */
 export interface ServerRecord extends RecordState {

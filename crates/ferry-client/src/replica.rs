@@ -140,7 +140,9 @@ pub struct Replica {
 #[derive(Debug)]
 struct Inner {
     path: PathBuf,
-    client_id: ClientId,
+    /// Changed only by a sign-out that wipes the replica: a wiped replica
+    /// is a new device (the server gives each client id to one user).
+    client_id: std::sync::RwLock<ClientId>,
     /// One connection: SQLite serializes writes anyway, and every call is
     /// short. A std mutex, since no call holds it across an `.await`.
     conn: Mutex<Connection>,
@@ -357,13 +359,34 @@ impl Replica {
         Ok(Replica {
             inner: Arc::new(Inner {
                 path,
-                client_id,
+                client_id: std::sync::RwLock::new(client_id),
                 conn: Mutex::new(conn),
                 clock: config.clock,
                 changes,
                 checkpoints,
             }),
         })
+    }
+
+    /// Gives the replica a new client id, in `tx`, with its clock moved to
+    /// it (the same time, the new node); the new id is used once `tx`
+    /// commits and [`Self::use_client_id`] is called.
+    pub(crate) fn renew_client_id(&self, tx: &Connection) -> Result<ClientId> {
+        let old = stored_hlc(tx, &self.client_id())?;
+        let id = ClientId::new(format!("c_{}", random_hex(12)?))?;
+        let hlc = Hlc::new(old.physical(), old.logical(), id.clone())
+            .ok_or_else(|| corrupt("hlc", "out of range"))?;
+        set_meta(tx, "client_id", id.as_str())?;
+        set_meta(tx, "hlc", &hlc.to_string())?;
+        Ok(id)
+    }
+
+    pub(crate) fn use_client_id(&self, id: ClientId) {
+        *self
+            .inner
+            .client_id
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = id;
     }
 
     /// The replica's sync lock, unless another process holds it: whoever
@@ -388,14 +411,18 @@ impl Replica {
     }
 
     /// This replica's client id, in every change it sends.
-    pub fn client_id(&self) -> &ClientId {
-        &self.inner.client_id
+    pub fn client_id(&self) -> ClientId {
+        self.inner
+            .client_id
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The replica's hybrid logical clock as it stands: at or after every
     /// HLC it wrote or heard from the server.
     pub fn hlc(&self) -> Result<Hlc> {
-        stored_hlc(&self.conn(), self.client_id())
+        stored_hlc(&self.conn(), &self.client_id())
     }
 
     /// Milliseconds since the Unix epoch, by the replica's clock.
@@ -437,12 +464,26 @@ impl Replica {
         id: &RecordId,
         write: LocalWrite,
     ) -> Result<()> {
+        self.write_with(space, collection, id, write, |_, _| Ok(()))
+    }
+
+    /// [`Self::write`], with `also` run in its transaction first, given
+    /// the record as held: an error from it writes nothing.
+    fn write_with(
+        &self,
+        space: &SpaceId,
+        collection: &Collection,
+        id: &RecordId,
+        write: LocalWrite,
+        also: impl FnOnce(&Transaction<'_>, &RecordState) -> Result<()>,
+    ) -> Result<()> {
         {
             let mut conn = self.conn();
             let tx = immediate(&mut conn)?;
-            let hlc = stored_hlc(&tx, self.client_id())?.tick(self.now_ms());
+            let hlc = stored_hlc(&tx, &self.client_id())?.tick(self.now_ms());
             set_meta(&tx, "hlc", &hlc.to_string())?;
             let state = read_state(&tx, space, collection, id)?;
+            also(&tx, &state)?;
             let done = local_write(state, collection, id, write, &hlc)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             let text = serde_json::to_string(&done.change).map_err(|e| corrupt("change", e))?;
@@ -700,9 +741,20 @@ impl Replica {
                     .map_err(|e| corrupt("record id", e))?
             }
         };
-        self.put(&stored.space, &c.collection, &id, Value::Object(values))?;
-        self.conn()
-            .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
+        let write =
+            LocalWrite::put(Value::Object(values)).map_err(|e| Error::Invalid(e.to_string()))?;
+        // The new record and the settled conflict in one transaction: a
+        // crash leaves both or neither.
+        self.write_with(&stored.space, &c.collection, &id, write, |tx, held| {
+            if *held != RecordState::default() {
+                return Err(Error::Invalid(format!(
+                    "{}/{id} exists; restore into a new id",
+                    c.collection
+                )));
+            }
+            tx.execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
+            Ok(())
+        })?;
         Ok(id)
     }
 }

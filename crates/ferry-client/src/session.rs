@@ -211,11 +211,14 @@ impl Replica {
                 "DELETE FROM meta WHERE key IN ('user_id', 'email', 'access_token', 'refresh_token')",
                 [],
             )?;
-            let discarded = match policy {
-                SignOut::Keep => 0,
-                SignOut::Wipe => wipe(&tx)?,
+            let (discarded, renewed) = match policy {
+                SignOut::Keep => (0, None),
+                SignOut::Wipe => (wipe(&tx)?, Some(self.renew_client_id(&tx)?)),
             };
             tx.commit()?;
+            if let Some(id) = renewed {
+                self.use_client_id(id);
+            }
             discarded
         };
         if policy == SignOut::Wipe {

@@ -66,7 +66,7 @@ fn writes_queue_in_the_outbox_and_the_clock_never_goes_back() {
         )
         .unwrap();
     let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
-    assert_eq!(r.client_id(), &client);
+    assert_eq!(r.client_id(), client);
     assert_eq!(r.pending().unwrap(), 3);
     r.patch(&space, &notes, &n1, fields(json!({"title": "e"})))
         .unwrap();

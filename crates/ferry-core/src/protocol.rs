@@ -175,7 +175,7 @@ impl SyncRequest {
             .changes
             .iter()
             .enumerate()
-            .map(|(index, raw)| decode_change(index, raw))
+            .map(|(index, raw)| decode_change(index, raw, &wire.client_id))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(SyncRequest {
             client_id: wire.client_id,
@@ -188,11 +188,27 @@ impl SyncRequest {
     }
 }
 
-fn decode_change(index: usize, raw: &RawValue) -> Result<Change, DecodeError> {
+fn decode_change(index: usize, raw: &RawValue, client: &ClientId) -> Result<Change, DecodeError> {
     let change: Change = serde_json::from_str(raw.get()).map_err(|e| DecodeError::Change {
         index,
         reason: e.to_string(),
     })?;
+    // A replica writes under its own name: a write stamped with another
+    // replica's could be reported to that replica as its own.
+    let stamps: Vec<&crate::hlc::Hlc> = match &change {
+        Change::Upsert { fields, .. } => fields.values().map(|f| &f.hlc).collect(),
+        Change::Delete { hlc, .. } => vec![hlc],
+    };
+    if let Some(other) = stamps.iter().find(|h| h.node() != client) {
+        return Err(DecodeError::Change {
+            index,
+            reason: format!(
+                "its HLC {other} names node {}, not the client id {client}: a replica stamps \
+                 its writes with its own client id",
+                other.node()
+            ),
+        });
+    }
     if let Change::Upsert { fields, base, .. } = &change {
         if fields.is_empty() {
             return Err(DecodeError::Change {
@@ -497,6 +513,22 @@ mod tests {
     }
 
     #[test]
+    fn a_write_stamped_with_another_replicas_name_is_refused() {
+        let err = SyncRequest::from_json(&body(json!({
+            "client_id": "phone-1", "batch_id": "b",
+            "changes": [{"op": "delete", "collection": "todos", "id": "t-1", "hlc": H}]
+        })))
+        .unwrap_err();
+        match err {
+            DecodeError::Change { index, reason } => {
+                assert_eq!(index, 0);
+                assert!(reason.contains("laptop-7f3a"), "{reason}");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn a_pure_pull_needs_no_batch_id() {
         let req = SyncRequest::from_json(&body(json!({"client_id": "c"}))).unwrap();
         assert!(req.changes.is_empty());
@@ -506,7 +538,7 @@ mod tests {
     #[test]
     fn a_bad_change_is_named_by_its_index() {
         let err = SyncRequest::from_json(&body(json!({
-            "client_id": "c", "batch_id": "b",
+            "client_id": "laptop-7f3a", "batch_id": "b",
             "changes": [
                 {"op": "delete", "collection": "todos", "id": "t-1", "hlc": H},
                 {"op": "delete", "collection": "to/dos", "id": "t-1", "hlc": H}
@@ -525,7 +557,7 @@ mod tests {
     #[test]
     fn an_empty_upsert_is_refused() {
         let err = SyncRequest::from_json(&body(json!({
-            "client_id": "c", "batch_id": "b",
+            "client_id": "laptop-7f3a", "batch_id": "b",
             "changes": [{"op": "upsert", "collection": "todos", "id": "t-1", "fields": {}}]
         })))
         .unwrap_err();
@@ -561,7 +593,7 @@ mod tests {
         let one = json!({"op": "delete", "collection": "t", "id": "i", "hlc": H});
         let changes: Vec<_> = std::iter::repeat_n(one, MAX_BATCH_CHANGES + 1).collect();
         let err = SyncRequest::from_json(&body(
-            json!({"client_id": "c", "batch_id": "b", "changes": changes}),
+            json!({"client_id": "laptop-7f3a", "batch_id": "b", "changes": changes}),
         ))
         .unwrap_err();
         assert!(matches!(
@@ -574,7 +606,7 @@ mod tests {
     fn an_oversized_value_is_named() {
         let big = "x".repeat(MAX_VALUE_BYTES);
         let err = SyncRequest::from_json(&body(json!({
-            "client_id": "c", "batch_id": "b",
+            "client_id": "laptop-7f3a", "batch_id": "b",
             "changes": [{"op": "upsert", "collection": "t", "id": "i",
                 "fields": {"small": {"value": 1, "hlc": H}, "big": {"value": big, "hlc": H}}}]
         })))
@@ -589,7 +621,7 @@ mod tests {
         let fits = "x".repeat(MAX_VALUE_BYTES - 2);
         assert!(
             SyncRequest::from_json(&body(json!({
-                "client_id": "c", "batch_id": "b",
+                "client_id": "laptop-7f3a", "batch_id": "b",
                 "changes": [{"op": "upsert", "collection": "t", "id": "i",
                     "fields": {"f": {"value": fits, "hlc": H}}}]
             })))

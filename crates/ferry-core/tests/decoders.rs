@@ -9,7 +9,7 @@ use ferry_core::protocol::SyncRequest;
 use ferry_core::{ClientId, Collection, FieldName, Hlc, RecordId, SpaceId, UserId};
 use proptest::prelude::*;
 
-const HLC: &str = "001763798400000:00000:c";
+const HLC: &str = "001763798400000:00000:c1";
 
 /// A valid sync request, the seed the bent ones grow from.
 fn valid_request() -> String {

@@ -194,6 +194,11 @@ impl From<StoreError> for ApiError {
                     json!({"collection": collection, "id": id, "bytes": bytes, "max": max}),
                 )
             }
+            StoreError::ReplicaOfAnother(client) => ApiError::forbidden(format!(
+                "client id {client} is the replica of another user; a replica syncs for one \
+                 person: sign out with its data wiped (which gives it a new id) before \
+                 another person signs in"
+            )),
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly")

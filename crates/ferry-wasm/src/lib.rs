@@ -107,6 +107,22 @@ pub fn hlc_observe(last: &str, remote: &str, now_ms: f64) -> std::result::Result
     js(hlc_observe_inner(last, remote, now_ms))
 }
 
+/// `last` moved to node `node`: the same time, stamped by the replica's new
+/// client id (after a sign-out that wiped it).
+pub fn hlc_rebase_inner(last: &str, node: &str) -> Result<String> {
+    let last = parse_hlc(last)?;
+    let node = ClientId::new(node).map_err(|e| e.to_string())?;
+    Hlc::new(last.physical(), last.logical(), node)
+        .map(|h| h.to_string())
+        .ok_or_else(|| "the clock is out of range".to_owned())
+}
+
+/// See [`hlc_rebase_inner`].
+#[wasm_bindgen(js_name = hlcRebase)]
+pub fn hlc_rebase(last: &str, node: &str) -> std::result::Result<String, JsError> {
+    js(hlc_rebase_inner(last, node))
+}
+
 /// One local write. `state` is the record's state as JSON (empty for a
 /// record the replica does not have), `op` is `put`, `patch` or `delete`,
 /// `fields` a JSON object (ignored for a delete), `hlc` the replica's next
@@ -292,6 +308,8 @@ mod tests {
         let seen = hlc_observe_inner(&second, "001763798500000:00007:srv", T).unwrap();
         assert_eq!(seen, "001763798500000:00008:tab-1");
         assert!(hlc_tick_inner("yesterday", T).is_err());
+        let moved = hlc_rebase_inner(&seen, "web-2").unwrap();
+        assert_eq!(moved, "001763798500000:00008:web-2");
         assert_eq!(millis(f64::NAN), 0);
     }
 

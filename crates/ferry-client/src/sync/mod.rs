@@ -212,7 +212,7 @@ impl Replica {
                     [space.as_str(), batch.as_str()],
                 )? as u64;
             }
-            let me = self.client_id();
+            let me = &self.client_id();
             for conflict in answer.conflicts.iter().chain(&answer.reported) {
                 if inbox::take(&tx, space, conflict, me, now)? {
                     report.conflicts += 1;
@@ -225,7 +225,7 @@ impl Replica {
                 changed.push((record.collection, record.id));
                 report.pulled += 1;
             }
-            let hlc = stored_hlc(&tx, self.client_id())?.observe(&answer.hlc, now);
+            let hlc = stored_hlc(&tx, me)?.observe(&answer.hlc, now);
             set_meta(&tx, "hlc", &hlc.to_string())?;
             // Reports up to the page's end are in the inbox now; a pull
             // from 0 (a resync) does not take them again.
@@ -317,6 +317,36 @@ impl Replica {
             }
             Ok(rows.len() as u64)
         }
+    }
+
+    /// Removes the bases of the changes of `batch` (for a server that
+    /// takes none); the batch keeps its id, since the server applied
+    /// nothing of it.
+    pub fn strip_bases(&self, space: &SpaceId, batch: &BatchId) -> Result<()> {
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let rows: Vec<(i64, String)> = {
+            let mut stmt =
+                tx.prepare("SELECT n, change FROM outbox WHERE space = ?1 AND batch = ?2")?;
+            let rows = stmt.query_map([space.as_str(), batch.as_str()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+            rows.collect::<rusqlite::Result<_>>()?
+        };
+        for (n, text) in rows {
+            let mut change: Change =
+                serde_json::from_str(&text).map_err(|e| corrupt("outbox change", e))?;
+            match &mut change {
+                Change::Upsert { base, .. } | Change::Delete { base, .. } => *base = None,
+            }
+            let text = serde_json::to_string(&change).map_err(|e| corrupt("change", e))?;
+            tx.execute(
+                "UPDATE outbox SET change = ?2 WHERE n = ?1",
+                params![n, text],
+            )?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The local changes the server refused for good, oldest first.

@@ -59,7 +59,7 @@ pub async fn sync_space_with(
                 .await?;
                 reported = taken;
                 let request = SyncRequest {
-                    client_id: replica.client_id().clone(),
+                    client_id: replica.client_id(),
                     batch_id: outgoing.as_ref().map(|o| o.batch_id.clone()),
                     cursor,
                     changes: outgoing
@@ -80,6 +80,21 @@ pub async fn sync_space_with(
                 blocking(replica, {
                     let space = space.clone();
                     move |r| r.begin_resync(&space)
+                })
+                .await?;
+                continue;
+            }
+            Err(e) if refuses_bases(&e) && outgoing.as_ref().is_some_and(has_bases) => {
+                // A server before protocol v1.2 (an old node during an
+                // upgrade): the same batch without bases goes through.
+                tracing::info!(%space, "the server takes no bases; sending the batch without");
+                let batch = outgoing.map(|o| o.batch_id);
+                blocking(replica, {
+                    let space = space.clone();
+                    move |r| match batch {
+                        Some(batch) => r.strip_bases(&space, &batch),
+                        None => Ok(()),
+                    }
                 })
                 .await?;
                 continue;
@@ -129,6 +144,21 @@ pub async fn sync_space_with(
     }
 }
 
+/// Whether the server refused a change for carrying `base`, as servers
+/// before protocol v1.2 do (serde's words for an unknown key).
+fn refuses_bases(e: &Error) -> bool {
+    matches!(e, Error::Server { code, message, .. }
+        if code == "invalid_change" && message.contains("unknown field `base`"))
+}
+
+fn has_bases(o: &super::Outgoing) -> bool {
+    o.changes.iter().any(|c| match c {
+        ferry_core::Change::Upsert { base, .. } | ferry_core::Change::Delete { base, .. } => {
+            base.is_some()
+        }
+    })
+}
+
 /// A pull-only request already sent; aborted if dropped unused.
 struct Prefetch(tokio::task::JoinHandle<Result<Answer>>);
 
@@ -141,7 +171,7 @@ impl Prefetch {
         reported: u64,
     ) -> Prefetch {
         let request = SyncRequest {
-            client_id: replica.client_id().clone(),
+            client_id: replica.client_id(),
             batch_id: None,
             cursor,
             changes: Vec::new(),

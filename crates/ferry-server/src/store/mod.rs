@@ -56,6 +56,10 @@ pub enum StoreError {
         /// What its fields would take.
         bytes: usize,
     },
+    /// The batch's client id is another user's replica: a client id
+    /// belongs to the first user who pushes under it.
+    #[error("client id {0} is another user's replica")]
+    ReplicaOfAnother(String),
     /// The database cannot be reached or is busy beyond its timeout.
     #[error("database unavailable: {0}")]
     Unavailable(String),

@@ -44,7 +44,8 @@ async fn sync(
     let reports = ConflictsFor {
         client_id: req.client_id.clone(),
         user: user.id.clone(),
-        after: req.conflict_cursor.unwrap_or(req.cursor),
+        // Reports below the cursor came with the pages that covered them.
+        after: req.conflict_cursor.unwrap_or(0).max(req.cursor),
     };
     let (applied, conflicts) = if req.changes.is_empty() {
         (0, Vec::new())
@@ -120,7 +121,7 @@ async fn changes(
     let reports = query.client_id.map(|client_id| ConflictsFor {
         client_id,
         user: user.id.clone(),
-        after: query.conflict_cursor.unwrap_or(query.cursor),
+        after: query.conflict_cursor.unwrap_or(0).max(query.cursor),
     });
     let page = state
         .store

@@ -51,13 +51,11 @@ pub async fn apply(
 
 async fn commit(state: &AppState, space: &SpaceId, batch: Batch) -> Result<PushOutcome, ApiError> {
     let outcome = state.store.push(space, batch).await?;
-    state
-        .metrics
-        .observe_push(
-            outcome.applied,
-            outcome.conflicts.len() as u64 + outcome.reported,
-            outcome.replayed,
-        );
+    state.metrics.observe_push(
+        outcome.applied,
+        outcome.conflicts.len() as u64 + outcome.reported,
+        outcome.replayed,
+    );
     if outcome.applied > 0 && !outcome.replayed {
         tracing::debug!(%space, head = outcome.head, applied = outcome.applied, "committed");
         // After the commit, never before (a signal must not beat its data).

@@ -287,7 +287,8 @@ async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() 
         cases += 1;
     }
     // A member who read Alice's client id from an HLC pushes her next
-    // batch id first: hers is still applied, not taken for a replay.
+    // batch id first, under her client id: refused (a client id is its
+    // first pusher's), and hers is applied, not taken for a replay.
     api.add("alice", "team", "mallory", "editor").await;
     let squat = api
         .sync(
@@ -296,7 +297,10 @@ async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() 
             push("a", "b2", 0, vec![up("m", "n", json!(1), &hlc(60, "a"))]),
         )
         .await;
-    assert_eq!(squat.status, StatusCode::OK);
+    assert_eq!(
+        (squat.status, squat.code()),
+        (StatusCode::FORBIDDEN, "forbidden")
+    );
     let hers = api
         .sync(
             "alice",

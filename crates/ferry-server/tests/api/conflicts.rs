@@ -46,6 +46,39 @@ async fn the_loser_is_told_at_its_next_sync_once_and_under_its_own_user_only() {
     let body = json!({"client_id": "a", "cursor": cursor});
     let r = api.sync("bob", "team", body.clone()).await;
     assert!(r.body.get("reported").is_none(), "{:?}", r.body);
+    // Nor can he push under it: a client id is its first pusher's.
+    let r = api
+        .sync(
+            "bob",
+            "team",
+            push(
+                "a",
+                "b9",
+                cursor,
+                vec![up("y", "t", json!(1), &hlc(9, "a"))],
+            ),
+        )
+        .await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{:?}",
+        r.body
+    );
+    // Nor write under A's name from his own client id.
+    let r = api
+        .sync(
+            "bob",
+            "team",
+            push(
+                "b",
+                "b10",
+                cursor,
+                vec![up("y", "t", json!(1), &hlc(9, "a"))],
+            ),
+        )
+        .await;
+    assert_eq!(r.code(), "invalid_change", "{:?}", r.body);
     let r = api.sync("alice", "team", body).await;
     let told = &r.body["reported"];
     assert_eq!(told.as_array().map(Vec::len), Some(1), "{:?}", r.body);

@@ -409,8 +409,22 @@ async fn another_member_cannot_squat_a_batch_id() {
     api.space("owner", "team").await;
     api.add("owner", "team", "mallory", "editor").await;
     api.add("owner", "team", "victim", "editor").await;
-    // Mallory read the victim's client id from a field's HLC and pushes
-    // that client's next batch id first.
+    // The victim's replica pushes; Mallory reads its client id from a
+    // field's HLC and pushes that client's next batch id first: refused,
+    // the client id is the victim's.
+    let first = api
+        .sync(
+            "victim",
+            "team",
+            push(
+                "victim-laptop",
+                "b-000017",
+                0,
+                vec![up("first", "x", json!(1), &hlc(1, "victim-laptop"))],
+            ),
+        )
+        .await;
+    assert_eq!(first.status, StatusCode::OK, "{:?}", first.body);
     let squat = api
         .sync(
             "mallory",
@@ -423,7 +437,7 @@ async fn another_member_cannot_squat_a_batch_id() {
             ),
         )
         .await;
-    assert_eq!(squat.status, StatusCode::OK, "{:?}", squat.body);
+    assert_eq!(squat.status, StatusCode::FORBIDDEN, "{:?}", squat.body);
     // The victim's real batch is applied, not answered as a replay of
     // Mallory's.
     let real = api

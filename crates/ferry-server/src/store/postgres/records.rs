@@ -57,6 +57,27 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         }
     }
 
+    if batch.batch_id.is_some() {
+        // The replica is its first pusher's (a replica syncs for one person).
+        let owner: Option<String> = sqlx::query_scalar(
+            "WITH taken AS (
+                 INSERT INTO replicas (client_id, user_id, created_at) VALUES ($1, $2, $3)
+                 ON CONFLICT (client_id) DO NOTHING RETURNING user_id
+             )
+             SELECT user_id FROM taken UNION ALL
+             SELECT user_id FROM replicas WHERE client_id = $1 LIMIT 1",
+        )
+        .bind(batch.client_id.as_str())
+        .bind(batch.user.as_str())
+        .bind(now_ms())
+        .fetch_optional(&mut *tx)
+        .await?;
+        // None: another user's push took it in the same instant.
+        if owner.as_deref() != Some(batch.user.as_str()) {
+            return Err(StoreError::ReplicaOfAnother(batch.client_id.to_string()));
+        }
+    }
+
     // Read every record the batch touches, in one query, then merge.
     let mut plan = BatchPlan::new(&batch.changes);
     let (collections, ids): (Vec<&str>, Vec<&str>) = plan
@@ -181,9 +202,8 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
 }
 
 /// Stores the reports for the authors of writes the batch replaced unseen,
-/// addressed to the replica and to the user who last pushed from it here;
-/// a replica that never pushed here (a node's REST writes) has no one to
-/// tell.
+/// addressed to the replica and to its user; a replica no user pushed from
+/// (a node's REST writes) has no one to tell.
 async fn store_displaced(
     tx: &mut sqlx::PgConnection,
     sid: i64,
@@ -197,14 +217,10 @@ async fn store_displaced(
         .collect();
     let done = sqlx::query(
         "INSERT INTO conflicts (sid, client_id, user_id, seq, collection, conflict, created_at)
-         SELECT $1, u.client_id, nullif(b.user_id, ''), u.seq, u.collection, u.conflict, $6
+         SELECT $1, u.client_id, r.user_id, u.seq, u.collection, u.conflict, $6
          FROM UNNEST($2::text[], $3::bigint[], $4::text[], $5::text[])
               AS u (client_id, seq, collection, conflict)
-         CROSS JOIN LATERAL (
-             SELECT user_id FROM batches
-             WHERE sid = $1 AND client_id = u.client_id
-             ORDER BY created_at DESC LIMIT 1
-         ) b",
+         JOIN replicas r ON r.client_id = u.client_id",
     )
     .bind(sid)
     .bind(&clients)
@@ -217,26 +233,32 @@ async fn store_displaced(
     Ok(done.rows_affected())
 }
 
-/// The reports for `to` that a page ending at `end` covers, into `page`.
+/// The reports for `to` that `page` covers, into it; `horizon` is the
+/// space's horizon when the page was read.
 async fn deliver(
     pool: &PgPool,
     space: &SpaceId,
     to: &delivery::ConflictsFor,
     collections: Option<&[&str]>,
-    page: &mut PullPage,
+    (page, horizon): (&mut PullPage, u64),
 ) -> Result<(), StoreError> {
     if to.after >= page.cursor {
         return Ok(());
     }
     // Reports below the page's end were committed before the page was
     // read (commits are serialized in seq order), so a later snapshot
-    // holds them all.
+    // holds them all, unless a compaction removed some meanwhile: the
+    // horizon, read with them, says so.
     let mut rows = sqlx::query(
-        "SELECT c.seq, c.conflict FROM conflicts c JOIN spaces s ON s.sid = c.sid
-         WHERE s.id = $1 AND c.client_id = $2 AND (c.user_id IS NULL OR c.user_id = $3)
-           AND c.seq > $4 AND c.seq <= $5
-           AND ($6::text[] IS NULL OR c.collection = ANY ($6::text[]))
-         ORDER BY c.seq",
+        "SELECT s.horizon, c.seq, c.conflict FROM spaces s
+         LEFT JOIN LATERAL (
+             SELECT seq, conflict FROM conflicts
+             WHERE sid = s.sid AND client_id = $2 AND user_id = $3
+               AND seq > $4 AND seq <= $5
+               AND ($6::text[] IS NULL OR collection = ANY ($6::text[]))
+             ORDER BY seq
+         ) c ON true
+         WHERE s.id = $1",
     )
     .bind(space.as_str())
     .bind(to.client_id.as_str())
@@ -247,7 +269,18 @@ async fn deliver(
     .fetch(pool);
     let mut delivery = Delivery::default();
     while let Some(row) = rows.try_next().await? {
-        if !delivery.offer(count(row.try_get(0)?), row.try_get(1)?)? {
+        let now = count(row.try_get(0)?);
+        if now > to.after && horizon <= to.after {
+            return Err(StoreError::CursorExpired {
+                cursor: to.after,
+                horizon: now,
+                head: page.cursor,
+            });
+        }
+        let Some(seq) = row.try_get::<Option<i64>, _>(1)? else {
+            break;
+        };
+        if !delivery.offer(count(seq), row.try_get(2)?)? {
             break;
         }
     }
@@ -344,7 +377,14 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
     check_cursor(q.cursor, horizon, head)?;
     let mut page = PullPage::finish(fill(&rows, 2, q.limit)?, q, head);
     if let Some(to) = &q.conflicts {
-        deliver(pool, space, to, collections.as_deref(), &mut page).await?;
+        deliver(
+            pool,
+            space,
+            to,
+            collections.as_deref(),
+            (&mut page, horizon),
+        )
+        .await?;
     }
     Ok(page)
 }

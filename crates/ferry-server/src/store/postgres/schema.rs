@@ -167,6 +167,17 @@ CREATE TABLE conflicts (
 );
 CREATE INDEX conflicts_by_client ON conflicts (sid, client_id, seq);
 CREATE INDEX conflicts_by_age ON conflicts (created_at);
+-- Each client id belongs to the first user who pushed under it: its
+-- reports go to that user, and no one else may push under it. Client ids
+-- used before are given to the user who last pushed under them.
+CREATE TABLE replicas (
+    client_id  text COLLATE "C" PRIMARY KEY,
+    user_id    text COLLATE "C" NOT NULL,
+    created_at bigint NOT NULL
+);
+INSERT INTO replicas
+    SELECT DISTINCT ON (client_id) client_id, user_id, created_at FROM batches
+    WHERE user_id <> '' ORDER BY client_id, created_at DESC;
 "#,
 ];
 

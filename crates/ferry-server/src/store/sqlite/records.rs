@@ -77,6 +77,25 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         }
     }
 
+    if batch.batch_id.is_some() {
+        // The replica is its first pusher's (a replica syncs for one person).
+        tx.prepare_cached(
+            "INSERT INTO replicas (client_id, user_id, created_at) VALUES (?1, ?2, ?3)
+             ON CONFLICT (client_id) DO NOTHING",
+        )?
+        .execute(params![
+            batch.client_id.as_str(),
+            batch.user.as_str(),
+            now_ms()
+        ])?;
+        let owner: String = tx
+            .prepare_cached("SELECT user_id FROM replicas WHERE client_id = ?1")?
+            .query_row([batch.client_id.as_str()], |r| r.get(0))?;
+        if owner != batch.user.as_str() {
+            return Err(StoreError::ReplicaOfAnother(batch.client_id.to_string()));
+        }
+    }
+
     // Read every record the batch touches, in one query, then merge.
     let mut plan = BatchPlan::new(&batch.changes);
     {
@@ -134,25 +153,22 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
     }
     let mut reported = 0;
     if !displaced.is_empty() {
-        // Addressed to the replica and to the user who last pushed from it
-        // here; a replica that never pushed here (a node's REST writes)
-        // has no one to tell.
+        // Addressed to the replica and to its user; a replica no user
+        // pushed from (a node's REST writes) has no one to tell.
         let mut report = tx.prepare_cached(
             "INSERT INTO conflicts (sid, client_id, user_id, seq, collection, conflict, created_at)
-             SELECT ?1, ?2, nullif(b.user_id, ''), ?3, ?4, ?5, ?6
-             FROM (SELECT user_id FROM batches WHERE sid = ?1 AND client_id = ?2
-                   ORDER BY created_at DESC LIMIT 1) b",
+             SELECT ?1, ?2, r.user_id, ?3, ?4, ?5, ?6 FROM replicas r WHERE r.client_id = ?2",
         )?;
         let now = now_ms();
         for r in delivery::rows(&displaced)? {
-            report.execute(params![
+            reported += report.execute(params![
                 sid,
                 r.client_id,
                 int(r.seq),
                 r.collection,
                 r.conflict,
                 now
-            ])?;
+            ])? as u64;
         }
     }
     if let Some(batch_id) = &batch.batch_id {
@@ -237,7 +253,7 @@ pub fn pull(c: &mut Connection, space: &SpaceId, q: &PullQuery) -> Result<PullPa
     if let Some(to) = &q.conflicts {
         let mut stmt = tx.prepare_cached(
             "SELECT seq, conflict FROM conflicts
-             WHERE sid = ?1 AND client_id = ?2 AND (user_id IS NULL OR user_id = ?3)
+             WHERE sid = ?1 AND client_id = ?2 AND user_id = ?3
                AND seq > ?4 AND seq <= ?5
                AND (?6 IS NULL OR collection IN (SELECT value FROM json_each(?6)))
              ORDER BY seq",

@@ -178,6 +178,17 @@ CREATE TABLE conflicts (
 );
 CREATE INDEX conflicts_by_client ON conflicts (sid, client_id, seq);
 CREATE INDEX conflicts_by_age ON conflicts (created_at);
+-- Each client id belongs to the first user who pushed under it: its
+-- reports go to that user, and no one else may push under it. Client ids
+-- used before are given to the user who last pushed under them.
+CREATE TABLE replicas (
+    client_id  TEXT PRIMARY KEY,
+    user_id    TEXT NOT NULL,
+    created_at INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO replicas
+    SELECT client_id, user_id, max(created_at) FROM batches WHERE user_id <> ''
+    GROUP BY client_id;
 "#,
 ];
 

@@ -374,23 +374,30 @@ pub async fn compaction_drops_old_tombstones_and_expires_older_cursors(store: Ar
 
 pub async fn a_batch_id_is_its_users_alone(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
-    let as_user = |u: &str, id: &str, field: &str, at: u64| Batch {
+    let as_user = |u: &str, batch_id: &str, id: &str, at: u64| Batch {
         user: user(u),
         ..batch(
             "victim-laptop",
-            "b-7",
-            vec![upsert(id, field, json!(u), hlc(at, "victim-laptop"))],
+            batch_id,
+            vec![upsert(id, "f", json!(u), hlc(at, "victim-laptop"))],
         )
     };
-    // Another member pushes the victim's next batch id first.
-    let squatted = store
-        .push(&s, as_user("squatter", "x", "a", 1))
+    // The victim's replica pushes (only then can others read its client
+    // id, in the HLCs of its writes).
+    store
+        .push(&s, as_user("victim", "b-6", "w", 1))
         .await
         .unwrap();
-    assert_eq!((squatted.applied, squatted.replayed), (1, false));
+    // Another member pushes the victim's next batch id under its client
+    // id: refused, the client id is the victim's.
+    let squatted = store.push(&s, as_user("squatter", "b-7", "x", 2)).await;
+    assert!(
+        matches!(squatted, Err(StoreError::ReplicaOfAnother(_))),
+        "{squatted:?}"
+    );
     // The victim's real batch is applied, not answered as a replay.
     let real = store
-        .push(&s, as_user("victim", "y", "b", 2))
+        .push(&s, as_user("victim", "b-7", "y", 3))
         .await
         .unwrap();
     assert_eq!((real.applied, real.replayed), (1, false));
@@ -399,17 +406,16 @@ pub async fn a_batch_id_is_its_users_alone(store: Arc<dyn Store>) {
         stored.contains_key("y"),
         "the victim's write is stored: {stored:?}"
     );
-    // Each one's retry is a replay of its own.
+    assert!(
+        !stored.contains_key("x"),
+        "nothing of the squatter's: {stored:?}"
+    );
+    // Its retry is a replay of its own.
     let again = store
-        .push(&s, as_user("victim", "y", "b", 2))
+        .push(&s, as_user("victim", "b-7", "y", 3))
         .await
         .unwrap();
     assert_eq!((again.applied, again.replayed), (1, true));
-    let theirs = store
-        .push(&s, as_user("squatter", "x", "a", 1))
-        .await
-        .unwrap();
-    assert!(theirs.replayed);
 }
 
 pub async fn pages_stop_at_their_byte_budget(store: Arc<dyn Store>) {
