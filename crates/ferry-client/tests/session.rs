@@ -208,10 +208,23 @@ async fn signing_out_wipes_everything_of_the_user_or_keeps_it() {
     )
     .unwrap();
     assert!(contains(&on_disk(s.dir.path()), "secret-diary-7"));
+    let before = (r.client_id(), r.hlc().unwrap());
 
     let discarded = r.sign_out(&remote, SignOut::Wipe).await.unwrap();
     assert_eq!(discarded, 1);
     assert_eq!(r.user().unwrap(), None);
+    // A wiped replica is a new device: a new client id (the server gives
+    // each to one person), its clock moved to it, never back.
+    let after = (r.client_id(), r.hlc().unwrap());
+    assert_ne!(after.0, before.0);
+    assert_eq!(after.1.node(), &after.0);
+    assert_eq!(
+        (after.1.physical(), after.1.logical()),
+        (before.1.physical(), before.1.logical())
+    );
+    let reopened = Replica::open(s.dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
+    assert_eq!(reopened.client_id(), after.0);
+    drop(reopened);
     assert!(
         r.list(&personal, &notes(), &Query::new())
             .unwrap()
@@ -240,4 +253,19 @@ async fn signing_out_wipes_everything_of_the_user_or_keeps_it() {
         r.list(&personal, &notes(), &Query::new()).unwrap().len(),
         50
     );
+
+    // Another person on the wiped-then-kept device: wiped again, the
+    // replica syncs for them under a new id (the old one stays di's).
+    let token = s.link_token("di@example.com").await;
+    r.sign_in_with_link(&s.base, &token).await.unwrap();
+    let remote = r.remote(&s.base).unwrap();
+    r.sign_out(&remote, SignOut::Wipe).await.unwrap();
+    let token = s.link_token("eve@example.com").await;
+    r.sign_in_with_link(&s.base, &token).await.unwrap();
+    let eves = r.personal_space().unwrap();
+    r.put(&eves, &notes(), &id("e"), fields(json!({"text": "eve's"})))
+        .unwrap();
+    let remote = r.remote(&s.base).unwrap();
+    let report = sync_space(&r, &remote, &eves).await.unwrap();
+    assert_eq!((report.pushed, report.rejected), (1, 0));
 }
