@@ -113,3 +113,36 @@ pub fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
         tx.commit()?;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn a_replica_of_before_conflict_cursors_keeps_its_inbox_and_cursors() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for step in &MIGRATIONS[..before] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64)
+            .unwrap();
+        conn.execute_batch(
+            r#"INSERT INTO spaces (space, cursor) VALUES ('team', 42);
+               INSERT INTO conflicts (space, conflict, at) VALUES ('team',
+                 '{"collection":"todos","id":"t-1","field":null,"kind":"record_deleted","yours":null,"winner":null}', 0);"#,
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let row: (i64, String, String) = conn
+            .query_row(
+                "SELECT s.conflict_cursor, c.collection, c.id FROM spaces s, conflicts c",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(row, (42, "todos".to_owned(), "t-1".to_owned()));
+    }
+}

@@ -48,9 +48,16 @@ async fn a_batch_refused_for_its_bases_is_sent_again_without_them() {
     let dir = tempfile::tempdir().unwrap();
     let replica = Replica::open(dir.path().join("r.db"), ReplicaConfig::default()).unwrap();
     let space = SpaceId::new("team").unwrap();
-    let (notes, n1) = (Collection::new("notes").unwrap(), RecordId::new("n1").unwrap());
-    replica.put(&space, &notes, &n1, json!({"title": "a"})).unwrap();
-    replica.patch(&space, &notes, &n1, json!({"title": "b"})).unwrap();
+    let (notes, n1) = (
+        Collection::new("notes").unwrap(),
+        RecordId::new("n1").unwrap(),
+    );
+    replica
+        .put(&space, &notes, &n1, json!({"title": "a"}))
+        .unwrap();
+    replica
+        .patch(&space, &notes, &n1, json!({"title": "b"}))
+        .unwrap();
     let remote = Remote::new(&base, Arc::new(Token("t".into()))).unwrap();
     let report = sync_space(&replica, &remote, &space).await.unwrap();
     assert_eq!((report.pushed, report.rejected), (2, 0), "{report:?}");

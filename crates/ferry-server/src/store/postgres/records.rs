@@ -57,6 +57,19 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         }
     }
 
+    if let Some(cursor) = batch.cursor.filter(|c| *c > 0) {
+        // The client stored every page up to its cursor, and the reports
+        // they carried: those need not wait any longer.
+        sqlx::query(
+            "DELETE FROM conflicts WHERE sid = $1 AND client_id = $2 AND user_id = $3 AND seq <= $4",
+        )
+        .bind(sid)
+        .bind(batch.client_id.as_str())
+        .bind(batch.user.as_str())
+        .bind(int(cursor))
+        .execute(&mut *tx)
+        .await?;
+    }
     if batch.batch_id.is_some() {
         // The replica is its first pusher's (a replica syncs for one person).
         let owner: Option<String> = sqlx::query_scalar(

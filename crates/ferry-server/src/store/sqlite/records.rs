@@ -77,6 +77,14 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         }
     }
 
+    if let Some(cursor) = batch.cursor.filter(|c| *c > 0) {
+        // The client stored every page up to its cursor, and the reports
+        // they carried: those need not wait any longer.
+        tx.prepare_cached(
+            "DELETE FROM conflicts WHERE sid = ?1 AND client_id = ?2 AND user_id = ?3 AND seq <= ?4",
+        )?
+        .execute(params![sid, batch.client_id.as_str(), batch.user.as_str(), int(cursor)])?;
+    }
     if batch.batch_id.is_some() {
         // The replica is its first pusher's (a replica syncs for one person).
         tx.prepare_cached(

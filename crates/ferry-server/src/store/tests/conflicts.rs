@@ -340,3 +340,34 @@ pub async fn reports_kept_longer_than_tombstones_reach_a_resync(store: Arc<dyn S
     assert_eq!(page.conflicts.len(), 1);
     assert_eq!(page.conflicts[0].winner.as_ref().unwrap().value, json!("B"));
 }
+
+pub async fn a_push_past_its_reports_lets_them_go(store: Arc<dyn Store>) {
+    let s = orig(store.as_ref()).await;
+    let a = seen("x", "title", json!("A"), hlc(5, "a"), Some(hlc(1, "o")));
+    push(store.as_ref(), &s, "a", "1", vec![a]).await;
+    let b = seen("x", "title", json!("B"), hlc(6, "b"), Some(hlc(1, "o")));
+    push(store.as_ref(), &s, "b", "1", vec![b]).await;
+    let page = pull_as(store.as_ref(), &s, "a", "writer", 2).await;
+    assert_eq!(page.conflicts.len(), 1);
+    // A pushes from a cursor below the report: it stays.
+    let mut early = batch("a", "2", vec![upsert("z", "n", json!(1), hlc(7, "a"))]);
+    early.cursor = Some(2);
+    store.push(&s, early).await.unwrap();
+    assert_eq!(
+        pull_as(store.as_ref(), &s, "a", "writer", 2)
+            .await
+            .conflicts
+            .len(),
+        1
+    );
+    // From past it (the page that carried it is stored): it is gone.
+    let mut past = batch("a", "3", vec![upsert("z", "n", json!(2), hlc(8, "a"))]);
+    past.cursor = Some(page.cursor);
+    store.push(&s, past).await.unwrap();
+    assert!(
+        pull_as(store.as_ref(), &s, "a", "writer", 0)
+            .await
+            .conflicts
+            .is_empty()
+    );
+}

@@ -168,6 +168,7 @@ both_backends!(
     reports_fill_a_page_by_bytes,
     reports_are_compacted_with_the_horizon,
     reports_kept_longer_than_tombstones_reach_a_resync,
+    a_push_past_its_reports_lets_them_go,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.
