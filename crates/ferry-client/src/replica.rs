@@ -680,11 +680,7 @@ impl Replica {
     /// with a fresh HLC, so it wins), taking the server's (nothing to
     /// write), or writing another value.
     pub fn resolve(&self, n: i64, resolution: Resolution) -> Result<()> {
-        let stored = self
-            .conflicts()?
-            .into_iter()
-            .find(|c| c.n == n)
-            .ok_or_else(|| Error::Invalid(format!("no conflict {n}")))?;
+        let stored = self.conflict(n)?;
         let c = &stored.conflict;
         let value = match (&resolution, c.kind, &c.yours) {
             (Resolution::TakeTheirs, _, _) => None,
@@ -699,14 +695,32 @@ impl Replica {
             (Resolution::Value(v), _, _) => Some(v.clone()),
             (Resolution::KeepMine, _, None) => None,
         };
-        if let (Some(value), Some(field)) = (value, &c.field) {
-            let mut fields = Map::new();
-            fields.insert(field.as_str().to_owned(), value);
-            self.patch(&stored.space, &c.collection, &c.id, fields)?;
+        match (value, &c.field) {
+            (Some(value), Some(field)) => {
+                let mut fields = Map::new();
+                fields.insert(field.as_str().to_owned(), value);
+                let write = LocalWrite::patch(Value::Object(fields))
+                    .map_err(|e| Error::Invalid(e.to_string()))?;
+                // The write and the settled conflict in one transaction.
+                self.write_with(&stored.space, &c.collection, &c.id, write, |tx, _| {
+                    tx.execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
+                    Ok(())
+                })?;
+            }
+            _ => {
+                self.conn()
+                    .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
+            }
         }
-        self.conn()
-            .execute("DELETE FROM conflicts WHERE n = ?1", [n])?;
         Ok(())
+    }
+
+    /// Inbox entry `n`.
+    fn conflict(&self, n: i64) -> Result<StoredConflict> {
+        self.conflicts()?
+            .into_iter()
+            .find(|c| c.n == n)
+            .ok_or_else(|| Error::Invalid(format!("no conflict {n}")))
     }
 
     /// Settles `record_deleted` conflict `n` by writing what this replica
@@ -715,11 +729,7 @@ impl Replica {
     /// deleted one. Returns the new record's id. (A delete is final: the
     /// deleted id stays deleted everywhere.)
     pub fn restore(&self, n: i64, id: Option<&RecordId>) -> Result<RecordId> {
-        let stored = self
-            .conflicts()?
-            .into_iter()
-            .find(|c| c.n == n)
-            .ok_or_else(|| Error::Invalid(format!("no conflict {n}")))?;
+        let stored = self.conflict(n)?;
         let c = &stored.conflict;
         if c.kind != ConflictKind::RecordDeleted {
             return Err(Error::Invalid(format!(

@@ -42,6 +42,17 @@ async fn pull_as(store: &dyn Store, s: &SpaceId, client: &str, who: &str, after:
         .unwrap()
 }
 
+/// `x = {"title": "orig"}`, then A's write "A" (seq 2) and B's "B" (seq
+/// 3), neither having seen the other's.
+async fn crossed(store: &dyn Store) -> SpaceId {
+    let s = orig(store).await;
+    let a = seen("x", "title", json!("A"), hlc(5, "a"), Some(hlc(1, "o")));
+    push(store, &s, "a", "1", vec![a]).await;
+    let b = seen("x", "title", json!("B"), hlc(6, "b"), Some(hlc(1, "o")));
+    push(store, &s, "b", "1", vec![b]).await;
+    s
+}
+
 /// `x` holds `{"title": "orig"}`, written by replica `o`.
 async fn orig(store: &dyn Store) -> SpaceId {
     let s = team(store).await;
@@ -247,35 +258,7 @@ pub async fn reports_fill_a_page_by_bytes(store: Arc<dyn Store>) {
 }
 
 pub async fn reports_are_compacted_with_the_horizon(store: Arc<dyn Store>) {
-    let s = orig(store.as_ref()).await;
-    push(
-        store.as_ref(),
-        &s,
-        "a",
-        "1",
-        vec![seen(
-            "x",
-            "title",
-            json!("A"),
-            hlc(5, "a"),
-            Some(hlc(1, "o")),
-        )],
-    )
-    .await;
-    push(
-        store.as_ref(),
-        &s,
-        "b",
-        "1",
-        vec![seen(
-            "x",
-            "title",
-            json!("B"),
-            hlc(6, "b"),
-            Some(hlc(1, "o")),
-        )],
-    )
-    .await;
+    let s = crossed(store.as_ref()).await;
     let report = store.compact(u64::MAX / 2).await.unwrap();
     assert_eq!(report.conflicts, 1);
     // The report was at seq 3: a cursor that had not passed it expires.
@@ -342,11 +325,7 @@ pub async fn reports_kept_longer_than_tombstones_reach_a_resync(store: Arc<dyn S
 }
 
 pub async fn a_push_past_its_reports_lets_them_go(store: Arc<dyn Store>) {
-    let s = orig(store.as_ref()).await;
-    let a = seen("x", "title", json!("A"), hlc(5, "a"), Some(hlc(1, "o")));
-    push(store.as_ref(), &s, "a", "1", vec![a]).await;
-    let b = seen("x", "title", json!("B"), hlc(6, "b"), Some(hlc(1, "o")));
-    push(store.as_ref(), &s, "b", "1", vec![b]).await;
+    let s = crossed(store.as_ref()).await;
     let page = pull_as(store.as_ref(), &s, "a", "writer", 2).await;
     assert_eq!(page.conflicts.len(), 1);
     // A pushes from a cursor below the report: it stays.
