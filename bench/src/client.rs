@@ -108,7 +108,7 @@ async fn apply(args: &ClientArgs) -> anyhow::Result<()> {
     let fetch = Instant::now();
     loop {
         let request = SyncRequest {
-            client_id: ClientId::new("bench-client")?,
+            client_id: ClientId::new("bench")?,
             batch_id: None,
             cursor,
             changes: Vec::new(),

@@ -109,7 +109,7 @@ pub fn header(unit: &str) {
 }
 
 /// A sync request pushing record `n` alone, as batch `{prefix}{n}` of the
-/// client `bench-writer`, with the cursor and page size given.
+/// client `bench` (the node of its HLC), with the cursor and page size given.
 pub fn one_record_push(
     n: usize,
     prefix: &str,
@@ -122,7 +122,7 @@ pub fn one_record_push(
         .map(|(k, v)| (k.to_owned(), json!({"value": v, "hlc": h})))
         .collect();
     let mut body = json!({
-        "client_id": "bench-writer", "batch_id": format!("{prefix}{n}"), "cursor": cursor,
+        "client_id": "bench", "batch_id": format!("{prefix}{n}"), "cursor": cursor,
         "changes": [{"op": "upsert", "collection": "todos", "id": record_id(n), "fields": fields}]
     });
     if let Some(limit) = limit {

@@ -121,3 +121,45 @@ for (const order of ["the delete first", "the edit first"]) {
     await b.close();
   });
 }
+
+test("a browser replica of before v1.2 opens with its inbox and its client id", async () => {
+  const context = await browser.newContext();
+  // The replica as the client before protocol v1.2 left it: database
+  // version 1, no index on conflicts, one conflict of that time.
+  await context.addInitScript(() => {
+    if (sessionStorage.getItem("seeded")) return;
+    sessionStorage.setItem("seeded", "1");
+    const req = indexedDB.open("ferry-todo", 1);
+    req.onupgradeneeded = () => {
+      const db = req.result;
+      db.createObjectStore("records", { keyPath: ["space", "collection", "id"] });
+      const outbox = db.createObjectStore("outbox", { keyPath: "n", autoIncrement: true });
+      outbox.createIndex("space", "space");
+      outbox.createIndex("batch", "batch");
+      outbox.createIndex("record", ["space", "collection", "id"]);
+      db.createObjectStore("spaces", { keyPath: "space" });
+      db.createObjectStore("meta").put("web-before12", "client_id");
+      db.createObjectStore("conflicts", { keyPath: "n", autoIncrement: true }).add({
+        space: "local:anonymous",
+        conflict: { collection: "todos", id: "t-old", field: null, kind: "record_deleted", yours: null, winner: null },
+        at: 0,
+      });
+      db.createObjectStore("rejected", { keyPath: "n", autoIncrement: true });
+    };
+    req.onsuccess = () => req.result.close();
+  });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  await page.goto(server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  await page.waitForSelector("[data-testid=conflict]");
+  const state = await page.evaluate(async () => ({
+    clientId: window.ferry.clientId,
+    conflicts: (await window.ferry.conflicts()).map((c) => c.conflict.id),
+  }));
+  assert.deepEqual(state, { clientId: "web-before12", conflicts: ["t-old"] });
+  // An entry of before, with nothing to restore, is let go.
+  await page.click("[data-testid=conflict] button[data-action=dismiss]");
+  await eventually(async () => assert.equal(await page.$("[data-testid=conflict]"), null), "the entry to go");
+  await context.close();
+});

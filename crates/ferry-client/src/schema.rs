@@ -89,8 +89,9 @@ ALTER TABLE spaces ADD COLUMN conflict_cursor INTEGER NOT NULL DEFAULT 0;
 UPDATE spaces SET conflict_cursor = cursor;
 ALTER TABLE conflicts ADD COLUMN collection TEXT NOT NULL DEFAULT '';
 ALTER TABLE conflicts ADD COLUMN id TEXT NOT NULL DEFAULT '';
-UPDATE conflicts SET collection = json_extract(conflict, '$.collection'),
-                     id = json_extract(conflict, '$.id');
+UPDATE conflicts SET collection = coalesce(json_extract(conflict, '$.collection'), ''),
+                     id = coalesce(json_extract(conflict, '$.id'), '')
+WHERE json_valid(conflict);
 CREATE INDEX conflicts_by_record ON conflicts (space, collection, id);
 "#,
 ];

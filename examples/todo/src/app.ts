@@ -93,12 +93,15 @@ function edit(li: HTMLElement, title: HTMLElement, todo: LocalRecord): void {
   input.focus();
 }
 
-async function write(f: () => Promise<void>): Promise<void> {
+async function write(f: () => Promise<unknown>): Promise<void> {
   try {
     await f();
   } catch (e) {
     alert(e instanceof Error ? e.message : String(e));
   }
+  // Settling a conflict by taking the other version changes no record, so
+  // no change notice comes: draw again all the same.
+  queueRender();
 }
 
 function describe(value: unknown): string {
