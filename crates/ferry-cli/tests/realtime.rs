@@ -12,9 +12,10 @@ use common::{Client, Db, Server, now_ms};
 use ferry_server::testing::{TestDatabase, WsClient};
 use serde_json::{Value, json};
 
-fn change(id: &str, n: u64) -> Value {
+/// An upsert of record `id` by replica `node`.
+fn change(id: &str, n: u64, node: &str) -> Value {
     json!({"op": "upsert", "collection": "todos", "id": id,
-           "fields": {"title": {"value": id, "hlc": format!("{:015}:{n:05}:cli", now_ms())}}})
+           "fields": {"title": {"value": id, "hlc": format!("{:015}:{n:05}:{node}", now_ms())}}})
 }
 
 /// Pushes one change through `client`; the cursor after it.
@@ -22,8 +23,9 @@ async fn commit(client: &Client, space: &str, batch: &str) -> u64 {
     let (status, body) = client
         .sync(
             space,
-            json!({"client_id": "cli", "batch_id": batch, "cursor": 0,
-                   "changes": [change(batch, 0)]}),
+            // A replica of its own per batch: a client id is one user's.
+            json!({"client_id": format!("cli-{batch}"), "batch_id": batch, "cursor": 0,
+                   "changes": [change(batch, 0, &format!("cli-{batch}"))]}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
