@@ -47,15 +47,14 @@ pub mod replica;
 pub mod runtime;
 mod schema;
 pub mod session;
+pub mod settle;
 pub mod sync;
 
 pub use error::{Error, Result};
 pub use query::{Op, Order, Query};
 pub use remote::{Credentials, Remote, Token};
-pub use replica::{
-    Changed, Clock, Durability, LocalRecord, Replica, ReplicaConfig, Resolution, Source,
-    StoredConflict,
-};
+pub use replica::{Changed, Clock, Durability, LocalRecord, Replica, ReplicaConfig, Source};
 pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};
+pub use settle::{Resolution, StoredConflict};
 pub use sync::{Rejected, SyncReport, sync_space, sync_space_with};
