@@ -34,11 +34,12 @@ await bundle("clients/js/src/index.ts", join(root, "clients/js/dist"), "ferry.js
 await bundle("examples/todo/src/app.ts", join(root, "examples/todo/dist"), "app.js", [
   "examples/todo/src/index.html",
   "examples/todo/src/style.css",
+  "examples/todo/src/favicon.ico",
 ]);
 await bundle("bench/browser/page.ts", join(root, "target/web-bench"), "bench.js", ["bench/browser/index.html"]);
 
 // The demo's files with their sizes, for a quick look after a build.
-const files = ["index.html", "style.css", "app.js", "ferry_wasm_bg.wasm"];
+const files = ["index.html", "style.css", "favicon.ico", "app.js", "ferry_wasm_bg.wasm"];
 const sizes = await Promise.all(files.map(async (f) => [f, (await readFile(join(root, "examples/todo/dist", f))).length]));
 await writeFile(join(root, "target/web-bench/sizes.json"), JSON.stringify(Object.fromEntries(sizes)));
 console.log(sizes.map(([f, n]) => `${f} ${(n / 1024).toFixed(1)} KiB`).join(", "));

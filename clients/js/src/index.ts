@@ -156,6 +156,20 @@ export class Ferry {
     return this.current.leader;
   }
 
+  /**
+   * How many other tabs of this app have it open in this browser profile
+   * (they wait for the sync lock this tab holds, or one of them holds it):
+   * an app can say "this tab syncs for the others" only when there are
+   * others. 0 where the browser has no Web Locks.
+   */
+  async otherTabs(): Promise<number> {
+    if (typeof navigator === "undefined" || !navigator.locks) return 0;
+    const name = `${this.lockPrefix}:leader`;
+    const { held = [], pending = [] } = await navigator.locks.query();
+    const tabs = [...held, ...pending].filter((l) => l.name === name).length;
+    return Math.max(0, tabs - 1);
+  }
+
   get status(): SyncStatus {
     return { ...this.current };
   }

@@ -17,8 +17,8 @@ use serde_json::{Map, Value};
 /// Where the replica is and which space to use.
 #[derive(Debug, Clone, Args)]
 pub struct ReplicaArgs {
-    /// The replica file [default: the one `ferry login` signed in, else
-    /// ~/.local/share/ferry/replica.db].
+    /// The replica file [default: the one `ferry login` signed in last;
+    /// `ferry login` itself: ~/.local/share/ferry/replica.db].
     #[arg(long, env = "FERRY_REPLICA", value_name = "FILE")]
     pub replica: Option<PathBuf>,
     /// The space [default: your personal space].
@@ -126,11 +126,8 @@ pub enum ClientCommand {
     },
 }
 
-/// The default replica file.
-fn default_replica() -> anyhow::Result<PathBuf> {
-    if let Some(path) = crate::login::stored_replica()? {
-        return Ok(path);
-    }
+/// The replica file `ferry login` uses when told none.
+pub fn login_replica() -> anyhow::Result<PathBuf> {
     let data = match std::env::var_os("XDG_DATA_HOME") {
         Some(dir) => PathBuf::from(dir),
         None => PathBuf::from(std::env::var_os("HOME").context("HOME is not set")?)
@@ -140,16 +137,27 @@ fn default_replica() -> anyhow::Result<PathBuf> {
     Ok(data.join("ferry").join("replica.db"))
 }
 
-/// Opens the replica `args` names, creating its directory.
+/// Opens the replica `args` names, else the one `ferry login` signed in
+/// last. With neither, nobody is signed in on this machine: that is said,
+/// and nothing is created.
 pub fn open(args: &ReplicaArgs) -> anyhow::Result<Replica> {
-    let path = match &args.replica {
-        Some(path) => path.clone(),
-        None => default_replica()?,
+    let path = match (args.replica.clone(), crate::login::stored_replica()?) {
+        (Some(path), _) | (None, Some(path)) => path,
+        (None, None) => bail!(
+            "nobody is signed in on this machine: sign in with \
+             ferry login --email you@example.com (add --server URL for a server \
+             other than http://127.0.0.1:8787), or name a replica with --replica FILE"
+        ),
     };
+    open_at(&path)
+}
+
+/// Opens (creating) the replica at `path`, and its directory.
+pub fn open_at(path: &std::path::Path) -> anyhow::Result<Replica> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
-    Replica::open(&path, ReplicaConfig::default())
+    Replica::open(path, ReplicaConfig::default())
         .with_context(|| format!("cannot open the replica {}", path.display()))
 }
 
@@ -180,11 +188,20 @@ fn server_of(replica: &Replica) -> anyhow::Result<String> {
     }
 }
 
-/// Syncs every space, with a progress line on a terminal.
-async fn sync_all(replica: &Replica) -> anyhow::Result<()> {
+/// Syncs every space, with a progress line on a terminal, and says what
+/// it did (on stderr when `quiet`, so that output meant for scripts stays
+/// JSON).
+pub async fn sync_all(replica: &Replica, quiet: bool) -> anyhow::Result<()> {
     let server = server_of(replica)?;
+    let say = |line: String| {
+        if quiet {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
+    };
     let Some(_lock) = replica.try_sync_lock() else {
-        println!("Another process is syncing this replica; it carries these changes too.");
+        say("Another process is syncing this replica; it carries these changes too.".into());
         return Ok(());
     };
     let remote = replica.remote(&server)?;
@@ -226,7 +243,9 @@ async fn sync_all(replica: &Replica) -> anyhow::Result<()> {
         }
     }
     bar.finish_and_clear();
-    println!("Synced with {server}: {pushed} changes sent, {pulled} records received.");
+    say(format!(
+        "Synced with {server}: {pushed} changes sent, {pulled} records received."
+    ));
     Ok(())
 }
 
@@ -268,6 +287,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             write_through(&replica).await;
         }
         ClientCommand::Get { collection, id, .. } => {
+            read_through(&replica).await;
             let space = space(&replica, &args)?;
             let record = replica
                 .get(&space, &Collection::new(collection)?, &RecordId::new(id)?)?
@@ -281,6 +301,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             limit,
             ..
         } => {
+            read_through(&replica).await;
             let space = space(&replica, &args)?;
             let mut query = Query::new();
             for filter in &filters {
@@ -312,7 +333,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             replica.delete(&space, &Collection::new(collection)?, &RecordId::new(id)?)?;
             write_through(&replica).await;
         }
-        ClientCommand::Sync { .. } => sync_all(&replica).await?,
+        ClientCommand::Sync { .. } => sync_all(&replica, false).await?,
         ClientCommand::Watch { .. } => watch(&replica).await?,
         ClientCommand::Logout { keep, .. } => logout(&replica, keep).await?,
         ClientCommand::Conflicts {
@@ -333,7 +354,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             ..
         } => match resolve {
             None => {
-                for c in replica.conflicts()? {
+                let conflicts = replica.conflicts()?;
+                let rejected = replica.rejected()?;
+                if conflicts.is_empty() && rejected.is_empty() {
+                    eprintln!("No conflicts: every write of this replica stands.");
+                }
+                for c in conflicts {
                     println!(
                         "{}",
                         serde_json::json!({"n": c.n, "space": c.space, "conflict": c.conflict})
@@ -341,7 +367,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
                 }
                 // Changes the server refused for good: shown once, then
                 // forgotten (the records already hold the server's copy).
-                for r in replica.rejected()? {
+                for r in rejected {
                     println!(
                         "{}",
                         serde_json::json!({"space": r.space, "rejected": r.change,
@@ -371,7 +397,7 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
 async fn logout(replica: &Replica, keep: bool) -> anyhow::Result<()> {
     let server = server_of(replica)?;
     if replica.pending()? > 0
-        && let Err(e) = sync_all(replica).await
+        && let Err(e) = sync_all(replica, false).await
     {
         eprintln!("could not sync before signing out: {e:#}");
     }
@@ -398,10 +424,25 @@ async fn write_through(replica: &Replica) {
         println!("Saved locally.");
         return;
     }
-    match tokio::time::timeout(Duration::from_secs(10), sync_all(replica)).await {
+    match tokio::time::timeout(Duration::from_secs(10), sync_all(replica, false)).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => println!("Saved locally; not synced yet: {e:#}"),
         Err(_) => println!("Saved locally; the server is slow, sync again later."),
+    }
+}
+
+/// Before a read: sync when signed in, so that what is printed includes
+/// what other devices wrote; offline, the local copy is read and that is
+/// said on stderr (stdout stays the records).
+async fn read_through(replica: &Replica) {
+    if server_of(replica).is_err() {
+        eprintln!("This replica is not signed in: showing what was written on it alone.");
+        return;
+    }
+    match tokio::time::timeout(Duration::from_secs(10), sync_all(replica, true)).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => eprintln!("Showing the local copy; could not sync: {e:#}"),
+        Err(_) => eprintln!("Showing the local copy; the server is slow."),
     }
 }
 

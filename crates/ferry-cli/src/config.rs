@@ -21,7 +21,9 @@ pub struct ConfigArgs {
     /// Directory of the embedded database [default: ./ferry-data].
     #[arg(long, env = "FERRY_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Database URL, sqlite://PATH [default: sqlite://DATA_DIR/ferry.db].
+    /// Database URL: sqlite://PATH, or postgres://USER@HOST/DB for
+    /// PostgreSQL (several nodes share one) [default:
+    /// sqlite://DATA_DIR/ferry.db].
     #[arg(
         long,
         env = "FERRY_DATABASE_URL",
@@ -45,8 +47,9 @@ enum LogFormatArg {
 pub struct ServeArgs {
     #[command(flatten)]
     config: ConfigArgs,
-    /// Address to listen on [default: 127.0.0.1:8787]; port 0 picks a free one.
-    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR")]
+    /// Address to listen on, an IP address or a host name with a port
+    /// (localhost:8787) [default: 127.0.0.1:8787]; port 0 picks a free one.
+    #[arg(long, env = "FERRY_LISTEN", value_name = "ADDR", value_parser = ferry_server::config::parse_listen)]
     listen: Option<SocketAddr>,
     /// This node's id in the HLCs it stamps [default: random].
     #[arg(long, env = "FERRY_NODE_ID")]
@@ -141,8 +144,9 @@ pub struct ServeArgs {
     /// cap [default: 256; loopback and trusted proxies are not counted].
     #[arg(long, env = "FERRY_MAX_CONNECTIONS_PER_ADDRESS", value_name = "N")]
     max_connections_per_address: Option<usize>,
-    /// Origins of web pages that may open realtime connections besides
-    /// Ferry's own, comma-separated; `*` for any.
+    /// Origins of web pages (https://app.example.com) that may call the
+    /// API from the browser (CORS) and open realtime connections, besides
+    /// Ferry's own; comma-separated, `*` for any.
     #[arg(long, env = "FERRY_ALLOWED_ORIGINS", value_name = "ORIGINS")]
     allowed_origins: Option<String>,
     /// Serve the static files of this directory (an app's build) at `/`

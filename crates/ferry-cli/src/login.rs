@@ -93,7 +93,11 @@ pub async fn login(
     let mut pasted = String::new();
     std::io::stdin().lock().read_line(&mut pasted)?;
     let token = token_from(&pasted).context("that holds no sign-in token")?;
-    let replica = crate::client::open(replica)?;
+    let path = match &replica.replica {
+        Some(path) => path.clone(),
+        None => crate::client::login_replica()?,
+    };
+    let replica = crate::client::open_at(&path)?;
     let user = replica
         .sign_in_with_link(server, &token)
         .await
@@ -118,6 +122,11 @@ pub async fn login(
         "Signed in to {server} as {who}. Replica: {}",
         replica_path.display()
     );
+    // What the account already holds, before the prompt comes back: a
+    // `ferry ls` right after shows it.
+    if let Err(e) = crate::client::sync_all(&replica, false).await {
+        eprintln!("Signed in, but the first sync failed: {e:#}. ferry sync tries again.");
+    }
     Ok(())
 }
 

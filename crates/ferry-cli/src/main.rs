@@ -154,8 +154,11 @@ fn main() -> ExitCode {
 fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // Colour only for a person at a terminal: a file or a pipe gets plain
+    // text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -193,7 +196,21 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logs(config.log_format, "info");
-    tracing::info!(config = ?config.for_log(), "configuration");
+    for line in config.describe() {
+        tracing::info!("setting {line}");
+    }
+    // The port first: a start that cannot listen creates nothing (no data
+    // directory, no database).
+    let listener = TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
+                "cannot listen on {}: the address is already in use \
+                 (is another ferry running? pick another with --listen)",
+                config.listen
+            ),
+            _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
+        })?;
     let retention = config
         .tombstone_retention
         .as_deref()
@@ -290,22 +307,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
              whoever reads this log can sign in as anyone; set smtp_url for real use"
         );
     }
-    let listener = TcpListener::bind(config.listen)
-        .await
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::AddrInUse => anyhow::anyhow!(
-                "cannot listen on {}: the address is already in use \
-                 (is another ferry running? pick another with --listen)",
-                config.listen
-            ),
-            _ => anyhow::anyhow!("cannot listen on {}: {e}", config.listen),
-        })?;
     let addr = listener.local_addr()?;
     let shutdown = shutdown_signal()?;
     settings.public_url = config
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let settings_mailer = settings.mailer.clone();
     let state = AppState::new(store, settings)
         .await
         .context("cannot start")?;
@@ -317,11 +325,18 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // closed stdout (a script that read the first line and left) is fine.
     let mut stdout = std::io::stdout();
     let _ = writeln!(stdout, "Ferry listening on http://{addr}");
+    let links = match &settings_mailer {
+        MailerConfig::Log => "sign-in links are printed here".to_owned(),
+        MailerConfig::Dir(dir) => format!("sign-in mail is written to {}", dir.display()),
+        MailerConfig::Smtp { .. } => "sign-in mail is sent by SMTP".to_owned(),
+    };
     if config.app_dir.is_none() {
         let _ = writeln!(
             stdout,
-            "Open http://{addr} in two browser windows for the todo demo; sign-in links are printed here."
+            "Open http://{addr} in two browser windows for the todo demo; {links}."
         );
+    } else {
+        let _ = writeln!(stdout, "Serving the app in {dir}; {links}.", dir = config.app_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_default());
     }
     let _ = writeln!(
         stdout,

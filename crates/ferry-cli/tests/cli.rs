@@ -117,7 +117,7 @@ fn an_unusable_data_dir_is_a_clear_error() {
         .unwrap();
     assert!(!out.status.success());
     let err = stderr_of(&out);
-    assert!(err.contains("cannot create data directory"), "{err}");
+    assert!(err.contains("cannot create the data directory"), "{err}");
     assert!(!err.contains("backtrace"), "{err}");
 }
 

@@ -19,6 +19,10 @@ pub enum Error {
     /// The server could not be reached (offline, refused, timed out).
     #[error("cannot reach the server: {0}")]
     Offline(String),
+    /// Sync stopped until something changes: the billing gate paused it,
+    /// or the session needs signing in again.
+    #[error("sync stopped: {0}")]
+    Stopped(String),
     /// The server answered with an error (PROTOCOL.md §10).
     #[error("the server answered {status} {code}: {message}")]
     Server {

@@ -144,6 +144,35 @@ impl Syncer {
         let _ = self.control.try_send(Control::SyncNow);
     }
 
+    /// Syncs now and waits until every space has synced with nothing left
+    /// pending: what was written before the call is on the server. Returns
+    /// the status then, or an error as soon as sync cannot go on (offline,
+    /// paused by the billing gate, or stopped until the app acts); bound
+    /// the wait with `tokio::time::timeout` where needed.
+    pub async fn synced(&self) -> crate::Result<SyncStatus> {
+        let asked = SystemTime::now();
+        let mut status = self.status();
+        // Marked as seen: only what the task publishes from now on counts.
+        status.borrow_and_update();
+        self.sync_now();
+        loop {
+            if status.changed().await.is_err() {
+                return Err(Error::Offline("the sync task has stopped".into()));
+            }
+            let now = status.borrow_and_update().clone();
+            match &now.state {
+                State::Idle if now.pending == 0 && now.last_synced.is_some_and(|t| t >= asked) => {
+                    return Ok(now);
+                }
+                State::Offline { reason } => return Err(Error::Offline(reason.clone())),
+                State::Paused { reason } | State::Error { reason } => {
+                    return Err(Error::Stopped(reason.clone()));
+                }
+                State::Idle | State::Syncing => {}
+            }
+        }
+    }
+
     /// Stops the task.
     pub async fn stop(self) {
         self.task.abort();

@@ -11,6 +11,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::redact::redact_password;
 use crate::store::{PgStore, SqliteStore, Store, StoreError};
 
+mod describe;
+pub use describe::parse_listen;
+
 /// The address `ferry serve` listens on by default.
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8787";
 /// The data directory `ferry serve` uses by default.
@@ -21,7 +24,8 @@ pub const DEFAULT_DATA_DIR: &str = "ferry-data";
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Where to listen.
+    /// Where to listen: an address, or a host name, with a port.
+    #[serde(deserialize_with = "describe::deserialize_listen")]
     pub listen: SocketAddr,
     /// Where the embedded database lives when `database` is not set.
     pub data_dir: PathBuf,
@@ -300,15 +304,36 @@ impl Database {
 }
 
 fn create_parent(path: &Path) -> Result<(), StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|e| {
-            StoreError::Unavailable(format!(
-                "cannot create data directory {}: {e}",
-                dir.display()
-            ))
-        })?;
+    let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) else {
+        return Ok(());
+    };
+    if dir.exists() && !dir.is_dir() {
+        return Err(StoreError::Unavailable(format!(
+            "the data directory {} is a file, not a directory: move it away, or name \
+             another directory with --data-dir",
+            dir.display()
+        )));
     }
-    Ok(())
+    std::fs::create_dir_all(dir).map_err(|e| {
+        StoreError::Unavailable(format!(
+            "cannot create the data directory {}: {e}; name another with --data-dir",
+            dir.display()
+        ))
+    })?;
+    // SQLite would only say "unable to open database file": find out here
+    // whether this user may write in the directory, and say so.
+    let probe = dir.join(format!(".ferry-write-check-{}", std::process::id()));
+    match std::fs::File::create(&probe) {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(StoreError::Unavailable(format!(
+            "the data directory {} is not writable ({e}): Ferry keeps its database \
+             there; give this user write access, or name another directory with --data-dir",
+            dir.display()
+        ))),
+    }
 }
 
 /// A random node id, `ferry-` and 8 hex digits.

@@ -216,6 +216,8 @@ impl AppState {
             .map_err(|e| StoreError::Unavailable(format!("cannot prepare the mailer: {e}")))?;
         let metrics = Arc::new(Metrics::new());
         let realtime = Arc::new(Realtime::new(metrics.clone(), store.feed()));
+        // Links only printed on the terminal reach no mailbox to protect.
+        let sends_mail = !matches!(settings.mailer, MailerConfig::Log);
         Ok(AppState {
             store,
             issuer: Arc::new(Keyring::new(issuer, settings_reload)),
@@ -224,7 +226,7 @@ impl AppState {
             realtime,
             settings: Arc::new(settings),
             mailer,
-            sign_in_limits: Arc::default(),
+            sign_in_limits: Arc::new(SignInLimits::new(sends_mail)),
             creation_limits: Arc::new(CreationLimits::new(&settings_quotas)),
             shared_secret: settings_shared.map(|c| Arc::new(SharedSecret::new(&c))),
             jwks,

@@ -191,7 +191,8 @@ function showStatus(s: SyncStatus): void {
   switch (s.state) {
     case "signed_out":
       state = "local";
-      text = ferry.user ? "Signed out of sync" : `On this device${pending}`;
+      // Nothing waits for a server before sign-in: the todos are simply here.
+      text = ferry.user ? "Signed out of sync" : "On this device";
       break;
     case "offline":
       text = `Offline${pending}`;
@@ -223,8 +224,17 @@ function showStatus(s: SyncStatus): void {
   el.dataset.pending = String(s.pending);
   el.title = s.error ?? (s.lastSyncedAt ? `Last synced ${new Date(s.lastSyncedAt).toLocaleTimeString()}` : "");
   $("status-text").textContent = text;
-  $("tab-role").textContent = s.leader ? "This tab syncs for the others." : "Another tab syncs for this one.";
   document.body.dataset.leader = String(s.leader);
+  void showTabRole();
+}
+
+/** Which tab syncs, said only when this one is not alone. */
+async function showTabRole(): Promise<void> {
+  const others = await ferry.otherTabs();
+  const role = $("tab-role");
+  role.textContent =
+    others === 0 ? "" : ferry.isLeader ? "This tab syncs for the others." : "Another tab syncs for this one.";
+  role.hidden = others === 0;
 }
 
 function linkToken(): string | null {
@@ -295,7 +305,11 @@ function wire(): void {
       queueRender();
     } catch (err) {
       history.replaceState(null, "", "/");
-      note("finish-note", `${err instanceof Error ? err.message : err}. Ask for a new link.`, true);
+      $<HTMLButtonElement>("finish-button").disabled = false;
+      // Shown in the sign-in form the person goes back to, where a new
+      // link is asked for.
+      const reason = err instanceof Error ? err.message : String(err);
+      note("signin-note", `That link did not sign you in: ${reason}. Ask for a new link.`, true);
       $("signed-out").hidden = false;
       $("finish").hidden = true;
     }
@@ -323,6 +337,10 @@ async function main(): Promise<void> {
   });
   showAccount();
   await render();
+  // Tabs opening and closing change nothing this tab is told of: look again
+  // now and then, and when the person comes back to it.
+  setInterval(() => void showTabRole(), 3000);
+  addEventListener("focus", () => void showTabRole());
   document.body.dataset.ready = "true";
 }
 

@@ -226,7 +226,10 @@ impl Issuer {
             .verifying
             .iter()
             .find(|k| k.kid == kid)
-            .ok_or_else(|| ApiError::invalid_token("the token was signed by an unknown key"))?;
+            .ok_or_else(|| ApiError::invalid_token(
+                    "the token was signed by a key this server does not have \
+                     (was it made against another Ferry database?)",
+                ))?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
         validation.validate_nbf = true;

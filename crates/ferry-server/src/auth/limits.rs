@@ -1,5 +1,13 @@
 //! Rate limits of sign-in requests, per email and per client address, with
 //! governor's keyed limiters (GCRA).
+//!
+//! The limit per email protects people's mailboxes (and the sender's name)
+//! from a flood of sign-in mail. When no mail is sent, because links are
+//! printed on the operator's terminal (Ferry's default, for trying it on
+//! one machine), there is no mailbox to protect and only the limit per
+//! client address applies: someone trying Ferry signs in as often as they
+//! like with one email, and nobody can flood the terminal faster than the
+//! address limit allows.
 
 use std::net::IpAddr;
 use std::num::NonZeroU32;
@@ -27,20 +35,27 @@ fn per_address() -> Quota {
 /// The limiters of the sign-in endpoints.
 #[derive(Debug)]
 pub struct SignInLimits {
-    email: DefaultKeyedRateLimiter<String>,
+    /// None when links are only printed.
+    email: Option<DefaultKeyedRateLimiter<String>>,
     address: DefaultKeyedRateLimiter<IpAddr>,
 }
 
 impl Default for SignInLimits {
     fn default() -> Self {
-        SignInLimits {
-            email: RateLimiter::keyed(per_email()),
-            address: RateLimiter::keyed(per_address()),
-        }
+        SignInLimits::new(true)
     }
 }
 
 impl SignInLimits {
+    /// The limits for a server that sends mail (`mails`), or only prints
+    /// links, which are limited per client address alone.
+    pub fn new(mails: bool) -> Self {
+        SignInLimits {
+            email: mails.then(|| RateLimiter::keyed(per_email())),
+            address: RateLimiter::keyed(per_address()),
+        }
+    }
+
     /// `429 rate_limited` with `Retry-After` when this address or email has
     /// asked too often. The address is checked first, so one client cannot
     /// use up someone else's email quota without spending its own.
@@ -50,15 +65,15 @@ impl SignInLimits {
                 limited(not_until.wait_time_from(DefaultClock::default().now()))
             })?;
         }
-        self.email
-            .check_key(&email.to_owned())
-            .map_err(|not_until| {
+        if let Some(limit) = &self.email {
+            limit.check_key(&email.to_owned()).map_err(|not_until| {
                 limited(not_until.wait_time_from(DefaultClock::default().now()))
             })?;
-        // Keys of limiters that have fully recovered are forgotten, so the
-        // maps stay as small as the recent traffic.
-        if self.email.len() > 10_000 {
-            self.email.retain_recent();
+            // Keys of limiters that have fully recovered are forgotten, so
+            // the maps stay as small as the recent traffic.
+            if limit.len() > 10_000 {
+                limit.retain_recent();
+            }
         }
         if self.address.len() > 10_000 {
             self.address.retain_recent();
@@ -78,6 +93,23 @@ fn limited(wait: Duration) -> ApiError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn printed_links_are_limited_per_address_only() {
+        let local = Some(IpAddr::from([127, 0, 0, 1]));
+        let mailing = SignInLimits::new(true);
+        for _ in 0..3 {
+            assert!(mailing.check("ada@example.com", local).is_ok());
+        }
+        assert!(mailing.check("ada@example.com", local).is_err());
+
+        let printing = SignInLimits::new(false);
+        for _ in 0..20 {
+            assert!(printing.check("ada@example.com", local).is_ok());
+        }
+        // The address limit still holds.
+        assert!(printing.check("ada@example.com", local).is_err());
+    }
 
     #[test]
     fn ipv6_addresses_of_one_network_share_a_limit() {

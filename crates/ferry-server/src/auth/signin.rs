@@ -242,6 +242,9 @@ pub async fn refresh(
         Rotation::Reused => Err(ApiError::invalid_token(
             "this refresh token was used before; its whole session is signed out",
         )),
+        Rotation::Revoked => Err(ApiError::invalid_token(
+            "this session was signed out; sign in again",
+        )),
         Rotation::Invalid => Err(ApiError::invalid_token(
             "the refresh token is expired or unknown",
         )),

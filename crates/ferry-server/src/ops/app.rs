@@ -51,6 +51,18 @@ async fn demo_index() -> Response {
     ([(header::CACHE_CONTROL, NO_CACHE)], Html(DEMO_INDEX)).into_response()
 }
 
+/// The demo's icon, which browsers ask for at `/favicon.ico`.
+async fn favicon() -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static("image/x-icon")),
+            (header::CACHE_CONTROL, NO_CACHE),
+        ],
+        include_bytes!("../../../../examples/todo/dist/favicon.ico").as_slice(),
+    )
+        .into_response()
+}
+
 async fn demo_file(UrlPath(name): UrlPath<String>) -> Response {
     match DEMO_FILES.iter().find(|(n, _, _)| *n == name) {
         Some((_, kind, bytes)) => (
@@ -79,6 +91,7 @@ pub fn demo_routes() -> Router<AppState> {
         .route("/", get(demo_index))
         .route("/auth/magic-link", get(demo_index))
         .route("/app/{name}", get(demo_file))
+        .route("/favicon.ico", get(favicon))
 }
 
 /// Whether `path` names a hidden file or directory (a segment starting

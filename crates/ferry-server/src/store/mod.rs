@@ -292,9 +292,12 @@ pub enum Rotation {
         /// Whose it is.
         user: UserId,
     },
-    /// It had been used or revoked before: a sign of theft, so its whole
-    /// family is revoked now.
+    /// It had been used before: a sign of theft, so its whole family is
+    /// revoked now.
     Reused,
+    /// Its session was signed out (or revoked after a reuse) before it
+    /// was ever used.
+    Revoked,
     /// Unknown or expired.
     Invalid,
 }

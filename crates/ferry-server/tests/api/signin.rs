@@ -189,7 +189,15 @@ async fn refresh_tokens_rotate_and_a_reused_one_ends_the_session() {
         )
         .await;
     assert_eq!(out.status, StatusCode::NO_CONTENT);
-    assert_eq!(refresh(&api, r).await.status, StatusCode::UNAUTHORIZED);
+    let after = refresh(&api, r).await;
+    assert_eq!(after.status, StatusCode::UNAUTHORIZED);
+    // Said as what happened: signed out, not "used before".
+    let message = after.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("signed out"), "{message}");
+    assert!(!message.contains("used before"), "{message}");
+    let reused = refresh(&api, r1).await;
+    let message = reused.body["error"]["message"].as_str().unwrap();
+    assert!(message.contains("used before"), "{message}");
 }
 
 #[tokio::test]
@@ -340,4 +348,36 @@ async fn sign_in_mail_is_rate_limited_per_client_address() {
         ask_from([10, 0, 0, 2], "u21@example.com".into()).await,
         StatusCode::ACCEPTED
     );
+}
+
+#[tokio::test]
+async fn printed_links_are_limited_per_client_address_not_per_email() {
+    use axum::extract::connect_info::MockConnectInfo;
+    // Links printed on the operator's terminal reach no mailbox: one
+    // person trying Ferry signs in many times with one email.
+    let api = Api::configured(|s| s.mailer = MailerConfig::Log).await;
+    let app = api
+        .app
+        .clone()
+        .layer(MockConnectInfo(std::net::SocketAddr::from((
+            [10, 0, 0, 9],
+            4242,
+        ))));
+    let ask_once = || {
+        let app = app.clone();
+        async move {
+            let req = Request::post("/v1/auth/magic-link")
+                .header(header::CONTENT_TYPE, "application/json")
+                .body(Body::from(
+                    serde_json::to_vec(&json!({"email": "ada@example.com"})).unwrap(),
+                ))
+                .unwrap();
+            app.oneshot(req).await.unwrap().status()
+        }
+    };
+    for _ in 0..20 {
+        assert_eq!(ask_once().await, StatusCode::ACCEPTED);
+    }
+    // The address limit still holds.
+    assert_eq!(ask_once().await, StatusCode::TOO_MANY_REQUESTS);
 }

@@ -82,7 +82,11 @@ pub async fn rotate_refresh(
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        return Ok(Rotation::Reused);
+        return Ok(if used.is_some() {
+            Rotation::Reused
+        } else {
+            Rotation::Revoked
+        });
     }
     if count(expires) <= now {
         return Ok(Rotation::Invalid);

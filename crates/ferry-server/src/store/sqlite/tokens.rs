@@ -69,7 +69,11 @@ pub fn rotate_refresh(
             params![family, int(now)],
         )?;
         tx.commit()?;
-        return Ok(Rotation::Reused);
+        return Ok(if used.is_some() {
+            Rotation::Reused
+        } else {
+            Rotation::Revoked
+        });
     }
     if count(expires) <= now {
         return Ok(Rotation::Invalid);

@@ -131,7 +131,8 @@ pub async fn refresh_tokens_rotate_and_reuse_revokes_the_family(store: Arc<dyn S
         .await
         .unwrap();
     assert_eq!(rotated, Rotation::Rotated { user: u.clone() });
-    // r1 again: stolen, so the whole family goes, r2 included.
+    // r1 again: stolen, so the whole family goes, r2 included (revoked,
+    // never used: its session is signed out).
     assert_eq!(
         store
             .rotate_refresh_token("r1", "r3", 200_000, 2_000)
@@ -144,7 +145,7 @@ pub async fn refresh_tokens_rotate_and_reuse_revokes_the_family(store: Arc<dyn S
             .rotate_refresh_token("r2", "r4", 200_000, 3_000)
             .await
             .unwrap(),
-        Rotation::Reused
+        Rotation::Revoked
     );
     assert_eq!(
         store
@@ -181,7 +182,7 @@ pub async fn refresh_tokens_rotate_and_reuse_revokes_the_family(store: Arc<dyn S
             .rotate_refresh_token("t1", "t2", 200_000, 2_000)
             .await
             .unwrap(),
-        Rotation::Reused
+        Rotation::Revoked
     );
 }
 
