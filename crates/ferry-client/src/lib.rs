@@ -17,7 +17,8 @@
 //! - [`session`]: anonymous use, sign-in, refresh, sign-out (keep or wipe).
 //! - `schema`: the replica's tables.
 //!
-//! An app, start to end (the README's example, compiled here):
+//! An app, start to end (`examples/notes.rs` has it whole, and
+//! docs/rust-client.md shows it):
 //!
 //! ```no_run
 //! use ferry_client::{Query, Replica, ReplicaConfig, SyncConfig, Syncer};
@@ -26,7 +27,9 @@
 //!
 //! async fn app(server: &str, link_token: &str) -> Result<(), Box<dyn std::error::Error>> {
 //!     let replica = Replica::open("notes.db", ReplicaConfig::default())?;
-//!     replica.sign_in_with_link(server, link_token).await?; // once; the session is kept
+//!     if replica.user()?.is_none() {
+//!         replica.sign_in_with_link(server, link_token).await?; // once; the session is kept
+//!     }
 //!     let space = replica.personal_space()?; // user:{id}
 //!     let syncer = Syncer::start(replica.clone(), replica.remote(server)?, vec![space.clone()], SyncConfig::default());
 //!
@@ -35,6 +38,7 @@
 //!     let all = replica.list(&space, &notes, &Query::new())?;
 //!     let mut changes = replica.subscribe(); // local and remote changes, to re-render
 //!     let status = syncer.status(); // idle / syncing / offline / paused / error, pending, last synced
+//!     syncer.synced().await?; // the write is on the server
 //!     # let _ = (all, changes.try_recv(), status);
 //!     Ok(())
 //! }

@@ -71,3 +71,14 @@ async fn the_rust_example_runs_twice_and_its_writes_reach_the_server() {
     let on_server: Vec<&str> = page.records.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(on_server, ["n1", "n2"], "{:?}", page.records);
 }
+
+#[test]
+fn the_guide_shows_the_example_as_it_is() {
+    let example = include_str!("../examples/notes.rs");
+    let code = &example[example.find("use std::path::Path;").unwrap()..];
+    let guide = include_str!("../../../docs/rust-client.md");
+    assert!(
+        guide.contains(code),
+        "docs/rust-client.md must show examples/notes.rs from its first `use` on"
+    );
+}

@@ -121,15 +121,18 @@ async fn a_write_made_while_the_server_is_away_syncs_when_it_returns() {
         matches!(s.state, State::Offline { .. }) && s.pending == 1
     })
     .await;
+    // Waiting for the write to reach the server says at once that it
+    // cannot, and why.
+    match syncer.synced().await {
+        Err(ferry_client::Error::Offline(_)) => {}
+        other => panic!("synced() while the server is away: {other:?}"),
+    }
 
     // Back on the same address.
     let listener = TcpListener::bind(addr).await.unwrap();
     let server = serve(store.clone(), listener).await;
-    eventually("the write reaching the server", || {
-        let s = syncer.status().borrow().clone();
-        s.state == State::Idle && s.pending == 0
-    })
-    .await;
+    let status = syncer.synced().await.unwrap();
+    assert_eq!((status.state.clone(), status.pending), (State::Idle, 0));
     let stored = store.record(&space, &todos, &t1).await.unwrap().unwrap();
     assert!(stored.fields.get().contains("offline"));
     drop(syncer);

@@ -17,6 +17,7 @@ async fn the_demo_is_served_at_the_root_with_its_files() {
         ("/app/app.js", "text/javascript; charset=utf-8"),
         ("/app/style.css", "text/css; charset=utf-8"),
         ("/app/ferry_wasm_bg.wasm", "application/wasm"),
+        ("/favicon.ico", "image/x-icon"),
     ] {
         let r = api.call(Method::GET, path, None, None).await;
         assert_eq!(r.status, StatusCode::OK, "{path}");
@@ -30,6 +31,9 @@ async fn the_demo_is_served_at_the_root_with_its_files() {
         )
         .await;
     assert!(wasm.body.as_str().unwrap().starts_with("\0asm"));
+    // The icon is fixed bytes; nothing else is taken at its path.
+    let icon = api.call(Method::POST, "/favicon.ico", None, None).await;
+    assert_eq!(icon.status, StatusCode::METHOD_NOT_ALLOWED);
     for path in ["/app/nope.js", "/app/../Cargo.toml", "/nope", "/v1/nope"] {
         let r = api.call(Method::GET, path, None, None).await;
         assert_eq!(

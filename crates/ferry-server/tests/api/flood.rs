@@ -151,6 +151,7 @@ fn templates(token: &str) -> Vec<Shot> {
         get("/"),
         get("/auth/magic-link"),
         get("/app/app.js"),
+        get("/favicon.ico"),
         get("/.env"),
         get("/assets/app.js"),
         get("/.well-known/assetlinks.json"),
