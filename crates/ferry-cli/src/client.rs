@@ -141,15 +141,31 @@ pub fn login_replica() -> anyhow::Result<PathBuf> {
 /// last. With neither, nobody is signed in on this machine: that is said,
 /// and nothing is created.
 pub fn open(args: &ReplicaArgs) -> anyhow::Result<Replica> {
-    let path = match (args.replica.clone(), crate::login::stored_replica()?) {
-        (Some(path), _) | (None, Some(path)) => path,
-        (None, None) => bail!(
-            "nobody is signed in on this machine: sign in with \
-             ferry login --email you@example.com (add --server URL for a server \
-             other than http://127.0.0.1:8787), or name a replica with --replica FILE"
-        ),
+    const HOW: &str = "sign in with ferry login --email you@example.com (add --server URL \
+                       for a server other than http://127.0.0.1:8787), or name a replica \
+                       with --replica FILE";
+    if let Some(path) = &args.replica {
+        return open_at(path);
+    }
+    let Some(path) = crate::login::stored_replica()? else {
+        bail!("nobody is signed in on this machine: {HOW}");
     };
-    open_at(&path)
+    // The replica login named is gone, or signed out since: nothing to
+    // open, and nothing to create in its place.
+    if !path.exists() {
+        bail!(
+            "the replica {} that ferry login signed in is gone: {HOW}",
+            path.display()
+        );
+    }
+    let replica = open_at(&path)?;
+    if replica.user()?.is_none() {
+        bail!(
+            "nobody is signed in on the replica {} (signed out): {HOW}",
+            path.display()
+        );
+    }
+    Ok(replica)
 }
 
 /// Opens (creating) the replica at `path`, and its directory.
@@ -172,6 +188,16 @@ fn object(json: &str) -> anyhow::Result<Map<String, Value>> {
     match serde_json::from_str(json).context("the fields are not JSON")? {
         Value::Object(map) => Ok(map),
         _ => bail!("the fields must be a JSON object, like '{{\"title\": \"Milk\"}}'"),
+    }
+}
+
+/// `1 change`, `2 changes`.
+fn counted(n: impl Into<u64>, noun: &str) -> String {
+    let n = n.into();
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
     }
 }
 
@@ -244,7 +270,9 @@ pub async fn sync_all(replica: &Replica, quiet: bool) -> anyhow::Result<()> {
     }
     bar.finish_and_clear();
     say(format!(
-        "Synced with {server}: {pushed} changes sent, {pulled} records received."
+        "Synced with {server}: {} sent, {} received.",
+        counted(pushed, "change"),
+        counted(pulled, "record")
     ));
     Ok(())
 }
@@ -287,11 +315,12 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             write_through(&replica).await;
         }
         ClientCommand::Get { collection, id, .. } => {
-            read_through(&replica).await;
             let space = space(&replica, &args)?;
+            let (collection, id) = (Collection::new(collection)?, RecordId::new(id)?);
+            read_through(&replica).await;
             let record = replica
-                .get(&space, &Collection::new(collection)?, &RecordId::new(id)?)?
-                .context("no such record")?;
+                .get(&space, &collection, &id)?
+                .with_context(|| format!("no record {collection}/{id} in {space}"))?;
             println!("{}", Value::Object(record.fields));
         }
         ClientCommand::Ls {
@@ -301,7 +330,6 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             limit,
             ..
         } => {
-            read_through(&replica).await;
             let space = space(&replica, &args)?;
             let mut query = Query::new();
             for filter in &filters {
@@ -321,7 +349,9 @@ pub async fn run(command: ClientCommand) -> anyhow::Result<()> {
             if let Some(n) = limit {
                 query = query.limit(n);
             }
-            for record in replica.list(&space, &Collection::new(collection)?, &query)? {
+            let collection = Collection::new(collection)?;
+            read_through(&replica).await;
+            for record in replica.list(&space, &collection, &query)? {
                 let mut line = Map::new();
                 line.insert("id".into(), Value::String(record.id.into_string()));
                 line.extend(record.fields);
@@ -408,6 +438,7 @@ async fn logout(replica: &Replica, keep: bool) -> anyhow::Result<()> {
         ferry_client::SignOut::Wipe
     };
     let discarded = replica.sign_out(&remote, policy).await?;
+    crate::login::forget(replica.path())?;
     if discarded > 0 {
         println!("Signed out; {discarded} changes that never reached the server were discarded.");
     } else if keep {

@@ -70,6 +70,21 @@ pub fn stored_replica() -> anyhow::Result<Option<PathBuf>> {
     Ok(stored["replica"].as_str().map(PathBuf::from))
 }
 
+/// Forgets the stored credentials when they name the replica at `path`
+/// (signed out now), so that client commands say nobody is signed in.
+pub fn forget(path: &std::path::Path) -> anyhow::Result<()> {
+    let Some(stored) = stored_replica()? else {
+        return Ok(());
+    };
+    let same = |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    if same(&stored) == same(path) {
+        let credentials = credentials_path()?;
+        std::fs::remove_file(&credentials)
+            .with_context(|| format!("cannot remove {}", credentials.display()))?;
+    }
+    Ok(())
+}
+
 /// Asks for a sign-in link for `email`, reads the link or token the person
 /// pastes, redeems it into the replica (which keeps the session and claims
 /// what was written there before signing in), and notes which replica and
@@ -124,8 +139,16 @@ pub async fn login(
     );
     // What the account already holds, before the prompt comes back: a
     // `ferry ls` right after shows it.
-    if let Err(e) = crate::client::sync_all(&replica, false).await {
-        eprintln!("Signed in, but the first sync failed: {e:#}. ferry sync tries again.");
+    let first = tokio::time::timeout(
+        std::time::Duration::from_secs(60),
+        crate::client::sync_all(&replica, false),
+    );
+    match first.await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => {
+            eprintln!("Signed in, but the first sync failed: {e:#}. ferry sync tries again.")
+        }
+        Err(_) => eprintln!("Signed in; the first sync is slow: ferry sync goes on with it."),
     }
     Ok(())
 }

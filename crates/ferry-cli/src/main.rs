@@ -154,11 +154,13 @@ fn main() -> ExitCode {
 fn init_logs(format: LogFormat, default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    // Colour only for a person at a terminal: a file or a pipe gets plain
-    // text.
+    // Colour only for a person at a terminal who has not asked for none
+    // (NO_COLOR): a file or a pipe gets plain text.
+    let colour = std::io::IsTerminal::is_terminal(&std::io::stderr())
+        && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty());
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),
@@ -217,7 +219,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .map(humantime::parse_duration)
         .transpose()
         .context("tombstone_retention")?;
-    let store = open_store(&config).await?;
     let node_id = match &config.node_id {
         Some(id) => ferry_core::ClientId::new(id.clone()).context("node_id")?,
         None => random_node_id()?,
@@ -314,6 +315,8 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let settings_mailer = settings.mailer.clone();
+    // Last: a start refused for its settings creates no data directory.
+    let store = open_store(&config).await?;
     let state = AppState::new(store, settings)
         .await
         .context("cannot start")?;
@@ -330,14 +333,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         MailerConfig::Dir(dir) => format!("sign-in mail is written to {}", dir.display()),
         MailerConfig::Smtp { .. } => "sign-in mail is sent by SMTP".to_owned(),
     };
-    if config.app_dir.is_none() {
-        let _ = writeln!(
+    let _ = match &config.app_dir {
+        None => writeln!(
             stdout,
             "Open http://{addr} in two browser windows for the todo demo; {links}."
-        );
-    } else {
-        let _ = writeln!(stdout, "Serving the app in {dir}; {links}.", dir = config.app_dir.as_deref().map(|d| d.display().to_string()).unwrap_or_default());
-    }
+        ),
+        Some(dir) => writeln!(stdout, "Serving the app in {}; {links}.", dir.display()),
+    };
     let _ = writeln!(
         stdout,
         "Get a token: ferry admin token --email you@example.com {db_flag}"

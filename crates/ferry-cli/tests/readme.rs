@@ -45,7 +45,7 @@ async fn the_curl_guide_works_as_written() {
         .arg("-c")
         .arg(walkthrough(&server, &db))
         .output()
-        .expect("bash and curl are needed to run the README walkthrough");
+        .expect("bash and curl are needed to run the curl guide");
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success(),
@@ -117,6 +117,8 @@ async fn the_readme_first_sync_works_in_order_with_one_email() {
             .unwrap();
         assert_eq!(r.status(), 202);
     }
+    // All three printed before the walkthrough starts.
+    nth_link(&server, 3);
     let readme = include_str!("../../../README.md");
     let block = readme
         .split("```sh\n")
@@ -165,7 +167,8 @@ async fn the_readme_first_sync_works_in_order_with_one_email() {
     }
     // The last command, ls on the phone, prints the laptop's record.
     let last = outputs.last().unwrap();
-    let record: serde_json::Value = serde_json::from_str(last.trim()).unwrap_or_else(|_| panic!("{last}"));
+    let record: serde_json::Value =
+        serde_json::from_str(last.trim()).unwrap_or_else(|_| panic!("{last}"));
     assert_eq!(record["id"], "milk");
     assert_eq!(record["title"], "Milk");
 }

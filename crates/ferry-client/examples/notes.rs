@@ -46,7 +46,10 @@ pub async fn notes(
         let link = link.ok_or("not signed in yet: pass the sign-in link after the server")?;
         let token = link.rsplit("token=").next().unwrap_or(link);
         let user = replica.sign_in_with_link(server, token).await?;
-        println!("Signed in as {}", user.email.unwrap_or_else(|| user.id.to_string()));
+        println!(
+            "Signed in as {}",
+            user.email.unwrap_or_else(|| user.id.to_string())
+        );
     }
 
     let space = replica.personal_space()?; // user:{id}

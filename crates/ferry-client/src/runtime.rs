@@ -97,11 +97,22 @@ enum Control {
     SyncNow,
 }
 
+/// The rounds the task has ended, for [`Syncer::synced`]: how many, and
+/// how the last one ended (`Ok(true)`: every space synced; `Ok(false)`:
+/// some space waits on another process's lock; `Err`: the state a failure
+/// left).
+#[derive(Debug, Clone, Default)]
+struct Rounds {
+    ended: u64,
+    last: Option<Result<bool, State>>,
+}
+
 /// The running background task; stops when dropped or [`Syncer::stop`]ped.
 #[derive(Debug)]
 pub struct Syncer {
     control: mpsc::Sender<Control>,
     status: watch::Receiver<SyncStatus>,
+    rounds: watch::Receiver<Rounds>,
     task: JoinHandle<()>,
 }
 
@@ -126,10 +137,19 @@ impl Syncer {
             last_synced: None,
         });
         let (control, control_rx) = mpsc::channel(16);
-        let task = tokio::spawn(run(replica, remote, spaces, config, status_tx, control_rx));
+        let (rounds_tx, rounds) = watch::channel(Rounds::default());
+        let task = tokio::spawn(run(
+            replica,
+            remote,
+            spaces,
+            config,
+            (status_tx, rounds_tx),
+            control_rx,
+        ));
         Syncer {
             control,
             status,
+            rounds,
             task,
         }
     }
@@ -144,31 +164,36 @@ impl Syncer {
         let _ = self.control.try_send(Control::SyncNow);
     }
 
-    /// Syncs now and waits until every space has synced with nothing left
-    /// pending: what was written before the call is on the server. Returns
-    /// the status then, or an error as soon as sync cannot go on (offline,
-    /// paused by the billing gate, or stopped until the app acts); bound
+    /// Syncs now and waits until a round that began after the call has
+    /// synced every space: what was written before the call is on the
+    /// server, and what the server had is here. Returns the status then,
+    /// or an error when that round could not (offline, paused by the
+    /// billing gate, or stopped until the app acts). A round that finds
+    /// another process syncing the replica is followed by another. Bound
     /// the wait with `tokio::time::timeout` where needed.
     pub async fn synced(&self) -> crate::Result<SyncStatus> {
-        let asked = SystemTime::now();
-        let mut status = self.status();
-        // Marked as seen: only what the task publishes from now on counts.
-        status.borrow_and_update();
+        let mut rounds = self.rounds.clone();
+        // A round under way may have read the outbox before the call: the
+        // one after it is the first that surely comes after.
+        let under_way = self.status.borrow().state == State::Syncing;
+        let mut after = rounds.borrow_and_update().ended + u64::from(under_way);
         self.sync_now();
         loop {
-            if status.changed().await.is_err() {
+            if rounds.changed().await.is_err() {
                 return Err(Error::Offline("the sync task has stopped".into()));
             }
-            let now = status.borrow_and_update().clone();
-            match &now.state {
-                State::Idle if now.pending == 0 && now.last_synced.is_some_and(|t| t >= asked) => {
-                    return Ok(now);
+            let now = rounds.borrow_and_update().clone();
+            if now.ended <= after {
+                continue;
+            }
+            match now.last {
+                Some(Ok(true)) => return Ok(self.status.borrow().clone()),
+                Some(Ok(false)) | None => after = now.ended,
+                Some(Err(State::Offline { reason })) => return Err(Error::Offline(reason)),
+                Some(Err(State::Paused { reason } | State::Error { reason })) => {
+                    return Err(Error::Stopped(reason));
                 }
-                State::Offline { reason } => return Err(Error::Offline(reason.clone())),
-                State::Paused { reason } | State::Error { reason } => {
-                    return Err(Error::Stopped(reason.clone()));
-                }
-                State::Idle | State::Syncing => {}
+                Some(Err(State::Idle | State::Syncing)) => after = now.ended,
             }
         }
     }
@@ -233,9 +258,15 @@ async fn run(
     remote: Remote,
     spaces: Vec<SpaceId>,
     config: SyncConfig,
-    status: watch::Sender<SyncStatus>,
+    (status, rounds): (watch::Sender<SyncStatus>, watch::Sender<Rounds>),
     mut control: mpsc::Receiver<Control>,
 ) {
+    let ended = |last: Result<bool, State>| {
+        rounds.send_modify(|r| {
+            r.ended += 1;
+            r.last = Some(last);
+        });
+    };
     let mut spaces: BTreeSet<SpaceId> = spaces.into_iter().collect();
     let mut local = replica.subscribe();
     let (signal_tx, mut signals) = mpsc::channel::<SpaceId>(64);
@@ -298,6 +329,7 @@ async fn run(
             Ok(all) => {
                 backoff = config.min_backoff;
                 publish(&replica, &status, Some(State::Idle), all).await;
+                ended(Ok(all));
                 hold = Some(now);
                 // Another process holds the lock: look again soon.
                 due = if all {
@@ -307,45 +339,33 @@ async fn run(
                 };
             }
             Err(e) if e.status() == Some(402) => {
-                publish(
-                    &replica,
-                    &status,
-                    Some(State::Paused {
-                        reason: e.to_string(),
-                    }),
-                    false,
-                )
-                .await;
+                let state = State::Paused {
+                    reason: e.to_string(),
+                };
+                publish(&replica, &status, Some(state.clone()), false).await;
+                ended(Err(state));
                 hold = Some(now + config.interval);
                 due = now + config.interval;
             }
             Err(e) if e.is_transient() => {
                 let wait = backoff.mul_f64(jitter());
                 tracing::debug!(error = %e, retry_in = ?wait, "sync failed; backing off");
-                publish(
-                    &replica,
-                    &status,
-                    Some(State::Offline {
-                        reason: e.to_string(),
-                    }),
-                    false,
-                )
-                .await;
+                let state = State::Offline {
+                    reason: e.to_string(),
+                };
+                publish(&replica, &status, Some(state.clone()), false).await;
+                ended(Err(state));
                 hold = Some(now + wait);
                 due = now + wait;
                 backoff = (backoff * 2).min(config.max_backoff);
             }
             Err(e) => {
                 tracing::warn!(error = %e, "sync stopped until the app asks again");
-                publish(
-                    &replica,
-                    &status,
-                    Some(State::Error {
-                        reason: e.to_string(),
-                    }),
-                    false,
-                )
-                .await;
+                let state = State::Error {
+                    reason: e.to_string(),
+                };
+                publish(&replica, &status, Some(state.clone()), false).await;
+                ended(Err(state));
                 hold = None;
                 due = now + config.interval;
             }

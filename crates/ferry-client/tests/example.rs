@@ -21,7 +21,12 @@ use ferry_server::{AppState, Settings};
 async fn link_in(dir: &std::path::Path) -> String {
     for _ in 0..200 {
         for entry in std::fs::read_dir(dir).unwrap() {
-            let text = std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default();
+            // Whole mails only, never one being written.
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "eml") {
+                continue;
+            }
+            let text = std::fs::read_to_string(path).unwrap_or_default();
             if let Some(at) = text.find("http") {
                 return text[at..].split_whitespace().next().unwrap().to_owned();
             }
@@ -57,7 +62,10 @@ async fn the_rust_example_runs_twice_and_its_writes_reach_the_server() {
 
     // Both are on the server, in the user's personal space.
     let user = store
-        .user_by_email("ada@example.com", &ferry_server::ids::new_user_id().unwrap())
+        .user_by_email(
+            "ada@example.com",
+            &ferry_server::ids::new_user_id().unwrap(),
+        )
         .await
         .unwrap();
     let space = ferry_core::SpaceId::new(format!("user:{}", user.id)).unwrap();

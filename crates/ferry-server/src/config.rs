@@ -161,6 +161,8 @@ impl Config {
     pub fn for_log(&self) -> Config {
         Config {
             database: self.database.as_deref().map(redact_password),
+            jwks_url: self.jwks_url.as_deref().map(redact_password),
+            public_url: self.public_url.as_deref().map(redact_password),
             jwt_secret: self.jwt_secret.as_ref().map(|_| "***".to_owned()),
             metrics_token: self.metrics_token.as_ref().map(|_| "***".to_owned()),
             smtp_url: self.smtp_url.as_deref().map(redact_password),
@@ -322,8 +324,17 @@ fn create_parent(path: &Path) -> Result<(), StoreError> {
     })?;
     // SQLite would only say "unable to open database file": find out here
     // whether this user may write in the directory, and say so.
-    let probe = dir.join(format!(".ferry-write-check-{}", std::process::id()));
-    match std::fs::File::create(&probe) {
+    // A new file of a random name: never one that is there already (or a
+    // link someone planted).
+    let mut random = [0u8; 8];
+    getrandom::fill(&mut random)
+        .map_err(|e| StoreError::Unavailable(format!("no randomness: {e}")))?;
+    let probe = dir.join(format!(".ferry-write-check-{}", crate::ids::hex(&random)));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
         Ok(_) => {
             let _ = std::fs::remove_file(&probe);
             Ok(())

@@ -228,9 +228,14 @@ function showStatus(s: SyncStatus): void {
   void showTabRole();
 }
 
+let tabRoleAsked = 0;
+
 /** Which tab syncs, said only when this one is not alone. */
 async function showTabRole(): Promise<void> {
+  const asked = ++tabRoleAsked;
   const others = await ferry.otherTabs();
+  // An answer to an older question than the last one changes nothing.
+  if (asked !== tabRoleAsked) return;
   const role = $("tab-role");
   role.textContent =
     others === 0 ? "" : ferry.isLeader ? "This tab syncs for the others." : "Another tab syncs for this one.";

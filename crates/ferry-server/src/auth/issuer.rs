@@ -226,10 +226,12 @@ impl Issuer {
             .verifying
             .iter()
             .find(|k| k.kid == kid)
-            .ok_or_else(|| ApiError::invalid_token(
+            .ok_or_else(|| {
+                ApiError::invalid_token(
                     "the token was signed by a key this server does not have \
                      (was it made against another Ferry database?)",
-                ))?;
+                )
+            })?;
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.leeway = 0;
         validation.validate_nbf = true;

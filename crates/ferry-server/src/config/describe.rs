@@ -9,8 +9,8 @@ use serde_json::Value;
 use super::{Config, Database};
 
 impl Config {
-    /// The settings as `key = value` lines, in the order of `ferry.toml`'s
-    /// keys, with every secret and password redacted. Settings left unset
+    /// The settings as `key = value` lines, sorted by their `ferry.toml`
+    /// key, with every secret and password redacted. Settings left unset
     /// are omitted, except the database, whose default is spelled out.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = Vec::new();
@@ -62,6 +62,11 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
     if host.is_empty() {
         return Err(format!("{text:?} names no host, like 127.0.0.1:{port}"));
     }
+    if host.contains(':') {
+        return Err(format!(
+            "{text:?}: write an IPv6 address in brackets, like [::1]:8787"
+        ));
+    }
     let found: Vec<SocketAddr> = (host, port)
         .to_socket_addrs()
         .map_err(|e| format!("cannot resolve the host name {host:?}: {e}"))?
@@ -99,10 +104,19 @@ mod tests {
         );
         let local = parse_listen("localhost:8787");
         assert!(
-            local.as_ref().is_ok_and(|a| a.ip().is_loopback() && a.port() == 8787),
+            local
+                .as_ref()
+                .is_ok_and(|a| a.ip().is_loopback() && a.port() == 8787),
             "{local:?}"
         );
-        for bad in ["localhost", ":8787", "localhost:99999", "localhost:http"] {
+        for bad in [
+            "localhost",
+            ":8787",
+            "localhost:99999",
+            "localhost:http",
+            "fe80::1:1",
+            "2001:db8::1",
+        ] {
             assert!(parse_listen(bad).is_err(), "{bad}");
         }
     }
@@ -116,11 +130,23 @@ mod tests {
         };
         let lines = config.describe();
         let text = lines.join("\n");
-        assert!(lines.contains(&"listen = 127.0.0.1:8787".to_owned()), "{text}");
-        assert!(lines.contains(&"data_dir = ferry-data".to_owned()), "{text}");
+        assert!(
+            lines.contains(&"listen = 127.0.0.1:8787".to_owned()),
+            "{text}"
+        );
+        assert!(
+            lines.contains(&"data_dir = ferry-data".to_owned()),
+            "{text}"
+        );
         assert!(lines.contains(&"jwt_secret = ***".to_owned()), "{text}");
-        assert!(!text.contains("a-secret") && !text.contains("hunter2"), "{text}");
-        assert!(!text.contains("Config {") && !text.contains("None"), "{text}");
+        assert!(
+            !text.contains("a-secret") && !text.contains("hunter2"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("Config {") && !text.contains("None"),
+            "{text}"
+        );
         assert!(lines.iter().all(|l| l.contains(" = ")), "{text}");
 
         let default = Config::default().describe();

@@ -55,7 +55,10 @@ async fn demo_index() -> Response {
 async fn favicon() -> Response {
     (
         [
-            (header::CONTENT_TYPE, HeaderValue::from_static("image/x-icon")),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("image/x-icon"),
+            ),
             (header::CACHE_CONTROL, NO_CACHE),
         ],
         include_bytes!("../../../../examples/todo/dist/favicon.ico").as_slice(),
