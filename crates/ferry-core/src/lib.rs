@@ -10,6 +10,8 @@
 //! - [`conflict`]: conflicts as a replica's inbox keeps them.
 //! - [`local`]: a replica's own writes (put, patch, delete) as changes.
 //! - [`protocol`]: request and response bodies (§4–§6, §10).
+//! - [`schema`]: typed collections, and the one validator of writes
+//!   (docs/schema.md).
 
 pub mod change;
 pub mod conflict;
@@ -18,6 +20,7 @@ pub mod local;
 pub mod merge;
 pub mod names;
 pub mod protocol;
+pub mod schema;
 
 pub use change::{Bases, Change, Conflict, ConflictKind, FieldValue, Fields, Record, RecordState};
 pub use hlc::{Hlc, HlcError};

@@ -1,0 +1,224 @@
+//! A change against the record it applies to: the one validation the
+//! server runs in its push transaction and both clients run before they
+//! queue a write.
+
+use serde::Serialize;
+
+use super::value::misfit;
+use super::{Mode, Schema, Undeclared};
+use crate::change::{Change, RecordState};
+use crate::names::{Collection, FieldName, RecordId};
+
+/// The rule a change broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Rule {
+    /// A write to a collection the schema does not declare, where it
+    /// refuses those.
+    UndeclaredCollection,
+    /// A field a strict collection does not declare.
+    UndeclaredField,
+    /// A value of another type than the field's.
+    Type,
+    /// A string shorter than `min_length`.
+    MinLength,
+    /// A string (or an array's string) longer than `max_length`.
+    MaxLength,
+    /// A number below `min`.
+    Min,
+    /// A number above `max`.
+    Max,
+    /// A value not among an enum's `values`.
+    Enum,
+    /// An array with more than `max_items` items.
+    MaxItems,
+    /// A required field missing (or null where not nullable) from the
+    /// record after the change.
+    Required,
+}
+
+/// A change that breaks the schema: where, which rule, and why, as a
+/// sentence (`todos/t1: field done must be true or false, got "yes"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, thiserror::Error)]
+#[error("{collection}/{id}: {message}")]
+pub struct Violation {
+    /// The record's collection.
+    pub collection: Collection,
+    /// The record's id.
+    pub id: RecordId,
+    /// The field, when the rule is about one.
+    pub field: Option<FieldName>,
+    /// The rule.
+    pub rule: Rule,
+    /// What is wrong, for a person.
+    pub message: String,
+}
+
+impl Schema {
+    /// Judges `change`, which turned the record from `before` into `after`
+    /// (`merge::apply_change`'s state: the server has it at hand).
+    ///
+    /// Every value the change writes must fit its field (whether or not it
+    /// wins the merge), a strict collection takes no undeclared field, and
+    /// the record after the change must hold its required fields, when the
+    /// change made it (a record created, or a required field written null):
+    /// a record stored before its schema said a field is required is not
+    /// blamed on a change to its other fields. A delete is always allowed.
+    pub fn check(
+        &self,
+        before: &RecordState,
+        change: &Change,
+        after: &RecordState,
+    ) -> Result<(), Violation> {
+        let Change::Upsert {
+            collection,
+            id,
+            fields,
+            ..
+        } = change
+        else {
+            return Ok(());
+        };
+        let violation = |field: Option<&FieldName>, rule: Rule, message: String| Violation {
+            collection: collection.clone(),
+            id: id.clone(),
+            field: field.cloned(),
+            rule,
+            message,
+        };
+        let Some(declared) = self.collection(collection) else {
+            return match self.undeclared {
+                Undeclared::Allow => Ok(()),
+                Undeclared::Refuse => Err(violation(
+                    None,
+                    Rule::UndeclaredCollection,
+                    format!("the schema declares no collection {collection}"),
+                )),
+            };
+        };
+        for (name, written) in fields {
+            let Some(field) = declared.fields.get(name) else {
+                if declared.mode == Mode::Strict {
+                    return Err(violation(
+                        Some(name),
+                        Rule::UndeclaredField,
+                        format!("{collection} declares no field {name}"),
+                    ));
+                }
+                continue;
+            };
+            // Null is "not set": judged below, by `required`.
+            if written.value.is_null() {
+                continue;
+            }
+            if let Some((rule, why)) = misfit(field, &written.value) {
+                return Err(violation(
+                    Some(name),
+                    rule,
+                    format!("field {name} must {why}"),
+                ));
+            }
+        }
+        if after.is_deleted() {
+            return Ok(());
+        }
+        let creates = before.fields.is_empty() && !before.is_deleted();
+        for (name, field) in declared.fields.iter().filter(|(_, f)| f.required) {
+            let held = after.fields.get(name).map(|f| &f.value);
+            let missing = match held {
+                None => true,
+                Some(value) => value.is_null() && !field.nullable,
+            };
+            if missing && (creates || fields.contains_key(name)) {
+                let what = if field.nullable {
+                    "a value (null allowed)"
+                } else {
+                    "a value"
+                };
+                return Err(violation(
+                    Some(name),
+                    Rule::Required,
+                    format!("field {name} is required: the record must hold {what}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges a stored record as a whole, as `ferry schema check` does
+    /// before a schema is applied: every violation, each field's first.
+    pub fn check_record(
+        &self,
+        collection: &Collection,
+        id: &RecordId,
+        state: &RecordState,
+    ) -> Vec<Violation> {
+        if state.is_deleted() {
+            return Vec::new();
+        }
+        let violation = |field: Option<&FieldName>, rule: Rule, message: String| Violation {
+            collection: collection.clone(),
+            id: id.clone(),
+            field: field.cloned(),
+            rule,
+            message,
+        };
+        let Some(declared) = self.collection(collection) else {
+            return match self.undeclared {
+                Undeclared::Allow => Vec::new(),
+                Undeclared::Refuse => vec![violation(
+                    None,
+                    Rule::UndeclaredCollection,
+                    format!("the schema declares no collection {collection}"),
+                )],
+            };
+        };
+        let mut found = Vec::new();
+        for (name, held) in &state.fields {
+            match declared.fields.get(name) {
+                None if declared.mode == Mode::Strict && !held.value.is_null() => {
+                    found.push(violation(
+                        Some(name),
+                        Rule::UndeclaredField,
+                        format!("{collection} declares no field {name}"),
+                    ));
+                }
+                Some(field) if !held.value.is_null() => {
+                    if let Some((rule, why)) = misfit(field, &held.value) {
+                        found.push(violation(
+                            Some(name),
+                            rule,
+                            format!("field {name} must {why}"),
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        for (name, field) in declared.fields.iter().filter(|(_, f)| f.required) {
+            let missing = match state.fields.get(name) {
+                None => true,
+                Some(held) => held.value.is_null() && !field.nullable,
+            };
+            if missing {
+                found.push(violation(
+                    Some(name),
+                    Rule::Required,
+                    format!("field {name} is required"),
+                ));
+            }
+        }
+        found
+    }
+
+    /// Judges a write before it is made: merges it into a copy of `before`
+    /// with the one merge, then [`Schema::check`]s it. For clients, which
+    /// refuse a write at the call, before anything is stored or queued.
+    pub fn check_write(&self, before: &RecordState, change: &Change) -> Result<(), Violation> {
+        if self.collection(change.collection()).is_none() && self.undeclared == Undeclared::Allow {
+            return Ok(());
+        }
+        let after = crate::merge::apply_change(before.clone(), change.clone()).state;
+        self.check(before, change, &after)
+    }
+}
