@@ -81,6 +81,7 @@ pub fn batch(b: usize, size: usize, h: &Hlc) -> anyhow::Result<Batch> {
         batch_id: Some(BatchId::new(format!("b{b}"))?),
         cursor: None,
         changes,
+        schema: None,
     })
 }
 

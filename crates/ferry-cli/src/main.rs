@@ -16,6 +16,7 @@ mod config;
 mod entitlement;
 mod limits;
 mod login;
+mod schema;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -64,6 +65,11 @@ enum Command {
     },
     #[command(flatten)]
     Client(client::ClientCommand),
+    /// The app's schema of its collections: apply, compare, show.
+    Schema {
+        #[command(subcommand)]
+        command: schema::SchemaCommand,
+    },
     /// Administer a server's database.
     Admin {
         #[command(subcommand)]
@@ -127,6 +133,7 @@ fn main() -> ExitCode {
                 replica,
             } => login::login(&server, &email, &replica).await,
             Command::Client(command) => client::run(command).await,
+            Command::Schema { command } => schema::run(command).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
             } => token(&email, ttl, config).await,

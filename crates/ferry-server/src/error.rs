@@ -199,6 +199,17 @@ impl From<StoreError> for ApiError {
                  person: sign out with its data wiped (which gives it a new id) before \
                  another person signs in"
             )),
+            StoreError::Invalid { index, violation } => {
+                ApiError::invalid_change(format!("change {index}: {violation}")).with_details(
+                    json!({"index": index, "collection": violation.collection, "id": violation.id,
+                           "field": violation.field, "rule": violation.rule}),
+                )
+            }
+            // The sync layer loads the new schema and pushes again; a push
+            // that keeps meeting newer ones is told to retry.
+            StoreError::SchemaChanged { .. } => {
+                ApiError::unavailable("the app's schema changed during the request; retry")
+            }
             StoreError::Unavailable(cause) => {
                 tracing::warn!(%cause, "database unavailable");
                 ApiError::unavailable("the database is unavailable; retry shortly")

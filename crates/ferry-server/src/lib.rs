@@ -8,7 +8,10 @@
 //! - [`store`] is the storage trait and its backends; [`error::ApiError`]
 //!   maps every failure to PROTOCOL.md §10 once.
 //! - [`config`] is what `ferry serve` can be told, and opens the database.
+//! - [`app_schema`] holds the app's schema of its collections, which every
+//!   write is checked against.
 
+pub mod app_schema;
 pub mod auth;
 pub mod billing;
 pub mod clock;

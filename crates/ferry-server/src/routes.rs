@@ -13,7 +13,7 @@ use tower_http::trace::TraceLayer;
 use crate::error::ApiError;
 use crate::ops::metrics;
 use crate::state::AppState;
-use crate::{auth, billing, ops, realtime, spaces, sync};
+use crate::{app_schema, auth, billing, ops, realtime, spaces, sync};
 
 /// The largest request body accepted (PROTOCOL.md limits).
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -45,6 +45,7 @@ fn request_span(req: &Request) -> tracing::Span {
 pub fn app(state: AppState) -> Router {
     let v1 = Router::new()
         .merge(auth::routes())
+        .merge(app_schema::routes())
         .merge(spaces::routes())
         .merge(sync::routes())
         .merge(realtime::routes())

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use ferry_core::ClientId;
 
+use crate::app_schema::SchemaCache;
 use crate::auth::KnownUsers;
 use crate::auth::external::{SharedSecret, SharedSecretConfig};
 use crate::auth::issuer::{Issuer, Keyring};
@@ -187,6 +188,8 @@ pub struct AppState {
     pub realtime: Arc<Realtime>,
     /// Rate limits of space creation and invites, per user.
     pub creation_limits: Arc<CreationLimits>,
+    /// The app's schema this node checks writes against.
+    pub app_schema: Arc<SchemaCache>,
     pub(crate) known_users: Arc<KnownUsers>,
 }
 
@@ -216,6 +219,8 @@ impl AppState {
             .map_err(|e| StoreError::Unavailable(format!("cannot prepare the mailer: {e}")))?;
         let metrics = Arc::new(Metrics::new());
         let realtime = Arc::new(Realtime::new(metrics.clone(), store.feed()));
+        let app_schema = Arc::new(SchemaCache::default());
+        app_schema.reload(store.as_ref()).await?;
         // Links only printed on the terminal reach no mailbox to protect.
         let sends_mail = !matches!(settings.mailer, MailerConfig::Log);
         Ok(AppState {
@@ -230,6 +235,7 @@ impl AppState {
             creation_limits: Arc::new(CreationLimits::new(&settings_quotas)),
             shared_secret: settings_shared.map(|c| Arc::new(SharedSecret::new(&c))),
             jwks,
+            app_schema,
             known_users: Arc::default(),
         })
     }

@@ -54,22 +54,84 @@ pub struct Violation {
     pub message: String,
 }
 
+/// What is left to judge of a change once it is merged: its record's
+/// required fields ([`Schema::check_change`] returns it, and
+/// [`Pending::verify`] judges the merged state).
+#[derive(Debug, Default)]
+#[must_use = "the required fields are judged by verify, after the merge"]
+pub struct Pending(Option<Box<Required>>);
+
+#[derive(Debug)]
+struct Required {
+    collection: Collection,
+    id: RecordId,
+    /// The required fields the change answers for, with whether null is a
+    /// value there.
+    fields: Vec<(FieldName, bool)>,
+}
+
+impl Pending {
+    /// Judges the record after the merge: each required field the change
+    /// answers for holds a value (null only where nullable).
+    pub fn verify(self, after: &RecordState) -> Result<(), Violation> {
+        let Some(required) = self.0 else {
+            return Ok(());
+        };
+        if after.is_deleted() {
+            return Ok(());
+        }
+        for (name, nullable) in &required.fields {
+            let missing = match after.fields.get(name) {
+                None => true,
+                Some(held) => held.value.is_null() && !nullable,
+            };
+            if missing {
+                let what = if *nullable {
+                    "a value (null allowed)"
+                } else {
+                    "a value"
+                };
+                return Err(Violation {
+                    collection: required.collection.clone(),
+                    id: required.id.clone(),
+                    field: Some(name.clone()),
+                    rule: Rule::Required,
+                    message: format!("field {name} is required: the record must hold {what}"),
+                });
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Schema {
-    /// Judges `change`, which turned the record from `before` into `after`
-    /// (`merge::apply_change`'s state: the server has it at hand).
+    /// Judges `change`, which turns the record from `before` into
+    /// `after` (`merge::apply_change`'s state).
     ///
     /// Every value the change writes must fit its field (whether or not it
     /// wins the merge), a strict collection takes no undeclared field, and
-    /// the record after the change must hold its required fields, when the
-    /// change made it (a record created, or a required field written null):
-    /// a record stored before its schema said a field is required is not
-    /// blamed on a change to its other fields. A delete is always allowed.
+    /// the record after the change must hold its required fields, where
+    /// the change answers for them: it created the record, or wrote the
+    /// field. A record stored before its schema said a field is required
+    /// is not blamed on a change to its other fields. A delete is always
+    /// allowed.
     pub fn check(
         &self,
         before: &RecordState,
         change: &Change,
         after: &RecordState,
     ) -> Result<(), Violation> {
+        self.check_change(before, change)?.verify(after)
+    }
+
+    /// [`Schema::check`] in two steps, for a caller that merges by value
+    /// (the server): what can be judged before the merge, and what is left
+    /// for [`Pending::verify`] after it.
+    pub fn check_change(
+        &self,
+        before: &RecordState,
+        change: &Change,
+    ) -> Result<Pending, Violation> {
         let Change::Upsert {
             collection,
             id,
@@ -77,7 +139,7 @@ impl Schema {
             ..
         } = change
         else {
-            return Ok(());
+            return Ok(Pending::default());
         };
         let violation = |field: Option<&FieldName>, rule: Rule, message: String| Violation {
             collection: collection.clone(),
@@ -88,7 +150,7 @@ impl Schema {
         };
         let Some(declared) = self.collection(collection) else {
             return match self.undeclared {
-                Undeclared::Allow => Ok(()),
+                Undeclared::Allow => Ok(Pending::default()),
                 Undeclared::Refuse => Err(violation(
                     None,
                     Rule::UndeclaredCollection,
@@ -107,7 +169,7 @@ impl Schema {
                 }
                 continue;
             };
-            // Null is "not set": judged below, by `required`.
+            // Null is "not set": judged after the merge, by `required`.
             if written.value.is_null() {
                 continue;
             }
@@ -119,30 +181,21 @@ impl Schema {
                 ));
             }
         }
-        if after.is_deleted() {
-            return Ok(());
-        }
         let creates = before.fields.is_empty() && !before.is_deleted();
-        for (name, field) in declared.fields.iter().filter(|(_, f)| f.required) {
-            let held = after.fields.get(name).map(|f| &f.value);
-            let missing = match held {
-                None => true,
-                Some(value) => value.is_null() && !field.nullable,
-            };
-            if missing && (creates || fields.contains_key(name)) {
-                let what = if field.nullable {
-                    "a value (null allowed)"
-                } else {
-                    "a value"
-                };
-                return Err(violation(
-                    Some(name),
-                    Rule::Required,
-                    format!("field {name} is required: the record must hold {what}"),
-                ));
-            }
+        let answers: Vec<(FieldName, bool)> = declared
+            .fields
+            .iter()
+            .filter(|(name, f)| f.required && (creates || fields.contains_key(*name)))
+            .map(|(name, f)| (name.clone(), f.nullable))
+            .collect();
+        if answers.is_empty() {
+            return Ok(Pending::default());
         }
-        Ok(())
+        Ok(Pending(Some(Box::new(Required {
+            collection: collection.clone(),
+            id: id.clone(),
+            fields: answers,
+        }))))
     }
 
     /// Judges a stored record as a whole, as `ferry schema check` does

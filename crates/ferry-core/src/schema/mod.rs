@@ -19,7 +19,7 @@ mod check;
 mod diff;
 mod value;
 
-pub use check::{Rule, Violation};
+pub use check::{Pending, Rule, Violation};
 pub use diff::{Difference, Impact, diff};
 
 /// An app's data model: its collections and what writes to them must be.

@@ -210,6 +210,7 @@ mod tests {
                 batch_id: None,
                 cursor: None,
                 changes: vec![change],
+                schema: None,
             };
             store.push(&space, batch).await.unwrap();
         }

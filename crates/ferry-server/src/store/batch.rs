@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use ferry_core::protocol::MAX_RECORD_BYTES;
+use ferry_core::schema::{Pending, Schema};
 use ferry_core::{
     Change, Collection, Conflict, Displaced, Fields, Hlc, RecordId, RecordState, apply_change,
 };
@@ -122,15 +123,32 @@ impl BatchPlan {
     }
 
     /// Merges `changes` (the ones the plan was made from, in order) over the
-    /// loaded states; changed records take `seq`s after `head`, in the order
-    /// of the change that last altered each.
-    pub fn merge(mut self, changes: Vec<Change>, head: u64) -> Result<Merged, StoreError> {
+    /// loaded states, each checked against `schema` when there is one (the
+    /// record as the batch's earlier changes left it); changed records take
+    /// `seq`s after `head`, in the order of the change that last altered
+    /// each.
+    pub fn merge(
+        mut self,
+        changes: Vec<Change>,
+        head: u64,
+        schema: Option<&Schema>,
+    ) -> Result<Merged, StoreError> {
         let mut applied = 0u64;
         let mut conflicts = Vec::new();
         let mut displaced: Vec<(usize, Displaced)> = Vec::new();
         let mut last_change: Vec<Option<usize>> = vec![None; self.keys.len()];
         for (i, (change, slot)) in changes.into_iter().zip(&self.slot_of).enumerate() {
-            let merged = apply_change(std::mem::take(&mut self.states[*slot]), change);
+            let before = std::mem::take(&mut self.states[*slot]);
+            let invalid = |violation| StoreError::Invalid {
+                index: i,
+                violation: Box::new(violation),
+            };
+            let pending = match schema {
+                Some(schema) => schema.check_change(&before, &change).map_err(invalid)?,
+                None => Pending::default(),
+            };
+            let merged = apply_change(before, change);
+            pending.verify(&merged.state).map_err(invalid)?;
             conflicts.extend(merged.conflicts);
             displaced.extend(merged.displaced.into_iter().map(|d| (*slot, d)));
             if merged.changed {

@@ -15,6 +15,8 @@ mod postgres;
 mod sqlite;
 mod stored;
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 use ferry_core::protocol::{BatchId, Member, SpaceInfo};
 use ferry_core::{Change, ClientId, Collection, Conflict, RecordId, Role, SpaceId, UserId};
@@ -60,6 +62,24 @@ pub enum StoreError {
     /// belongs to the first user who pushes under it.
     #[error("client id {0} is another user's replica")]
     ReplicaOfAnother(String),
+    /// A newer app schema was stored than the one the push was checked
+    /// against: load it and push again (the batch comes back whole, as
+    /// nothing of it was read).
+    #[error("the app's schema is now version {version}")]
+    SchemaChanged {
+        /// The stored version.
+        version: u64,
+        /// The batch, to push again.
+        batch: Option<Box<Batch>>,
+    },
+    /// A change breaks the app's schema: nothing of the batch applies.
+    #[error("change {index}: {violation}")]
+    Invalid {
+        /// The change's index in the batch.
+        index: usize,
+        /// What it breaks.
+        violation: Box<ferry_core::schema::Violation>,
+    },
     /// The database cannot be reached or is busy beyond its timeout.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -114,6 +134,22 @@ pub struct Batch {
     pub cursor: Option<u64>,
     /// The changes, already validated.
     pub changes: Vec<Change>,
+    /// The app's schema the node holds, which every change is checked
+    /// against in the push's transaction (a newer one stored meanwhile
+    /// fails the push with [`StoreError::SchemaChanged`], to be loaded and
+    /// tried again). `None` only for tools and tests that write below the
+    /// API.
+    pub schema: Option<Arc<AppSchema>>,
+}
+
+/// The app's schema of its collections (docs/schema.md) as a node holds
+/// it: its version (0 when none was applied) and the schema.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AppSchema {
+    /// The version stored with it: 1, 2, ...; 0 for none.
+    pub version: u64,
+    /// The schema; `None` for version 0.
+    pub schema: Option<ferry_core::schema::Schema>,
 }
 
 /// What applying a batch did.
@@ -408,6 +444,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Applies a batch to `space` in one transaction.
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError>;
+
+    /// The newest app schema stored: its version and JSON; `(0, None)`
+    /// when none was applied.
+    async fn app_schema(&self) -> Result<(u64, Option<String>), StoreError>;
+
+    /// Stores `json` as the next version of the app schema if the newest
+    /// is still `expected` (else [`StoreError::Conflict`]: someone applied
+    /// another meanwhile). Returns the new version.
+    async fn apply_app_schema(&self, json: &str, expected: u64) -> Result<u64, StoreError>;
 
     /// A page of the records of `space` changed after the query's cursor.
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError>;

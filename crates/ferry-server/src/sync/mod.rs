@@ -60,6 +60,7 @@ async fn sync(
                 batch_id: req.batch_id,
                 cursor: Some(req.cursor),
                 changes: req.changes,
+                schema: None,
             },
         )
         .await?;

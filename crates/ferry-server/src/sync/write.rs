@@ -7,7 +7,7 @@ use serde_json::json;
 
 use crate::error::ApiError;
 use crate::state::AppState;
-use crate::store::{Batch, PushOutcome};
+use crate::store::{Batch, PushOutcome, StoreError};
 
 /// `422 clock_skew` when a change's HLC is further ahead of the server's wall
 /// clock than allowed; names the first offending change.
@@ -49,8 +49,30 @@ pub async fn apply(
         .map_err(|e| ApiError::internal(format!("the push task failed: {e}")))?
 }
 
-async fn commit(state: &AppState, space: &SpaceId, batch: Batch) -> Result<PushOutcome, ApiError> {
-    let outcome = state.store.push(space, batch).await?;
+async fn commit(
+    state: &AppState,
+    space: &SpaceId,
+    mut batch: Batch,
+) -> Result<PushOutcome, ApiError> {
+    // Every write through the API is checked against the app's schema,
+    // the newest: one applied elsewhere since this node loaded its copy is
+    // loaded, and the batch pushed again under it.
+    let mut tries = 0;
+    let outcome = loop {
+        batch.schema = Some(state.app_schema.current());
+        match state.store.push(space, batch).await {
+            Err(StoreError::SchemaChanged {
+                version,
+                batch: Some(returned),
+            }) if tries < 3 => {
+                tracing::info!(version, "the app schema changed; loading it");
+                state.app_schema.reload(state.store.as_ref()).await?;
+                batch = *returned;
+                tries += 1;
+            }
+            pushed => break pushed?,
+        }
+    };
     state.metrics.observe_push(
         outcome.applied,
         outcome.conflicts.len() as u64 + outcome.reported,
@@ -79,6 +101,7 @@ pub async fn apply_server_change(
         batch_id: None,
         cursor: None,
         changes: vec![change],
+        schema: None,
     };
     apply(state, space, batch).await
 }

@@ -19,6 +19,7 @@ mod ops;
 mod quotas;
 mod realtime;
 mod records;
+mod schema;
 mod signin;
 mod sync;
 

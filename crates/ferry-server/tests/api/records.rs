@@ -171,6 +171,7 @@ async fn a_rest_write_wins_over_a_field_a_fast_clock_wrote() {
         batch_id: Some(ferry_core::BatchId::new("b1").unwrap()),
         cursor: Some(0),
         changes: vec![change],
+        schema: None,
     };
     let space = ferry_core::SpaceId::new("team").unwrap();
     assert_eq!(

@@ -12,6 +12,7 @@
 //! 10 s. A database that is down answers `Unavailable` (503) quickly, and
 //! the pool reconnects by itself when it is back.
 
+mod app_schema;
 mod billing;
 mod compact;
 mod feed;
@@ -225,6 +226,14 @@ impl Store for PgStore {
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
         records::push(&self.pool, space, batch).await
+    }
+
+    async fn app_schema(&self) -> Result<(u64, Option<String>), StoreError> {
+        app_schema::newest(&self.pool).await
+    }
+
+    async fn apply_app_schema(&self, json: &str, expected: u64) -> Result<u64, StoreError> {
+        app_schema::apply(&self.pool, json, expected).await
     }
 
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {

@@ -18,11 +18,15 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     let mut tx = pool.begin().await?;
     // The space's row lock serializes its commits: `seq` is taken from its
     // counter under the lock and the lock is held until commit.
-    let row = sqlx::query("SELECT sid, seq, horizon FROM spaces WHERE id = $1 FOR UPDATE")
-        .bind(space.as_str())
-        .fetch_optional(&mut *tx)
-        .await?
-        .ok_or(StoreError::NotFound("space"))?;
+    // The app schema's newest version comes with it, in the same statement.
+    let row = sqlx::query(
+        "SELECT sid, seq, horizon, (SELECT coalesce(max(version), 0) FROM app_schemas)
+         FROM spaces WHERE id = $1 FOR UPDATE",
+    )
+    .bind(space.as_str())
+    .fetch_optional(&mut *tx)
+    .await?
+    .ok_or(StoreError::NotFound("space"))?;
     let (sid, head, horizon): (i64, u64, u64) = (
         row.try_get(0)?,
         count(row.try_get(1)?),
@@ -30,6 +34,15 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     );
     if let Some(cursor) = batch.cursor {
         check_push_cursor(cursor, horizon, head)?;
+    }
+    if let Some(held) = &batch.schema {
+        let version = count(row.try_get(3)?);
+        if version != held.version {
+            return Err(StoreError::SchemaChanged {
+                version,
+                batch: Some(Box::new(batch)),
+            });
+        }
     }
 
     if let Some(batch_id) = &batch.batch_id {
@@ -130,7 +143,11 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         displaced,
         rows,
         head: seq,
-    } = plan.merge(batch.changes, head)?;
+    } = plan.merge(
+        batch.changes,
+        head,
+        batch.schema.as_ref().and_then(|s| s.schema.as_ref()),
+    )?;
     let reported = if displaced.is_empty() {
         0
     } else {

@@ -179,6 +179,15 @@ INSERT INTO replicas
     SELECT DISTINCT ON (client_id) client_id, user_id, created_at FROM batches
     WHERE user_id <> '' ORDER BY client_id, created_at DESC;
 "#,
+    // The app's schema of its collections (docs/schema.md): every version
+    // applied, the newest in force.
+    r#"
+CREATE TABLE app_schemas (
+    version    bigint PRIMARY KEY,
+    body       text NOT NULL,
+    applied_at bigint NOT NULL
+);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.
@@ -226,7 +235,7 @@ mod tests {
         let db = TestDatabase::create().await;
         let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
         // The schema as it was before subscriptions and batches per user.
-        let before = MIGRATIONS.len() - 3;
+        let before = MIGRATIONS.len() - 4;
         sqlx::raw_sql(
             "CREATE TABLE ferry_schema (version integer PRIMARY KEY, applied_at bigint NOT NULL)",
         )

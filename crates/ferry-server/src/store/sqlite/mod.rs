@@ -11,6 +11,7 @@
 //! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
 //! the server answers.
 
+mod app_schema;
 mod billing;
 mod compact;
 mod records;
@@ -279,6 +280,16 @@ impl Store for SqliteStore {
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
         let space = space.clone();
         self.write(move |c| records::push(c, &space, batch)).await
+    }
+
+    async fn app_schema(&self) -> Result<(u64, Option<String>), StoreError> {
+        self.read(|c| app_schema::newest(c)).await
+    }
+
+    async fn apply_app_schema(&self, json: &str, expected: u64) -> Result<u64, StoreError> {
+        let json = json.to_owned();
+        self.write(move |c| app_schema::apply(c, &json, expected))
+            .await
     }
 
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {

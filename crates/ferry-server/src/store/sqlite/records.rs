@@ -46,6 +46,16 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
     if let Some(cursor) = batch.cursor {
         check_push_cursor(cursor, horizon, head)?;
     }
+    // Checked against the schema in force at commit, never an older one.
+    if let Some(held) = &batch.schema {
+        let version = super::app_schema::version(&tx)?;
+        if version != held.version {
+            return Err(StoreError::SchemaChanged {
+                version,
+                batch: Some(Box::new(batch)),
+            });
+        }
+    }
 
     if let Some(batch_id) = &batch.batch_id {
         let seen: Option<(i64, String)> = tx
@@ -132,7 +142,11 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         displaced,
         rows,
         head: seq,
-    } = plan.merge(batch.changes, head)?;
+    } = plan.merge(
+        batch.changes,
+        head,
+        batch.schema.as_ref().and_then(|s| s.schema.as_ref()),
+    )?;
 
     if !rows.is_empty() {
         // One prepared upsert per row: in-process, a step costs less than

@@ -3,11 +3,13 @@
 //! backend is held to exactly the same behaviour.
 
 mod accounts;
+mod app_schema;
 mod billing;
 mod conflicts;
 mod records;
 
 pub use accounts::*;
+pub use app_schema::*;
 pub use billing::*;
 pub use conflicts::*;
 pub use records::*;
@@ -60,6 +62,7 @@ pub(super) fn batch(client: &str, batch_id: &str, changes: Vec<Change>) -> Batch
         batch_id: Some(BatchId::new(batch_id).unwrap()),
         cursor: None,
         changes,
+        schema: None,
     }
 }
 
@@ -169,6 +172,8 @@ both_backends!(
     reports_are_compacted_with_the_horizon,
     reports_kept_longer_than_tombstones_reach_a_resync,
     a_push_past_its_reports_lets_them_go,
+    app_schemas_take_versions_in_order,
+    pushes_are_checked_against_the_newest_schema,
 );
 
 /// What only PostgreSQL does: commits of different spaces in parallel.

@@ -1,0 +1,74 @@
+//! The app's schema as this node holds it (docs/schema.md): loaded at
+//! start, and again whenever a push finds a newer version stored (applied
+//! through another node or by `ferry schema apply`), so every node checks
+//! writes against the newest schema without a restart.
+
+use std::sync::{Arc, RwLock};
+
+use ferry_core::schema::Schema;
+
+use crate::store::{AppSchema, Store, StoreError};
+
+/// The node's copy of the newest app schema.
+#[derive(Debug, Default)]
+pub struct SchemaCache {
+    current: RwLock<Arc<AppSchema>>,
+}
+
+impl SchemaCache {
+    /// The schema the node holds now.
+    pub fn current(&self) -> Arc<AppSchema> {
+        match self.current.read() {
+            Ok(held) => held.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Reads the newest schema from the store and holds it.
+    pub async fn reload(&self, store: &dyn Store) -> Result<Arc<AppSchema>, StoreError> {
+        let loaded = Arc::new(load(store).await?);
+        let mut held = match self.current.write() {
+            Ok(held) => held,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        // Never back to an older version (two reloads may cross).
+        if loaded.version >= held.version {
+            *held = loaded;
+        }
+        Ok(held.clone())
+    }
+}
+
+/// The newest schema stored, parsed.
+pub async fn load(store: &dyn Store) -> Result<AppSchema, StoreError> {
+    let (version, json) = store.app_schema().await?;
+    let schema = json
+        .map(|json| {
+            Schema::parse(&json).map_err(|e| {
+                StoreError::Internal(format!(
+                    "the stored app schema {version} is unreadable: {e}"
+                ))
+            })
+        })
+        .transpose()?;
+    Ok(AppSchema { version, schema })
+}
+
+/// `GET /v1/schema`: the newest app schema, for any signed-in user (a
+/// client checks its writes against it): `{"version": N, "schema": {...}}`,
+/// `{"version": 0, "schema": null}` when none was applied. Read from the
+/// database, so it is never behind another node's apply.
+async fn get_schema(
+    axum::extract::State(state): axum::extract::State<crate::state::AppState>,
+    _user: crate::auth::AuthUser,
+) -> Result<axum::Json<serde_json::Value>, crate::error::ApiError> {
+    let held = state.app_schema.reload(state.store.as_ref()).await?;
+    Ok(axum::Json(
+        serde_json::json!({"version": held.version, "schema": held.schema}),
+    ))
+}
+
+/// The routes of the app schema, under `/v1`.
+pub fn routes() -> axum::Router<crate::state::AppState> {
+    axum::Router::new().route("/schema", axum::routing::get(get_schema))
+}

@@ -1,0 +1,50 @@
+//! The app's schema of its collections in PostgreSQL: every version
+//! applied, the newest in force. A push reads the newest version with its
+//! space's lock (in the same statement); an apply inserts the next version
+//! under the migration lock's sibling, so two applies never take one number.
+
+use sqlx::{PgPool, Row};
+
+use crate::store::StoreError;
+use crate::store::stored::{count, int, now_ms};
+
+/// An arbitrary constant naming the lock applies take.
+const APPLY_LOCK: i64 = 0x6665_7272_795f_6170;
+
+/// The newest version and its JSON.
+pub async fn newest(pool: &PgPool) -> Result<(u64, Option<String>), StoreError> {
+    let row = sqlx::query("SELECT version, body FROM app_schemas ORDER BY version DESC LIMIT 1")
+        .fetch_optional(pool)
+        .await?;
+    Ok(match row {
+        Some(row) => (count(row.try_get(0)?), Some(row.try_get(1)?)),
+        None => (0, None),
+    })
+}
+
+/// Stores `json` as version `expected + 1`, if `expected` is the newest.
+pub async fn apply(pool: &PgPool, json: &str, expected: u64) -> Result<u64, StoreError> {
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(APPLY_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let current: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM app_schemas")
+        .fetch_one(&mut *tx)
+        .await?;
+    let current = count(current);
+    if current != expected {
+        return Err(StoreError::Conflict(format!(
+            "the schema is at version {current} now, not {expected}: another was applied meanwhile"
+        )));
+    }
+    let next = current + 1;
+    sqlx::query("INSERT INTO app_schemas (version, body, applied_at) VALUES ($1, $2, $3)")
+        .bind(int(next))
+        .bind(json)
+        .bind(now_ms())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(next)
+}

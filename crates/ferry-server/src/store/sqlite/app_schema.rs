@@ -1,0 +1,46 @@
+//! The app's schema of its collections in SQLite: every version applied,
+//! the newest in force. A push reads the newest version in its own
+//! transaction; SQLite's one writer orders it with every apply.
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+
+use crate::store::StoreError;
+use crate::store::stored::{int, now_ms};
+
+/// The newest version stored, 0 for none.
+pub fn version(c: &Connection) -> Result<u64, StoreError> {
+    let version: i64 = c
+        .prepare_cached("SELECT coalesce(max(version), 0) FROM app_schemas")?
+        .query_row([], |r| r.get(0))?;
+    Ok(version.max(0) as u64)
+}
+
+/// The newest version and its JSON.
+pub fn newest(c: &Connection) -> Result<(u64, Option<String>), StoreError> {
+    let row: Option<(i64, String)> = c
+        .prepare_cached("SELECT version, body FROM app_schemas ORDER BY version DESC LIMIT 1")?
+        .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    Ok(match row {
+        Some((version, body)) => (version.max(0) as u64, Some(body)),
+        None => (0, None),
+    })
+}
+
+/// Stores `json` as version `expected + 1`, if `expected` is the newest.
+pub fn apply(c: &mut Connection, json: &str, expected: u64) -> Result<u64, StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let current = version(&tx)?;
+    if current != expected {
+        return Err(StoreError::Conflict(format!(
+            "the schema is at version {current} now, not {expected}: another was applied meanwhile"
+        )));
+    }
+    let next = current + 1;
+    tx.execute(
+        "INSERT INTO app_schemas (version, body, applied_at) VALUES (?1, ?2, ?3)",
+        params![int(next), json, now_ms()],
+    )?;
+    tx.commit()?;
+    Ok(next)
+}
