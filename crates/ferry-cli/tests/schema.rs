@@ -1,0 +1,164 @@
+//! `ferry schema` as an app's developer uses it: the TOML file of
+//! docs/schema.md compared, applied (breaking changes only when forced) and
+//! shown, and a running server holding writes to it at once.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::{Db, Server, ferry};
+
+const V1: &str = r#"
+[collections.todos]
+mode = "strict"
+
+[collections.todos.fields]
+title = { type = "string", max_length = 100, required = true }
+done  = { type = "boolean" }
+"#;
+
+/// V1 and an optional field: compatible.
+const V2: &str = r#"
+[collections.todos]
+mode = "strict"
+
+[collections.todos.fields]
+title = { type = "string", max_length = 100, required = true }
+done  = { type = "boolean" }
+note  = { type = "string" }
+"#;
+
+/// V2 with a shorter title: breaking.
+const V3: &str = r#"
+[collections.todos]
+mode = "strict"
+
+[collections.todos.fields]
+title = { type = "string", max_length = 10, required = true }
+done  = { type = "boolean" }
+note  = { type = "string" }
+"#;
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
+    let db = Db::new().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path
+    };
+    let (v1, v2, v3) = (
+        file("v1.toml", V1),
+        file("v2.toml", V2),
+        file("v3.toml", V3),
+    );
+    let schema = |args: &[&str]| {
+        ferry()
+            .arg("schema")
+            .args(args)
+            .args(db.args())
+            .output()
+            .unwrap()
+    };
+
+    let diff = ferry()
+        .args(["schema", "diff"])
+        .arg(&v2)
+        .arg(&v3)
+        .output()
+        .unwrap();
+    assert!(diff.status.success(), "{}", text(&diff.stderr));
+    assert!(
+        text(&diff.stdout).contains("BREAKING    todos.title: max_length 100 to 10"),
+        "{}",
+        text(&diff.stdout)
+    );
+
+    let server = Server::start(&db);
+    let out = schema(&["apply", v1.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("Applied schema version 1"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // The running server holds writes to it from the next one on.
+    let api = server.client(&server.token("ada@example.com"));
+    let user = api.user_id().await;
+    let path = format!("/v1/spaces/user:{user}/collections/todos/records/milk");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({"fields": {"title": "Milk", "done": "yes"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["field"], "done");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({"fields": {"title": "Milk", "done": false}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+
+    let out = schema(&["apply", v2.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stdout).contains("compatible  todos.note: optional field added"),
+        "{}",
+        text(&out.stdout)
+    );
+    assert!(
+        text(&out.stdout).contains("version 2"),
+        "{}",
+        text(&out.stdout)
+    );
+
+    // Breaking: refused unless forced, and nothing stored meanwhile.
+    let out = schema(&["apply", v3.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("--force"),
+        "{}",
+        text(&out.stderr)
+    );
+    let shown = schema(&["show"]);
+    assert!(
+        text(&shown.stdout).starts_with("Version 2:"),
+        "{}",
+        text(&shown.stdout)
+    );
+    let out = schema(&["apply", v3.to_str().unwrap(), "--force"]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({"fields": {"title": "Oat milk, 2 l", "done": false}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["rule"], "max_length");
+
+    // A file that makes no sense says where.
+    let bad = file(
+        "bad.toml",
+        "[collections.todos.fields]\ndone = { type = \"boolean\", max_length = 3 }\n",
+    );
+    let out = schema(&["apply", bad.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("todos.done: max_length does not apply"),
+        "{}",
+        text(&out.stderr)
+    );
+}
