@@ -16,6 +16,10 @@ pub enum Error {
     /// written by something else).
     #[error("corrupt local data: {0}")]
     Corrupt(String),
+    /// A write breaks the app's schema (docs/schema.md): nothing of it was
+    /// stored or queued.
+    #[error("{0}")]
+    Schema(Box<ferry_core::schema::Violation>),
     /// The server could not be reached (offline, refused, timed out).
     #[error("cannot reach the server: {0}")]
     Offline(String),
@@ -34,6 +38,9 @@ pub enum Error {
         message: String,
         /// `Retry-After`, when the server sent one.
         retry_after: Option<Duration>,
+        /// The index in the batch of the change the error is about, when
+        /// the server named one (`details.index` of `invalid_change`).
+        change: Option<usize>,
     },
 }
 

@@ -53,6 +53,7 @@ mod schema;
 pub mod session;
 pub mod settle;
 pub mod sync;
+pub mod typed;
 
 pub use error::{Error, Result};
 pub use query::{Op, Order, Query};

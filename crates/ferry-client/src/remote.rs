@@ -110,6 +110,38 @@ impl Remote {
     }
 }
 
+impl Remote {
+    /// `GET /v1/schema`: the app's schema in force, refreshing the token
+    /// once on `401`.
+    pub async fn app_schema(&self) -> Result<crate::typed::HeldSchema> {
+        let url = format!("{}/v1/schema", self.base);
+        let mut refreshed = false;
+        loop {
+            let mut builder = self.http.get(&url);
+            if let Some(token) = self.credentials.token() {
+                builder = builder.bearer_auth(token);
+            }
+            match send::<crate::typed::HeldSchema>(builder).await {
+                Err(e) if e.status() == Some(401) && !refreshed => {
+                    refreshed = true;
+                    if !self.credentials.refresh(self).await? {
+                        return Err(e);
+                    }
+                }
+                Ok(held) => {
+                    if let Some(schema) = &held.schema {
+                        schema
+                            .validate()
+                            .map_err(|e| Error::Invalid(format!("the server's schema: {e}")))?;
+                    }
+                    return Ok(held);
+                }
+                other => return other,
+            }
+        }
+    }
+}
+
 /// Sends a request and decodes a success, or the error of §10.
 pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuilder) -> Result<T> {
     let response = builder
@@ -133,6 +165,7 @@ pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuild
             code: "invalid_answer".into(),
             message: format!("the server's answer does not parse: {e}"),
             retry_after: None,
+            change: None,
         });
     }
     let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
@@ -142,6 +175,9 @@ pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuild
         code: text("code").unwrap_or_else(|| default_code(status).to_owned()),
         message: text("message").unwrap_or_else(|| format!("the server answered {status}")),
         retry_after,
+        change: body["error"]["details"]["index"]
+            .as_u64()
+            .and_then(|i| usize::try_from(i).ok()),
     })
 }
 

@@ -146,6 +146,8 @@ struct Inner {
     clock: Clock,
     changes: broadcast::Sender<Changed>,
     checkpoints: Checkpoints,
+    /// The app's schema writes are judged by (see `typed`).
+    app_schema: std::sync::RwLock<Arc<crate::typed::HeldSchema>>,
 }
 
 /// Checkpoints of the write-ahead log, on a thread of their own: SQLite
@@ -328,6 +330,7 @@ impl Replica {
                 id
             }
         };
+        let app_schema = crate::typed::load(&tx)?;
         tx.commit()?;
         let (changes, _) = broadcast::channel(1024);
         let checkpoints = Checkpoints::start(&path, config.busy_timeout)?;
@@ -339,8 +342,26 @@ impl Replica {
                 clock: config.clock,
                 changes,
                 checkpoints,
+                app_schema: std::sync::RwLock::new(Arc::new(app_schema)),
             }),
         })
+    }
+
+    /// The app schema held now.
+    pub(crate) fn held_schema(&self) -> Arc<crate::typed::HeldSchema> {
+        self.inner
+            .app_schema
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_held_schema(&self, held: Arc<crate::typed::HeldSchema>) {
+        *self
+            .inner
+            .app_schema
+            .write()
+            .unwrap_or_else(PoisonError::into_inner) = held;
     }
 
     /// Gives the replica a new client id, in `tx`, with its clock moved to
@@ -459,8 +480,13 @@ impl Replica {
             set_meta(&tx, "hlc", &hlc.to_string())?;
             let state = read_state(&tx, space, collection, id)?;
             also(&tx, &state)?;
+            // Kept only where the app's schema has something to judge.
+            let before = self.judges(collection).then(|| state.clone());
             let done = local_write(state, collection, id, write, &hlc)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
+            if let Some(before) = &before {
+                self.judge(before, &done.change, &done.state)?;
+            }
             let text = serde_json::to_string(&done.change).map_err(|e| corrupt("change", e))?;
             write_state(&tx, space, collection, id, &done.state)?;
             tx.prepare_cached(

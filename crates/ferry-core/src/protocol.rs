@@ -283,6 +283,15 @@ pub struct SyncResponse<R = Record> {
     pub has_more: bool,
     /// The server's clock, for the client to observe.
     pub hlc: Hlc,
+    /// The version of the app's schema (docs/schema.md) in force; a
+    /// client holding an older one fetches `GET /v1/schema`. Absent (0)
+    /// while none was applied.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The answer to `GET /v1/spaces/{space}/changes`.
@@ -300,6 +309,9 @@ pub struct PullResponse<R = Record> {
     pub has_more: bool,
     /// The server's clock, for the client to observe.
     pub hlc: Hlc,
+    /// As in [`SyncResponse::schema_version`].
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub schema_version: u64,
 }
 
 /// A page of `GET .../collections/{collection}/records`.

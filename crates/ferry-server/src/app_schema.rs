@@ -3,7 +3,8 @@
 //! through another node or by `ferry schema apply`), so every node checks
 //! writes against the newest schema without a restart.
 
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use ferry_core::schema::Schema;
 
@@ -13,7 +14,12 @@ use crate::store::{AppSchema, Store, StoreError};
 #[derive(Debug, Default)]
 pub struct SchemaCache {
     current: RwLock<Arc<AppSchema>>,
+    /// When the store was last asked, for [`SchemaCache::fresh`].
+    checked: Mutex<Option<Instant>>,
 }
+
+/// How stale a node's copy may be when it tells clients the version.
+const FRESH: Duration = Duration::from_secs(1);
 
 impl SchemaCache {
     /// The schema the node holds now.
@@ -21,6 +27,26 @@ impl SchemaCache {
         match self.current.read() {
             Ok(held) => held.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The schema, read again from the store when it was last read more
+    /// than a second ago: what sync answers tell clients, so a schema
+    /// applied through another node (or the CLI) reaches them within a
+    /// second, for one read a second at most.
+    pub async fn fresh(&self, store: &dyn Store) -> Result<Arc<AppSchema>, StoreError> {
+        let due = {
+            let mut checked = self.checked.lock().unwrap_or_else(|p| p.into_inner());
+            let due = checked.is_none_or(|at| at.elapsed() >= FRESH);
+            if due {
+                *checked = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            self.reload(store).await
+        } else {
+            Ok(self.current())
         }
     }
 

@@ -260,20 +260,38 @@ impl Replica {
     /// of the records they touched: those (unless other changes to them are
     /// pending) are dropped, and the space is pulled again from 0.
     pub fn reject_batch(&self, space: &SpaceId, batch: &BatchId, error: &Error) -> Result<u64> {
-        let (code, message) = match error {
-            Error::Server { code, message, .. } => (code.clone(), message.clone()),
-            other => ("refused".to_owned(), other.to_string()),
+        let (code, message, only) = match error {
+            Error::Server {
+                code,
+                message,
+                change,
+                ..
+            } => (code.clone(), message.clone(), *change),
+            other => ("refused".to_owned(), other.to_string(), None),
         };
         let mut touched = Vec::new();
         {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // The one change the server named, when it named one (the
+            // rest of the batch goes again); else the whole batch.
+            let named: Option<i64> = match only {
+                Some(index) => tx
+                    .query_row(
+                        "SELECT n FROM outbox WHERE space = ?1 AND batch = ?2
+                         ORDER BY n LIMIT 1 OFFSET ?3",
+                        params![space.as_str(), batch.as_str(), index as i64],
+                        |r| r.get(0),
+                    )
+                    .optional()?,
+                None => None,
+            };
             let rows: Vec<(String, String, String)> = {
                 let mut stmt = tx.prepare(
-                    "DELETE FROM outbox WHERE space = ?1 AND batch = ?2
+                    "DELETE FROM outbox WHERE space = ?1 AND batch = ?2 AND (?3 IS NULL OR n = ?3)
                      RETURNING collection, id, change",
                 )?;
-                let rows = stmt.query_map([space.as_str(), batch.as_str()], |r| {
+                let rows = stmt.query_map(params![space.as_str(), batch.as_str(), named], |r| {
                     Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                 })?;
                 rows.collect::<rusqlite::Result<_>>()?
@@ -422,6 +440,7 @@ fn merge_pulled(
             code: "invalid_answer".into(),
             message: format!("record {}/{}: {e}", record.collection, record.id),
             retry_after: None,
+            change: None,
         })?,
         deleted: record.deleted.clone(),
     };

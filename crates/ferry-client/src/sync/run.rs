@@ -114,6 +114,12 @@ pub async fn sync_space_with(
             }
             Err(e) => return Err(e),
         };
+        if answer.schema_version > replica.app_schema().version {
+            // A newer schema is in force: later writes are judged by it.
+            let held = remote.app_schema().await?;
+            tracing::info!(version = held.version, "the app schema changed; holding it");
+            blocking(replica, move |r| r.hold_app_schema(held)).await?;
+        }
         let has_more = answer.has_more;
         reported = reported.max(answer.cursor);
         if has_more {

@@ -86,6 +86,7 @@ async fn sync(
         cursor: page.cursor,
         has_more: page.has_more,
         hlc: state.clock.tick(),
+        schema_version: state.app_schema.fresh(state.store.as_ref()).await?.version,
     }))
 }
 
@@ -142,6 +143,7 @@ async fn changes(
         cursor: page.cursor,
         has_more: page.has_more,
         hlc: state.clock.tick(),
+        schema_version: state.app_schema.fresh(state.store.as_ref()).await?.version,
     }))
 }
 

@@ -1,0 +1,122 @@
+//! The app's schema of its collections in the replica (docs/schema.md):
+//! fetched from the server when a sync answer names a newer version, kept
+//! in the replica file (so it holds offline and across restarts), and the
+//! judge of every local write before it is stored or queued, with the
+//! same ferry-core code the server runs.
+
+use std::sync::Arc;
+
+use ferry_core::schema::Schema;
+use ferry_core::{Change, RecordState};
+use rusqlite::Connection;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::replica::{Replica, meta, set_meta};
+
+/// The schema as the replica holds it.
+#[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldSchema {
+    /// Its version on the server; 0 for none.
+    pub version: u64,
+    /// The schema, when there is one.
+    pub schema: Option<Schema>,
+}
+
+/// Reads the held schema from the replica's meta table.
+pub(crate) fn load(c: &Connection) -> Result<HeldSchema> {
+    match meta(c, "app_schema")? {
+        None => Ok(HeldSchema::default()),
+        Some(text) => serde_json::from_str(&text)
+            .map_err(|e| Error::Corrupt(format!("the stored app schema: {e}"))),
+    }
+}
+
+impl Replica {
+    /// The app's schema this replica checks its writes against, as last
+    /// fetched from the server.
+    pub fn app_schema(&self) -> HeldSchema {
+        HeldSchema::clone(&self.held_schema())
+    }
+
+    /// Keeps `held` (fetched from the server) in the replica, and judges
+    /// writes by it from now on. An older version than the one held is
+    /// ignored.
+    pub fn hold_app_schema(&self, held: HeldSchema) -> Result<()> {
+        if held.version < self.held_schema().version {
+            return Ok(());
+        }
+        let text = serde_json::to_string(&held).map_err(|e| Error::Invalid(e.to_string()))?;
+        set_meta(&self.conn(), "app_schema", &text)?;
+        self.set_held_schema(Arc::new(held));
+        Ok(())
+    }
+
+    /// Judges a local write (`change`, turning `before` into `after`)
+    /// by the held schema.
+    pub(crate) fn judge(
+        &self,
+        before: &RecordState,
+        change: &Change,
+        after: &RecordState,
+    ) -> Result<()> {
+        let held = self.held_schema();
+        match &held.schema {
+            Some(schema) => schema
+                .check(before, change, after)
+                .map_err(|violation| Error::Schema(Box::new(violation))),
+            None => Ok(()),
+        }
+    }
+
+    /// Whether writes to `collection` need the state before them kept to
+    /// be judged.
+    pub(crate) fn judges(&self, collection: &ferry_core::Collection) -> bool {
+        self.held_schema().schema.as_ref().is_some_and(|s| {
+            s.collection(collection).is_some()
+                || s.undeclared == ferry_core::schema::Undeclared::Refuse
+        })
+    }
+}
+
+/// Reads a record's fields into the app's own type.
+fn decode<T: serde::de::DeserializeOwned>(record: crate::replica::LocalRecord) -> Result<T> {
+    let (collection, id) = (record.collection, record.id);
+    serde_json::from_value(serde_json::Value::Object(record.fields)).map_err(|e| {
+        Error::Invalid(format!(
+            "{collection}/{id} does not fit the type asked for: {e}"
+        ))
+    })
+}
+
+impl Replica {
+    /// [`Replica::get`] into the app's own serde type (a struct per
+    /// collection, with `#[serde(default)]` or `Option` for optional
+    /// fields); a record that does not fit is an error naming it and the
+    /// field.
+    pub fn get_as<T: serde::de::DeserializeOwned>(
+        &self,
+        space: &ferry_core::SpaceId,
+        collection: &ferry_core::Collection,
+        id: &ferry_core::RecordId,
+    ) -> Result<Option<T>> {
+        self.get(space, collection, id)?.map(decode).transpose()
+    }
+
+    /// [`Replica::list`] into the app's own serde type, with each record's
+    /// id beside it.
+    pub fn list_as<T: serde::de::DeserializeOwned>(
+        &self,
+        space: &ferry_core::SpaceId,
+        collection: &ferry_core::Collection,
+        query: &crate::query::Query,
+    ) -> Result<Vec<(ferry_core::RecordId, T)>> {
+        self.list(space, collection, query)?
+            .into_iter()
+            .map(|record| {
+                let id = record.id.clone();
+                decode(record).map(|value| (id, value))
+            })
+            .collect()
+    }
+}
