@@ -78,6 +78,10 @@ export async function startServer(extraArgs = []) {
     admin(...args) {
       return execFileSync(bin, ["admin", ...args, "--data-dir", join(dir, "data")], { encoding: "utf8" });
     },
+    /** Runs `ferry ...args` on this server's database; returns its output. */
+    ferry(...args) {
+      return execFileSync(bin, [...args, "--data-dir", join(dir, "data")], { encoding: "utf8" });
+    },
     /** A Prometheus counter's value (the first line holding `labels`). */
     async metric(name, labels = "") {
       const text = await (await fetch(`${url}/metrics`)).text();

@@ -4,6 +4,7 @@
 
 import init, * as wasm from "../wasm/ferry_wasm.js";
 
+import { FerryError } from "./types.js";
 import type { Change, Conflict, Fields, RecordState } from "./types.js";
 
 let ready: Promise<void> | null = null;
@@ -51,16 +52,21 @@ export function localWrite(
   op: WriteOp,
   fields: Record<string, unknown> | null,
   hlc: string,
+  schema = "",
 ): { change: Change; state: RecordState } {
-  const out = wasm.localWrite(
-    state ? JSON.stringify(state) : "",
-    collection,
-    id,
-    op,
-    fields === null ? "" : JSON.stringify(fields),
-    hlc,
+  const out = JSON.parse(
+    wasm.localWrite(
+      state ? JSON.stringify(state) : "",
+      collection,
+      id,
+      op,
+      fields === null ? "" : JSON.stringify(fields),
+      hlc,
+      schema,
+    ),
   );
-  return JSON.parse(out);
+  if (out.violation) throw new FerryError(out.message, "schema", null, null, out.violation);
+  return out;
 }
 
 /** The state after seeing both `ours` and a pulled record. */

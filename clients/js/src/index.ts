@@ -20,6 +20,7 @@ import { syncSpace } from "./sync.js";
 import {
   type Changed,
   FerryError,
+  type HeldSchema,
   type LocalRecord,
   type Query,
   type Rejected,
@@ -149,6 +150,16 @@ export class Ferry {
   /** The signed-in user, or null. */
   get user(): User | null {
     return this.session?.user ?? null;
+  }
+
+  /**
+   * The app's schema this replica judges its writes by, as last fetched
+   * from the server (`version` 0: none). A write it refuses throws a
+   * `FerryError` with code `schema` and `details` naming the collection,
+   * record, field and rule; nothing is stored or queued.
+   */
+  async appSchema(): Promise<HeldSchema> {
+    return this.store.appSchema();
   }
 
   /** Whether this tab is the one that syncs. */

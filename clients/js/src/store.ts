@@ -20,6 +20,7 @@ import type {
   Change,
   Changed,
   Conflict,
+  HeldSchema,
   LocalRecord,
   Op,
   Query,
@@ -258,10 +259,13 @@ export class Store {
     });
     try {
       const records = tx.objectStore("records");
-      const [last, rec, known] = await Promise.all([
+      const [last, rec, known, held] = await Promise.all([
         this.clock(tx.objectStore("meta")),
         records.get([space, collection, id]),
         tx.objectStore("spaces").get(space),
+        // Read in the write's transaction: another tab may have fetched a
+        // newer schema.
+        tx.objectStore("meta").get("app_schema") as Promise<HeldSchema | undefined>,
       ]);
       if (settles !== undefined) {
         if (rec) throw new FerryError(`${collection}/${id} exists; restore into a new id`, "invalid");
@@ -270,9 +274,10 @@ export class Store {
       const hlc = core.hlcTick(last, Date.now());
       let done;
       try {
-        done = core.localWrite(rec ?? null, collection, id, op, fields, hlc);
+        const schema = held?.schema ? JSON.stringify(held.schema) : "";
+        done = core.localWrite(rec ?? null, collection, id, op, fields, hlc, schema);
       } catch (e) {
-        throw invalid(e);
+        throw e instanceof FerryError ? e : invalid(e);
       }
       const record: StoredRecord = {
         space,
@@ -295,6 +300,20 @@ export class Store {
       throw e;
     }
     return { space, collection, id, source: "local" };
+  }
+
+  /** The app's schema this replica judges its writes by (version 0: none). */
+  async appSchema(): Promise<HeldSchema> {
+    return ((await this.db.get("meta", "app_schema")) as HeldSchema | undefined) ?? { version: 0, schema: null };
+  }
+
+  /** Keeps a schema fetched from the server, unless a newer one is held. */
+  async holdAppSchema(held: HeldSchema): Promise<void> {
+    const tx = this.db.transaction("meta", "readwrite");
+    const meta = tx.objectStore("meta");
+    const current = (await meta.get("app_schema")) as HeldSchema | undefined;
+    if (!current || held.version > current.version) await meta.put(held, "app_schema");
+    await tx.done;
   }
 
   private async clock(meta: Rw<"meta">): Promise<string> {

@@ -17,7 +17,7 @@
 
 import type { Remote } from "./remote.js";
 import type { Store } from "./store.js";
-import { type Changed, FerryError, type SyncAnswer, type SyncReport } from "./types.js";
+import { type Changed, FerryError, type HeldSchema, type SyncAnswer, type SyncReport } from "./types.js";
 
 /** The page size asked for. */
 export const PAGE = 5000;
@@ -79,6 +79,10 @@ export async function syncSpace(
         continue;
       }
       throw e;
+    }
+    if ((answer.schema_version ?? 0) > (await store.appSchema()).version) {
+      // A newer schema of the app is in force: later writes are judged by it.
+      await store.holdAppSchema(await remote.authed<HeldSchema>("/v1/schema"));
     }
     const stored = await store.storeAnswer(space, outgoing?.batchId ?? null, answer);
     total.pushed += stored.pushed;

@@ -53,6 +53,14 @@ export interface SyncAnswer {
   cursor: number;
   has_more: boolean;
   hlc: string;
+  /** The version of the app's schema in force (absent: none). */
+  schema_version?: number;
+}
+
+/** The app's schema as the server serves it and a replica holds it. */
+export interface HeldSchema {
+  version: number;
+  schema: unknown;
 }
 
 /** A live record as the app sees it. */
@@ -145,6 +153,11 @@ export class FerryError extends Error {
     readonly status: number | null = null,
     /** Seconds the server asked to wait (`Retry-After`). */
     readonly retryAfter: number | null = null,
+    /**
+     * What the error is about, where it says: for `schema` (a write the
+     * app's schema refuses), `{collection, id, field, rule}`.
+     */
+    readonly details: Record<string, unknown> | null = null,
   ) {
     super(message);
     this.name = "FerryError";

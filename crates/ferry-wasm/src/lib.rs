@@ -134,6 +134,7 @@ pub fn local_write_inner(
     op: &str,
     fields: &str,
     hlc: &str,
+    schema: &str,
 ) -> Result<String> {
     let collection = Collection::new(collection).map_err(|e| e.to_string())?;
     let id = RecordId::new(id).map_err(|e| e.to_string())?;
@@ -148,9 +149,51 @@ pub fn local_write_inner(
         other => return Err(format!("unknown write: {other}")),
     }
     .map_err(|e| e.to_string())?;
-    let done = local_write(parse_state(state)?, &collection, &id, write, &hlc)
-        .map_err(|e| e.to_string())?;
+    let before = parse_state(state)?;
+    let judge = with_schema(schema, |s| {
+        s.is_some_and(|s| {
+            s.collection(&collection).is_some()
+                || s.undeclared == ferry_core::schema::Undeclared::Refuse
+        })
+    })?;
+    let kept = judge.then(|| before.clone());
+    let done = local_write(before, &collection, &id, write, &hlc).map_err(|e| e.to_string())?;
+    if let Some(before) = kept {
+        let verdict = with_schema(schema, |s| match s {
+            Some(s) => s.check(&before, &done.change, &done.state),
+            None => Ok(()),
+        })?;
+        if let Err(violation) = verdict {
+            return to_json(
+                &serde_json::json!({"violation": violation, "message": violation.to_string()}),
+            );
+        }
+    }
     to_json(&serde_json::json!({"change": done.change, "state": done.state}))
+}
+
+thread_local! {
+    /// The app schema last parsed, by its JSON: writes parse it once.
+    static SCHEMA: std::cell::RefCell<Option<(String, ferry_core::schema::Schema)>> =
+        const { std::cell::RefCell::new(None) };
+}
+
+/// Runs `f` with the schema `json` names (`""`: none), parsed once.
+fn with_schema<T>(
+    json: &str,
+    f: impl FnOnce(Option<&ferry_core::schema::Schema>) -> T,
+) -> Result<T> {
+    if json.is_empty() {
+        return Ok(f(None));
+    }
+    SCHEMA.with(|cell| {
+        let mut held = cell.borrow_mut();
+        if held.as_ref().is_none_or(|(text, _)| text != json) {
+            let schema = ferry_core::schema::Schema::parse(json).map_err(|e| e.to_string())?;
+            *held = Some((json.to_owned(), schema));
+        }
+        Ok(f(held.as_ref().map(|(_, s)| s)))
+    })
 }
 
 /// One local write, checked and merged as the server would; see
@@ -164,8 +207,11 @@ pub fn local_write_js(
     op: &str,
     fields: &str,
     hlc: &str,
+    schema: &str,
 ) -> std::result::Result<String, JsError> {
-    js(local_write_inner(state, collection, id, op, fields, hlc))
+    js(local_write_inner(
+        state, collection, id, op, fields, hlc, schema,
+    ))
 }
 
 /// Merges a pulled record (`theirs`, a record or a record state as JSON)
@@ -316,19 +362,86 @@ mod tests {
     #[test]
     fn a_local_write_gives_the_change_and_the_new_state() {
         let h1 = "001763798400000:00000:tab-1";
-        let out = local_write_inner("", "todos", "t1", "put", r#"{"title":"Milk"}"#, h1).unwrap();
+        let out =
+            local_write_inner("", "todos", "t1", "put", r#"{"title":"Milk"}"#, h1, "").unwrap();
         let out: Value = serde_json::from_str(&out).unwrap();
         assert_eq!(out["change"]["op"], "upsert");
         assert_eq!(out["state"]["fields"]["title"]["value"], "Milk");
         let state = out["state"].to_string();
         let h2 = "001763798400001:00000:tab-1";
-        let del = local_write_inner(&state, "todos", "t1", "delete", "", h2).unwrap();
+        let del = local_write_inner(&state, "todos", "t1", "delete", "", h2, "").unwrap();
         let del: Value = serde_json::from_str(&del).unwrap();
         assert_eq!(del["state"]["deleted"], h2);
-        let again = local_write_inner(&del["state"].to_string(), "todos", "t1", "patch", "{}", h2);
+        let again = local_write_inner(
+            &del["state"].to_string(),
+            "todos",
+            "t1",
+            "patch",
+            "{}",
+            h2,
+            "",
+        );
         assert!(again.is_err());
-        assert!(local_write_inner("", "todos", "t1", "put", "[1]", h1).is_err());
-        assert!(local_write_inner("", "todos", "t1", "rename", "{}", h1).is_err());
+        assert!(local_write_inner("", "todos", "t1", "put", "[1]", h1, "").is_err());
+        assert!(local_write_inner("", "todos", "t1", "rename", "{}", h1, "").is_err());
+    }
+
+    #[test]
+    fn the_browser_judges_writes_as_the_native_client_does() {
+        use ferry_core::schema::Schema;
+        let schema = r#"{"collections": {"todos": {"mode": "strict", "fields": {
+            "title": {"type": "string", "max_length": 5, "required": true},
+            "n": {"type": "integer", "min": 0}}}}}"#;
+        let parsed = Schema::parse(schema).unwrap();
+        let h = "001763798400000:00000:tab-1";
+        let cases = [
+            json!({"title": "Milk"}),
+            json!({"title": "Milk", "n": 3}),
+            json!({"title": "Milk", "n": -1}),
+            json!({"title": "Milk", "n": 1.5}),
+            json!({"title": "Too long"}),
+            json!({"title": 1}),
+            json!({"n": 1}),
+            json!({"title": "Milk", "x": 1}),
+            json!({"title": null}),
+        ];
+        for fields in cases {
+            let out = local_write_inner("", "todos", "t1", "put", &fields.to_string(), h, schema)
+                .unwrap();
+            let out: Value = serde_json::from_str(&out).unwrap();
+            // The native judgement of the same write.
+            let write = ferry_core::local::LocalWrite::put(fields.clone()).unwrap();
+            let done = ferry_core::local::local_write(
+                ferry_core::RecordState::default(),
+                &Collection::new("todos").unwrap(),
+                &RecordId::new("t1").unwrap(),
+                write,
+                &h.parse().unwrap(),
+            )
+            .unwrap();
+            let native = parsed.check(
+                &ferry_core::RecordState::default(),
+                &done.change,
+                &done.state,
+            );
+            match native {
+                Ok(()) => assert!(out["violation"].is_null(), "{fields}: {out}"),
+                Err(v) => {
+                    assert_eq!(
+                        out["violation"]["rule"],
+                        serde_json::to_value(v.rule).unwrap(),
+                        "{fields}"
+                    );
+                    assert_eq!(out["message"], v.to_string(), "{fields}");
+                }
+            }
+        }
+        // Undeclared collections pass, and a schema that does not parse is
+        // an error, never a pass.
+        assert!(local_write_inner("", "notes", "n1", "put", r#"{"x": 1}"#, h, schema).is_ok());
+        assert!(
+            local_write_inner("", "todos", "t1", "put", r#"{"title": "a"}"#, h, "{bad").is_err()
+        );
     }
 
     #[test]

@@ -1,0 +1,79 @@
+// The app's schema in the browser client (docs/schema.md), in a real
+// headless Chromium against a real `ferry serve`: the demo's own schema
+// applied with `ferry schema apply`, fetched by the replica at sync, and a
+// write that breaks it refused at the call, through the same ferry-core
+// code (wasm) the server runs, with nothing stored or queued.
+
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { after, before, test } from "node:test";
+
+import { ROOT, addTodo, eventually, launch, openDemo, signIn, startServer, waitForStatus, waitForTitles } from "./helpers.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+test("a write that breaks the app's schema is refused in the browser, naming the field", async () => {
+  const out = server.ferry("schema", "apply", join(ROOT, "examples/todo/ferry.schema.toml"));
+  assert.match(out, /Applied schema version 1/);
+
+  const context = await browser.newContext();
+  const page = await openDemo(context, server);
+  await signIn(page, server, "typed@example.com");
+  // The replica fetches the schema at its next sync (within a second of
+  // the apply, as the server re-reads it at most once a second).
+  await eventually(async () => {
+    await page.evaluate(() => window.ferry.sync());
+    assert.equal(await page.evaluate(async () => (await window.ferry.appSchema()).version), 1);
+  }, "the schema in the replica");
+
+  const refused = await page.evaluate(async () => {
+    const f = window.ferry;
+    const space = f.personalSpace();
+    const tries = [
+      ["t1", { title: 5, done: false }],
+      ["t2", { title: "Milk", done: "yes" }],
+      ["t3", { title: "Milk", colour: "red" }],
+      ["t4", { done: true }],
+    ];
+    const out = [];
+    for (const [id, fields] of tries) {
+      try {
+        await f.put(space, "todos", id, fields);
+        out.push({ id, ok: true });
+      } catch (e) {
+        out.push({ id, code: e.code, field: e.details?.field, rule: e.details?.rule, message: e.message });
+      }
+    }
+    const stored = await f.list(space, "todos");
+    return { out, stored: stored.map((r) => r.id) };
+  });
+  assert.deepEqual(
+    refused.out.map(({ id, code, field, rule }) => ({ id, code, field, rule })),
+    [
+      { id: "t1", code: "schema", field: "title", rule: "type" },
+      { id: "t2", code: "schema", field: "done", rule: "type" },
+      { id: "t3", code: "schema", field: "colour", rule: "undeclared_field" },
+      { id: "t4", code: "schema", field: "title", rule: "required" },
+    ],
+  );
+  assert.match(refused.out[1].message, /^todos\/t2: field done must be true or false/);
+  assert.deepEqual(refused.stored, [], "a refused write was stored");
+  await waitForStatus(page, "idle", 0);
+
+  // The demo's own writes fit its schema, and sync as before.
+  await addTodo(page, "Fits the schema");
+  await waitForTitles(page, ["Fits the schema"]);
+  await waitForStatus(page, "idle", 0);
+  await context.close();
+});
