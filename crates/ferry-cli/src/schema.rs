@@ -32,6 +32,14 @@ pub enum SchemaCommand {
         /// The schema after.
         new: PathBuf,
     },
+    /// List the stored records FILE would refuse (one JSON line each), to
+    /// run before applying a breaking change; fails when there are any.
+    Check {
+        /// The schema file: TOML or JSON.
+        file: PathBuf,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Print the stored schema (JSON) and its version.
     Show {
         #[command(flatten)]
@@ -74,11 +82,83 @@ fn print_diff(old: &Schema, new: &Schema) -> bool {
     differences.iter().any(|d| d.impact == Impact::Breaking)
 }
 
+/// Judges every live record of every space by `schema`, printing each
+/// violation as a JSON line; returns how many records were checked and how
+/// many break it.
+async fn check(store: &dyn ferry_server::Store, schema: &Schema) -> anyhow::Result<(u64, u64)> {
+    use ferry_core::{Collection, Fields, Hlc, RecordId, RecordState};
+    let (mut checked, mut refused) = (0u64, 0u64);
+    let mut after = None;
+    loop {
+        let spaces = store.space_ids(after.as_ref(), 500).await?;
+        let Some(last) = spaces.last().cloned() else {
+            return Ok((checked, refused));
+        };
+        for space in &spaces {
+            let mut cursor = 0;
+            loop {
+                let query = ferry_server::store::PullQuery {
+                    cursor,
+                    limit: 1000,
+                    collections: None,
+                    conflicts: None,
+                };
+                let page = store.pull(space, query).await?;
+                for row in &page.records {
+                    if row.deleted.is_some() {
+                        continue;
+                    }
+                    let state = RecordState {
+                        fields: serde_json::from_str::<Fields>(row.fields.get())?,
+                        deleted: row.deleted.as_deref().map(str::parse::<Hlc>).transpose()?,
+                    };
+                    let (collection, id) = (
+                        Collection::new(row.collection.as_str())?,
+                        RecordId::new(row.id.as_str())?,
+                    );
+                    let found = schema.check_record(&collection, &id, &state);
+                    checked += 1;
+                    if !found.is_empty() {
+                        refused += 1;
+                    }
+                    for v in found {
+                        println!(
+                            "{}",
+                            serde_json::json!({"space": space, "collection": v.collection, "id": v.id,
+                                               "field": v.field, "rule": v.rule, "message": v.message})
+                        );
+                    }
+                }
+                cursor = page.cursor;
+                if !page.has_more {
+                    break;
+                }
+            }
+        }
+        after = Some(last);
+    }
+}
+
 /// Runs a schema command.
 pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
     match command {
         SchemaCommand::Diff { old, new } => {
             print_diff(&read(&old)?, &read(&new)?);
+            Ok(())
+        }
+        SchemaCommand::Check { file, config } => {
+            let schema = read(&file)?;
+            let config = config.resolve()?;
+            crate::init_logs(config.log_format, "warn");
+            let store = crate::open_store(&config).await?;
+            let (checked, refused) = check(store.as_ref(), &schema).await?;
+            if refused > 0 {
+                bail!(
+                    "{refused} of {checked} records would be refused by {}",
+                    file.display()
+                );
+            }
+            println!("All {checked} records fit {}.", file.display());
             Ok(())
         }
         SchemaCommand::Show { config } => {

@@ -123,6 +123,37 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
         text(&out.stdout)
     );
 
+    // A record the next schema would refuse, listed before anyone forces it.
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &format!("/v1/spaces/user:{user}/collections/todos/records/oat"),
+            Some(serde_json::json!({"fields": {"title": "Oat milk, 2 litres"}})),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let out = schema(&["check", v3.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let listed: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed[0]["id"], "oat");
+    assert_eq!(listed[0]["rule"], "max_length");
+    assert!(
+        text(&out.stderr).contains("1 of 2 records would be refused"),
+        "{}",
+        text(&out.stderr)
+    );
+    let fits = schema(&["check", v2.to_str().unwrap()]);
+    assert!(fits.status.success(), "{}", text(&fits.stderr));
+    assert!(
+        text(&fits.stdout).contains("All 2 records fit"),
+        "{}",
+        text(&fits.stdout)
+    );
+
     // Breaking: refused unless forced, and nothing stored meanwhile.
     let out = schema(&["apply", v3.to_str().unwrap()]);
     assert!(!out.status.success());

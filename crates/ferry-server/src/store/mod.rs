@@ -435,6 +435,14 @@ pub trait Store: Send + Sync + 'static {
     /// The current `seq` of each of `spaces` that exists.
     async fn heads(&self, spaces: &[SpaceId]) -> Result<Vec<(SpaceId, u64)>, StoreError>;
 
+    /// The ids of every space, in order, after `after`, at most `limit`:
+    /// for tools that walk the whole database (`ferry schema check`).
+    async fn space_ids(
+        &self,
+        after: Option<&SpaceId>,
+        limit: u32,
+    ) -> Result<Vec<SpaceId>, StoreError>;
+
     /// How this node hears about commits and membership changes made by
     /// other nodes sharing the database: `None` when no other node can share
     /// it (SQLite).

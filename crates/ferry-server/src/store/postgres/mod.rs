@@ -228,6 +228,22 @@ impl Store for PgStore {
         records::push(&self.pool, space, batch).await
     }
 
+    async fn space_ids(
+        &self,
+        after: Option<&SpaceId>,
+        limit: u32,
+    ) -> Result<Vec<SpaceId>, StoreError> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM spaces WHERE id > $1 ORDER BY id LIMIT $2")
+                .bind(after.map(SpaceId::as_str).unwrap_or(""))
+                .bind(i64::from(limit))
+                .fetch_all(&self.pool)
+                .await?;
+        ids.into_iter()
+            .map(|id| SpaceId::new(id).map_err(|e| crate::store::stored::corrupt("space id", e)))
+            .collect()
+    }
+
     async fn app_schema(&self) -> Result<(u64, Option<String>), StoreError> {
         app_schema::newest(&self.pool).await
     }

@@ -282,6 +282,26 @@ impl Store for SqliteStore {
         self.write(move |c| records::push(c, &space, batch)).await
     }
 
+    async fn space_ids(
+        &self,
+        after: Option<&SpaceId>,
+        limit: u32,
+    ) -> Result<Vec<SpaceId>, StoreError> {
+        let after = after.map(|s| s.to_string()).unwrap_or_default();
+        self.read(move |c| {
+            let mut stmt =
+                c.prepare_cached("SELECT id FROM spaces WHERE id > ?1 ORDER BY id LIMIT ?2")?;
+            let ids = stmt.query_map(rusqlite::params![after, i64::from(limit)], |r| {
+                r.get::<_, String>(0)
+            })?;
+            ids.map(|id| {
+                SpaceId::new(id?).map_err(|e| crate::store::stored::corrupt("space id", e))
+            })
+            .collect()
+        })
+        .await
+    }
+
     async fn app_schema(&self) -> Result<(u64, Option<String>), StoreError> {
         self.read(|c| app_schema::newest(c)).await
     }
