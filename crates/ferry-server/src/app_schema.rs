@@ -83,12 +83,14 @@ pub async fn load(store: &dyn Store) -> Result<AppSchema, StoreError> {
 /// `GET /v1/schema`: the newest app schema, for any signed-in user (a
 /// client checks its writes against it): `{"version": N, "schema": {...}}`,
 /// `{"version": 0, "schema": null}` when none was applied. Read from the
-/// database, so it is never behind another node's apply.
+/// database at most once a second per node, whoever asks (so asking
+/// cannot load the database), and never behind the version the node's
+/// sync answers named.
 async fn get_schema(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
     _user: crate::auth::AuthUser,
 ) -> Result<axum::Json<serde_json::Value>, crate::error::ApiError> {
-    let held = state.app_schema.reload(state.store.as_ref()).await?;
+    let held = state.app_schema.fresh(state.store.as_ref()).await?;
     Ok(axum::Json(
         serde_json::json!({"version": held.version, "schema": held.schema}),
     ))

@@ -67,6 +67,7 @@ fn templates(token: &str) -> Vec<Shot> {
                              "base": {"title": HLC, "done": null}});
     vec![
         get("/v1/me"),
+        get("/v1/schema"),
         get("/v1/spaces"),
         json(
             "POST",

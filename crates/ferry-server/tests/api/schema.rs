@@ -31,6 +31,9 @@ async fn the_schema_is_served_to_signed_in_users() {
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
 
     assert_eq!(apply(&api).await, 1);
+    // Applied beside the node (as `ferry schema apply` does): served
+    // within a second, the database read at most once a second.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
     let served = api.get("/v1/schema", "alice").await;
     assert_eq!(served.body["version"], 1);
     assert_eq!(
