@@ -24,15 +24,37 @@ pub struct PushArgs {
     /// Runs of each side, alternating.
     #[arg(long, default_value_t = 5)]
     runs: usize,
+    /// Measure the cost of the app's schema instead: pushes checked
+    /// against a strict schema of 10 fields (`workload::schema`), against
+    /// the same pushes with no schema, in the same run.
+    #[arg(long)]
+    schema: bool,
 }
 
-/// Ferry: `Store::push` of each batch, one transaction per batch.
-async fn ferry(args: &PushArgs) -> anyhow::Result<Duration> {
+/// Ferry: `Store::push` of each batch, one transaction per batch; checked
+/// against the 10-field schema when `schema`.
+async fn ferry(args: &PushArgs, schema: bool) -> anyhow::Result<Duration> {
     let (store, _guard) = workload::fresh(args.backend).await;
     let space = workload::space(store.as_ref()).await?;
     let h = workload::hlc()?;
+    let held = if schema {
+        let schema = workload::schema()?;
+        let version = store
+            .apply_app_schema(&serde_json::to_string(&schema)?, 0)
+            .await?;
+        Some(std::sync::Arc::new(ferry_server::store::AppSchema {
+            version,
+            schema: Some(schema),
+        }))
+    } else {
+        None
+    };
     let batches = (0..args.batches)
-        .map(|b| workload::batch(b, args.batch_size, &h))
+        .map(|b| {
+            let mut batch = workload::batch(b, args.batch_size, &h)?;
+            batch.schema = held.clone();
+            Ok(batch)
+        })
         .collect::<anyhow::Result<Vec<_>>>()?;
     let start = Instant::now();
     for batch in batches {
@@ -129,6 +151,9 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         args.runs > 0 && args.batches > 0 && args.batch_size > 0,
         "sizes must be positive"
     );
+    if args.schema {
+        return schema_cost(&args).await;
+    }
     let total = (args.batches * args.batch_size) as f64;
     let (baseline, durability) = match args.backend {
         Backend::Sqlite => ("raw batched upsert", "WAL, synchronous=FULL"),
@@ -145,7 +170,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
             Backend::Postgres => raw_postgres(&args).await,
         }
         .context("baseline")?;
-        let f = ferry(&args).await.context("ferry push")?;
+        let f = ferry(&args, false).await.context("ferry push")?;
         let (r, f) = (total / r.as_secs_f64(), total / f.as_secs_f64());
         raw.push(r);
         ours.push(f);
@@ -155,5 +180,29 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
     workload::row(baseline, raw, 0);
     workload::row("ferry Store::push", ours, 0);
     workload::row("ratio ferry/raw", ratios, 2);
+    Ok(())
+}
+
+/// The app's schema's cost: the same pushes with and without it.
+async fn schema_cost(args: &PushArgs) -> anyhow::Result<()> {
+    let total = (args.batches * args.batch_size) as f64;
+    println!(
+        "push into {:?}: {} batches of {} changes (4 fields), {} runs, checked against a \
+         strict schema of 10 fields, against the same pushes without a schema",
+        args.backend, args.batches, args.batch_size, args.runs
+    );
+    let (mut plain, mut typed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let p = ferry(args, false).await.context("push without a schema")?;
+        let t = ferry(args, true).await.context("push with a schema")?;
+        let (p, t) = (total / p.as_secs_f64(), total / t.as_secs_f64());
+        plain.push(p);
+        typed.push(t);
+        ratios.push(t / p);
+    }
+    workload::header("changes/s");
+    workload::row("Store::push, no schema", plain, 0);
+    workload::row("Store::push, 10-field schema", typed, 0);
+    workload::row("ratio schema/none", ratios, 2);
     Ok(())
 }

@@ -73,6 +73,24 @@ fn workloads(quick: bool) -> Vec<Workload> {
         }
     }
     for backend in ["sqlite", "postgres"] {
+        let (batches, runs) = if quick { ("2", "1") } else { ("200", "5") };
+        all.push(bench(
+            format!("Push with the app's schema, batches of 100, {backend}"),
+            &[
+                "push",
+                "--schema",
+                "--backend",
+                backend,
+                "--batch-size",
+                "100",
+                "--batches",
+                batches,
+                "--runs",
+                runs,
+            ],
+        ));
+    }
+    for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[
                 "pull",

@@ -42,6 +42,28 @@ pub fn fields(i: usize) -> [(&'static str, Value); 4] {
     ]
 }
 
+/// A strict schema of 10 fields for the collection the workload writes,
+/// the 4 it writes among them (two required), with the checks an app's
+/// schema makes: lengths, bounds, a reference's shape.
+pub fn schema() -> anyhow::Result<ferry_core::schema::Schema> {
+    let json = json!({"collections": {
+        "lists": {"fields": {"name": {"type": "string"}}},
+        "todos": {"mode": "strict", "fields": {
+            "title": {"type": "string", "max_length": 500, "required": true},
+            "done": {"type": "boolean", "required": true},
+            "priority": {"type": "integer", "min": 0, "max": 10},
+            "list": {"type": "ref", "collection": "lists"},
+            "note": {"type": "string", "max_length": 10000},
+            "due": {"type": "timestamp"},
+            "estimate": {"type": "number", "min": 0},
+            "tags": {"type": "array", "items": "string", "max_items": 20},
+            "state": {"type": "enum", "values": ["open", "blocked", "closed"]},
+            "extra": {"type": "json"}
+        }}
+    }});
+    Ok(ferry_core::schema::Schema::parse(&json.to_string())?)
+}
+
 /// Record `i`'s id.
 pub fn record_id(i: usize) -> String {
     format!("todo-{i:08}")
