@@ -18,7 +18,10 @@ import { Remote, type Tokens, request, withLock } from "./remote.js";
 import { ANONYMOUS_SPACE, type Durability, type Session, Store } from "./store.js";
 import { syncSpace } from "./sync.js";
 import {
+  type AnySchema,
   type Changed,
+  type CollectionOf,
+  type FieldsOf,
   FerryError,
   type HeldSchema,
   type LocalRecord,
@@ -69,7 +72,7 @@ function randomId(): string {
   return Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
-export class Ferry {
+export class Ferry<S extends object = AnySchema> {
   private readonly channel: BroadcastChannel | null;
   private readonly remote: Remote;
   private readonly lockPrefix: string;
@@ -119,7 +122,7 @@ export class Ferry {
   }
 
   /** Opens the replica `name` and starts taking part in the tabs' sync. */
-  static async open(options: FerryOptions = {}): Promise<Ferry> {
+  static async open<S extends object = AnySchema>(options: FerryOptions = {}): Promise<Ferry<S>> {
     await loadCore(options.wasmUrl);
     const server = (options.server ?? globalThis.location?.origin ?? "").replace(/\/+$/, "");
     const resolved = {
@@ -131,7 +134,7 @@ export class Ferry {
       durability: options.durability ?? "crash",
     };
     const store = await Store.open(`ferry-${resolved.name}`, resolved.durability);
-    const ferry = new Ferry(store, resolved);
+    const ferry = new Ferry<S>(store, resolved);
     ferry.session = await store.session();
     ferry.current.pending = await store.pending();
     ferry.current.lastSyncedAt = await store.lastSyncedAt();
@@ -193,17 +196,22 @@ export class Ferry {
   // ---- records ---------------------------------------------------------
 
   /** Makes a record exactly `fields` (fields it held become null). */
-  put(space: string, collection: string, id: string, fields: Record<string, unknown>): Promise<void> {
+  put<C extends CollectionOf<S>>(space: string, collection: C, id: string, fields: FieldsOf<S, C>): Promise<void> {
     return this.write(space, collection, id, "put", fields);
   }
 
   /** Sets the named fields of a record, creating it. */
-  patch(space: string, collection: string, id: string, fields: Record<string, unknown>): Promise<void> {
-    return this.write(space, collection, id, "patch", fields);
+  patch<C extends CollectionOf<S>>(
+    space: string,
+    collection: C,
+    id: string,
+    fields: Partial<FieldsOf<S, C>>,
+  ): Promise<void> {
+    return this.write(space, collection, id, "patch", fields as Record<string, unknown>);
   }
 
   /** Deletes a record; the delete wins over every write, before or after. */
-  delete(space: string, collection: string, id: string): Promise<void> {
+  delete(space: string, collection: CollectionOf<S>, id: string): Promise<void> {
     return this.write(space, collection, id, "delete", null);
   }
 
@@ -219,14 +227,18 @@ export class Ferry {
     await this.changed([changed], true);
   }
 
-  get(space: string, collection: string, id: string): Promise<LocalRecord | null> {
+  get<C extends CollectionOf<S>>(space: string, collection: C, id: string): Promise<LocalRecord<FieldsOf<S, C>> | null> {
     this.open();
-    return this.store.get(space, collection, id);
+    return this.store.get(space, collection, id) as Promise<LocalRecord<FieldsOf<S, C>> | null>;
   }
 
-  list(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
+  list<C extends CollectionOf<S>>(
+    space: string,
+    collection: C,
+    query: Query<FieldsOf<S, C>> = {},
+  ): Promise<LocalRecord<FieldsOf<S, C>>[]> {
     this.open();
-    return this.store.list(space, collection, query);
+    return this.store.list(space, collection, query as unknown as Query) as Promise<LocalRecord<FieldsOf<S, C>>[]>;
   }
 
   /** Follows another space (shared with the user); pulled at the next sync. */

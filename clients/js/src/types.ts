@@ -64,13 +64,31 @@ export interface HeldSchema {
 }
 
 /** A live record as the app sees it. */
-export interface LocalRecord {
+export interface LocalRecord<F = Record<string, unknown>> {
   space: string;
   collection: string;
   id: string;
   /** Field values by name. */
-  fields: Record<string, unknown>;
+  fields: F;
 }
+
+/**
+ * The record types of an app's collections by name: what `ferry schema
+ * typescript` writes as `Schema`, for `Ferry.open<Schema>()`. Without one,
+ * any collection takes any fields.
+ */
+export type AnySchema = Record<string, Record<string, unknown>>;
+
+/** A collection's name in schema `S`. */
+export type CollectionOf<S> = keyof S & string;
+
+/** The fields a record of collection `C` holds in schema `S`. */
+export type FieldsOf<S, C extends CollectionOf<S>> = S[C] extends Record<string, unknown>
+  ? S[C]
+  : Record<string, unknown>;
+
+/** One filter: a field of `F`, an operator, and a value of that field's type. */
+export type Filter<F> = { [K in keyof F & string]: [field: K, op: Op, value: F[K]] }[keyof F & string];
 
 /** A record that changed: a local write (this tab or another) or a pull. */
 export interface Changed {
@@ -136,9 +154,9 @@ export interface SyncReport {
 export type Op = "=" | "!=" | "<" | "<=" | ">" | ">=";
 
 /** Filters, order and paging for `list`. */
-export interface Query {
-  where?: [field: string, op: Op, value: unknown][];
-  orderBy?: [field: string, order?: "asc" | "desc"];
+export interface Query<F = Record<string, unknown>> {
+  where?: Filter<F>[];
+  orderBy?: [field: keyof F & string, order?: "asc" | "desc"];
   limit?: number;
   offset?: number;
 }

@@ -40,6 +40,12 @@ pub enum SchemaCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+    /// Print FILE as TypeScript types: an interface per collection and a
+    /// `Schema` type for `Ferry.open<Schema>()`.
+    Typescript {
+        /// The schema file: TOML or JSON.
+        file: PathBuf,
+    },
     /// Print the stored schema (JSON) and its version.
     Show {
         #[command(flatten)]
@@ -144,6 +150,10 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
     match command {
         SchemaCommand::Diff { old, new } => {
             print_diff(&read(&old)?, &read(&new)?);
+            Ok(())
+        }
+        SchemaCommand::Typescript { file } => {
+            print!("{}", ferry_core::schema::typescript(&read(&file)?));
             Ok(())
         }
         SchemaCommand::Check { file, config } => {

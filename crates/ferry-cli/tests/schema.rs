@@ -43,6 +43,24 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
+#[test]
+fn the_demo_s_types_are_what_its_schema_gives() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let out = ferry()
+        .args(["schema", "typescript"])
+        .arg(root.join("examples/todo/ferry.schema.toml"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let committed = std::fs::read_to_string(root.join("examples/todo/src/schema.ts")).unwrap();
+    assert_eq!(
+        text(&out.stdout),
+        committed,
+        "examples/todo/src/schema.ts is stale: write it again with \
+         ferry schema typescript examples/todo/ferry.schema.toml"
+    );
+}
+
 #[tokio::test]
 async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
     let db = Db::new().await;

@@ -3,13 +3,15 @@
 // sync status and lets the person settle edits that crossed.
 
 import { Ferry, type LocalRecord, type StoredConflict, type SyncStatus } from "../../../clients/js/src/index.js";
+// The demo's schema (ferry.schema.toml) as types, by `ferry schema typescript`.
+import type { Schema, Todos } from "./schema.js";
 
 const COLLECTION = "todos";
 type Filter = "all" | "active" | "done";
 
 const $ = <T extends HTMLElement = HTMLElement>(id: string) => document.getElementById(id) as T;
 
-let ferry: Ferry;
+let ferry: Ferry<Schema>;
 let filter: Filter = "all";
 let renderQueued = false;
 
@@ -41,7 +43,7 @@ async function render(): Promise<void> {
   await renderConflicts();
 }
 
-function todoItem(todo: LocalRecord): HTMLElement {
+function todoItem(todo: LocalRecord<Todos>): HTMLElement {
   const li = document.createElement("li");
   li.className = `todo${todo.fields.done ? " done" : ""}`;
   li.dataset.id = todo.id;
@@ -66,7 +68,7 @@ function todoItem(todo: LocalRecord): HTMLElement {
   return li;
 }
 
-function edit(li: HTMLElement, title: HTMLElement, todo: LocalRecord): void {
+function edit(li: HTMLElement, title: HTMLElement, todo: LocalRecord<Todos>): void {
   const input = document.createElement("input");
   input.className = "edit";
   input.value = String(todo.fields.title ?? "");
@@ -327,9 +329,9 @@ function wire(): void {
 }
 
 async function main(): Promise<void> {
-  ferry = await Ferry.open({ name: "todo" });
+  ferry = await Ferry.open<Schema>({ name: "todo" });
   // For a look from the browser's console (and the browser tests).
-  (globalThis as { ferry?: Ferry }).ferry = ferry;
+  (globalThis as { ferry?: Ferry<Schema> }).ferry = ferry;
   wire();
   ferry.subscribe(queueRender);
   ferry.onStatus((s) => {

@@ -8,6 +8,7 @@
 //!   collection, `min` above `max`...).
 //! - [`check`]: a change against the record it applies to.
 //! - [`diff`]: what changed between two schemas, compatible or breaking.
+//! - [`typescript`]: the schema as TypeScript types for the app.
 
 use std::collections::BTreeMap;
 
@@ -17,10 +18,12 @@ use crate::names::{Collection, FieldName};
 
 mod check;
 mod diff;
+mod typescript;
 mod value;
 
 pub use check::{Pending, Rule, Violation};
 pub use diff::{Difference, Impact, diff};
+pub use typescript::typescript;
 
 /// An app's data model: its collections and what writes to them must be.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
