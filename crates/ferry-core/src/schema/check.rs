@@ -104,7 +104,40 @@ impl Pending {
     }
 }
 
+/// Makes the violations of one record.
+fn blame<'a>(
+    collection: &'a Collection,
+    id: &'a RecordId,
+) -> impl Fn(Option<&FieldName>, Rule, String) -> Violation + 'a {
+    move |field, rule, message| Violation {
+        collection: collection.clone(),
+        id: id.clone(),
+        field: field.cloned(),
+        rule,
+        message,
+    }
+}
+
 impl Schema {
+    /// The declaration writes to `collection` are judged by: `None` for an
+    /// undeclared collection the schema allows, a violation for one it
+    /// refuses.
+    fn declared(
+        &self,
+        collection: &Collection,
+        id: &RecordId,
+    ) -> Result<Option<&super::CollectionSchema>, Violation> {
+        match (self.collection(collection), self.undeclared) {
+            (Some(declared), _) => Ok(Some(declared)),
+            (None, Undeclared::Allow) => Ok(None),
+            (None, Undeclared::Refuse) => Err(blame(collection, id)(
+                None,
+                Rule::UndeclaredCollection,
+                format!("the schema declares no collection {collection}"),
+            )),
+        }
+    }
+
     /// Judges `change`, which turns the record from `before` into
     /// `after` (`merge::apply_change`'s state).
     ///
@@ -141,22 +174,9 @@ impl Schema {
         else {
             return Ok(Pending::default());
         };
-        let violation = |field: Option<&FieldName>, rule: Rule, message: String| Violation {
-            collection: collection.clone(),
-            id: id.clone(),
-            field: field.cloned(),
-            rule,
-            message,
-        };
-        let Some(declared) = self.collection(collection) else {
-            return match self.undeclared {
-                Undeclared::Allow => Ok(Pending::default()),
-                Undeclared::Refuse => Err(violation(
-                    None,
-                    Rule::UndeclaredCollection,
-                    format!("the schema declares no collection {collection}"),
-                )),
-            };
+        let violation = blame(collection, id);
+        let Some(declared) = self.declared(collection, id)? else {
+            return Ok(Pending::default());
         };
         for (name, written) in fields {
             let Some(field) = declared.fields.get(name) else {
@@ -209,22 +229,11 @@ impl Schema {
         if state.is_deleted() {
             return Vec::new();
         }
-        let violation = |field: Option<&FieldName>, rule: Rule, message: String| Violation {
-            collection: collection.clone(),
-            id: id.clone(),
-            field: field.cloned(),
-            rule,
-            message,
-        };
-        let Some(declared) = self.collection(collection) else {
-            return match self.undeclared {
-                Undeclared::Allow => Vec::new(),
-                Undeclared::Refuse => vec![violation(
-                    None,
-                    Rule::UndeclaredCollection,
-                    format!("the schema declares no collection {collection}"),
-                )],
-            };
+        let violation = blame(collection, id);
+        let declared = match self.declared(collection, id) {
+            Ok(Some(declared)) => declared,
+            Ok(None) => return Vec::new(),
+            Err(undeclared) => return vec![undeclared],
         };
         let mut found = Vec::new();
         for (name, held) in &state.fields {
