@@ -307,13 +307,9 @@ export class Store {
     return ((await this.db.get("meta", "app_schema")) as HeldSchema | undefined) ?? { version: 0, schema: null };
   }
 
-  /** Keeps a schema fetched from the server, unless a newer one is held. */
+  /** Keeps a schema fetched from the server (whose word it is). */
   async holdAppSchema(held: HeldSchema): Promise<void> {
-    const tx = this.db.transaction("meta", "readwrite");
-    const meta = tx.objectStore("meta");
-    const current = (await meta.get("app_schema")) as HeldSchema | undefined;
-    if (!current || held.version > current.version) await meta.put(held, "app_schema");
-    await tx.done;
+    await this.db.put("meta", held, "app_schema");
   }
 
   private async clock(meta: Rw<"meta">): Promise<string> {

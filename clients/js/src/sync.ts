@@ -80,7 +80,8 @@ export async function syncSpace(
       }
       throw e;
     }
-    if ((answer.schema_version ?? 0) > (await store.appSchema()).version) {
+    const version = answer.schema_version ?? 0;
+    if (version !== 0 && version !== (await store.appSchema()).version) {
       // A newer schema of the app is in force: later writes are judged by it.
       await store.holdAppSchema(await remote.authed<HeldSchema>("/v1/schema"));
     }

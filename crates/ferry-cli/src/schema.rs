@@ -40,7 +40,7 @@ pub enum SchemaCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
-    /// Print FILE as TypeScript types: an interface per collection and a
+    /// Print FILE as TypeScript types: a type per collection and a
     /// `Schema` type for `Ferry.open<Schema>()`.
     Typescript {
         /// The schema file: TOML or JSON.

@@ -39,13 +39,10 @@ impl Replica {
         HeldSchema::clone(&self.held_schema())
     }
 
-    /// Keeps `held` (fetched from the server) in the replica, and judges
-    /// writes by it from now on. An older version than the one held is
-    /// ignored.
+    /// Keeps `held` (fetched from the server, whose word it is: a lower
+    /// version than before means its database was restored) in the
+    /// replica, and judges writes by it from now on.
     pub fn hold_app_schema(&self, held: HeldSchema) -> Result<()> {
-        if held.version < self.held_schema().version {
-            return Ok(());
-        }
         let text = serde_json::to_string(&held).map_err(|e| Error::Invalid(e.to_string()))?;
         set_meta(&self.conn(), "app_schema", &text)?;
         self.set_held_schema(Arc::new(held));
@@ -80,9 +77,14 @@ impl Replica {
 }
 
 /// Reads a record's fields into the app's own type.
+/// Fields that are null (not set: a `put` writes null to the fields it
+/// leaves out) are read as absent, so `Option` and `#[serde(default)]`
+/// fields take them.
 fn decode<T: serde::de::DeserializeOwned>(record: crate::replica::LocalRecord) -> Result<T> {
     let (collection, id) = (record.collection, record.id);
-    serde_json::from_value(serde_json::Value::Object(record.fields)).map_err(|e| {
+    let mut fields = record.fields;
+    fields.retain(|_, value| !value.is_null());
+    serde_json::from_value(serde_json::Value::Object(fields)).map_err(|e| {
         Error::Invalid(format!(
             "{collection}/{id} does not fit the type asked for: {e}"
         ))

@@ -52,9 +52,19 @@ async fn writes_are_judged_at_the_call_by_the_schema_fetched_at_sync() {
 
     // The phone syncs before the schema and then goes offline with a write
     // the schema will refuse, and one it will take.
+    phone
+        .put(&space, &todos(), &id("p0"), json!({"title": "Tea"}))
+        .unwrap();
     sync_space(&phone, &remote, &space).await.unwrap();
     phone
         .put(&space, &todos(), &id("p1"), json!({"title": 7}))
+        .unwrap();
+    // Two changes to one record, the first of which the schema refuses.
+    phone
+        .patch(&space, &todos(), &id("p0"), json!({"title": 8}))
+        .unwrap();
+    phone
+        .patch(&space, &todos(), &id("p0"), json!({"done": true}))
         .unwrap();
     phone
         .put(&space, &todos(), &id("p2"), json!({"title": "Eggs"}))
@@ -117,6 +127,14 @@ async fn writes_are_judged_at_the_call_by_the_schema_fetched_at_sync() {
     sync_space(&phone, &remote, &space).await.unwrap();
     assert_eq!(phone.app_schema().version, 1);
     assert!(phone.get(&space, &todos(), &id("p1")).unwrap().is_none());
+    // The record whose change was refused is the server's copy again, not
+    // the later change merged over the refused value.
+    let tea = phone.get(&space, &todos(), &id("p0")).unwrap().unwrap();
+    assert_eq!(
+        serde_json::Value::Object(tea.fields),
+        json!({"title": "Tea"})
+    );
+    assert_eq!(phone.pending().unwrap(), 0);
 
     // Records into the app's own types.
     let milk: Todo = phone.get_as(&space, &todos(), &id("t1")).unwrap().unwrap();

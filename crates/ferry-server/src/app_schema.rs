@@ -52,7 +52,13 @@ impl SchemaCache {
 
     /// Reads the newest schema from the store and holds it.
     pub async fn reload(&self, store: &dyn Store) -> Result<Arc<AppSchema>, StoreError> {
-        let loaded = Arc::new(load(store).await?);
+        let (version, json) = store.app_schema().await?;
+        let held = self.current();
+        if version == held.version {
+            // Parsed once per version.
+            return Ok(held);
+        }
+        let loaded = Arc::new(parse(version, json)?);
         let mut held = match self.current.write() {
             Ok(held) => held,
             Err(poisoned) => poisoned.into_inner(),
@@ -65,12 +71,17 @@ impl SchemaCache {
     }
 }
 
-/// The newest schema stored, parsed.
+/// The newest schema stored, parsed (keys and types of a later Ferry
+/// ignored: see [`Schema::parse_served`]).
 pub async fn load(store: &dyn Store) -> Result<AppSchema, StoreError> {
     let (version, json) = store.app_schema().await?;
+    parse(version, json)
+}
+
+fn parse(version: u64, json: Option<String>) -> Result<AppSchema, StoreError> {
     let schema = json
         .map(|json| {
-            Schema::parse(&json).map_err(|e| {
+            Schema::parse_served(&json).map_err(|e| {
                 StoreError::Internal(format!(
                     "the stored app schema {version} is unreadable: {e}"
                 ))

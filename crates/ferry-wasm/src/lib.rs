@@ -189,7 +189,8 @@ fn with_schema<T>(
     SCHEMA.with(|cell| {
         let mut held = cell.borrow_mut();
         if held.as_ref().is_none_or(|(text, _)| text != json) {
-            let schema = ferry_core::schema::Schema::parse(json).map_err(|e| e.to_string())?;
+            let schema =
+                ferry_core::schema::Schema::parse_served(json).map_err(|e| e.to_string())?;
             *held = Some((json.to_owned(), schema));
         }
         Ok(f(held.as_ref().map(|(_, s)| s)))

@@ -218,10 +218,13 @@ function showStatus(s: SyncStatus): void {
   }
   const note = $("sync-note");
   note.hidden = !(s.state === "paused" || s.state === "error") || !s.error;
-  note.textContent =
-    s.state === "paused"
-      ? `${s.error} Your todos stay on this device and sync once it is active.`
-      : `Sync failed: ${s.error} It will try again.`;
+  // Written only while shown: a round under way keeps the last reason.
+  if (!note.hidden) {
+    note.textContent =
+      s.state === "paused"
+        ? `${s.error} Your todos stay on this device and sync once it is active.`
+        : `Sync failed: ${s.error} It will try again.`;
+  }
   el.dataset.state = state;
   el.dataset.pending = String(s.pending);
   el.title = s.error ?? (s.lastSyncedAt ? `Last synced ${new Date(s.lastSyncedAt).toLocaleTimeString()}` : "");

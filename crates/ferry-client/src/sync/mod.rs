@@ -273,27 +273,34 @@ impl Replica {
         {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            // The one change the server named, when it named one (the
-            // rest of the batch goes again); else the whole batch.
-            let named: Option<i64> = match only {
+            // The record of the change the server named, when it named one:
+            // every pending change to that record (of this batch, and those
+            // queued after it, which were made over the refused one) is set
+            // aside, so that the record is restored to the server's copy;
+            // the rest of the batch goes again. Else the whole batch.
+            let named: Option<(String, String)> = match only {
                 Some(index) => tx
                     .query_row(
-                        "SELECT n FROM outbox WHERE space = ?1 AND batch = ?2
+                        "SELECT collection, id FROM outbox WHERE space = ?1 AND batch = ?2
                          ORDER BY n LIMIT 1 OFFSET ?3",
                         params![space.as_str(), batch.as_str(), index as i64],
-                        |r| r.get(0),
+                        |r| Ok((r.get(0)?, r.get(1)?)),
                     )
                     .optional()?,
                 None => None,
             };
+            let (named_collection, named_id) = named.unzip();
             let rows: Vec<(String, String, String)> = {
                 let mut stmt = tx.prepare(
-                    "DELETE FROM outbox WHERE space = ?1 AND batch = ?2 AND (?3 IS NULL OR n = ?3)
+                    "DELETE FROM outbox WHERE space = ?1
+                       AND CASE WHEN ?3 IS NULL THEN batch = ?2
+                                ELSE (batch = ?2 OR batch IS NULL) AND collection = ?3 AND id = ?4 END
                      RETURNING collection, id, change",
                 )?;
-                let rows = stmt.query_map(params![space.as_str(), batch.as_str(), named], |r| {
-                    Ok((r.get(0)?, r.get(1)?, r.get(2)?))
-                })?;
+                let rows = stmt.query_map(
+                    params![space.as_str(), batch.as_str(), named_collection, named_id],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )?;
                 rows.collect::<rusqlite::Result<_>>()?
             };
             for (collection, id, change) in &rows {

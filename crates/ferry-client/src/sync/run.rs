@@ -114,7 +114,7 @@ pub async fn sync_space_with(
             }
             Err(e) => return Err(e),
         };
-        if answer.schema_version > replica.app_schema().version {
+        if answer.schema_version != 0 && answer.schema_version != replica.app_schema().version {
             // A newer schema is in force: later writes are judged by it.
             let held = remote.app_schema().await?;
             tracing::info!(version = held.version, "the app schema changed; holding it");

@@ -179,6 +179,12 @@ impl Schema {
             return Ok(Pending::default());
         };
         for (name, written) in fields {
+            // Null is "not set": always allowed (clearing a field the
+            // schema no longer declares included); a required field's is
+            // judged after the merge.
+            if written.value.is_null() {
+                continue;
+            }
             let Some(field) = declared.fields.get(name) else {
                 if declared.mode == Mode::Strict {
                     return Err(violation(
@@ -189,10 +195,6 @@ impl Schema {
                 }
                 continue;
             };
-            // Null is "not set": judged after the merge, by `required`.
-            if written.value.is_null() {
-                continue;
-            }
             if let Some((rule, why)) = misfit(field, &written.value) {
                 return Err(violation(
                     Some(name),

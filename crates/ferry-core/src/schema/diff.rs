@@ -139,20 +139,6 @@ fn path(collection: &Collection, field: &FieldName) -> String {
 fn changes(old: &FieldSchema, new: &FieldSchema) -> Vec<(Impact, String)> {
     use Impact::{Breaking, Compatible};
     let mut out = Vec::new();
-    if old.kind != new.kind {
-        // Every value of the old type may be refused: breaking, unless
-        // the new type takes anything.
-        let impact = if new.kind == FieldType::Json {
-            Compatible
-        } else {
-            Breaking
-        };
-        out.push((
-            impact,
-            format!("type {} to {}", old.kind.name(), new.kind.name()),
-        ));
-        return out;
-    }
     if old.required != new.required {
         let impact = if new.required { Breaking } else { Compatible };
         out.push((
@@ -160,12 +146,28 @@ fn changes(old: &FieldSchema, new: &FieldSchema) -> Vec<(Impact, String)> {
             format!("required {} to {}", old.required, new.required),
         ));
     }
-    if old.nullable != new.nullable {
+    // Nullable matters only while required: a field made optional takes
+    // null anyway.
+    if old.nullable != new.nullable && new.required {
         let impact = if new.nullable { Compatible } else { Breaking };
         out.push((
             impact,
             format!("nullable {} to {}", old.nullable, new.nullable),
         ));
+    }
+    if old.kind != new.kind {
+        // Every value of the old type may be refused: breaking, unless
+        // the new type takes all of them (any value, or an integer as a
+        // number). The type's options are then its own.
+        let widens = new.kind == FieldType::Json
+            || (old.kind == FieldType::Integer && new.kind == FieldType::Number);
+        out.push((
+            if widens { Compatible } else { Breaking },
+            format!("type {} to {}", old.kind.name(), new.kind.name()),
+        ));
+        if new.kind == FieldType::Json {
+            return out;
+        }
     }
     // A limit added or tightened is breaking; removed or loosened is not.
     let upper =
@@ -202,14 +204,20 @@ fn changes(old: &FieldSchema, new: &FieldSchema) -> Vec<(Impact, String)> {
     upper("max", old.max, new.max, &mut out);
     lower("min", old.min, new.min, &mut out);
     upper("max_items", f(old.max_items), f(new.max_items), &mut out);
-    if old.items != new.items {
+    let widened =
+        old.items == Some(super::ItemType::Integer) && new.items == Some(super::ItemType::Number);
+    if old.items != new.items && widened {
+        out.push((Compatible, "items integer to number".into()));
+    } else if old.items != new.items {
         out.push((
             Breaking,
             format!("items {:?} to {:?}", old.items, new.items).to_lowercase(),
         ));
     }
     if old.collection != new.collection {
-        out.push((Breaking, "refers to another collection".into()));
+        // Only a reference's shape (a record id) is checked, whatever it
+        // refers to; the joins of later features will care.
+        out.push((Compatible, "refers to another collection".into()));
     }
     if old.values != new.values {
         let (was, now) = (

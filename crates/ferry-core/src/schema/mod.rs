@@ -27,7 +27,6 @@ pub use typescript::typescript;
 
 /// An app's data model: its collections and what writes to them must be.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Schema {
     /// Collections nobody declared: allowed (the default) or refused.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -50,7 +49,6 @@ pub enum Undeclared {
 
 /// One collection.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct CollectionSchema {
     /// Whether fields the collection does not declare may be written.
     #[serde(default, skip_serializing_if = "is_default")]
@@ -93,6 +91,11 @@ pub enum FieldType {
     Array,
     /// The id of a record of the field's `collection`, in the same space.
     Ref,
+    /// A type added by a later version of Ferry: its values are not
+    /// checked here. [`Schema::parse`] refuses it; a schema served by a
+    /// newer server is read with it ([`Schema::parse_served`]).
+    #[serde(other)]
+    Unknown,
 }
 
 /// The types an array's items may have.
@@ -109,13 +112,15 @@ pub enum ItemType {
     Boolean,
     /// Timestamps.
     Timestamp,
+    /// A type added by a later version of Ferry (not checked).
+    #[serde(other)]
+    Unknown,
 }
 
 /// One field: its type, the options of that type, and whether a record
 /// must hold it. The options of other types are refused by
 /// [`Schema::parse`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct FieldSchema {
     /// The value's type.
     #[serde(rename = "type")]
@@ -163,8 +168,38 @@ fn is_default<T: Default + PartialEq>(value: &T) -> bool {
 pub struct SchemaError(pub String);
 
 impl Schema {
-    /// Reads a schema from its JSON form and checks that it makes sense.
+    /// Reads a schema an app wrote (the file `ferry schema` applies):
+    /// checks that it makes sense, and refuses keys and types this version
+    /// of Ferry does not know, so that a typo never passes silently.
     pub fn parse(json: &str) -> Result<Schema, SchemaError> {
+        let mut unknown = Vec::new();
+        let mut de = serde_json::Deserializer::from_str(json);
+        let schema: Schema = serde_ignored::deserialize(&mut de, |path| {
+            unknown.push(path.to_string());
+        })
+        .map_err(|e| SchemaError(format!("not a schema: {e}")))?;
+        if let Some(key) = unknown.first() {
+            return Err(SchemaError(format!("not a schema: unknown key {key}")));
+        }
+        for (collection, declared) in &schema.collections {
+            for (name, field) in &declared.fields {
+                if field.kind == FieldType::Unknown || field.items == Some(ItemType::Unknown) {
+                    return Err(SchemaError(format!(
+                        "{collection}.{name}: not a schema: a type this version of Ferry \
+                         does not know"
+                    )));
+                }
+            }
+        }
+        schema.validate()?;
+        Ok(schema)
+    }
+
+    /// Reads a schema as a server stores and serves it: keys and types a
+    /// later version of Ferry added are ignored (their rules are not
+    /// checked by this version), so an older node or client keeps working
+    /// with a schema applied by a newer `ferry schema`.
+    pub fn parse_served(json: &str) -> Result<Schema, SchemaError> {
         let schema: Schema =
             serde_json::from_str(json).map_err(|e| SchemaError(format!("not a schema: {e}")))?;
         schema.validate()?;
@@ -210,13 +245,16 @@ impl FieldSchema {
 
     fn validate(&self, schema: &Schema) -> Result<(), String> {
         use FieldType as T;
+        if self.kind == T::Unknown {
+            return Ok(());
+        }
         let allowed: &[&str] = match self.kind {
             T::String => &["max_length", "min_length"],
             T::Integer | T::Number => &["min", "max"],
             T::Enum => &["values"],
             T::Array => &["items", "max_items", "max_length"],
             T::Ref => &["collection"],
-            T::Boolean | T::Timestamp | T::Json => &[],
+            T::Boolean | T::Timestamp | T::Json | T::Unknown => &[],
         };
         let given = [
             ("max_length", self.max_length.is_some()),
@@ -297,6 +335,7 @@ impl FieldType {
             FieldType::Json => "json",
             FieldType::Array => "array",
             FieldType::Ref => "ref",
+            FieldType::Unknown => "unknown",
         }
     }
 }

@@ -92,6 +92,9 @@ fn a_valid_record_is_taken_and_each_rule_is_named() {
         (json!({"estimate": -1}), Rule::Min),
         (json!({"position": 1.5}), Rule::Type),
         (json!({"position": 1e300}), Rule::Type),
+        (json!({"position": 3.0}), Rule::Type),
+        (json!({"position": 9_007_199_254_740_992_i64}), Rule::Type),
+        (json!({"due": "2026-12-02x14:00:00Z"}), Rule::Type),
         (json!({"tags": ["a", "b", "c", "d"]}), Rule::MaxItems),
         (json!({"tags": ["a", 1]}), Rule::Type),
         (json!({"tags": ["a-long-tag-here"]}), Rule::MaxLength),
@@ -108,7 +111,11 @@ fn a_valid_record_is_taken_and_each_rule_is_named() {
     for fine in [
         json!({"due": "2026-12-02T14:00:00Z"}),
         json!({"due": "2026-12-02T14:00:00.123+01:00"}),
-        json!({"position": 3.0}),
+        json!({"position": -9_007_199_254_740_991_i64}),
+        json!({"due": "2026-12-02t14:00:00z"}),
+        // Clearing a field a strict collection does not declare (one an
+        // older schema had) is always allowed.
+        json!({"colour": null}),
         json!({"estimate": 2.5}),
         json!({"extra": {"any": ["thing"]}}),
         json!({"priority": null}),
@@ -251,6 +258,30 @@ fn schemas_that_make_no_sense_are_refused_with_where() {
         let err = Schema::parse(&bad.to_string()).unwrap_err().to_string();
         assert!(err.contains(says), "{bad}: {err}");
     }
+    // A schema applied by a later Ferry, with keys and types this one does
+    // not know: refused from a file, read (those parts unchecked) when a
+    // server serves it.
+    let newer = json!({"collections": {"t": {"table": "todos", "fields": {
+        "a": {"type": "file", "index": true}, "b": {"type": "string", "max_length": 2}}}}})
+    .to_string();
+    let err = Schema::parse(&newer).unwrap_err().to_string();
+    assert!(err.contains("unknown key"), "{err}");
+    let served = Schema::parse_served(&newer).unwrap();
+    let a = upsert("t", json!({"a": {"sha256": "x"}, "b": "ok"}), 1);
+    assert_eq!(rule(&served, &RecordState::default(), &a), None);
+    let b = upsert("t", json!({"b": "too long"}), 1);
+    assert_eq!(
+        rule(&served, &RecordState::default(), &b),
+        Some(Rule::MaxLength)
+    );
+    let typed = json!({"collections": {"t": {"fields": {"a": {"type": "file"}}}}}).to_string();
+    assert!(
+        Schema::parse(&typed)
+            .unwrap_err()
+            .to_string()
+            .contains("does not know")
+    );
+
     // What is stored is what was read.
     let s = todos();
     let again = Schema::parse(&serde_json::to_string(&s).unwrap()).unwrap();
@@ -388,10 +419,32 @@ fn differences_are_compatible_or_breaking() {
             "",
             Impact::Breaking,
         ),
+        (
+            edit(&|s| {
+                let mut f = field(s, "position");
+                f.kind = FieldType::Number;
+                set(s, "position", f)
+            }),
+            "todos.position",
+            Impact::Compatible,
+        ),
     ];
     for (new, path, impact) in cases {
         assert_eq!(impacts(&new), [(path.to_owned(), impact)], "{path}");
     }
+    // A type changed to json and made required at once: breaking.
+    let both = edit(&|s| {
+        let mut f = field(s, "estimate");
+        f.kind = FieldType::Json;
+        f.min = None;
+        f.required = true;
+        set(s, "estimate", f)
+    });
+    let found = impacts(&both);
+    assert!(
+        found.contains(&("todos.estimate".to_owned(), Impact::Breaking)),
+        "{found:?}"
+    );
 }
 
 // A valid record stays valid under every merge of valid changes, in any
@@ -457,4 +510,93 @@ proptest! {
             prop_assert_eq!(s.check_record(&todos, &id, &state), vec![]);
         }
     }
+}
+
+/// A change that breaks the todos schema, whatever the record holds.
+fn invalid_change() -> impl Strategy<Value = Value> {
+    prop_oneof![
+        Just(json!({"title": null})),
+        Just(json!({"title": 7})),
+        Just(json!({"titel": "x"})),
+        Just(json!({"priority": "urgent"})),
+        Just(json!({"done": "yes"})),
+        Just(json!({"list": null})),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(500))]
+    /// Refused changes are never stored, whatever comes before them
+    /// (deletes included), and what is stored stays valid.
+    #[test]
+    fn a_refused_change_never_reaches_the_record(
+        steps in prop::collection::vec(
+            prop_oneof![
+                valid_change().prop_map(|(f, at, node)| (Some(f), None, at, node)),
+                (invalid_change(), 1u64..1000, 0u8..3).prop_map(|(f, at, node)| (None, Some(f), at, node)),
+                (1u64..1000, 0u8..3).prop_map(|(at, node)| (None, None, at, node)),
+            ],
+            1..16,
+        ),
+    ) {
+        let s = todos();
+        let todos = Collection::new("todos").unwrap();
+        let id = RecordId::new("r1").unwrap();
+        let node = |n: u8| ["a", "b", "c"][usize::from(n)];
+        let mut state = apply_change(RecordState::default(), upsert("todos", valid_todo(), 0)).state;
+        for (valid, invalid, at, n) in steps {
+            let change = match (valid, invalid) {
+                (Some(fields), _) | (None, Some(fields)) => {
+                    let mut c = upsert("todos", fields, at);
+                    if let Change::Upsert { fields, .. } = &mut c {
+                        for f in fields.values_mut() {
+                            f.hlc = hlc(at, node(n));
+                        }
+                    }
+                    c
+                }
+                (None, None) => Change::Delete {
+                    collection: todos.clone(),
+                    id: id.clone(),
+                    hlc: hlc(at, node(n)),
+                    base: None,
+                },
+            };
+            let after = apply_change(state.clone(), change.clone()).state;
+            let refused = matches!(&change, Change::Upsert { fields, .. }
+                if invalid_field(fields, &after));
+            match s.check(&state, &change, &after) {
+                Ok(()) => {
+                    prop_assert!(!refused || state.is_deleted(), "{change:?} was taken");
+                    state = after;
+                }
+                Err(_) => prop_assert!(refused, "{change:?} was refused"),
+            }
+            prop_assert_eq!(s.check_record(&todos, &id, &state), vec![]);
+        }
+    }
+}
+
+/// Whether an upsert's fields are one of [`invalid_change`]'s: a value of
+/// the wrong type or an undeclared field, whether or not it wins; null to
+/// a required field when it wins (a losing null leaves the value, and the
+/// record, as they were).
+fn invalid_field(fields: &Fields, after: &RecordState) -> bool {
+    let cleared = |name: &str| {
+        !after.is_deleted()
+            && after
+                .fields
+                .get(&FieldName::new(name).unwrap())
+                .is_none_or(|f| f.value.is_null())
+    };
+    fields
+        .iter()
+        .any(|(name, f)| match (name.as_str(), &f.value) {
+            ("title" | "list", Value::Null) => cleared(name.as_str()),
+            ("title", v) => !v.is_string(),
+            ("titel", _) => true,
+            ("priority", Value::String(p)) => p == "urgent",
+            ("done", v) => v.is_string(),
+            _ => false,
+        })
 }

@@ -53,7 +53,7 @@ fn field_type(f: &FieldSchema) -> String {
         FieldType::String | FieldType::Timestamp | FieldType::Ref => "string".to_owned(),
         FieldType::Integer | FieldType::Number => "number".to_owned(),
         FieldType::Boolean => "boolean".to_owned(),
-        FieldType::Json => return "unknown".to_owned(),
+        FieldType::Json | FieldType::Unknown => return "unknown".to_owned(),
         FieldType::Enum => {
             let values: Vec<String> = f
                 .values
@@ -68,6 +68,7 @@ fn field_type(f: &FieldSchema) -> String {
                 ItemType::String | ItemType::Timestamp => "string",
                 ItemType::Integer | ItemType::Number => "number",
                 ItemType::Boolean => "boolean",
+                ItemType::Unknown => "unknown",
             };
             format!("{item}[]")
         }

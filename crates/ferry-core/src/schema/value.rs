@@ -7,15 +7,15 @@ use super::{FieldSchema, FieldType, ItemType};
 use crate::names::RecordId;
 
 /// The largest integer every JSON reader (JavaScript's included) holds
-/// exactly: 2^53.
-const SAFE_INTEGER: f64 = 9_007_199_254_740_992.0;
+/// exactly: 2^53 - 1 (`Number.MAX_SAFE_INTEGER`).
+const SAFE_INTEGER: i64 = 9_007_199_254_740_991;
 
 /// Why `value` does not fit `field`: the rule, and a sentence that follows
 /// "must".
 pub fn misfit(field: &FieldSchema, value: &Value) -> Option<(Rule, String)> {
     let wrong = |what: &str| Some((Rule::Type, format!("be {what}, got {}", shown(value))));
     match field.kind {
-        FieldType::Json => None,
+        FieldType::Json | FieldType::Unknown => None,
         FieldType::String => match value.as_str() {
             None => wrong("a string"),
             Some(s) => length(s, field.min_length, field.max_length),
@@ -81,6 +81,7 @@ fn item_misfit(kind: ItemType, max_length: Option<u64>, item: &Value) -> Option<
         ItemType::Number if item.is_number() => None,
         ItemType::Boolean if item.is_boolean() => None,
         ItemType::Timestamp if timestamp(item) => None,
+        ItemType::Unknown => None,
         ItemType::Integer => wrong("an integer"),
         ItemType::Number => wrong("a number"),
         ItemType::Boolean => wrong("true or false"),
@@ -88,16 +89,22 @@ fn item_misfit(kind: ItemType, max_length: Option<u64>, item: &Value) -> Option<
     }
 }
 
-/// The value as an integer: a JSON number without a fraction, within
-/// ±2^53 (`3` and `3.0` alike).
+/// The value as an integer: a JSON integer (`3`, not `3.0`, which an
+/// app's integer type would not read) within ±(2^53 - 1).
 fn integer(value: &Value) -> Option<f64> {
-    let n = value.as_f64()?;
-    (n.fract() == 0.0 && n.abs() <= SAFE_INTEGER).then_some(n)
+    let n = value.as_i64()?;
+    (-SAFE_INTEGER..=SAFE_INTEGER)
+        .contains(&n)
+        .then_some(n as f64)
 }
 
+/// An RFC 3339 date and time with an offset, its date and time parted by
+/// `T` (or `t`), as JavaScript's `toISOString` writes it.
 fn timestamp(value: &Value) -> bool {
     value.as_str().is_some_and(|s| {
-        time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339).is_ok()
+        matches!(s.as_bytes().get(10), Some(b'T' | b't'))
+            && time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
+                .is_ok()
     })
 }
 

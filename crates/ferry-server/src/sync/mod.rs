@@ -86,7 +86,12 @@ async fn sync(
         cursor: page.cursor,
         has_more: page.has_more,
         hlc: state.clock.tick(),
-        schema_version: state.app_schema.fresh(state.store.as_ref()).await?.version,
+        // After the push committed: a database hiccup here costs only a
+        // second's news of a new schema, never a failed answer.
+        schema_version: match state.app_schema.fresh(state.store.as_ref()).await {
+            Ok(held) => held.version,
+            Err(_) => state.app_schema.current().version,
+        },
     }))
 }
 
@@ -143,7 +148,12 @@ async fn changes(
         cursor: page.cursor,
         has_more: page.has_more,
         hlc: state.clock.tick(),
-        schema_version: state.app_schema.fresh(state.store.as_ref()).await?.version,
+        // After the push committed: a database hiccup here costs only a
+        // second's news of a new schema, never a failed answer.
+        schema_version: match state.app_schema.fresh(state.store.as_ref()).await {
+            Ok(held) => held.version,
+            Err(_) => state.app_schema.current().version,
+        },
     }))
 }
 

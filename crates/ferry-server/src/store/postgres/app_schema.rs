@@ -1,15 +1,17 @@
 //! The app's schema of its collections in PostgreSQL: every version
-//! applied, the newest in force. A push reads the newest version with its
-//! space's lock (in the same statement); an apply inserts the next version
-//! under the migration lock's sibling, so two applies never take one number.
+//! applied, the newest in force. An apply holds [`APPLY_LOCK`] alone; every
+//! push holds it shared from its first statement and reads the newest
+//! version in a later one, so a push is checked against the version in
+//! force when it commits, and two applies never take one number.
 
 use sqlx::{PgPool, Row};
 
 use crate::store::StoreError;
 use crate::store::stored::{count, int, now_ms};
 
-/// An arbitrary constant naming the lock applies take.
-const APPLY_LOCK: i64 = 0x6665_7272_795f_6170;
+/// An arbitrary constant naming the lock applies take alone and pushes
+/// share.
+pub const APPLY_LOCK: i64 = 0x6665_7272_795f_6170;
 
 /// The newest version and its JSON.
 pub async fn newest(pool: &PgPool) -> Result<(u64, Option<String>), StoreError> {

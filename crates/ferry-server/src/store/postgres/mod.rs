@@ -13,6 +13,8 @@
 //! the pool reconnects by itself when it is back.
 
 mod app_schema;
+#[cfg(test)]
+pub(crate) use app_schema::APPLY_LOCK;
 mod billing;
 mod compact;
 mod feed;

@@ -18,12 +18,16 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     let mut tx = pool.begin().await?;
     // The space's row lock serializes its commits: `seq` is taken from its
     // counter under the lock and the lock is held until commit.
-    // The app schema's newest version comes with it, in the same statement.
+    // With it, a shared hold on the app schema's lock, which an apply takes
+    // alone: no schema is applied while this push is under way, and one
+    // applied before it is seen by its later statements (read below, with
+    // the records), whatever this statement's snapshot saw.
     let row = sqlx::query(
-        "SELECT sid, seq, horizon, (SELECT coalesce(max(version), 0) FROM app_schemas)
+        "SELECT sid, seq, horizon, pg_advisory_xact_lock_shared($2)
          FROM spaces WHERE id = $1 FOR UPDATE",
     )
     .bind(space.as_str())
+    .bind(super::app_schema::APPLY_LOCK)
     .fetch_optional(&mut *tx)
     .await?
     .ok_or(StoreError::NotFound("space"))?;
@@ -34,15 +38,6 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     );
     if let Some(cursor) = batch.cursor {
         check_push_cursor(cursor, horizon, head)?;
-    }
-    if let Some(held) = &batch.schema {
-        let version = count(row.try_get(3)?);
-        if version != held.version {
-            return Err(StoreError::SchemaChanged {
-                version,
-                batch: Some(Box::new(batch)),
-            });
-        }
     }
 
     if let Some(batch_id) = &batch.batch_id {
@@ -115,27 +110,43 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     // LATERAL subquery with LIMIT 1 is never flattened into a join, so a
     // cached generic plan cannot turn it into a scan of the whole table
     // (which it did as a space grew: milliseconds per batch).
+    // The last row carries the app schema's newest version, read after
+    // this push's shared hold on the apply lock (see above).
     let stored = sqlx::query(
-        "SELECT r.collection, r.id, r.fields, r.deleted
+        "SELECT r.collection, r.id, r.fields, r.deleted, NULL::bigint
          FROM UNNEST($2::text[], $3::text[]) AS k (collection, id)
          CROSS JOIN LATERAL (
              SELECT collection, id, fields, deleted FROM records
              WHERE sid = $1 AND collection = k.collection AND id = k.id
              LIMIT 1
-         ) r",
+         ) r
+         UNION ALL
+         SELECT NULL, NULL, NULL, NULL, (SELECT coalesce(max(version), 0) FROM app_schemas)",
     )
     .bind(sid)
     .bind(&collections)
     .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
+    let mut version = 0;
     for row in &stored {
-        plan.load(
-            row.try_get(0)?,
-            row.try_get(1)?,
-            row.try_get(2)?,
-            row.try_get(3)?,
-        )?;
+        match row.try_get::<Option<&str>, _>(0)? {
+            Some(collection) => plan.load(
+                collection,
+                row.try_get(1)?,
+                row.try_get(2)?,
+                row.try_get(3)?,
+            )?,
+            None => version = count(row.try_get(4)?),
+        }
+    }
+    if let Some(held) = &batch.schema
+        && version != held.version
+    {
+        return Err(StoreError::SchemaChanged {
+            version,
+            batch: Some(Box::new(batch)),
+        });
     }
     let Merged {
         applied,

@@ -238,4 +238,46 @@ mod postgres_only {
             .unwrap();
         assert_eq!(done.head, 1);
     }
+
+    #[tokio::test]
+    async fn a_push_waiting_on_a_schema_apply_is_checked_by_the_new_version() {
+        use crate::store::{AppSchema, StoreError};
+        let db = TestDatabase::create().await;
+        let store = db.store().await;
+        let s = team(store.as_ref()).await;
+        // An apply in flight: the lock taken alone and version 1 written,
+        // not yet committed.
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut tx = conn.begin().await.unwrap();
+        sqlx::query("SELECT pg_advisory_xact_lock($1)")
+            .bind(crate::store::postgres::APPLY_LOCK)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        sqlx::query("INSERT INTO app_schemas (version, body, applied_at) VALUES (1, '{}', 0)")
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        // A push checked against no schema (version 0) starts meanwhile.
+        let waiting = {
+            let store = store.clone();
+            let s = s.clone();
+            tokio::spawn(async move {
+                let mut b = batch("c", "1", vec![delete("x", hlc(1, "c"))]);
+                b.schema = Some(std::sync::Arc::new(AppSchema::default()));
+                store.push(&s, b).await
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(!waiting.is_finished(), "the push waits for the apply");
+        tx.commit().await.unwrap();
+        let done = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("it goes on once the apply committed")
+            .unwrap();
+        assert!(
+            matches!(done, Err(StoreError::SchemaChanged { version: 1, .. })),
+            "{done:?}"
+        );
+    }
 }
