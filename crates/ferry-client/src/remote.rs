@@ -91,9 +91,31 @@ impl Remote {
     /// `POST /v1/spaces/{space}/sync`, refreshing the token once on `401`.
     pub async fn sync(&self, space: &SpaceId, request: &SyncRequest) -> Result<Answer> {
         let url = format!("{}/v1/spaces/{space}/sync", self.base);
+        self.authed(|| self.http.post(&url).json(request)).await
+    }
+
+    /// `GET /v1/schema`: the app's schema in force, refreshing the token
+    /// once on `401`.
+    pub async fn app_schema(&self) -> Result<crate::typed::HeldSchema> {
+        let url = format!("{}/v1/schema", self.base);
+        let held: crate::typed::HeldSchema = self.authed(|| self.http.get(&url)).await?;
+        if let Some(schema) = &held.schema {
+            schema
+                .validate()
+                .map_err(|e| Error::Invalid(format!("the server's schema: {e}")))?;
+        }
+        Ok(held)
+    }
+
+    /// Sends the request `build` makes with the access token, and once
+    /// more with a refreshed one when the server answers `401`.
+    async fn authed<T: serde::de::DeserializeOwned>(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<T> {
         let mut refreshed = false;
         loop {
-            let mut builder = self.http.post(&url).json(request);
+            let mut builder = build();
             if let Some(token) = self.credentials.token() {
                 builder = builder.bearer_auth(token);
             }
@@ -103,38 +125,6 @@ impl Remote {
                     if !self.credentials.refresh(self).await? {
                         return Err(e);
                     }
-                }
-                other => return other,
-            }
-        }
-    }
-}
-
-impl Remote {
-    /// `GET /v1/schema`: the app's schema in force, refreshing the token
-    /// once on `401`.
-    pub async fn app_schema(&self) -> Result<crate::typed::HeldSchema> {
-        let url = format!("{}/v1/schema", self.base);
-        let mut refreshed = false;
-        loop {
-            let mut builder = self.http.get(&url);
-            if let Some(token) = self.credentials.token() {
-                builder = builder.bearer_auth(token);
-            }
-            match send::<crate::typed::HeldSchema>(builder).await {
-                Err(e) if e.status() == Some(401) && !refreshed => {
-                    refreshed = true;
-                    if !self.credentials.refresh(self).await? {
-                        return Err(e);
-                    }
-                }
-                Ok(held) => {
-                    if let Some(schema) = &held.schema {
-                        schema
-                            .validate()
-                            .map_err(|e| Error::Invalid(format!("the server's schema: {e}")))?;
-                    }
-                    return Ok(held);
                 }
                 other => return other,
             }

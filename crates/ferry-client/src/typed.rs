@@ -69,10 +69,10 @@ impl Replica {
     /// Whether writes to `collection` need the state before them kept to
     /// be judged.
     pub(crate) fn judges(&self, collection: &ferry_core::Collection) -> bool {
-        self.held_schema().schema.as_ref().is_some_and(|s| {
-            s.collection(collection).is_some()
-                || s.undeclared == ferry_core::schema::Undeclared::Refuse
-        })
+        self.held_schema()
+            .schema
+            .as_ref()
+            .is_some_and(|s| s.judges(collection))
     }
 }
 

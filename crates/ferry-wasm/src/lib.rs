@@ -150,12 +150,7 @@ pub fn local_write_inner(
     }
     .map_err(|e| e.to_string())?;
     let before = parse_state(state)?;
-    let judge = with_schema(schema, |s| {
-        s.is_some_and(|s| {
-            s.collection(&collection).is_some()
-                || s.undeclared == ferry_core::schema::Undeclared::Refuse
-        })
-    })?;
+    let judge = with_schema(schema, |s| s.is_some_and(|s| s.judges(&collection)))?;
     let kept = judge.then(|| before.clone());
     let done = local_write(before, &collection, &id, write, &hlc).map_err(|e| e.to_string())?;
     if let Some(before) = kept {

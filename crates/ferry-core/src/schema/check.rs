@@ -81,11 +81,7 @@ impl Pending {
             return Ok(());
         }
         for (name, nullable) in &required.fields {
-            let missing = match after.fields.get(name) {
-                None => true,
-                Some(held) => held.value.is_null() && !nullable,
-            };
-            if missing {
+            if lacks(after, name, *nullable) {
                 let what = if *nullable {
                     "a value (null allowed)"
                 } else {
@@ -104,6 +100,15 @@ impl Pending {
     }
 }
 
+/// Whether `state` lacks a value for the required field `name` (null
+/// counts as one only where `nullable`).
+fn lacks(state: &RecordState, name: &FieldName, nullable: bool) -> bool {
+    state
+        .fields
+        .get(name)
+        .is_none_or(|held| held.value.is_null() && !nullable)
+}
+
 /// Makes the violations of one record.
 fn blame<'a>(
     collection: &'a Collection,
@@ -119,6 +124,13 @@ fn blame<'a>(
 }
 
 impl Schema {
+    /// Whether writes to `collection` have anything to be judged by: it is
+    /// declared, or undeclared collections are refused. A caller that keeps
+    /// a record's state before a write only to judge it keeps it only then.
+    pub fn judges(&self, collection: &Collection) -> bool {
+        self.collection(collection).is_some() || self.undeclared == Undeclared::Refuse
+    }
+
     /// The declaration writes to `collection` are judged by: `None` for an
     /// undeclared collection the schema allows, a violation for one it
     /// refuses.
@@ -260,11 +272,7 @@ impl Schema {
             }
         }
         for (name, field) in declared.fields.iter().filter(|(_, f)| f.required) {
-            let missing = match state.fields.get(name) {
-                None => true,
-                Some(held) => held.value.is_null() && !field.nullable,
-            };
-            if missing {
+            if lacks(state, name, field.nullable) {
                 found.push(violation(
                     Some(name),
                     Rule::Required,
@@ -279,7 +287,7 @@ impl Schema {
     /// with the one merge, then [`Schema::check`]s it. For clients, which
     /// refuse a write at the call, before anything is stored or queued.
     pub fn check_write(&self, before: &RecordState, change: &Change) -> Result<(), Violation> {
-        if self.collection(change.collection()).is_none() && self.undeclared == Undeclared::Allow {
+        if !self.judges(change.collection()) {
             return Ok(());
         }
         let after = crate::merge::apply_change(before.clone(), change.clone()).state;
