@@ -5,6 +5,7 @@ use super::*;
 
 const ENDPOINTS: &[(&str, &str)] = &[
     ("GET", "/v1/me"),
+    ("GET", "/v1/schema"),
     ("GET", "/v1/spaces"),
     ("POST", "/v1/spaces"),
     ("POST", "/v1/spaces/team/sync"),

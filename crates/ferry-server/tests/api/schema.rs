@@ -29,6 +29,14 @@ async fn the_schema_is_served_to_signed_in_users() {
     assert_eq!(none.body, json!({"version": 0, "schema": null}));
     let anonymous = api.call(Method::GET, "/v1/schema", None, None).await;
     assert_eq!(anonymous.status, StatusCode::UNAUTHORIZED);
+    // A forged token (another key's signature on alice's claims) too.
+    let token = api.token("alice");
+    let forged = format!("{}x", &token[..token.len() - 1]);
+    let r = api.get_with_token("/v1/schema", &forged).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::UNAUTHORIZED, "invalid_token")
+    );
 
     assert_eq!(apply(&api).await, 1);
     // Applied beside the node (as `ferry schema apply` does): served
@@ -188,4 +196,89 @@ async fn a_schema_applied_elsewhere_holds_on_every_node_at_once() {
     ))
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+#[tokio::test]
+async fn no_value_judged_by_the_schema_yields_a_5xx() {
+    let api = Api::new().await;
+    api.space("alice", "team").await;
+    let schema = ferry_core::schema::Schema::parse(
+        &json!({"collections": {"todos": {"mode": "strict", "fields": {
+            "title": {"type": "string", "max_length": 20, "required": true},
+            "n": {"type": "integer", "min": 0}, "x": {"type": "number", "max": 1},
+            "when": {"type": "timestamp"}, "tags": {"type": "array", "items": "timestamp", "max_items": 3},
+            "level": {"type": "enum", "values": ["a"]}, "list": {"type": "ref", "collection": "todos"}}}}})
+        .to_string(),
+    )
+    .unwrap();
+    api.state
+        .store
+        .apply_app_schema(&serde_json::to_string(&schema).unwrap(), 0)
+        .await
+        .unwrap();
+    let mut deep = json!(1);
+    for _ in 0..100 {
+        deep = json!([deep]);
+    }
+    let values = [
+        json!(null),
+        json!(true),
+        json!(-1),
+        json!(1.5),
+        json!(1e308),
+        json!(-0.0),
+        json!(18_446_744_073_709_551_615_u64),
+        json!(""),
+        json!("x".repeat(100_000)),
+        json!("\u{0}é😀"),
+        json!("2026-13-45T99:99:99Z"),
+        json!("9999-12-31T23:59:60Z"),
+        json!([1, "a", null]),
+        json!(vec!["2026-12-02T14:00:00Z"; 10]),
+        json!({"a": {"b": []}}),
+        deep,
+    ];
+    let fields = [
+        "title",
+        "n",
+        "x",
+        "when",
+        "tags",
+        "level",
+        "list",
+        "undeclared",
+    ];
+    let (mut i, mut taken, mut refused) = (0, 0, 0);
+    for field in fields {
+        for value in &values {
+            i += 1;
+            let change = json!({"op": "upsert", "collection": "todos", "id": format!("r{i}"),
+                "fields": {"title": {"value": "ok", "hlc": hlc(1, "c")}, field: {"value": value, "hlc": hlc(1, "c")}}});
+            let r = api
+                .sync(
+                    "alice",
+                    "team",
+                    push("c", &format!("b{i}"), 0, vec![change]),
+                )
+                .await;
+            assert!(
+                r.status == StatusCode::OK
+                    || r.status == StatusCode::UNPROCESSABLE_ENTITY
+                    || r.status == StatusCode::PAYLOAD_TOO_LARGE,
+                "{field} = {value}: {} {:?}",
+                r.status,
+                r.body
+            );
+            if r.status == StatusCode::OK {
+                taken += 1;
+            } else {
+                refused += 1;
+            }
+        }
+    }
+    // Both answers happened: the values exercised the rules.
+    assert!(
+        taken > 10 && refused > 10,
+        "{taken} taken, {refused} refused"
+    );
 }
