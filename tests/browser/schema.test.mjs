@@ -2,9 +2,12 @@
 // headless Chromium against a real `ferry serve`: the demo's own schema
 // applied with `ferry schema apply`, fetched by the replica at sync, and a
 // write that breaks it refused at the call, through the same ferry-core
-// code (wasm) the server runs, with nothing stored or queued.
+// code (wasm) the server runs, with nothing stored or queued; a newer
+// schema reaching an open page by the realtime signal.
 
 import assert from "node:assert/strict";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { after, before, test } from "node:test";
 
@@ -75,5 +78,31 @@ test("a write that breaks the app's schema is refused in the browser, naming the
   await addTodo(page, "Fits the schema");
   await waitForTitles(page, ["Fits the schema"]);
   await waitForStatus(page, "idle", 0);
+
+  // A compatible change applied while the page is open reaches it by the
+  // realtime signal alone: the page does not write or ask to sync.
+  const dir = await mkdtemp(join(tmpdir(), "ferry-schema-"));
+  try {
+    const demo = await readFile(join(ROOT, "examples/todo/ferry.schema.toml"), "utf8");
+    const file = join(dir, "ferry.schema.toml");
+    await writeFile(file, `${demo}note    = { type = "string", max_length = 50 }\n`);
+    assert.match(server.ferry("schema", "apply", file), /Applied schema version 2/);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+  await eventually(async () => {
+    assert.equal(await page.evaluate(async () => (await window.ferry.appSchema()).version), 2);
+  }, "the new schema reaching the page by realtime");
+  const noted = await page.evaluate(async () => {
+    const f = window.ferry;
+    await f.put(f.personalSpace(), "todos", "n1", { title: "With a note", note: "short" });
+    try {
+      await f.put(f.personalSpace(), "todos", "n2", { title: "Too long", note: "x".repeat(51) });
+      return "taken";
+    } catch (e) {
+      return e.details?.rule;
+    }
+  });
+  assert.equal(noted, "max_length");
   await context.close();
 });

@@ -663,7 +663,7 @@ export class Ferry<S extends object = AnySchema> {
       }
     };
     ws.onmessage = async (e) => {
-      let m: { type?: string; space?: string; cursor?: number; error?: { code?: string } };
+      let m: { type?: string; space?: string; cursor?: number; version?: number; error?: { code?: string } };
       try {
         m = JSON.parse(String(e.data));
       } catch {
@@ -677,6 +677,10 @@ export class Ferry<S extends object = AnySchema> {
         this.resubscribe = true;
       } else if (m.type === "sync-available" && typeof m.space === "string" && typeof m.cursor === "number") {
         if (m.cursor > (await this.store.cursor(m.space))) this.trigger();
+      } else if (m.type === "schema" && typeof m.version === "number") {
+        // A new app schema: the sync's answer names it, and the sync
+        // fetches it before more writes are judged.
+        if (m.version !== (await this.store.appSchema()).version) this.trigger();
       }
     };
     ws.onclose = async (e) => {

@@ -374,8 +374,9 @@ async fn run(
 }
 
 /// Listens to the server's realtime signals for `spaces`, reconnecting with
-/// backoff, and passes each `sync-available` on. Reconnecting counts as a
-/// signal too: commits may have been missed meanwhile.
+/// backoff, and passes each `sync-available` on, and each `schema` (a new
+/// app schema) as a signal to sync. Reconnecting counts as a signal too:
+/// commits may have been missed meanwhile.
 async fn listen(
     remote: Remote,
     spaces: Vec<SpaceId>,
@@ -435,6 +436,15 @@ async fn listen_once(
                 // Connected (again): whatever was missed, sync.
                 if let Some(first) = spaces.first() {
                     let _ = signals.send(first.clone()).await;
+                }
+            }
+            // A new app schema: the next sync answer names its version,
+            // and the sync fetches it before any more writes are judged.
+            Some("schema") => {
+                if let Some(first) = spaces.first()
+                    && signals.send(first.clone()).await.is_err()
+                {
+                    return Ok(());
                 }
             }
             Some("sync-available") => {

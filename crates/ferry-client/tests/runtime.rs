@@ -342,3 +342,44 @@ async fn pages_travel_compressed() {
     );
     assert_eq!(seen[0].1.as_deref(), Some("gzip"), "{seen:?}");
 }
+
+#[tokio::test]
+async fn a_new_schema_reaches_a_running_replica_by_the_realtime_signal() {
+    let (store, _guard) = testing::fresh_store().await;
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let server = serve(store.clone(), listener).await;
+    let remote = Remote::new(&base, Arc::new(Token(server.token("ada")))).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let space = SpaceId::new("user:ada").unwrap();
+    let replica = Replica::open(dir.path().join("a.db"), ReplicaConfig::default()).unwrap();
+    // Polling every 30 s: only the signal can bring the schema in time.
+    let syncer = Syncer::start(replica.clone(), remote, vec![space.clone()], quick());
+    eventually("the first sync", || {
+        syncer.status().borrow().last_synced.is_some()
+    })
+    .await;
+    assert_eq!(replica.app_schema().version, 0);
+
+    let schema = r#"{"collections": {"todos": {"mode": "strict", "fields": {
+        "title": {"type": "string", "required": true}}}}}"#;
+    let json = serde_json::to_string(&ferry_core::schema::Schema::parse(schema).unwrap()).unwrap();
+    let version = store.apply_app_schema(&json, 0).await.unwrap();
+    eventually("the replica holding the new schema", || {
+        replica.app_schema().version == version
+    })
+    .await;
+    // And it judges writes by it at once.
+    let refused = replica.put(
+        &space,
+        &Collection::new("todos").unwrap(),
+        &RecordId::new("t1").unwrap(),
+        fields(json!({"title": 7})),
+    );
+    assert!(
+        matches!(refused, Err(ferry_client::Error::Schema(_))),
+        "{refused:?}"
+    );
+    drop(syncer);
+    server.stop().await;
+}

@@ -1,21 +1,36 @@
 //! The app's schema as this node holds it (docs/schema.md): loaded at
 //! start, and again whenever a push finds a newer version stored (applied
 //! through another node or by `ferry schema apply`), so every node checks
-//! writes against the newest schema without a restart.
+//! writes against the newest schema without a restart. [`watch`] reads it
+//! again every second, so that realtime connections are told of a new
+//! version (`{"type": "schema"}`) even while nobody writes.
 
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use ferry_core::schema::Schema;
+use tokio::sync::watch;
 
 use crate::store::{AppSchema, Store, StoreError};
 
 /// The node's copy of the newest app schema.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SchemaCache {
     current: RwLock<Arc<AppSchema>>,
     /// When the store was last asked, for [`SchemaCache::fresh`].
     checked: Mutex<Option<Instant>>,
+    /// The version held, for realtime connections to follow.
+    versions: watch::Sender<u64>,
+}
+
+impl Default for SchemaCache {
+    fn default() -> Self {
+        SchemaCache {
+            current: RwLock::default(),
+            checked: Mutex::default(),
+            versions: watch::Sender::new(0),
+        }
+    }
 }
 
 /// How stale a node's copy may be when it tells clients the version.
@@ -67,8 +82,40 @@ impl SchemaCache {
         if loaded.version >= held.version {
             *held = loaded;
         }
-        Ok(held.clone())
+        let version = held.version;
+        drop(held);
+        self.versions.send_if_modified(|told| {
+            let news = *told != version;
+            *told = version;
+            news
+        });
+        Ok(self.current())
     }
+
+    /// The version held now and each new one (for realtime connections:
+    /// [`tokio::sync::watch::Receiver::changed`] completes when a new
+    /// version is held).
+    pub fn versions(&self) -> watch::Receiver<u64> {
+        self.versions.subscribe()
+    }
+}
+
+/// Reads the stored schema every second while the node runs, so that a
+/// schema applied through another node or by `ferry schema apply` is held
+/// (and announced to realtime connections) within a second, even when no
+/// one writes. One small read a second; a failed read is tried again at
+/// the next tick.
+pub fn watch(state: crate::state::AppState) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut ticks = tokio::time::interval(FRESH);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            if let Err(e) = state.app_schema.fresh(state.store.as_ref()).await {
+                tracing::debug!(error = %e, "cannot read the app schema; trying again");
+            }
+        }
+    })
 }
 
 /// The newest schema stored, parsed (keys and types of a later Ferry

@@ -35,7 +35,8 @@ use crate::state::AppState;
 /// Serves on `listener` until `shutdown` completes, then closes the
 /// realtime connections, finishes the requests in flight and returns. With
 /// PostgreSQL, also runs the bridge that carries realtime signals between
-/// nodes.
+/// nodes; and it reads the app schema every second
+/// ([`crate::app_schema::watch`]).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
@@ -50,6 +51,7 @@ pub async fn run(
     let _stopping = Stopping {
         realtime: realtime.clone(),
         bridge: bridge::spawn(realtime.clone(), state.store.clone()),
+        schema: crate::app_schema::watch(state.clone()),
     };
     let router = app(state);
     let slots = Arc::new(Semaphore::new(
@@ -168,6 +170,7 @@ pub async fn run(
 struct Stopping {
     realtime: Arc<crate::realtime::Realtime>,
     bridge: Option<tokio::task::JoinHandle<()>>,
+    schema: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Stopping {
@@ -176,6 +179,7 @@ impl Drop for Stopping {
         if let Some(bridge) = &self.bridge {
             bridge.abort();
         }
+        self.schema.abort();
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! The first event carries the space's current cursor (unless the client's
 //! `Last-Event-ID`, which is the cursor of the last event it got, says it
-//! has it); then one per commit. Each event's id is its cursor, so a
+//! has it); then one per commit, and `event: schema` (`data: {"version"}`)
+//! when the node holds a new version of the app's schema. Each commit's id is its cursor, so a
 //! browser's `EventSource` resumes where it was. The stream ends when the
 //! token expires, when the user stops being a member, and when the node
 //! shuts down; heartbeat comments keep proxies from closing it meanwhile.
@@ -55,6 +56,8 @@ struct Stream {
     state: AppState,
     /// The head when the stream opened, not sent yet.
     first: Option<u64>,
+    /// The app schema's version; a new one is sent as `schema`.
+    schema: tokio::sync::watch::Receiver<u64>,
     expires: Option<Instant>,
     _open: super::Open,
 }
@@ -79,6 +82,13 @@ async fn next(mut s: Stream) -> Option<(Result<Event, Infallible>, Stream)> {
             () = s.realtime.closing() => return None,
             () = until(s.expires) => return None,
             inbox = s.subs.mailbox.next() => inbox,
+            Ok(()) = s.schema.changed() => {
+                let version = *s.schema.borrow_and_update();
+                let event = Event::default()
+                    .event("schema")
+                    .data(json!({"version": version}).to_string());
+                return Some((Ok(event), s));
+            }
         };
         if !inbox.revoked.is_empty() {
             return None;
@@ -128,6 +138,7 @@ pub async fn stream(
         subs,
         realtime: state.realtime.clone(),
         _open: state.realtime.opened(ConnectionKind::Sse),
+        schema: state.app_schema.versions(),
         state,
         first: Some(head),
         expires,

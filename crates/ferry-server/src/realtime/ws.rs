@@ -2,7 +2,8 @@
 //!
 //! A connection authenticates in-band first (`auth`, within
 //! [`RealtimeSettings::auth_timeout`], else close `4401`), then subscribes
-//! to spaces and receives `sync-available` for each commit that moved one.
+//! to spaces and receives `sync-available` for each commit that moved one,
+//! and `schema` when the node holds a new version of the app's schema.
 //! It is closed when its token expires (`4401`; sending a fresh `auth`
 //! before then extends it), when it sends a message over the size limit
 //! (`1009`), when it stops answering pings or reading (`1001`), and when the
@@ -78,6 +79,9 @@ enum ServerMessage<'a> {
         space: &'a SpaceId,
         cursor: u64,
     },
+    Schema {
+        version: u64,
+    },
     Pong,
     Error(ErrorBody),
 }
@@ -144,6 +148,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
     }
     let mut connection = Connection {
         subs: Subscriptions::new(realtime.clone(), first.user),
+        schema: state.app_schema.versions(),
         expires: first.expires,
         state,
         socket,
@@ -210,6 +215,8 @@ struct Connection {
     state: AppState,
     socket: WebSocket,
     subs: Subscriptions,
+    /// The app schema's version; a new one is sent as `schema`.
+    schema: tokio::sync::watch::Receiver<u64>,
     expires: Option<Instant>,
     /// When the client last sent anything (pongs included).
     last_heard: Instant,
@@ -235,6 +242,10 @@ impl Connection {
                     Flow::Stop
                 }
                 inbox = self.subs.mailbox.next() => self.deliver(inbox).await,
+                Ok(()) = self.schema.changed() => {
+                    let version = *self.schema.borrow_and_update();
+                    self.send(&ServerMessage::Schema { version }).await
+                }
                 incoming = self.socket.recv() => Box::pin(self.receive(incoming)).await,
                 _ = pings.tick() => self.ping(ping_every).await,
             };

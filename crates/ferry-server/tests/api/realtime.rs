@@ -303,10 +303,14 @@ async fn sse_events(response: &mut reqwest::Response, n: usize) -> Vec<(String, 
                     name = v.trim().to_owned();
                 }
             }
-            if !name.is_empty() {
-                assert_eq!(name, "sync-available");
-                assert_eq!(id, data["cursor"].to_string());
-                events.push((name, data));
+            match name.as_str() {
+                "" => {}
+                "sync-available" => {
+                    assert_eq!(id, data["cursor"].to_string());
+                    events.push((name, data));
+                }
+                "schema" => events.push((name, data)),
+                other => panic!("unexpected event {other}"),
             }
         }
     }
@@ -374,6 +378,35 @@ async fn server_sent_events_carry_the_same_signal() {
         .await
         .unwrap();
     assert_eq!(unknown_param.status(), 400);
+}
+
+#[tokio::test]
+async fn a_schema_applied_beside_the_node_is_announced_on_every_connection() {
+    let api = Api::new().await;
+    let served = api.serve().await;
+    api.space("alice", "team").await;
+    // A WebSocket that follows no space hears it too: the schema is the
+    // same for everyone.
+    let mut client = ws(&api, &served, "alice").await;
+    let mut stream = reqwest::Client::new()
+        .get(format!("{}/v1/spaces/team/stream", served.base))
+        .bearer_auth(api.token("alice"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    assert_eq!(client.recv_within(QUIET).await, None);
+
+    // Applied in the database (as `ferry schema apply` does, or another
+    // node): no write through this node, yet it reads it within a second
+    // and tells its connections.
+    let version = super::schema::apply(&api).await;
+    let heard = client.recv_within(Duration::from_secs(5)).await;
+    assert_eq!(heard, Some(json!({"type": "schema", "version": version})));
+    let events = sse_events(&mut stream, 1).await;
+    assert_eq!(events[0], ("schema".to_owned(), json!({"version": version})));
+    // Told once.
+    assert_eq!(client.recv_within(Duration::from_millis(1500)).await, None);
 }
 
 #[tokio::test]

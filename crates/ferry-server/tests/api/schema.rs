@@ -10,7 +10,8 @@ const SCHEMA: &str = r#"{"collections": {"todos": {"mode": "strict", "fields": {
     "title": {"type": "string", "max_length": 20, "required": true},
     "done": {"type": "boolean"}}}}}"#;
 
-async fn apply(api: &Api) -> u64 {
+/// Applies [`SCHEMA`] beside the node, as `ferry schema apply` does.
+pub(super) async fn apply(api: &Api) -> u64 {
     let schema = ferry_core::schema::Schema::parse(SCHEMA).unwrap();
     let json = serde_json::to_string(&schema).unwrap();
     let (version, _) = api.state.store.app_schema().await.unwrap();
