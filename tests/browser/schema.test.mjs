@@ -81,15 +81,8 @@ test("a write that breaks the app's schema is refused in the browser, naming the
 
   // A compatible change applied while the page is open reaches it by the
   // realtime signal alone: the page does not write or ask to sync.
-  const dir = await mkdtemp(join(tmpdir(), "ferry-schema-"));
-  try {
-    const demo = await readFile(join(ROOT, "examples/todo/ferry.schema.toml"), "utf8");
-    const file = join(dir, "ferry.schema.toml");
-    await writeFile(file, `${demo}note    = { type = "string", max_length = 50 }\n`);
-    assert.match(server.ferry("schema", "apply", file), /Applied schema version 2/);
-  } finally {
-    await rm(dir, { recursive: true, force: true });
-  }
+  const demo = await readFile(join(ROOT, "examples/todo/ferry.schema.toml"), "utf8");
+  await withSchema(server, `${demo}note    = { type = "string", max_length = 50 }\n`, null, /Applied schema version 2/);
   await eventually(async () => {
     assert.equal(await page.evaluate(async () => (await window.ferry.appSchema()).version), 2);
   }, "the new schema reaching the page by realtime");
@@ -104,5 +97,46 @@ test("a write that breaks the app's schema is refused in the browser, naming the
     }
   });
   assert.equal(noted, "max_length");
+  await waitForStatus(page, "idle", 0);
+
+  // Offline, three writes that version 2 takes; a breaking version 3,
+  // forced meanwhile, refuses the middle one. Back online, the server
+  // names that change: it alone goes to the rejected list and its record
+  // is undone, and the others sync.
+  await context.setOffline(true);
+  await page.evaluate(async () => {
+    const f = window.ferry;
+    const space = f.personalSpace();
+    await Promise.all([
+      f.put(space, "todos", "o1", { title: "Before" }),
+      f.put(space, "todos", "o2", { title: "Long note", note: "x".repeat(40) }),
+      f.put(space, "todos", "o3", { title: "After" }),
+    ]);
+  });
+  await withSchema(server, `${demo}note    = { type = "string", max_length = 10 }\n`, "--force", /Applied schema version 3/);
+  await context.setOffline(false);
+  await eventually(async () => {
+    await page.evaluate(() => window.ferry.sync()).catch(() => undefined);
+    const rejected = await page.evaluate(() => window.ferry.rejected());
+    assert.deepEqual(
+      rejected.map((r) => [r.change.id, r.code]),
+      [["o2", "invalid_change"]],
+    );
+  }, "the refused change in the rejected list");
+  await waitForStatus(page, "idle", 0);
+  const ids = await page.evaluate(async () => (await window.ferry.list(window.ferry.personalSpace(), "todos")).map((r) => r.id));
+  assert.deepEqual(ids.filter((id) => id.startsWith("o")).sort(), ["o1", "o3"]);
   await context.close();
 });
+
+/** Applies `text` as the schema (with `flag`, if any); checks the answer. */
+async function withSchema(server, text, flag, answer) {
+  const dir = await mkdtemp(join(tmpdir(), "ferry-schema-"));
+  try {
+    const file = join(dir, "ferry.schema.toml");
+    await writeFile(file, text);
+    assert.match(server.ferry("schema", "apply", file, ...(flag ? [flag] : [])), answer);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}

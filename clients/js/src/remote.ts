@@ -19,15 +19,18 @@ export interface Tokens {
 async function failure(res: Response): Promise<FerryError> {
   let code = `http_${res.status}`;
   let message = `the server answered ${res.status}`;
+  let details: Record<string, unknown> | null = null;
   try {
     const body = await res.json();
     if (body?.error?.code) code = String(body.error.code);
     if (body?.error?.message) message = String(body.error.message);
+    const d = body?.error?.details;
+    if (d && typeof d === "object" && !Array.isArray(d)) details = d as Record<string, unknown>;
   } catch {
     // Not JSON: keep the status.
   }
   const retry = Number(res.headers.get("Retry-After"));
-  return new FerryError(message, code, res.status, Number.isFinite(retry) && retry > 0 ? retry : null);
+  return new FerryError(message, code, res.status, Number.isFinite(retry) && retry > 0 ? retry : null, details);
 }
 
 /** A request to `url`; network failures become `offline` errors. */

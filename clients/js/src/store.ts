@@ -608,7 +608,19 @@ export class Store {
       throw e;
     }
     const outbox = tx.objectStore("outbox");
-    const entries = await outbox.index("batch").getAll(batch);
+    let entries = (await outbox.index("batch").getAll(batch)).filter((e) => e.space === space);
+    entries.sort((a, b) => (a.n ?? 0) - (b.n ?? 0));
+    // The change the server named (`details.index`), when it named one:
+    // every pending change to its record (of this batch, and those queued
+    // after it, made over the refused one) is set aside, so that the
+    // record is the server's copy again; the rest of the batch goes again.
+    // Else the whole batch.
+    const index = error.details?.index;
+    const named = typeof index === "number" && Number.isInteger(index) ? entries[index] : undefined;
+    if (named) {
+      const pending = await outbox.index("record").getAll([space, named.collection, named.id]);
+      entries = pending.filter((e) => e.batch === batch || e.batch === undefined);
+    }
     const changed: Changed[] = [];
     const at = Date.now();
     for (const e of entries) {
