@@ -153,6 +153,11 @@ pub struct ServeArgs {
     /// instead of the todo demo.
     #[arg(long, env = "FERRY_APP_DIR", value_name = "DIR")]
     app_dir: Option<PathBuf>,
+    /// The app's schema file (ferry.schema.toml): applied at start when it
+    /// differs from the stored one; a breaking change needs `ferry schema
+    /// apply FILE --force` first.
+    #[arg(long, env = "FERRY_SCHEMA", value_name = "FILE")]
+    schema: Option<PathBuf>,
     /// Sync needs an active subscription to this plan (or plans,
     /// comma-separated), e.g. pro [default: sync is free].
     #[arg(long, env = "FERRY_BILLING_REQUIRED_PLAN", value_name = "PLAN")]
@@ -239,6 +244,9 @@ impl ServeArgs {
         }
         if let Some(dir) = &self.app_dir {
             config.app_dir = Some(dir.clone());
+        }
+        if let Some(file) = &self.schema {
+            config.schema = Some(file.clone());
         }
         if let Some(n) = self.max_connections {
             config.max_connections = Some(n);

@@ -202,6 +202,28 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()> + S
     })
 }
 
+/// Applies the schema file of the configuration, unless the newest stored
+/// version is that schema already; a breaking change stops the start.
+async fn start_with_schema(
+    store: &dyn ferry_server::Store,
+    new: &ferry_core::schema::Schema,
+    file: &std::path::Path,
+) -> anyhow::Result<()> {
+    let tell = |line: &str| tracing::info!("schema: {line}");
+    let applied = schema::apply(store, new, false, tell)
+        .await
+        .with_context(|| format!("cannot apply the schema in {}", file.display()))?;
+    match applied {
+        schema::Applied::Already(version) => {
+            tracing::info!(version, file = %file.display(), "schema in force")
+        }
+        schema::Applied::New(version) => {
+            tracing::info!(version, file = %file.display(), "schema applied")
+        }
+    }
+    Ok(())
+}
+
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let config = args.resolve()?;
     init_logs(config.log_format, "info");
@@ -322,8 +344,12 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
     let settings_mailer = settings.mailer.clone();
+    let app_schema = config.schema.as_deref().map(schema::read).transpose()?;
     // Last: a start refused for its settings creates no data directory.
     let store = open_store(&config).await?;
+    if let (Some(new), Some(file)) = (&app_schema, &config.schema) {
+        start_with_schema(store.as_ref(), new, file).await?;
+    }
     let state = AppState::new(store, settings)
         .await
         .context("cannot start")?;

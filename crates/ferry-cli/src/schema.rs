@@ -67,25 +67,95 @@ pub fn read(path: &Path) -> anyhow::Result<Schema> {
     Schema::parse(&json).with_context(|| format!("the schema in {}", path.display()))
 }
 
+/// Each difference from `old` to `new` as a line (`compatible  path:
+/// what`), and whether one is breaking.
+fn differences(old: &Schema, new: &Schema) -> (Vec<String>, bool) {
+    let differences = diff(old, new);
+    let lines = differences
+        .iter()
+        .map(|d| {
+            let impact = match d.impact {
+                Impact::Compatible => "compatible",
+                Impact::Breaking => "BREAKING  ",
+            };
+            let path = if d.path.is_empty() {
+                "(schema)"
+            } else {
+                &d.path
+            };
+            format!("{impact}  {path}: {}", d.what)
+        })
+        .collect();
+    let breaking = differences.iter().any(|d| d.impact == Impact::Breaking);
+    (lines, breaking)
+}
+
 /// Prints the differences, one per line; true when one is breaking.
 fn print_diff(old: &Schema, new: &Schema) -> bool {
-    let differences = diff(old, new);
-    if differences.is_empty() {
+    let (lines, breaking) = differences(old, new);
+    if lines.is_empty() {
         println!("No changes.");
     }
-    for d in &differences {
-        let impact = match d.impact {
-            Impact::Compatible => "compatible",
-            Impact::Breaking => "BREAKING  ",
-        };
-        let path = if d.path.is_empty() {
-            "(schema)"
-        } else {
-            &d.path
-        };
-        println!("{impact}  {path}: {}", d.what);
+    for line in lines {
+        println!("{line}");
     }
-    differences.iter().any(|d| d.impact == Impact::Breaking)
+    breaking
+}
+
+/// What applying a schema came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The stored version was this schema already.
+    Already(u64),
+    /// Stored as this new version.
+    New(u64),
+}
+
+/// Stores `new` as the next version of the app's schema, unless the newest
+/// is `new` already. Each difference from the stored one goes to `tell`; a
+/// breaking one refuses the apply unless `force`. Two applies racing (two
+/// nodes starting with the same file) end with one version: the loser
+/// finds its schema stored.
+pub async fn apply(
+    store: &dyn ferry_server::Store,
+    new: &Schema,
+    force: bool,
+    mut tell: impl FnMut(&str),
+) -> anyhow::Result<Applied> {
+    let mut told = false;
+    loop {
+        let held = ferry_server::app_schema::load(store).await?;
+        if held.schema.as_ref() == Some(new) {
+            return Ok(Applied::Already(held.version));
+        }
+        let old = held.schema.clone().unwrap_or_default();
+        let (lines, breaking) = differences(&old, new);
+        if !told {
+            lines.iter().for_each(|line| tell(line));
+            told = true;
+        }
+        if breaking && !force {
+            bail!(
+                "the schema breaks what version {} allowed ({}): writes it allowed, and \
+                 devices that queued them offline, would be refused; apply it with \
+                 `ferry schema apply FILE --force` if that is meant",
+                held.version,
+                lines
+                    .iter()
+                    .filter(|l| l.starts_with("BREAKING"))
+                    .map(|l| l.trim_start_matches("BREAKING").trim())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            );
+        }
+        let json = serde_json::to_string(new)?;
+        match store.apply_app_schema(&json, held.version).await {
+            Ok(version) => return Ok(Applied::New(version)),
+            // Applied by someone else meanwhile: judge again against it.
+            Err(ferry_server::StoreError::Conflict(_)) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
 }
 
 /// Judges every live record of every space by `schema`, printing each
@@ -196,24 +266,25 @@ pub async fn run(command: SchemaCommand) -> anyhow::Result<()> {
             let config = config.resolve()?;
             crate::init_logs(config.log_format, "warn");
             let store = crate::open_store(&config).await?;
-            let held = ferry_server::app_schema::load(store.as_ref()).await?;
-            let old = held.schema.clone().unwrap_or_default();
-            let breaking = print_diff(&old, &new);
-            if held.schema.as_ref() == Some(&new) {
-                println!("Version {} is this schema already.", held.version);
-                return Ok(());
+            let mut changed = false;
+            let applied = apply(store.as_ref(), &new, force, |line| {
+                changed = true;
+                println!("{line}");
+            })
+            .await?;
+            match applied {
+                Applied::Already(version) => {
+                    println!("Version {version} is this schema already.")
+                }
+                Applied::New(version) => {
+                    if !changed {
+                        println!("No changes.");
+                    }
+                    println!(
+                        "Applied schema version {version}; every node checks writes against it now."
+                    )
+                }
             }
-            if breaking && !force {
-                bail!(
-                    "the schema breaks what version {} allowed (see above): writes it \
-                     allowed, and devices that queued them offline, would be refused; \
-                     apply it with --force if that is meant",
-                    held.version
-                );
-            }
-            let json = serde_json::to_string(&new)?;
-            let version = store.apply_app_schema(&json, held.version).await?;
-            println!("Applied schema version {version}; every node checks writes against it now.");
             Ok(())
         }
     }

@@ -211,3 +211,111 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
         text(&out.stderr)
     );
 }
+
+/// `ferry serve` with `extra` on `db_args`, which must fail to start: its
+/// stderr (killed after 30 s if it starts after all).
+fn refused_start(db_args: &[String], extra: &[&str]) -> String {
+    let mut child = ferry()
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(db_args)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    for _ in 0..300 {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(!status.success());
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            return err;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    panic!("ferry serve {extra:?} started; it should have refused");
+}
+
+#[tokio::test]
+async fn a_schema_in_the_configuration_is_applied_at_start_and_held_by_every_node() {
+    // Two nodes on one PostgreSQL database (what several nodes share).
+    let db = ferry_server::testing::TestDatabase::create().await;
+    let dir = tempfile::tempdir().unwrap();
+    let file = |name: &str, body: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, body).unwrap();
+        path.to_str().unwrap().to_owned()
+    };
+    let (v1, v2, v3) = (
+        file("v1.toml", V1),
+        file("v2.toml", V2),
+        file("v3.toml", V3),
+    );
+    let args = vec!["--database".to_owned(), db.url.clone()];
+    let shown = || {
+        let out = ferry()
+            .args(["schema", "show"])
+            .args(&args)
+            .output()
+            .unwrap();
+        text(&out.stdout)
+    };
+
+    // Node B runs with no schema, and a client listens to it.
+    let b = Server::spawn(&dir.path().join("b.log"), args.clone(), "127.0.0.1:0");
+    let token = b.token("ada@example.com");
+    let mut listening = ferry_server::testing::WsClient::connect(&b.url).await;
+    listening.auth(&token).await;
+
+    // Node A starts with the schema file in its configuration: applied.
+    let log_a = dir.path().join("a.log");
+    let mut a = Server::spawn_with(&log_a, args.clone(), "127.0.0.1:0", &["--schema", &v1]);
+    assert!(shown().starts_with("Version 1:"), "{}", shown());
+    // B tells its connections within about a second, with no write through
+    // it, and refuses a write that breaks it.
+    let heard = listening
+        .recv_within(std::time::Duration::from_secs(5))
+        .await;
+    assert_eq!(
+        heard,
+        Some(serde_json::json!({"type": "schema", "version": 1}))
+    );
+    let api = b.client(&token);
+    let user = api.user_id().await;
+    let path = format!("/v1/spaces/user:{user}/collections/todos/records/milk");
+    let (status, body) = api
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(serde_json::json!({"fields": {"title": "Milk", "done": "yes"}})),
+        )
+        .await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["details"]["rule"], "type");
+
+    // Started again with the same file: no new version.
+    assert!(a.terminate().success());
+    let mut a = Server::spawn_with(&log_a, args.clone(), "127.0.0.1:0", &["--schema", &v1]);
+    assert!(shown().starts_with("Version 1:"), "{}", shown());
+    // With a compatible change: the next version.
+    assert!(a.terminate().success());
+    let mut a = Server::spawn_with(&log_a, args.clone(), "127.0.0.1:0", &["--schema", &v2]);
+    assert!(shown().starts_with("Version 2:"), "{}", shown());
+    assert!(a.terminate().success());
+    // A breaking one stops the start, saying how to force it, and changes
+    // nothing; so does a file that is not a schema.
+    let err = refused_start(&args, &["--schema", &v3]);
+    assert!(err.contains("todos.title: max_length 100 to 10"), "{err}");
+    assert!(err.contains("ferry schema apply FILE --force"), "{err}");
+    let err = refused_start(
+        &args,
+        &[
+            "--schema",
+            &file("bad.toml", "[collections.todos]\nmode = 3\n"),
+        ],
+    );
+    assert!(err.contains("bad.toml"), "{err}");
+    assert!(shown().starts_with("Version 2:"), "{}", shown());
+    drop(b);
+}

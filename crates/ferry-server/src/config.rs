@@ -105,6 +105,9 @@ pub struct Config {
     /// A directory of static files (an app's build) served at `/` instead
     /// of Ferry's todo demo.
     pub app_dir: Option<PathBuf>,
+    /// The app's schema file (docs/schema.md), applied at start when it
+    /// differs from the stored one and the change is compatible.
+    pub schema: Option<PathBuf>,
     /// The billing gate: `[billing]` in `ferry.toml`.
     pub billing: BillingConfig,
 }
@@ -228,6 +231,7 @@ impl Default for Config {
             max_members_per_space: None,
             allowed_origins: None,
             app_dir: None,
+            schema: None,
             billing: BillingConfig::default(),
         }
     }

@@ -84,7 +84,7 @@ impl Server {
         Server::spawn_with(&db.log(), db.args(), "127.0.0.1:0", extra)
     }
 
-    fn spawn_with(
+    pub fn spawn_with(
         log_path: &std::path::Path,
         db_args: Vec<String>,
         listen: &str,

@@ -404,7 +404,10 @@ async fn a_schema_applied_beside_the_node_is_announced_on_every_connection() {
     let heard = client.recv_within(Duration::from_secs(5)).await;
     assert_eq!(heard, Some(json!({"type": "schema", "version": version})));
     let events = sse_events(&mut stream, 1).await;
-    assert_eq!(events[0], ("schema".to_owned(), json!({"version": version})));
+    assert_eq!(
+        events[0],
+        ("schema".to_owned(), json!({"version": version}))
+    );
     // Told once.
     assert_eq!(client.recv_within(Duration::from_millis(1500)).await, None);
 }
