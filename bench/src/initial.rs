@@ -60,7 +60,7 @@ async fn raw_read(guard: &Guard, records: usize) -> anyhow::Result<Duration> {
             .await??
         }
         Guard::Postgres(db) => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+            let mut conn = db.connect().await;
             let mut lines = 0;
             {
                 let mut copy = conn

@@ -9,7 +9,6 @@ use clap::Args;
 use ferry_core::protocol::PullResponse;
 use ferry_server::store::PullQuery;
 use ferry_server::testing::Guard;
-use sqlx::Connection;
 
 use crate::workload::{self, Backend};
 
@@ -53,7 +52,7 @@ async fn raw_pages(guard: &Guard, records: usize, page: u32) -> anyhow::Result<D
             }
         }
         Guard::Postgres(db) => {
-            let mut conn = sqlx::PgConnection::connect(&db.url).await?;
+            let mut conn = db.connect().await;
             let mut cursor = 0i64;
             loop {
                 let rows: Vec<(String, String, i64, String, Option<String>)> = sqlx::query_as(SQL)

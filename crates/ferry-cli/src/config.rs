@@ -31,6 +31,10 @@ pub struct ConfigArgs {
         hide_env_values = true
     )]
     database: Option<String>,
+    /// With PostgreSQL, the schema Ferry keeps its own tables in
+    /// [default: ferry].
+    #[arg(long, env = "FERRY_POSTGRES_SCHEMA", value_name = "NAME")]
+    postgres_schema: Option<String>,
     /// Log format.
     #[arg(long, env = "FERRY_LOG_FORMAT", value_enum)]
     log_format: Option<LogFormatArg>,
@@ -207,6 +211,9 @@ impl ConfigArgs {
         if let Some(url) = &self.database {
             config.database = Some(url.clone());
         }
+        if let Some(schema) = &self.postgres_schema {
+            config.postgres_schema = Some(schema.clone());
+        }
         if let Some(format) = self.log_format {
             config.log_format = match format {
                 LogFormatArg::Text => LogFormat::Text,
@@ -338,6 +345,7 @@ mod tests {
             config: Some(path),
             data_dir: Some(PathBuf::from("/from/flag")),
             database: None,
+            postgres_schema: None,
             log_format: None,
         };
         assert_eq!(

@@ -32,6 +32,9 @@ pub struct Config {
     /// `sqlite://PATH` or `postgres://...`; defaults to
     /// `sqlite://{data_dir}/ferry.db`.
     pub database: Option<String>,
+    /// With PostgreSQL, the schema Ferry keeps its own tables in (default
+    /// `ferry`; docs/tables.md).
+    pub postgres_schema: Option<String>,
     /// This node's id in the HLCs it stamps; random when not set.
     pub node_id: Option<String>,
     /// How far ahead of the server's clock a change's HLC may be.
@@ -204,6 +207,7 @@ impl Default for Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 8787)),
             data_dir: PathBuf::from(DEFAULT_DATA_DIR),
             database: None,
+            postgres_schema: None,
             node_id: None,
             max_clock_skew_secs: 300,
             log_format: LogFormat::Text,
@@ -251,8 +255,13 @@ pub enum DatabaseUrlError {
 pub enum Database {
     /// An SQLite file.
     Sqlite(PathBuf),
-    /// A PostgreSQL database, by URL.
-    Postgres(String),
+    /// A PostgreSQL database, by URL, with Ferry's tables in `schema`.
+    Postgres {
+        /// The URL.
+        url: String,
+        /// The PostgreSQL schema of Ferry's tables (`postgres_schema`).
+        schema: String,
+    },
 }
 
 impl std::fmt::Debug for Database {
@@ -266,7 +275,13 @@ impl std::fmt::Display for Database {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Database::Sqlite(path) => write!(f, "sqlite://{}", path.display()),
-            Database::Postgres(url) => f.write_str(&redact_password(url)),
+            Database::Postgres { url, schema } => {
+                f.write_str(&redact_password(url))?;
+                if schema != crate::store::DEFAULT_POSTGRES_SCHEMA {
+                    write!(f, " (schema {schema})")?;
+                }
+                Ok(())
+            }
         }
     }
 }
@@ -284,7 +299,10 @@ impl Database {
             return Ok(Database::Sqlite(PathBuf::from(path)));
         }
         if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            return Ok(Database::Postgres(url.to_owned()));
+            return Ok(Database::Postgres {
+                url: url.to_owned(),
+                schema: crate::store::DEFAULT_POSTGRES_SCHEMA.to_owned(),
+            });
         }
         Err(DatabaseUrlError::Unsupported(redact_password(url)))
     }
@@ -292,7 +310,15 @@ impl Database {
     /// The database of `config`: its URL, or the file in its data dir.
     pub fn of(config: &Config) -> Result<Database, DatabaseUrlError> {
         match &config.database {
-            Some(url) => Database::parse(url),
+            Some(url) => match Database::parse(url)? {
+                Database::Postgres { url, .. } if config.postgres_schema.is_some() => {
+                    Ok(Database::Postgres {
+                        url,
+                        schema: config.postgres_schema.clone().unwrap_or_default(),
+                    })
+                }
+                other => Ok(other),
+            },
             None => Ok(Database::Sqlite(config.data_dir.join("ferry.db"))),
         }
     }
@@ -304,7 +330,9 @@ impl Database {
                 create_parent(path)?;
                 Ok(Arc::new(SqliteStore::open(path.clone()).await?))
             }
-            Database::Postgres(url) => Ok(Arc::new(PgStore::connect(url).await?)),
+            Database::Postgres { url, schema } => {
+                Ok(Arc::new(PgStore::connect_in(url, schema).await?))
+            }
         }
     }
 }
@@ -378,7 +406,10 @@ mod tests {
         );
         assert_eq!(
             Database::parse("postgres://localhost/ferry").unwrap(),
-            Database::Postgres("postgres://localhost/ferry".into())
+            Database::Postgres {
+                url: "postgres://localhost/ferry".into(),
+                schema: "ferry".into()
+            }
         );
         assert!(Database::parse("mysql://x").is_err());
         assert!(Database::parse("sqlite://").is_err());

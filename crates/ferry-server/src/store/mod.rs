@@ -25,6 +25,7 @@ use serde_json::value::RawValue;
 
 pub use billing::{BillingEvent, EventOutcome, StoredEntitlement};
 pub use postgres::PgStore;
+pub use postgres::namespace::DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA;
 pub use sqlite::SqliteStore;
 
 /// What went wrong in storage, in domain terms.

@@ -92,6 +92,18 @@ impl TestDatabase {
         }
     }
 
+    /// A plain connection to this database that finds Ferry's tables (in
+    /// their own schema, `ferry`) by their bare names, as Ferry's do.
+    pub async fn connect(&self) -> PgConnection {
+        use std::str::FromStr;
+        let options = sqlx::postgres::PgConnectOptions::from_str(&self.url)
+            .unwrap_or_else(|e| panic!("{}: {e}", self.url))
+            .options([("search_path", crate::store::DEFAULT_POSTGRES_SCHEMA)]);
+        PgConnection::connect_with(&options)
+            .await
+            .unwrap_or_else(|e| panic!("cannot connect to {}: {e}", self.url))
+    }
+
     /// A store on this database.
     pub async fn store(&self) -> Arc<dyn Store> {
         Arc::new(

@@ -1,10 +1,13 @@
-//! Node events over PostgreSQL `LISTEN/NOTIFY` on one channel.
+//! Node events over PostgreSQL `LISTEN/NOTIFY` on one channel per
+//! deployment ([`super::namespace::channel`]).
 //!
 //! Each node keeps one listening connection (taken out of its pool) and
 //! sends its own events with `pg_notify` in a statement of their own, after
 //! the commit they announce: a `NOTIFY` inside the push transaction would
 //! make every notifying commit of the whole database take PostgreSQL's
 //! global notification lock at commit time.
+
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use sqlx::PgPool;
@@ -13,18 +16,16 @@ use sqlx::postgres::PgListener;
 use crate::store::StoreError;
 use crate::store::feed::{Feed, FeedListener, Heard, NodeEvent};
 
-/// The channel every Ferry node sharing a database listens on.
-pub const CHANNEL: &str = "ferry_events";
-
 /// [`Feed`] over `LISTEN/NOTIFY`.
 #[derive(Debug, Clone)]
 pub struct PgFeed {
     pool: PgPool,
+    channel: Arc<str>,
 }
 
 impl PgFeed {
-    pub fn new(pool: PgPool) -> PgFeed {
-        PgFeed { pool }
+    pub fn new(pool: PgPool, channel: Arc<str>) -> PgFeed {
+        PgFeed { pool, channel }
     }
 }
 
@@ -36,7 +37,7 @@ impl Feed for PgFeed {
         }
         let payloads: Vec<String> = events.iter().map(NodeEvent::encode).collect();
         sqlx::query("SELECT pg_notify($1, p) FROM unnest($2::text[]) AS p")
-            .bind(CHANNEL)
+            .bind(&*self.channel)
             .bind(&payloads)
             .execute(&self.pool)
             .await?;
@@ -44,17 +45,18 @@ impl Feed for PgFeed {
     }
 
     async fn listen(&self) -> Result<Box<dyn FeedListener>, StoreError> {
-        let listener = connect(&self.pool).await?;
+        let listener = connect(&self.pool, &self.channel).await?;
         Ok(Box::new(PgFeedListener {
             pool: self.pool.clone(),
+            channel: self.channel.clone(),
             listener: Some(listener),
         }))
     }
 }
 
-async fn connect(pool: &PgPool) -> Result<PgListener, StoreError> {
+async fn connect(pool: &PgPool, channel: &str) -> Result<PgListener, StoreError> {
     let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen(CHANNEL).await?;
+    listener.listen(channel).await?;
     Ok(listener)
 }
 
@@ -62,6 +64,7 @@ async fn connect(pool: &PgPool) -> Result<PgListener, StoreError> {
 /// error can leave sqlx's listener holding a connection that is dead.
 struct PgFeedListener {
     pool: PgPool,
+    channel: Arc<str>,
     listener: Option<PgListener>,
 }
 
@@ -70,7 +73,7 @@ impl FeedListener for PgFeedListener {
     async fn next(&mut self) -> Result<Heard, StoreError> {
         loop {
             let Some(listener) = self.listener.as_mut() else {
-                self.listener = Some(connect(&self.pool).await?);
+                self.listener = Some(connect(&self.pool, &self.channel).await?);
                 return Ok(Heard::Reconnected);
             };
             match listener.try_recv().await {

@@ -18,6 +18,7 @@ pub(crate) use app_schema::APPLY_LOCK;
 mod billing;
 mod compact;
 mod feed;
+pub(crate) mod namespace;
 mod records;
 mod schema;
 mod tokens;
@@ -51,6 +52,8 @@ pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The `LISTEN/NOTIFY` channel of this deployment's nodes.
+    channel: Arc<str>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -79,17 +82,31 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl PgStore {
-    /// Connects to the database at `url` (`postgres://...`) and brings its
-    /// schema up to date.
+    /// Connects to the database at `url` (`postgres://...`), keeping
+    /// Ferry's tables in the schema `ferry`, and brings them up to date.
     pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        Self::connect_in(url, namespace::DEFAULT_SCHEMA).await
+    }
+
+    /// The same, with Ferry's tables in the PostgreSQL schema `namespace`
+    /// (created if needed; see [`namespace`]).
+    pub async fn connect_in(url: &str, namespace: &str) -> Result<Self, StoreError> {
         let options = PgConnectOptions::from_str(url)
             .map_err(|e| StoreError::Unavailable(format!("invalid PostgreSQL URL: {e}")))?;
-        Self::connect_with(options).await
+        Self::connect_with(options, namespace).await
     }
 
     /// Connects with explicit options and brings the schema up to date.
-    pub async fn connect_with(options: PgConnectOptions) -> Result<Self, StoreError> {
+    pub async fn connect_with(
+        options: PgConnectOptions,
+        namespace: &str,
+    ) -> Result<Self, StoreError> {
+        namespace::check_name(namespace)?;
+        // Ferry's own schema alone: no query of Ferry's reaches a table of
+        // the app's by name.
+        let search_path = namespace::quoted(namespace);
         let options = options.application_name("ferry").options([
+            ("search_path", search_path.as_str()),
             ("statement_timeout", "30s"),
             ("lock_timeout", "10s"),
             ("idle_in_transaction_session_timeout", "60s"),
@@ -109,8 +126,11 @@ impl PgStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
-        schema::migrate(&pool).await?;
-        Ok(PgStore { pool })
+        schema::migrate(&pool, namespace).await?;
+        Ok(PgStore {
+            pool,
+            channel: namespace::channel(namespace).into(),
+        })
     }
 
     /// Closes every connection; used when shutting down.
@@ -223,7 +243,10 @@ impl Store for PgStore {
     }
 
     fn feed(&self) -> Option<Arc<dyn Feed>> {
-        Some(Arc::new(PgFeed::new(self.pool.clone())))
+        Some(Arc::new(PgFeed::new(
+            self.pool.clone(),
+            self.channel.clone(),
+        )))
     }
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {

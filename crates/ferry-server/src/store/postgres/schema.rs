@@ -194,12 +194,20 @@ CREATE TABLE app_schemas (
 const MIGRATION_LOCK: i64 = 0x6665_7272_795f_6d69;
 
 /// Brings the schema up to date, in one transaction.
-pub async fn migrate(pool: &PgPool) -> Result<(), StoreError> {
+pub async fn migrate(pool: &PgPool, namespace: &str) -> Result<(), StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
         .await?;
+    let moved = super::namespace::settle(&mut tx, namespace).await?;
+    if !moved.is_empty() {
+        tracing::info!(
+            tables = moved.len(),
+            schema = namespace,
+            "moved Ferry's tables out of public into their own schema"
+        );
+    }
     sqlx::raw_sql(
         "CREATE TABLE IF NOT EXISTS ferry_schema (version integer PRIMARY KEY, applied_at bigint NOT NULL)",
     )
@@ -262,7 +270,7 @@ mod tests {
         .await
         .unwrap();
         let pool = PgPool::connect(&db.url).await.unwrap();
-        migrate(&pool).await.unwrap();
+        migrate(&pool, "public").await.unwrap();
         let rows = sqlx::query(
             "SELECT subscription_id, status, period_end FROM subscriptions ORDER BY user_id",
         )

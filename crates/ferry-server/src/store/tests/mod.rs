@@ -6,6 +6,8 @@ mod accounts;
 mod app_schema;
 mod billing;
 mod conflicts;
+#[cfg(test)]
+mod namespace;
 mod records;
 
 pub use accounts::*;
@@ -197,7 +199,7 @@ mod postgres_only {
                 .unwrap();
         }
         // Hold space a's row lock, as a push in flight does.
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut conn = db.connect().await;
         let mut tx = conn.begin().await.unwrap();
         sqlx::query("SELECT 1 FROM spaces WHERE id = 'a' FOR UPDATE")
             .execute(&mut *tx)
@@ -247,7 +249,7 @@ mod postgres_only {
         let s = team(store.as_ref()).await;
         // An apply in flight: the lock taken alone and version 1 written,
         // not yet committed.
-        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        let mut conn = db.connect().await;
         let mut tx = conn.begin().await.unwrap();
         sqlx::query("SELECT pg_advisory_xact_lock($1)")
             .bind(crate::store::postgres::APPLY_LOCK)
