@@ -209,6 +209,22 @@ async fn start_with_schema(
     new: &ferry_core::schema::Schema,
     file: &std::path::Path,
 ) -> anyhow::Result<()> {
+    // A schema superseded since (a node of the last deploy starting again
+    // with the file before, or a file behind a schema forced by hand) is
+    // never put back in force by a start: only `ferry schema apply` goes
+    // back.
+    let json = serde_json::to_string(new)?;
+    let (newest, _) = store.app_schema().await?;
+    if let Some(was) = store.app_schema_version_of(&json).await?
+        && was < newest
+    {
+        tracing::warn!(
+            file = %file.display(),
+            "the schema in the configuration was version {was}, superseded since by version \
+             {newest}: not applied again (to go back to it, ferry schema apply it by hand)"
+        );
+        return Ok(());
+    }
     let tell = |line: &str| tracing::info!("schema: {line}");
     let applied = schema::apply(store, new, false, tell)
         .await

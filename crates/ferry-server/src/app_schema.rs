@@ -82,41 +82,72 @@ impl SchemaCache {
         if loaded.version >= held.version {
             *held = loaded;
         }
-        let version = held.version;
-        drop(held);
-        self.versions.send_if_modified(|told| {
-            let news = *told != version;
-            *told = version;
-            news
-        });
-        Ok(self.current())
+        Ok(held.clone())
     }
 
-    /// The version held now and each new one (for realtime connections:
-    /// [`tokio::sync::watch::Receiver::changed`] completes when a new
-    /// version is held).
+    /// The version announced to realtime connections now and each newer
+    /// one ([`tokio::sync::watch::Receiver::changed`] completes when one is
+    /// announced).
     pub fn versions(&self) -> watch::Receiver<u64> {
         self.versions.subscribe()
+    }
+
+    /// Announces `version` to realtime connections, if newer than the last
+    /// announced (announcements only ever go up).
+    fn announce(&self, version: u64) {
+        self.versions.send_if_modified(|told| {
+            let news = version > *told;
+            if news {
+                *told = version;
+            }
+            news
+        });
+    }
+
+    /// Takes the version held at start as announced: connections opened
+    /// later hear only of newer ones.
+    pub fn announced_at_start(&self) {
+        self.announce(self.current().version);
     }
 }
 
 /// Reads the stored schema every second while the node runs, so that a
 /// schema applied through another node or by `ferry schema apply` is held
-/// (and announced to realtime connections) within a second, even when no
-/// one writes. One small read a second; a failed read is tried again at
-/// the next tick.
+/// within a second even when no one writes, and announces a new version
+/// to realtime connections once it has held it for [`ANNOUNCE_AFTER`]:
+/// by then every node has read it too, so that the sync a connection makes
+/// on hearing of it, through whichever node, is answered with it. One
+/// small read a second; a failed read is tried again at the next tick.
 pub fn watch(state: crate::state::AppState) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut ticks = tokio::time::interval(FRESH);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // The newest version held, and since when.
+        let mut newest: Option<(u64, Instant)> = None;
         loop {
             ticks.tick().await;
-            if let Err(e) = state.app_schema.fresh(state.store.as_ref()).await {
-                tracing::debug!(error = %e, "cannot read the app schema; trying again");
+            let held = match state.app_schema.reload(state.store.as_ref()).await {
+                Ok(held) => held.version,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot read the app schema; trying again");
+                    continue;
+                }
+            };
+            match newest {
+                Some((version, since)) if version == held => {
+                    if since.elapsed() >= ANNOUNCE_AFTER {
+                        state.app_schema.announce(version);
+                    }
+                }
+                _ => newest = Some((held, Instant::now())),
             }
         }
     })
 }
+
+/// How long a node holds a new version before announcing it: more than
+/// the second every other node takes to read it.
+const ANNOUNCE_AFTER: Duration = Duration::from_millis(1500);
 
 /// The newest schema stored, parsed (keys and types of a later Ferry
 /// ignored: see [`Schema::parse_served`]).

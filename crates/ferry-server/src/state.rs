@@ -221,6 +221,7 @@ impl AppState {
         let realtime = Arc::new(Realtime::new(metrics.clone(), store.feed()));
         let app_schema = Arc::new(SchemaCache::default());
         app_schema.reload(store.as_ref()).await?;
+        app_schema.announced_at_start();
         // Links only printed on the terminal reach no mailbox to protect.
         let sends_mail = !matches!(settings.mailer, MailerConfig::Log);
         Ok(AppState {

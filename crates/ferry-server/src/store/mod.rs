@@ -463,6 +463,10 @@ pub trait Store: Send + Sync + 'static {
     /// another meanwhile). Returns the new version.
     async fn apply_app_schema(&self, json: &str, expected: u64) -> Result<u64, StoreError>;
 
+    /// The newest version whose JSON is `json`, if one ever was (so that a
+    /// schema superseded since is not applied again by mistake).
+    async fn app_schema_version_of(&self, json: &str) -> Result<Option<u64>, StoreError>;
+
     /// A page of the records of `space` changed after the query's cursor.
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError>;
 

@@ -401,7 +401,7 @@ async fn a_schema_applied_beside_the_node_is_announced_on_every_connection() {
     // node): no write through this node, yet it reads it within a second
     // and tells its connections.
     let version = super::schema::apply(&api).await;
-    let heard = client.recv_within(Duration::from_secs(5)).await;
+    let heard = client.recv_within(Duration::from_secs(10)).await;
     assert_eq!(heard, Some(json!({"type": "schema", "version": version})));
     let events = sse_events(&mut stream, 1).await;
     assert_eq!(

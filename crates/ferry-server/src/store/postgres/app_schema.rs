@@ -24,6 +24,16 @@ pub async fn newest(pool: &PgPool) -> Result<(u64, Option<String>), StoreError> 
     })
 }
 
+/// The newest version whose JSON is `json`, if any was.
+pub async fn version_of(pool: &PgPool, json: &str) -> Result<Option<u64>, StoreError> {
+    let version: Option<i64> =
+        sqlx::query_scalar("SELECT max(version) FROM app_schemas WHERE body = $1")
+            .bind(json)
+            .fetch_one(pool)
+            .await?;
+    Ok(version.map(count))
+}
+
 /// Stores `json` as version `expected + 1`, if `expected` is the newest.
 pub async fn apply(pool: &PgPool, json: &str, expected: u64) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;

@@ -277,6 +277,10 @@ impl Store for PgStore {
         app_schema::apply(&self.pool, json, expected).await
     }
 
+    async fn app_schema_version_of(&self, json: &str) -> Result<Option<u64>, StoreError> {
+        app_schema::version_of(&self.pool, json).await
+    }
+
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {
         records::pull(&self.pool, space, &query).await
     }

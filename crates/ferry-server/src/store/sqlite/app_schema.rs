@@ -27,6 +27,14 @@ pub fn newest(c: &Connection) -> Result<(u64, Option<String>), StoreError> {
     })
 }
 
+/// The newest version whose JSON is `json`, if any was.
+pub fn version_of(c: &Connection, json: &str) -> Result<Option<u64>, StoreError> {
+    let version: Option<i64> = c
+        .prepare_cached("SELECT max(version) FROM app_schemas WHERE body = ?1")?
+        .query_row([json], |r| r.get(0))?;
+    Ok(version.map(|v| v.max(0) as u64))
+}
+
 /// Stores `json` as version `expected + 1`, if `expected` is the newest.
 pub fn apply(c: &mut Connection, json: &str, expected: u64) -> Result<u64, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -312,6 +312,11 @@ impl Store for SqliteStore {
             .await
     }
 
+    async fn app_schema_version_of(&self, json: &str) -> Result<Option<u64>, StoreError> {
+        let json = json.to_owned();
+        self.read(move |c| app_schema::version_of(c, &json)).await
+    }
+
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {
         let space = space.clone();
         self.read(move |c| records::pull(c, &space, &query)).await

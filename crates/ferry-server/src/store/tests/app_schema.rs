@@ -33,7 +33,16 @@ pub async fn app_schemas_take_versions_in_order(store: Arc<dyn Store>) {
     ));
     let json = serde_json::to_string(&strict_todos()).unwrap();
     assert_eq!(store.apply_app_schema(&json, 1).await.unwrap(), 2);
-    assert_eq!(store.app_schema().await.unwrap(), (2, Some(json)));
+    assert_eq!(store.app_schema().await.unwrap(), (2, Some(json.clone())));
+    // Which version a schema was, if it ever was.
+    let version_of = |j: &str| {
+        let store = store.clone();
+        let j = j.to_owned();
+        async move { store.app_schema_version_of(&j).await.unwrap() }
+    };
+    assert_eq!(version_of("{\"collections\": {}}").await, Some(1));
+    assert_eq!(version_of(&json).await, Some(2));
+    assert_eq!(version_of("{}").await, None);
 }
 
 pub async fn pushes_are_checked_against_the_newest_schema(store: Arc<dyn Store>) {
