@@ -210,6 +210,19 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
         "{}",
         text(&out.stderr)
     );
+    // A table mapping is read and checked, and not applied before this
+    // Ferry keeps tables.
+    let mirrored = file(
+        "mirrored.toml",
+        &V1.replace("mode = \"strict\"", "mode = \"strict\"\ntable = \"todos\""),
+    );
+    let out = schema(&["apply", mirrored.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("todos: collections mirrored into tables"),
+        "{}",
+        text(&out.stderr)
+    );
 }
 
 /// `ferry serve` with `extra` on `db_args`, which must fail to start: its

@@ -83,6 +83,14 @@ fn collection(
     after: &CollectionSchema,
     say: &mut impl FnMut(String, Impact, String),
 ) {
+    if let Some((breaking, what)) = super::table::mirror_change(before, after) {
+        let impact = if breaking {
+            Impact::Breaking
+        } else {
+            Impact::Compatible
+        };
+        say(name.to_string(), impact, what);
+    }
     if before.mode != after.mode {
         let impact = match after.mode {
             Mode::Strict => Impact::Breaking,

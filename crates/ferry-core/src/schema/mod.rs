@@ -9,6 +9,7 @@
 //! - [`check`]: a change against the record it applies to.
 //! - [`diff`]: what changed between two schemas, compatible or breaking.
 //! - [`typescript`]: the schema as TypeScript types for the app.
+//! - [`table`]: a collection mirrored into a table of the app's own.
 
 use std::collections::BTreeMap;
 
@@ -18,6 +19,7 @@ use crate::names::{Collection, FieldName};
 
 mod check;
 mod diff;
+pub mod table;
 mod typescript;
 mod value;
 
@@ -56,6 +58,26 @@ pub struct CollectionSchema {
     /// The declared fields.
     #[serde(default)]
     pub fields: BTreeMap<FieldName, FieldSchema>,
+    /// The table of the app's own the collection is mirrored into
+    /// (docs/tables.md; [`CollectionSchema::mirror`] resolves the rest).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table: Option<String>,
+    /// The table's PostgreSQL schema (default `public`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub table_schema: Option<String>,
+    /// The column of each row's space (default `space_id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub space_column: Option<String>,
+    /// The column of each row's record id (default `id`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id_column: Option<String>,
+    /// The tombstone column, null while the record lives (default
+    /// `deleted_at`; the app's own soft-delete column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub soft_delete_column: Option<String>,
+    /// The column of when Ferry last wrote the row (default `updated_at`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_column: Option<String>,
 }
 
 /// Whether a collection takes fields it does not declare.
@@ -156,6 +178,10 @@ pub struct FieldSchema {
     /// `ref`: the collection of the record it names.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub collection: Option<Collection>,
+    /// In a mirrored collection, the field's column (default: the field's
+    /// name).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub column: Option<String>,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -216,7 +242,7 @@ impl Schema {
                     .map_err(|why| SchemaError(format!("{collection}.{name}: {why}")))?;
             }
         }
-        Ok(())
+        table::validate(self)
     }
 
     /// The declaration of `collection`, if any.
@@ -240,6 +266,7 @@ impl FieldSchema {
             items: None,
             max_items: None,
             collection: None,
+            column: None,
         }
     }
 
