@@ -218,6 +218,9 @@ impl Schema {
             }
         }
         schema.validate()?;
+        // Table mappings matter to the server that keeps the tables, which
+        // stores only schemas read here (clients never need to judge them).
+        table::validate(&schema)?;
         Ok(schema)
     }
 
@@ -242,7 +245,7 @@ impl Schema {
                     .map_err(|why| SchemaError(format!("{collection}.{name}: {why}")))?;
             }
         }
-        table::validate(self)
+        Ok(())
     }
 
     /// The declaration of `collection`, if any.
