@@ -369,9 +369,17 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let state = AppState::new(store, settings)
         .await
         .context("cannot start")?;
-    let db_flag = match &config.database {
-        Some(_) => format!("--database {}", Database::of(&config)?),
-        None => format!("--data-dir {}", config.data_dir.display()),
+    let db_flag = match Database::of(&config)? {
+        Database::Postgres { url, schema }
+            if schema != ferry_server::store::DEFAULT_POSTGRES_SCHEMA =>
+        {
+            format!(
+                "--database {} --postgres-schema {schema}",
+                ferry_server::config::redact_password(&url)
+            )
+        }
+        database if config.database.is_some() => format!("--database {database}"),
+        _ => format!("--data-dir {}", config.data_dir.display()),
     };
     // On stdout, for people and for scripts that start Ferry on port 0. A
     // closed stdout (a script that read the first line and left) is fine.

@@ -200,7 +200,7 @@ pub async fn migrate(pool: &PgPool, namespace: &str) -> Result<(), StoreError> {
         .bind(MIGRATION_LOCK)
         .execute(&mut *tx)
         .await?;
-    let moved = super::namespace::settle(&mut tx, namespace).await?;
+    let moved = super::namespace::settle(&mut tx, namespace, MIGRATIONS.len()).await?;
     if !moved.is_empty() {
         tracing::info!(
             tables = moved.len(),
@@ -217,6 +217,19 @@ pub async fn migrate(pool: &PgPool, namespace: &str) -> Result<(), StoreError> {
         .fetch_one(&mut *tx)
         .await?;
     let current = current.unwrap_or(0).max(0) as usize;
+    if current == super::namespace::MOVED_MARK as usize {
+        return Err(StoreError::Unavailable(format!(
+            "Ferry's tables moved out of the schema {namespace} to a schema of their own \
+             (see the comment on {namespace}.ferry_schema): start with that postgres_schema"
+        )));
+    }
+    if current > MIGRATIONS.len() {
+        return Err(StoreError::Unavailable(format!(
+            "the tables in the schema {namespace} are at version {current}, newer than this \
+             Ferry knows ({}): run the Ferry that made them, or a newer one",
+            MIGRATIONS.len()
+        )));
+    }
     for (i, step) in MIGRATIONS.iter().enumerate().skip(current) {
         sqlx::raw_sql(step).execute(&mut *tx).await?;
         sqlx::query("INSERT INTO ferry_schema (version, applied_at) VALUES ($1, $2)")
@@ -306,6 +319,121 @@ mod tests {
             .execute(&pool)
             .await
             .unwrap();
+        pool.close().await;
+    }
+
+    /// `MIGRATIONS[..step]` applied in the schema `name` of `db`.
+    async fn deployment_at(db: &TestDatabase, name: &str, step: usize) {
+        let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(&format!(
+            "CREATE SCHEMA IF NOT EXISTS {name}; SET search_path = {name};
+             CREATE TABLE ferry_schema (version integer PRIMARY KEY, applied_at bigint NOT NULL)"
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        for (i, sql) in MIGRATIONS[..step].iter().enumerate() {
+            sqlx::raw_sql(sql).execute(&mut conn).await.unwrap();
+            sqlx::query("INSERT INTO ferry_schema VALUES ($1, 0)")
+                .bind((i + 1) as i32)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+    }
+
+    async fn tables_in(pool: &PgPool, name: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind = 'r' ORDER BY 1",
+        )
+        .bind(name)
+        .fetch_all(pool)
+        .await
+        .unwrap()
+    }
+
+    #[tokio::test]
+    async fn the_move_knows_the_tables_of_every_step() {
+        let db = TestDatabase::create().await;
+        let pool = PgPool::connect(&db.url).await.unwrap();
+        for step in 0..=MIGRATIONS.len() {
+            let name = format!("step_{step}");
+            deployment_at(&db, &name, step).await;
+            let mut known: Vec<String> = crate::store::postgres::namespace::tables_at(step)
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+            known.sort();
+            assert_eq!(tables_in(&pool, &name).await, known, "step {step}");
+        }
+        pool.close().await;
+    }
+
+    #[tokio::test]
+    async fn an_earlier_deployment_in_public_moves_and_leaves_the_app_s_tables() {
+        use crate::store::PgStore;
+        let db = TestDatabase::create().await;
+        // Ferry at step 4 (entitlements, no replicas yet) in public, and
+        // tables of the app's named like Ferry's of later steps.
+        deployment_at(&db, "public", 4).await;
+        let pool = PgPool::connect(&db.url).await.unwrap();
+        sqlx::raw_sql(
+            "INSERT INTO public.users (id, email, created_at) VALUES ('u1', 'a@x', 0);
+             CREATE TABLE public.replicas (n int); INSERT INTO public.replicas VALUES (7);
+             CREATE TABLE public.app_schemas (n int);",
+        )
+        .execute(&pool)
+        .await
+        .unwrap();
+        // Another name than the default does not take it, and says how.
+        let e = PgStore::connect_in(&db.url, "staging").await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("tables of an earlier version are in public"),
+            "{e}"
+        );
+        let store = PgStore::connect(&db.url).await.unwrap();
+        let users = || async {
+            sqlx::query_scalar::<_, String>("SELECT email FROM ferry.users")
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+        };
+        assert_eq!(users().await, ["a@x"]);
+        assert_eq!(
+            tables_in(&pool, "public").await,
+            ["app_schemas", "ferry_schema", "replicas"]
+        );
+        let n: i32 = sqlx::query_scalar("SELECT n FROM public.replicas")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 7);
+        let mut expected: Vec<String> =
+            crate::store::postgres::namespace::tables_at(MIGRATIONS.len())
+                .into_iter()
+                .map(str::to_owned)
+                .collect();
+        expected.sort();
+        assert_eq!(tables_in(&pool, "ferry").await, expected);
+        store.close().await;
+        // A node that still looks in public (an earlier Ferry, or this one
+        // told public) migrates nothing there and says where the tables went.
+        let e = PgStore::connect_in(&db.url, "public").await.unwrap_err();
+        assert!(
+            e.to_string().contains("moved out of the schema public"),
+            "{e}"
+        );
+        assert_eq!(
+            tables_in(&pool, "public").await,
+            ["app_schemas", "ferry_schema", "replicas"]
+        );
+        // Starting again finds everything where it was moved.
+        let again = PgStore::connect(&db.url).await.unwrap();
+        assert_eq!(users().await, ["a@x"]);
+        again.close().await;
         pool.close().await;
     }
 }
