@@ -122,17 +122,6 @@ pub async fn apply(
     force: bool,
     mut tell: impl FnMut(&str),
 ) -> anyhow::Result<Applied> {
-    if let Some(name) = new
-        .collections
-        .iter()
-        .find_map(|(name, c)| c.table.as_ref().map(|_| name))
-    {
-        bail!(
-            "{name}: collections mirrored into tables (table = ...) are designed \
-             (docs/tables.md) but this version of Ferry does not keep their tables yet: \
-             remove table and its keys from the schema to apply it"
-        );
-    }
     let mut told = false;
     loop {
         let held = ferry_server::app_schema::load(store).await?;

@@ -210,8 +210,8 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
         "{}",
         text(&out.stderr)
     );
-    // A table mapping is read and checked, and not applied before this
-    // Ferry keeps tables.
+    // A table mapping is read and checked, and refused by the embedded
+    // database, which keeps no tables of the app's.
     let mirrored = file(
         "mirrored.toml",
         &V1.replace("mode = \"strict\"", "mode = \"strict\"\ntable = \"todos\""),
@@ -219,7 +219,8 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
     let out = schema(&["apply", mirrored.to_str().unwrap()]);
     assert!(!out.status.success());
     assert!(
-        text(&out.stderr).contains("todos: collections mirrored into tables"),
+        text(&out.stderr)
+            .contains("todos: collections mirrored into tables (table = ...) need PostgreSQL"),
         "{}",
         text(&out.stderr)
     );

@@ -52,6 +52,7 @@ pub async fn run(
         realtime: realtime.clone(),
         bridge: bridge::spawn(realtime.clone(), state.store.clone()),
         schema: crate::app_schema::watch(state.clone()),
+        capture: crate::sync::capture::spawn(state.clone()),
     };
     let router = app(state);
     let slots = Arc::new(Semaphore::new(
@@ -171,6 +172,7 @@ struct Stopping {
     realtime: Arc<crate::realtime::Realtime>,
     bridge: Option<tokio::task::JoinHandle<()>>,
     schema: tokio::task::JoinHandle<()>,
+    capture: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Stopping {
@@ -180,6 +182,7 @@ impl Drop for Stopping {
             bridge.abort();
         }
         self.schema.abort();
+        self.capture.abort();
     }
 }
 

@@ -35,6 +35,10 @@ pub enum Rule {
     /// A required field missing (or null where not nullable) from the
     /// record after the change.
     Required,
+    /// A value the column of a mirrored collection's table cannot hold
+    /// (docs/tables.md): a string with U+0000, a timestamp outside years
+    /// 1 to 9999 in UTC or with an offset past ±15:59.
+    Column,
 }
 
 /// A change that breaks the schema: where, which rule, and why, as a
@@ -212,6 +216,15 @@ impl Schema {
                     Some(name),
                     rule,
                     format!("field {name} must {why}"),
+                ));
+            }
+            if declared.table.is_some()
+                && let Some(why) = super::row::unstorable(field, &written.value)
+            {
+                return Err(violation(
+                    Some(name),
+                    Rule::Column,
+                    format!("field {name} is mirrored into a table and {why}"),
                 ));
             }
         }

@@ -10,6 +10,7 @@
 //! - [`diff`]: what changed between two schemas, compatible or breaking.
 //! - [`typescript`]: the schema as TypeScript types for the app.
 //! - [`table`]: a collection mirrored into a table of the app's own.
+//! - [`row`]: a record as the row of that table, and a row as a write.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +20,7 @@ use crate::names::{Collection, FieldName};
 
 mod check;
 mod diff;
+pub mod row;
 pub mod table;
 mod typescript;
 mod value;

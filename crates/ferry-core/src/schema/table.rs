@@ -19,7 +19,7 @@ pub const DEFAULT_SOFT_DELETE_COLUMN: &str = "deleted_at";
 pub const DEFAULT_UPDATED_COLUMN: &str = "updated_at";
 
 /// A mirrored collection's table, every name resolved.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Mirror<'a> {
     /// The table's PostgreSQL schema.
     pub table_schema: &'a str,
@@ -38,7 +38,7 @@ pub struct Mirror<'a> {
 }
 
 /// One declared field of a mirrored collection.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct MirroredField<'a> {
     /// The field.
     pub field: &'a FieldName,
@@ -46,6 +46,8 @@ pub struct MirroredField<'a> {
     pub column: &'a str,
     /// The column's type.
     pub sql_type: &'static str,
+    /// The field's declaration.
+    pub declared: &'a FieldSchema,
 }
 
 impl CollectionSchema {
@@ -60,6 +62,7 @@ impl CollectionSchema {
                     field,
                     column: declared.column.as_deref().unwrap_or(field.as_str()),
                     sql_type: sql_type(declared)?,
+                    declared,
                 })
             })
             .collect();

@@ -114,6 +114,8 @@ pub struct Metrics {
     changes_applied: Counter,
     conflicts: Counter,
     batches_replayed: Counter,
+    captured_applied: Counter,
+    captured_refused: Counter,
     pool_connections: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
@@ -149,6 +151,17 @@ impl Metrics {
         let changes_applied = Counter::default();
         let conflicts = Counter::default();
         let batches_replayed = Counter::default();
+        let (captured_applied, captured_refused) = (Counter::default(), Counter::default());
+        registry.register(
+            "capture_applied",
+            "Writes of the app's backend to mirrored tables taken off the queue and applied",
+            captured_applied.clone(),
+        );
+        registry.register(
+            "capture_refused",
+            "Writes of the app's backend to mirrored tables refused (kept in capture_refused)",
+            captured_refused.clone(),
+        );
         let (pool_connections, pool_idle, pool_max) =
             (Gauge::default(), Gauge::default(), Gauge::default());
         registry.register(
@@ -246,6 +259,8 @@ impl Metrics {
             changes_applied,
             conflicts,
             batches_replayed,
+            captured_applied,
+            captured_refused,
             pool_connections,
             pool_idle,
             pool_max,
@@ -282,6 +297,12 @@ impl Metrics {
             self.changes_applied.inc_by(applied);
             self.conflicts.inc_by(conflicts);
         }
+    }
+
+    /// Counts the captured writes one drain took: applied, and refused.
+    pub fn observe_capture(&self, applied: u64, refused: u64) {
+        self.captured_applied.inc_by(applied);
+        self.captured_refused.inc_by(refused);
     }
 
     /// Counts a verified billing event and what it did.

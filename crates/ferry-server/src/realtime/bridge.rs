@@ -72,6 +72,7 @@ async fn listen(realtime: &Realtime, feed: &dyn Feed, store: &dyn Store) {
                     NodeEvent::Revoke { space, user } => {
                         realtime.hub.revoke(&space, &user);
                     }
+                    NodeEvent::Captured => realtime.captured.notify_one(),
                 }
             }
             Ok(Heard::Reconnected) => {
@@ -81,6 +82,8 @@ async fn listen(realtime: &Realtime, feed: &dyn Feed, store: &dyn Store) {
                     tracing::info!("listening to the other nodes again");
                 }
                 connected_before = true;
+                // Writes captured while nobody listened are waiting.
+                realtime.captured.notify_one();
                 if let Err(e) = catch_up(realtime, store).await {
                     tracing::warn!(error = %e, "cannot re-read the heads of followed spaces");
                 }

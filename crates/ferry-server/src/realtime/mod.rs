@@ -84,6 +84,10 @@ pub struct Realtime {
     /// Events waiting to be told to the other nodes, coalesced per space.
     outgoing: Mutex<Vec<NodeEvent>>,
     outgoing_ready: Notify,
+    /// Woken when the app's backend wrote to a mirrored table (heard from
+    /// the capture trigger) or when the node reconnected to the others:
+    /// the capture drain looks for writes to apply.
+    pub captured: Notify,
     shutdown: CancellationToken,
     connections: tokio_util::task::TaskTracker,
 }
@@ -97,6 +101,7 @@ impl Realtime {
             feed,
             outgoing: Mutex::default(),
             outgoing_ready: Notify::new(),
+            captured: Notify::new(),
             shutdown: CancellationToken::new(),
             connections: tokio_util::task::TaskTracker::new(),
         }

@@ -28,6 +28,10 @@ pub enum NodeEvent {
         /// Who left or was removed.
         user: UserId,
     },
+    /// The app's backend wrote to a mirrored table (docs/tables.md): a
+    /// write waits in `captured` for a node to apply it. Sent by the
+    /// capture trigger, never by a node.
+    Captured,
 }
 
 impl NodeEvent {
@@ -37,12 +41,16 @@ impl NodeEvent {
         match self {
             NodeEvent::Commit { space, cursor } => format!("c {cursor} {space}"),
             NodeEvent::Revoke { space, user } => format!("r {space} {user}"),
+            NodeEvent::Captured => "k".to_owned(),
         }
     }
 
     /// Reads a payload written by [`NodeEvent::encode`]; `None` for anything
     /// else (a newer node's event kind, or a stray `NOTIFY`).
     pub fn decode(payload: &str) -> Option<NodeEvent> {
+        if payload == "k" {
+            return Some(NodeEvent::Captured);
+        }
         let mut parts = payload.split(' ');
         let event = match (parts.next()?, parts.next()?, parts.next()?) {
             ("c", cursor, space) => NodeEvent::Commit {
@@ -104,6 +112,7 @@ mod tests {
                 space: SpaceId::new("team-a").unwrap(),
                 user: UserId::new("u_2").unwrap(),
             },
+            NodeEvent::Captured,
         ];
         for event in events {
             assert_eq!(NodeEvent::decode(&event.encode()), Some(event));
@@ -123,6 +132,7 @@ mod tests {
             "r team",
             "r team bad user",
             "x 1 team",
+            "k 1",
         ] {
             assert_eq!(NodeEvent::decode(payload), None, "{payload:?}");
         }

@@ -153,6 +153,20 @@ pub struct AppSchema {
     pub schema: Option<ferry_core::schema::Schema>,
 }
 
+/// What one drain of captured writes did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drained {
+    /// The space whose writes were taken; `None` for writes naming no
+    /// space id.
+    pub space: Option<SpaceId>,
+    /// How many queued writes were taken off the queue.
+    pub taken: u64,
+    /// How many of them were refused (kept in `capture_refused`).
+    pub refused: u64,
+    /// The commit of the rest, if anything was left to apply.
+    pub outcome: Option<PushOutcome>,
+}
+
 /// What applying a batch did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PushOutcome {
@@ -466,6 +480,19 @@ pub trait Store: Send + Sync + 'static {
     /// The newest version whose JSON is `json`, if one ever was (so that a
     /// schema superseded since is not applied again by mistake).
     async fn app_schema_version_of(&self, json: &str) -> Result<Option<u64>, StoreError>;
+
+    /// Applies the app's backend writes to mirrored tables queued for the
+    /// space with the oldest one (docs/tables.md), checked against
+    /// `schema` and stamped by `clock` as node `node`'s; `None` when none
+    /// is queued. Only PostgreSQL mirrors tables.
+    async fn drain_captured(
+        &self,
+        _schema: Arc<AppSchema>,
+        _clock: &crate::clock::ServerClock,
+        _node: &ClientId,
+    ) -> Result<Option<Drained>, StoreError> {
+        Ok(None)
+    }
 
     /// A page of the records of `space` changed after the query's cursor.
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError>;

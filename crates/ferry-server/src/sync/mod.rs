@@ -1,6 +1,7 @@
 //! Sync (PROTOCOL.md §4): push-then-pull, the pull alone, and the REST
 //! records API, all over one write path ([`write`]).
 
+pub mod capture;
 mod records;
 pub mod write;
 

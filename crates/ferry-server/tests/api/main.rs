@@ -22,6 +22,7 @@ mod records;
 mod schema;
 mod signin;
 mod sync;
+mod tables;
 
 use axum::Router;
 use axum::body::Body;
@@ -65,7 +66,20 @@ impl Api {
 
     /// The API with settings changed by `configure`.
     pub async fn configured(configure: impl FnOnce(&mut Settings)) -> Api {
-        let (store, guard) = testing::fresh_store().await;
+        Api::on(testing::fresh_store().await, configure).await
+    }
+
+    /// The API over a fresh PostgreSQL database, whatever the backend of
+    /// the run: for what only PostgreSQL does (tables of the app's own).
+    pub async fn postgres() -> Api {
+        Api::on(testing::fresh_postgres().await, |_| {}).await
+    }
+
+    /// The API over `store`, kept alive by `guard`.
+    pub async fn on(
+        (store, guard): (std::sync::Arc<dyn ferry_server::Store>, testing::Guard),
+        configure: impl FnOnce(&mut Settings),
+    ) -> Api {
         let mail_dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::new(ClientId::new("server-1").unwrap(), "http://ferry.test");
         settings.mailer = MailerConfig::Dir(mail_dir.path().to_owned());

@@ -4,6 +4,7 @@
 //! version in a later one, so a push is checked against the version in
 //! force when it commits, and two applies never take one number.
 
+use ferry_core::schema::Schema;
 use sqlx::{PgPool, Row};
 
 use crate::store::StoreError;
@@ -34,8 +35,15 @@ pub async fn version_of(pool: &PgPool, json: &str) -> Result<Option<u64>, StoreE
     Ok(version.map(count))
 }
 
-/// Stores `json` as version `expected + 1`, if `expected` is the newest.
-pub async fn apply(pool: &PgPool, json: &str, expected: u64) -> Result<u64, StoreError> {
+/// Stores `json` as version `expected + 1`, if `expected` is the newest,
+/// with the tables of the collections it mirrors made ready in the same
+/// transaction (docs/tables.md): the version is in force only with them.
+pub async fn apply(
+    pool: &PgPool,
+    namespace: &str,
+    json: &str,
+    expected: u64,
+) -> Result<u64, StoreError> {
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock($1)")
         .bind(APPLY_LOCK)
@@ -50,6 +58,14 @@ pub async fn apply(pool: &PgPool, json: &str, expected: u64) -> Result<u64, Stor
             "the schema is at version {current} now, not {expected}: another was applied meanwhile"
         )));
     }
+    let schema =
+        Schema::parse_served(json).map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
+    let before: Option<String> =
+        sqlx::query_scalar("SELECT body FROM app_schemas ORDER BY version DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
+    let before = before.and_then(|b| Schema::parse_served(&b).ok());
+    super::mirror::settle(&mut tx, namespace, before.as_ref(), &schema).await?;
     let next = current + 1;
     sqlx::query("INSERT INTO app_schemas (version, body, applied_at) VALUES ($1, $2, $3)")
         .bind(int(next))

@@ -16,8 +16,10 @@ mod app_schema;
 #[cfg(test)]
 pub(crate) use app_schema::APPLY_LOCK;
 mod billing;
+mod capture;
 mod compact;
 mod feed;
+mod mirror;
 pub(crate) mod namespace;
 mod records;
 mod schema;
@@ -30,7 +32,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use ferry_core::protocol::{Member, SpaceInfo};
-use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
+use ferry_core::{ClientId, Collection, RecordId, Role, SpaceId, UserId};
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
@@ -38,9 +40,9 @@ use self::feed::PgFeed;
 use super::feed::Feed;
 use super::stored::int;
 use super::{
-    Batch, BillingEvent, CompactReport, EventOutcome, PageFill, PoolState, PullPage, PullQuery,
-    PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement,
-    StoredKey, User,
+    AppSchema, Batch, BillingEvent, CompactReport, Drained, EventOutcome, PageFill, PoolState,
+    PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError,
+    StoredEntitlement, StoredKey, User,
 };
 
 /// At most this many connections per server node.
@@ -54,6 +56,8 @@ pub struct PgStore {
     pool: PgPool,
     /// The `LISTEN/NOTIFY` channel of this deployment's nodes.
     channel: Arc<str>,
+    /// The PostgreSQL schema of Ferry's own tables.
+    namespace: Arc<str>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -130,6 +134,7 @@ impl PgStore {
         Ok(PgStore {
             pool,
             channel: namespace::channel(namespace).into(),
+            namespace: namespace.into(),
         })
     }
 
@@ -250,7 +255,7 @@ impl Store for PgStore {
     }
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
-        records::push(&self.pool, space, batch).await
+        records::push(&self.pool, &self.namespace, space, batch).await
     }
 
     async fn space_ids(
@@ -274,11 +279,20 @@ impl Store for PgStore {
     }
 
     async fn apply_app_schema(&self, json: &str, expected: u64) -> Result<u64, StoreError> {
-        app_schema::apply(&self.pool, json, expected).await
+        app_schema::apply(&self.pool, &self.namespace, json, expected).await
     }
 
     async fn app_schema_version_of(&self, json: &str) -> Result<Option<u64>, StoreError> {
         app_schema::version_of(&self.pool, json).await
+    }
+
+    async fn drain_captured(
+        &self,
+        schema: Arc<AppSchema>,
+        clock: &crate::clock::ServerClock,
+        node: &ClientId,
+    ) -> Result<Option<Drained>, StoreError> {
+        capture::drain(&self.pool, &self.namespace, schema, clock, node).await
     }
 
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {

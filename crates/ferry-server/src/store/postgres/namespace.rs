@@ -34,6 +34,8 @@ pub(crate) const TABLES: &[(&str, usize, Option<usize>)] = &[
     ("conflicts", 7, None),
     ("replicas", 7, None),
     ("app_schemas", 8, None),
+    ("captured", 9, None),
+    ("capture_refused", 9, None),
 ];
 
 /// The tables of a deployment at migration step `step`, in the order a push

@@ -14,8 +14,27 @@ use crate::store::{
     Batch, MAX_PAGE_BYTES, PageFill, PullPage, PullQuery, PushOutcome, RecordRow, StoreError,
 };
 
-pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
+pub async fn push(
+    pool: &PgPool,
+    namespace: &str,
+    space: &SpaceId,
+    batch: Batch,
+) -> Result<PushOutcome, StoreError> {
     let mut tx = pool.begin().await?;
+    let outcome = push_in(&mut tx, namespace, space, batch).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// [`push`] inside the transaction `tx`, which the caller commits: the
+/// capture drain applies the app's backend writes this way, with the
+/// removal of what it applied.
+pub async fn push_in(
+    tx: &mut sqlx::PgConnection,
+    namespace: &str,
+    space: &SpaceId,
+    batch: Batch,
+) -> Result<PushOutcome, StoreError> {
     // The space's row lock serializes its commits: `seq` is taken from its
     // counter under the lock and the lock is held until commit.
     // With it, a shared hold on the app schema's lock, which an apply takes
@@ -162,8 +181,13 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
     let reported = if displaced.is_empty() {
         0
     } else {
-        store_displaced(&mut tx, sid, &displaced).await?
+        store_displaced(&mut *tx, sid, &displaced).await?
     };
+    // The app's own tables, for the collections mirrored into them, in
+    // this transaction: never behind what clients are told.
+    if let Some(schema) = batch.schema.as_ref().and_then(|s| s.schema.as_ref()) {
+        super::mirror::write(&mut *tx, namespace, space.as_str(), schema, &rows).await?;
+    }
 
     // The batch's record, its rows and the space's new head in one
     // statement (one round trip, under the lock taken above).
@@ -232,7 +256,6 @@ pub async fn push(pool: &PgPool, space: &SpaceId, batch: Batch) -> Result<PushOu
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
     Ok(PushOutcome {
         applied,
         conflicts,

@@ -188,6 +188,33 @@ CREATE TABLE app_schemas (
     applied_at bigint NOT NULL
 );
 "#,
+    // Writes of the app's backend to mirrored tables (docs/tables.md),
+    // queued by the capture trigger in the app's own transaction until a
+    // node turns them into commits; those that break the schema are kept
+    // aside with the reason.
+    r#"
+CREATE TABLE captured (
+    id          bigserial PRIMARY KEY,
+    collection  text NOT NULL,
+    space       text,
+    op          text NOT NULL,
+    new_row     jsonb,
+    old_row     jsonb,
+    captured_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX captured_by_space ON captured (space, id);
+CREATE TABLE capture_refused (
+    id          bigint PRIMARY KEY,
+    collection  text NOT NULL,
+    space       text,
+    op          text NOT NULL,
+    new_row     jsonb,
+    old_row     jsonb,
+    captured_at timestamptz NOT NULL,
+    refused_at  timestamptz NOT NULL DEFAULT now(),
+    reason      text NOT NULL
+);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -37,6 +37,16 @@ pub fn version_of(c: &Connection, json: &str) -> Result<Option<u64>, StoreError>
 
 /// Stores `json` as version `expected + 1`, if `expected` is the newest.
 pub fn apply(c: &mut Connection, json: &str, expected: u64) -> Result<u64, StoreError> {
+    // Tables of the app's own are kept in PostgreSQL only (docs/tables.md).
+    let schema = ferry_core::schema::Schema::parse_served(json)
+        .map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
+    if let Some((name, _)) = schema.collections.iter().find(|(_, c)| c.table.is_some()) {
+        return Err(StoreError::Conflict(format!(
+            "{name}: collections mirrored into tables (table = ...) need PostgreSQL; the \
+             embedded SQLite database does not keep them: serve with --database-url \
+             postgres://... or remove table and its keys"
+        )));
+    }
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current = version(&tx)?;
     if current != expected {

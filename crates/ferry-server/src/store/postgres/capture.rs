@@ -1,0 +1,324 @@
+//! The app's backend writes to mirrored tables, applied (docs/tables.md):
+//! the capture trigger queued each in `captured`, in the app's own
+//! transaction; a node takes the oldest space with queued writes, locks it
+//! as a push does (so one node at a time applies a space's writes, in the
+//! order they were queued), turns its writes into one server batch stamped
+//! with the node's clock, pushes it through the same code as any push
+//! (merge, schema, conflicts, seq, the table written back), and removes
+//! what it applied, all in one transaction. A crash anywhere leaves the
+//! writes queued for the next drain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use ferry_core::schema::Schema;
+use ferry_core::schema::row::RowWrite;
+use ferry_core::{
+    Change, ClientId, Collection, FieldValue, Fields, Hlc, RecordId, RecordState, SpaceId, UserId,
+    apply_change,
+};
+use serde_json::{Map, Value};
+use sqlx::{PgConnection, PgPool, Row};
+
+use crate::clock::ServerClock;
+use crate::store::stored::corrupt;
+use crate::store::{AppSchema, Batch, Drained, StoreError};
+
+/// The most queued writes one drain applies in one transaction.
+pub const MAX_TAKEN: i64 = 1000;
+
+/// The user a captured write is made by.
+pub const BACKEND_USER: &str = "backend";
+
+/// One queued write.
+struct Queued {
+    id: i64,
+    collection: String,
+    op: String,
+    new_row: Option<Map<String, Value>>,
+    old_row: Option<Map<String, Value>>,
+}
+
+fn object(text: Option<String>) -> Result<Option<Map<String, Value>>, StoreError> {
+    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt("captured row", e)))
+        .transpose()
+}
+
+/// Applies the queued writes of the space with the oldest one, if any is
+/// queued. `None` when the queue is empty.
+pub async fn drain(
+    pool: &PgPool,
+    namespace: &str,
+    schema: Arc<AppSchema>,
+    clock: &ServerClock,
+    node: &ClientId,
+) -> Result<Option<Drained>, StoreError> {
+    let oldest: Option<Option<String>> =
+        sqlx::query_scalar("SELECT space FROM captured ORDER BY id LIMIT 1")
+            .fetch_optional(pool)
+            .await?;
+    let Some(space) = oldest else {
+        return Ok(None);
+    };
+    let mut tx = pool.begin().await?;
+    let space = match space.as_deref().map(SpaceId::new) {
+        Some(Ok(space)) => space,
+        _ => {
+            let refused = refuse_where(
+                &mut tx,
+                "space IS NOT DISTINCT FROM $1",
+                space.as_deref(),
+                "its space column holds no space id",
+            )
+            .await?;
+            tx.commit().await?;
+            return Ok(Some(Drained {
+                space: None,
+                taken: refused,
+                refused,
+                outcome: None,
+            }));
+        }
+    };
+    let sid: Option<i64> = sqlx::query_scalar("SELECT sid FROM spaces WHERE id = $1 FOR UPDATE")
+        .bind(space.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+    let Some(sid) = sid else {
+        let refused = refuse_where(
+            &mut tx,
+            "space = $1",
+            Some(space.as_str()),
+            "Ferry has no space by the id in its space column: create the space first",
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(Some(Drained {
+            space: Some(space),
+            taken: refused,
+            refused,
+            outcome: None,
+        }));
+    };
+    let rows = sqlx::query(
+        "SELECT id, collection, op, new_row::text, old_row::text FROM captured
+         WHERE space = $1 ORDER BY id LIMIT $2 FOR UPDATE",
+    )
+    .bind(space.as_str())
+    .bind(MAX_TAKEN)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut queued = Vec::with_capacity(rows.len());
+    for row in rows {
+        queued.push(Queued {
+            id: row.try_get(0)?,
+            collection: row.try_get(1)?,
+            op: row.try_get(2)?,
+            new_row: object(row.try_get(3)?)?,
+            old_row: object(row.try_get(4)?)?,
+        });
+    }
+    let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
+    let mut refusals: Vec<(i64, String)> = Vec::new();
+    let held = schema.schema.clone().unwrap_or_default();
+    let mut states = stored_states(&mut tx, sid, &held, &queued).await?;
+    let mut changes: Vec<(i64, Change)> = Vec::new();
+    for q in &queued {
+        match change_of(&held, q, &mut states, clock) {
+            Ok(Some(change)) => changes.push((q.id, change)),
+            Ok(None) => {}
+            Err(why) => refusals.push((q.id, why)),
+        }
+    }
+    // A write the schema refuses is set aside with the reason and the rest
+    // applied: the batch is merged again without it.
+    let outcome = loop {
+        if changes.is_empty() {
+            break None;
+        }
+        let batch = Batch {
+            user: UserId::new(BACKEND_USER).map_err(|e| StoreError::Internal(e.to_string()))?,
+            client_id: node.clone(),
+            batch_id: None,
+            cursor: None,
+            changes: changes.iter().map(|(_, c)| c.clone()).collect(),
+            schema: Some(schema.clone()),
+        };
+        match super::records::push_in(&mut tx, namespace, &space, batch).await {
+            Err(StoreError::Invalid { index, violation }) if index < changes.len() => {
+                let (id, _) = changes.remove(index);
+                refusals.push((id, violation.to_string()));
+            }
+            Err(StoreError::SchemaChanged { version, .. }) => {
+                return Err(StoreError::SchemaChanged {
+                    version,
+                    batch: None,
+                });
+            }
+            other => break Some(other?),
+        }
+    };
+    for (id, why) in &refusals {
+        tracing::warn!(captured = id, reason = %why, %space, "refused a write to a mirrored table");
+        refuse_where(&mut tx, "id = $1::bigint", Some(&id.to_string()), why).await?;
+    }
+    sqlx::query("DELETE FROM captured WHERE id = ANY ($1)")
+        .bind(&taken)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Some(Drained {
+        space: Some(space),
+        taken: taken.len() as u64,
+        refused: refusals.len() as u64,
+        outcome,
+    }))
+}
+
+/// Moves the queued writes matching `filter` (one parameter, `$1`) to
+/// `capture_refused` with `reason`; how many.
+async fn refuse_where(
+    tx: &mut PgConnection,
+    filter: &str,
+    value: Option<&str>,
+    reason: &str,
+) -> Result<u64, StoreError> {
+    let moved = sqlx::query(&format!(
+        "WITH gone AS (DELETE FROM captured WHERE {filter} RETURNING *)
+         INSERT INTO capture_refused
+             (id, collection, space, op, new_row, old_row, captured_at, reason)
+         SELECT id, collection, space, op, new_row, old_row, captured_at, $2 FROM gone"
+    ))
+    .bind(value)
+    .bind(reason)
+    .execute(&mut *tx)
+    .await?;
+    Ok(moved.rows_affected())
+}
+
+type Key = (String, String);
+
+/// The stored state of every record the queued writes name, keyed by
+/// collection and id; the clock is moved past every HLC they hold, so the
+/// writes are stamped after what they replace.
+async fn stored_states(
+    tx: &mut PgConnection,
+    sid: i64,
+    schema: &Schema,
+    queued: &[Queued],
+) -> Result<HashMap<Key, RecordState>, StoreError> {
+    let mut keys: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
+    for q in queued {
+        let Some(mirror) = Collection::new(q.collection.as_str())
+            .ok()
+            .and_then(|c| schema.collection(&c))
+            .and_then(|c| c.mirror())
+        else {
+            continue;
+        };
+        let row = q.new_row.as_ref().or(q.old_row.as_ref());
+        if let Some(Value::String(id)) = row.and_then(|r| r.get(mirror.id_column)) {
+            keys.0.push(q.collection.clone());
+            keys.1.push(id.clone());
+        }
+    }
+    let rows = sqlx::query(
+        "SELECT r.collection, r.id, r.fields, r.deleted FROM records r
+         JOIN UNNEST($2::text[], $3::text[]) AS k (collection, id)
+           ON r.collection = k.collection AND r.id = k.id
+         WHERE r.sid = $1",
+    )
+    .bind(sid)
+    .bind(&keys.0)
+    .bind(&keys.1)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut states = HashMap::new();
+    for row in rows {
+        let fields: Fields =
+            serde_json::from_str(row.try_get(2)?).map_err(|e| corrupt("fields", e))?;
+        let deleted: Option<Hlc> = row
+            .try_get::<Option<&str>, _>(3)?
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| corrupt("hlc", e))?;
+        states.insert(
+            (row.try_get(0)?, row.try_get(1)?),
+            RecordState { fields, deleted },
+        );
+    }
+    Ok(states)
+}
+
+/// The change one queued write makes, stamped by `clock` after what its
+/// record holds; `None` when it changes nothing Ferry mirrors; why not,
+/// when it is not a write Ferry can make. `states` follows the changes.
+fn change_of(
+    schema: &Schema,
+    q: &Queued,
+    states: &mut HashMap<Key, RecordState>,
+    clock: &ServerClock,
+) -> Result<Option<Change>, String> {
+    let collection = Collection::new(q.collection.as_str()).map_err(|e| e.to_string())?;
+    let mirror = schema
+        .collection(&collection)
+        .and_then(|c| c.mirror())
+        .ok_or_else(|| format!("the collection {collection} is no longer mirrored"))?;
+    let Some(write) = mirror.write_of(&q.op, q.new_row.as_ref(), q.old_row.as_ref())? else {
+        return Ok(None);
+    };
+    let id = RecordId::new(write.id.as_str())
+        .map_err(|e| format!("its {} is not a record id: {e}", mirror.id_column))?;
+    let key = (q.collection.clone(), write.id.clone());
+    let stored = states.get(&key).cloned().unwrap_or_default();
+    for held in stored
+        .fields
+        .values()
+        .map(|f| &f.hlc)
+        .chain(&stored.deleted)
+    {
+        clock.observe(held);
+    }
+    let hlc = clock.tick();
+    let change = match write.write {
+        RowWrite::Fields(values) => {
+            let base = mirror.bases(&values, &stored, q.old_row.as_ref());
+            let fields = values
+                .into_iter()
+                .map(|(name, value)| {
+                    let hlc = hlc.clone();
+                    (name, FieldValue { value, hlc })
+                })
+                .collect();
+            Change::Upsert {
+                collection,
+                id,
+                fields,
+                base: Some(base),
+            }
+        }
+        RowWrite::Delete => {
+            let values = stored
+                .fields
+                .iter()
+                .map(|(name, held)| (name.clone(), held.value.clone()))
+                .collect();
+            let mut base = mirror.bases(&values, &stored, q.old_row.as_ref());
+            // Fields the table does not show were not the backend's to see.
+            for (name, held) in &stored.fields {
+                if !mirror.columns.iter().any(|c| c.field == name) {
+                    base.insert(name.clone(), Some(held.hlc.clone()));
+                }
+            }
+            Change::Delete {
+                collection,
+                id,
+                hlc,
+                base: Some(base),
+            }
+        }
+    };
+    let after = apply_change(stored, change.clone()).state;
+    states.insert(key, after);
+    Ok(Some(change))
+}

@@ -1,0 +1,509 @@
+//! Collections mirrored into tables of the app's own (docs/tables.md): the
+//! tables made ready when a schema is applied (created, or checked column
+//! by column, and given the capture trigger), in the apply's transaction,
+//! and the rows written in each push's.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use ferry_core::RecordState;
+use ferry_core::schema::Schema;
+use ferry_core::schema::table::Mirror;
+use sqlx::{PgConnection, Row};
+
+use crate::store::StoreError;
+use crate::store::batch::RowOut;
+use crate::store::stored::corrupt;
+
+/// `"schema"."table"`: names [`ferry_core::schema::table::check_identifier`]
+/// let through need no escaping, and are quoted so that none is a keyword.
+pub fn table_name(mirror: &Mirror<'_>) -> String {
+    format!("\"{}\".\"{}\"", mirror.table_schema, mirror.table)
+}
+
+fn q(name: &str) -> String {
+    format!("\"{name}\"")
+}
+
+/// The value of `ferry.origin` in Ferry's own transactions, which the
+/// capture trigger of the deployment in `namespace` skips.
+pub fn origin(namespace: &str) -> String {
+    format!("ferry:{namespace}")
+}
+
+/// The name of the capture trigger a deployment puts on a table.
+fn trigger(namespace: &str) -> String {
+    format!("{namespace}_capture")
+}
+
+/// Which column types can hold a field's values, by the type Ferry would
+/// create: the same type, or a wider one an app may already use.
+fn accepts(wanted: &str, found: &str) -> bool {
+    let also: &[&str] = match wanted {
+        "text" => &["character varying", "citext"],
+        "bigint" => &["numeric"],
+        "double precision" => &["numeric"],
+        "jsonb" => &["json"],
+        "text[]" => &["character varying[]"],
+        "bigint[]" => &["numeric[]"],
+        "double precision[]" => &["numeric[]"],
+        _ => &[],
+    };
+    // Only unbounded types: a `varchar(n)` or `numeric(p, s)` column
+    // would refuse values the schema allows, failing pushes.
+    found == wanted || also.contains(&found)
+}
+
+/// A column of an existing table, as the catalog has it.
+struct Found {
+    sql_type: String,
+    not_null: bool,
+    /// It fills itself: a default, an identity or a generated column.
+    fills: bool,
+}
+
+/// Makes every mirrored table of `schema` ready for the deployment in
+/// `namespace`, inside the apply's transaction `tx`: creates a table that
+/// does not exist, checks and completes one that does (a missing field's
+/// column is added; anything Ferry cannot write is refused, naming the
+/// column), and puts the capture trigger on it. Tables `before` mirrored
+/// that `schema` no longer does lose their trigger.
+pub async fn settle(
+    tx: &mut PgConnection,
+    namespace: &str,
+    before: Option<&Schema>,
+    schema: &Schema,
+) -> Result<(), StoreError> {
+    // Every statement is made first, as owned text: no borrow of the
+    // schema is held across an await.
+    let mut statements: Vec<Statement> = Vec::new();
+    let t = q(&trigger(namespace));
+    let tt = q(&format!("{}_truncate", trigger(namespace)));
+    let kept: BTreeSet<String> = schema
+        .collections
+        .values()
+        .filter_map(|c| c.mirror())
+        .map(|m| table_name(&m))
+        .collect();
+    for old in before
+        .iter()
+        .flat_map(|b| b.collections.values())
+        .filter_map(|c| c.mirror())
+    {
+        let name = table_name(&old);
+        if !kept.contains(&name) {
+            statements.push(Statement::IfTable(
+                name.clone(),
+                format!(
+                    "DROP TRIGGER IF EXISTS {t} ON {name}; DROP TRIGGER IF EXISTS {tt} ON {name}"
+                ),
+            ));
+        }
+    }
+    let mut tables = Vec::new();
+    for (collection, mirror) in schema
+        .collections
+        .iter()
+        .filter_map(|(name, c)| Some((name.as_str(), c.mirror()?)))
+    {
+        let columns: Vec<String> = [mirror.space_column, mirror.id_column]
+            .into_iter()
+            .chain([mirror.soft_delete_column])
+            .chain(mirror.columns.iter().map(|c| c.column))
+            .map(|c| format!("'{c}'"))
+            .collect();
+        let name = table_name(&mirror);
+        let ns = q(namespace);
+        tables.push(Table::of(collection, &mirror));
+        statements.push(Statement::Always(format!(
+            "DROP TRIGGER IF EXISTS {t} ON {name};
+             CREATE TRIGGER {t} AFTER INSERT OR UPDATE OR DELETE ON {name}
+                 FOR EACH ROW EXECUTE FUNCTION {ns}.capture('{collection}', {columns});
+             DROP TRIGGER IF EXISTS {tt} ON {name};
+             CREATE TRIGGER {tt} BEFORE TRUNCATE ON {name}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {ns}.refuse_truncate('{collection}');",
+            columns = columns.join(", ")
+        )));
+    }
+    if !tables.is_empty() {
+        install_functions(tx, namespace).await?;
+    }
+    for table in &tables {
+        settle_table(tx, table).await?;
+    }
+    for statement in statements {
+        let sql = match statement {
+            Statement::Always(sql) => sql,
+            Statement::IfTable(name, sql) => {
+                let exists: Option<i64> = sqlx::query_scalar("SELECT to_regclass($1)::oid::bigint")
+                    .bind(&name)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                if exists.is_none() {
+                    continue;
+                }
+                sql
+            }
+        };
+        run(tx, &sql).await?;
+    }
+    Ok(())
+}
+
+/// A statement of [`settle`]'s.
+enum Statement {
+    /// Run it.
+    Always(String),
+    /// Run it if the table exists.
+    IfTable(String, String),
+}
+
+/// What [`settle_table`] needs of a mirror, owned.
+struct Table {
+    collection: String,
+    name: String,
+    table_schema: String,
+    space: String,
+    id: String,
+    deleted: String,
+    updated: String,
+    /// Each field's column, its type, and whether it may hold null.
+    fields: Vec<(String, &'static str, bool)>,
+}
+
+impl Table {
+    fn of(collection: &str, m: &Mirror<'_>) -> Table {
+        Table {
+            collection: collection.to_owned(),
+            name: table_name(m),
+            table_schema: m.table_schema.to_owned(),
+            space: m.space_column.to_owned(),
+            id: m.id_column.to_owned(),
+            deleted: m.soft_delete_column.to_owned(),
+            updated: m.updated_column.to_owned(),
+            fields: m
+                .columns
+                .iter()
+                .map(|c| {
+                    let nullable = !c.declared.required || c.declared.nullable;
+                    (c.column.to_owned(), c.sql_type, nullable)
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Runs `sql`, one or more statements without parameters.
+async fn run(tx: &mut PgConnection, sql: &str) -> Result<(), StoreError> {
+    sqlx::Executor::execute(tx, sql).await?;
+    Ok(())
+}
+
+/// The trigger functions, in Ferry's schema. They run with the rights of
+/// Ferry's role (`SECURITY DEFINER`, with a fixed `search_path`), so an app
+/// whose role may not touch Ferry's tables still has its writes captured.
+/// A captured row keeps only the mirrored columns (the trigger's
+/// arguments after the collection; the space column first).
+async fn install_functions(tx: &mut PgConnection, namespace: &str) -> Result<(), StoreError> {
+    let ns = q(namespace);
+    let origin = origin(namespace);
+    let channel = super::namespace::channel(namespace);
+    run(tx, &format!(
+        r#"
+CREATE OR REPLACE FUNCTION {ns}.capture() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+    kept text[] := TG_ARGV[1:];
+    row_new jsonb;
+    row_old jsonb;
+BEGIN
+    IF current_setting('ferry.origin', true) = '{origin}' THEN
+        RETURN NULL;
+    END IF;
+    IF TG_OP <> 'DELETE' THEN
+        SELECT jsonb_object_agg(key, value) INTO row_new
+        FROM jsonb_each(to_jsonb(NEW)) WHERE key = ANY (kept);
+    END IF;
+    IF TG_OP <> 'INSERT' THEN
+        SELECT jsonb_object_agg(key, value) INTO row_old
+        FROM jsonb_each(to_jsonb(OLD)) WHERE key = ANY (kept);
+    END IF;
+    INSERT INTO {ns}.captured (collection, space, op, new_row, old_row)
+    VALUES (TG_ARGV[0], coalesce(row_new, row_old) ->> TG_ARGV[1], TG_OP, row_new, row_old);
+    PERFORM pg_notify('{channel}', 'k');
+    RETURN NULL;
+END
+$fn$;
+CREATE OR REPLACE FUNCTION {ns}.refuse_truncate() RETURNS trigger
+LANGUAGE plpgsql AS $fn$
+BEGIN
+    RAISE EXCEPTION 'Ferry mirrors the collection % into %.%: delete its rows instead of truncating (docs/tables.md)',
+        TG_ARGV[0], TG_TABLE_SCHEMA, TG_TABLE_NAME;
+END
+$fn$;
+"#
+    )).await?;
+    Ok(())
+}
+
+/// Creates the table, or checks and completes it.
+async fn settle_table(tx: &mut PgConnection, t: &Table) -> Result<(), StoreError> {
+    let name = &t.name;
+    let refuse =
+        |why: String| StoreError::Conflict(format!("{}: table {name}: {why}", t.collection));
+    let oid: Option<i64> = sqlx::query_scalar("SELECT to_regclass($1)::oid::bigint")
+        .bind(name)
+        .fetch_one(&mut *tx)
+        .await?;
+    let Some(oid) = oid else {
+        let schema_exists: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)")
+                .bind(&t.table_schema)
+                .fetch_one(&mut *tx)
+                .await?;
+        if !schema_exists {
+            run(tx, &format!("CREATE SCHEMA {}", q(&t.table_schema))).await?;
+        }
+        let mut columns = vec![
+            format!("{} text NOT NULL", q(&t.space)),
+            format!("{} text NOT NULL", q(&t.id)),
+        ];
+        columns.extend(
+            t.fields
+                .iter()
+                .map(|(column, sql_type, _)| format!("{} {sql_type}", q(column))),
+        );
+        columns.push(format!("{} timestamptz", q(&t.deleted)));
+        columns.push(format!(
+            "{} timestamptz NOT NULL DEFAULT now()",
+            q(&t.updated)
+        ));
+        columns.push(format!("PRIMARY KEY ({}, {})", q(&t.space), q(&t.id)));
+        run(tx, &format!("CREATE TABLE {name} ({})", columns.join(", "))).await?;
+        return Ok(());
+    };
+    let rows = sqlx::query(
+        "SELECT attname::text, format_type(atttypid, atttypmod), attnotnull,
+                atthasdef OR attidentity <> '' OR attgenerated <> ''
+         FROM pg_attribute WHERE attrelid = $1 AND attnum > 0 AND NOT attisdropped",
+    )
+    .bind(oid)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut found = BTreeMap::new();
+    for row in rows {
+        let column: String = row.try_get(0)?;
+        found.insert(
+            column,
+            Found {
+                sql_type: row.try_get(1)?,
+                not_null: row.try_get(2)?,
+                fills: row.try_get(3)?,
+            },
+        );
+    }
+    // (column, type, may Ferry add it, may it be NOT NULL)
+    let mut wanted: Vec<(&str, &str, bool, bool)> = vec![
+        (&t.space, "text", false, true),
+        (&t.id, "text", false, true),
+        (&t.deleted, "timestamptz", true, false),
+        (&t.updated, "timestamptz", true, true),
+    ];
+    wanted.extend(
+        t.fields
+            .iter()
+            .map(|(column, sql_type, nullable)| (column.as_str(), *sql_type, true, !nullable)),
+    );
+    for (column, sql_type, addable, _) in &wanted {
+        let shown = if *sql_type == "timestamptz" {
+            "timestamp with time zone"
+        } else {
+            sql_type
+        };
+        match found.get(*column) {
+            None if *addable => {
+                run(
+                    tx,
+                    &format!("ALTER TABLE {name} ADD COLUMN {} {sql_type}", q(column)),
+                )
+                .await?;
+            }
+            None => return Err(refuse(format!("it has no column {column}"))),
+            Some(f) if !accepts(shown, &f.sql_type) => {
+                return Err(refuse(format!(
+                    "its column {column} is {}, which cannot hold what Ferry writes there ({shown})",
+                    f.sql_type
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    for (column, f) in &found {
+        if !f.not_null {
+            continue;
+        }
+        match wanted.iter().find(|(c, ..)| c == column) {
+            Some((_, _, _, true)) => {}
+            Some(_) => {
+                return Err(refuse(format!(
+                    "its column {column} is NOT NULL, but Ferry writes null there (the field \
+                     is not required, or a record may be deleted): drop NOT NULL"
+                )));
+            }
+            None if !f.fills => {
+                return Err(refuse(format!(
+                    "its column {column} is NOT NULL without a default, and Ferry's inserts do \
+                     not fill it: give it a default, or declare it as a field"
+                )));
+            }
+            None => {}
+        }
+    }
+    let unique: bool = sqlx::query_scalar(
+        "SELECT EXISTS (
+             SELECT 1 FROM pg_index i
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL
+               AND i.indexprs IS NULL AND i.indnatts = 2
+               AND (SELECT array_agg(attname::text ORDER BY attname::text) FROM pg_attribute
+                    WHERE attrelid = i.indrelid AND attnum = ANY (i.indkey))
+                   = (SELECT array_agg(c ORDER BY c) FROM unnest($2::text[]) c))",
+    )
+    .bind(oid)
+    .bind([t.space.as_str(), t.id.as_str()])
+    .fetch_one(&mut *tx)
+    .await?;
+    if !unique {
+        return Err(refuse(format!(
+            "it has no unique index on exactly ({s}, {i}), which Ferry writes rows by: \
+             CREATE UNIQUE INDEX ON {name} ({s}, {i})",
+            s = t.space,
+            i = t.id
+        )));
+    }
+    Ok(())
+}
+
+/// What to write to one table.
+struct Writes<'a> {
+    mirror: Mirror<'a>,
+    /// The rows of live records, as `jsonb_populate_recordset` reads them.
+    live: Vec<serde_json::Value>,
+    /// The ids of deleted records, with when each was deleted.
+    deleted: (Vec<String>, Vec<String>),
+}
+
+/// Writes the rows of the records `rows` changed, for every collection of
+/// `schema` mirrored into a table, in the push's transaction, marked as
+/// Ferry's own (`ferry.origin`) so that the capture trigger lets them by:
+/// per table, one upsert of the live records' rows and one update setting
+/// the soft-delete column of the deleted ones (a row keeps its last
+/// values; a record with no row gets none).
+pub async fn write(
+    tx: &mut PgConnection,
+    namespace: &str,
+    space: &str,
+    schema: &Schema,
+    rows: &[RowOut],
+) -> Result<(), StoreError> {
+    let mut by_table: BTreeMap<&str, Writes<'_>> = BTreeMap::new();
+    for row in rows {
+        let Some(mirror) = ferry_core::Collection::new(row.collection.as_str())
+            .ok()
+            .and_then(|c| schema.collection(&c))
+            .and_then(|c| c.mirror())
+        else {
+            continue;
+        };
+        let state = RecordState {
+            fields: serde_json::from_str(&row.fields).map_err(|e| corrupt("fields", e))?,
+            deleted: row
+                .deleted
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| corrupt("hlc", e))?,
+        };
+        let mut json = mirror.row(space, &row.id, &state);
+        let writes = by_table
+            .entry(row.collection.as_str())
+            .or_insert_with(|| Writes {
+                mirror,
+                live: Vec::new(),
+                deleted: (Vec::new(), Vec::new()),
+            });
+        if state.deleted.is_some() {
+            let at = json
+                .remove(writes.mirror.soft_delete_column)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            writes.deleted.0.push(row.id.clone());
+            writes.deleted.1.push(at);
+        } else {
+            writes.live.push(serde_json::Value::Object(json));
+        }
+    }
+    if by_table.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT set_config('ferry.origin', $1, true)")
+        .bind(origin(namespace))
+        .execute(&mut *tx)
+        .await?;
+    for writes in by_table.values() {
+        write_table(tx, space, writes).await.map_err(|e| {
+            let name = table_name(&writes.mirror);
+            tracing::error!(table = %name, error = %e, "writing a mirrored table failed");
+            StoreError::Unavailable(format!("writing the mirrored table {name}: {e}"))
+        })?;
+    }
+    Ok(())
+}
+
+async fn write_table(
+    tx: &mut PgConnection,
+    space: &str,
+    writes: &Writes<'_>,
+) -> Result<(), sqlx::Error> {
+    let mirror = &writes.mirror;
+    let (name, s, i) = (
+        table_name(mirror),
+        q(mirror.space_column),
+        q(mirror.id_column),
+    );
+    let (deleted, updated) = (q(mirror.soft_delete_column), q(mirror.updated_column));
+    if !writes.live.is_empty() {
+        let mut columns = vec![
+            mirror.space_column,
+            mirror.id_column,
+            mirror.soft_delete_column,
+        ];
+        columns.extend(mirror.columns.iter().map(|c| c.column));
+        let listed: Vec<String> = columns.iter().map(|c| q(c)).collect();
+        let listed = listed.join(", ");
+        let set: Vec<String> = columns[2..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}", c = q(c)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {name} ({listed}, {updated})
+             SELECT {listed}, now() FROM jsonb_populate_recordset(NULL::{name}, $1::jsonb)
+             ON CONFLICT ({s}, {i}) DO UPDATE SET {set}, {updated} = EXCLUDED.{updated}",
+            set = set.join(", "),
+        );
+        let json = serde_json::Value::Array(writes.live.clone()).to_string();
+        sqlx::query(&sql).bind(json).execute(&mut *tx).await?;
+    }
+    if !writes.deleted.0.is_empty() {
+        let sql = format!(
+            "UPDATE {name} t SET {deleted} = coalesce(nullif(d.at, '')::timestamptz, now()), {updated} = now()
+             FROM unnest($2::text[], $3::text[]) AS d (id, at)
+             WHERE t.{s} = $1 AND t.{i} = d.id"
+        );
+        sqlx::query(&sql)
+            .bind(space)
+            .bind(&writes.deleted.0)
+            .bind(&writes.deleted.1)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}
