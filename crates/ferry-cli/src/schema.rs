@@ -152,7 +152,14 @@ pub async fn apply(
         match store.apply_app_schema(&json, held.version).await {
             Ok(version) => return Ok(Applied::New(version)),
             // Applied by someone else meanwhile: judge again against it.
-            Err(ferry_server::StoreError::Conflict(_)) => continue,
+            // A refusal that leaves the version where it was (a table the
+            // database cannot keep) is the answer, not a race.
+            Err(ferry_server::StoreError::Conflict(why)) => {
+                let now = ferry_server::app_schema::load(store).await?;
+                if now.version == held.version {
+                    bail!("{why}");
+                }
+            }
             Err(e) => return Err(e.into()),
         }
     }

@@ -216,7 +216,7 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
         "mirrored.toml",
         &V1.replace("mode = \"strict\"", "mode = \"strict\"\ntable = \"todos\""),
     );
-    let out = schema(&["apply", mirrored.to_str().unwrap()]);
+    let out = schema(&["apply", mirrored.to_str().unwrap(), "--force"]);
     assert!(!out.status.success());
     assert!(
         text(&out.stderr)

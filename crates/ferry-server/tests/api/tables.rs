@@ -314,7 +314,8 @@ async fn the_backend_s_writes_reach_devices_as_commits() {
     sqlx::raw_sql(
         "INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c2', repeat('x', 101));
          INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c3', 'Kept');
-         INSERT INTO cards (workspace_id, id, title) VALUES ('nowhere', 'c4', 'No space');",
+         INSERT INTO cards (workspace_id, id, title) VALUES ('nowhere', 'c4', 'No space');
+         INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c5', repeat('y', 17000000));",
     )
     .execute(&mut db)
     .await
@@ -327,7 +328,12 @@ async fn the_backend_s_writes_reach_devices_as_commits() {
             .fetch_all(&mut db)
             .await
             .unwrap();
-    assert_eq!(refused.len(), 2, "{refused:?}");
+    // Kept short: the oversized row's reason is all that is printed.
+    let refused: Vec<(String, String)> = refused
+        .into_iter()
+        .map(|(id, why)| (id, why.chars().take(200).collect()))
+        .collect();
+    assert_eq!(refused.len(), 3, "{refused:?}");
     assert_eq!(refused[0].0, "c2");
     assert!(
         refused[0].1.contains("max_length") || refused[0].1.contains("at most 100"),
@@ -335,6 +341,10 @@ async fn the_backend_s_writes_reach_devices_as_commits() {
     );
     assert_eq!(refused[1].0, "c4");
     assert!(refused[1].1.contains("no space"), "{refused:?}");
+    // A row larger than a record may be is set aside unread.
+    assert_eq!(refused[2].0, "c5");
+    assert!(refused[2].1.contains("larger than a record"), "{refused:?}");
+    assert_eq!(record(&api, "c5").await, None);
 
     // A soft delete and a hard delete are deletes.
     sqlx::raw_sql(

@@ -26,6 +26,15 @@ use crate::store::{AppSchema, Batch, Drained, StoreError};
 
 /// The most queued writes one drain applies in one transaction.
 pub const MAX_TAKEN: i64 = 1000;
+/// The most bytes of queued rows one drain reads.
+const MAX_TAKEN_BYTES: i64 = 8 << 20;
+/// The largest queued row taken: a record's limit, with room for the old
+/// row beside the new one and for JSON's keys.
+const MAX_ROW_BYTES: usize = 2 * ferry_core::protocol::MAX_RECORD_BYTES + 64 * 1024;
+/// What a queued row takes as the text Ferry reads (not as stored: a
+/// compressed value would hide its size).
+const ROW_BYTES: &str =
+    "coalesce(octet_length(new_row::text), 0) + coalesce(octet_length(old_row::text), 0)";
 
 /// The user a captured write is made by.
 pub const BACKEND_USER: &str = "backend";
@@ -100,12 +109,33 @@ pub async fn drain(
             outcome: None,
         }));
     };
-    let rows = sqlx::query(
-        "SELECT id, collection, op, new_row::text, old_row::text FROM captured
-         WHERE space = $1 ORDER BY id LIMIT $2 FOR UPDATE",
+    // The space's lock keeps every other drain off these rows. A row
+    // larger than a record may be is refused unread; the rest are taken
+    // in order, up to MAX_TAKEN rows or MAX_TAKEN_BYTES (the first row
+    // always).
+    refuse_where(
+        &mut tx,
+        &format!(
+            "id IN (SELECT id FROM captured WHERE space = $1 ORDER BY id LIMIT {MAX_TAKEN}) \
+             AND {ROW_BYTES} > {MAX_ROW_BYTES}"
+        ),
+        Some(space.as_str()),
+        "the row is larger than a record may be",
     )
+    .await?;
+    let rows = sqlx::query(&format!(
+        "SELECT id, collection, op, new_row, old_row FROM (
+             SELECT id, collection, op, new_row::text, old_row::text,
+                    sum({ROW_BYTES}) OVER (ORDER BY id ROWS UNBOUNDED PRECEDING) AS upto,
+                    row_number() OVER (ORDER BY id) AS n
+             FROM (SELECT * FROM captured WHERE space = $1 ORDER BY id LIMIT $2) queued
+         ) sized
+         WHERE upto <= $3 OR n = 1
+         ORDER BY id"
+    ))
     .bind(space.as_str())
     .bind(MAX_TAKEN)
+    .bind(MAX_TAKEN_BYTES)
     .fetch_all(&mut *tx)
     .await?;
     let mut queued = Vec::with_capacity(rows.len());
@@ -148,6 +178,27 @@ pub async fn drain(
             Err(StoreError::Invalid { index, violation }) if index < changes.len() => {
                 let (id, _) = changes.remove(index);
                 refusals.push((id, violation.to_string()));
+            }
+            Err(StoreError::RecordTooLarge {
+                collection,
+                id,
+                bytes,
+            }) => {
+                let why = format!(
+                    "record {collection}/{id} would hold {bytes} bytes of fields, past the limit"
+                );
+                let before = changes.len();
+                changes.retain(|(captured, change)| {
+                    let named =
+                        change.collection().as_str() == collection && change.id().as_str() == id;
+                    if named {
+                        refusals.push((*captured, why.clone()));
+                    }
+                    !named
+                });
+                if changes.len() == before {
+                    return Err(StoreError::Internal(why));
+                }
             }
             Err(StoreError::SchemaChanged { version, .. }) => {
                 return Err(StoreError::SchemaChanged {
