@@ -12,7 +12,7 @@ use sqlx::{Connection, PgConnection, Row};
 use super::*;
 
 /// Cards of a workspace, mirrored into `public.cards`.
-const SCHEMA: &str = r#"{"collections": {"cards": {"mode": "strict", "table": "cards",
+pub const SCHEMA: &str = r#"{"collections": {"cards": {"mode": "strict", "table": "cards",
     "space_column": "workspace_id", "fields": {
         "title": {"type": "string", "required": true, "max_length": 100},
         "url":   {"type": "string", "column": "link"},
@@ -28,11 +28,11 @@ fn url(api: &Api) -> String {
 }
 
 /// A connection as the app's backend has one: its own, on `public`.
-async fn app_db(api: &Api) -> PgConnection {
+pub async fn app_db(api: &Api) -> PgConnection {
     PgConnection::connect(&url(api)).await.unwrap()
 }
 
-async fn apply(api: &Api, schema: &str) -> Result<u64, ferry_server::StoreError> {
+pub async fn apply(api: &Api, schema: &str) -> Result<u64, ferry_server::StoreError> {
     let schema = ferry_core::schema::Schema::parse(schema).unwrap();
     let json = serde_json::to_string(&schema).unwrap();
     let (version, _) = api.state.store.app_schema().await.unwrap();
@@ -45,7 +45,7 @@ async fn apply(api: &Api, schema: &str) -> Result<u64, ferry_server::StoreError>
     applied
 }
 
-fn card(id: &str, fields: Value, at: &str) -> Value {
+pub fn card(id: &str, fields: Value, at: &str) -> Value {
     let fields: serde_json::Map<String, Value> = fields
         .as_object()
         .unwrap()
@@ -56,7 +56,7 @@ fn card(id: &str, fields: Value, at: &str) -> Value {
 }
 
 /// The app's row `id`, as text per column.
-async fn row(db: &mut PgConnection, id: &str) -> Option<Value> {
+pub async fn row(db: &mut PgConnection, id: &str) -> Option<Value> {
     let found = sqlx::query(
         "SELECT to_jsonb(c)::text FROM public.cards c WHERE workspace_id = 'team' AND id = $1",
     )
@@ -68,7 +68,7 @@ async fn row(db: &mut PgConnection, id: &str) -> Option<Value> {
 }
 
 /// The record `id` of `team` as a pull from 0 gives it.
-async fn record(api: &Api, id: &str) -> Option<Value> {
+pub async fn record(api: &Api, id: &str) -> Option<Value> {
     let r = api.get("/v1/spaces/team/changes?cursor=0", "alice").await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     r.body["changes"]

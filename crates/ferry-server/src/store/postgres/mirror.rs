@@ -5,14 +5,11 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use ferry_core::RecordState;
 use ferry_core::schema::Schema;
 use ferry_core::schema::table::Mirror;
 use sqlx::{PgConnection, Row};
 
 use crate::store::StoreError;
-use crate::store::batch::RowOut;
-use crate::store::stored::corrupt;
 
 /// `"schema"."table"`: names [`ferry_core::schema::table::check_identifier`]
 /// let through need no escaping, and are quoted so that none is a keyword.
@@ -20,7 +17,7 @@ pub fn table_name(mirror: &Mirror<'_>) -> String {
     format!("\"{}\".\"{}\"", mirror.table_schema, mirror.table)
 }
 
-fn q(name: &str) -> String {
+pub(super) fn q(name: &str) -> String {
     format!("\"{name}\"")
 }
 
@@ -378,132 +375,6 @@ async fn settle_table(tx: &mut PgConnection, t: &Table) -> Result<(), StoreError
             s = t.space,
             i = t.id
         )));
-    }
-    Ok(())
-}
-
-/// What to write to one table.
-struct Writes<'a> {
-    mirror: Mirror<'a>,
-    /// The rows of live records, as `jsonb_populate_recordset` reads them.
-    live: Vec<serde_json::Value>,
-    /// The ids of deleted records, with when each was deleted.
-    deleted: (Vec<String>, Vec<String>),
-}
-
-/// Writes the rows of the records `rows` changed, for every collection of
-/// `schema` mirrored into a table, in the push's transaction, marked as
-/// Ferry's own (`ferry.origin`) so that the capture trigger lets them by:
-/// per table, one upsert of the live records' rows and one update setting
-/// the soft-delete column of the deleted ones (a row keeps its last
-/// values; a record with no row gets none).
-pub async fn write(
-    tx: &mut PgConnection,
-    namespace: &str,
-    space: &str,
-    schema: &Schema,
-    rows: &[RowOut],
-) -> Result<(), StoreError> {
-    let mut by_table: BTreeMap<&str, Writes<'_>> = BTreeMap::new();
-    for row in rows {
-        let Some(mirror) = ferry_core::Collection::new(row.collection.as_str())
-            .ok()
-            .and_then(|c| schema.collection(&c))
-            .and_then(|c| c.mirror())
-        else {
-            continue;
-        };
-        let state = RecordState {
-            fields: serde_json::from_str(&row.fields).map_err(|e| corrupt("fields", e))?,
-            deleted: row
-                .deleted
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| corrupt("hlc", e))?,
-        };
-        let mut json = mirror.row(space, &row.id, &state);
-        let writes = by_table
-            .entry(row.collection.as_str())
-            .or_insert_with(|| Writes {
-                mirror,
-                live: Vec::new(),
-                deleted: (Vec::new(), Vec::new()),
-            });
-        if state.deleted.is_some() {
-            let at = json
-                .remove(writes.mirror.soft_delete_column)
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            writes.deleted.0.push(row.id.clone());
-            writes.deleted.1.push(at);
-        } else {
-            writes.live.push(serde_json::Value::Object(json));
-        }
-    }
-    if by_table.is_empty() {
-        return Ok(());
-    }
-    sqlx::query("SELECT set_config('ferry.origin', $1, true)")
-        .bind(origin(namespace))
-        .execute(&mut *tx)
-        .await?;
-    for writes in by_table.values() {
-        write_table(tx, space, writes).await.map_err(|e| {
-            let name = table_name(&writes.mirror);
-            tracing::error!(table = %name, error = %e, "writing a mirrored table failed");
-            StoreError::Unavailable(format!("writing the mirrored table {name}: {e}"))
-        })?;
-    }
-    Ok(())
-}
-
-async fn write_table(
-    tx: &mut PgConnection,
-    space: &str,
-    writes: &Writes<'_>,
-) -> Result<(), sqlx::Error> {
-    let mirror = &writes.mirror;
-    let (name, s, i) = (
-        table_name(mirror),
-        q(mirror.space_column),
-        q(mirror.id_column),
-    );
-    let (deleted, updated) = (q(mirror.soft_delete_column), q(mirror.updated_column));
-    if !writes.live.is_empty() {
-        let mut columns = vec![
-            mirror.space_column,
-            mirror.id_column,
-            mirror.soft_delete_column,
-        ];
-        columns.extend(mirror.columns.iter().map(|c| c.column));
-        let listed: Vec<String> = columns.iter().map(|c| q(c)).collect();
-        let listed = listed.join(", ");
-        let set: Vec<String> = columns[2..]
-            .iter()
-            .map(|c| format!("{c} = EXCLUDED.{c}", c = q(c)))
-            .collect();
-        let sql = format!(
-            "INSERT INTO {name} ({listed}, {updated})
-             SELECT {listed}, now() FROM jsonb_populate_recordset(NULL::{name}, $1::jsonb)
-             ON CONFLICT ({s}, {i}) DO UPDATE SET {set}, {updated} = EXCLUDED.{updated}",
-            set = set.join(", "),
-        );
-        let json = serde_json::Value::Array(writes.live.clone()).to_string();
-        sqlx::query(&sql).bind(json).execute(&mut *tx).await?;
-    }
-    if !writes.deleted.0.is_empty() {
-        let sql = format!(
-            "UPDATE {name} t SET {deleted} = coalesce(nullif(d.at, '')::timestamptz, now()), {updated} = now()
-             FROM unnest($2::text[], $3::text[]) AS d (id, at)
-             WHERE t.{s} = $1 AND t.{i} = d.id"
-        );
-        sqlx::query(&sql)
-            .bind(space)
-            .bind(&writes.deleted.0)
-            .bind(&writes.deleted.1)
-            .execute(&mut *tx)
-            .await?;
     }
     Ok(())
 }

@@ -20,6 +20,7 @@ mod capture;
 mod compact;
 mod feed;
 mod mirror;
+mod mirror_rows;
 pub(crate) mod namespace;
 mod records;
 mod schema;

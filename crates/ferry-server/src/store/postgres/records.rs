@@ -1,5 +1,7 @@
 //! Pushing and pulling records in PostgreSQL.
 
+use std::collections::HashMap;
+
 use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use futures_util::TryStreamExt;
 use serde_json::value::RawValue;
@@ -167,6 +169,25 @@ pub async fn push_in(
             batch: Some(Box::new(batch)),
         });
     }
+    // Where each record of a mirrored collection is first changed, for a
+    // row its table refuses.
+    let firsts: HashMap<(String, String), usize> = match &batch.schema {
+        Some(held)
+            if held
+                .schema
+                .as_ref()
+                .is_some_and(|s| s.collections.values().any(|c| c.table.is_some())) =>
+        {
+            batch
+                .changes
+                .iter()
+                .enumerate()
+                .rev()
+                .map(|(i, c)| ((c.collection().to_string(), c.id().to_string()), i))
+                .collect()
+        }
+        _ => HashMap::new(),
+    };
     let Merged {
         applied,
         conflicts,
@@ -186,7 +207,19 @@ pub async fn push_in(
     // The app's own tables, for the collections mirrored into them, in
     // this transaction: never behind what clients are told.
     if let Some(schema) = batch.schema.as_ref().and_then(|s| s.schema.as_ref()) {
-        super::mirror::write(&mut *tx, namespace, space.as_str(), schema, &rows).await?;
+        let index_of = |collection: &str, id: &str| {
+            let key = (collection.to_owned(), id.to_owned());
+            firsts.get(&key).copied().unwrap_or(0)
+        };
+        super::mirror_rows::write(
+            &mut *tx,
+            namespace,
+            space.as_str(),
+            schema,
+            &rows,
+            &index_of,
+        )
+        .await?;
     }
 
     // The batch's record, its rows and the space's new head in one

@@ -1,0 +1,252 @@
+//! The rows of mirrored collections written in each push's transaction
+//! (docs/tables.md), and a row the app's own table refuses (a `CHECK`, a
+//! foreign key, a unique index, a trigger of the app's)
+//! turned into the change's refusal, never a server error.
+
+use std::collections::BTreeMap;
+
+use ferry_core::schema::table::Mirror;
+use ferry_core::schema::{Rule, Schema, Violation};
+use ferry_core::{Collection, RecordId, RecordState};
+use sqlx::PgConnection;
+use sqlx::postgres::PgDatabaseError;
+
+use super::mirror::{origin, q, table_name};
+use crate::store::StoreError;
+use crate::store::batch::RowOut;
+use crate::store::stored::corrupt;
+
+/// What to write to one table.
+#[derive(Clone)]
+struct Writes<'a> {
+    collection: &'a str,
+    mirror: Mirror<'a>,
+    /// The rows of live records, as `jsonb_populate_recordset` reads them,
+    /// with their ids.
+    live: Vec<(String, serde_json::Value)>,
+    /// The ids of deleted records, with when each was deleted.
+    deleted: Vec<(String, String)>,
+}
+
+impl Writes<'_> {
+    fn ids(&self) -> impl Iterator<Item = &str> {
+        let live = self.live.iter().map(|(id, _)| id.as_str());
+        live.chain(self.deleted.iter().map(|(id, _)| id.as_str()))
+    }
+
+    /// These writes with only record `id`'s.
+    fn only(&self, id: &str) -> Self {
+        Writes {
+            live: self.live.iter().filter(|(i, _)| i == id).cloned().collect(),
+            deleted: self
+                .deleted
+                .iter()
+                .filter(|(i, _)| i == id)
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+}
+
+/// Writes the rows of the records `rows` changed, for every collection of
+/// `schema` mirrored into a table, in the push's transaction, marked as
+/// Ferry's own (`ferry.origin`) so that the capture trigger lets them by:
+/// per table, one upsert of the live records' rows and one update setting
+/// the soft-delete column of the deleted ones (a row keeps its last
+/// values; a record with no row gets none).
+///
+/// A row the table refuses for its data is the change's fault:
+/// [`StoreError::Invalid`] with rule `column`, at the index `index_of`
+/// gives the record (found by writing the rows again one at a time). Any
+/// other failure (the table altered under a running node) is logged and
+/// answered `503`.
+pub async fn write(
+    tx: &mut PgConnection,
+    namespace: &str,
+    space: &str,
+    schema: &Schema,
+    rows: &[RowOut],
+    index_of: &(dyn Fn(&str, &str) -> usize + Sync),
+) -> Result<(), StoreError> {
+    let mut by_table: BTreeMap<&str, Writes<'_>> = BTreeMap::new();
+    for row in rows {
+        let Some(mirror) = Collection::new(row.collection.as_str())
+            .ok()
+            .and_then(|c| schema.collection(&c))
+            .and_then(|c| c.mirror())
+        else {
+            continue;
+        };
+        let state = RecordState {
+            fields: serde_json::from_str(&row.fields).map_err(|e| corrupt("fields", e))?,
+            deleted: row
+                .deleted
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| corrupt("hlc", e))?,
+        };
+        let mut json = mirror.row(space, &row.id, &state);
+        let writes = by_table
+            .entry(row.collection.as_str())
+            .or_insert_with(|| Writes {
+                collection: row.collection.as_str(),
+                mirror,
+                live: Vec::new(),
+                deleted: Vec::new(),
+            });
+        if state.deleted.is_some() {
+            let at = json
+                .remove(writes.mirror.soft_delete_column)
+                .and_then(|v| v.as_str().map(str::to_owned))
+                .unwrap_or_default();
+            writes.deleted.push((row.id.clone(), at));
+        } else {
+            writes
+                .live
+                .push((row.id.clone(), serde_json::Value::Object(json)));
+        }
+    }
+    if by_table.is_empty() {
+        return Ok(());
+    }
+    sqlx::query("SELECT set_config('ferry.origin', $1, true)")
+        .bind(origin(namespace))
+        .execute(&mut *tx)
+        .await?;
+    savepoint(tx, "SAVEPOINT ferry_mirror").await?;
+    for writes in by_table.values() {
+        let Err(e) = write_table(tx, space, writes).await else {
+            continue;
+        };
+        if refused_for_its_data(&e).is_none() {
+            return Err(failed(writes, &e));
+        }
+        // Which row: each again alone, from before the first.
+        savepoint(tx, "ROLLBACK TO SAVEPOINT ferry_mirror").await?;
+        for writes in by_table.values() {
+            for id in writes.ids() {
+                savepoint(tx, "SAVEPOINT ferry_row").await?;
+                let Err(e) = write_table(tx, space, &writes.only(id)).await else {
+                    continue;
+                };
+                let Some(db) = refused_for_its_data(&e) else {
+                    return Err(failed(writes, &e));
+                };
+                return Err(refusal(writes, id, db, index_of(writes.collection, id)));
+            }
+        }
+        // Alone, every row went in: the rows refused each other (two
+        // records given one value of a unique column); the last is named.
+        let (writes, id) = by_table
+            .values()
+            .flat_map(|w| w.ids().map(move |id| (w, id)))
+            .last()
+            .ok_or_else(|| failed(writes, &e))?;
+        let db = refused_for_its_data(&e).ok_or_else(|| failed(writes, &e))?;
+        return Err(refusal(writes, id, db, index_of(writes.collection, id)));
+    }
+    savepoint(tx, "RELEASE SAVEPOINT ferry_mirror").await?;
+    Ok(())
+}
+
+async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<(), StoreError> {
+    sqlx::query(sql).execute(&mut *tx).await?;
+    Ok(())
+}
+
+/// The database's error, when the table refused the row for its values
+/// (data exceptions, integrity constraints, an exception raised by the
+/// app's own trigger) rather than for its shape or the database's state.
+fn refused_for_its_data(e: &sqlx::Error) -> Option<&PgDatabaseError> {
+    let db = e
+        .as_database_error()?
+        .try_downcast_ref::<PgDatabaseError>()?;
+    let code = db.code();
+    (code.starts_with("22") || code.starts_with("23") || code == "P0001").then_some(db)
+}
+
+fn failed(writes: &Writes<'_>, e: &sqlx::Error) -> StoreError {
+    let name = table_name(&writes.mirror);
+    tracing::error!(table = %name, error = %e, "writing a mirrored table failed");
+    StoreError::Unavailable(format!("writing the mirrored table {name}: {e}"))
+}
+
+fn refusal(writes: &Writes<'_>, id: &str, db: &PgDatabaseError, index: usize) -> StoreError {
+    let name = table_name(&writes.mirror);
+    tracing::info!(table = %name, id, error = %db.message(), "a mirrored table refused a row");
+    let field = db.column().and_then(|column| {
+        let found = writes.mirror.columns.iter().find(|c| c.column == column)?;
+        Some(found.field.clone())
+    });
+    let (Ok(collection), Ok(id)) = (Collection::new(writes.collection), RecordId::new(id)) else {
+        return StoreError::Internal(format!("a stored record {}/{id}", writes.collection));
+    };
+    StoreError::Invalid {
+        index,
+        violation: Box::new(Violation {
+            collection,
+            id,
+            field,
+            rule: Rule::Column,
+            message: format!("the table {name} refuses it: {}", db.message()),
+        }),
+    }
+}
+
+async fn write_table(
+    tx: &mut PgConnection,
+    space: &str,
+    writes: &Writes<'_>,
+) -> Result<(), sqlx::Error> {
+    let mirror = &writes.mirror;
+    let (name, s, i) = (
+        table_name(mirror),
+        q(mirror.space_column),
+        q(mirror.id_column),
+    );
+    let (deleted, updated) = (q(mirror.soft_delete_column), q(mirror.updated_column));
+    if !writes.live.is_empty() {
+        let mut columns = vec![
+            mirror.space_column,
+            mirror.id_column,
+            mirror.soft_delete_column,
+        ];
+        columns.extend(mirror.columns.iter().map(|c| c.column));
+        let listed: Vec<String> = columns.iter().map(|c| q(c)).collect();
+        let listed = listed.join(", ");
+        let set: Vec<String> = columns[2..]
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}", c = q(c)))
+            .collect();
+        let sql = format!(
+            "INSERT INTO {name} ({listed}, {updated})
+             SELECT {listed}, now() FROM jsonb_populate_recordset(NULL::{name}, $1::jsonb)
+             ON CONFLICT ({s}, {i}) DO UPDATE SET {set}, {updated} = EXCLUDED.{updated}",
+            set = set.join(", "),
+        );
+        let rows: Vec<&serde_json::Value> = writes.live.iter().map(|(_, row)| row).collect();
+        let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
+        sqlx::query(&sql).bind(json).execute(&mut *tx).await?;
+    }
+    if !writes.deleted.is_empty() {
+        let sql = format!(
+            "UPDATE {name} t SET {deleted} = coalesce(nullif(d.at, '')::timestamptz, now()), {updated} = now()
+             FROM unnest($2::text[], $3::text[]) AS d (id, at)
+             WHERE t.{s} = $1 AND t.{i} = d.id"
+        );
+        let (ids, at): (Vec<&str>, Vec<&str>) = writes
+            .deleted
+            .iter()
+            .map(|(id, at)| (id.as_str(), at.as_str()))
+            .unzip();
+        sqlx::query(&sql)
+            .bind(space)
+            .bind(ids)
+            .bind(at)
+            .execute(&mut *tx)
+            .await?;
+    }
+    Ok(())
+}

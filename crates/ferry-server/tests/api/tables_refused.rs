@@ -1,0 +1,118 @@
+//! A mirrored table's own rules (a `CHECK`, a unique index, a
+//! trigger of its own) are the app's: a change whose row the table refuses is
+//! `422 invalid_change` naming the change and the rule `column`, and
+//! nothing of its batch applies, never a server error.
+
+use super::tables::{SCHEMA, app_db, apply, card, record, row};
+use super::*;
+
+async fn refused(api: &Api, batch: &str, changes: Vec<Value>) -> Value {
+    let r = api
+        .sync("alice", "team", push("laptop", batch, 0, changes))
+        .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["error"]["code"], "invalid_change", "{:?}", r.body);
+    assert_eq!(r.body["error"]["details"]["rule"], "column", "{:?}", r.body);
+    let mut details = r.body["error"]["details"].clone();
+    details["message"] = r.body["error"]["message"].clone();
+    details
+}
+
+#[tokio::test]
+async fn a_row_the_app_s_table_refuses_is_its_change_s_422_and_nothing_applies() {
+    let api = Api::postgres().await;
+    api.space("alice", "team").await;
+    let mut db = app_db(&api).await;
+    sqlx::raw_sql(
+        "CREATE TABLE cards (workspace_id text, id text, title text NOT NULL CONSTRAINT short_titles CHECK (length(title) <= 20),
+                             votes bigint CONSTRAINT votes_not_negative CHECK (votes >= 0),
+                             PRIMARY KEY (workspace_id, id))",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    apply(&api, SCHEMA).await.unwrap();
+    sqlx::raw_sql("CREATE UNIQUE INDEX one_card_a_link ON cards (workspace_id, link)")
+        .execute(&mut db)
+        .await
+        .unwrap();
+
+    // The second change breaks the table's CHECK: it is the one named.
+    let details = refused(
+        &api,
+        "b1",
+        vec![
+            card("c1", json!({"title": "Fine"}), &hlc(1, "laptop")),
+            card(
+                "c2",
+                json!({"title": "Less", "votes": -1}),
+                &hlc(2, "laptop"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(details["index"], 1, "{details}");
+    assert_eq!(details["id"], "c2", "{details}");
+    assert!(
+        details["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("votes_not_negative")),
+        "{details}"
+    );
+    // Longer than the table allows, though the schema allows 100.
+    let details = refused(
+        &api,
+        "b2",
+        vec![card(
+            "c3",
+            json!({"title": "x".repeat(30)}),
+            &hlc(3, "laptop"),
+        )],
+    )
+    .await;
+    assert_eq!(details["index"], 0, "{details}");
+    // Two records of one batch given one link: the one written second.
+    let details = refused(
+        &api,
+        "b3",
+        vec![
+            card(
+                "c4",
+                json!({"title": "A", "url": "https://a"}),
+                &hlc(4, "laptop"),
+            ),
+            card(
+                "c5",
+                json!({"title": "B", "url": "https://a"}),
+                &hlc(5, "laptop"),
+            ),
+        ],
+    )
+    .await;
+    assert_eq!(details["index"], 1, "{details}");
+    assert_eq!(details["id"], "c5", "{details}");
+    // Nothing of the refused batches applied, in Ferry's store or the table.
+    for id in ["c1", "c2", "c3", "c4", "c5"] {
+        assert_eq!(record(&api, id).await, None, "{id}");
+        assert_eq!(row(&mut db, id).await, None, "{id}");
+    }
+    // What the table takes goes through.
+    let r = api
+        .sync(
+            "alice",
+            "team",
+            push(
+                "laptop",
+                "b4",
+                0,
+                vec![card(
+                    "c1",
+                    json!({"title": "Fine", "votes": 0}),
+                    &hlc(6, "laptop"),
+                )],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(row(&mut db, "c1").await.unwrap()["votes"], 0);
+}
