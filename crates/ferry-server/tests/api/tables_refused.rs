@@ -116,3 +116,80 @@ async fn a_row_the_app_s_table_refuses_is_its_change_s_422_and_nothing_applies()
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(row(&mut db, "c1").await.unwrap()["votes"], 0);
 }
+
+#[tokio::test]
+async fn one_id_in_two_spaces_is_two_rows_and_no_member_reaches_the_other() {
+    let api = Api::postgres().await;
+    api.space("alice", "team").await;
+    api.space("mallory", "mine").await;
+    api.add("alice", "team", "victor", "viewer").await;
+    apply(&api, SCHEMA).await.unwrap();
+    let mut db = app_db(&api).await;
+    let at = |n| hlc(n, "laptop");
+    let r = api
+        .sync(
+            "alice",
+            "team",
+            push(
+                "laptop",
+                "a1",
+                0,
+                vec![card("c1", json!({"title": "Ours"}), &at(1))],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // The same id written in another space is another row.
+    let r = api
+        .sync(
+            "mallory",
+            "mine",
+            push(
+                "phone",
+                "m1",
+                0,
+                vec![card("c1", json!({"title": "Theirs"}), &hlc(2, "phone"))],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // Mallory's push to the team, and a viewer's, are refused before any row.
+    let r = api
+        .sync(
+            "mallory",
+            "team",
+            push(
+                "phone",
+                "m2",
+                0,
+                vec![card("c1", json!({"title": "Taken"}), &hlc(3, "phone"))],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
+    let r = api
+        .sync(
+            "victor",
+            "team",
+            push(
+                "tablet",
+                "v1",
+                0,
+                vec![card("c1", json!({"title": "Mine"}), &hlc(3, "tablet"))],
+            ),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let rows: Vec<(String, String)> =
+        sqlx::query_as("SELECT workspace_id, title FROM cards WHERE id = 'c1' ORDER BY 1")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(
+        rows,
+        [
+            ("mine".to_owned(), "Theirs".to_owned()),
+            ("team".to_owned(), "Ours".to_owned())
+        ]
+    );
+}
