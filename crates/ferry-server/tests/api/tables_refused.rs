@@ -117,6 +117,15 @@ async fn a_row_the_app_s_table_refuses_is_its_change_s_422_and_nothing_applies()
     assert_eq!(row(&mut db, "c1").await.unwrap()["votes"], 0);
 }
 
+/// `user`'s push of one card `c1` titled `title` to `space`: its status.
+async fn send(api: &Api, user: &str, space: &str, batch: &str, title: &str) -> StatusCode {
+    let change = card("c1", json!({"title": title}), &hlc(1, user));
+    let r = api
+        .sync(user, space, push(user, batch, 0, vec![change]))
+        .await;
+    r.status
+}
+
 #[tokio::test]
 async fn one_id_in_two_spaces_is_two_rows_and_no_member_reaches_the_other() {
     let api = Api::postgres().await;
@@ -125,61 +134,20 @@ async fn one_id_in_two_spaces_is_two_rows_and_no_member_reaches_the_other() {
     api.add("alice", "team", "victor", "viewer").await;
     apply(&api, SCHEMA).await.unwrap();
     let mut db = app_db(&api).await;
-    let at = |n| hlc(n, "laptop");
-    let r = api
-        .sync(
-            "alice",
-            "team",
-            push(
-                "laptop",
-                "a1",
-                0,
-                vec![card("c1", json!({"title": "Ours"}), &at(1))],
-            ),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        send(&api, "alice", "team", "a1", "Ours").await,
+        StatusCode::OK
+    );
     // The same id written in another space is another row.
-    let r = api
-        .sync(
-            "mallory",
-            "mine",
-            push(
-                "phone",
-                "m1",
-                0,
-                vec![card("c1", json!({"title": "Theirs"}), &hlc(2, "phone"))],
-            ),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    assert_eq!(
+        send(&api, "mallory", "mine", "m1", "Theirs").await,
+        StatusCode::OK
+    );
     // Mallory's push to the team, and a viewer's, are refused before any row.
-    let r = api
-        .sync(
-            "mallory",
-            "team",
-            push(
-                "phone",
-                "m2",
-                0,
-                vec![card("c1", json!({"title": "Taken"}), &hlc(3, "phone"))],
-            ),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::NOT_FOUND, "{:?}", r.body);
-    let r = api
-        .sync(
-            "victor",
-            "team",
-            push(
-                "tablet",
-                "v1",
-                0,
-                vec![card("c1", json!({"title": "Mine"}), &hlc(3, "tablet"))],
-            ),
-        )
-        .await;
-    assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
+    let outsider = send(&api, "mallory", "team", "m2", "Taken").await;
+    assert_eq!(outsider, StatusCode::NOT_FOUND);
+    let viewer = send(&api, "victor", "team", "v1", "Mine").await;
+    assert_eq!(viewer, StatusCode::FORBIDDEN);
     let rows: Vec<(String, String)> =
         sqlx::query_as("SELECT workspace_id, title FROM cards WHERE id = 'c1' ORDER BY 1")
             .fetch_all(&mut db)
