@@ -11,6 +11,7 @@
 //! Configuration comes in layers: defaults, then `ferry.toml` (or the file
 //! named by `--config`), then `FERRY_*` environment variables, then flags.
 
+mod adopt;
 mod client;
 mod config;
 mod entitlement;
@@ -70,6 +71,10 @@ enum Command {
         #[command(subcommand)]
         command: schema::SchemaCommand,
     },
+    /// Take the rows a table mirrored by the schema already held in as
+    /// records, and write rows for the records Ferry already held, without
+    /// stopping the app (docs/tables.md). Needs PostgreSQL.
+    Adopt(adopt::AdoptArgs),
     /// Administer a server's database.
     Admin {
         #[command(subcommand)]
@@ -134,6 +139,7 @@ fn main() -> ExitCode {
             } => login::login(&server, &email, &replica).await,
             Command::Client(command) => client::run(command).await,
             Command::Schema { command } => schema::run(command).await,
+            Command::Adopt(args) => adopt::run(args).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
             } => token(&email, ttl, config).await,

@@ -210,20 +210,43 @@ async fn a_schema_file_is_compared_applied_and_held_by_the_running_server() {
         "{}",
         text(&out.stderr)
     );
-    // A table mapping is read and checked, and refused by the embedded
-    // database, which keeps no tables of the app's.
+    // A table mapping is read and checked: PostgreSQL keeps the table,
+    // and `ferry adopt` gives it the records held so far; the embedded
+    // database, which keeps no tables of the app's, refuses both at once.
     let mirrored = file(
         "mirrored.toml",
         &V1.replace("mode = \"strict\"", "mode = \"strict\"\ntable = \"todos\""),
     );
     let out = schema(&["apply", mirrored.to_str().unwrap(), "--force"]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr)
-            .contains("todos: collections mirrored into tables (table = ...) need PostgreSQL"),
-        "{}",
-        text(&out.stderr)
-    );
+    let adopt = ferry()
+        .args(["adopt", "todos", "--wait", "20s"])
+        .args(db.args())
+        .output()
+        .unwrap();
+    if db.sqlite_file().is_some() {
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr)
+                .contains("todos: collections mirrored into tables (table = ...) need PostgreSQL"),
+            "{}",
+            text(&out.stderr)
+        );
+        assert!(!adopt.status.success());
+        assert!(
+            text(&adopt.stderr).contains("need PostgreSQL"),
+            "{}",
+            text(&adopt.stderr)
+        );
+    } else {
+        assert!(out.status.success(), "{}", text(&out.stderr));
+        assert!(adopt.status.success(), "{}", text(&adopt.stderr));
+        let said = text(&adopt.stdout);
+        assert!(said.contains("todos: wrote 2 rows"), "{said}");
+        assert!(
+            said.contains("todos: took in 2 of 2 rows (0 refused"),
+            "{said}"
+        );
+    }
 }
 
 /// `ferry serve` with `extra` on `db_args`, which must fail to start: its

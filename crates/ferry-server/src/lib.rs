@@ -11,6 +11,7 @@
 //! - [`app_schema`] holds the app's schema of its collections, which every
 //!   write is checked against.
 
+pub mod adopt;
 pub mod app_schema;
 pub mod auth;
 pub mod billing;

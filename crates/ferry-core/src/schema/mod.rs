@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::names::{Collection, FieldName};
 
+pub mod adopt;
 mod check;
 mod diff;
 pub mod row;

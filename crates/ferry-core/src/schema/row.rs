@@ -225,12 +225,14 @@ impl Mirror<'_> {
 }
 
 /// Whether a column's value and a record's are the same value of `field`:
-/// timestamps as instants (PostgreSQL writes `+00:00` where a client wrote
-/// `Z`), numbers as numbers.
-fn same_value(field: &FieldSchema, a: &Value, b: &Value) -> bool {
+/// timestamps as instants to the microsecond (PostgreSQL writes `+00:00`
+/// where a client wrote `Z`, and keeps microseconds), numbers as numbers.
+pub(super) fn same_value(field: &FieldSchema, a: &Value, b: &Value) -> bool {
+    // To the microsecond, as a column keeps it.
     let instant = |v: &Value| {
         v.as_str()
             .and_then(|s| OffsetDateTime::parse(s, &Rfc3339).ok())
+            .map(|at| (at.unix_timestamp_nanos() + 500).div_euclid(1000))
     };
     let same_item = |kind: Option<ItemType>, a: &Value, b: &Value| match kind {
         Some(ItemType::Timestamp) => instant(a).is_some() && instant(a) == instant(b),

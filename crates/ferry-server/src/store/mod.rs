@@ -494,6 +494,38 @@ pub trait Store: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Gives `collection`'s table (mirrored by `schema`) the rows of the
+    /// records it lacks, a space at a time under the space's lock; how many
+    /// rows were written, and each record whose row the table refused, for
+    /// a person (`ferry adopt`). Only PostgreSQL mirrors tables.
+    async fn fill_mirror(
+        &self,
+        _schema: &ferry_core::schema::Schema,
+        _collection: &Collection,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        Err(mirrors_need_postgres())
+    }
+
+    /// Queues, by key, up to `limit` rows of `collection`'s table after
+    /// the key `after` (space, id) to be taken in as records by the
+    /// capture drain, as each row is when applied (`ferry adopt`); the last
+    /// key queued and how many, `None` when no row is left.
+    async fn queue_adoption(
+        &self,
+        _schema: &ferry_core::schema::Schema,
+        _collection: &Collection,
+        _after: Option<&(String, String)>,
+        _limit: i64,
+    ) -> Result<Option<((String, String), u64)>, StoreError> {
+        Err(mirrors_need_postgres())
+    }
+
+    /// How many rows of `collection` queued by [`Store::queue_adoption`]
+    /// wait to be applied, and how many were ever refused.
+    async fn adoption_left(&self, _collection: &Collection) -> Result<(u64, u64), StoreError> {
+        Err(mirrors_need_postgres())
+    }
+
     /// A page of the records of `space` changed after the query's cursor.
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError>;
 
@@ -610,3 +642,10 @@ pub trait Store: Send + Sync + 'static {
 
 #[cfg(test)]
 mod tests;
+
+fn mirrors_need_postgres() -> StoreError {
+    StoreError::Conflict(
+        "collections mirrored into tables need PostgreSQL (serve with --database-url postgres://...)"
+            .to_owned(),
+    )
+}

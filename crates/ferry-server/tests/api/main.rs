@@ -23,6 +23,7 @@ mod schema;
 mod signin;
 mod sync;
 mod tables;
+mod tables_adopt;
 mod tables_refused;
 
 use axum::Router;

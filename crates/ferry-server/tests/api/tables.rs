@@ -80,7 +80,7 @@ pub async fn record(api: &Api, id: &str) -> Option<Value> {
 }
 
 /// Waits until every captured write was taken off the queue.
-async fn drained(db: &mut PgConnection) {
+pub async fn drained(db: &mut PgConnection) {
     for _ in 0..200 {
         let left: i64 = sqlx::query_scalar("SELECT count(*) FROM ferry.captured")
             .fetch_one(&mut *db)

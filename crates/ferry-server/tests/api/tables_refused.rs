@@ -3,7 +3,7 @@
 //! `422 invalid_change` naming the change and the rule `column`, and
 //! nothing of its batch applies, never a server error.
 
-use super::tables::{SCHEMA, app_db, apply, card, record, row};
+use super::tables::{SCHEMA, app_db, apply, card, drained, record, row};
 use super::*;
 
 async fn refused(api: &Api, batch: &str, changes: Vec<Value>) -> Value {
@@ -160,4 +160,60 @@ async fn one_id_in_two_spaces_is_two_rows_and_no_member_reaches_the_other() {
             ("team".to_owned(), "Ours".to_owned())
         ]
     );
+}
+
+#[tokio::test]
+async fn a_backend_write_the_table_refuses_back_is_set_aside_and_the_queue_goes_on() {
+    let api = Api::postgres().await;
+    api.space("alice", "team").await;
+    apply(&api, SCHEMA).await.unwrap();
+    let mut db = app_db(&api).await;
+    // The app's own trigger refuses a title, but only in Ferry's writes
+    // (the row written back after the merge), after the statements before
+    // it in the drain's transaction did their part.
+    sqlx::raw_sql(
+        "CREATE FUNCTION no_forbidden() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF current_setting('ferry.origin', true) LIKE 'ferry:%'
+                AND NEW.title = 'forbidden' THEN
+                 RAISE EXCEPTION 'no forbidden titles here';
+             END IF;
+             RETURN NEW;
+         END $$;
+         CREATE TRIGGER no_forbidden BEFORE INSERT OR UPDATE ON cards
+             FOR EACH ROW EXECUTE FUNCTION no_forbidden();",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    let served = api.serve().await;
+    sqlx::raw_sql(
+        "INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c1', 'forbidden');
+         INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c2', 'Fine');",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    drained(&mut db).await;
+    assert_eq!(record(&api, "c1").await, None);
+    assert_eq!(
+        record(&api, "c2").await.unwrap()["fields"]["title"]["value"],
+        "Fine"
+    );
+    let refused: Vec<(String, String)> =
+        sqlx::query_as("SELECT new_row->>'id', reason FROM ferry.capture_refused")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].0, "c1");
+    assert!(refused[0].1.contains("no forbidden titles"), "{refused:?}");
+    // Later writes still flow.
+    sqlx::query("INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c3', 'Later')")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    drained(&mut db).await;
+    assert!(record(&api, "c3").await.is_some());
+    served.stop().await;
 }

@@ -20,17 +20,18 @@ use ferry_core::{
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
+use super::adopt::{ADOPT, current_rows};
 use crate::clock::ServerClock;
-use crate::store::stored::corrupt;
+use crate::store::stored::{corrupt, count};
 use crate::store::{AppSchema, Batch, Drained, StoreError};
 
 /// The most queued writes one drain applies in one transaction.
 pub const MAX_TAKEN: i64 = 1000;
 /// The most bytes of queued rows one drain reads.
-const MAX_TAKEN_BYTES: i64 = 8 << 20;
+pub(super) const MAX_TAKEN_BYTES: i64 = 8 << 20;
 /// The largest queued row taken: a record's limit, with room for the old
 /// row beside the new one and for JSON's keys.
-const MAX_ROW_BYTES: usize = 2 * ferry_core::protocol::MAX_RECORD_BYTES + 64 * 1024;
+pub(super) const MAX_ROW_BYTES: usize = 2 * ferry_core::protocol::MAX_RECORD_BYTES + 64 * 1024;
 /// What a queued row takes as the text Ferry reads (not as stored: a
 /// compressed value would hide its size).
 const ROW_BYTES: &str =
@@ -40,12 +41,17 @@ const ROW_BYTES: &str =
 pub const BACKEND_USER: &str = "backend";
 
 /// One queued write.
-struct Queued {
-    id: i64,
-    collection: String,
-    op: String,
-    new_row: Option<Map<String, Value>>,
-    old_row: Option<Map<String, Value>>,
+pub struct Queued {
+    /// Its place in the queue.
+    pub id: i64,
+    /// The collection its table mirrors.
+    pub collection: String,
+    /// `INSERT`, `UPDATE`, `DELETE`, or [`ADOPT`].
+    pub op: String,
+    /// The row after it (its key alone for an adoption, until read).
+    pub new_row: Option<Map<String, Value>>,
+    /// The row before it.
+    pub old_row: Option<Map<String, Value>>,
 }
 
 fn object(text: Option<String>) -> Result<Option<Map<String, Value>>, StoreError> {
@@ -89,11 +95,15 @@ pub async fn drain(
             }));
         }
     };
-    let sid: Option<i64> = sqlx::query_scalar("SELECT sid FROM spaces WHERE id = $1 FOR UPDATE")
-        .bind(space.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-    let Some(sid) = sid else {
+    // As a push: the space's lock, and a shared hold on the schema's.
+    let locked = sqlx::query(
+        "SELECT sid, pg_advisory_xact_lock_shared($2) FROM spaces WHERE id = $1 FOR UPDATE",
+    )
+    .bind(space.as_str())
+    .bind(super::app_schema::APPLY_LOCK)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(locked) = locked else {
         let refused = refuse_where(
             &mut tx,
             "space = $1",
@@ -109,6 +119,18 @@ pub async fn drain(
             outcome: None,
         }));
     };
+    let sid: i64 = locked.try_get(0)?;
+    // Judged by the schema in force: a node that has not loaded the one
+    // just applied (a collection newly mirrored) loads it first.
+    let version: i64 = sqlx::query_scalar("SELECT coalesce(max(version), 0) FROM app_schemas")
+        .fetch_one(&mut *tx)
+        .await?;
+    if count(version) != schema.version {
+        return Err(StoreError::SchemaChanged {
+            version: count(version),
+            batch: None,
+        });
+    }
     // The space's lock keeps every other drain off these rows. A row
     // larger than a record may be is refused unread; the rest are taken
     // in order, up to MAX_TAKEN rows or MAX_TAKEN_BYTES (the first row
@@ -148,9 +170,10 @@ pub async fn drain(
             old_row: object(row.try_get(4)?)?,
         });
     }
-    let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
-    let mut refusals: Vec<(i64, String)> = Vec::new();
     let held = schema.schema.clone().unwrap_or_default();
+    // Adoptions are read from the table now, within the same budget.
+    let mut refusals = current_rows(&mut tx, &held, &space, &mut queued, MAX_TAKEN_BYTES).await?;
+    let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
     let mut states = stored_states(&mut tx, sid, &held, &queued).await?;
     let mut changes: Vec<(i64, Change)> = Vec::new();
     for q in &queued {
@@ -174,7 +197,21 @@ pub async fn drain(
             changes: changes.iter().map(|(_, c)| c.clone()).collect(),
             schema: Some(schema.clone()),
         };
-        match super::records::push_in(&mut tx, namespace, &space, batch).await {
+        // A refusal may come after statements that did their part (the
+        // app's table refusing the row): each attempt is undone alone.
+        sqlx::query("SAVEPOINT ferry_drain")
+            .execute(&mut *tx)
+            .await?;
+        let pushed = super::records::push_in(&mut tx, namespace, &space, batch).await;
+        if matches!(
+            pushed,
+            Err(StoreError::Invalid { .. } | StoreError::RecordTooLarge { .. })
+        ) {
+            sqlx::query("ROLLBACK TO SAVEPOINT ferry_drain")
+                .execute(&mut *tx)
+                .await?;
+        }
+        match pushed {
             Err(StoreError::Invalid { index, violation }) if index < changes.len() => {
                 let (id, _) = changes.remove(index);
                 refusals.push((id, violation.to_string()));
@@ -315,13 +352,32 @@ fn change_of(
         .collection(&collection)
         .and_then(|c| c.mirror())
         .ok_or_else(|| format!("the collection {collection} is no longer mirrored"))?;
-    let Some(write) = mirror.write_of(&q.op, q.new_row.as_ref(), q.old_row.as_ref())? else {
+    let write = if q.op == ADOPT {
+        // Taken in as the row is now, against the record as it is.
+        let Some(row) = q.new_row.as_ref() else {
+            return Ok(None);
+        };
+        let id = row.get(mirror.id_column).and_then(Value::as_str);
+        let held = id.and_then(|id| states.get(&(q.collection.clone(), id.to_owned())));
+        mirror.adopt(row, held)?
+    } else {
+        mirror.write_of(&q.op, q.new_row.as_ref(), q.old_row.as_ref())?
+    };
+    let Some(write) = write else {
         return Ok(None);
     };
     let id = RecordId::new(write.id.as_str())
         .map_err(|e| format!("its {} is not a record id: {e}", mirror.id_column))?;
     let key = (q.collection.clone(), write.id.clone());
     let stored = states.get(&key).cloned().unwrap_or_default();
+    // An adoption saw the record as Ferry holds it: no one is told of a
+    // loss. Any other write saw the row before it.
+    let seen = (q.op == ADOPT).then(|| mirror.row(&write.space, &write.id, &stored));
+    let old = if q.op == ADOPT {
+        seen.as_ref()
+    } else {
+        q.old_row.as_ref()
+    };
     for held in stored
         .fields
         .values()
@@ -333,7 +389,7 @@ fn change_of(
     let hlc = clock.tick();
     let change = match write.write {
         RowWrite::Fields(values) => {
-            let base = mirror.bases(&values, &stored, q.old_row.as_ref());
+            let base = mirror.bases(&values, &stored, old);
             let fields = values
                 .into_iter()
                 .map(|(name, value)| {
@@ -354,7 +410,7 @@ fn change_of(
                 .iter()
                 .map(|(name, held)| (name.clone(), held.value.clone()))
                 .collect();
-            let mut base = mirror.bases(&values, &stored, q.old_row.as_ref());
+            let mut base = mirror.bases(&values, &stored, old);
             // Fields the table does not show were not the backend's to see.
             for (name, held) in &stored.fields {
                 if !mirror.columns.iter().any(|c| c.field == name) {

@@ -36,7 +36,7 @@ fn trigger(namespace: &str) -> String {
 /// create: the same type, or a wider one an app may already use.
 fn accepts(wanted: &str, found: &str) -> bool {
     let also: &[&str] = match wanted {
-        "text" => &["character varying", "citext"],
+        "text" => &["character varying"],
         "bigint" => &["numeric"],
         "double precision" => &["numeric"],
         "jsonb" => &["json"],
@@ -230,6 +230,7 @@ BEGIN
     RETURN NULL;
 END
 $fn$;
+REVOKE EXECUTE ON FUNCTION {ns}.capture() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION {ns}.refuse_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
@@ -358,7 +359,8 @@ async fn settle_table(tx: &mut PgConnection, t: &Table) -> Result<(), StoreError
     let unique: bool = sqlx::query_scalar(
         "SELECT EXISTS (
              SELECT 1 FROM pg_index i
-             WHERE i.indrelid = $1 AND i.indisunique AND i.indpred IS NULL
+             WHERE i.indrelid = $1 AND i.indisunique AND i.indisvalid AND i.indimmediate
+               AND i.indpred IS NULL
                AND i.indexprs IS NULL AND i.indnatts = 2
                AND (SELECT array_agg(attname::text ORDER BY attname::text) FROM pg_attribute
                     WHERE attrelid = i.indrelid AND attnum = ANY (i.indkey))

@@ -111,10 +111,16 @@ pub async fn write(
     if by_table.is_empty() {
         return Ok(());
     }
-    sqlx::query("SELECT set_config('ferry.origin', $1, true)")
-        .bind(origin(namespace))
-        .execute(&mut *tx)
-        .await?;
+    // Marked as Ferry's; and the app's own triggers on the table run with
+    // the search path an app's connection has, behind Ferry's schema.
+    sqlx::query(
+        "SELECT set_config('ferry.origin', $1, true),
+                set_config('search_path', $2 || ', \"$user\", public', true)",
+    )
+    .bind(origin(namespace))
+    .bind(super::namespace::quoted(namespace))
+    .execute(&mut *tx)
+    .await?;
     savepoint(tx, "SAVEPOINT ferry_mirror").await?;
     for writes in by_table.values() {
         let Err(e) = write_table(tx, space, writes).await else {
@@ -134,7 +140,9 @@ pub async fn write(
                 let Some(db) = refused_for_its_data(&e) else {
                     return Err(failed(writes, &e));
                 };
-                return Err(refusal(writes, id, db, index_of(writes.collection, id)));
+                let refused = refusal(writes, id, db, index_of(writes.collection, id));
+                savepoint(tx, "ROLLBACK TO SAVEPOINT ferry_mirror").await?;
+                return Err(refused);
             }
         }
         // Alone, every row went in: the rows refused each other (two
@@ -145,9 +153,15 @@ pub async fn write(
             .last()
             .ok_or_else(|| failed(writes, &e))?;
         let db = refused_for_its_data(&e).ok_or_else(|| failed(writes, &e))?;
-        return Err(refusal(writes, id, db, index_of(writes.collection, id)));
+        let refused = refusal(writes, id, db, index_of(writes.collection, id));
+        savepoint(tx, "ROLLBACK TO SAVEPOINT ferry_mirror").await?;
+        return Err(refused);
     }
     savepoint(tx, "RELEASE SAVEPOINT ferry_mirror").await?;
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(super::namespace::quoted(namespace))
+        .execute(&mut *tx)
+        .await?;
     Ok(())
 }
 
@@ -164,7 +178,9 @@ fn refused_for_its_data(e: &sqlx::Error) -> Option<&PgDatabaseError> {
         .as_database_error()?
         .try_downcast_ref::<PgDatabaseError>()?;
     let code = db.code();
-    (code.starts_with("22") || code.starts_with("23") || code == "P0001").then_some(db)
+    // 54000: a value past a limit of the app's (an index entry too long).
+    let refused = code.starts_with("22") || code.starts_with("23");
+    (refused || code == "P0001" || code == "54000").then_some(db)
 }
 
 fn failed(writes: &Writes<'_>, e: &sqlx::Error) -> StoreError {
@@ -232,7 +248,9 @@ async fn write_table(
     }
     if !writes.deleted.is_empty() {
         let sql = format!(
-            "UPDATE {name} t SET {deleted} = coalesce(nullif(d.at, '')::timestamptz, now()), {updated} = now()
+            "UPDATE {name} t
+             SET {deleted} = coalesce(t.{deleted}, nullif(d.at, '')::timestamptz, now()),
+                 {updated} = now()
              FROM unnest($2::text[], $3::text[]) AS d (id, at)
              WHERE t.{s} = $1 AND t.{i} = d.id"
         );

@@ -12,6 +12,7 @@
 //! 10 s. A database that is down answers `Unavailable` (503) quickly, and
 //! the pool reconnects by itself when it is back.
 
+mod adopt;
 mod app_schema;
 #[cfg(test)]
 pub(crate) use app_schema::APPLY_LOCK;
@@ -294,6 +295,36 @@ impl Store for PgStore {
         node: &ClientId,
     ) -> Result<Option<Drained>, StoreError> {
         capture::drain(&self.pool, &self.namespace, schema, clock, node).await
+    }
+
+    async fn fill_mirror(
+        &self,
+        schema: &ferry_core::schema::Schema,
+        collection: &Collection,
+    ) -> Result<(u64, Vec<String>), StoreError> {
+        adopt::fill(&self.pool, &self.namespace, schema, collection).await
+    }
+
+    async fn queue_adoption(
+        &self,
+        schema: &ferry_core::schema::Schema,
+        collection: &Collection,
+        after: Option<&(String, String)>,
+        limit: i64,
+    ) -> Result<Option<((String, String), u64)>, StoreError> {
+        adopt::queue(
+            &self.pool,
+            &self.namespace,
+            schema,
+            collection,
+            after,
+            limit,
+        )
+        .await
+    }
+
+    async fn adoption_left(&self, collection: &Collection) -> Result<(u64, u64), StoreError> {
+        adopt::left(&self.pool, collection).await
     }
 
     async fn pull(&self, space: &SpaceId, query: PullQuery) -> Result<PullPage, StoreError> {
