@@ -9,6 +9,8 @@
 //! - [`initial`]: initial sync of a large space, against reading the rows
 //!   out of the server's database and inserting them into SQLite.
 //! - [`report`]: all of them, in one markdown report.
+//! - [`capture`]: a burst of the app's backend writes into a mirrored
+//!   table, applied by a node: time, rate and memory.
 //! - [`visible`]: write-to-visible latency in a second client's replica.
 //! - [`wire`]: bytes on the wire per change, with and without gzip,
 //!   against the app's own data.
@@ -20,6 +22,7 @@
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
 
+mod capture;
 mod chart;
 mod client;
 mod initial;
@@ -46,6 +49,8 @@ struct Cli {
 enum Command {
     /// Push throughput against a raw batched upsert of the same rows.
     Push(push::PushArgs),
+    /// A burst of the app's backend writes into a mirrored table.
+    Capture(capture::CaptureArgs),
     /// Pull throughput: a large space paged by cursor.
     Pull(pull::PullArgs),
     /// Realtime: write-to-signal latency, memory per idle subscriber and
@@ -79,6 +84,7 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Push(args) => push::run(args).await,
+        Command::Capture(args) => capture::run(args).await,
         Command::Pull(args) => pull::run(args).await,
         Command::Realtime(args) => realtime::run(args).await,
         Command::Serve(args) => realtime::serve(args).await,

@@ -29,16 +29,34 @@ pub struct PushArgs {
     /// the same pushes with no schema, in the same run.
     #[arg(long)]
     schema: bool,
+    /// Measure the cost of mirroring into a table of the app's instead
+    /// (PostgreSQL): pushes checked against the 10-field schema with its
+    /// collection mirrored (`workload::mirrored_schema`), against the same
+    /// pushes with the same schema unmirrored, in the same run.
+    #[arg(long)]
+    mirror: bool,
+}
+
+/// The app's schema a push is checked against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Held {
+    None,
+    Schema,
+    Mirrored,
 }
 
 /// Ferry: `Store::push` of each batch, one transaction per batch; checked
-/// against the 10-field schema when `schema`.
-async fn ferry(args: &PushArgs, schema: bool) -> anyhow::Result<Duration> {
+/// against the 10-field schema (mirrored or not) as `held` says.
+async fn ferry(args: &PushArgs, held: Held) -> anyhow::Result<Duration> {
     let (store, _guard) = workload::fresh(args.backend).await;
     let space = workload::space(store.as_ref()).await?;
     let h = workload::hlc()?;
-    let held = if schema {
-        let schema = workload::schema()?;
+    let held = if held != Held::None {
+        let schema = if held == Held::Mirrored {
+            workload::mirrored_schema()?
+        } else {
+            workload::schema()?
+        };
         let version = store
             .apply_app_schema(&serde_json::to_string(&schema)?, 0)
             .await?;
@@ -151,6 +169,13 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
         args.runs > 0 && args.batches > 0 && args.batch_size > 0,
         "sizes must be positive"
     );
+    if args.mirror {
+        anyhow::ensure!(
+            args.backend == Backend::Postgres,
+            "tables are mirrored on PostgreSQL"
+        );
+        return mirror_cost(&args).await;
+    }
     if args.schema {
         return schema_cost(&args).await;
     }
@@ -170,7 +195,7 @@ pub async fn run(args: PushArgs) -> anyhow::Result<()> {
             Backend::Postgres => raw_postgres(&args).await,
         }
         .context("baseline")?;
-        let f = ferry(&args, false).await.context("ferry push")?;
+        let f = ferry(&args, Held::None).await.context("ferry push")?;
         let (r, f) = (total / r.as_secs_f64(), total / f.as_secs_f64());
         raw.push(r);
         ours.push(f);
@@ -193,8 +218,12 @@ async fn schema_cost(args: &PushArgs) -> anyhow::Result<()> {
     );
     let (mut plain, mut typed, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..args.runs {
-        let p = ferry(args, false).await.context("push without a schema")?;
-        let t = ferry(args, true).await.context("push with a schema")?;
+        let p = ferry(args, Held::None)
+            .await
+            .context("push without a schema")?;
+        let t = ferry(args, Held::Schema)
+            .await
+            .context("push with a schema")?;
         let (p, t) = (total / p.as_secs_f64(), total / t.as_secs_f64());
         plain.push(p);
         typed.push(t);
@@ -204,5 +233,36 @@ async fn schema_cost(args: &PushArgs) -> anyhow::Result<()> {
     workload::row("Store::push, no schema", plain, 0);
     workload::row("Store::push, 10-field schema", typed, 0);
     workload::row("ratio schema/none", ratios, 2);
+    Ok(())
+}
+
+/// Mirroring's cost: the same pushes, checked against the same schema,
+/// with and without its collection mirrored into a table.
+async fn mirror_cost(args: &PushArgs) -> anyhow::Result<()> {
+    let total = (args.batches * args.batch_size) as f64;
+    println!(
+        "push into {:?}: {} batches of {} changes (4 fields), {} runs, checked against a \
+         strict schema of 10 fields whose collection is mirrored into a table (one typed \
+         column per field, written in each push's transaction), against the same pushes \
+         with the collection unmirrored",
+        args.backend, args.batches, args.batch_size, args.runs
+    );
+    let (mut plain, mut mirrored, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+    for _ in 0..args.runs {
+        let p = ferry(args, Held::Schema)
+            .await
+            .context("push, unmirrored")?;
+        let m = ferry(args, Held::Mirrored)
+            .await
+            .context("push, mirrored")?;
+        let (p, m) = (total / p.as_secs_f64(), total / m.as_secs_f64());
+        plain.push(p);
+        mirrored.push(m);
+        ratios.push(m / p);
+    }
+    workload::header("changes/s");
+    workload::row("Store::push, unmirrored", plain, 0);
+    workload::row("Store::push, mirrored into a table", mirrored, 0);
+    workload::row("ratio mirrored/unmirrored", ratios, 2);
     Ok(())
 }

@@ -121,7 +121,7 @@ impl Node {
     }
 
     /// The child's resident memory in bytes.
-    fn rss(&self) -> anyhow::Result<u64> {
+    pub(crate) fn rss(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;
         let kb: u64 = status
             .lines()

@@ -90,6 +90,30 @@ fn workloads(quick: bool) -> Vec<Workload> {
             ],
         ));
     }
+    for size in [1usize, 10, 100, 1000] {
+        let batches = if quick {
+            2
+        } else {
+            (20_000 / size).clamp(20, 2000)
+        };
+        let (size_s, batches_s) = (size.to_string(), batches.to_string());
+        let runs = if quick { "1" } else { "5" };
+        all.push(bench(
+            format!("Push into a collection mirrored into a table, batches of {size}, postgres"),
+            &[
+                "push",
+                "--mirror",
+                "--backend",
+                "postgres",
+                "--batch-size",
+                &size_s,
+                "--batches",
+                &batches_s,
+                "--runs",
+                runs,
+            ],
+        ));
+    }
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[
@@ -181,6 +205,33 @@ fn workloads(quick: bool) -> Vec<Workload> {
             args,
         ));
     }
+    let from_table: &[&str] = if quick {
+        &[
+            "visible",
+            "--from-table",
+            "--backend",
+            "postgres",
+            "--writes",
+            "20",
+            "--runs",
+            "1",
+        ]
+    } else {
+        &["visible", "--from-table", "--backend", "postgres"]
+    };
+    all.push(bench(
+        "Backend write into a mirrored table to visible in a client, postgres".into(),
+        from_table,
+    ));
+    let burst: &[&str] = if quick {
+        &["capture", "--writes", "2000", "--runs", "1"]
+    } else {
+        &["capture"]
+    };
+    all.push(bench(
+        "A burst of 100,000 backend writes into a mirrored table, postgres".into(),
+        burst,
+    ));
     let wire: &[&str] = if quick {
         &["wire", "--records", "300", "--batch-size", "100"]
     } else {

@@ -11,6 +11,12 @@
 //!
 //! Baseline, from the same run: the writer's own round trip (its `200`),
 //! the least any client can know of a write.
+//!
+//! With `--from-table` (PostgreSQL), the writer is the app's backend
+//! instead: one `INSERT` into the table the collection is mirrored into
+//! (docs/tables.md), each in its own transaction from a pool, as an ORM
+//! makes it; the capture trigger queues it and a node applies it. The
+//! baseline is then the insert's own round trip (its commit).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -39,6 +45,66 @@ pub struct VisibleArgs {
     /// Runs.
     #[arg(long, default_value_t = 3)]
     runs: usize,
+    /// Write as the app's backend does, with SQL into the collection's
+    /// mirrored table (PostgreSQL).
+    #[arg(long)]
+    from_table: bool,
+}
+
+/// Who writes: a device through a node, or the app's backend into the
+/// mirrored table.
+#[derive(Clone)]
+enum Writer {
+    Device { url: String, token: String },
+    Backend(sqlx::PgPool),
+}
+
+impl Writer {
+    /// One write of record `n` into `space`; returns its round trip.
+    async fn write(
+        &self,
+        http: &reqwest::Client,
+        space: &str,
+        n: usize,
+    ) -> anyhow::Result<Duration> {
+        match self {
+            Writer::Device { url, token } => write(http, url, token, space, n).await,
+            Writer::Backend(pool) => {
+                let [title, done, priority, list] = workload::fields(n).map(|(_, v)| v);
+                let start = Instant::now();
+                sqlx::query(
+                    "INSERT INTO todos (space_id, id, title, done, priority, list)
+                     VALUES ($1, $2, $3, $4, $5, $6)",
+                )
+                .bind(space)
+                .bind(workload::record_id(n))
+                .bind(title.as_str())
+                .bind(done.as_bool())
+                .bind(priority.as_i64())
+                .bind(list.as_str())
+                .execute(pool)
+                .await?;
+                Ok(start.elapsed())
+            }
+        }
+    }
+}
+
+/// The mirrored schema applied to the nodes' database, and a pool to
+/// write its table as the backend.
+async fn backend_writer(url: &str) -> anyhow::Result<Writer> {
+    use ferry_server::Store;
+    let store = ferry_server::store::PgStore::connect(url).await?;
+    let schema = serde_json::to_string(&workload::mirrored_schema()?)?;
+    let (version, _) = store.app_schema().await?;
+    store.apply_app_schema(&schema, version).await?;
+    // Every node holds it within a second.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(8)
+        .connect(url)
+        .await?;
+    Ok(Writer::Backend(pool))
 }
 
 /// One write of record `n`, alone in its batch; returns its round trip.
@@ -72,7 +138,7 @@ fn micros(d: Duration) -> u64 {
 
 /// One run: (write-to-visible, round trip) histograms in µs.
 async fn one_run(
-    writer: &Node,
+    writer: &Writer,
     reader: &Node,
     space: &str,
     first: usize,
@@ -119,13 +185,13 @@ async fn one_run(
     for i in 0..args.writes {
         tokio::time::sleep_until(start + interval * i as u32).await;
         let n = first + i;
-        let (http, url, token) = (http.clone(), writer.url.clone(), writer.token.clone());
+        let (http, writer) = (http.clone(), writer.clone());
         let space = space.to_owned();
         let at = Instant::now();
         sends.push((
             workload::record_id(n),
             at,
-            tokio::spawn(async move { write(&http, &url, &token, &space, n).await }),
+            tokio::spawn(async move { writer.write(&http, &space, n).await }),
         ));
     }
     let mut visible = Histogram::<u64>::new(3)?;
@@ -146,18 +212,30 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 pub async fn run(args: VisibleArgs) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        !args.from_table || args.backend == Backend::Postgres,
+        "tables are mirrored on PostgreSQL"
+    );
     let data = Data::new(args.backend).await?;
     let (a, b) = data.nodes()?;
-    let writer = b.as_ref().unwrap_or(&a);
+    let through = b.as_ref().unwrap_or(&a);
     let http = reqwest::Client::new();
     // A space per run: each run's fresh reader starts on an empty space.
     for run in 0..args.runs {
-        create_space(&http, writer, &format!("visible-{run}")).await?;
+        create_space(&http, through, &format!("visible-{run}")).await?;
     }
-    let route = if b.is_some() {
-        "written through node B, read through node A"
+    let writer = if args.from_table {
+        backend_writer(&data.url()).await?
     } else {
-        "one node"
+        Writer::Device {
+            url: through.url.clone(),
+            token: through.token.clone(),
+        }
+    };
+    let route = match (args.from_table, b.is_some()) {
+        (true, _) => "written by the backend into the mirrored table, read through node A of two",
+        (false, true) => "written through node B, read through node A",
+        (false, false) => "one node",
     };
     println!(
         "Write-to-visible latency in a second client's replica, {:?}, {route}: {} writes at {}/s \
@@ -177,7 +255,7 @@ pub async fn run(args: VisibleArgs) -> anyhow::Result<()> {
     ];
     for run in 0..args.runs {
         let space = format!("visible-{run}");
-        let (visible, rt) = one_run(writer, &a, &space, run * args.writes, &args).await?;
+        let (visible, rt) = one_run(&writer, &a, &space, run * args.writes, &args).await?;
         let figures = [
             ms(&rt, 0.5),
             ms(&rt, 0.99),

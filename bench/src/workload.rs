@@ -64,6 +64,14 @@ pub fn schema() -> anyhow::Result<ferry_core::schema::Schema> {
     Ok(ferry_core::schema::Schema::parse(&json.to_string())?)
 }
 
+/// [`schema`], with its todos mirrored into a table of the app's
+/// (`public.todos`, docs/tables.md).
+pub fn mirrored_schema() -> anyhow::Result<ferry_core::schema::Schema> {
+    let mut schema = serde_json::to_value(schema()?)?;
+    schema["collections"]["todos"]["table"] = json!("todos");
+    Ok(ferry_core::schema::Schema::parse(&schema.to_string())?)
+}
+
 /// Record `i`'s id.
 pub fn record_id(i: usize) -> String {
     format!("todo-{i:08}")

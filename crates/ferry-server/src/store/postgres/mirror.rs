@@ -114,11 +114,14 @@ pub async fn settle(
         statements.push(Statement::Always(format!(
             "DROP TRIGGER IF EXISTS {t} ON {name};
              CREATE TRIGGER {t} AFTER INSERT OR UPDATE OR DELETE ON {name}
-                 FOR EACH ROW EXECUTE FUNCTION {ns}.capture('{collection}', {columns});
+                 FOR EACH ROW
+                 WHEN (current_setting('ferry.origin', true) IS DISTINCT FROM '{origin}')
+                 EXECUTE FUNCTION {ns}.capture('{collection}', {columns});
              DROP TRIGGER IF EXISTS {tt} ON {name};
              CREATE TRIGGER {tt} BEFORE TRUNCATE ON {name}
                  FOR EACH STATEMENT EXECUTE FUNCTION {ns}.refuse_truncate('{collection}');",
-            columns = columns.join(", ")
+            columns = columns.join(", "),
+            origin = origin(namespace),
         )));
     }
     if !tables.is_empty() {

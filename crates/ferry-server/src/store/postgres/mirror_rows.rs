@@ -21,7 +21,7 @@ use crate::store::stored::corrupt;
 struct Writes<'a> {
     collection: &'a str,
     mirror: Mirror<'a>,
-    /// The rows of live records, as `jsonb_populate_recordset` reads them,
+    /// The rows of live records, as `json_populate_recordset` reads them,
     /// with their ids.
     live: Vec<(String, serde_json::Value)>,
     /// The ids of deleted records, with when each was deleted.
@@ -112,16 +112,19 @@ pub async fn write(
         return Ok(());
     }
     // Marked as Ferry's; and the app's own triggers on the table run with
-    // the search path an app's connection has, behind Ferry's schema.
-    sqlx::query(
-        "SELECT set_config('ferry.origin', $1, true),
-                set_config('search_path', $2 || ', \"$user\", public', true)",
+    // the search path an app's connection has, behind Ferry's schema. One
+    // round trip (names Ferry accepts need no escaping in a literal).
+    let ns = super::namespace::quoted(namespace);
+    run(
+        tx,
+        &format!(
+            "SELECT set_config('ferry.origin', '{origin}', true),
+                    set_config('search_path', '{ns}, \"$user\", public', true);
+             SAVEPOINT ferry_mirror",
+            origin = origin(namespace)
+        ),
     )
-    .bind(origin(namespace))
-    .bind(super::namespace::quoted(namespace))
-    .execute(&mut *tx)
     .await?;
-    savepoint(tx, "SAVEPOINT ferry_mirror").await?;
     for writes in by_table.values() {
         let Err(e) = write_table(tx, space, writes).await else {
             continue;
@@ -157,11 +160,16 @@ pub async fn write(
         savepoint(tx, "ROLLBACK TO SAVEPOINT ferry_mirror").await?;
         return Err(refused);
     }
-    savepoint(tx, "RELEASE SAVEPOINT ferry_mirror").await?;
-    sqlx::query("SELECT set_config('search_path', $1, true)")
-        .bind(super::namespace::quoted(namespace))
-        .execute(&mut *tx)
-        .await?;
+    run(
+        tx,
+        &format!("RELEASE SAVEPOINT ferry_mirror; SELECT set_config('search_path', '{ns}', true)"),
+    )
+    .await
+}
+
+/// Runs `sql`, statements without parameters, in one round trip.
+async fn run(tx: &mut PgConnection, sql: &str) -> Result<(), StoreError> {
+    sqlx::Executor::execute(tx, sql).await?;
     Ok(())
 }
 
@@ -238,7 +246,7 @@ async fn write_table(
             .collect();
         let sql = format!(
             "INSERT INTO {name} ({listed}, {updated})
-             SELECT {listed}, now() FROM jsonb_populate_recordset(NULL::{name}, $1::jsonb)
+             SELECT {listed}, now() FROM json_populate_recordset(NULL::{name}, $1::json)
              ON CONFLICT ({s}, {i}) DO UPDATE SET {set}, {updated} = EXCLUDED.{updated}",
             set = set.join(", "),
         );
