@@ -45,10 +45,10 @@ fn workloads(quick: bool) -> Vec<Workload> {
         program: Program::Bench,
         args: args.iter().map(|s| (*s).to_owned()).collect(),
     };
-    let mut all = Vec::new();
-    for backend in ["sqlite", "postgres"] {
-        for size in [1usize, 10, 100, 1000] {
-            // About as many changes at every size, and at least 20 batches.
+    // Pushes at every batch size, about as many changes at each and at
+    // least 20 batches; `mode` adds a flag (`--mirror`).
+    let pushes = |title: &str, backend: &str, mode: Option<&str>| {
+        [1usize, 10, 100, 1000].map(|size| {
             let batches = if quick {
                 2
             } else {
@@ -56,21 +56,15 @@ fn workloads(quick: bool) -> Vec<Workload> {
             };
             let (size_s, batches_s) = (size.to_string(), batches.to_string());
             let runs = if quick { "1" } else { "5" };
-            all.push(bench(
-                format!("Push, batches of {size}, {backend}"),
-                &[
-                    "push",
-                    "--backend",
-                    backend,
-                    "--batch-size",
-                    &size_s,
-                    "--batches",
-                    &batches_s,
-                    "--runs",
-                    runs,
-                ],
-            ));
-        }
+            let mut args = vec!["push", "--backend", backend, "--batch-size", &size_s];
+            args.extend(["--batches", &batches_s, "--runs", runs]);
+            args.extend(mode);
+            bench(format!("{title}, batches of {size}, {backend}"), &args)
+        })
+    };
+    let mut all = Vec::new();
+    for backend in ["sqlite", "postgres"] {
+        all.extend(pushes("Push", backend, None));
     }
     for backend in ["sqlite", "postgres"] {
         let (batches, runs) = if quick { ("2", "1") } else { ("200", "5") };
@@ -90,30 +84,11 @@ fn workloads(quick: bool) -> Vec<Workload> {
             ],
         ));
     }
-    for size in [1usize, 10, 100, 1000] {
-        let batches = if quick {
-            2
-        } else {
-            (20_000 / size).clamp(20, 2000)
-        };
-        let (size_s, batches_s) = (size.to_string(), batches.to_string());
-        let runs = if quick { "1" } else { "5" };
-        all.push(bench(
-            format!("Push into a collection mirrored into a table, batches of {size}, postgres"),
-            &[
-                "push",
-                "--mirror",
-                "--backend",
-                "postgres",
-                "--batch-size",
-                &size_s,
-                "--batches",
-                &batches_s,
-                "--runs",
-                runs,
-            ],
-        ));
-    }
+    all.extend(pushes(
+        "Push into a collection mirrored into a table",
+        "postgres",
+        Some("--mirror"),
+    ));
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[

@@ -21,6 +21,8 @@ import { drizzle } from "drizzle-orm/node-postgres";
 import { boolean, pgTable, primaryKey, text, timestamp } from "drizzle-orm/pg-core";
 import pg from "pg";
 
+import { eventually } from "../browser/helpers.mjs";
+
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const BIN = process.env.FERRY_BIN ?? join(process.env.CARGO_TARGET_DIR ?? join(ROOT, "target"), "debug", "ferry");
 const ADMIN = process.env.FERRY_TEST_POSTGRES ?? "postgres://postgres@127.0.0.1:5432/postgres";
@@ -58,20 +60,6 @@ function withDatabase(url, name) {
   const u = new URL(url);
   u.pathname = `/${name}`;
   return u.toString();
-}
-
-async function eventually(f, what, ms = 15_000) {
-  const end = Date.now() + ms;
-  let last;
-  for (;;) {
-    try {
-      return await f();
-    } catch (e) {
-      last = e;
-    }
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}: ${last?.message ?? last}`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
 }
 
 /** `ferry serve` on 127.0.0.1:0 over `database`; resolves to its URL. */
