@@ -109,11 +109,25 @@ before(async () => {
   const me = await call(first, "GET", "/v1/me");
   space = `user:${me.user.id}`;
   pool = new pg.Pool({ connectionString: url, max: 2 });
+  // An idle connection ended by the server (the drop at the end) is not
+  // the test's failure; a query's error still is.
+  pool.on("error", () => {});
   db = drizzle(pool);
 });
 
 after(async () => {
-  for (const child of children) child.kill("SIGTERM");
+  // The nodes first (each gone before the database is dropped), then the
+  // backend's pool; the drop ends whatever connection is left.
+  await Promise.all(
+    children.map(
+      (child) =>
+        new Promise((resolve) => {
+          if (child.exitCode !== null || child.signalCode !== null) return resolve();
+          child.once("exit", resolve);
+          child.kill("SIGTERM");
+        }),
+    ),
+  );
   await pool?.end();
   if (admin) {
     await admin.query(`DROP DATABASE IF EXISTS ${name} WITH (FORCE)`);
