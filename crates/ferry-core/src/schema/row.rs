@@ -97,8 +97,26 @@ impl Mirror<'_> {
         let mut row = Map::new();
         row.insert(self.space_column.to_owned(), Value::from(space));
         row.insert(self.id_column.to_owned(), Value::from(id));
-        for column in &self.columns {
-            let value = state
+        for (column, value) in self.columns.iter().zip(self.cells(state)) {
+            row.insert(
+                column.column.to_owned(),
+                value.cloned().unwrap_or(Value::Null),
+            );
+        }
+        row.insert(
+            self.soft_delete_column.to_owned(),
+            Self::deleted_at(state).map_or(Value::Null, Value::from),
+        );
+        row
+    }
+
+    /// The value of each of [`Mirror::columns`] in a record's row, in
+    /// their order: `None` (null) for a field the record does not hold,
+    /// holds as null, or holds a value that does not fit its field (one
+    /// stored before the schema said otherwise).
+    pub fn cells<'s>(&self, state: &'s RecordState) -> impl Iterator<Item = Option<&'s Value>> {
+        self.columns.iter().map(move |column| {
+            state
                 .fields
                 .get(column.field)
                 .map(|held| &held.value)
@@ -107,21 +125,16 @@ impl Mirror<'_> {
                         && misfit(column.declared, v).is_none()
                         && unstorable(column.declared, v).is_none()
                 })
-                .cloned()
-                .unwrap_or(Value::Null);
-            row.insert(column.column.to_owned(), value);
-        }
-        let deleted = state.deleted.as_ref().map(|hlc| {
-            OffsetDateTime::from_unix_timestamp_nanos(i128::from(hlc.physical()) * 1_000_000)
-                .ok()
-                .and_then(|at| at.format(&Rfc3339).ok())
-                .map_or(Value::Null, Value::from)
-        });
-        row.insert(
-            self.soft_delete_column.to_owned(),
-            deleted.unwrap_or(Value::Null),
-        );
-        row
+        })
+    }
+
+    /// When a deleted record was deleted (its tombstone's time, RFC 3339,
+    /// for the soft-delete column); `None` while it lives.
+    pub fn deleted_at(state: &RecordState) -> Option<String> {
+        let hlc = state.deleted.as_ref()?;
+        OffsetDateTime::from_unix_timestamp_nanos(i128::from(hlc.physical()) * 1_000_000)
+            .ok()
+            .and_then(|at| at.format(&Rfc3339).ok())
     }
 
     /// The write a row change of the app's backend makes (`op` as a

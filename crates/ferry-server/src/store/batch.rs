@@ -53,6 +53,9 @@ pub struct Merged {
     pub displaced: Vec<(u64, Displaced)>,
     /// The rows to write, in `seq` order.
     pub rows: Vec<RowOut>,
+    /// Each row's record as merged, in the same order (for the rows of
+    /// mirrored tables, without parsing `fields` again).
+    pub states: Vec<RecordState>,
     /// The space's `seq` after the batch.
     pub head: u64,
 }
@@ -165,6 +168,7 @@ impl BatchPlan {
         changed.sort_unstable();
         let mut seq = head;
         let mut rows = Vec::with_capacity(changed.len());
+        let mut states = Vec::with_capacity(changed.len());
         let mut seq_of = vec![0u64; self.keys.len()];
         // Each slot is written once, so its names can move into its row.
         let mut keys: Vec<Option<(Collection, RecordId)>> =
@@ -194,6 +198,7 @@ impl BatchPlan {
                 fields,
                 deleted: state.deleted.as_ref().map(Hlc::to_string),
             });
+            states.push(std::mem::take(&mut self.states[slot]));
         }
         // A displaced write's record changed (its value was replaced), so
         // it has a seq.
@@ -206,6 +211,7 @@ impl BatchPlan {
             conflicts,
             displaced,
             rows,
+            states,
             head: seq,
         })
     }

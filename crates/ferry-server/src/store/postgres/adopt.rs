@@ -16,6 +16,7 @@ use sqlx::{PgConnection, PgPool, Row};
 
 use super::capture::Queued;
 use super::mirror::{q, table_name};
+use super::mirror_rows::Written;
 use crate::store::StoreError;
 use crate::store::batch::RowOut;
 use crate::store::stored::{corrupt, count};
@@ -130,8 +131,9 @@ pub async fn fill(
                     let index_of = |_: &str, id: &str| {
                         out.iter().position(|r| r.id == id).unwrap_or(usize::MAX)
                     };
+                    let written = Written::parsed(&out)?;
                     let result = super::mirror_rows::write(
-                        &mut tx, namespace, space, schema, &out, &index_of,
+                        &mut tx, namespace, space, schema, written, &index_of,
                     )
                     .await;
                     match result {

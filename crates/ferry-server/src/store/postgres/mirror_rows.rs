@@ -12,18 +12,49 @@ use sqlx::PgConnection;
 use sqlx::postgres::PgDatabaseError;
 
 use super::mirror::{origin, q, table_name};
+use super::mirror_cells::Cells;
 use crate::store::StoreError;
 use crate::store::batch::RowOut;
 use crate::store::stored::corrupt;
+
+/// A record a push wrote, as merged.
+pub struct Written<'a> {
+    pub collection: &'a str,
+    pub id: &'a str,
+    pub state: RecordState,
+}
+
+impl<'a> Written<'a> {
+    /// The records of stored rows, their fields parsed.
+    pub fn parsed(rows: &'a [RowOut]) -> Result<Vec<Written<'a>>, StoreError> {
+        rows.iter()
+            .map(|row| {
+                Ok(Written {
+                    collection: &row.collection,
+                    id: &row.id,
+                    state: RecordState {
+                        fields: serde_json::from_str(&row.fields)
+                            .map_err(|e| corrupt("fields", e))?,
+                        deleted: row
+                            .deleted
+                            .as_deref()
+                            .map(str::parse)
+                            .transpose()
+                            .map_err(|e| corrupt("hlc", e))?,
+                    },
+                })
+            })
+            .collect()
+    }
+}
 
 /// What to write to one table.
 #[derive(Clone)]
 struct Writes<'a> {
     collection: &'a str,
     mirror: Mirror<'a>,
-    /// The rows of live records, as `json_populate_recordset` reads them,
-    /// with their ids.
-    live: Vec<(String, serde_json::Value)>,
+    /// The live records, with their ids.
+    live: Vec<(String, RecordState)>,
     /// The ids of deleted records, with when each was deleted.
     deleted: Vec<(String, String)>,
 }
@@ -66,46 +97,34 @@ pub async fn write(
     namespace: &str,
     space: &str,
     schema: &Schema,
-    rows: &[RowOut],
+    records: Vec<Written<'_>>,
     index_of: &(dyn Fn(&str, &str) -> usize + Sync),
 ) -> Result<(), StoreError> {
     let mut by_table: BTreeMap<&str, Writes<'_>> = BTreeMap::new();
-    for row in rows {
-        let Some(mirror) = Collection::new(row.collection.as_str())
+    for Written {
+        collection,
+        id,
+        state,
+    } in records
+    {
+        let Some(mirror) = Collection::new(collection)
             .ok()
             .and_then(|c| schema.collection(&c))
             .and_then(|c| c.mirror())
         else {
             continue;
         };
-        let state = RecordState {
-            fields: serde_json::from_str(&row.fields).map_err(|e| corrupt("fields", e))?,
-            deleted: row
-                .deleted
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| corrupt("hlc", e))?,
-        };
-        let mut json = mirror.row(space, &row.id, &state);
-        let writes = by_table
-            .entry(row.collection.as_str())
-            .or_insert_with(|| Writes {
-                collection: row.collection.as_str(),
-                mirror,
-                live: Vec::new(),
-                deleted: Vec::new(),
-            });
+        let writes = by_table.entry(collection).or_insert_with(|| Writes {
+            collection,
+            mirror,
+            live: Vec::new(),
+            deleted: Vec::new(),
+        });
         if state.deleted.is_some() {
-            let at = json
-                .remove(writes.mirror.soft_delete_column)
-                .and_then(|v| v.as_str().map(str::to_owned))
-                .unwrap_or_default();
-            writes.deleted.push((row.id.clone(), at));
+            let at = Mirror::deleted_at(&state).unwrap_or_default();
+            writes.deleted.push((id.to_owned(), at));
         } else {
-            writes
-                .live
-                .push((row.id.clone(), serde_json::Value::Object(json)));
+            writes.live.push((id.to_owned(), state));
         }
     }
     if by_table.is_empty() {
@@ -160,11 +179,9 @@ pub async fn write(
         savepoint(tx, "ROLLBACK TO SAVEPOINT ferry_mirror").await?;
         return Err(refused);
     }
-    run(
-        tx,
-        &format!("RELEASE SAVEPOINT ferry_mirror; SELECT set_config('search_path', '{ns}', true)"),
-    )
-    .await
+    // The savepoint and the search path (Ferry's schema still first) last
+    // until the commit: no round trip to release them.
+    Ok(())
 }
 
 /// Runs `sql`, statements without parameters, in one round trip.
@@ -232,27 +249,50 @@ async fn write_table(
     );
     let (deleted, updated) = (q(mirror.soft_delete_column), q(mirror.updated_column));
     if !writes.live.is_empty() {
-        let mut columns = vec![
-            mirror.space_column,
-            mirror.id_column,
-            mirror.soft_delete_column,
-        ];
-        columns.extend(mirror.columns.iter().map(|c| c.column));
-        let listed: Vec<String> = columns.iter().map(|c| q(c)).collect();
-        let listed = listed.join(", ");
-        let set: Vec<String> = columns[2..]
+        // One typed array per column (`mirror_cells`), the ids first.
+        let rows = writes.live.len();
+        let mut ids = Vec::with_capacity(rows);
+        let mut cells: Vec<Cells<'_>> = mirror
+            .columns
             .iter()
-            .map(|c| format!("{c} = EXCLUDED.{c}", c = q(c)))
+            .map(|c| Cells::new(c.sql_type, rows))
             .collect();
+        for (id, state) in &writes.live {
+            ids.push(id.as_str());
+            for (column, value) in cells.iter_mut().zip(mirror.cells(state)) {
+                column.push(value);
+            }
+        }
+        let mut listed = vec![q(mirror.soft_delete_column)];
+        listed.extend(mirror.columns.iter().map(|c| q(c.column)));
+        let set: Vec<String> = listed
+            .iter()
+            .map(|c| format!("{c} = EXCLUDED.{c}"))
+            .collect();
+        let mut params = vec!["$2::text[]".to_owned()];
+        let mut names = vec!["id".to_owned()];
+        let mut selected = vec!["$1".to_owned(), "u.id".to_owned(), "NULL".to_owned()];
+        for (n, column) in cells.iter().enumerate() {
+            params.push(format!("${}::{}", n + 3, column.param_type()));
+            names.push(format!("c{n}"));
+            selected.push(column.select(&format!("u.c{n}")));
+        }
         let sql = format!(
-            "INSERT INTO {name} ({listed}, {updated})
-             SELECT {listed}, now() FROM json_populate_recordset(NULL::{name}, $1::json)
+            "INSERT INTO {name} ({s}, {i}, {listed}, {updated})
+             SELECT {selected}, now()
+             FROM unnest({params}) AS u ({names})
              ON CONFLICT ({s}, {i}) DO UPDATE SET {set}, {updated} = EXCLUDED.{updated}",
+            listed = listed.join(", "),
+            selected = selected.join(", "),
+            params = params.join(", "),
+            names = names.join(", "),
             set = set.join(", "),
         );
-        let rows: Vec<&serde_json::Value> = writes.live.iter().map(|(_, row)| row).collect();
-        let json = serde_json::to_string(&rows).map_err(|e| sqlx::Error::Encode(e.into()))?;
-        sqlx::query(&sql).bind(json).execute(&mut *tx).await?;
+        let mut query = sqlx::query(&sql).bind(space).bind(ids);
+        for column in cells {
+            query = column.bind(query);
+        }
+        query.execute(&mut *tx).await?;
     }
     if !writes.deleted.is_empty() {
         let sql = format!(

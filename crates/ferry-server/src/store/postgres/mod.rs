@@ -21,6 +21,7 @@ mod capture;
 mod compact;
 mod feed;
 mod mirror;
+mod mirror_cells;
 mod mirror_rows;
 pub(crate) mod namespace;
 mod records;

@@ -5,6 +5,8 @@ use std::collections::HashMap;
 use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use futures_util::TryStreamExt;
 use serde_json::value::RawValue;
+
+use super::mirror_rows::Written;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
@@ -193,6 +195,7 @@ pub async fn push_in(
         conflicts,
         displaced,
         rows,
+        states,
         head: seq,
     } = plan.merge(
         batch.changes,
@@ -211,12 +214,21 @@ pub async fn push_in(
             let key = (collection.to_owned(), id.to_owned());
             firsts.get(&key).copied().unwrap_or(0)
         };
+        let written = rows
+            .iter()
+            .zip(states)
+            .map(|(row, state)| Written {
+                collection: &row.collection,
+                id: &row.id,
+                state,
+            })
+            .collect();
         super::mirror_rows::write(
             &mut *tx,
             namespace,
             space.as_str(),
             schema,
-            &rows,
+            written,
             &index_of,
         )
         .await?;

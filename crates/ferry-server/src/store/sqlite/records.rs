@@ -141,6 +141,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         conflicts,
         displaced,
         rows,
+        states: _,
         head: seq,
     } = plan.merge(
         batch.changes,
