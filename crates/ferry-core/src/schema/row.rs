@@ -67,6 +67,38 @@ fn bad_timestamp(s: &str) -> Option<String> {
     }
 }
 
+/// A timestamp as Ferry writes it where it is kept as text (an SQLite
+/// table): in UTC with six digits of fraction and `Z`, so that the texts
+/// sort as the times do and SQLite's date functions read them. `None`
+/// for text that is not an RFC 3339 timestamp.
+pub fn sortable_timestamp(s: &str) -> Option<String> {
+    let at = OffsetDateTime::parse(s, &Rfc3339).ok()?;
+    sortable(at)
+}
+
+/// [`sortable_timestamp`] of a time in milliseconds since the epoch.
+pub fn sortable_timestamp_ms(ms: i64) -> Option<String> {
+    sortable(OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok()?)
+}
+
+fn sortable(at: OffsetDateTime) -> Option<String> {
+    // Years past 9999 or before 1 would not sort as text.
+    if !(1..=9999).contains(&at.to_offset(time::UtcOffset::UTC).year()) {
+        return None;
+    }
+    let at = at.to_offset(time::UtcOffset::UTC);
+    Some(format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
+        at.year(),
+        u8::from(at.month()),
+        at.day(),
+        at.hour(),
+        at.minute(),
+        at.second(),
+        at.microsecond()
+    ))
+}
+
 /// What a row the app's backend wrote asks of its record.
 #[derive(Debug, Clone, PartialEq)]
 pub enum RowWrite {
@@ -314,6 +346,21 @@ mod tests {
         );
         assert_eq!(unstorable(field("title"), &json!("plain")), None);
         assert_eq!(unstorable(field("votes"), &json!(3)), None);
+    }
+
+    #[test]
+    fn timestamps_kept_as_text_sort_as_times_do() {
+        let a = sortable_timestamp("2026-12-24T18:00:00+05:30").unwrap();
+        let b = sortable_timestamp("2026-12-24T12:30:00.5Z").unwrap();
+        let c = sortable_timestamp("2026-12-24T12:30:01Z").unwrap();
+        assert_eq!(a, "2026-12-24T12:30:00.000000Z");
+        assert_eq!(b, "2026-12-24T12:30:00.500000Z");
+        assert!(a < b && b < c);
+        assert_eq!(sortable_timestamp("yesterday"), None);
+        assert_eq!(
+            sortable_timestamp_ms(1_700_000_000_123).as_deref(),
+            Some("2023-11-14T22:13:20.123000Z")
+        );
     }
 
     #[test]

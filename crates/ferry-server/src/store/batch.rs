@@ -12,8 +12,8 @@ use ferry_core::{
     Change, Collection, Conflict, Displaced, Fields, Hlc, RecordId, RecordState, apply_change,
 };
 
-use super::StoreError;
 use super::stored::corrupt;
+use super::{Batch, StoreError};
 
 /// The distinct records a batch touches, in first-seen order.
 #[derive(Debug)]
@@ -215,6 +215,27 @@ impl BatchPlan {
             head: seq,
         })
     }
+}
+
+/// Where each record of a collection mirrored into a table is first
+/// changed in `batch`, keyed by collection and id: the index a row its
+/// table refuses is reported at. Empty when nothing is mirrored.
+pub fn first_changes(batch: &Batch) -> HashMap<(String, String), usize> {
+    let mirrors = batch
+        .schema
+        .as_ref()
+        .and_then(|held| held.schema.as_ref())
+        .is_some_and(|s| s.collections.values().any(|c| c.table.is_some()));
+    if !mirrors {
+        return HashMap::new();
+    }
+    batch
+        .changes
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, c)| ((c.collection().to_string(), c.id().to_string()), i))
+        .collect()
 }
 
 /// A cursor below the horizon may have missed compacted tombstones; one

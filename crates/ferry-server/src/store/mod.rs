@@ -645,7 +645,9 @@ mod tests;
 
 fn mirrors_need_postgres() -> StoreError {
     StoreError::Conflict(
-        "collections mirrored into tables need PostgreSQL (serve with --database-url postgres://...)"
+        "adopting the rows of an app's table needs PostgreSQL (--database-url postgres://...); \
+         in Ferry's SQLite file a mirrored table is Ferry's own, and `ferry schema apply` \
+         fills it with the records held"
             .to_owned(),
     )
 }

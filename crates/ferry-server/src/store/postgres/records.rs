@@ -1,7 +1,5 @@
 //! Pushing and pulling records in PostgreSQL.
 
-use std::collections::HashMap;
-
 use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use futures_util::TryStreamExt;
 use serde_json::value::RawValue;
@@ -10,7 +8,7 @@ use super::mirror_rows::Written;
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
-use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
+use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor, first_changes};
 use crate::store::delivery::{self, Delivery};
 use crate::store::stored::{corrupt, count};
 use crate::store::stored::{int, now_ms};
@@ -171,25 +169,7 @@ pub async fn push_in(
             batch: Some(Box::new(batch)),
         });
     }
-    // Where each record of a mirrored collection is first changed, for a
-    // row its table refuses.
-    let firsts: HashMap<(String, String), usize> = match &batch.schema {
-        Some(held)
-            if held
-                .schema
-                .as_ref()
-                .is_some_and(|s| s.collections.values().any(|c| c.table.is_some())) =>
-        {
-            batch
-                .changes
-                .iter()
-                .enumerate()
-                .rev()
-                .map(|(i, c)| ((c.collection().to_string(), c.id().to_string()), i))
-                .collect()
-        }
-        _ => HashMap::new(),
-    };
+    let firsts = first_changes(&batch);
     let Merged {
         applied,
         conflicts,

@@ -5,7 +5,9 @@
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
 use crate::store::StoreError;
-use crate::store::stored::{int, now_ms};
+use ferry_core::schema::Schema;
+
+use crate::store::stored::{corrupt, int, now_ms};
 
 /// The newest version stored, 0 for none.
 pub fn version(c: &Connection) -> Result<u64, StoreError> {
@@ -37,16 +39,8 @@ pub fn version_of(c: &Connection, json: &str) -> Result<Option<u64>, StoreError>
 
 /// Stores `json` as version `expected + 1`, if `expected` is the newest.
 pub fn apply(c: &mut Connection, json: &str, expected: u64) -> Result<u64, StoreError> {
-    // Tables of the app's own are kept in PostgreSQL only (docs/tables.md).
-    let schema = ferry_core::schema::Schema::parse_served(json)
-        .map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
-    if let Some((name, _)) = schema.collections.iter().find(|(_, c)| c.table.is_some()) {
-        return Err(StoreError::Conflict(format!(
-            "{name}: collections mirrored into tables (table = ...) need PostgreSQL; the \
-             embedded SQLite database does not keep them: serve with --database-url \
-             postgres://... or remove table and its keys"
-        )));
-    }
+    let schema =
+        Schema::parse_served(json).map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current = version(&tx)?;
     if current != expected {
@@ -54,6 +48,13 @@ pub fn apply(c: &mut Connection, json: &str, expected: u64) -> Result<u64, Store
             "the schema is at version {current} now, not {expected}: another was applied meanwhile"
         )));
     }
+    // Its tables are made and filled in the same transaction: a version is
+    // never in force without them.
+    let before = match newest(&tx)?.1 {
+        Some(body) => Some(Schema::parse_served(&body).map_err(|e| corrupt("app schema", e))?),
+        None => None,
+    };
+    super::mirror::settle(&tx, before.as_ref(), &schema)?;
     let next = current + 1;
     tx.execute(
         "INSERT INTO app_schemas (version, body, applied_at) VALUES (?1, ?2, ?3)",

@@ -14,6 +14,7 @@
 mod app_schema;
 mod billing;
 mod compact;
+mod mirror;
 mod records;
 mod schema;
 mod tokens;

@@ -9,7 +9,7 @@ use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::value::RawValue;
 
-use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor};
+use crate::store::batch::{BatchPlan, Merged, check_cursor, check_push_cursor, first_changes};
 use crate::store::delivery::{self, Delivery};
 use crate::store::stored::corrupt;
 use crate::store::stored::{int, now_ms};
@@ -136,12 +136,13 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
             plan.load(text(0)?, text(1)?, text(2)?, deleted)?;
         }
     }
+    let firsts = first_changes(&batch);
     let Merged {
         applied,
         conflicts,
         displaced,
         rows,
-        states: _,
+        states,
         head: seq,
     } = plan.merge(
         batch.changes,
@@ -149,6 +150,16 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         batch.schema.as_ref().and_then(|s| s.schema.as_ref()),
     )?;
 
+    // The tables of mirrored collections, in this transaction.
+    if let Some(schema) = batch.schema.as_ref().and_then(|s| s.schema.as_ref())
+        && !firsts.is_empty()
+    {
+        let written = rows
+            .iter()
+            .zip(states)
+            .map(|(r, state)| (r.collection.as_str(), r.id.as_str(), state));
+        super::mirror::write(&tx, space.as_str(), schema, written, &firsts)?;
+    }
     if !rows.is_empty() {
         // One prepared upsert per row: in-process, a step costs less than
         // wrapping the rows' JSON in JSON for `json_each` to unwrap.

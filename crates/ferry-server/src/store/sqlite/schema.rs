@@ -199,6 +199,15 @@ CREATE TABLE app_schemas (
     applied_at INTEGER NOT NULL
 );
 "#,
+    // The tables Ferry made for mirrored collections (docs/tables.md), with
+    // the collection each holds: no other object of the file is taken for
+    // one.
+    r#"
+CREATE TABLE mirrored_tables (
+    name       TEXT PRIMARY KEY,
+    collection TEXT NOT NULL
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.

@@ -1,0 +1,240 @@
+//! Mirrored collections in Ferry's SQLite file (docs/tables.md, "On
+//! SQLite"): a real table another process reads with plain SQL, made and
+//! filled by the apply, written in each push's transaction, typed as
+//! SQLite types values, and never a name Ferry's own tables have.
+
+use axum::http::StatusCode;
+use rusqlite::Connection;
+use serde_json::json;
+
+use super::tables::{apply, card};
+use super::*;
+
+const SCHEMA: &str = r#"{"collections": {"cards": {"table": "cards",
+    "space_column": "workspace_id", "fields": {
+        "title": {"type": "string"},
+        "votes": {"type": "integer"},
+        "score": {"type": "number"},
+        "done":  {"type": "boolean"},
+        "due":   {"type": "timestamp"},
+        "meta":  {"type": "json"},
+        "tags":  {"type": "array", "items": "string"}}}}}"#;
+
+/// The SQLite API, and a connection to its file as another process of the
+/// app's would open one.
+async fn sqlite_api() -> (Api, Connection) {
+    let api = Api::on(testing::fresh_sqlite().await, |_| {}).await;
+    let testing::Guard::Sqlite(dir) = &api._guard else {
+        panic!("an SQLite store")
+    };
+    let file = Connection::open(dir.path().join("ferry.db")).unwrap();
+    (api, file)
+}
+
+type Row = (
+    String,
+    Option<String>,
+    Option<i64>,
+    Option<f64>,
+    Option<i64>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn row(file: &Connection, id: &str) -> Option<Row> {
+    file.query_row(
+        "SELECT id, title, votes, score, done, due, meta, tags, deleted_at FROM cards
+         WHERE workspace_id = 'team' AND id = ?1",
+        [id],
+        |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+                r.get(7)?,
+                r.get(8)?,
+            ))
+        },
+    )
+    .ok()
+}
+
+async fn sync(api: &Api, batch: &str, cursor: u64, changes: Vec<Value>) -> Reply {
+    api.sync("alice", "team", push("laptop", batch, cursor, changes))
+        .await
+}
+
+#[tokio::test]
+async fn a_mirrored_collection_is_a_table_in_ferry_s_file() {
+    let (api, file) = sqlite_api().await;
+    api.space("alice", "team").await;
+    // A record held before the collection was mirrored is in the table
+    // the apply makes.
+    let r = sync(
+        &api,
+        "b0",
+        0,
+        vec![card(
+            "c0",
+            json!({"title": "Earlier", "votes": 1}),
+            &hlc(1, "laptop"),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    apply(&api, SCHEMA).await.unwrap();
+    let c0 = row(&file, "c0").unwrap();
+    assert_eq!((c0.1.as_deref(), c0.2), (Some("Earlier"), Some(1)));
+
+    let r = sync(
+        &api,
+        "b1",
+        1,
+        vec![card(
+            "c1",
+            json!({"title": "Ferry", "votes": -3, "score": 0.5, "done": true,
+                   "due": "2026-12-24T18:00:00+05:30", "meta": {"a": [1, "b"]},
+                   "tags": ["x", "y\"z"]}),
+            &hlc(2, "laptop"),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let c1 = row(&file, "c1").unwrap();
+    assert_eq!(
+        c1,
+        (
+            "c1".into(),
+            Some("Ferry".into()),
+            Some(-3),
+            Some(0.5),
+            Some(1),
+            Some("2026-12-24T12:30:00.000000Z".into()),
+            Some(r#"{"a":[1,"b"]}"#.into()),
+            Some(r#"["x","y\"z"]"#.into()),
+            None
+        )
+    );
+    // SQLite's own functions read the values.
+    let (tag, year): (String, String) = file
+        .query_row(
+            "SELECT tags ->> 1, strftime('%Y', due) FROM cards WHERE id = 'c1'",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    assert_eq!((tag.as_str(), year.as_str()), ("y\"z", "2026"));
+
+    // A delete marks the row and keeps its last values.
+    let r = sync(
+        &api,
+        "b2",
+        2,
+        vec![json!({"op": "delete", "collection": "cards", "id": "c1",
+                    "hlc": hlc(3, "laptop")})],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let c1 = row(&file, "c1").unwrap();
+    assert_eq!(c1.1.as_deref(), Some("Ferry"));
+    assert!(c1.8.is_some_and(|at| at.ends_with('Z')));
+
+    // A field declared later gets its column, filled for the records
+    // already held.
+    let wider = SCHEMA.replace(
+        r#""title": {"type": "string"},"#,
+        r#""title": {"type": "string"}, "note": {"type": "string"},"#,
+    );
+    let r = sync(
+        &api,
+        "b3",
+        3,
+        vec![card(
+            "c2",
+            json!({"title": "Noted", "note": "kept"}),
+            &hlc(4, "laptop"),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    apply(&api, &wider).await.unwrap();
+    let note: Option<String> = file
+        .query_row("SELECT note FROM cards WHERE id = 'c2'", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(note.as_deref(), Some("kept"));
+}
+
+#[tokio::test]
+async fn a_row_the_table_refuses_is_the_change_s_422_and_nothing_applies() {
+    let (api, file) = sqlite_api().await;
+    api.space("alice", "team").await;
+    apply(&api, SCHEMA).await.unwrap();
+    // The app adds a rule of its own to the table.
+    file.execute_batch("CREATE UNIQUE INDEX one_title ON cards (workspace_id, title)")
+        .unwrap();
+    let r = sync(
+        &api,
+        "b1",
+        0,
+        vec![card("c1", json!({"title": "Same"}), &hlc(1, "laptop"))],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let r = sync(
+        &api,
+        "b2",
+        1,
+        vec![
+            card("c2", json!({"title": "Other"}), &hlc(2, "laptop")),
+            card("c3", json!({"title": "Same"}), &hlc(3, "laptop")),
+        ],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
+    assert_eq!(r.body["error"]["details"]["rule"], "column");
+    assert_eq!(r.body["error"]["details"]["index"], 1);
+    assert_eq!(r.body["error"]["details"]["id"], "c3");
+    // Nothing of the batch: no row, no record.
+    assert!(row(&file, "c2").is_none());
+    let pulled = api.get("/v1/spaces/team/changes?cursor=0", "alice").await;
+    assert_eq!(pulled.body["changes"].as_array().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_name_the_file_already_has_is_refused_at_apply() {
+    let (api, file) = sqlite_api().await;
+    for (taken, why) in [
+        ("records", "already has a table named records"),
+        ("sqlite_cards", "keeps names starting with sqlite_"),
+    ] {
+        let schema = SCHEMA.replace(r#""table": "cards""#, &format!(r#""table": "{taken}""#));
+        let e = apply(&api, &schema).await.unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    let schema = SCHEMA.replace(
+        r#""table": "cards","#,
+        r#""table": "cards", "table_schema": "app","#,
+    );
+    let e = apply(&api, &schema).await.unwrap_err().to_string();
+    assert!(e.contains("has none"), "{e}");
+    // A table made for one collection is not given to another.
+    apply(&api, SCHEMA).await.unwrap();
+    let other = SCHEMA.replace(r#"{"cards": {"#, r#"{"notes": {"#);
+    let e = apply(&api, &other).await.unwrap_err().to_string();
+    assert!(e.contains("was made for the collection cards"), "{e}");
+    // Nothing was made for the refused ones.
+    let tables: i64 = file
+        .query_row(
+            "SELECT count(*) FROM sqlite_schema WHERE name IN ('sqlite_cards', 'notes')",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tables, 0);
+}
