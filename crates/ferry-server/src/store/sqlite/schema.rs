@@ -237,7 +237,8 @@ mod tests {
     fn entitlements_and_batches_of_before_survive_the_move() {
         let mut conn = Connection::open_in_memory().unwrap();
         // The schema as it was before subscriptions and batches per user.
-        let before = MIGRATIONS.len() - 4;
+        // The steps before it (later steps are added after these).
+        let before = 5;
         for step in &MIGRATIONS[..before] {
             conn.execute_batch(step).unwrap();
         }
