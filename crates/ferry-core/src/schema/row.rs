@@ -82,11 +82,13 @@ pub fn sortable_timestamp_ms(ms: i64) -> Option<String> {
 }
 
 fn sortable(at: OffsetDateTime) -> Option<String> {
+    // To the microsecond, rounded, as a PostgreSQL column keeps it.
+    let micros = (at.unix_timestamp_nanos() + 500).div_euclid(1000);
+    let at = OffsetDateTime::from_unix_timestamp_nanos(micros * 1000).ok()?;
     // Years past 9999 or before 1 would not sort as text.
-    if !(1..=9999).contains(&at.to_offset(time::UtcOffset::UTC).year()) {
+    if !(1..=9999).contains(&at.year()) {
         return None;
     }
-    let at = at.to_offset(time::UtcOffset::UTC);
     Some(format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:06}Z",
         at.year(),
@@ -357,6 +359,10 @@ mod tests {
         assert_eq!(b, "2026-12-24T12:30:00.500000Z");
         assert!(a < b && b < c);
         assert_eq!(sortable_timestamp("yesterday"), None);
+        assert_eq!(
+            sortable_timestamp("2026-12-24T12:30:00.1234567Z").as_deref(),
+            Some("2026-12-24T12:30:00.123457Z")
+        );
         assert_eq!(
             sortable_timestamp_ms(1_700_000_000_123).as_deref(),
             Some("2023-11-14T22:13:20.123000Z")

@@ -9,6 +9,7 @@
 
 pub mod batch;
 pub mod billing;
+pub mod captured;
 pub mod delivery;
 pub mod feed;
 mod postgres;
@@ -481,14 +482,22 @@ pub trait Store: Send + Sync + 'static {
     /// schema superseded since is not applied again by mistake).
     async fn app_schema_version_of(&self, json: &str) -> Result<Option<u64>, StoreError>;
 
+    /// How often a node looks for the app's queued writes to mirrored
+    /// tables when it heard of none: PostgreSQL's trigger notifies, so
+    /// only writes queued while no node listened wait for this; SQLite has
+    /// no notification, so every write does.
+    fn capture_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+
     /// Applies the app's backend writes to mirrored tables queued for the
     /// space with the oldest one (docs/tables.md), checked against
     /// `schema` and stamped by `clock` as node `node`'s; `None` when none
-    /// is queued. Only PostgreSQL mirrors tables.
+    /// is queued.
     async fn drain_captured(
         &self,
         _schema: Arc<AppSchema>,
-        _clock: &crate::clock::ServerClock,
+        _clock: &Arc<crate::clock::ServerClock>,
         _node: &ClientId,
     ) -> Result<Option<Drained>, StoreError> {
         Ok(None)

@@ -1,8 +1,9 @@
 //! The node's part in carrying the app's backend writes to devices
 //! (docs/tables.md): a task that applies what the capture trigger queued,
-//! when the trigger's notification is heard, and once a second whatever
-//! was heard (writes queued while no node listened, or before this one
-//! started, are applied then), and announces each commit like any other.
+//! when the trigger's notification is heard (PostgreSQL), and every
+//! `Store::capture_poll` whatever was heard (writes queued while no node
+//! listened, or before this one started; on SQLite, every write), and
+//! announces each commit like any other.
 
 use std::time::Duration;
 
@@ -11,18 +12,16 @@ use tokio::task::JoinHandle;
 use crate::state::AppState;
 use crate::store::StoreError;
 
-/// How often the queue is looked at when nothing was heard.
-const POLL: Duration = Duration::from_secs(1);
-
 /// Starts the drain; it runs until the node stops.
 pub fn spawn(state: AppState) -> JoinHandle<()> {
     tokio::spawn(async move {
+        let poll = state.store.capture_poll();
         let mut backoff = Duration::from_millis(100);
         loop {
             tokio::select! {
                 () = state.realtime.closing() => return,
                 () = state.realtime.captured.notified() => {}
-                () = tokio::time::sleep(POLL) => {}
+                () = tokio::time::sleep(poll) => {}
             }
             match drain(&state).await {
                 Ok(()) => backoff = Duration::from_millis(100),

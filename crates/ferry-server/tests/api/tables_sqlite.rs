@@ -3,11 +3,14 @@
 //! filled by the apply, written in each push's transaction, typed as
 //! SQLite types values, and never a name Ferry's own tables have.
 
+use std::time::Duration;
+
 use axum::http::StatusCode;
+use ferry_server::testing::WsClient;
 use rusqlite::Connection;
 use serde_json::json;
 
-use super::tables::{apply, card};
+use super::tables::{self, apply, card};
 use super::*;
 
 const SCHEMA: &str = r#"{"collections": {"cards": {"table": "cards",
@@ -237,4 +240,116 @@ async fn a_name_the_file_already_has_is_refused_at_apply() {
         )
         .unwrap();
     assert_eq!(tables, 0);
+}
+
+/// Waits until every write another process queued was taken off the
+/// queue.
+async fn drained(file: &Connection) {
+    for _ in 0..200 {
+        let left: i64 = file
+            .query_row("SELECT count(*) FROM captured", [], |r| r.get(0))
+            .unwrap();
+        if left == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the captured writes were never applied");
+}
+
+#[tokio::test]
+async fn another_process_s_writes_reach_devices_as_commits() {
+    let (api, file) = sqlite_api().await;
+    api.space("alice", "team").await;
+    apply(&api, SCHEMA).await.unwrap();
+    // Written while no node runs: queued, and applied once one does.
+    file.execute(
+        "INSERT INTO cards (workspace_id, id, title, votes, score, done, due, meta, tags)
+         VALUES ('team', 'c1', 'From the app', 2, 1.5, 1, '2026-12-24 18:00:00',
+                 '{\"k\": [true]}', '[\"x\", \"y\"]')",
+        [],
+    )
+    .unwrap();
+    let served = api.serve().await;
+    let mut device = WsClient::connect(&served.base).await;
+    device.auth(&api.token("alice")).await;
+    device.subscribe(&["team"]).await;
+    drained(&file).await;
+    let c1 = tables::record(&api, "c1").await.unwrap();
+    let f = &c1["fields"];
+    assert_eq!(f["title"]["value"], "From the app");
+    assert_eq!(
+        (f["votes"]["value"].clone(), f["score"]["value"].clone()),
+        (json!(2), json!(1.5))
+    );
+    assert_eq!(f["done"]["value"], true);
+    assert_eq!(f["due"]["value"], "2026-12-24T18:00:00Z");
+    assert_eq!(f["meta"]["value"], json!({"k": [true]}));
+    assert_eq!(f["tags"]["value"], json!(["x", "y"]));
+    assert!(f["title"]["hlc"].as_str().unwrap().ends_with(":server-1"));
+
+    // An update of one column changes that field alone, and is announced.
+    file.execute("UPDATE cards SET title = 'Renamed' WHERE id = 'c1'", [])
+        .unwrap();
+    let heard = device.recv_within(Duration::from_secs(10)).await.unwrap();
+    assert_eq!(heard["space"], "team", "{heard}");
+    drained(&file).await;
+    let c1 = tables::record(&api, "c1").await.unwrap();
+    assert_eq!(c1["fields"]["title"]["value"], "Renamed");
+    assert_eq!(c1["fields"]["votes"]["value"], 2);
+
+    // A device's write is Ferry's own: written to the table, never queued.
+    let r = sync(
+        &api,
+        "b1",
+        0,
+        vec![card(
+            "c2",
+            json!({"title": "From a device"}),
+            &hlc(1, "laptop"),
+        )],
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    let queued: i64 = file
+        .query_row("SELECT count(*) FROM captured", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(queued, 0);
+    assert_eq!(
+        row(&file, "c2").unwrap().1.as_deref(),
+        Some("From a device")
+    );
+
+    // A soft delete and a hard DELETE are deletes.
+    file.execute_batch(
+        "UPDATE cards SET deleted_at = datetime('now') WHERE id = 'c1';
+         DELETE FROM cards WHERE id = 'c2';",
+    )
+    .unwrap();
+    drained(&file).await;
+    for id in ["c1", "c2"] {
+        let gone = tables::record(&api, id).await.unwrap();
+        assert!(gone["deleted"].is_string(), "{gone}");
+    }
+
+    // A write Ferry cannot make is set aside with why; the rest go on.
+    file.execute_batch(
+        "INSERT INTO cards (workspace_id, id, title) VALUES ('nowhere', 'c3', 'Lost');
+         INSERT INTO cards (workspace_id, id, title, votes) VALUES ('team', 'c4', 'Bad', 'many');
+         INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c5', 'Fine');",
+    )
+    .unwrap();
+    drained(&file).await;
+    assert!(tables::record(&api, "c5").await.is_some());
+    assert!(tables::record(&api, "c4").await.is_none());
+    let reasons: Vec<String> = file
+        .prepare("SELECT reason FROM capture_refused ORDER BY id")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    assert!(reasons[0].contains("no space"), "{reasons:?}");
+    assert!(reasons[1].contains("votes"), "{reasons:?}");
 }

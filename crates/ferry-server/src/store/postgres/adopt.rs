@@ -14,15 +14,13 @@ use ferry_core::{Collection, SpaceId};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::capture::Queued;
 use super::mirror::{q, table_name};
 use super::mirror_rows::Written;
 use crate::store::StoreError;
 use crate::store::batch::RowOut;
+pub use crate::store::captured::ADOPT;
+use crate::store::captured::Queued;
 use crate::store::stored::{corrupt, count};
-
-/// The `op` of a queued row to take in as it is when applied.
-pub const ADOPT: &str = "ADOPT";
 
 /// Records given rows per transaction, and spaces listed per query.
 const CHUNK: i64 = 1000;
@@ -299,7 +297,7 @@ pub async fn current_rows(
             sizes.insert((collection.clone(), id), i64::from(size.unwrap_or(0)));
         }
     }
-    let max_row = i64::try_from(super::capture::MAX_ROW_BYTES).unwrap_or(i64::MAX);
+    let max_row = i64::try_from(crate::store::captured::MAX_ROW_BYTES).unwrap_or(i64::MAX);
     let mut refused = Vec::new();
     let mut running = 0;
     for (n, q) in queued.iter().enumerate() {

@@ -12,52 +12,23 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_core::schema::Schema;
-use ferry_core::schema::row::RowWrite;
-use ferry_core::{
-    Change, ClientId, Collection, FieldValue, Fields, Hlc, RecordId, RecordState, SpaceId, UserId,
-    apply_change,
-};
-use serde_json::{Map, Value};
+use ferry_core::{Change, ClientId, Collection, Fields, Hlc, RecordState, SpaceId, UserId};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::adopt::{ADOPT, current_rows};
+use super::adopt::current_rows;
 use crate::clock::ServerClock;
+use crate::store::captured::{
+    BACKEND_USER, Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, change_of, object,
+    set_aside,
+};
 use crate::store::stored::{corrupt, count};
 use crate::store::{AppSchema, Batch, Drained, StoreError};
 
-/// The most queued writes one drain applies in one transaction.
-pub const MAX_TAKEN: i64 = 1000;
-/// The most bytes of queued rows one drain reads.
-pub(super) const MAX_TAKEN_BYTES: i64 = 8 << 20;
-/// The largest queued row taken: a record's limit, with room for the old
-/// row beside the new one and for JSON's keys.
-pub(super) const MAX_ROW_BYTES: usize = 2 * ferry_core::protocol::MAX_RECORD_BYTES + 64 * 1024;
 /// What a queued row takes as the text Ferry reads (not as stored: a
 /// compressed value would hide its size).
 const ROW_BYTES: &str =
     "coalesce(octet_length(new_row::text), 0) + coalesce(octet_length(old_row::text), 0)";
-
-/// The user a captured write is made by.
-pub const BACKEND_USER: &str = "backend";
-
-/// One queued write.
-pub struct Queued {
-    /// Its place in the queue.
-    pub id: i64,
-    /// The collection its table mirrors.
-    pub collection: String,
-    /// `INSERT`, `UPDATE`, `DELETE`, or [`ADOPT`].
-    pub op: String,
-    /// The row after it (its key alone for an adoption, until read).
-    pub new_row: Option<Map<String, Value>>,
-    /// The row before it.
-    pub old_row: Option<Map<String, Value>>,
-}
-
-fn object(text: Option<String>) -> Result<Option<Map<String, Value>>, StoreError> {
-    text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt("captured row", e)))
-        .transpose()
-}
 
 /// Applies the queued writes of the space with the oldest one, if any is
 /// queued. `None` when the queue is empty.
@@ -211,39 +182,9 @@ pub async fn drain(
                 .execute(&mut *tx)
                 .await?;
         }
-        match pushed {
-            Err(StoreError::Invalid { index, violation }) if index < changes.len() => {
-                let (id, _) = changes.remove(index);
-                refusals.push((id, violation.to_string()));
-            }
-            Err(StoreError::RecordTooLarge {
-                collection,
-                id,
-                bytes,
-            }) => {
-                let why = format!(
-                    "record {collection}/{id} would hold {bytes} bytes of fields, past the limit"
-                );
-                let before = changes.len();
-                changes.retain(|(captured, change)| {
-                    let named =
-                        change.collection().as_str() == collection && change.id().as_str() == id;
-                    if named {
-                        refusals.push((*captured, why.clone()));
-                    }
-                    !named
-                });
-                if changes.len() == before {
-                    return Err(StoreError::Internal(why));
-                }
-            }
-            Err(StoreError::SchemaChanged { version, .. }) => {
-                return Err(StoreError::SchemaChanged {
-                    version,
-                    batch: None,
-                });
-            }
-            other => break Some(other?),
+        match set_aside(pushed, &mut changes, &mut refusals)? {
+            Some(outcome) => break Some(outcome),
+            None => continue,
         }
     };
     for (id, why) in &refusals {
@@ -283,8 +224,6 @@ async fn refuse_where(
     .await?;
     Ok(moved.rows_affected())
 }
-
-type Key = (String, String);
 
 /// The stored state of every record the queued writes name, keyed by
 /// collection and id; the clock is moved past every HLC they hold, so the
@@ -336,96 +275,4 @@ async fn stored_states(
         );
     }
     Ok(states)
-}
-
-/// The change one queued write makes, stamped by `clock` after what its
-/// record holds; `None` when it changes nothing Ferry mirrors; why not,
-/// when it is not a write Ferry can make. `states` follows the changes.
-fn change_of(
-    schema: &Schema,
-    q: &Queued,
-    states: &mut HashMap<Key, RecordState>,
-    clock: &ServerClock,
-) -> Result<Option<Change>, String> {
-    let collection = Collection::new(q.collection.as_str()).map_err(|e| e.to_string())?;
-    let mirror = schema
-        .collection(&collection)
-        .and_then(|c| c.mirror())
-        .ok_or_else(|| format!("the collection {collection} is no longer mirrored"))?;
-    let write = if q.op == ADOPT {
-        // Taken in as the row is now, against the record as it is.
-        let Some(row) = q.new_row.as_ref() else {
-            return Ok(None);
-        };
-        let id = row.get(mirror.id_column).and_then(Value::as_str);
-        let held = id.and_then(|id| states.get(&(q.collection.clone(), id.to_owned())));
-        mirror.adopt(row, held)?
-    } else {
-        mirror.write_of(&q.op, q.new_row.as_ref(), q.old_row.as_ref())?
-    };
-    let Some(write) = write else {
-        return Ok(None);
-    };
-    let id = RecordId::new(write.id.as_str())
-        .map_err(|e| format!("its {} is not a record id: {e}", mirror.id_column))?;
-    let key = (q.collection.clone(), write.id.clone());
-    let stored = states.get(&key).cloned().unwrap_or_default();
-    // An adoption saw the record as Ferry holds it: no one is told of a
-    // loss. Any other write saw the row before it.
-    let seen = (q.op == ADOPT).then(|| mirror.row(&write.space, &write.id, &stored));
-    let old = if q.op == ADOPT {
-        seen.as_ref()
-    } else {
-        q.old_row.as_ref()
-    };
-    for held in stored
-        .fields
-        .values()
-        .map(|f| &f.hlc)
-        .chain(&stored.deleted)
-    {
-        clock.observe(held);
-    }
-    let hlc = clock.tick();
-    let change = match write.write {
-        RowWrite::Fields(values) => {
-            let base = mirror.bases(&values, &stored, old);
-            let fields = values
-                .into_iter()
-                .map(|(name, value)| {
-                    let hlc = hlc.clone();
-                    (name, FieldValue { value, hlc })
-                })
-                .collect();
-            Change::Upsert {
-                collection,
-                id,
-                fields,
-                base: Some(base),
-            }
-        }
-        RowWrite::Delete => {
-            let values = stored
-                .fields
-                .iter()
-                .map(|(name, held)| (name.clone(), held.value.clone()))
-                .collect();
-            let mut base = mirror.bases(&values, &stored, old);
-            // Fields the table does not show were not the backend's to see.
-            for (name, held) in &stored.fields {
-                if !mirror.columns.iter().any(|c| c.field == name) {
-                    base.insert(name.clone(), Some(held.hlc.clone()));
-                }
-            }
-            Change::Delete {
-                collection,
-                id,
-                hlc,
-                base: Some(base),
-            }
-        }
-    };
-    let after = apply_change(stored, change.clone()).state;
-    states.insert(key, after);
-    Ok(Some(change))
 }

@@ -292,7 +292,7 @@ impl Store for PgStore {
     async fn drain_captured(
         &self,
         schema: Arc<AppSchema>,
-        clock: &crate::clock::ServerClock,
+        clock: &Arc<crate::clock::ServerClock>,
         node: &ClientId,
     ) -> Result<Option<Drained>, StoreError> {
         capture::drain(&self.pool, &self.namespace, schema, clock, node).await

@@ -77,6 +77,26 @@ fn cell(sql_type: &str, value: Option<&Value>) -> Sql {
 /// object of the file has, or a table made for another collection, is
 /// refused, naming it.
 pub fn settle(tx: &Connection, before: Option<&Schema>, schema: &Schema) -> Result<(), StoreError> {
+    // Tables no longer mirrored keep their rows and lose their triggers.
+    for old in before
+        .iter()
+        .flat_map(|b| b.collections.values())
+        .filter_map(|c| c.mirror())
+    {
+        let kept = schema
+            .collections
+            .values()
+            .filter_map(|c| c.mirror())
+            .any(|m| m.table == old.table);
+        if !kept {
+            for op in OPS {
+                tx.execute_batch(&format!(
+                    "DROP TRIGGER IF EXISTS {}",
+                    q(&trigger(op, old.table))
+                ))?;
+            }
+        }
+    }
     for (collection, held) in &schema.collections {
         let Some(mirror) = held.mirror() else {
             continue;
@@ -119,14 +139,72 @@ pub fn settle(tx: &Connection, before: Option<&Schema>, schema: &Schema) -> Resu
             (None, _) => create(tx, collection, &mirror)?,
             (Some(_), Some(_)) => complete(tx, collection, &mirror)?,
         }
+        tx.execute_batch(&triggers(collection, &mirror))?;
         let was = before
             .and_then(|b| b.collections.get(collection))
             .and_then(|c| c.mirror());
         if was.as_ref() != Some(&mirror) {
-            fill(tx, collection, &mirror)?;
+            marked(tx, || fill(tx, collection, &mirror))?;
         }
     }
     Ok(())
+}
+
+/// The row events a table's triggers queue.
+const OPS: [&str; 3] = ["INSERT", "UPDATE", "DELETE"];
+
+fn trigger(op: &str, table: &str) -> String {
+    format!("ferry_{}_{table}", op.to_ascii_lowercase())
+}
+
+/// The triggers that queue another process's writes to the table: each
+/// row event as the row's mirrored columns in a JSON object, old and new,
+/// unless Ferry itself is writing (`ferry_writing`). Only SQL that SQLite
+/// 3.38 and later run everywhere: they run in the app's own SQLite.
+fn triggers(collection: &Collection, m: &Mirror<'_>) -> String {
+    let columns: Vec<&str> = [m.space_column, m.id_column, m.soft_delete_column]
+        .into_iter()
+        .chain(m.columns.iter().map(|c| c.column))
+        .collect();
+    let object = |row: &str| {
+        let pairs: Vec<String> = columns
+            .iter()
+            .map(|c| format!("'{c}', {row}.{}", q(c)))
+            .collect();
+        format!("json_object({})", pairs.join(", "))
+    };
+    let now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
+    let (table, s) = (q(m.table), q(m.space_column));
+    let mut sql = String::new();
+    for op in OPS {
+        let (space, new, old) = match op {
+            "INSERT" => (format!("NEW.{s}"), object("NEW"), "NULL".to_owned()),
+            "UPDATE" => (format!("NEW.{s}"), object("NEW"), object("OLD")),
+            _ => (format!("OLD.{s}"), "NULL".to_owned(), object("OLD")),
+        };
+        let name = q(&trigger(op, m.table));
+        sql.push_str(&format!(
+            "DROP TRIGGER IF EXISTS {name};
+             CREATE TRIGGER {name} AFTER {op} ON {table}
+             WHEN NOT EXISTS (SELECT 1 FROM ferry_writing)
+             BEGIN
+                 INSERT INTO captured (collection, space, op, new_row, old_row, captured_at)
+                 VALUES ('{collection}', {space}, '{op}', {new}, {old}, {now});
+             END;"
+        ));
+    }
+    sql
+}
+
+/// Runs `f`, Ferry's own writes to mirrored tables, marked so that their
+/// triggers let them by (the mark is gone before the transaction ends).
+fn marked<T>(tx: &Connection, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    tx.prepare_cached("INSERT INTO ferry_writing (busy) VALUES (1)")?
+        .execute([])?;
+    let done = f()?;
+    tx.prepare_cached("DELETE FROM ferry_writing")?
+        .execute([])?;
+    Ok(done)
 }
 
 fn create(tx: &Connection, collection: &Collection, m: &Mirror<'_>) -> Result<(), StoreError> {
@@ -140,7 +218,11 @@ fn create(tx: &Connection, collection: &Collection, m: &Mirror<'_>) -> Result<()
             .map(|c| format!("{} {}", q(c.column), column_type(c.sql_type))),
     );
     columns.push(format!("{} TEXT", q(m.soft_delete_column)));
-    columns.push(format!("{} TEXT NOT NULL", q(m.updated_column)));
+    // The app's own inserts need not set it.
+    columns.push(format!(
+        "{} TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%fZ', 'now'))",
+        q(m.updated_column)
+    ));
     columns.push(format!(
         "PRIMARY KEY ({}, {})",
         q(m.space_column),
@@ -212,7 +294,7 @@ fn fill(tx: &Connection, collection: &Collection, m: &Mirror<'_>) -> Result<(), 
     Ok(())
 }
 
-fn state_of(fields: &str, deleted: Option<String>) -> Result<RecordState, StoreError> {
+pub(super) fn state_of(fields: &str, deleted: Option<String>) -> Result<RecordState, StoreError> {
     Ok(RecordState {
         fields: serde_json::from_str(fields).map_err(|e| corrupt("fields", e))?,
         deleted: deleted
@@ -279,6 +361,16 @@ fn write_row(
 /// table refuses (a unique index or a trigger the app added) is the
 /// change's `422`, rule `column`, at the index `firsts` gives the record.
 pub fn write<'a>(
+    tx: &Connection,
+    space: &str,
+    schema: &Schema,
+    written: impl Iterator<Item = (&'a str, &'a str, RecordState)>,
+    firsts: &HashMap<(String, String), usize>,
+) -> Result<(), StoreError> {
+    marked(tx, || write_marked(tx, space, schema, written, firsts))
+}
+
+fn write_marked<'a>(
     tx: &Connection,
     space: &str,
     schema: &Schema,

@@ -13,6 +13,7 @@
 
 mod app_schema;
 mod billing;
+mod capture;
 mod compact;
 mod mirror;
 mod records;
@@ -25,13 +26,13 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
 use ferry_core::protocol::{Member, SpaceInfo};
-use ferry_core::{Collection, RecordId, Role, SpaceId, UserId};
+use ferry_core::{ClientId, Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
 use super::{
-    Batch, BillingEvent, CompactReport, EventOutcome, PageFill, PoolState, PullPage, PullQuery,
-    PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError, StoredEntitlement,
-    StoredKey, User,
+    AppSchema, Batch, BillingEvent, CompactReport, Drained, EventOutcome, PageFill, PoolState,
+    PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError,
+    StoredEntitlement, StoredKey, User,
 };
 
 /// How many idle reader connections are kept for reuse.
@@ -310,6 +311,25 @@ impl Store for SqliteStore {
     async fn apply_app_schema(&self, json: &str, expected: u64) -> Result<u64, StoreError> {
         let json = json.to_owned();
         self.write(move |c| app_schema::apply(c, &json, expected))
+            .await
+    }
+
+    fn capture_poll(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(100)
+    }
+
+    async fn drain_captured(
+        &self,
+        schema: Arc<AppSchema>,
+        clock: &Arc<crate::clock::ServerClock>,
+        node: &ClientId,
+    ) -> Result<Option<Drained>, StoreError> {
+        // Looked at without the writer, which pushes need.
+        if !self.read(|c| capture::any_queued(c)).await? {
+            return Ok(None);
+        }
+        let (clock, node) = (clock.clone(), node.clone());
+        self.write(move |c| capture::drain(c, schema, &clock, &node))
             .await
     }
 

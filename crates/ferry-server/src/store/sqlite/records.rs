@@ -36,19 +36,28 @@ fn space_row(c: &Connection, space: &SpaceId) -> Result<(i64, u64, u64), StoreEr
 /// Reads the stored rows of a batch's records: `?2` is the JSON array of
 /// their `[collection, id]`. CROSS JOIN keeps the keys as the outer loop,
 /// so each is one index lookup (the planner may otherwise scan the space).
-const READ_BATCH_SQL: &str = "SELECT r.collection, r.id, r.fields, r.deleted
+pub(super) const READ_BATCH_SQL: &str = "SELECT r.collection, r.id, r.fields, r.deleted
      FROM json_each(?2) k
      CROSS JOIN records r ON r.sid = ?1 AND r.collection = k.value ->> 0 AND r.id = k.value ->> 1";
 
 pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let (sid, head, horizon) = space_row(&tx, space)?;
+    let outcome = push_in(&tx, space, batch)?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// [`push`] inside the write transaction `tx`, which the caller commits:
+/// the capture drain applies the app's writes this way, with the removal
+/// of what it applied.
+pub fn push_in(tx: &Connection, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
+    let (sid, head, horizon) = space_row(tx, space)?;
     if let Some(cursor) = batch.cursor {
         check_push_cursor(cursor, horizon, head)?;
     }
     // Checked against the schema in force at commit, never an older one.
     if let Some(held) = &batch.schema {
-        let version = super::app_schema::version(&tx)?;
+        let version = super::app_schema::version(tx)?;
         if version != held.version {
             return Err(StoreError::SchemaChanged {
                 version,
@@ -158,7 +167,7 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
             .iter()
             .zip(states)
             .map(|(r, state)| (r.collection.as_str(), r.id.as_str(), state));
-        super::mirror::write(&tx, space.as_str(), schema, written, &firsts)?;
+        super::mirror::write(tx, space.as_str(), schema, written, &firsts)?;
     }
     if !rows.is_empty() {
         // One prepared upsert per row: in-process, a step costs less than
@@ -221,7 +230,6 @@ pub fn push(c: &mut Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
             now_ms()
         ])?;
     }
-    tx.commit()?;
     Ok(PushOutcome {
         applied,
         conflicts,

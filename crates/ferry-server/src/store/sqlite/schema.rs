@@ -208,6 +208,33 @@ CREATE TABLE mirrored_tables (
     collection TEXT NOT NULL
 ) WITHOUT ROWID;
 "#,
+    // Writes of other processes to mirrored tables, queued by each table's
+    // triggers for a node to apply, and the ones Ferry refused, with why
+    // (docs/tables.md). `ferry_writing` holds a row only inside Ferry's
+    // own writes to the tables (never committed): the triggers let those by.
+    r#"
+CREATE TABLE captured (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    collection  TEXT NOT NULL,
+    space       TEXT,
+    op          TEXT NOT NULL,
+    new_row     TEXT,
+    old_row     TEXT,
+    captured_at INTEGER NOT NULL
+);
+CREATE INDEX captured_by_space ON captured (space, id);
+CREATE TABLE capture_refused (
+    id          INTEGER PRIMARY KEY,
+    collection  TEXT NOT NULL,
+    space       TEXT,
+    op          TEXT NOT NULL,
+    new_row     TEXT,
+    old_row     TEXT,
+    captured_at INTEGER NOT NULL,
+    reason      TEXT NOT NULL
+);
+CREATE TABLE ferry_writing (busy INTEGER);
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.
