@@ -208,12 +208,23 @@ async fn a_backend_write_the_table_refuses_back_is_set_aside_and_the_queue_goes_
     assert_eq!(refused.len(), 1, "{refused:?}");
     assert_eq!(refused[0].0, "c1");
     assert!(refused[0].1.contains("no forbidden titles"), "{refused:?}");
-    // Later writes still flow.
-    sqlx::query("INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c3', 'Later')")
-        .execute(&mut db)
-        .await
-        .unwrap();
+    // Later writes still flow, past a row written into the queue by hand
+    // that is not an object (refused, not the drain's error).
+    sqlx::raw_sql(
+        "INSERT INTO ferry.captured (collection, space, op, new_row)
+             VALUES ('cards', 'team', 'INSERT', '[1]');
+         INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c3', 'Later');",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
     drained(&mut db).await;
     assert!(record(&api, "c3").await.is_some());
+    let reason: String =
+        sqlx::query_scalar("SELECT reason FROM ferry.capture_refused WHERE new_row = '[1]'::jsonb")
+            .fetch_one(&mut db)
+            .await
+            .unwrap();
+    assert!(reason.contains("not a JSON object"), "{reason}");
     served.stop().await;
 }

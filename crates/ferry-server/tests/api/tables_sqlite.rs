@@ -336,7 +336,11 @@ async fn another_process_s_writes_reach_devices_as_commits() {
     file.execute_batch(
         "INSERT INTO cards (workspace_id, id, title) VALUES ('nowhere', 'c3', 'Lost');
          INSERT INTO cards (workspace_id, id, title, votes) VALUES ('team', 'c4', 'Bad', 'many');
-         INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c5', 'Fine');",
+         INSERT INTO cards (workspace_id, id, title) VALUES ('team', 'c5', 'Fine');
+         INSERT INTO captured (collection, space, op, new_row, captured_at)
+             VALUES ('cards', 'team', 'INSERT', 'not json', 0);
+         INSERT INTO captured (collection, space, op, new_row, captured_at)
+             VALUES (x'00', 'team', 'INSERT', NULL, 0);",
     )
     .unwrap();
     drained(&file).await;
@@ -349,7 +353,14 @@ async fn another_process_s_writes_reach_devices_as_commits() {
         .unwrap()
         .collect::<Result<_, _>>()
         .unwrap();
-    assert_eq!(reasons.len(), 2, "{reasons:?}");
+    // Rows written into the queue by hand are refused too, not the drain's
+    // error (which would stall it).
+    assert_eq!(reasons.len(), 4, "{reasons:?}");
     assert!(reasons[0].contains("no space"), "{reasons:?}");
     assert!(reasons[1].contains("votes"), "{reasons:?}");
+    assert!(reasons[2].contains("not a JSON object"), "{reasons:?}");
+    assert!(
+        reasons[3].contains("not one Ferry's triggers write"),
+        "{reasons:?}"
+    );
 }

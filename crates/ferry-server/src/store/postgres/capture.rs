@@ -132,18 +132,27 @@ pub async fn drain(
     .fetch_all(&mut *tx)
     .await?;
     let mut queued = Vec::with_capacity(rows.len());
+    // A row that is not what the trigger writes (one written into the
+    // queue by hand) is refused, never the drain's error.
+    let mut unread = Vec::new();
     for row in rows {
+        let id: i64 = row.try_get(0)?;
+        let (Ok(new_row), Ok(old_row)) = (object(row.try_get(3)?), object(row.try_get(4)?)) else {
+            unread.push((id, "the queued row is not a JSON object".to_owned()));
+            continue;
+        };
         queued.push(Queued {
-            id: row.try_get(0)?,
+            id,
             collection: row.try_get(1)?,
             op: row.try_get(2)?,
-            new_row: object(row.try_get(3)?)?,
-            old_row: object(row.try_get(4)?)?,
+            new_row,
+            old_row,
         });
     }
     let held = schema.schema.clone().unwrap_or_default();
     // Adoptions are read from the table now, within the same budget.
     let mut refusals = current_rows(&mut tx, &held, &space, &mut queued, MAX_TAKEN_BYTES).await?;
+    refusals.extend(unread);
     let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
     let mut states = stored_states(&mut tx, sid, &held, &queued).await?;
     let mut changes: Vec<(i64, Change)> = Vec::new();

@@ -13,6 +13,7 @@ use ferry_core::schema::Schema;
 use ferry_core::schema::row::sortable_timestamp;
 use ferry_core::schema::table::Mirror;
 use ferry_core::{ClientId, Collection, RecordState, SpaceId, UserId};
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
@@ -91,7 +92,10 @@ pub fn drain(
         "the row is larger than a record may be",
     )?;
     let held = schema.schema.clone().unwrap_or_default();
+    // Any process that writes the file can write the queue: a row that is
+    // not what the triggers write is refused, never the drain's error.
     let mut queued = Vec::new();
+    let mut refusals = Vec::new();
     {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT id, collection, op, new_row, old_row FROM (
@@ -103,30 +107,16 @@ pub fn drain(
         ))?;
         let mut rows = stmt.query(params![space.as_str(), MAX_TAKEN, MAX_TAKEN_BYTES])?;
         while let Some(row) = rows.next()? {
-            let collection: String = row.get(1)?;
-            let mirror = Collection::new(collection.as_str())
-                .ok()
-                .and_then(|c| held.collection(&c))
-                .and_then(|c| c.mirror());
-            let read = |text: Option<String>| -> Result<_, StoreError> {
-                Ok(object(text)?.map(|row| match &mirror {
-                    Some(m) => as_written(m, row),
-                    None => row,
-                }))
-            };
-            queued.push(Queued {
-                id: row.get(0)?,
-                op: row.get(2)?,
-                new_row: read(row.get(3)?)?,
-                old_row: read(row.get(4)?)?,
-                collection,
-            });
+            let id: i64 = row.get(0)?;
+            match queued_row(row, &held) {
+                Ok(q) => queued.push(q),
+                Err(why) => refusals.push((id, why)),
+            }
         }
     }
     let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
     let mut states = stored_states(&tx, sid, &held, &queued)?;
     let mut changes = Vec::new();
-    let mut refusals = Vec::new();
     for q in &queued {
         match change_of(&held, q, &mut states, clock) {
             Ok(Some(change)) => changes.push((q.id, change)),
@@ -173,6 +163,37 @@ pub fn drain(
         refused: refusals.len() as u64,
         outcome,
     }))
+}
+
+/// A queued row as the triggers write one: text where text is, and the
+/// rows JSON objects; why not, otherwise.
+fn queued_row(row: &rusqlite::Row<'_>, held: &Schema) -> Result<Queued, String> {
+    let text = |i: usize| -> Result<Option<String>, String> {
+        match row.get_ref(i).map_err(|e| e.to_string())? {
+            ValueRef::Null => Ok(None),
+            ValueRef::Text(t) => Ok(Some(String::from_utf8_lossy(t).into_owned())),
+            _ => Err("the queued row is not one Ferry's triggers write".to_owned()),
+        }
+    };
+    let collection = text(1)?.unwrap_or_default();
+    let mirror = Collection::new(collection.as_str())
+        .ok()
+        .and_then(|c| held.collection(&c))
+        .and_then(|c| c.mirror());
+    let read = |i: usize| -> Result<Option<Map<String, Value>>, String> {
+        let row = object(text(i)?).map_err(|_| "the queued row is not a JSON object".to_owned())?;
+        Ok(row.map(|row| match &mirror {
+            Some(m) => as_written(m, row),
+            None => row,
+        }))
+    };
+    Ok(Queued {
+        id: row.get(0).map_err(|e| e.to_string())?,
+        op: text(2)?.unwrap_or_default(),
+        new_row: read(3)?,
+        old_row: read(4)?,
+        collection,
+    })
 }
 
 /// A row as the triggers queued it, its values as a PostgreSQL row's
