@@ -180,9 +180,45 @@ async fn check(api: &Api, served: &Served, who: &str, can_read: bool, cursor: u6
 
 #[tokio::test]
 async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() {
+    matrix(false).await;
+}
+
+/// The same, with the collection mirrored into a table (docs/tables.md):
+/// nothing refused reaches the table either.
+#[tokio::test]
+async fn the_matrix_holds_for_a_collection_mirrored_into_a_table() {
+    matrix(true).await;
+}
+
+const MIRRORED: &str = r#"{"collections": {"todos": {"table": "todos",
+    "fields": {"title": {"type": "string"}, "n": {"type": "json"}}}}}"#;
+
+/// The mirrored table's `(id, title)` rows, as the app reads them.
+async fn table_rows(api: &Api) -> Vec<(String, Option<String>)> {
+    const SQL: &str = "SELECT id, title FROM todos ORDER BY id";
+    match &api._guard {
+        testing::Guard::Sqlite(dir) => {
+            let file = rusqlite::Connection::open(dir.path().join("ferry.db")).unwrap();
+            let mut stmt = file.prepare(SQL).unwrap();
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
+            rows.collect::<Result<_, _>>().unwrap()
+        }
+        testing::Guard::Postgres(db) => {
+            let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&db.url)
+                .await
+                .unwrap();
+            sqlx::query_as(SQL).fetch_all(&mut conn).await.unwrap()
+        }
+    }
+}
+
+async fn matrix(mirrored: bool) {
     let api = Api::new().await;
     let served = api.serve().await;
     api.space("alice", "team").await;
+    if mirrored {
+        super::tables::apply(&api, MIRRORED).await.unwrap();
+    }
     let r = api
         .sync(
             "alice",
@@ -321,4 +357,15 @@ async fn outsiders_removed_members_viewers_and_forgers_are_refused_everywhere() 
     );
     println!("attack matrix: {cases} cases refused");
     assert!(cases >= 163, "the matrix shrank: {cases} cases");
+    if mirrored {
+        // The table holds what members wrote (Alice's record and the
+        // probes she pushed), nothing an attacker sent.
+        assert_eq!(
+            table_rows(&api).await,
+            [
+                ("probe".to_owned(), None),
+                ("t-1".to_owned(), Some("hers".to_owned()))
+            ]
+        );
+    }
 }
