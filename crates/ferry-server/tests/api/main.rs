@@ -24,6 +24,7 @@ mod signin;
 mod sync;
 mod tables;
 mod tables_adopt;
+mod tables_checks;
 mod tables_refused;
 mod tables_sqlite;
 mod tables_types;

@@ -230,6 +230,24 @@ async fn a_table_ferry_cannot_write_is_refused_at_apply_naming_the_column() {
             "it has no column workspace_id",
             "CREATE TABLE cards (id text PRIMARY KEY, title text)",
         ),
+        // A key checked only at commit, one over some rows, and one the
+        // database does not keep up to date cannot be written by.
+        refused(
+            "no unique index on exactly (workspace_id, id)",
+            "CREATE TABLE cards (workspace_id text, id text, title text NOT NULL,
+                                 PRIMARY KEY (workspace_id, id) DEFERRABLE)",
+        ),
+        refused(
+            "no unique index on exactly (workspace_id, id)",
+            "CREATE TABLE cards (workspace_id text, id text, title text NOT NULL);
+             CREATE UNIQUE INDEX ON cards (workspace_id, id) WHERE title <> ''",
+        ),
+        refused(
+            "no unique index on exactly (workspace_id, id)",
+            "CREATE TABLE cards (workspace_id text, id text, title text NOT NULL);
+             CREATE UNIQUE INDEX cards_key ON cards (workspace_id, id);
+             UPDATE pg_index SET indisvalid = false WHERE indexrelid = 'cards_key'::regclass",
+        ),
     ] {
         sqlx::raw_sql(&format!("DROP TABLE IF EXISTS cards; {ddl}"))
             .execute(&mut db)
