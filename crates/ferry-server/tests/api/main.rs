@@ -25,6 +25,7 @@ mod sync;
 mod tables;
 mod tables_adopt;
 mod tables_checks;
+mod tables_conflicts;
 mod tables_refused;
 mod tables_sqlite;
 mod tables_types;
