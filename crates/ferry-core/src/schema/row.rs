@@ -232,6 +232,15 @@ impl Mirror<'_> {
                 };
                 (new, write)
             }
+            // A statement-level capture pairs an update's old and new rows
+            // by the key: a row whose key changed arrives as two halves.
+            ("UPDATE", _, _) => {
+                return Err(format!(
+                    "it changes the row's {} or {}, which name its record: insert a new \
+                     row and delete the old one instead",
+                    self.space_column, self.id_column
+                ));
+            }
             _ => return Err(format!("a {op} trigger event Ferry does not know")),
         };
         let Some(write) = write else {

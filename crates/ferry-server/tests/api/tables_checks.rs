@@ -140,7 +140,8 @@ async fn no_role_but_ferry_s_may_run_the_capture_function() {
         .unwrap();
     // (`ferry.refuse_truncate()` only raises: anyone may run it.)
     let may: bool = sqlx::query_scalar(&format!(
-        "SELECT has_function_privilege('{role}', 'ferry.capture()', 'EXECUTE')"
+        "SELECT has_function_privilege('{role}', 'ferry.capture()', 'EXECUTE')
+             OR has_function_privilege('{role}', 'ferry.capture_rows()', 'EXECUTE')"
     ))
     .fetch_one(&mut db)
     .await
@@ -150,4 +151,62 @@ async fn no_role_but_ferry_s_may_run_the_capture_function() {
         .await
         .unwrap();
     assert!(!may, "a role of the app's may run the capture function");
+}
+
+#[tokio::test]
+async fn bulk_statements_are_captured_whole_and_a_key_change_is_refused() {
+    let api = Api::postgres().await;
+    api.space("alice", "team").await;
+    apply(&api, SCHEMA).await.unwrap();
+    let served = api.serve().await;
+    let mut db = app_db(&api).await;
+    let count = |sql: &'static str| sqlx::query_scalar::<_, i64>(sql);
+    // One statement of 500 rows: queued by one trigger call, all applied.
+    sqlx::raw_sql(
+        "INSERT INTO cards (workspace_id, id, title, votes)
+         SELECT 'team', 'c' || g, 'Card ' || g, g FROM generate_series(1, 500) g",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    drained(&mut db).await;
+    let live = "SELECT count(*) FROM ferry.records WHERE collection = 'cards' AND deleted IS NULL";
+    assert_eq!(count(live).fetch_one(&mut db).await.unwrap(), 500);
+    // An update of every row pairs each row's old and new versions.
+    sqlx::raw_sql("UPDATE cards SET votes = votes + 1")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    drained(&mut db).await;
+    let votes: String = sqlx::query_scalar(
+        "SELECT fields::jsonb -> 'votes' ->> 'value' FROM ferry.records WHERE id = 'c7'",
+    )
+    .fetch_one(&mut db)
+    .await
+    .unwrap();
+    assert_eq!(votes, "8");
+    // A changed key names another record: both halves are refused.
+    sqlx::raw_sql("UPDATE cards SET id = 'moved' WHERE id = 'c1'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    drained(&mut db).await;
+    let refused: Vec<String> =
+        sqlx::query_scalar("SELECT reason FROM ferry.capture_refused ORDER BY id")
+            .fetch_all(&mut db)
+            .await
+            .unwrap();
+    assert_eq!(refused.len(), 2, "{refused:?}");
+    assert!(
+        refused.iter().all(|r| r.contains("which name its record")),
+        "{refused:?}"
+    );
+    // A bulk delete deletes each record (votes 401 to 501: 101 of them).
+    sqlx::raw_sql("DELETE FROM cards WHERE votes > 400")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    drained(&mut db).await;
+    assert_eq!(count(live).fetch_one(&mut db).await.unwrap(), 399);
+    served.stop().await;
 }

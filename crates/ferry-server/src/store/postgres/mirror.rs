@@ -73,7 +73,6 @@ pub async fn settle(
     // Every statement is made first, as owned text: no borrow of the
     // schema is held across an await.
     let mut statements: Vec<Statement> = Vec::new();
-    let t = q(&trigger(namespace));
     let tt = q(&format!("{}_truncate", trigger(namespace)));
     let kept: BTreeSet<String> = schema
         .collections
@@ -90,9 +89,7 @@ pub async fn settle(
         if !kept.contains(&name) {
             statements.push(Statement::IfTable(
                 name.clone(),
-                format!(
-                    "DROP TRIGGER IF EXISTS {t} ON {name}; DROP TRIGGER IF EXISTS {tt} ON {name}"
-                ),
+                drop_triggers(namespace, &name),
             ));
         }
     }
@@ -111,18 +108,37 @@ pub async fn settle(
         let name = table_name(&mirror);
         let ns = q(namespace);
         tables.push(Table::of(collection, &mirror));
-        statements.push(Statement::Always(format!(
-            "DROP TRIGGER IF EXISTS {t} ON {name};
-             CREATE TRIGGER {t} AFTER INSERT OR UPDATE OR DELETE ON {name}
-                 FOR EACH ROW
-                 WHEN (current_setting('ferry.origin', true) IS DISTINCT FROM '{origin}')
-                 EXECUTE FUNCTION {ns}.capture('{collection}', {columns});
-             DROP TRIGGER IF EXISTS {tt} ON {name};
-             CREATE TRIGGER {tt} BEFORE TRUNCATE ON {name}
-                 FOR EACH STATEMENT EXECUTE FUNCTION {ns}.refuse_truncate('{collection}');",
-            columns = columns.join(", "),
-            origin = origin(namespace),
-        )));
+        // One trigger per event, each once per statement over the rows it
+        // changed (a transition table): a bulk statement of the app's is
+        // queued by one INSERT, not a function call per row. Ferry's own
+        // writes are let by (`ferry.origin`).
+        let mut sql = drop_triggers(namespace, &name);
+        let when = format!(
+            "WHEN (current_setting('ferry.origin', true) IS DISTINCT FROM '{}')",
+            origin(namespace)
+        );
+        for (event, referencing) in [
+            ("INSERT", "NEW TABLE AS new_rows"),
+            ("UPDATE", "OLD TABLE AS old_rows NEW TABLE AS new_rows"),
+            ("DELETE", "OLD TABLE AS old_rows"),
+        ] {
+            let each = q(&format!(
+                "{}_{}",
+                trigger(namespace),
+                event.to_ascii_lowercase()
+            ));
+            sql.push_str(&format!(
+                "; CREATE TRIGGER {each} AFTER {event} ON {name}
+                     REFERENCING {referencing} FOR EACH STATEMENT {when}
+                     EXECUTE FUNCTION {ns}.capture_rows('{collection}', {columns})",
+                columns = columns.join(", "),
+            ));
+        }
+        sql.push_str(&format!(
+            "; CREATE TRIGGER {tt} BEFORE TRUNCATE ON {name}
+                 FOR EACH STATEMENT EXECUTE FUNCTION {ns}.refuse_truncate('{collection}')"
+        ));
+        statements.push(Statement::Always(sql));
     }
     if !tables.is_empty() {
         install_functions(tx, namespace).await?;
@@ -147,6 +163,20 @@ pub async fn settle(
         run(tx, &sql).await?;
     }
     Ok(())
+}
+
+/// Drops every capture trigger a deployment may have put on the table
+/// `name`: the statement-level ones, the row-level one earlier versions
+/// made, and the one refusing `TRUNCATE`.
+fn drop_triggers(namespace: &str, name: &str) -> String {
+    let t = trigger(namespace);
+    let mut names = vec![t.clone(), format!("{t}_truncate")];
+    names.extend(["insert", "update", "delete"].map(|e| format!("{t}_{e}")));
+    names
+        .iter()
+        .map(|n| format!("DROP TRIGGER IF EXISTS {} ON {name}", q(n)))
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 /// A statement of [`settle`]'s.
@@ -234,6 +264,46 @@ BEGIN
 END
 $fn$;
 REVOKE EXECUTE ON FUNCTION {ns}.capture() FROM PUBLIC;
+CREATE OR REPLACE FUNCTION {ns}.capture_rows() RETURNS trigger
+LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+DECLARE
+    kept text[] := TG_ARGV[1:];
+    queued bigint;
+BEGIN
+    IF TG_OP = 'INSERT' THEN
+        INSERT INTO {ns}.captured (collection, space, op, new_row)
+        SELECT TG_ARGV[0], n.r ->> TG_ARGV[1], 'INSERT', n.r
+        FROM (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
+                      WHERE key = ANY (kept)) AS r
+              FROM new_rows x) n;
+    ELSIF TG_OP = 'DELETE' THEN
+        INSERT INTO {ns}.captured (collection, space, op, old_row)
+        SELECT TG_ARGV[0], o.r ->> TG_ARGV[1], 'DELETE', o.r
+        FROM (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
+                      WHERE key = ANY (kept)) AS r
+              FROM old_rows x) o;
+    ELSE
+        -- Each row's old and new versions, paired by the record's key; a
+        -- row whose key changed is queued as two halves, which Ferry
+        -- refuses (the key names the record).
+        INSERT INTO {ns}.captured (collection, space, op, new_row, old_row)
+        SELECT TG_ARGV[0], coalesce(n.r, o.r) ->> TG_ARGV[1], 'UPDATE', n.r, o.r
+        FROM (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
+                      WHERE key = ANY (kept)) AS r
+              FROM new_rows x) n
+        FULL JOIN (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
+                           WHERE key = ANY (kept)) AS r
+                   FROM old_rows x) o
+          ON n.r -> TG_ARGV[1] = o.r -> TG_ARGV[1] AND n.r -> TG_ARGV[2] = o.r -> TG_ARGV[2];
+    END IF;
+    GET DIAGNOSTICS queued = ROW_COUNT;
+    IF queued > 0 THEN
+        PERFORM pg_notify('{channel}', 'k');
+    END IF;
+    RETURN NULL;
+END
+$fn$;
+REVOKE EXECUTE ON FUNCTION {ns}.capture_rows() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION {ns}.refuse_truncate() RETURNS trigger
 LANGUAGE plpgsql AS $fn$
 BEGIN
