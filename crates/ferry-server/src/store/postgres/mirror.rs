@@ -268,32 +268,30 @@ CREATE OR REPLACE FUNCTION {ns}.capture_rows() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
 DECLARE
     kept text[] := TG_ARGV[1:];
+    -- The table's other columns, left out of each queued row (one
+    -- catalog read per statement; each row then loses them in one step).
+    other text[] := ARRAY(
+        SELECT attname::text FROM pg_attribute
+        WHERE attrelid = TG_RELID AND attnum > 0 AND NOT attisdropped
+          AND attname::text <> ALL (kept));
     queued bigint;
 BEGIN
     IF TG_OP = 'INSERT' THEN
         INSERT INTO {ns}.captured (collection, space, op, new_row)
         SELECT TG_ARGV[0], n.r ->> TG_ARGV[1], 'INSERT', n.r
-        FROM (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
-                      WHERE key = ANY (kept)) AS r
-              FROM new_rows x) n;
+        FROM (SELECT to_jsonb(x) - other AS r FROM new_rows x) n;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO {ns}.captured (collection, space, op, old_row)
         SELECT TG_ARGV[0], o.r ->> TG_ARGV[1], 'DELETE', o.r
-        FROM (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
-                      WHERE key = ANY (kept)) AS r
-              FROM old_rows x) o;
+        FROM (SELECT to_jsonb(x) - other AS r FROM old_rows x) o;
     ELSE
         -- Each row's old and new versions, paired by the record's key; a
         -- row whose key changed is queued as two halves, which Ferry
         -- refuses (the key names the record).
         INSERT INTO {ns}.captured (collection, space, op, new_row, old_row)
         SELECT TG_ARGV[0], coalesce(n.r, o.r) ->> TG_ARGV[1], 'UPDATE', n.r, o.r
-        FROM (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
-                      WHERE key = ANY (kept)) AS r
-              FROM new_rows x) n
-        FULL JOIN (SELECT (SELECT jsonb_object_agg(key, value) FROM jsonb_each(to_jsonb(x))
-                           WHERE key = ANY (kept)) AS r
-                   FROM old_rows x) o
+        FROM (SELECT to_jsonb(x) - other AS r FROM new_rows x) n
+        FULL JOIN (SELECT to_jsonb(x) - other AS r FROM old_rows x) o
           ON n.r -> TG_ARGV[1] = o.r -> TG_ARGV[1] AND n.r -> TG_ARGV[2] = o.r -> TG_ARGV[2];
     END IF;
     GET DIAGNOSTICS queued = ROW_COUNT;
