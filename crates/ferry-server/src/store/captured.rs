@@ -5,14 +5,17 @@
 //! push refused so the rest apply.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use ferry_core::schema::Schema;
 use ferry_core::schema::row::RowWrite;
-use ferry_core::{Change, Collection, FieldValue, RecordId, RecordState, apply_change};
+use ferry_core::{
+    Change, ClientId, Collection, FieldValue, RecordId, RecordState, UserId, apply_change,
+};
 use serde_json::{Map, Value};
 
 use super::stored::corrupt;
-use super::{PushOutcome, StoreError};
+use super::{AppSchema, Batch, PushOutcome, StoreError};
 use crate::clock::ServerClock;
 
 /// The most queued writes one drain applies in one transaction.
@@ -52,6 +55,44 @@ pub fn object(text: Option<String>) -> Result<Option<Map<String, Value>>, StoreE
 
 /// A record's collection and id.
 pub type Key = (String, String);
+
+/// The change each queued write makes, in order, with its place in the
+/// queue; a write that is not one Ferry can make goes to `refusals`
+/// with why.
+pub fn changes_of(
+    schema: &Schema,
+    queued: &[Queued],
+    states: &mut HashMap<Key, RecordState>,
+    clock: &ServerClock,
+    refusals: &mut Vec<(i64, String)>,
+) -> Vec<(i64, Change)> {
+    let mut changes = Vec::new();
+    for q in queued {
+        match change_of(schema, q, states, clock) {
+            Ok(Some(change)) => changes.push((q.id, change)),
+            Ok(None) => {}
+            Err(why) => refusals.push((q.id, why)),
+        }
+    }
+    changes
+}
+
+/// The server batch of the queued writes' `changes`, made by the
+/// backend through node `node`, checked against `schema`.
+pub fn backend_batch(
+    changes: &[(i64, Change)],
+    node: &ClientId,
+    schema: &Arc<AppSchema>,
+) -> Result<Batch, StoreError> {
+    Ok(Batch {
+        user: UserId::new(BACKEND_USER).map_err(|e| StoreError::Internal(e.to_string()))?,
+        client_id: node.clone(),
+        batch_id: None,
+        cursor: None,
+        changes: changes.iter().map(|(_, c)| c.clone()).collect(),
+        schema: Some(schema.clone()),
+    })
+}
 
 /// After a push of the queued writes' `changes` (each with its place in
 /// the queue) was tried: its outcome, or `None` when it refused one write

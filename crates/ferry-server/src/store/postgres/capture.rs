@@ -12,18 +12,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_core::schema::Schema;
-use ferry_core::{Change, ClientId, Collection, Fields, Hlc, RecordState, SpaceId, UserId};
+use ferry_core::{ClientId, Collection, Fields, Hlc, RecordState, SpaceId};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::adopt::current_rows;
 use crate::clock::ServerClock;
 use crate::store::captured::{
-    BACKEND_USER, Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, change_of, object,
+    Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, backend_batch, changes_of, object,
     set_aside,
 };
 use crate::store::stored::{corrupt, count};
-use crate::store::{AppSchema, Batch, Drained, StoreError};
+use crate::store::{AppSchema, Drained, StoreError};
 
 /// What a queued row takes as the text Ferry reads (not as stored: a
 /// compressed value would hide its size).
@@ -155,28 +155,14 @@ pub async fn drain(
     refusals.extend(unread);
     let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
     let mut states = stored_states(&mut tx, sid, &held, &queued).await?;
-    let mut changes: Vec<(i64, Change)> = Vec::new();
-    for q in &queued {
-        match change_of(&held, q, &mut states, clock) {
-            Ok(Some(change)) => changes.push((q.id, change)),
-            Ok(None) => {}
-            Err(why) => refusals.push((q.id, why)),
-        }
-    }
+    let mut changes = changes_of(&held, &queued, &mut states, clock, &mut refusals);
     // A write the schema refuses is set aside with the reason and the rest
     // applied: the batch is merged again without it.
     let outcome = loop {
         if changes.is_empty() {
             break None;
         }
-        let batch = Batch {
-            user: UserId::new(BACKEND_USER).map_err(|e| StoreError::Internal(e.to_string()))?,
-            client_id: node.clone(),
-            batch_id: None,
-            cursor: None,
-            changes: changes.iter().map(|(_, c)| c.clone()).collect(),
-            schema: Some(schema.clone()),
-        };
+        let batch = backend_batch(&changes, node, &schema)?;
         // A refusal may come after statements that did their part (the
         // app's table refusing the row): each attempt is undone alone.
         sqlx::query("SAVEPOINT ferry_drain")

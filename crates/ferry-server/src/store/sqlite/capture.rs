@@ -12,17 +12,17 @@ use std::sync::Arc;
 use ferry_core::schema::Schema;
 use ferry_core::schema::row::sortable_timestamp;
 use ferry_core::schema::table::Mirror;
-use ferry_core::{ClientId, Collection, RecordState, SpaceId, UserId};
+use ferry_core::{ClientId, Collection, RecordState, SpaceId};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
 
 use crate::clock::ServerClock;
 use crate::store::captured::{
-    BACKEND_USER, Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, change_of, object,
+    Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, backend_batch, changes_of, object,
     set_aside,
 };
-use crate::store::{AppSchema, Batch, Drained, StoreError};
+use crate::store::{AppSchema, Drained, StoreError};
 
 /// What a queued row takes, in bytes.
 const ROW_BYTES: &str =
@@ -116,28 +116,14 @@ pub fn drain(
     }
     let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
     let mut states = stored_states(&tx, sid, &held, &queued)?;
-    let mut changes = Vec::new();
-    for q in &queued {
-        match change_of(&held, q, &mut states, clock) {
-            Ok(Some(change)) => changes.push((q.id, change)),
-            Ok(None) => {}
-            Err(why) => refusals.push((q.id, why)),
-        }
-    }
+    let mut changes = changes_of(&held, &queued, &mut states, clock, &mut refusals);
     // A write the push refuses is set aside with the reason, and the rest
     // pushed again; each attempt is undone alone.
     let outcome = loop {
         if changes.is_empty() {
             break None;
         }
-        let batch = Batch {
-            user: UserId::new(BACKEND_USER).map_err(|e| StoreError::Internal(e.to_string()))?,
-            client_id: node.clone(),
-            batch_id: None,
-            cursor: None,
-            changes: changes.iter().map(|(_, c)| c.clone()).collect(),
-            schema: Some(schema.clone()),
-        };
+        let batch = backend_batch(&changes, node, &schema)?;
         tx.execute_batch("SAVEPOINT ferry_drain")?;
         let pushed = super::records::push_in(&tx, &space, batch);
         if pushed.is_err() {
