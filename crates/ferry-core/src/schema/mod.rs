@@ -251,6 +251,14 @@ impl Schema {
         Ok(())
     }
 
+    /// Checks the keys of every collection mirrored into a table (names
+    /// Ferry can put in SQL, each column once, one collection per table),
+    /// as [`Schema::parse`] does: a store calls it before it makes any
+    /// table, whatever read the schema.
+    pub fn check_tables(&self) -> Result<(), SchemaError> {
+        table::validate(self)
+    }
+
     /// The declaration of `collection`, if any.
     pub fn collection(&self, collection: &Collection) -> Option<&CollectionSchema> {
         self.collections.get(collection)

@@ -222,7 +222,10 @@ impl Mirror<'_> {
                     let fields: BTreeMap<FieldName, Value> = self
                         .columns
                         .iter()
-                        .filter(|c| new.get(c.column) != old.get(c.column))
+                        .filter(|c| match (new.get(c.column), old.get(c.column)) {
+                            (Some(a), Some(b)) => a != b && !same_value(c.declared, a, b),
+                            (a, b) => a != b,
+                        })
                         .map(|c| {
                             let value = new.get(c.column).cloned().unwrap_or(Value::Null);
                             (c.field.clone(), value)

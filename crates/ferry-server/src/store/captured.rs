@@ -59,15 +59,21 @@ pub type Key = (String, String);
 /// The change each queued write makes, in order, with its place in the
 /// queue; a write that is not one Ferry can make goes to `refusals`
 /// with why.
+/// With `replacing`, an insert onto a record that lives is taken as an
+/// update from the row Ferry holds for it ([`as_replacement`]).
 pub fn changes_of(
     schema: &Schema,
-    queued: &[Queued],
+    queued: &mut [Queued],
     states: &mut HashMap<Key, RecordState>,
     clock: &ServerClock,
     refusals: &mut Vec<(i64, String)>,
+    replacing: bool,
 ) -> Vec<(i64, Change)> {
     let mut changes = Vec::new();
-    for q in queued {
+    for q in queued.iter_mut() {
+        if replacing {
+            as_replacement(schema, q, states);
+        }
         match change_of(schema, q, states, clock) {
             Ok(Some(change)) => changes.push((q.id, change)),
             Ok(None) => {}
@@ -75,6 +81,39 @@ pub fn changes_of(
         }
     }
     changes
+}
+
+/// SQLite's `INSERT OR REPLACE` onto a row that exists deletes the old
+/// row without its delete trigger (unless the writer turned
+/// `recursive_triggers` on), so only the insert is queued: an insert of
+/// a record that lives becomes an update from the row Ferry holds for
+/// it, and a column it leaves null clears its field, as the row now
+/// shows.
+fn as_replacement(schema: &Schema, q: &mut Queued, states: &HashMap<Key, RecordState>) {
+    if q.op != "INSERT" {
+        return;
+    }
+    let Some(mirror) = Collection::new(q.collection.as_str())
+        .ok()
+        .and_then(|c| schema.collection(&c))
+        .and_then(|c| c.mirror())
+    else {
+        return;
+    };
+    let Some(new) = q.new_row.as_ref() else {
+        return;
+    };
+    let (Some(Value::String(space)), Some(Value::String(id))) =
+        (new.get(mirror.space_column), new.get(mirror.id_column))
+    else {
+        return;
+    };
+    let key = (q.collection.clone(), id.clone());
+    let Some(stored) = states.get(&key).filter(|s| s.deleted.is_none()) else {
+        return;
+    };
+    q.old_row = Some(mirror.row(space, id, stored));
+    q.op = "UPDATE".to_owned();
 }
 
 /// The server batch of the queued writes' `changes`, made by the

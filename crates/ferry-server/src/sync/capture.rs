@@ -58,9 +58,10 @@ async fn drain(state: &AppState) -> Result<(), StoreError> {
             Err(e) => return Err(e),
         };
         let applied = drained.outcome.as_ref().map_or(0, |o| o.applied);
-        state
-            .metrics
-            .observe_capture(drained.taken - drained.refused, drained.refused);
+        state.metrics.observe_capture(
+            drained.taken.saturating_sub(drained.refused),
+            drained.refused,
+        );
         if let (Some(space), Some(outcome)) = (&drained.space, &drained.outcome) {
             state.metrics.observe_push(
                 outcome.applied,

@@ -210,3 +210,83 @@ async fn bulk_statements_are_captured_whole_and_a_key_change_is_refused() {
     assert_eq!(count(live).fetch_one(&mut db).await.unwrap(), 399);
     served.stop().await;
 }
+
+#[tokio::test]
+async fn columns_named_like_the_capture_s_own_words_are_captured() {
+    let api = Api::postgres().await;
+    api.space("alice", "team").await;
+    // A mirrored field named like the capture's alias, and columns of the
+    // app's own named like its variables.
+    let schema = r#"{"collections": {"cards": {"table": "cards",
+        "space_column": "workspace_id", "fields": {
+            "title": {"type": "string"}, "x": {"type": "number"}, "t": {"type": "number"}}}}}"#;
+    apply(&api, schema).await.unwrap();
+    let served = api.serve().await;
+    let mut db = app_db(&api).await;
+    sqlx::raw_sql(
+        "ALTER TABLE cards ADD COLUMN other text, ADD COLUMN ferry_other text,
+                           ADD COLUMN kept text, ADD COLUMN r jsonb;
+         INSERT INTO cards (workspace_id, id, title, x, t, other, kept, r)
+             VALUES ('team', 'c1', 'Named', 1.5, 2, 'o', 'k', '{\"a\": 1}');
+         UPDATE cards SET x = 2.5 WHERE id = 'c1';",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    drained(&mut db).await;
+    let c1 = super::tables::record(&api, "c1").await.unwrap();
+    assert_eq!(c1["fields"]["title"]["value"], "Named", "{c1}");
+    assert_eq!(c1["fields"]["x"]["value"], 2.5, "{c1}");
+    assert_eq!(c1["fields"]["t"]["value"], 2.0, "{c1}");
+    assert!(c1["fields"].get("other").is_none(), "{c1}");
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn rows_with_null_keys_pair_with_nothing() {
+    let api = Api::postgres().await;
+    api.space("alice", "team").await;
+    let mut db = app_db(&api).await;
+    // The app's own table, its key columns nullable.
+    sqlx::raw_sql(
+        "CREATE TABLE cards (workspace_id text, id text, title text, link text, votes bigint,
+                             due timestamptz, tags text[], UNIQUE (workspace_id, id));
+         INSERT INTO cards (title) SELECT 'no key ' || g FROM generate_series(1, 300) g;",
+    )
+    .execute(&mut db)
+    .await
+    .unwrap();
+    apply(&api, SCHEMA).await.unwrap();
+    // 300 rows updated at once: 300 old and 300 new halves, not 300 × 300.
+    sqlx::raw_sql("UPDATE cards SET title = title || '!'")
+        .execute(&mut db)
+        .await
+        .unwrap();
+    let queued: i64 = sqlx::query_scalar("SELECT count(*) FROM ferry.captured")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(queued, 600);
+    let served = api.serve().await;
+    drained(&mut db).await;
+    let refused: i64 = sqlx::query_scalar("SELECT count(*) FROM ferry.capture_refused")
+        .fetch_one(&mut db)
+        .await
+        .unwrap();
+    assert_eq!(refused, 600);
+    served.stop().await;
+}
+
+#[tokio::test]
+async fn the_store_checks_table_names_whoever_read_the_schema() {
+    let api = Api::postgres().await;
+    let bad = r#"{"collections": {"cards": {"table": "cards\"; DROP TABLE ferry.records; --", "fields": {}}}}"#;
+    let e = api
+        .state
+        .store
+        .apply_app_schema(bad, 0)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a name Ferry can give"), "{e}");
+}

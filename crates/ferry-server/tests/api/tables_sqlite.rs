@@ -231,6 +231,24 @@ async fn a_name_the_file_already_has_is_refused_at_apply() {
     let other = SCHEMA.replace(r#"{"cards": {"#, r#"{"notes": {"#);
     let e = apply(&api, &other).await.unwrap_err().to_string();
     assert!(e.contains("was made for the collection cards"), "{e}");
+    // A table keyed by other columns than the schema names is refused.
+    let rekeyed = SCHEMA.replace(
+        r#""space_column": "workspace_id""#,
+        r#""space_column": "owner""#,
+    );
+    let e = apply(&api, &rekeyed).await.unwrap_err().to_string();
+    assert!(e.contains("is keyed by (id, workspace_id)"), "{e}");
+    // The store checks the names itself, whoever read the schema.
+    let bad = r#"{"collections": {"cards": {"table": "Cards; DROP TABLE records", "fields": {}}}}"#;
+    let (version, _) = api.state.store.app_schema().await.unwrap();
+    let e = api
+        .state
+        .store
+        .apply_app_schema(bad, version)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("is not a name Ferry can give"), "{e}");
     // Nothing was made for the refused ones.
     let tables: i64 = file
         .query_row(
@@ -340,7 +358,9 @@ async fn another_process_s_writes_reach_devices_as_commits() {
          INSERT INTO captured (collection, space, op, new_row, captured_at)
              VALUES ('cards', 'team', 'INSERT', 'not json', 0);
          INSERT INTO captured (collection, space, op, new_row, captured_at)
-             VALUES (x'00', 'team', 'INSERT', NULL, 0);",
+             VALUES (x'00', 'team', 'INSERT', NULL, 0);
+         INSERT INTO captured (collection, space, op, new_row, captured_at)
+             VALUES ('cards', x'ff', 'INSERT', NULL, 0);",
     )
     .unwrap();
     drained(&file).await;
@@ -355,7 +375,7 @@ async fn another_process_s_writes_reach_devices_as_commits() {
         .unwrap();
     // Rows written into the queue by hand are refused too, not the drain's
     // error (which would stall it).
-    assert_eq!(reasons.len(), 4, "{reasons:?}");
+    assert_eq!(reasons.len(), 5, "{reasons:?}");
     assert!(reasons[0].contains("no space"), "{reasons:?}");
     assert!(reasons[1].contains("votes"), "{reasons:?}");
     assert!(reasons[2].contains("not a JSON object"), "{reasons:?}");

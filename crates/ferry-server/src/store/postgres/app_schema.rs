@@ -58,8 +58,9 @@ pub async fn apply(
             "the schema is at version {current} now, not {expected}: another was applied meanwhile"
         )));
     }
-    let schema =
-        Schema::parse_served(json).map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
+    let schema = Schema::parse_served(json)
+        .and_then(|s| s.check_tables().map(|()| s))
+        .map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
     let before: Option<String> =
         sqlx::query_scalar("SELECT body FROM app_schemas ORDER BY version DESC LIMIT 1")
             .fetch_optional(&mut *tx)

@@ -152,10 +152,12 @@ pub async fn drain(
     let held = schema.schema.clone().unwrap_or_default();
     // Adoptions are read from the table now, within the same budget.
     let mut refusals = current_rows(&mut tx, &held, &space, &mut queued, MAX_TAKEN_BYTES).await?;
+    // Every row read, applied or refused: all leave the queue.
+    let mut taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
+    taken.extend(unread.iter().map(|(id, _)| *id));
     refusals.extend(unread);
-    let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
     let mut states = stored_states(&mut tx, sid, &held, &queued).await?;
-    let mut changes = changes_of(&held, &queued, &mut states, clock, &mut refusals);
+    let mut changes = changes_of(&held, &mut queued, &mut states, clock, &mut refusals, false);
     // A write the schema refuses is set aside with the reason and the rest
     // applied: the batch is merged again without it.
     let outcome = loop {
@@ -182,6 +184,12 @@ pub async fn drain(
             None => continue,
         }
     };
+    // The app's search path, which its triggers ran with in the table's
+    // writes, ends here: the rest is Ferry's own.
+    sqlx::query("SELECT set_config('search_path', $1, true)")
+        .bind(super::namespace::quoted(namespace))
+        .execute(&mut *tx)
+        .await?;
     for (id, why) in &refusals {
         tracing::warn!(captured = id, reason = %why, %space, "refused a write to a mirrored table");
         refuse_where(&mut tx, "id = $1::bigint", Some(&id.to_string()), why).await?;

@@ -241,6 +241,7 @@ async fn install_functions(tx: &mut PgConnection, namespace: &str) -> Result<(),
         r#"
 CREATE OR REPLACE FUNCTION {ns}.capture() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+#variable_conflict use_variable
 DECLARE
     kept text[] := TG_ARGV[1:];
     row_new jsonb;
@@ -266,36 +267,40 @@ $fn$;
 REVOKE EXECUTE ON FUNCTION {ns}.capture() FROM PUBLIC;
 CREATE OR REPLACE FUNCTION {ns}.capture_rows() RETURNS trigger
 LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog AS $fn$
+#variable_conflict use_variable
 DECLARE
-    kept text[] := TG_ARGV[1:];
+    ferry_kept text[] := TG_ARGV[1:];
     -- The table's other columns, left out of each queued row (one
     -- catalog read per statement; each row then loses them in one step).
-    other text[] := ARRAY(
+    ferry_other text[] := ARRAY(
         SELECT attname::text FROM pg_attribute
         WHERE attrelid = TG_RELID AND attnum > 0 AND NOT attisdropped
-          AND attname::text <> ALL (kept));
-    queued bigint;
+          AND attname::text <> ALL (ferry_kept));
+    ferry_queued bigint;
 BEGIN
+    -- `t.*`: the whole row, whatever columns the table has (a column
+    -- named like the alias is never taken for it).
     IF TG_OP = 'INSERT' THEN
         INSERT INTO {ns}.captured (collection, space, op, new_row)
         SELECT TG_ARGV[0], n.r ->> TG_ARGV[1], 'INSERT', n.r
-        FROM (SELECT to_jsonb(x) - other AS r FROM new_rows x) n;
+        FROM (SELECT to_jsonb(t.*) - ferry_other AS r FROM new_rows t) n;
     ELSIF TG_OP = 'DELETE' THEN
         INSERT INTO {ns}.captured (collection, space, op, old_row)
         SELECT TG_ARGV[0], o.r ->> TG_ARGV[1], 'DELETE', o.r
-        FROM (SELECT to_jsonb(x) - other AS r FROM old_rows x) o;
+        FROM (SELECT to_jsonb(t.*) - ferry_other AS r FROM old_rows t) o;
     ELSE
-        -- Each row's old and new versions, paired by the record's key; a
-        -- row whose key changed is queued as two halves, which Ferry
-        -- refuses (the key names the record).
+        -- Each row's old and new versions, paired by the record's key (a
+        -- null key pairs with nothing); a row whose key changed is queued
+        -- as two halves, which Ferry refuses (the key names the record).
         INSERT INTO {ns}.captured (collection, space, op, new_row, old_row)
         SELECT TG_ARGV[0], coalesce(n.r, o.r) ->> TG_ARGV[1], 'UPDATE', n.r, o.r
-        FROM (SELECT to_jsonb(x) - other AS r FROM new_rows x) n
-        FULL JOIN (SELECT to_jsonb(x) - other AS r FROM old_rows x) o
-          ON n.r -> TG_ARGV[1] = o.r -> TG_ARGV[1] AND n.r -> TG_ARGV[2] = o.r -> TG_ARGV[2];
+        FROM (SELECT to_jsonb(t.*) - ferry_other AS r FROM new_rows t) n
+        FULL JOIN (SELECT to_jsonb(t.*) - ferry_other AS r FROM old_rows t) o
+          ON (n.r ->> TG_ARGV[1]) = (o.r ->> TG_ARGV[1])
+         AND (n.r ->> TG_ARGV[2]) = (o.r ->> TG_ARGV[2]);
     END IF;
-    GET DIAGNOSTICS queued = ROW_COUNT;
-    IF queued > 0 THEN
+    GET DIAGNOSTICS ferry_queued = ROW_COUNT;
+    IF ferry_queued > 0 THEN
         PERFORM pg_notify('{channel}', 'k');
     END IF;
     RETURN NULL;

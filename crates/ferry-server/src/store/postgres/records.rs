@@ -187,33 +187,6 @@ pub async fn push_in(
     } else {
         store_displaced(&mut *tx, sid, &displaced).await?
     };
-    // The app's own tables, for the collections mirrored into them, in
-    // this transaction: never behind what clients are told.
-    if let Some(schema) = batch.schema.as_ref().and_then(|s| s.schema.as_ref()) {
-        let index_of = |collection: &str, id: &str| {
-            let key = (collection.to_owned(), id.to_owned());
-            firsts.get(&key).copied().unwrap_or(0)
-        };
-        let written = rows
-            .iter()
-            .zip(states)
-            .map(|(row, state)| Written {
-                collection: &row.collection,
-                id: &row.id,
-                state,
-            })
-            .collect();
-        super::mirror_rows::write(
-            &mut *tx,
-            namespace,
-            space.as_str(),
-            schema,
-            written,
-            &index_of,
-        )
-        .await?;
-    }
-
     // The batch's record, its rows and the space's new head in one
     // statement (one round trip, under the lock taken above).
     let conflicts_json =
@@ -227,12 +200,12 @@ pub async fn push_in(
             Vec::with_capacity(rows.len()),
             Vec::with_capacity(rows.len()),
         );
-        for r in rows {
-            cols.0.push(r.collection);
-            cols.1.push(r.id);
+        for r in &rows {
+            cols.0.push(r.collection.as_str());
+            cols.1.push(r.id.as_str());
             cols.2.push(int(r.seq));
-            cols.3.push(r.fields);
-            cols.4.push(r.deleted);
+            cols.3.push(r.fields.as_str());
+            cols.4.push(r.deleted.as_deref());
         }
         sqlx::query(
             "WITH written AS (
@@ -281,6 +254,35 @@ pub async fn push_in(
         .execute(&mut *tx)
         .await?;
     }
+    // The app's own tables, for the collections mirrored into them, in
+    // this transaction: never behind what clients are told. Last, since
+    // the app's triggers on them run with the app's search path, which
+    // then holds until the commit.
+    if let Some(schema) = batch.schema.as_ref().and_then(|s| s.schema.as_ref()) {
+        let index_of = |collection: &str, id: &str| {
+            let key = (collection.to_owned(), id.to_owned());
+            firsts.get(&key).copied().unwrap_or(0)
+        };
+        let written = rows
+            .iter()
+            .zip(states)
+            .map(|(row, state)| Written {
+                collection: &row.collection,
+                id: &row.id,
+                state,
+            })
+            .collect();
+        super::mirror_rows::write(
+            &mut *tx,
+            namespace,
+            space.as_str(),
+            schema,
+            written,
+            &index_of,
+        )
+        .await?;
+    }
+
     Ok(PushOutcome {
         applied,
         conflicts,

@@ -39,8 +39,9 @@ pub fn version_of(c: &Connection, json: &str) -> Result<Option<u64>, StoreError>
 
 /// Stores `json` as version `expected + 1`, if `expected` is the newest.
 pub fn apply(c: &mut Connection, json: &str, expected: u64) -> Result<u64, StoreError> {
-    let schema =
-        Schema::parse_served(json).map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
+    let schema = Schema::parse_served(json)
+        .and_then(|s| s.check_tables().map(|()| s))
+        .map_err(|e| StoreError::Conflict(format!("the schema: {e}")))?;
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let current = version(&tx)?;
     if current != expected {

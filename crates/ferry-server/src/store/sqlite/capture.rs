@@ -45,11 +45,19 @@ pub fn drain(
     node: &ClientId,
 ) -> Result<Option<Drained>, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let oldest: Option<Option<String>> = tx
-        .prepare_cached("SELECT space FROM captured ORDER BY id LIMIT 1")?
-        .query_row([], |r| r.get(0))
+    let oldest: Option<(i64, Option<String>)> = tx
+        .prepare_cached("SELECT id, space FROM captured ORDER BY id LIMIT 1")?
+        .query_row([], |r| {
+            // Any process that writes the file can write the queue: a
+            // space that is not text is no space, never the drain's error.
+            let space = match r.get_ref(1)? {
+                ValueRef::Text(t) => std::str::from_utf8(t).ok().map(str::to_owned),
+                _ => None,
+            };
+            Ok((r.get(0)?, space))
+        })
         .optional()?;
-    let Some(space) = oldest else {
+    let Some((oldest, space)) = oldest else {
         return Ok(None);
     };
     let none = |space: Option<SpaceId>, refused: u64| Drained {
@@ -60,7 +68,12 @@ pub fn drain(
     };
     let Some(Ok(space)) = space.as_deref().map(SpaceId::new) else {
         let why = "its space column holds no space id";
-        let refused = refuse_where(&tx, "space IS ?1", space.as_deref(), why)?;
+        let refused = refuse_where(
+            &tx,
+            "id = CAST(?1 AS INTEGER)",
+            Some(&oldest.to_string()),
+            why,
+        )?;
         tx.commit()?;
         return Ok(Some(none(None, refused)));
     };
@@ -96,6 +109,8 @@ pub fn drain(
     // not what the triggers write is refused, never the drain's error.
     let mut queued = Vec::new();
     let mut refusals = Vec::new();
+    // Every row read, applied or refused: all leave the queue.
+    let mut read = Vec::new();
     {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT id, collection, op, new_row, old_row FROM (
@@ -108,15 +123,16 @@ pub fn drain(
         let mut rows = stmt.query(params![space.as_str(), MAX_TAKEN, MAX_TAKEN_BYTES])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
+            read.push(id);
             match queued_row(row, &held) {
                 Ok(q) => queued.push(q),
                 Err(why) => refusals.push((id, why)),
             }
         }
     }
-    let taken: Vec<i64> = queued.iter().map(|q| q.id).collect();
+    let taken = read;
     let mut states = stored_states(&tx, sid, &held, &queued)?;
-    let mut changes = changes_of(&held, &queued, &mut states, clock, &mut refusals);
+    let mut changes = changes_of(&held, &mut queued, &mut states, clock, &mut refusals, true);
     // A write the push refuses is set aside with the reason, and the rest
     // pushed again; each attempt is undone alone.
     let outcome = loop {

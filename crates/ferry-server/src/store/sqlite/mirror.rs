@@ -143,11 +143,25 @@ pub fn settle(tx: &Connection, before: Option<&Schema>, schema: &Schema) -> Resu
         let was = before
             .and_then(|b| b.collections.get(collection))
             .and_then(|c| c.mirror());
-        if was.as_ref() != Some(&mirror) {
+        if was.as_ref().map(shape) != Some(shape(&mirror)) {
             marked(tx, || fill(tx, collection, &mirror))?;
         }
     }
     Ok(())
+}
+
+/// What a table's rows hold, by column: the rows are written again when
+/// it changes (not for a field's other rules).
+fn shape<'m>(m: &'m Mirror<'_>) -> Vec<(&'m str, &'static str)> {
+    let mut columns = vec![
+        (m.table, ""),
+        (m.space_column, ""),
+        (m.id_column, ""),
+        (m.soft_delete_column, ""),
+        (m.updated_column, ""),
+    ];
+    columns.extend(m.columns.iter().map(|c| (c.column, c.sql_type)));
+    columns
 }
 
 /// The row events a table's triggers queue.
@@ -166,12 +180,23 @@ fn triggers(collection: &Collection, m: &Mirror<'_>) -> String {
         .into_iter()
         .chain(m.columns.iter().map(|c| c.column))
         .collect();
+    // At most 30 columns per json_object (SQLite before 3.48 takes at
+    // most 127 arguments), merged by json_patch.
     let object = |row: &str| {
-        let pairs: Vec<String> = columns
-            .iter()
-            .map(|c| format!("'{c}', {row}.{}", q(c)))
+        let parts: Vec<String> = columns
+            .chunks(30)
+            .map(|chunk| {
+                let pairs: Vec<String> = chunk
+                    .iter()
+                    .map(|c| format!("'{c}', {row}.{}", q(c)))
+                    .collect();
+                format!("json_object({})", pairs.join(", "))
+            })
             .collect();
-        format!("json_object({})", pairs.join(", "))
+        parts
+            .into_iter()
+            .reduce(|all, part| format!("json_patch({all}, {part})"))
+            .unwrap_or_else(|| "json_object()".to_owned())
     };
     let now = "CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER)";
     let (table, s) = (q(m.table), q(m.space_column));
@@ -242,26 +267,37 @@ fn create(tx: &Connection, collection: &Collection, m: &Mirror<'_>) -> Result<()
 }
 
 /// Adds the columns a table Ferry made lacks (a field declared since, or
-/// another soft-delete or updated-at column); a different space or id
-/// column is refused (the rows are keyed by them).
+/// another soft-delete or updated-at column, which has no default); a
+/// different space or id column is refused (the rows are keyed by them).
 fn complete(tx: &Connection, collection: &Collection, m: &Mirror<'_>) -> Result<(), StoreError> {
-    let mut found = Vec::new();
+    // Each column, and its place in the primary key (0: not in it).
+    let mut found: Vec<(String, i64)> = Vec::new();
     {
         let mut stmt = tx.prepare(&format!("PRAGMA table_info({})", q(m.table)))?;
         let mut rows = stmt.query([])?;
         while let Some(row) = rows.next()? {
-            found.push(row.get::<_, String>(1)?);
+            found.push((row.get(1)?, row.get(5)?));
         }
     }
-    for key in [m.space_column, m.id_column] {
-        if !found.iter().any(|f| f == key) {
-            return Err(StoreError::Conflict(format!(
-                "{collection}: the table {} has no column {key}; its rows are keyed by the \
-                 columns it was made with: mirror into a new table",
-                m.table
-            )));
-        }
+    let mut key: Vec<&str> = found
+        .iter()
+        .filter(|(_, pk)| *pk > 0)
+        .map(|(name, _)| name.as_str())
+        .collect();
+    key.sort_unstable();
+    let mut wanted_key = vec![m.space_column, m.id_column];
+    wanted_key.sort_unstable();
+    if key != wanted_key {
+        return Err(StoreError::Conflict(format!(
+            "{collection}: the table {} is keyed by ({}), not ({}, {}); its rows are keyed by \
+             the columns it was made with: mirror into a new table",
+            m.table,
+            key.join(", "),
+            m.space_column,
+            m.id_column
+        )));
     }
+    let found: Vec<String> = found.into_iter().map(|(name, _)| name).collect();
     let wanted = m
         .columns
         .iter()
