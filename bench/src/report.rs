@@ -180,24 +180,26 @@ fn workloads(quick: bool) -> Vec<Workload> {
             args,
         ));
     }
-    let from_table: &[&str] = if quick {
-        &[
-            "visible",
-            "--from-table",
-            "--backend",
-            "postgres",
-            "--writes",
-            "20",
-            "--runs",
-            "1",
-        ]
-    } else {
-        &["visible", "--from-table", "--backend", "postgres"]
-    };
-    all.push(bench(
-        "Backend write into a mirrored table to visible in a client, postgres".into(),
-        from_table,
-    ));
+    for backend in ["sqlite", "postgres"] {
+        let from_table: &[&str] = if quick {
+            &[
+                "visible",
+                "--from-table",
+                "--backend",
+                backend,
+                "--writes",
+                "20",
+                "--runs",
+                "1",
+            ]
+        } else {
+            &["visible", "--from-table", "--backend", backend]
+        };
+        all.push(bench(
+            format!("Backend write into a mirrored table to visible in a client, {backend}"),
+            from_table,
+        ));
+    }
     let burst: &[&str] = if quick {
         &["capture", "--writes", "2000", "--runs", "1"]
     } else {

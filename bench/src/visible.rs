@@ -46,7 +46,8 @@ pub struct VisibleArgs {
     #[arg(long, default_value_t = 3)]
     runs: usize,
     /// Write as the app's backend does, with SQL into the collection's
-    /// mirrored table (PostgreSQL).
+    /// mirrored table (PostgreSQL: its own connection pool; SQLite: its own
+    /// connection to Ferry's file).
     #[arg(long)]
     from_table: bool,
 }
@@ -57,6 +58,7 @@ pub struct VisibleArgs {
 enum Writer {
     Device { url: String, token: String },
     Backend(sqlx::PgPool),
+    File(Arc<Mutex<rusqlite::Connection>>),
 }
 
 impl Writer {
@@ -86,6 +88,30 @@ impl Writer {
                 .await?;
                 Ok(start.elapsed())
             }
+            Writer::File(file) => {
+                let (file, space) = (file.clone(), space.to_owned());
+                tokio::task::spawn_blocking(move || -> anyhow::Result<Duration> {
+                    let [title, done, priority, list] = workload::fields(n).map(|(_, v)| v);
+                    let file = file
+                        .lock()
+                        .map_err(|_| anyhow::anyhow!("the writer's connection"))?;
+                    let start = Instant::now();
+                    file.execute(
+                        "INSERT INTO todos (space_id, id, title, done, priority, list)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                        rusqlite::params![
+                            space,
+                            workload::record_id(n),
+                            title.as_str(),
+                            done.as_bool(),
+                            priority.as_i64(),
+                            list.as_str()
+                        ],
+                    )?;
+                    Ok(start.elapsed())
+                })
+                .await?
+            }
         }
     }
 }
@@ -94,12 +120,21 @@ impl Writer {
 /// write its table as the backend.
 async fn backend_writer(url: &str) -> anyhow::Result<Writer> {
     use ferry_server::Store;
-    let store = ferry_server::store::PgStore::connect(url).await?;
+    let file = url.strip_prefix("sqlite://").map(std::path::PathBuf::from);
+    let store: Box<dyn Store> = match &file {
+        Some(path) => Box::new(ferry_server::store::SqliteStore::open(path.clone()).await?),
+        None => Box::new(ferry_server::store::PgStore::connect(url).await?),
+    };
     let schema = serde_json::to_string(&workload::mirrored_schema()?)?;
     let (version, _) = store.app_schema().await?;
     store.apply_app_schema(&schema, version).await?;
     // Every node holds it within a second.
     tokio::time::sleep(Duration::from_millis(1500)).await;
+    if let Some(path) = file {
+        let conn = rusqlite::Connection::open(path)?;
+        conn.busy_timeout(Duration::from_secs(5))?;
+        return Ok(Writer::File(Arc::new(Mutex::new(conn))));
+    }
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(8)
         .connect(url)
@@ -212,10 +247,6 @@ fn ms(h: &Histogram<u64>, q: f64) -> f64 {
 }
 
 pub async fn run(args: VisibleArgs) -> anyhow::Result<()> {
-    anyhow::ensure!(
-        !args.from_table || args.backend == Backend::Postgres,
-        "tables are mirrored on PostgreSQL"
-    );
     let data = Data::new(args.backend).await?;
     let (a, b) = data.nodes()?;
     let through = b.as_ref().unwrap_or(&a);
@@ -233,7 +264,12 @@ pub async fn run(args: VisibleArgs) -> anyhow::Result<()> {
         }
     };
     let route = match (args.from_table, b.is_some()) {
-        (true, _) => "written by the backend into the mirrored table, read through node A of two",
+        (true, true) => {
+            "written by the backend into the mirrored table, read through node A of two"
+        }
+        (true, false) => {
+            "written by another process into the mirrored table in Ferry's file, one node"
+        }
         (false, true) => "written through node B, read through node A",
         (false, false) => "one node",
     };
