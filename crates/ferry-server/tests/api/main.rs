@@ -29,6 +29,7 @@ mod tables_conflicts;
 mod tables_refused;
 mod tables_sqlite;
 mod tables_types;
+mod tables_uuid;
 
 use axum::Router;
 use axum::body::Body;

@@ -14,13 +14,27 @@ use ferry_core::{Collection, SpaceId};
 use serde_json::{Map, Value};
 use sqlx::{PgConnection, PgPool, Row};
 
-use super::mirror::{q, table_name};
+use super::mirror::{key_casts, q, table_name};
 use super::mirror_rows::Written;
 use crate::store::StoreError;
 use crate::store::batch::RowOut;
 pub use crate::store::captured::ADOPT;
 use crate::store::captured::Queued;
 use crate::store::stored::{corrupt, count};
+
+/// Ferry's text `expr` as a value of a key column: itself (in the table's
+/// collation), or, for a `uuid` column, the uuid it spells (null when it
+/// spells none, so it matches no row rather than failing the statement).
+fn as_key(expr: &str, cast: &str) -> String {
+    if cast.is_empty() {
+        format!("({expr} COLLATE \"default\")")
+    } else {
+        format!(
+            "(CASE WHEN {expr} ~* '^[0-9a-f]{{8}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{4}}-?[0-9a-f]{{12}}$'
+                   THEN {expr}{cast} END)"
+        )
+    }
+}
 
 /// Records given rows per transaction, and spaces listed per query.
 const CHUNK: i64 = 1000;
@@ -57,9 +71,11 @@ pub async fn fill(
         q(mirror.id_column),
         q(mirror.soft_delete_column),
     );
+    let casts = key_casts(&mut *pool.acquire().await?, &mirror).await?;
     let row_of = format!(
-        "SELECT 1 FROM {name} t
-         WHERE t.{s} = (sp.id COLLATE \"default\") AND t.{i} = (r.id COLLATE \"default\")"
+        "SELECT 1 FROM {name} t WHERE t.{s} = {} AND t.{i} = {}",
+        as_key("sp.id", casts.space),
+        as_key("r.id", casts.id)
     );
     let lacking = format!(
         "r.collection = $1 AND (r.deleted IS NULL AND NOT EXISTS ({row_of})
@@ -171,8 +187,9 @@ pub async fn queue(
         q(mirror.space_column),
         q(mirror.id_column),
     );
+    let casts = key_casts(&mut *pool.acquire().await?, &mirror).await?;
     let from = if after.is_some() {
-        format!("WHERE ({s}, {i}) > ($3, $4)")
+        format!("WHERE ({s}, {i}) > ($3{}, $4{})", casts.space, casts.id)
     } else {
         "WHERE ($3::text IS NOT NULL OR $4::text IS NOT NULL)".to_owned()
     };
@@ -284,10 +301,13 @@ pub async fn current_rows(
             q(mirror.space_column),
             q(mirror.id_column),
         );
+        let casts = key_casts(&mut *tx, &mirror).await?;
         let rows: Vec<(String, Option<i32>)> = sqlx::query_as(&format!(
             "SELECT {i}::text, octet_length({}::text) FROM {name} t
-             WHERE {s} = $1 AND {i} = ANY ($2)",
-            mirrored_json(&mirror)
+             WHERE {s} = $1{} AND {i} = ANY ($2{})",
+            mirrored_json(&mirror),
+            casts.space,
+            casts.ids()
         ))
         .bind(space.as_str())
         .bind(&ids)
@@ -332,10 +352,13 @@ pub async fn current_rows(
             q(mirror.space_column),
             q(mirror.id_column),
         );
+        let casts = key_casts(&mut *tx, &mirror).await?;
         let rows: Vec<(String, Option<String>)> = sqlx::query_as(&format!(
             "SELECT {i}::text, {}::text FROM {name} t
-             WHERE {s} = $1 AND {i} = ANY ($2) AND octet_length({}::text) <= $3",
+             WHERE {s} = $1{} AND {i} = ANY ($2{}) AND octet_length({}::text) <= $3",
             mirrored_json(&mirror),
+            casts.space,
+            casts.ids(),
             mirrored_json(&mirror)
         ))
         .bind(space.as_str())

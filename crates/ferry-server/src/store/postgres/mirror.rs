@@ -17,6 +17,61 @@ pub fn table_name(mirror: &Mirror<'_>) -> String {
     format!("\"{}\".\"{}\"", mirror.table_schema, mirror.table)
 }
 
+/// The casts that make text a table's space and id (`::uuid` for a
+/// `uuid` column; nothing for `text` and `varchar`), as the catalog gives
+/// the columns' types.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct KeyCasts {
+    pub space: &'static str,
+    pub id: &'static str,
+}
+
+impl KeyCasts {
+    /// The cast of an array of ids.
+    pub fn ids(&self) -> &'static str {
+        if self.id.is_empty() { "" } else { "::uuid[]" }
+    }
+
+    /// From the key columns' types (`regtype` text).
+    pub fn of(space: &str, id: &str) -> KeyCasts {
+        let cast = |t: &str| if t == "uuid" { "::uuid" } else { "" };
+        KeyCasts {
+            space: cast(space),
+            id: cast(id),
+        }
+    }
+}
+
+/// A query of `mirror`'s key column types, one row: the table's name, the
+/// space column's type and the id column's (names Ferry accepts need no
+/// escaping in a literal).
+pub fn key_types_sql(mirror: &Mirror<'_>) -> String {
+    let name = table_name(mirror);
+    let of = |column: &str| {
+        format!(
+            "(SELECT atttypid::regtype::text FROM pg_attribute
+              WHERE attrelid = '{name}'::regclass AND attname = '{column}')"
+        )
+    };
+    format!(
+        "SELECT '{name}'::text, {}, {}",
+        of(mirror.space_column),
+        of(mirror.id_column)
+    )
+}
+
+/// The casts of `mirror`'s key columns, read from the catalog.
+pub async fn key_casts(tx: &mut PgConnection, mirror: &Mirror<'_>) -> Result<KeyCasts, StoreError> {
+    let (_, space, id): (String, Option<String>, Option<String>) =
+        sqlx::query_as(&key_types_sql(mirror))
+            .fetch_one(&mut *tx)
+            .await?;
+    Ok(KeyCasts::of(
+        space.as_deref().unwrap_or_default(),
+        id.as_deref().unwrap_or_default(),
+    ))
+}
+
 pub(super) fn q(name: &str) -> String {
     format!("\"{name}\"")
 }
@@ -36,6 +91,8 @@ fn trigger(namespace: &str) -> String {
 /// create: the same type, or a wider one an app may already use.
 fn accepts(wanted: &str, found: &str) -> bool {
     let also: &[&str] = match wanted {
+        // A space or id column: text, or a uuid (ids written must be one).
+        "key" => &["text", "character varying", "uuid"],
         "text" => &["character varying"],
         "bigint" => &["numeric"],
         "double precision" => &["numeric"],
@@ -377,8 +434,8 @@ async fn settle_table(tx: &mut PgConnection, t: &Table) -> Result<(), StoreError
     }
     // (column, type, may Ferry add it, may it be NOT NULL)
     let mut wanted: Vec<(&str, &str, bool, bool)> = vec![
-        (&t.space, "text", false, true),
-        (&t.id, "text", false, true),
+        (&t.space, "key", false, true),
+        (&t.id, "key", false, true),
         (&t.deleted, "timestamptz", true, false),
         (&t.updated, "timestamptz", true, true),
     ];
@@ -388,10 +445,10 @@ async fn settle_table(tx: &mut PgConnection, t: &Table) -> Result<(), StoreError
             .map(|(column, sql_type, nullable)| (column.as_str(), *sql_type, true, !nullable)),
     );
     for (column, sql_type, addable, _) in &wanted {
-        let shown = if *sql_type == "timestamptz" {
-            "timestamp with time zone"
-        } else {
-            sql_type
+        let shown = match *sql_type {
+            "timestamptz" => "timestamp with time zone",
+            "key" => "text or uuid",
+            other => other,
         };
         match found.get(*column) {
             None if *addable => {
@@ -402,7 +459,7 @@ async fn settle_table(tx: &mut PgConnection, t: &Table) -> Result<(), StoreError
                 .await?;
             }
             None => return Err(refuse(format!("it has no column {column}"))),
-            Some(f) if !accepts(shown, &f.sql_type) => {
+            Some(f) if !accepts(if *sql_type == "key" { "key" } else { shown }, &f.sql_type) => {
                 return Err(refuse(format!(
                     "its column {column} is {}, which cannot hold what Ferry writes there ({shown})",
                     f.sql_type

@@ -8,10 +8,10 @@ use std::collections::BTreeMap;
 use ferry_core::schema::table::Mirror;
 use ferry_core::schema::{Rule, Schema, Violation};
 use ferry_core::{Collection, RecordId, RecordState};
-use sqlx::PgConnection;
 use sqlx::postgres::PgDatabaseError;
+use sqlx::{PgConnection, Row};
 
-use super::mirror::{origin, q, table_name};
+use super::mirror::{KeyCasts, key_types_sql, origin, q, table_name};
 use super::mirror_cells::Cells;
 use crate::store::StoreError;
 use crate::store::batch::RowOut;
@@ -57,6 +57,8 @@ struct Writes<'a> {
     live: Vec<(String, RecordState)>,
     /// The ids of deleted records, with when each was deleted.
     deleted: Vec<(String, String)>,
+    /// How text becomes the table's key.
+    casts: KeyCasts,
 }
 
 impl Writes<'_> {
@@ -119,6 +121,7 @@ pub async fn write(
             mirror,
             live: Vec::new(),
             deleted: Vec::new(),
+            casts: KeyCasts::default(),
         });
         if state.deleted.is_some() {
             let at = Mirror::deleted_at(&state).unwrap_or_default();
@@ -133,17 +136,37 @@ pub async fn write(
     // Marked as Ferry's; and the app's own triggers on the table run with
     // the search path an app's connection has, behind Ferry's schema. One
     // round trip (names Ferry accepts need no escaping in a literal).
+    // With them, the types of each table's key columns (a uuid is cast).
     let ns = super::namespace::quoted(namespace);
-    run(
-        tx,
-        &format!(
-            "SELECT set_config('ferry.origin', '{origin}', true),
-                    set_config('search_path', '{ns}, \"$user\", public', true);
-             SAVEPOINT ferry_mirror",
-            origin = origin(namespace)
-        ),
-    )
-    .await?;
+    let mut sql = format!(
+        "SELECT set_config('ferry.origin', '{origin}', true),
+                set_config('search_path', '{ns}, \"$user\", public', true);
+         SAVEPOINT ferry_mirror",
+        origin = origin(namespace)
+    );
+    for writes in by_table.values() {
+        sql.push_str(";\n");
+        sql.push_str(&key_types_sql(&writes.mirror));
+    }
+    let rows = fetch(tx, &sql).await?;
+    let mut casts: BTreeMap<String, KeyCasts> = BTreeMap::new();
+    for row in rows.iter().filter(|r| r.columns().len() == 3) {
+        let (name, space, id): (String, Option<String>, Option<String>) =
+            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+        casts.insert(
+            name,
+            KeyCasts::of(
+                space.as_deref().unwrap_or_default(),
+                id.as_deref().unwrap_or_default(),
+            ),
+        );
+    }
+    for writes in by_table.values_mut() {
+        writes.casts = casts
+            .get(&table_name(&writes.mirror))
+            .copied()
+            .unwrap_or_default();
+    }
     for writes in by_table.values() {
         let Err(e) = write_table(tx, space, writes).await else {
             continue;
@@ -184,10 +207,9 @@ pub async fn write(
     Ok(())
 }
 
-/// Runs `sql`, statements without parameters, in one round trip.
-async fn run(tx: &mut PgConnection, sql: &str) -> Result<(), StoreError> {
-    sqlx::Executor::execute(tx, sql).await?;
-    Ok(())
+/// The rows of `sql`, statements without parameters, in one round trip.
+async fn fetch(tx: &mut PgConnection, sql: &str) -> Result<Vec<sqlx::postgres::PgRow>, StoreError> {
+    Ok(sqlx::Executor::fetch_all(tx, sql).await?)
 }
 
 async fn savepoint(tx: &mut PgConnection, sql: &'static str) -> Result<(), StoreError> {
@@ -271,7 +293,11 @@ async fn write_table(
             .collect();
         let mut params = vec!["$2::text[]".to_owned()];
         let mut names = vec!["id".to_owned()];
-        let mut selected = vec!["$1".to_owned(), "u.id".to_owned(), "NULL".to_owned()];
+        let mut selected = vec![
+            format!("$1{}", writes.casts.space),
+            format!("u.id{}", writes.casts.id),
+            "NULL".to_owned(),
+        ];
         for (n, column) in cells.iter().enumerate() {
             params.push(format!("${}::{}", n + 3, column.param_type()));
             names.push(format!("c{n}"));
@@ -300,7 +326,9 @@ async fn write_table(
              SET {deleted} = coalesce(t.{deleted}, nullif(d.at, '')::timestamptz, now()),
                  {updated} = now()
              FROM unnest($2::text[], $3::text[]) AS d (id, at)
-             WHERE t.{s} = $1 AND t.{i} = d.id"
+             WHERE t.{s} = $1{sc} AND t.{i} = d.id{ic}",
+            sc = writes.casts.space,
+            ic = writes.casts.id,
         );
         let (ids, at): (Vec<&str>, Vec<&str>) = writes
             .deleted
