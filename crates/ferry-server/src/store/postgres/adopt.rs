@@ -147,7 +147,7 @@ pub async fn fill(
                     };
                     let written = Written::parsed(&out)?;
                     let result = super::mirror_rows::write(
-                        &mut tx, namespace, space, schema, written, &index_of,
+                        &mut tx, namespace, space, schema, written, &index_of, None,
                     )
                     .await;
                     match result {

@@ -35,6 +35,7 @@ const ROW_BYTES: &str =
 pub async fn drain(
     pool: &PgPool,
     namespace: &str,
+    keys: &super::mirror_rows::KeyCache,
     schema: Arc<AppSchema>,
     clock: &ServerClock,
     node: &ClientId,
@@ -170,7 +171,7 @@ pub async fn drain(
         sqlx::query("SAVEPOINT ferry_drain")
             .execute(&mut *tx)
             .await?;
-        let pushed = super::records::push_in(&mut tx, namespace, &space, batch).await;
+        let pushed = super::records::push_in(&mut tx, namespace, keys, &space, batch).await;
         if matches!(
             pushed,
             Err(StoreError::Invalid { .. } | StoreError::RecordTooLarge { .. })

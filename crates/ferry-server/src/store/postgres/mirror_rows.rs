@@ -17,6 +17,32 @@ use crate::store::StoreError;
 use crate::store::batch::RowOut;
 use crate::store::stored::corrupt;
 
+/// The casts of each mirrored table's key columns, by table and the
+/// schema version they were read at: read from the catalog once per table
+/// and version, not in every push.
+#[derive(Debug, Default)]
+pub struct KeyCache(std::sync::Mutex<BTreeMap<String, (u64, KeyCasts)>>);
+
+impl KeyCache {
+    fn get(&self, table: &str, version: u64) -> Option<KeyCasts> {
+        let held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.get(table)
+            .filter(|(v, _)| *v == version)
+            .map(|(_, c)| *c)
+    }
+
+    fn put(&self, table: String, version: u64, casts: KeyCasts) {
+        let mut held = self
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        held.insert(table, (version, casts));
+    }
+}
+
 /// A record a push wrote, as merged.
 pub struct Written<'a> {
     pub collection: &'a str,
@@ -101,6 +127,7 @@ pub async fn write(
     schema: &Schema,
     records: Vec<Written<'_>>,
     index_of: &(dyn Fn(&str, &str) -> usize + Sync),
+    keys: Option<(&KeyCache, u64)>,
 ) -> Result<(), StoreError> {
     let mut by_table: BTreeMap<&str, Writes<'_>> = BTreeMap::new();
     for Written {
@@ -144,22 +171,31 @@ pub async fn write(
          SAVEPOINT ferry_mirror",
         origin = origin(namespace)
     );
+    let mut casts: BTreeMap<String, KeyCasts> = BTreeMap::new();
     for writes in by_table.values() {
-        sql.push_str(";\n");
-        sql.push_str(&key_types_sql(&writes.mirror));
+        let name = table_name(&writes.mirror);
+        match keys.and_then(|(cache, version)| cache.get(&name, version)) {
+            Some(known) => {
+                casts.insert(name, known);
+            }
+            None => {
+                sql.push_str(";\n");
+                sql.push_str(&key_types_sql(&writes.mirror));
+            }
+        }
     }
     let rows = fetch(tx, &sql).await?;
-    let mut casts: BTreeMap<String, KeyCasts> = BTreeMap::new();
     for row in rows.iter().filter(|r| r.columns().len() == 3) {
         let (name, space, id): (String, Option<String>, Option<String>) =
             (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        casts.insert(
-            name,
-            KeyCasts::of(
-                space.as_deref().unwrap_or_default(),
-                id.as_deref().unwrap_or_default(),
-            ),
+        let read = KeyCasts::of(
+            space.as_deref().unwrap_or_default(),
+            id.as_deref().unwrap_or_default(),
         );
+        if let Some((cache, version)) = keys {
+            cache.put(name.clone(), version, read);
+        }
+        casts.insert(name, read);
     }
     for writes in by_table.values_mut() {
         writes.casts = casts

@@ -61,6 +61,8 @@ pub struct PgStore {
     channel: Arc<str>,
     /// The PostgreSQL schema of Ferry's own tables.
     namespace: Arc<str>,
+    /// The key column casts of mirrored tables.
+    keys: Arc<mirror_rows::KeyCache>,
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -138,6 +140,7 @@ impl PgStore {
             pool,
             channel: namespace::channel(namespace).into(),
             namespace: namespace.into(),
+            keys: Arc::default(),
         })
     }
 
@@ -258,7 +261,7 @@ impl Store for PgStore {
     }
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
-        records::push(&self.pool, &self.namespace, space, batch).await
+        records::push(&self.pool, &self.namespace, &self.keys, space, batch).await
     }
 
     async fn space_ids(
@@ -295,7 +298,7 @@ impl Store for PgStore {
         clock: &Arc<crate::clock::ServerClock>,
         node: &ClientId,
     ) -> Result<Option<Drained>, StoreError> {
-        capture::drain(&self.pool, &self.namespace, schema, clock, node).await
+        capture::drain(&self.pool, &self.namespace, &self.keys, schema, clock, node).await
     }
 
     async fn fill_mirror(

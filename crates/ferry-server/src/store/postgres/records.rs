@@ -4,7 +4,7 @@ use ferry_core::{Collection, Conflict, RecordId, SpaceId};
 use futures_util::TryStreamExt;
 use serde_json::value::RawValue;
 
-use super::mirror_rows::Written;
+use super::mirror_rows::{KeyCache, Written};
 use sqlx::postgres::PgRow;
 use sqlx::{PgPool, Row};
 
@@ -19,11 +19,12 @@ use crate::store::{
 pub async fn push(
     pool: &PgPool,
     namespace: &str,
+    keys: &KeyCache,
     space: &SpaceId,
     batch: Batch,
 ) -> Result<PushOutcome, StoreError> {
     let mut tx = pool.begin().await?;
-    let outcome = push_in(&mut tx, namespace, space, batch).await?;
+    let outcome = push_in(&mut tx, namespace, keys, space, batch).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -34,6 +35,7 @@ pub async fn push(
 pub async fn push_in(
     tx: &mut sqlx::PgConnection,
     namespace: &str,
+    keys: &KeyCache,
     space: &SpaceId,
     batch: Batch,
 ) -> Result<PushOutcome, StoreError> {
@@ -279,6 +281,7 @@ pub async fn push_in(
             schema,
             written,
             &index_of,
+            batch.schema.as_ref().map(|held| (keys, held.version)),
         )
         .await?;
     }
