@@ -18,6 +18,7 @@ mod app_schema;
 pub(crate) use app_schema::APPLY_LOCK;
 mod billing;
 mod capture;
+mod capture_functions;
 mod compact;
 mod feed;
 mod mirror;

@@ -16,6 +16,7 @@ mod billing;
 mod capture;
 mod compact;
 mod mirror;
+mod mirror_triggers;
 mod records;
 mod schema;
 mod tokens;
