@@ -20,6 +20,7 @@ pub mod local;
 pub mod merge;
 pub mod names;
 pub mod protocol;
+pub mod query;
 pub mod schema;
 
 pub use change::{Bases, Change, Conflict, ConflictKind, FieldValue, Fields, Record, RecordState};
