@@ -84,6 +84,15 @@ impl CollectionSchema {
     }
 }
 
+impl Schema {
+    /// The table the collection named `collection` is mirrored into, if
+    /// the schema declares it and it names one.
+    pub fn mirror_of(&self, collection: &str) -> Option<Mirror<'_>> {
+        let name = Collection::new(collection).ok()?;
+        self.collection(&name)?.mirror()
+    }
+}
+
 /// The PostgreSQL type of a field's column; `None` for a type this Ferry
 /// does not know (not mirrored).
 pub fn sql_type(field: &FieldSchema) -> Option<&'static str> {

@@ -47,6 +47,22 @@ pub struct Queued {
     pub old_row: Option<Map<String, Value>>,
 }
 
+/// The collection and record id each queued write names (from its row),
+/// for reading the records they change.
+pub fn queued_keys<'q>(schema: &Schema, queued: &'q [Queued]) -> Vec<(&'q str, &'q str)> {
+    let mut keys = Vec::new();
+    for q in queued {
+        let Some(mirror) = schema.mirror_of(&q.collection) else {
+            continue;
+        };
+        let row = q.new_row.as_ref().or(q.old_row.as_ref());
+        if let Some(Value::String(id)) = row.and_then(|r| r.get(mirror.id_column)) {
+            keys.push((q.collection.as_str(), id.as_str()));
+        }
+    }
+    keys
+}
+
 /// A queued row's JSON text as an object.
 pub fn object(text: Option<String>) -> Result<Option<Map<String, Value>>, StoreError> {
     text.map(|t| serde_json::from_str(&t).map_err(|e| corrupt("captured row", e)))
@@ -93,11 +109,7 @@ fn as_replacement(schema: &Schema, q: &mut Queued, states: &HashMap<Key, RecordS
     if q.op != "INSERT" {
         return;
     }
-    let Some(mirror) = Collection::new(q.collection.as_str())
-        .ok()
-        .and_then(|c| schema.collection(&c))
-        .and_then(|c| c.mirror())
-    else {
+    let Some(mirror) = schema.mirror_of(&q.collection) else {
         return;
     };
     let Some(new) = q.new_row.as_ref() else {

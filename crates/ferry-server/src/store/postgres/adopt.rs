@@ -272,12 +272,7 @@ pub async fn current_rows(
     queued: &mut Vec<Queued>,
     budget: i64,
 ) -> Result<Vec<(i64, String)>, StoreError> {
-    let mirror_of = |collection: &str| {
-        Collection::new(collection)
-            .ok()
-            .and_then(|c| schema.collection(&c))
-            .and_then(|c| c.mirror())
-    };
+    let mirror_of = |collection: &str| schema.mirror_of(collection);
     let key_of = |q: &Queued| {
         let mirror = mirror_of(&q.collection)?;
         let id = q.new_row.as_ref()?.get(mirror.id_column)?.as_str()?;

@@ -12,15 +12,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use ferry_core::schema::Schema;
-use ferry_core::{ClientId, Collection, Fields, Hlc, RecordState, SpaceId};
-use serde_json::Value;
+use ferry_core::{ClientId, Fields, Hlc, RecordState, SpaceId};
 use sqlx::{PgConnection, PgPool, Row};
 
 use super::adopt::current_rows;
 use crate::clock::ServerClock;
 use crate::store::captured::{
     Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, backend_batch, changes_of, object,
-    set_aside,
+    queued_keys, set_aside,
 };
 use crate::store::stored::{corrupt, count};
 use crate::store::{AppSchema, Drained, StoreError};
@@ -238,21 +237,8 @@ async fn stored_states(
     schema: &Schema,
     queued: &[Queued],
 ) -> Result<HashMap<Key, RecordState>, StoreError> {
-    let mut keys: (Vec<String>, Vec<String>) = (Vec::new(), Vec::new());
-    for q in queued {
-        let Some(mirror) = Collection::new(q.collection.as_str())
-            .ok()
-            .and_then(|c| schema.collection(&c))
-            .and_then(|c| c.mirror())
-        else {
-            continue;
-        };
-        let row = q.new_row.as_ref().or(q.old_row.as_ref());
-        if let Some(Value::String(id)) = row.and_then(|r| r.get(mirror.id_column)) {
-            keys.0.push(q.collection.clone());
-            keys.1.push(id.clone());
-        }
-    }
+    let (collections, ids): (Vec<&str>, Vec<&str>) =
+        queued_keys(schema, queued).into_iter().unzip();
     let rows = sqlx::query(
         "SELECT r.collection, r.id, r.fields, r.deleted FROM records r
          JOIN UNNEST($2::text[], $3::text[]) AS k (collection, id)
@@ -260,8 +246,8 @@ async fn stored_states(
          WHERE r.sid = $1",
     )
     .bind(sid)
-    .bind(&keys.0)
-    .bind(&keys.1)
+    .bind(&collections)
+    .bind(&ids)
     .fetch_all(&mut *tx)
     .await?;
     let mut states = HashMap::new();

@@ -62,13 +62,20 @@ pub fn key_types_sql(mirror: &Mirror<'_>) -> String {
 
 /// The casts of `mirror`'s key columns, read from the catalog.
 pub async fn key_casts(tx: &mut PgConnection, mirror: &Mirror<'_>) -> Result<KeyCasts, StoreError> {
-    let (_, space, id): (String, Option<String>, Option<String>) =
-        sqlx::query_as(&key_types_sql(mirror))
-            .fetch_one(&mut *tx)
-            .await?;
-    Ok(KeyCasts::of(
-        space.as_deref().unwrap_or_default(),
-        id.as_deref().unwrap_or_default(),
+    let row = sqlx::query(&key_types_sql(mirror))
+        .fetch_one(&mut *tx)
+        .await?;
+    Ok(key_casts_of(&row)?.1)
+}
+
+/// A row of [`key_types_sql`]: the table's name and its casts.
+pub fn key_casts_of(row: &sqlx::postgres::PgRow) -> Result<(String, KeyCasts), sqlx::Error> {
+    use sqlx::Row;
+    let (name, space, id): (String, Option<&str>, Option<&str>) =
+        (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
+    Ok((
+        name,
+        KeyCasts::of(space.unwrap_or_default(), id.unwrap_or_default()),
     ))
 }
 

@@ -11,7 +11,7 @@ use ferry_core::{Collection, RecordId, RecordState};
 use sqlx::postgres::PgDatabaseError;
 use sqlx::{PgConnection, Row};
 
-use super::mirror::{KeyCasts, key_types_sql, origin, q, table_name};
+use super::mirror::{KeyCasts, key_casts_of, key_types_sql, origin, q, table_name};
 use super::mirror_cells::Cells;
 use crate::store::StoreError;
 use crate::store::batch::RowOut;
@@ -136,11 +136,7 @@ pub async fn write(
         state,
     } in records
     {
-        let Some(mirror) = Collection::new(collection)
-            .ok()
-            .and_then(|c| schema.collection(&c))
-            .and_then(|c| c.mirror())
-        else {
+        let Some(mirror) = schema.mirror_of(collection) else {
             continue;
         };
         let writes = by_table.entry(collection).or_insert_with(|| Writes {
@@ -186,12 +182,7 @@ pub async fn write(
     }
     let rows = fetch(tx, &sql).await?;
     for row in rows.iter().filter(|r| r.columns().len() == 3) {
-        let (name, space, id): (String, Option<String>, Option<String>) =
-            (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
-        let read = KeyCasts::of(
-            space.as_deref().unwrap_or_default(),
-            id.as_deref().unwrap_or_default(),
-        );
+        let (name, read) = key_casts_of(row)?;
         if let Some((cache, version)) = keys {
             cache.put(name.clone(), version, read);
         }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use ferry_core::schema::Schema;
 use ferry_core::schema::row::sortable_timestamp;
 use ferry_core::schema::table::Mirror;
-use ferry_core::{ClientId, Collection, RecordState, SpaceId};
+use ferry_core::{ClientId, RecordState, SpaceId};
 use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 use serde_json::{Map, Value};
@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use crate::clock::ServerClock;
 use crate::store::captured::{
     Key, MAX_ROW_BYTES, MAX_TAKEN, MAX_TAKEN_BYTES, Queued, backend_batch, changes_of, object,
-    set_aside,
+    queued_keys, set_aside,
 };
 use crate::store::{AppSchema, Drained, StoreError};
 
@@ -110,7 +110,7 @@ pub fn drain(
     let mut queued = Vec::new();
     let mut refusals = Vec::new();
     // Every row read, applied or refused: all leave the queue.
-    let mut read = Vec::new();
+    let mut taken = Vec::new();
     {
         let mut stmt = tx.prepare_cached(&format!(
             "SELECT id, collection, op, new_row, old_row FROM (
@@ -123,14 +123,13 @@ pub fn drain(
         let mut rows = stmt.query(params![space.as_str(), MAX_TAKEN, MAX_TAKEN_BYTES])?;
         while let Some(row) = rows.next()? {
             let id: i64 = row.get(0)?;
-            read.push(id);
+            taken.push(id);
             match queued_row(row, &held) {
                 Ok(q) => queued.push(q),
                 Err(why) => refusals.push((id, why)),
             }
         }
     }
-    let taken = read;
     let mut states = stored_states(&tx, sid, &held, &queued)?;
     let mut changes = changes_of(&held, &mut queued, &mut states, clock, &mut refusals, true);
     // A write the push refuses is set aside with the reason, and the rest
@@ -178,10 +177,7 @@ fn queued_row(row: &rusqlite::Row<'_>, held: &Schema) -> Result<Queued, String> 
         }
     };
     let collection = text(1)?.unwrap_or_default();
-    let mirror = Collection::new(collection.as_str())
-        .ok()
-        .and_then(|c| held.collection(&c))
-        .and_then(|c| c.mirror());
+    let mirror = held.mirror_of(&collection);
     let read = |i: usize| -> Result<Option<Map<String, Value>>, String> {
         let row = object(text(i)?).map_err(|_| "the queued row is not a JSON object".to_owned())?;
         Ok(row.map(|row| match &mirror {
@@ -272,20 +268,7 @@ fn stored_states(
     schema: &Schema,
     queued: &[Queued],
 ) -> Result<HashMap<Key, RecordState>, StoreError> {
-    let mut keys: Vec<(&str, &str)> = Vec::new();
-    for q in queued {
-        let Some(mirror) = Collection::new(q.collection.as_str())
-            .ok()
-            .and_then(|c| schema.collection(&c))
-            .and_then(|c| c.mirror())
-        else {
-            continue;
-        };
-        let row = q.new_row.as_ref().or(q.old_row.as_ref());
-        if let Some(Value::String(id)) = row.and_then(|r| r.get(mirror.id_column)) {
-            keys.push((q.collection.as_str(), id.as_str()));
-        }
-    }
+    let keys = queued_keys(schema, queued);
     let keys = serde_json::to_string(&keys).map_err(|e| StoreError::Internal(e.to_string()))?;
     let mut stmt = tx.prepare_cached(super::records::READ_BATCH_SQL)?;
     let mut rows = stmt.query(params![sid, keys])?;

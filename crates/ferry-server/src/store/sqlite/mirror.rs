@@ -347,11 +347,7 @@ fn write_marked<'a>(
     firsts: &HashMap<(String, String), usize>,
 ) -> Result<(), StoreError> {
     for (collection, id, state) in written {
-        let Some(mirror) = Collection::new(collection)
-            .ok()
-            .and_then(|c| schema.collection(&c))
-            .and_then(|c| c.mirror())
-        else {
+        let Some(mirror) = schema.mirror_of(collection) else {
             continue;
         };
         let Err(e) = write_row(tx, &mirror, space, id, &state) else {
