@@ -55,6 +55,13 @@ pub fn card(id: &str, fields: Value, at: &str) -> Value {
     json!({"op": "upsert", "collection": "cards", "id": id, "fields": fields})
 }
 
+/// Alice's push of `changes` to `team` from her laptop, as batch `batch`
+/// at `cursor`.
+pub async fn sync(api: &Api, batch: &str, cursor: u64, changes: Vec<Value>) -> Reply {
+    api.sync("alice", "team", push("laptop", batch, cursor, changes))
+        .await
+}
+
 /// The app's row `id`, as text per column.
 pub async fn row(db: &mut PgConnection, id: &str) -> Option<Value> {
     let found = sqlx::query(

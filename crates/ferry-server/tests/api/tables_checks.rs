@@ -8,7 +8,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::tables::{SCHEMA, app_db, apply, card, drained};
+use super::tables::{SCHEMA, app_db, apply, card, drained, sync};
 use super::*;
 
 #[tokio::test]
@@ -31,18 +31,13 @@ async fn the_app_s_own_trigger_finds_its_tables_by_name_in_ferry_s_writes() {
     .execute(&mut db)
     .await
     .unwrap();
-    let r = api
-        .sync(
-            "alice",
-            "team",
-            push(
-                "laptop",
-                "b1",
-                0,
-                vec![card("c1", json!({"title": "Audited"}), &hlc(1, "laptop"))],
-            ),
-        )
-        .await;
+    let r = sync(
+        &api,
+        "b1",
+        0,
+        vec![card("c1", json!({"title": "Audited"}), &hlc(1, "laptop"))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let audited: Vec<(String, String)> = sqlx::query_as("SELECT id, title FROM audit")
         .fetch_all(&mut db)
@@ -73,25 +68,20 @@ async fn a_value_past_a_limit_of_the_app_s_is_the_change_s_422() {
             char::from(b'a' + (x % 26) as u8)
         })
         .collect();
-    let r = api
-        .sync(
-            "alice",
-            "team",
-            push(
-                "laptop",
-                "b1",
-                0,
-                vec![
-                    card("c1", json!({"title": "short"}), &hlc(1, "laptop")),
-                    card(
-                        "c2",
-                        json!({"title": "long", "url": long}),
-                        &hlc(2, "laptop"),
-                    ),
-                ],
+    let r = sync(
+        &api,
+        "b1",
+        0,
+        vec![
+            card("c1", json!({"title": "short"}), &hlc(1, "laptop")),
+            card(
+                "c2",
+                json!({"title": "long", "url": long}),
+                &hlc(2, "laptop"),
             ),
-        )
-        .await;
+        ],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{:?}", r.body);
     assert_eq!(r.body["error"]["details"]["rule"], "column");
     assert_eq!(r.body["error"]["details"]["index"], 1);

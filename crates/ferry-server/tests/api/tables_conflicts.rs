@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::tables::{SCHEMA, apply, card};
+use super::tables::{SCHEMA, apply, card, sync};
 use super::*;
 
 /// Runs `sql` as the app's backend does: its own connection to the
@@ -44,18 +44,7 @@ async fn a_device_whose_write_the_backend_replaced_unseen_is_told() {
     api.space("alice", "team").await;
     apply(&api, SCHEMA).await.unwrap();
     let (h1, h2) = (hlc(1, "laptop"), hlc(2, "laptop"));
-    let r = api
-        .sync(
-            "alice",
-            "team",
-            push(
-                "laptop",
-                "b1",
-                0,
-                vec![card("c1", json!({"title": "A"}), &h1)],
-            ),
-        )
-        .await;
+    let r = sync(&api, "b1", 0, vec![card("c1", json!({"title": "A"}), &h1)]).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     // The backend changes the title it read as A; no node applies it yet.
     assert_eq!(
@@ -65,9 +54,7 @@ async fn a_device_whose_write_the_backend_replaced_unseen_is_told() {
     // Meanwhile the device, which also saw A, writes B.
     let edit = json!({"op": "upsert", "collection": "cards", "id": "c1",
                       "fields": {"title": {"value": "B", "hlc": h2}}, "base": {"title": h1}});
-    let r = api
-        .sync("alice", "team", push("laptop", "b2", 1, vec![edit]))
-        .await;
+    let r = sync(&api, "b2", 1, vec![edit]).await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["conflicts"], json!([]), "{:?}", r.body);
     let cursor = r.body["cursor"].as_u64().unwrap();

@@ -10,7 +10,7 @@ use ferry_server::testing::WsClient;
 use rusqlite::Connection;
 use serde_json::json;
 
-use super::tables::{self, apply, card};
+use super::tables::{self, apply, card, sync};
 use super::*;
 
 const SCHEMA: &str = r#"{"collections": {"cards": {"table": "cards",
@@ -66,11 +66,6 @@ fn row(file: &Connection, id: &str) -> Option<Row> {
         },
     )
     .ok()
-}
-
-async fn sync(api: &Api, batch: &str, cursor: u64, changes: Vec<Value>) -> Reply {
-    api.sync("alice", "team", push("laptop", batch, cursor, changes))
-        .await
 }
 
 #[tokio::test]

@@ -7,7 +7,7 @@
 use axum::http::StatusCode;
 use serde_json::json;
 
-use super::tables::{app_db, apply, card, row};
+use super::tables::{app_db, apply, card, row, sync};
 use super::*;
 
 const SCHEMA: &str = r#"{"collections": {"cards": {"table": "cards",
@@ -62,22 +62,17 @@ async fn every_type_reaches_its_column_as_the_device_wrote_it() {
         "flags": [],
         "dates": [],
     });
-    let r = api
-        .sync(
-            "alice",
-            "team",
-            push(
-                "laptop",
-                "b1",
-                0,
-                vec![
-                    card("full", full.clone(), &hlc(1, "laptop")),
-                    card("sparse", sparse, &hlc(2, "laptop")),
-                    card("bare", json!({"meta": 3}), &hlc(3, "laptop")),
-                ],
-            ),
-        )
-        .await;
+    let r = sync(
+        &api,
+        "b1",
+        0,
+        vec![
+            card("full", full.clone(), &hlc(1, "laptop")),
+            card("sparse", sparse, &hlc(2, "laptop")),
+            card("bare", json!({"meta": 3}), &hlc(3, "laptop")),
+        ],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let mut db = app_db(&api).await;
 
