@@ -16,6 +16,7 @@
 pub mod change;
 pub mod conflict;
 pub mod hlc;
+pub mod live;
 pub mod local;
 pub mod merge;
 pub mod names;

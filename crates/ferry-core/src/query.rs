@@ -216,6 +216,45 @@ impl Query {
     }
 }
 
+impl Query {
+    /// The values of the order's fields of a record: what [`Query::cmp_keys`]
+    /// orders by, kept by a live query instead of the record.
+    pub fn sort_key<'a>(&self, get: impl Fn(&str) -> Option<&'a Value>) -> Vec<Value> {
+        self.order
+            .iter()
+            .map(|(field, _)| get(field.as_str()).cloned().unwrap_or(Value::Null))
+            .collect()
+    }
+
+    /// The order of two records given as their ids and sort keys; the same
+    /// as [`Query::cmp`] of the records.
+    pub fn cmp_keys(&self, a: (&str, &[Value]), b: (&str, &[Value])) -> Ordering {
+        for (i, (_, direction)) in self.order.iter().enumerate() {
+            let o = compare(a.1.get(i), b.1.get(i));
+            let o = if *direction == Direction::Desc {
+                o.reverse()
+            } else {
+                o
+            };
+            if o != Ordering::Equal {
+                return o;
+            }
+        }
+        utf16(a.0, b.0)
+    }
+
+    /// The window `[offset, offset + limit)` of a result of `len` rows,
+    /// clamped to it.
+    pub fn window(&self, len: usize) -> std::ops::Range<usize> {
+        let start = usize::try_from(self.offset).unwrap_or(usize::MAX).min(len);
+        let end = match self.limit {
+            Some(limit) => start.saturating_add(usize::try_from(limit).unwrap_or(usize::MAX)),
+            None => len,
+        };
+        start..end.min(len)
+    }
+}
+
 fn array<'v>(value: Option<&'v Value>, key: &str) -> Result<&'v [Value], QueryError> {
     match value {
         None | Some(Value::Null) => Ok(&[]),
