@@ -123,3 +123,57 @@ export function deletedUnder(
 export function restorable(conflict: Conflict): Record<string, unknown> {
   return JSON.parse(wasm.restorable(JSON.stringify(conflict)));
 }
+
+/** A query's JSON form as the core reads it (`where`, `orderBy`, `limit`, `offset`). */
+export type QueryJson = Record<string, unknown>;
+
+/** Throws a `FerryError` (`invalid`) carrying the core's reason. */
+function refused(e: unknown): never {
+  throw new FerryError(e instanceof Error ? e.message : String(e), "invalid");
+}
+
+/** `query` run once over `records` (each `[id, fields]`): the ids of its result, in order. */
+export function runQuery(query: QueryJson, records: [string, Record<string, unknown>][]): string[] {
+  try {
+    return JSON.parse(wasm.runQuery(JSON.stringify(query), JSON.stringify(records)));
+  } catch (e) {
+    refused(e);
+  }
+}
+
+/** What a live query's window did since last asked. */
+export type WindowChange =
+  | { reset: string[] }
+  | { splices: (["-", number] | ["+", number, string] | ["=", number, string])[] };
+
+/** The engines of a tab's live queries (ferry-core's `LiveQuery`), one per watched query. */
+export class LiveEngines {
+  private readonly inner = new wasm.LiveQueries();
+
+  /** A new engine for `query`; throws a `FerryError` for a query that is not one. */
+  open(query: QueryJson): number {
+    try {
+      return this.inner.open(JSON.stringify(query));
+    } catch (e) {
+      refused(e);
+    }
+  }
+
+  close(handle: number): void {
+    this.inner.close(handle);
+  }
+
+  /** Loads an engine; returns the positions in `records` of those that match. */
+  load(handle: number, records: [string, Record<string, unknown>][]): number[] {
+    return JSON.parse(this.inner.load(handle, JSON.stringify(records)));
+  }
+
+  /** One record's new fields (null: deleted or gone) into `handles`; whether any matches it. */
+  apply(handles: Uint32Array, id: string, fields: Record<string, unknown> | null): boolean {
+    return this.inner.apply(handles, id, fields === null ? "" : JSON.stringify(fields));
+  }
+
+  take(handle: number): WindowChange | null {
+    return JSON.parse(this.inner.take(handle));
+  }
+}

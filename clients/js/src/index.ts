@@ -14,6 +14,7 @@
 // When the leader closes, the lock passes to another tab, which takes over.
 
 import { loadCore } from "./core.js";
+import { type LiveQuery, LiveQueries } from "./live.js";
 import { Remote, type Tokens, request, withLock } from "./remote.js";
 import { ANONYMOUS_SPACE, type Durability, type Session, Store } from "./store.js";
 import { syncSpace } from "./sync.js";
@@ -26,6 +27,7 @@ import {
   type HeldSchema,
   type LocalRecord,
   type Query,
+  type QueryResult,
   type Rejected,
   type Resolution,
   type StoredConflict,
@@ -34,6 +36,7 @@ import {
   type User,
 } from "./types.js";
 
+export type { LiveQuery } from "./live.js";
 export { ANONYMOUS_SPACE, type Durability } from "./store.js";
 export * from "./types.js";
 
@@ -75,6 +78,7 @@ function randomId(): string {
 export class Ferry<S extends object = AnySchema> {
   private readonly channel: BroadcastChannel | null;
   private readonly remote: Remote;
+  private readonly live: LiveQueries;
   private readonly lockPrefix: string;
   private readonly changeListeners = new Set<(c: Changed[]) => void>();
   private readonly statusListeners = new Set<(s: SyncStatus) => void>();
@@ -117,6 +121,7 @@ export class Ferry<S extends object = AnySchema> {
   ) {
     this.lockPrefix = `ferry:${options.name}`;
     this.remote = new Remote(store, this.lockPrefix);
+    this.live = new LiveQueries(store);
     this.channel = typeof BroadcastChannel === "undefined" ? null : new BroadcastChannel(this.lockPrefix);
     if (this.channel) this.channel.onmessage = (e) => void this.onMessage(e.data as Message);
   }
@@ -239,6 +244,41 @@ export class Ferry<S extends object = AnySchema> {
   ): Promise<LocalRecord<FieldsOf<S, C>>[]> {
     this.open();
     return this.store.list(space, collection, query as unknown as Query) as Promise<LocalRecord<FieldsOf<S, C>>[]>;
+  }
+
+  /**
+   * A live query: its result (rows, `loading`/`complete`, an error) kept
+   * current as this tab, other tabs and pulls write, in work proportional
+   * to each change. `subscribe` and `getSnapshot` are what React's
+   * `useSyncExternalStore` takes; the bindings (`@ferry-sync/client/react`,
+   * `/svelte`, `/solid`) wrap it. Watching the same query twice shares it.
+   */
+  query<C extends CollectionOf<S>>(
+    space: string,
+    collection: C,
+    query: Query<FieldsOf<S, C>> = {},
+  ): LiveQuery<LocalRecord<FieldsOf<S, C>>> {
+    this.open();
+    return this.live.query(space, collection, query as unknown as Query) as unknown as LiveQuery<
+      LocalRecord<FieldsOf<S, C>>
+    >;
+  }
+
+  /**
+   * Calls `listener` with a query's result as soon as it is read, then with
+   * each new one; returns the unsubscribe.
+   */
+  watch<C extends CollectionOf<S>>(
+    space: string,
+    collection: C,
+    query: Query<FieldsOf<S, C>>,
+    listener: (result: QueryResult<LocalRecord<FieldsOf<S, C>>>) => void,
+  ): () => void {
+    const live = this.query(space, collection, query);
+    const stop = live.subscribe(listener);
+    const now = live.getSnapshot();
+    if (now.status !== "loading" || now.rows.length > 0) listener(now);
+    return stop;
   }
 
   /** Follows another space (shared with the user); pulled at the next sync. */
@@ -427,7 +467,10 @@ export class Ferry<S extends object = AnySchema> {
   /** Tells this tab's listeners, and other tabs when `share`. */
   private async changed(changes: Changed[], share: boolean): Promise<void> {
     if (changes.length === 0) return;
-    if (share) this.broadcast({ type: "changed", changes });
+    // Other tabs read the records themselves: a message may arrive after
+    // their own later write to the same record.
+    if (share) this.broadcast({ type: "changed", changes: changes.map(({ fields: _, ...c }) => c) });
+    this.live.changed(changes);
     for (const l of this.changeListeners) l(changes);
     const pending = await this.store.pending();
     if (pending !== this.current.pending) this.setStatus({ pending });
@@ -439,6 +482,7 @@ export class Ferry<S extends object = AnySchema> {
 
   private async sessionChanged(): Promise<void> {
     this.session = await this.store.session();
+    this.live.reloadAll();
     for (const l of this.sessionListeners) l(this.user);
     this.setStatus({ pending: await this.store.pending() });
     if (this.current.leader) {
@@ -486,6 +530,7 @@ export class Ferry<S extends object = AnySchema> {
     const same = (Object.keys(next) as (keyof SyncStatus)[]).every((k) => next[k] === this.current[k]);
     if (same) return;
     this.current = next;
+    if ("lastSyncedAt" in change) this.live.synced();
     if (this.current.leader && ("state" in change || "error" in change || "lastSyncedAt" in change)) {
       const { state, lastSyncedAt, error } = this.current;
       this.broadcast({ type: "status", status: { state, lastSyncedAt, error } });

@@ -22,7 +22,6 @@ import type {
   Conflict,
   HeldSchema,
   LocalRecord,
-  Op,
   Query,
   Rejected,
   RecordState,
@@ -79,6 +78,8 @@ interface SpaceEntry {
   resync: boolean;
   sending?: boolean;
   syncedAt: number | null;
+  /** A pull has reached the server's head: the space's first sync is done. */
+  complete?: boolean;
 }
 
 /**
@@ -295,11 +296,12 @@ export class Store {
         known ? null : tx.objectStore("spaces").put(newSpace(space)),
         tx.done,
       ]);
+      const after = record.deleted === null ? toLocal(record).fields : null;
+      return { space, collection, id, source: "local", fields: after };
     } catch (e) {
       abort(tx);
       throw e;
     }
-    return { space, collection, id, source: "local" };
   }
 
   /** The app's schema this replica judges its writes by (version 0: none). */
@@ -323,24 +325,39 @@ export class Store {
     return rec && rec.deleted === null ? toLocal(rec) : null;
   }
 
+  /** The query run by the core over the collection's live records. */
   async list(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
     checkNames(space, collection);
-    const all = await this.db.getAll("records", within(space, collection));
-    let live = all.filter((r) => r.deleted === null).map(toLocal);
-    for (const [field, op, value] of query.where ?? []) {
-      if (!OPS.includes(op)) throw new FerryError(`unknown operator ${op}; use one of ${OPS.join(" ")}`, "invalid");
-      live = live.filter((r) => compare(r.fields[field], op, value));
-    }
-    if (query.orderBy) {
-      const [field, order = "asc"] = query.orderBy;
-      const sign = order === "desc" ? -1 : 1;
-      live.sort((a, b) => sign * order3(a.fields[field], b.fields[field]) || (a.id < b.id ? -1 : 1));
-    }
-    const offset = query.offset ?? 0;
-    return live.slice(offset, query.limit === undefined ? undefined : offset + query.limit);
+    const live = await this.liveRecords(space, collection);
+    const byId = new Map(live.map((r) => [r.id, r]));
+    const ids = core.runQuery(query as core.QueryJson, live.map((r) => [r.id, r.fields]));
+    return ids.flatMap((id) => byId.get(id) ?? []);
   }
 
-  /** Local changes not yet acknowledged, in every space. */
+  /** Every live record of a collection. */
+  async liveRecords(space: string, collection: string): Promise<LocalRecord[]> {
+    const all = await this.db.getAll("records", within(space, collection));
+    return all.filter((r) => r.deleted === null).map(toLocal);
+  }
+
+  /** The live fields of each record named (null: deleted or absent), read in one transaction. */
+  async fieldsOf(space: string, collection: string, ids: string[]): Promise<(Record<string, unknown> | null)[]> {
+    const tx = this.db.transaction("records");
+    const got = await Promise.all(ids.map((id) => tx.store.get([space, collection, id])));
+    return got.map((r) => (r && r.deleted === null ? toLocal(r).fields : null));
+  }
+
+  /**
+   * Whether the space's first sync has reached the server's head (a
+   * space of this device alone always has).
+   */
+  async complete(space: string): Promise<boolean> {
+    if (isLocal(space)) return true;
+    const entry = await this.db.get("spaces", space);
+    // Entries from before `complete` existed had synced at least once.
+    return entry !== undefined && (entry.complete ?? entry.syncedAt !== null);
+  }
+
   async pending(space?: string): Promise<number> {
     return space === undefined
       ? this.db.count("outbox")
@@ -552,7 +569,8 @@ export class Store {
         }
       }
       const conflictCursor = Math.max(entry.conflictCursor ?? entry.cursor, answer.cursor);
-      work.push(spaces.put({ ...entry, cursor: answer.cursor, conflictCursor, syncedAt: at }));
+      const complete = entry.complete === true || !answer.has_more;
+      work.push(spaces.put({ ...entry, cursor: answer.cursor, conflictCursor, syncedAt: at, complete }));
       await Promise.all(work);
       out.pending = (await outbox.index("space").count(space)) > 0;
       await tx.done;
@@ -846,7 +864,7 @@ async function startOver(records: Rw<"records">, spaces: Rw<"spaces">, space: st
   // them again.
   const old = await spaces.get(space);
   const conflictCursor = Math.max(old?.conflictCursor ?? 0, old?.cursor ?? 0);
-  await spaces.put({ ...newSpace(space, true), conflictCursor });
+  await spaces.put({ ...newSpace(space, true), conflictCursor, complete: old?.complete });
 }
 
 /** Whether local changes to the record at `key` wait in the outbox. */
@@ -981,36 +999,3 @@ async function finishResync(records: Rw<"records">, outbox: Rw<"outbox">, space:
   }
   return changed;
 }
-
-const OPS: Op[] = ["=", "!=", "<", "<=", ">", ">="];
-
-/** Orders JSON values: null, booleans, numbers, strings, then the rest as text. */
-function order3(a: unknown, b: unknown): number {
-  const rank = (v: unknown) =>
-    v === null || v === undefined ? 0 : typeof v === "boolean" ? 1 : typeof v === "number" ? 2 : typeof v === "string" ? 3 : 4;
-  const ra = rank(a);
-  const rb = rank(b);
-  if (ra !== rb) return ra - rb;
-  if (ra === 4) return JSON.stringify(a) < JSON.stringify(b) ? -1 : JSON.stringify(a) > JSON.stringify(b) ? 1 : 0;
-  return (a as number) < (b as number) ? -1 : (a as number) > (b as number) ? 1 : 0;
-}
-
-function compare(v: unknown, op: Op, want: unknown): boolean {
-  const c = order3(v ?? null, want);
-  switch (op) {
-    case "=":
-      return c === 0;
-    case "!=":
-      return c !== 0;
-    case "<":
-      return c < 0;
-    case "<=":
-      return c <= 0;
-    case ">":
-      return c > 0;
-    case ">=":
-      return c >= 0;
-  }
-  return false;
-}
-

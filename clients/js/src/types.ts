@@ -88,7 +88,9 @@ export type FieldsOf<S, C extends CollectionOf<S>> = S[C] extends Record<string,
   : Record<string, unknown>;
 
 /** One filter: a field of `F`, an operator, and a value of that field's type. */
-export type Filter<F> = { [K in keyof F & string]: [field: K, op: Op, value: F[K]] }[keyof F & string];
+export type Filter<F> = {
+  [K in keyof F & string]: [field: K, op: Op, value: F[K]] | [field: K, op: "in", values: F[K][]];
+}[keyof F & string];
 
 /** A record that changed: a local write (this tab or another) or a pull. */
 export interface Changed {
@@ -96,6 +98,11 @@ export interface Changed {
   collection: string;
   id: string;
   source: "local" | "remote";
+  /**
+   * The record's fields after the change, when the writer had them at
+   * hand (`null`: deleted); absent when not (read it with `get`).
+   */
+  fields?: Record<string, unknown> | null;
 }
 
 /** A conflict the server reported, waiting for the app to settle it. */
@@ -153,12 +160,37 @@ export interface SyncReport {
 
 export type Op = "=" | "!=" | "<" | "<=" | ">" | ">=";
 
-/** Filters, order and paging for `list`. */
+/** One order field, ascending unless it says otherwise. */
+export type OrderBy<F> = [field: keyof F & string, order?: "asc" | "desc"];
+
+/**
+ * Filters (all must hold), an order (one field or several, then the record
+ * id) and paging, for `list` and live queries. A record without a field
+ * compares as if it were null; values of different types order null,
+ * booleans, numbers, strings, arrays, objects (docs/live-queries.md).
+ */
 export interface Query<F = Record<string, unknown>> {
   where?: Filter<F>[];
-  orderBy?: [field: keyof F & string, order?: "asc" | "desc"];
+  orderBy?: OrderBy<F> | OrderBy<F>[];
   limit?: number;
   offset?: number;
+}
+
+/**
+ * A live query's current result. The same object until something in it
+ * changes; a row that did not change is the same object in the next
+ * result.
+ */
+export interface QueryResult<R = LocalRecord> {
+  /** The rows in `[offset, offset + limit)`, in the query's order. */
+  readonly rows: readonly R[];
+  /**
+   * `loading` until the rows are read and the space's first sync has
+   * reached the server's head, then `complete`; `error` when the query is
+   * not one or the replica could not be read.
+   */
+  readonly status: "loading" | "complete" | "error";
+  readonly error?: FerryError;
 }
 
 /** An error the server answered (PROTOCOL.md §10), or the client's own. */

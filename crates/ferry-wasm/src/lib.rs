@@ -21,6 +21,9 @@ use ferry_core::{
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
+mod live;
+pub use live::{LiveQueries, run_query_inner};
+
 /// Errors cross into JavaScript as `Error` objects with this message.
 type Result<T> = std::result::Result<T, String>;
 

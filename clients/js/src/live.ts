@@ -1,0 +1,264 @@
+// Live queries in the browser (docs/live-queries.md): a query watched keeps
+// its result current as this tab, other tabs and pulls write.
+//
+// Each watched query has an engine in the wasm core (ferry-core's
+// `LiveQuery`) that holds the sort keys of its matching records and says,
+// for each changed record, what its window did. Changes are gathered for a
+// tick and applied together: one new result per query, whatever the
+// number of changes. Rows are frozen objects kept per record while its
+// state is unchanged, so a row that did not change is the same object in
+// the next result and frameworks skip it. Loads and updates run one after
+// another on one chain, so an update never sees a half-loaded query.
+
+import * as core from "./core.js";
+import type { Store } from "./store.js";
+import { type Changed, FerryError, type LocalRecord, type Query, type QueryResult } from "./types.js";
+
+type Fields = Record<string, unknown>;
+
+/**
+ * A watched query: the shape React's `useSyncExternalStore` and Svelte's
+ * stores take. Watching the same query twice shares it.
+ */
+export interface LiveQuery<R = LocalRecord> {
+  /** Hears each new result (not the current one); returns the unsubscribe. */
+  subscribe(listener: (result: QueryResult<R>) => void): () => void;
+  /** The current result: the same object until something in it changes. */
+  getSnapshot(): QueryResult<R>;
+}
+
+const LOADING: QueryResult = Object.freeze({ rows: Object.freeze([]), status: "loading" });
+
+/** The watched queries over one collection of one space, and the rows they show. */
+interface Group {
+  space: string;
+  collection: string;
+  /** Queries whose engine is loaded. */
+  loaded: Set<Watched>;
+  /** One frozen row per record that matches a loaded query. */
+  rows: Map<string, LocalRecord>;
+}
+
+class Watched implements LiveQuery {
+  handle: number | null = null;
+  result: QueryResult = LOADING;
+  readonly listeners = new Set<(r: QueryResult) => void>();
+  started = false;
+
+  constructor(
+    private readonly owner: LiveQueries,
+    readonly key: string,
+    readonly group: Group,
+    readonly query: Query,
+  ) {}
+
+  subscribe(listener: (r: QueryResult) => void): () => void {
+    this.listeners.add(listener);
+    this.owner.start(this);
+    return () => {
+      this.listeners.delete(listener);
+      if (this.listeners.size === 0) this.owner.release(this);
+    };
+  }
+
+  getSnapshot(): QueryResult {
+    return this.result;
+  }
+
+  publish(result: QueryResult): void {
+    if (result === this.result) return;
+    this.result = result;
+    for (const l of [...this.listeners]) l(result);
+  }
+}
+
+/** Whether two records' fields hold the same values. */
+function sameFields(a: Fields, b: Fields): boolean {
+  const keys = Object.keys(a);
+  if (keys.length !== Object.keys(b).length) return false;
+  return keys.every((k) => {
+    const [x, y] = [a[k], b[k]];
+    if (x === y) return true;
+    return typeof x === "object" && typeof y === "object" && JSON.stringify(x) === JSON.stringify(y);
+  });
+}
+
+function frozenRow(space: string, collection: string, id: string, fields: Fields): LocalRecord {
+  return Object.freeze({ space, collection, id, fields: Object.freeze(fields) });
+}
+
+/** A tab's live queries. */
+export class LiveQueries {
+  private readonly engines = new core.LiveEngines();
+  private readonly watched = new Map<string, Watched>();
+  private readonly groups = new Map<string, Group>();
+  /** Whether each space's first sync is done, as last read. */
+  private readonly complete = new Map<string, boolean>();
+  private queue: Changed[] = [];
+  private scheduled = false;
+  private chain: Promise<void> = Promise.resolve();
+
+  constructor(private readonly store: Store) {}
+
+  /** The live query of `query` over a collection (shared when watched twice). */
+  query(space: string, collection: string, query: Query = {}): LiveQuery {
+    const key = JSON.stringify([space, collection, query]);
+    let w = this.watched.get(key);
+    if (!w) {
+      const groupKey = JSON.stringify([space, collection]);
+      let group = this.groups.get(groupKey);
+      if (!group) {
+        group = { space, collection, loaded: new Set(), rows: new Map() };
+        this.groups.set(groupKey, group);
+      }
+      w = new Watched(this, key, group, query);
+      this.watched.set(key, w);
+    }
+    return w;
+  }
+
+  /** Records changed (this tab, another tab, a pull): updated at the end of the tick. */
+  changed(changes: Changed[]): void {
+    if (this.watched.size === 0 || changes.length === 0) return;
+    this.queue.push(...changes);
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      this.scheduled = false;
+      this.run(() => this.flush());
+    });
+  }
+
+  /** A sync finished a round: spaces still loading may be complete now. */
+  synced(): void {
+    const waiting = [...this.watched.values()].some((w) => this.complete.get(w.group.space) === false);
+    if (waiting) this.run(() => this.recheck());
+  }
+
+  /** The replica changed under every query (a sign-in or a wipe): read them all again. */
+  reloadAll(): void {
+    this.complete.clear();
+    for (const w of this.watched.values()) {
+      if (w.started) this.run(() => this.load(w));
+    }
+  }
+
+  start(w: Watched): void {
+    if (w.started) return;
+    w.started = true;
+    this.run(() => this.load(w));
+  }
+
+  release(w: Watched): void {
+    // Later, so that a component that unsubscribes and subscribes again at
+    // once (React's StrictMode) keeps the query it has.
+    setTimeout(() => {
+      if (w.listeners.size > 0 || this.watched.get(w.key) !== w) return;
+      this.watched.delete(w.key);
+      w.group.loaded.delete(w);
+      if (w.handle !== null) this.engines.close(w.handle);
+      w.handle = null;
+      if (![...this.watched.values()].some((o) => o.group === w.group)) {
+        this.groups.delete(JSON.stringify([w.group.space, w.group.collection]));
+      }
+    }, 0);
+  }
+
+  private run(work: () => Promise<void>): void {
+    this.chain = this.chain.then(work).catch((e) => console.error("ferry: live query update failed", e));
+  }
+
+  private async load(w: Watched): Promise<void> {
+    if (this.watched.get(w.key) !== w) return;
+    const { space, collection, rows } = w.group;
+    try {
+      if (w.handle === null) w.handle = this.engines.open(w.query as core.QueryJson);
+      const [records, complete] = await Promise.all([
+        this.store.liveRecords(space, collection),
+        this.store.complete(space),
+      ]);
+      this.complete.set(space, complete);
+      const matching = this.engines.load(w.handle, records.map((r) => [r.id, r.fields]));
+      for (const i of matching) {
+        const r = records[i];
+        if (r && !rows.has(r.id)) rows.set(r.id, frozenRow(space, collection, r.id, r.fields));
+      }
+      w.group.loaded.add(w);
+      this.update(w);
+    } catch (e) {
+      const error = e instanceof FerryError ? e : new FerryError(String(e), "storage");
+      w.publish(Object.freeze({ rows: Object.freeze([]), status: "error", error }));
+    }
+  }
+
+  private async flush(): Promise<void> {
+    const changes = this.queue;
+    this.queue = [];
+    // Per group, each record's latest state: carried by its one change in
+    // the tick, or read (several changes, or one that carries none).
+    const byGroup = new Map<Group, Map<string, Fields | null | undefined>>();
+    for (const c of changes) {
+      const group = this.groups.get(JSON.stringify([c.space, c.collection]));
+      if (!group || group.loaded.size === 0) continue;
+      let states = byGroup.get(group);
+      if (!states) byGroup.set(group, (states = new Map()));
+      states.set(c.id, states.has(c.id) ? undefined : c.fields);
+    }
+    for (const [group, states] of byGroup) {
+      const unread = [...states].filter(([, f]) => f === undefined).map(([id]) => id);
+      if (unread.length > 0) {
+        const read = await this.store.fieldsOf(group.space, group.collection, unread);
+        unread.forEach((id, i) => states.set(id, read[i] ?? null));
+      }
+      const handles = Uint32Array.from([...group.loaded].flatMap((w) => (w.handle === null ? [] : [w.handle])));
+      for (const [id, fields] of states) {
+        const matches = this.engines.apply(handles, id, fields ?? null);
+        const held = group.rows.get(id);
+        if (!matches || !fields) group.rows.delete(id);
+        else if (!held || !sameFields(held.fields as Fields, fields)) {
+          group.rows.set(id, frozenRow(group.space, group.collection, id, fields));
+        }
+      }
+      for (const w of group.loaded) this.update(w);
+    }
+    if (changes.some((c) => c.source === "remote")) await this.recheck();
+  }
+
+  /** Publishes what the engine says changed in `w`'s window, and its status. */
+  private update(w: Watched): void {
+    if (w.handle === null) return;
+    const change = this.engines.take(w.handle);
+    const status = this.complete.get(w.group.space) ? "complete" : "loading";
+    const before = w.result;
+    if (change === null && status === before.status) return;
+    let rows = before.rows;
+    if (change !== null) {
+      const { space, collection } = w.group;
+      const row = (id: string) => w.group.rows.get(id) ?? frozenRow(space, collection, id, {});
+      if ("reset" in change) {
+        rows = change.reset.map(row);
+      } else {
+        const next = rows.slice();
+        for (const s of change.splices) {
+          if (s[0] === "-") next.splice(s[1], 1);
+          else if (s[0] === "+") next.splice(s[1], 0, row(s[2]));
+          else next[s[1]] = row(s[2]);
+        }
+        rows = next;
+      }
+      Object.freeze(rows);
+    }
+    w.publish(Object.freeze({ rows, status }));
+  }
+
+  private async recheck(): Promise<void> {
+    const spaces = new Set(
+      [...this.watched.values()].map((w) => w.group.space).filter((s) => this.complete.get(s) === false),
+    );
+    for (const space of spaces) {
+      if (!(await this.store.complete(space))) continue;
+      this.complete.set(space, true);
+      for (const w of this.watched.values()) if (w.group.space === space) this.update(w);
+    }
+  }
+}
