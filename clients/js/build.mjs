@@ -14,12 +14,13 @@ import { build } from "esbuild";
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const wasm = join(root, "clients/js/wasm/ferry_wasm_bg.wasm");
 
-async function bundle(entry, outdir, name, extra = []) {
+async function bundle(entry, outdir, name, extra = [], external = []) {
   await mkdir(outdir, { recursive: true });
   await build({
     entryPoints: [join(root, entry)],
     outfile: join(outdir, name),
     bundle: true,
+    external,
     format: "esm",
     target: "es2022",
     minify: true,
@@ -31,6 +32,11 @@ async function bundle(entry, outdir, name, extra = []) {
 }
 
 await bundle("clients/js/src/index.ts", join(root, "clients/js/dist"), "ferry.js");
+// The framework bindings: each imports only types from the client, and its
+// framework is the app's (a peer dependency).
+for (const [name, framework] of [["react", ["react"]], ["svelte", ["svelte", "svelte/*"]], ["solid", ["solid-js"]]]) {
+  await bundle(`clients/js/src/${name}.ts`, join(root, "clients/js/dist"), `${name}.js`, [], framework);
+}
 await bundle("examples/todo/src/app.ts", join(root, "examples/todo/dist"), "app.js", [
   "examples/todo/src/index.html",
   "examples/todo/src/style.css",

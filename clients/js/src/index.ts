@@ -193,6 +193,14 @@ export class Ferry<S extends object = AnySchema> {
     return { ...this.current };
   }
 
+  /**
+   * The sync status as an immutable object, the same one until the status
+   * changes: what `useSyncExternalStore` and stores compare.
+   */
+  statusSnapshot(): Readonly<SyncStatus> {
+    return this.current;
+  }
+
   /** The user's personal space, or `local:anonymous` before sign-in. */
   personalSpace(): string {
     return this.session ? `user:${this.session.user.id}` : ANONYMOUS_SPACE;
@@ -526,7 +534,7 @@ export class Ferry<S extends object = AnySchema> {
   }
 
   private setStatus(change: Partial<SyncStatus>): void {
-    const next = { ...this.current, ...change };
+    const next = Object.freeze({ ...this.current, ...change });
     const same = (Object.keys(next) as (keyof SyncStatus)[]).every((k) => next[k] === this.current[k]);
     if (same) return;
     this.current = next;
