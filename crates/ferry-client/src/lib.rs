@@ -54,6 +54,7 @@ pub mod session;
 pub mod settle;
 pub mod sync;
 pub mod typed;
+pub mod watch;
 
 pub use error::{Error, Result};
 pub use query::{Op, Order, Query};
@@ -63,3 +64,4 @@ pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};
 pub use settle::{Resolution, StoredConflict};
 pub use sync::{Rejected, SyncReport, sync_space, sync_space_with};
+pub use watch::{QueryResult, Watch};

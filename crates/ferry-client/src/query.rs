@@ -1,54 +1,23 @@
-//! Simple queries over a collection: filters on field values, an order, a
-//! limit. They run in SQLite over the stored JSON, so they cost no copy of
-//! the collection into memory.
+//! Queries over a collection: filters on field values, an order, a window.
+//! What a query means is ferry-core's [`ferry_core::query::Query`], the
+//! one the browser client runs too (docs/live-queries.md): a record without
+//! a field compares as null, and values of different types order null,
+//! booleans, numbers, strings, arrays, objects. SQLite reads the candidate
+//! records (narrowed by `=` on a string or a number, which it can judge
+//! without changing the answer) and the core judges and orders them.
 
+use ferry_core::query::{Filter, Query as CoreQuery};
 use ferry_core::{Collection, FieldName, SpaceId};
 use rusqlite::types::Value as SqlValue;
 use serde_json::Value;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
-/// How a field is compared with a value.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op {
-    /// Equal (JSON `true`/`false` compare as 1/0, as SQLite reads them).
-    Eq,
-    /// Not equal; records without the field are left out.
-    Ne,
-    /// Less than.
-    Lt,
-    /// Less than or equal.
-    Le,
-    /// Greater than.
-    Gt,
-    /// Greater than or equal.
-    Ge,
-}
+pub use ferry_core::query::{Direction as Order, Op};
 
-impl Op {
-    fn sql(self) -> &'static str {
-        match self {
-            Op::Eq => "=",
-            Op::Ne => "<>",
-            Op::Lt => "<",
-            Op::Le => "<=",
-            Op::Gt => ">",
-            Op::Ge => ">=",
-        }
-    }
-}
-
-/// Which way an order goes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Order {
-    /// Smallest first.
-    Asc,
-    /// Largest first.
-    Desc,
-}
-
-/// What [`Replica::list`](crate::Replica::list) returns: every live record
-/// by id, unless filtered, ordered or limited.
+/// What [`Replica::list`](crate::Replica::list) and
+/// [`Replica::watch`](crate::Replica::watch) select: every live record by
+/// id, unless filtered, ordered or limited.
 #[derive(Debug, Clone, Default)]
 pub struct Query {
     filters: Vec<(String, Op, Value)>,
@@ -63,7 +32,29 @@ impl Query {
         Query::default()
     }
 
-    /// Only records whose `field` compares with `value` as `op` says.
+    /// The query of its JSON form, the one the browser client takes:
+    /// `{"where": [[field, op, value], ...], "orderBy": [field, "asc"],
+    /// "limit": n, "offset": n}`.
+    pub fn from_json(json: &Value) -> Result<Query> {
+        let core = CoreQuery::from_json(json).map_err(|e| Error::Invalid(e.to_string()))?;
+        Ok(Query {
+            filters: core
+                .filters
+                .into_iter()
+                .map(|f| (f.field.into_string(), f.op, f.value))
+                .collect(),
+            order: core
+                .order
+                .into_iter()
+                .map(|(f, d)| (f.into_string(), d))
+                .collect(),
+            limit: core.limit,
+            offset: core.offset,
+        })
+    }
+
+    /// Only records whose `field` compares with `value` as `op` says (for
+    /// [`Op::In`], `value` is a list).
     pub fn filter(mut self, field: &str, op: Op, value: impl Into<Value>) -> Query {
         self.filters.push((field.to_owned(), op, value.into()));
         self
@@ -87,51 +78,67 @@ impl Query {
         self
     }
 
-    /// The statement and its parameters: `(id, fields)` rows.
-    pub(crate) fn sql(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-    ) -> Result<(String, Vec<SqlValue>)> {
-        let mut sql = String::from(
-            "SELECT id, fields FROM records WHERE space = ? AND collection = ? AND deleted IS NULL",
-        );
-        let mut params = vec![
-            SqlValue::Text(space.to_string()),
-            SqlValue::Text(collection.to_string()),
-        ];
+    /// The core's query, with every field name checked.
+    pub(crate) fn core(&self) -> Result<CoreQuery> {
+        let mut filters = Vec::with_capacity(self.filters.len());
         for (field, op, value) in &self.filters {
-            sql.push_str(&format!(
-                " AND json_extract(fields, ?) {} json_extract(?, '$')",
-                op.sql()
-            ));
-            params.push(SqlValue::Text(path(field)?));
-            params.push(SqlValue::Text(value.to_string()));
-        }
-        sql.push_str(" ORDER BY ");
-        for (field, order) in &self.order {
-            sql.push_str(match order {
-                Order::Asc => "json_extract(fields, ?) ASC, ",
-                Order::Desc => "json_extract(fields, ?) DESC, ",
+            if *op == Op::In && !value.is_array() {
+                return Err(Error::Invalid(format!(
+                    "{field} in: takes a list of values"
+                )));
+            }
+            filters.push(Filter {
+                field: FieldName::new(field.as_str())?,
+                op: *op,
+                value: value.clone(),
             });
-            params.push(SqlValue::Text(path(field)?));
         }
-        sql.push_str("id");
-        let limit = self
-            .limit
-            .map_or(-1, |n| i64::try_from(n).unwrap_or(i64::MAX));
-        sql.push_str(" LIMIT ? OFFSET ?");
-        params.push(SqlValue::Integer(limit));
-        params.push(SqlValue::Integer(
-            i64::try_from(self.offset).unwrap_or(i64::MAX),
-        ));
-        Ok((sql, params))
+        let mut order = Vec::with_capacity(self.order.len());
+        for (field, direction) in &self.order {
+            order.push((FieldName::new(field.as_str())?, *direction));
+        }
+        Ok(CoreQuery {
+            filters,
+            order,
+            limit: self.limit,
+            offset: self.offset,
+        })
     }
 }
 
-/// The JSON path of a field's value in the stored `{name: {value, hlc}}`.
-fn path(field: &str) -> Result<String> {
-    // A checked name holds only letters, digits and `_`: safe in a path.
-    let name = FieldName::new(field)?;
-    Ok(format!("$.{name}.value"))
+/// The statement and its parameters that read the candidate `(id,
+/// fields)` rows of `query`: every live record of the collection, narrowed
+/// by each `=` on a string or a number (SQLite's `json_extract` gives
+/// strings as text, which equal only equal strings, and numbers as numbers,
+/// which equal only equal numbers or the booleans 1/0 stand for, which the
+/// core then leaves out).
+pub(crate) fn candidates(
+    query: &CoreQuery,
+    space: &SpaceId,
+    collection: &Collection,
+) -> (String, Vec<SqlValue>) {
+    let mut sql = String::from(
+        "SELECT id, fields FROM records WHERE space = ? AND collection = ? AND deleted IS NULL",
+    );
+    let mut params = vec![
+        SqlValue::Text(space.to_string()),
+        SqlValue::Text(collection.to_string()),
+    ];
+    for f in &query.filters {
+        let value = match (&f.op, &f.value) {
+            (Op::Eq, Value::String(s)) => SqlValue::Text(s.clone()),
+            (Op::Eq, Value::Number(n)) => match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or(0.0)),
+            },
+            _ => continue,
+        };
+        // A checked name holds only letters, digits and `_`: safe in a path.
+        sql.push_str(&format!(
+            " AND json_extract(fields, '$.{}.value') = ?",
+            f.field
+        ));
+        params.push(value);
+    }
+    (sql, params)
 }

@@ -148,6 +148,8 @@ struct Inner {
     checkpoints: Checkpoints,
     /// The app's schema writes are judged by (see `typed`).
     app_schema: std::sync::RwLock<Arc<crate::typed::HeldSchema>>,
+    /// The live queries watching this replica (see `watch`).
+    watchers: crate::watch::Watchers,
 }
 
 /// Checkpoints of the write-ahead log, on a thread of their own: SQLite
@@ -343,6 +345,7 @@ impl Replica {
                 changes,
                 checkpoints,
                 app_schema: std::sync::RwLock::new(Arc::new(app_schema)),
+                watchers: Default::default(),
             }),
         })
     }
@@ -451,6 +454,29 @@ impl Replica {
         let _ = self.inner.changes.send(changed);
     }
 
+    pub(crate) fn watchers(&self) -> &crate::watch::Watchers {
+        &self.inner.watchers
+    }
+
+    /// Tells the live queries and the subscribers about the records of one
+    /// committed transaction.
+    pub(crate) fn announce_all(
+        &self,
+        space: &SpaceId,
+        changed: Vec<(Collection, RecordId)>,
+        source: Source,
+    ) {
+        self.update_watchers(space, &changed);
+        for (collection, id) in changed {
+            self.announce(Changed {
+                space: space.clone(),
+                collection,
+                id,
+                source,
+            });
+        }
+    }
+
     /// One local write, stamped with the replica's next HLC, merged into the
     /// record and queued in the outbox, in one transaction.
     fn write(
@@ -505,12 +531,7 @@ impl Replica {
             tx.commit()?;
         }
         self.wrote(1);
-        self.announce(Changed {
-            space: space.clone(),
-            collection: collection.clone(),
-            id: id.clone(),
-            source: Source::Local,
-        });
+        self.announce_all(space, vec![(collection.clone(), id.clone())], Source::Local);
         Ok(())
     }
 
@@ -570,23 +591,15 @@ impl Replica {
         collection: &Collection,
         query: &Query,
     ) -> Result<Vec<LocalRecord>> {
-        let conn = self.conn();
-        let (sql, params) = query.sql(space, collection)?;
-        let mut stmt = conn.prepare_cached(&sql)?;
-        let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {
-            Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?))
-        })?;
-        rows.map(|row| {
-            let (id, fields) = row?;
-            let fields: Fields =
-                serde_json::from_str(&fields).map_err(|e| corrupt("record fields", e))?;
-            Ok(LocalRecord {
-                collection: collection.clone(),
-                id: RecordId::new(id).map_err(|e| corrupt("record id", e))?,
-                fields: values(fields),
-            })
-        })
-        .collect()
+        let core = query.core()?;
+        let records = self.candidates(&core, space, collection)?;
+        let ids = ferry_core::live::run(&core, records.iter().map(|r| (r.id.as_str(), &r.fields)));
+        let mut by_id: std::collections::HashMap<&str, &LocalRecord> =
+            records.iter().map(|r| (r.id.as_str(), r)).collect();
+        Ok(ids
+            .iter()
+            .filter_map(|id| by_id.remove(&**id).cloned())
+            .collect())
     }
 
     /// How many local changes wait to be acknowledged by the server.
@@ -655,7 +668,7 @@ impl Replica {
     }
 }
 
-fn values(fields: Fields) -> Map<String, Value> {
+pub(crate) fn values(fields: Fields) -> Map<String, Value> {
     fields
         .into_iter()
         .map(|(name, f)| (name.into_string(), f.value))

@@ -653,3 +653,41 @@ async fn an_unanswered_batch_sent_from_0_cannot_bring_back_what_was_deleted_sinc
         "x came back on the server"
     );
 }
+
+#[tokio::test]
+async fn a_watch_follows_what_a_pull_brings() {
+    let s = setup().await;
+    let personal = space("user:wa");
+    let remote = remote_for(&s.server, "wa");
+    let (a, b) = (s.replica("a.db"), s.replica("b.db"));
+    let open = Query::new()
+        .filter("done", Op::Eq, false)
+        .order_by("title", Order::Asc);
+    let mut watch = b.watch(&personal, &todos(), &open).unwrap();
+    for i in 0..20 {
+        a.put(
+            &personal,
+            &todos(),
+            &id(&format!("t{i:02}")),
+            fields(json!({"title": format!("T{i:02}"), "done": i % 2 == 1})),
+        )
+        .unwrap();
+    }
+    sync_space(&a, &remote, &personal).await.unwrap();
+    sync_space(&b, &remote, &personal).await.unwrap();
+    let now = watch.changed().await;
+    assert_eq!(now.rows.len(), 10);
+    assert_eq!(now.rows[0].fields["title"], "T00");
+    a.patch(
+        &personal,
+        &todos(),
+        &id("t00"),
+        fields(json!({"done": true})),
+    )
+    .unwrap();
+    sync_space(&a, &remote, &personal).await.unwrap();
+    sync_space(&b, &remote, &personal).await.unwrap();
+    let now = watch.changed().await;
+    assert_eq!(now.rows.len(), 9);
+    assert_eq!(now.rows[0].fields["title"], "T02");
+}

@@ -25,9 +25,7 @@ use ferry_core::{Change, Collection, Hlc, RecordId, RecordState, SpaceId, merge_
 use rusqlite::{OptionalExtension, TransactionBehavior, params};
 
 use crate::error::{Error, Result};
-use crate::replica::{
-    Changed, Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc,
-};
+use crate::replica::{Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc};
 
 mod inbox;
 mod resync;
@@ -244,14 +242,7 @@ impl Replica {
             tx.commit()?;
         }
         self.wrote(u32::try_from(changed.len()).unwrap_or(u32::MAX).max(1));
-        for (collection, id) in changed {
-            self.announce(Changed {
-                space: space.clone(),
-                collection,
-                id,
-                source: Source::Remote,
-            });
-        }
+        self.announce_all(space, changed, Source::Remote);
         Ok((report, pending))
     }
 
@@ -332,14 +323,7 @@ impl Replica {
                 [space.as_str()],
             )?;
             tx.commit()?;
-            for (collection, id) in touched {
-                self.announce(Changed {
-                    space: space.clone(),
-                    collection,
-                    id,
-                    source: Source::Remote,
-                });
-            }
+            self.announce_all(space, touched, Source::Remote);
             Ok(rows.len() as u64)
         }
     }
