@@ -6,9 +6,12 @@
 // a query that is not one is an error result.
 
 import assert from "node:assert/strict";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { after, before, test } from "node:test";
 
-import { eventually, launch, openDemo, startServer, twoDevices } from "./helpers.mjs";
+import { eventually, launch, openDemo, signIn, startServer, twoDevices } from "./helpers.mjs";
 
 let server;
 let browser;
@@ -202,5 +205,92 @@ test("a space not synced yet is loading, and a query that is not one is an error
   assert.equal(out.bad, "error");
   assert.equal(out.code, "invalid");
   assert.match(out.message, /unknown operator/);
+  await context.close();
+});
+
+test("fields the schema indexes are read through an IndexedDB index, built for records stored before", async () => {
+  const context = await browser.newContext();
+  const page = await openDemo(context, server);
+  await signIn(page, server, "indexed@example.com");
+  // Records stored before the schema that indexes them reaches the replica.
+  await page.evaluate(async () => {
+    const f = window.ferry;
+    for (let i = 0; i < 40; i++) {
+      await f.put(f.personalSpace(), "cards", `c${String(i).padStart(2, "0")}`, { pos: i % 10, tag: i % 2 ? "odd" : "even", copy: i % 10 });
+    }
+    await f.put(f.personalSpace(), "cards", "nopos", { tag: "none" });
+  });
+  const dir = await mkdtemp(join(tmpdir(), "ferry-index-"));
+  const file = join(dir, "schema.toml");
+  await writeFile(
+    file,
+    `[collections.todos.fields]\ntitle = { type = "string" }\n\n[collections.cards.fields]\npos = { type = "integer", index = true }\ntag = { type = "string", index = true }\ncopy = { type = "integer" }\n`,
+  );
+  server.ferry("schema", "apply", file);
+  await rm(dir, { recursive: true, force: true });
+  await eventually(async () => {
+    await page.evaluate(() => window.ferry.sync());
+    assert.ok((await page.evaluate(async () => (await window.ferry.appSchema()).version)) >= 1);
+  }, "the schema in the replica");
+
+  const out = await page.evaluate(async () => {
+    const f = window.ferry;
+    const s = f.personalSpace();
+    const ids = (rows) => rows.map((r) => r.id);
+    const q = (field) => ({ where: [[field, ">=", 7], ["tag", "!=", "x"]], orderBy: [[field, "desc"]] });
+    const indexed = ids(await f.list(s, "cards", q("pos")));
+    const scanned = ids(await f.list(s, "cards", q("copy")));
+    const inList = ids(await f.list(s, "cards", { where: [["tag", "in", ["none", "nope"]]] }));
+    const nulls = ids(await f.list(s, "cards", { where: [["pos", "<", 0]] }));
+    // The index's entries, read from IndexedDB itself.
+    const db = await new Promise((resolve, reject) => {
+      const req = indexedDB.open("ferry-todo");
+      req.onsuccess = () => resolve(req.result);
+      req.onerror = () => reject(req.error);
+    });
+    const count = (range) =>
+      new Promise((resolve, reject) => {
+        const req = db.transaction("records").objectStore("records").index("ix").count(range);
+        req.onsuccess = () => resolve(req.result);
+        req.onerror = () => reject(req.error);
+      });
+    const entries = await count(IDBKeyRange.bound([s, "cards"], [s, "cards", []]));
+    // A record whose entry is taken away is no longer found through the
+    // index, while a scan still finds it: the query reads the index.
+    await new Promise((resolve, reject) => {
+      const tx = db.transaction("records", "readwrite");
+      const store = tx.objectStore("records");
+      const get = store.get([s, "cards", "c09"]);
+      get.onsuccess = () => {
+        const { ix: _, ...rest } = get.result;
+        store.put(rest);
+      };
+      tx.oncomplete = resolve;
+      tx.onerror = () => reject(tx.error);
+    });
+    db.close();
+    const without = ids(await f.list(s, "cards", q("pos")));
+    // A live query on the index follows writes.
+    const live = await new Promise((resolve) => {
+      const seen = [];
+      const stop = f.watch(s, "cards", { where: [["pos", "=", 3]] }, (r) => {
+        seen.push(r.rows.length);
+        if (seen.length === 1) void f.patch(s, "cards", "c00", { pos: 3 });
+        else {
+          stop();
+          resolve(seen);
+        }
+      });
+    });
+    return { indexed, scanned, inList, nulls, entries, without, live };
+  });
+  const want = ["c09", "c19", "c29", "c39", "c08", "c18", "c28", "c38", "c07", "c17", "c27", "c37"];
+  assert.deepEqual(out.indexed, want);
+  assert.deepEqual(out.scanned, want);
+  assert.deepEqual(out.inList, ["nopos"]);
+  assert.deepEqual(out.nulls, ["nopos"], "a record without the field is null, below every number");
+  assert.equal(out.entries, 41 * 2, "two entries per record, built when the schema arrived");
+  assert.deepEqual(out.without, want.filter((id) => id !== "c09"));
+  assert.deepEqual(out.live, [4, 5]);
   await context.close();
 });

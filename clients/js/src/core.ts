@@ -177,3 +177,25 @@ export class LiveEngines {
     return JSON.parse(this.inner.take(handle));
   }
 }
+
+/** The fields of `collection` the schema (JSON, `""`: none) marks `index = true`. */
+export function indexedFields(schema: string, collection: string): string[] {
+  return JSON.parse(wasm.indexedFields(schema, collection));
+}
+
+/** A record's index entries (`[field, kind, value?]` each) for the `indexed` fields. */
+export function indexEntries(indexed: string[], fields: Record<string, unknown>): unknown[][] {
+  return JSON.parse(wasm.indexEntries(JSON.stringify(indexed), JSON.stringify(fields)));
+}
+
+/** One key range of an index plan: lower, lower left out, upper, upper left out (a null bound: open). */
+export type PlanRange = [unknown[] | null, boolean, unknown[] | null, boolean];
+
+/** How `query` reads through the index of one of `indexed` (null: a scan). */
+export function indexPlan(query: QueryJson, indexed: string[]): { field: string; ranges: PlanRange[] } | null {
+  try {
+    return JSON.parse(wasm.indexPlan(JSON.stringify(query), JSON.stringify(indexed)));
+  } catch (e) {
+    refused(e);
+  }
+}

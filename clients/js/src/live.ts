@@ -174,7 +174,7 @@ export class LiveQueries {
     try {
       if (w.handle === null) w.handle = this.engines.open(w.query as core.QueryJson);
       const [records, complete] = await Promise.all([
-        this.store.liveRecords(space, collection),
+        this.store.liveRecords(space, collection, w.query),
         this.store.complete(space),
       ]);
       this.complete.set(space, complete);

@@ -53,7 +53,16 @@ export interface StoredRecord extends RecordState {
    * the record are pending.
    */
   remote?: 0 | 1;
+  /**
+   * Its entries in the `ix` index: `[space, collection, field, kind,
+   * value?]` for each field of its collection the schema indexes (by the
+   * core's `index_key`), none once deleted.
+   */
+  ix?: unknown[][];
 }
+
+/** The fields each collection's records carry index entries for (meta `indexes`). */
+type IndexMap = Record<string, string[]>;
 
 interface OutboxEntry {
   n?: number;
@@ -103,6 +112,7 @@ interface Schema extends DBSchema {
   records: {
     key: [string, string, string];
     value: StoredRecord;
+    indexes: { ix: IDBValidKey };
   };
   outbox: {
     key: number;
@@ -195,7 +205,7 @@ export class Store {
 
   /** Opens (creating) the replica database `name`. */
   static async open(name: string, durability: Durability = "crash"): Promise<Store> {
-    const db = await openDB<Schema>(name, 2, {
+    const db = await openDB<Schema>(name, 3, {
       upgrade(db, oldVersion, _newVersion, tx) {
         if (oldVersion < 1) {
           // No indexes: the key orders records by space, then collection, so
@@ -214,6 +224,11 @@ export class Store {
           // A report about a field or a deleted record folds into the
           // inbox's entry about it.
           tx.objectStore("conflicts").createIndex("record", ["space", "conflict.collection", "conflict.id"]);
+        }
+        if (oldVersion < 3) {
+          // Fields the app's schema indexes: every record's entries, one
+          // key each (see `StoredRecord.ix`).
+          tx.objectStore("records").createIndex("ix", "ix", { multiEntry: true });
         }
       },
       blocking() {
@@ -260,13 +275,14 @@ export class Store {
     });
     try {
       const records = tx.objectStore("records");
-      const [last, rec, known, held] = await Promise.all([
+      const [last, rec, known, held, ix] = await Promise.all([
         this.clock(tx.objectStore("meta")),
         records.get([space, collection, id]),
         tx.objectStore("spaces").get(space),
         // Read in the write's transaction: another tab may have fetched a
         // newer schema.
         tx.objectStore("meta").get("app_schema") as Promise<HeldSchema | undefined>,
+        tx.objectStore("meta").get("indexes") as Promise<IndexMap | undefined>,
       ]);
       if (settles !== undefined) {
         if (rec) throw new FerryError(`${collection}/${id} exists; restore into a new id`, "invalid");
@@ -280,7 +296,7 @@ export class Store {
       } catch (e) {
         throw e instanceof FerryError ? e : invalid(e);
       }
-      const record: StoredRecord = {
+      const record = indexed(ix, {
         space,
         collection,
         id,
@@ -288,7 +304,7 @@ export class Store {
         deleted: done.state.deleted,
         seen: rec?.seen ?? 1,
         remote: rec?.remote ?? 0,
-      };
+      });
       await Promise.all([
         tx.objectStore("meta").put(hlc, "hlc"),
         records.put(record),
@@ -310,8 +326,40 @@ export class Store {
   }
 
   /** Keeps a schema fetched from the server (whose word it is). */
+  /**
+   * Keeps a schema fetched from the server (whose word it is); when the
+   * fields it indexes changed, every record's index entries are written
+   * again in the same transaction, so queries never read a half-built
+   * index.
+   */
   async holdAppSchema(held: HeldSchema): Promise<void> {
-    await this.db.put("meta", held, "app_schema");
+    const json = held.schema ? JSON.stringify(held.schema) : "";
+    const collections = Object.keys((held.schema as { collections?: object } | null)?.collections ?? {});
+    const want: IndexMap = {};
+    for (const c of collections) {
+      const fields = core.indexedFields(json, c);
+      if (fields.length) want[c] = fields;
+    }
+    const tx = this.db.transaction(["records", "meta"], "readwrite");
+    try {
+      const meta = tx.objectStore("meta");
+      const had = ((await meta.get("indexes")) as IndexMap | undefined) ?? {};
+      if (JSON.stringify(had) !== JSON.stringify(want)) {
+        let cursor = await tx.objectStore("records").openCursor();
+        while (cursor) {
+          const before = cursor.value.ix;
+          const after = indexed(want, { ...cursor.value });
+          if (JSON.stringify(before) !== JSON.stringify(after.ix)) await cursor.update(after);
+          cursor = await cursor.continue();
+        }
+        await meta.put(want, "indexes");
+      }
+      await meta.put(held, "app_schema");
+      await tx.done;
+    } catch (e) {
+      abort(tx);
+      throw e;
+    }
   }
 
   private async clock(meta: Rw<"meta">): Promise<string> {
@@ -328,15 +376,42 @@ export class Store {
   /** The query run by the core over the collection's live records. */
   async list(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
     checkNames(space, collection);
-    const live = await this.liveRecords(space, collection);
+    const live = await this.liveRecords(space, collection, query);
     const byId = new Map(live.map((r) => [r.id, r]));
     const ids = core.runQuery(query as core.QueryJson, live.map((r) => [r.id, r.fields]));
     return ids.flatMap((id) => byId.get(id) ?? []);
   }
 
-  /** Every live record of a collection. */
-  async liveRecords(space: string, collection: string): Promise<LocalRecord[]> {
-    const all = await this.db.getAll("records", within(space, collection));
+  /**
+   * The live records of a collection `query` may select: read through the
+   * index of a field it filters on when the schema indexes one, else all
+   * of them (the query judges each either way).
+   */
+  async liveRecords(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
+    const indexes = (await this.db.get("meta", "indexes")) as IndexMap | undefined;
+    const plan = indexes?.[collection] ? core.indexPlan(query as core.QueryJson, indexes[collection]) : null;
+    let all: StoredRecord[];
+    if (plan) {
+      const tx = this.db.transaction("records");
+      const at = [space, collection, plan.field];
+      const pages = await Promise.all(
+        plan.ranges.map(([lower, lowerOpen, upper, upperOpen]) =>
+          tx.store
+            .index("ix")
+            .getAll(
+              IDBKeyRange.bound(
+                lower ? [...at, ...lower] : at,
+                upper ? [...at, ...upper] : [...at, []],
+                lower ? lowerOpen : false,
+                upper ? upperOpen : false,
+              ),
+            ),
+        ),
+      );
+      all = pages.flat();
+    } else {
+      all = await this.db.getAll("records", within(space, collection));
+    }
     return all.filter((r) => r.deleted === null).map(toLocal);
   }
 
@@ -538,7 +613,8 @@ export class Store {
       }
       const records = unwrap(tx.objectStore("records"));
       const known = this.known.get(space) ?? (await tx.objectStore("spaces").get(space))?.resync === true;
-      const existed = await (known ? mergeEach : addEach)(records, space, answer.changes);
+      const ix = (await tx.objectStore("meta").get("indexes")) as IndexMap | undefined;
+      const existed = await (known ? mergeEach : addEach)(records, space, answer.changes, ix);
       this.known.set(space, existed * 2 > answer.changes.length);
       for (const r of answer.changes) out.changed.push({ space, collection: r.collection, id: r.id, source: "remote" });
       out.pulled = answer.changes.length;
@@ -693,10 +769,21 @@ export class Store {
       }
       await meta.put(session, "session");
       const records = tx.objectStore("records");
+      const ix = (await meta.get("indexes")) as IndexMap | undefined;
       for (const rec of await records.getAll(within(ANONYMOUS_SPACE))) {
         const mine = await records.get([personal, rec.collection, rec.id]);
         const state = mine ? core.mergeRecord(mine, rec) : { fields: rec.fields, deleted: rec.deleted };
-        await records.put({ ...state, space: personal, collection: rec.collection, id: rec.id, seen: mine?.seen ?? 1, remote: mine?.remote ?? 0 });
+        await records.put(
+          indexed(ix, {
+            fields: state.fields,
+            deleted: state.deleted,
+            space: personal,
+            collection: rec.collection,
+            id: rec.id,
+            seen: mine?.seen ?? 1,
+            remote: mine?.remote ?? 0,
+          }),
+        );
         await records.delete([ANONYMOUS_SPACE, rec.collection, rec.id]);
         changed.push({ space: ANONYMOUS_SPACE, collection: rec.collection, id: rec.id, source: "local" });
         changed.push({ space: personal, collection: rec.collection, id: rec.id, source: "local" });
@@ -779,15 +866,15 @@ function toLocal(r: StoredRecord): LocalRecord {
  * and written. Every request is sent at once and answered in order.
  * Resolves to how many records were already there.
  */
-function addEach(records: IDBObjectStore, space: string, page: ServerRecord[]): Promise<number> {
+function addEach(records: IDBObjectStore, space: string, page: ServerRecord[], ix?: IndexMap): Promise<number> {
   return eachRecord(page, (r, done, fail) => {
-    const add = records.add(mergePulled(space, undefined, r));
+    const add = records.add(mergePulled(space, undefined, r, ix));
     add.onsuccess = () => done(false);
     add.onerror = (event) => {
       if (add.error?.name !== "ConstraintError") return fail(add.error);
       event.preventDefault();
       event.stopPropagation();
-      mergeOne(records, space, r, () => done(true), fail);
+      mergeOne(records, space, r, ix, () => done(true), fail);
     };
   });
 }
@@ -796,14 +883,15 @@ function addEach(records: IDBObjectStore, space: string, page: ServerRecord[]): 
  * Stores a pulled page whose records are mostly here already (a resync,
  * updates of known records): each is read, merged and written.
  */
-function mergeEach(records: IDBObjectStore, space: string, page: ServerRecord[]): Promise<number> {
-  return eachRecord(page, (r, done, fail) => mergeOne(records, space, r, done, fail));
+function mergeEach(records: IDBObjectStore, space: string, page: ServerRecord[], ix?: IndexMap): Promise<number> {
+  return eachRecord(page, (r, done, fail) => mergeOne(records, space, r, ix, done, fail));
 }
 
 function mergeOne(
   records: IDBObjectStore,
   space: string,
   r: ServerRecord,
+  ix: IndexMap | undefined,
   done: (existed: boolean) => void,
   fail: (e: unknown) => void,
 ): void {
@@ -812,7 +900,7 @@ function mergeOne(
   get.onsuccess = () => {
     try {
       const local = get.result as StoredRecord | undefined;
-      const put = records.put(mergePulled(space, local, r));
+      const put = records.put(mergePulled(space, local, r, ix));
       put.onsuccess = () => done(local !== undefined);
       put.onerror = () => fail(put.error);
     } catch (e) {
@@ -840,9 +928,22 @@ function eachRecord(
 }
 
 /** A pulled record folded into the local one; a new one is stored as sent. */
-function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRecord): StoredRecord {
+function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRecord, ix?: IndexMap): StoredRecord {
   const state = local ? core.mergeRecord(local, r) : { fields: r.fields, deleted: r.deleted };
-  return { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted, seen: 1, remote: 1 };
+  const merged = { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted };
+  return indexed(ix, { ...merged, seen: 1, remote: 1 });
+}
+
+/** `rec` with its index entries, for the fields `ix` names for its collection. */
+function indexed(ix: IndexMap | undefined, rec: StoredRecord): StoredRecord {
+  const fields = ix?.[rec.collection];
+  if (!fields?.length || rec.deleted !== null) {
+    delete rec.ix;
+    return rec;
+  }
+  const entries = core.indexEntries(fields, toLocal(rec).fields);
+  rec.ix = entries.map((e) => [rec.space, rec.collection, ...e]);
+  return rec;
 }
 
 /** A space's entry before its first sync (or a resync from 0). */

@@ -22,6 +22,7 @@ pub mod merge;
 pub mod names;
 pub mod protocol;
 pub mod query;
+pub mod query_index;
 pub mod schema;
 
 pub use change::{Bases, Change, Conflict, ConflictKind, FieldValue, Fields, Record, RecordState};

@@ -21,7 +21,9 @@ use ferry_core::{
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
+mod index;
 mod live;
+pub use index::{index_entries_inner, index_plan_inner, indexed_fields_inner};
 pub use live::{LiveQueries, run_query_inner};
 
 /// Errors cross into JavaScript as `Error` objects with this message.
@@ -177,7 +179,7 @@ thread_local! {
 }
 
 /// Runs `f` with the schema `json` names (`""`: none), parsed once.
-fn with_schema<T>(
+pub(crate) fn with_schema<T>(
     json: &str,
     f: impl FnOnce(Option<&ferry_core::schema::Schema>) -> T,
 ) -> Result<T> {

@@ -222,6 +222,15 @@ fn changes(old: &FieldSchema, new: &FieldSchema) -> Vec<(Impact, String)> {
             format!("items {:?} to {:?}", old.items, new.items).to_lowercase(),
         ));
     }
+    if old.index != new.index {
+        // Clients build or drop their index; no record is refused.
+        let what = if new.index {
+            "index added"
+        } else {
+            "index removed"
+        };
+        out.push((Compatible, what.into()));
+    }
     if old.collection != new.collection {
         // Only a reference's shape (a record id) is checked, whatever it
         // refers to; the joins of later features will care.

@@ -185,6 +185,10 @@ pub struct FieldSchema {
     /// name).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub column: Option<String>,
+    /// Clients keep an index over the field, and queries filtering on it
+    /// read through it (docs/live-queries.md).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub index: bool,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -263,6 +267,19 @@ impl Schema {
     pub fn collection(&self, collection: &Collection) -> Option<&CollectionSchema> {
         self.collections.get(collection)
     }
+
+    /// The fields of `collection` marked `index = true`, by name.
+    pub fn indexed(&self, collection: &Collection) -> Vec<&str> {
+        self.collection(collection)
+            .map(|c| {
+                c.fields
+                    .iter()
+                    .filter(|(_, f)| f.index)
+                    .map(|(name, _)| name.as_str())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
 }
 
 impl FieldSchema {
@@ -281,6 +298,7 @@ impl FieldSchema {
             max_items: None,
             collection: None,
             column: None,
+            index: false,
         }
     }
 
