@@ -112,14 +112,29 @@ impl Query {
 /// strings as text, which equal only equal strings, and numbers as numbers,
 /// which equal only equal numbers or the booleans 1/0 stand for, which the
 /// core then leaves out).
+///
+/// The first such filter on a field of `indexed` (the schema's `index =
+/// true`, which has an SQLite expression index, see `typed`) reads
+/// through that index.
 pub(crate) fn candidates(
     query: &CoreQuery,
     space: &SpaceId,
     collection: &Collection,
+    indexed: &[&str],
 ) -> (String, Vec<SqlValue>) {
-    let mut sql = String::from(
-        "SELECT id, fields FROM records WHERE space = ? AND collection = ? AND deleted IS NULL",
-    );
+    let through = query.filters.iter().find(|f| {
+        f.op == Op::Eq
+            && (f.value.is_string() || f.value.is_number())
+            && indexed.contains(&f.field.as_str())
+    });
+    let mut sql = match through {
+        Some(f) => format!(
+            "SELECT id, fields FROM records INDEXED BY \"ix_{collection}_{}\"",
+            f.field
+        ),
+        None => String::from("SELECT id, fields FROM records"),
+    };
+    sql.push_str(" WHERE space = ? AND collection = ? AND deleted IS NULL");
     let mut params = vec![
         SqlValue::Text(space.to_string()),
         SqlValue::Text(collection.to_string()),

@@ -44,7 +44,14 @@ impl Replica {
     /// replica, and judges writes by it from now on.
     pub fn hold_app_schema(&self, held: HeldSchema) -> Result<()> {
         let text = serde_json::to_string(&held).map_err(|e| Error::Invalid(e.to_string()))?;
-        set_meta(&self.conn(), "app_schema", &text)?;
+        {
+            let conn = self.conn();
+            // The indexes first: a held schema's indexes always exist.
+            if let Some(schema) = &held.schema {
+                create_indexes(&conn, schema)?;
+            }
+            set_meta(&conn, "app_schema", &text)?;
+        }
         self.set_held_schema(Arc::new(held));
         Ok(())
     }
@@ -74,6 +81,28 @@ impl Replica {
             .as_ref()
             .is_some_and(|s| s.judges(collection))
     }
+}
+
+/// An SQLite expression index for each field the schema marks `index =
+/// true`: queries with `=` on it read their candidates through it
+/// (`query::candidates` names it and writes the same expression). Names are checked
+/// names (letters, digits, `_`, `-`): safe inside quotes and a JSON path.
+fn create_indexes(conn: &Connection, schema: &Schema) -> Result<()> {
+    for (collection, declared) in &schema.collections {
+        for (field, f) in &declared.fields {
+            if f.index {
+                conn.execute(
+                    &format!(
+                        "CREATE INDEX IF NOT EXISTS \"ix_{collection}_{field}\" ON records
+                         (space, collection, json_extract(fields, '$.{field}.value'))
+                         WHERE deleted IS NULL"
+                    ),
+                    [],
+                )?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Reads a record's fields into the app's own type.

@@ -114,7 +114,13 @@ impl Replica {
         space: &SpaceId,
         collection: &Collection,
     ) -> Result<Vec<LocalRecord>> {
-        let (sql, params) = candidates(core, space, collection);
+        let held = self.held_schema();
+        let indexed = held
+            .schema
+            .as_ref()
+            .map(|s| s.indexed(collection))
+            .unwrap_or_default();
+        let (sql, params) = candidates(core, space, collection, &indexed);
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(&sql)?;
         let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), |r| {

@@ -187,3 +187,52 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_field_the_schema_indexes_gets_an_sqlite_index_that_equality_reads_through() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.db");
+    let r = Replica::open(&path, ReplicaConfig::default()).unwrap();
+    let schema = ferry_core::schema::Schema::parse(
+        r#"{"collections": {"todos": {"fields": {"list": {"type": "string", "index": true}}}}}"#,
+    )
+    .unwrap();
+    r.hold_app_schema(ferry_client::typed::HeldSchema {
+        version: 1,
+        schema: Some(schema),
+    })
+    .unwrap();
+    let (space, todos) = names();
+    for i in 0..50 {
+        let list = if i % 5 == 0 { "home" } else { "work" };
+        r.put(
+            &space,
+            &todos,
+            &RecordId::new(format!("t{i}")).unwrap(),
+            fields(json!({"list": list, "title": format!("T{i}")})),
+        )
+        .unwrap();
+    }
+    let home = r
+        .list(&space, &todos, &Query::new().filter("list", Op::Eq, "home"))
+        .unwrap();
+    assert_eq!(home.len(), 10);
+    // The index exists, and SQLite can read the statement `list` runs for
+    // an equality through it (the statement names it).
+    let conn = rusqlite::Connection::open(&path).unwrap();
+    let plan: Vec<String> = conn
+        .prepare(
+            "EXPLAIN QUERY PLAN SELECT id, fields FROM records INDEXED BY \"ix_todos_list\"
+             WHERE space = ? AND collection = ?
+             AND deleted IS NULL AND json_extract(fields, '$.list.value') = ?",
+        )
+        .unwrap()
+        .query_map(("user:u", "todos", "home"), |row| row.get::<_, String>(3))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert!(
+        plan.iter().any(|step| step.contains("ix_todos_list")),
+        "{plan:?}"
+    );
+}
