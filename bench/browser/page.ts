@@ -13,6 +13,7 @@ import { mergeRecord as wasmMerge } from "../../clients/js/wasm/ferry_wasm.js";
 import { loadCore, mergeRecord } from "../../clients/js/src/core.js";
 import { Store } from "../../clients/js/src/store.js";
 import type { ServerRecord, SyncAnswer } from "../../clients/js/src/types.js";
+import { runLiveBench } from "./live.js";
 
 const PAGE = 5000;
 
@@ -125,4 +126,8 @@ async function runBench(o: Options): Promise<Record<string, number[]>> {
 }
 
 (globalThis as { runBench?: typeof runBench }).runBench = runBench;
+(globalThis as { runLiveBench?: typeof runLiveBench }).runLiveBench = async (o) => {
+  await loadCore(new URL("ferry_wasm_bg.wasm", import.meta.url));
+  return runLiveBench(o);
+};
 document.getElementById("out")!.textContent = "ready";

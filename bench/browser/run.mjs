@@ -21,9 +21,17 @@ const { values } = parseArgs({
     records: { type: "string", default: "10000" },
     merges: { type: "string", default: "50000" },
     runs: { type: "string", default: "5" },
+    "live-records": { type: "string", default: "10000" },
+    "live-writes": { type: "string", default: "200" },
+    "live-big": { type: "string", default: "100000" },
   },
 });
 const options = { records: Number(values.records), merges: Number(values.merges), runs: Number(values.runs) };
+const liveOptions = {
+  records: Number(values["live-records"]),
+  writes: Number(values["live-writes"]),
+  big: Number(values["live-big"]),
+};
 
 // The same two states on both sides: a local record and a pulled one,
 // 4 fields each, every field of the pulled one older except one.
@@ -53,11 +61,13 @@ const url = `${pages.url}/index.html`;
 
 const browser = await launch();
 let result;
+let live;
 try {
   const page = await browser.newPage();
   await page.goto(url);
   await page.waitForFunction(() => typeof window.runBench === "function");
   result = await page.evaluate((o) => window.runBench(o), { ...options, ours, theirs });
+  live = await page.evaluate((o) => window.runLiveBench(o), liveOptions);
 } finally {
   await browser.close();
   pages.close();
@@ -90,6 +100,18 @@ line("wasm core (JSON in/out)", result.wasm_merge);
 line("client path (objects in/out)", result.client_merge);
 line("native core (JSON in/out, baseline)", native);
 line("ratio wasm / native", ratios(result.wasm_merge, native), 2);
+
+console.log(`live queries, ${liveOptions.records} records, 20 queries open, ${liveOptions.writes} local writes (ms)`);
+console.log(`${"".padEnd(40)} ${["p50", "p99"].map((s) => s.padStart(12)).join(" ")}`);
+const two = (name, a, b) => console.log(`${name.padEnd(40)} ${[a, b].map((x) => fmt(x, 3).padStart(12)).join(" ")}`);
+two("write to every new result (incremental)", live.update_p50, live.update_p99);
+two("re-running the 20 queries (baseline)", live.rerun_p50, live.rerun_p99);
+two("ratio incremental / re-run", live.update_p50 / live.rerun_p50, live.update_p99 / live.rerun_p99);
+console.log(`indexed read: ${live.indexed_rows} of ${liveOptions.big} records (ms, median of 5)`);
+two("through the index / full scan (baseline)", live.indexed_p50, live.scanned_p50);
+console.log(`${"ratio indexed / scan".padEnd(40)} ${fmt(live.indexed_p50 / live.scanned_p50, 3).padStart(12)}`);
+console.log(`${`raw getAll of the same ${live.raw_rows} records`.padEnd(40)} ${fmt(live.raw_p50, 3).padStart(12)}`);
+console.log(`${"ratio indexed / raw getAll".padEnd(40)} ${fmt(live.indexed_p50 / live.raw_p50, 3).padStart(12)}`);
 
 const dist = join(ROOT, "examples/todo/dist");
 const wasm = await readFile(join(dist, "ferry_wasm_bg.wasm"));

@@ -8,6 +8,7 @@
 //!   against raw SQLite.
 //! - [`initial`]: initial sync of a large space, against reading the rows
 //!   out of the server's database and inserting them into SQLite.
+//! - [`live`]: the native client's live queries and indexed reads.
 //! - [`report`]: all of them, in one markdown report.
 //! - [`capture`]: a burst of the app's backend writes into a mirrored
 //!   table, applied by a node: time, rate and memory.
@@ -26,6 +27,7 @@ mod capture;
 mod chart;
 mod client;
 mod initial;
+mod live;
 mod merge;
 mod peer;
 mod pull;
@@ -60,6 +62,9 @@ enum Command {
     Client(client::ClientArgs),
     /// Initial sync of a large space into a fresh native replica.
     Initial(initial::InitialArgs),
+    /// Live queries in the native client: a write updating 20 watches,
+    /// and an indexed read.
+    Live(live::LiveArgs),
     /// Every workload, each in a process of its own, into one markdown
     /// report (bench/REPORT.md).
     Report(report::ReportArgs),
@@ -90,6 +95,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Serve(args) => realtime::serve(args).await,
         Command::Client(args) => client::run(args).await,
         Command::Initial(args) => initial::run(args).await,
+        Command::Live(args) => live::run(args).await,
         Command::Merge(args) => merge::run(args),
         Command::Wire(args) => wire::run(args).await,
         Command::Report(args) => report::run(args),

@@ -124,6 +124,23 @@ fn workloads(quick: bool) -> Vec<Workload> {
         "Native client: local writes, applying pulls".into(),
         client,
     ));
+    let live: &[&str] = if quick {
+        &[
+            "live",
+            "--records",
+            "500",
+            "--writes",
+            "20",
+            "--big",
+            "2000",
+        ]
+    } else {
+        &["live"]
+    };
+    all.push(bench(
+        "Native client: live queries (Replica::watch) and indexed reads".into(),
+        live,
+    ));
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[
@@ -233,6 +250,12 @@ fn workloads(quick: bool) -> Vec<Workload> {
             "500",
             "--runs",
             "1",
+            "--live-records",
+            "500",
+            "--live-writes",
+            "10",
+            "--live-big",
+            "2000",
         ]
     } else {
         &["bench/browser/run.mjs", "--runs", "5"]

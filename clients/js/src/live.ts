@@ -143,6 +143,12 @@ export class LiveQueries {
     }
   }
 
+  /** Resolves when every change heard so far is in the results. */
+  async settled(): Promise<void> {
+    while (this.scheduled) await Promise.resolve();
+    await this.chain;
+  }
+
   start(w: Watched): void {
     if (w.started) return;
     w.started = true;
