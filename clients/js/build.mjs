@@ -21,6 +21,8 @@ async function bundle(entry, outdir, name, extra = [], external = []) {
     outfile: join(outdir, name),
     bundle: true,
     external,
+    jsx: "automatic",
+    define: { "process.env.NODE_ENV": '"production"' },
     format: "esm",
     target: "es2022",
     minify: true,
@@ -42,6 +44,9 @@ await bundle("examples/todo/src/app.ts", join(root, "examples/todo/dist"), "app.
   "examples/todo/src/style.css",
   "examples/todo/src/favicon.ico",
 ]);
+// The same demo in React (`useQuery`), served at /react.
+await bundle("examples/todo/src/react/app.tsx", join(root, "examples/todo/dist"), "react.js");
+await copyFile(join(root, "examples/todo/src/react/index.html"), join(root, "examples/todo/dist/react.html"));
 await bundle("bench/browser/page.ts", join(root, "target/web-bench"), "bench.js", ["bench/browser/index.html"]);
 
 // The demo's files with their sizes, for a quick look after a build.

@@ -201,18 +201,8 @@ impl Query {
         a: (&str, impl Fn(&str) -> Option<&'a Value>),
         b: (&str, impl Fn(&str) -> Option<&'b Value>),
     ) -> Ordering {
-        for (field, direction) in &self.order {
-            let o = compare(a.1(field.as_str()), b.1(field.as_str()));
-            let o = if *direction == Direction::Desc {
-                o.reverse()
-            } else {
-                o
-            };
-            if o != Ordering::Equal {
-                return o;
-            }
-        }
-        utf16(a.0, b.0)
+        let (ka, kb) = (self.sort_key(a.1), self.sort_key(b.1));
+        self.cmp_keys((a.0, &ka), (b.0, &kb))
     }
 }
 

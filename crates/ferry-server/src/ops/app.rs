@@ -4,7 +4,8 @@
 //! by `scripts/build-web` and embedded in the binary), so the first
 //! `ferry serve` shows a local-first app syncing in the browser: the page at
 //! `/`, its files under `/app/`, and the page sign-in links open
-//! (`/auth/magic-link`), where the demo itself finishes the sign-in.
+//! (`/auth/magic-link`), where the demo itself finishes the sign-in. The
+//! same demo written in React with Ferry's `useQuery` is at `/react`.
 //!
 //! With `app_dir` set, the files of that directory are served instead (an
 //! app's own build, with `index.html` for paths it does not hold, as
@@ -36,6 +37,11 @@ const DEMO_FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("../../../../examples/todo/dist/style.css"),
     ),
     (
+        "react.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("../../../../examples/todo/dist/react.js"),
+    ),
+    (
         "ferry_wasm_bg.wasm",
         "application/wasm",
         include_bytes!("../../../../examples/todo/dist/ferry_wasm_bg.wasm"),
@@ -44,11 +50,18 @@ const DEMO_FILES: &[(&str, &str, &[u8])] = &[
 
 const DEMO_INDEX: &str = include_str!("../../../../examples/todo/dist/index.html");
 
+/// The same demo in React, with Ferry's `useQuery` (`examples/todo/src/react`).
+const REACT_INDEX: &str = include_str!("../../../../examples/todo/dist/react.html");
+
 /// The demo changes with each build of Ferry: browsers revalidate.
 const NO_CACHE: HeaderValue = HeaderValue::from_static("no-cache");
 
 async fn demo_index() -> Response {
     ([(header::CACHE_CONTROL, NO_CACHE)], Html(DEMO_INDEX)).into_response()
+}
+
+async fn react_index() -> Response {
+    ([(header::CACHE_CONTROL, NO_CACHE)], Html(REACT_INDEX)).into_response()
 }
 
 /// The demo's icon, which browsers ask for at `/favicon.ico`.
@@ -93,6 +106,7 @@ pub fn demo_routes() -> Router<AppState> {
     Router::new()
         .route("/", get(demo_index))
         .route("/auth/magic-link", get(demo_index))
+        .route("/react", get(react_index))
         .route("/app/{name}", get(demo_file))
         .route("/favicon.ico", get(favicon))
 }
