@@ -100,6 +100,17 @@ test("a live query follows this tab's writes, and rows that did not change keep 
     // Watching the same query again shares it.
     out.shared =
       f.query(s, "todos", { where: [["done", "=", false]], orderBy: [["title", "asc"]], limit: 3 }) === window.live;
+    // Released (no subscriber for a while), written to, then watched
+    // again through the same object: it is read again and follows.
+    window.stopLive();
+    await tick();
+    await f.patch(s, "todos", "d", { title: "Damsons" });
+    out.again = await new Promise((resolve) => {
+      const stop = window.live.subscribe((r) => {
+        stop();
+        resolve(r.rows.map((x) => x.fields.title));
+      });
+    });
     return out;
   });
   assert.deepEqual(steps, {
@@ -114,6 +125,7 @@ test("a live query follows this tab's writes, and rows that did not change keep 
     left: ["Brioche", "Dates", "Eggs"],
     frozen: true,
     shared: true,
+    again: ["Brioche", "Damsons", "Eggs"],
   });
   // The live result is what `list` gives for the same query.
   const listed = await page.evaluate(async () => {
@@ -121,7 +133,7 @@ test("a live query follows this tab's writes, and rows that did not change keep 
     const rows = await f.list(f.personalSpace(), "todos", { where: [["done", "=", false]], orderBy: [["title", "asc"]], limit: 3 });
     return rows.map((r) => r.fields.title);
   });
-  assert.deepEqual(listed, ["Brioche", "Dates", "Eggs"]);
+  assert.deepEqual(listed, ["Brioche", "Damsons", "Eggs"]);
   await context.close();
 });
 

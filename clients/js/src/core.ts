@@ -176,6 +176,11 @@ export class LiveEngines {
   take(handle: number): WindowChange | null {
     return JSON.parse(this.inner.take(handle));
   }
+
+  /** Frees the engines' wasm memory; nothing may be asked after. */
+  free(): void {
+    this.inner.free();
+  }
 }
 
 /** The fields of `collection` the schema (JSON, `""`: none) marks `index = true`. */

@@ -14,7 +14,7 @@
 // When the leader closes, the lock passes to another tab, which takes over.
 
 import { loadCore } from "./core.js";
-import { type LiveQuery, LiveQueries } from "./live.js";
+import { type LiveQuery, LiveQueries, isRead } from "./live.js";
 import { Remote, type Tokens, request, withLock } from "./remote.js";
 import { ANONYMOUS_SPACE, type Durability, type Session, Store } from "./store.js";
 import { syncSpace } from "./sync.js";
@@ -284,8 +284,7 @@ export class Ferry<S extends object = AnySchema> {
   ): () => void {
     const live = this.query(space, collection, query);
     const stop = live.subscribe(listener);
-    const now = live.getSnapshot();
-    if (now.status !== "loading" || now.rows.length > 0) listener(now);
+    if (isRead(live)) listener(live.getSnapshot());
     return stop;
   }
 
@@ -459,6 +458,7 @@ export class Ferry<S extends object = AnySchema> {
     this.kick?.();
     this.release();
     this.channel?.close();
+    this.live.close();
     this.store.close();
   }
 

@@ -29,6 +29,11 @@ export interface LiveQuery<R = LocalRecord> {
 
 const LOADING: QueryResult = Object.freeze({ rows: Object.freeze([]), status: "loading" });
 
+/** Whether a live query has been read (its result is no longer the placeholder). */
+export function isRead(q: LiveQuery<unknown>): boolean {
+  return q.getSnapshot() !== LOADING;
+}
+
 /** The watched queries over one collection of one space, and the rows they show. */
 interface Group {
   space: string;
@@ -39,30 +44,49 @@ interface Group {
   rows: Map<string, LocalRecord>;
 }
 
-class Watched implements LiveQuery {
-  handle: number | null = null;
+/** What an app holds of a live query: it finds the query by its key, so it works again after a release. */
+class Handle implements LiveQuery {
+  constructor(
+    private readonly owner: LiveQueries,
+    readonly key: string,
+    readonly space: string,
+    readonly collection: string,
+    readonly query: Query,
+  ) {}
+
+  subscribe(listener: (r: QueryResult) => void): () => void {
+    const w = this.owner.entry(this);
+    w.listeners.add(listener);
+    this.owner.start(w);
+    return () => {
+      w.listeners.delete(listener);
+      if (w.listeners.size === 0) this.owner.release(w);
+    };
+  }
+
+  getSnapshot(): QueryResult {
+    return this.owner.snapshot(this.key);
+  }
+}
+
+/** A query someone subscribes to: its engine, result and listeners. */
+class Watched {
+  engine: number | null = null;
   result: QueryResult = LOADING;
   readonly listeners = new Set<(r: QueryResult) => void>();
   started = false;
 
   constructor(
-    private readonly owner: LiveQueries,
-    readonly key: string,
+    readonly handle: Handle,
     readonly group: Group,
-    readonly query: Query,
   ) {}
 
-  subscribe(listener: (r: QueryResult) => void): () => void {
-    this.listeners.add(listener);
-    this.owner.start(this);
-    return () => {
-      this.listeners.delete(listener);
-      if (this.listeners.size === 0) this.owner.release(this);
-    };
+  get key(): string {
+    return this.handle.key;
   }
 
-  getSnapshot(): QueryResult {
-    return this.result;
+  get query(): Query {
+    return this.handle.query;
   }
 
   publish(result: QueryResult): void {
@@ -97,24 +121,34 @@ export class LiveQueries {
   private queue: Changed[] = [];
   private scheduled = false;
   private chain: Promise<void> = Promise.resolve();
+  private closed = false;
 
   constructor(private readonly store: Store) {}
 
-  /** The live query of `query` over a collection (shared when watched twice). */
+  /** The live query of `query` over a collection (shared while it is watched). */
   query(space: string, collection: string, query: Query = {}): LiveQuery {
     const key = JSON.stringify([space, collection, query]);
-    let w = this.watched.get(key);
+    return this.watched.get(key)?.handle ?? new Handle(this, key, space, collection, query);
+  }
+
+  /** The watched query of `handle`, made when none is. */
+  entry(handle: Handle): Watched {
+    let w = this.watched.get(handle.key);
     if (!w) {
-      const groupKey = JSON.stringify([space, collection]);
+      const groupKey = JSON.stringify([handle.space, handle.collection]);
       let group = this.groups.get(groupKey);
       if (!group) {
-        group = { space, collection, loaded: new Set(), rows: new Map() };
+        group = { space: handle.space, collection: handle.collection, loaded: new Set(), rows: new Map() };
         this.groups.set(groupKey, group);
       }
-      w = new Watched(this, key, group, query);
-      this.watched.set(key, w);
+      w = new Watched(handle, group);
+      this.watched.set(handle.key, w);
     }
     return w;
+  }
+
+  snapshot(key: string): QueryResult {
+    return this.watched.get(key)?.result ?? LOADING;
   }
 
   /** Records changed (this tab, another tab, a pull): updated at the end of the tick. */
@@ -143,6 +177,17 @@ export class LiveQueries {
     }
   }
 
+  /** Frees every engine (the replica is closing). */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    this.watched.clear();
+    this.groups.clear();
+    this.queue = [];
+    // After any work under way.
+    void this.chain.then(() => this.engines.free());
+  }
+
   /** Resolves when every change heard so far is in the results. */
   async settled(): Promise<void> {
     while (this.scheduled) await Promise.resolve();
@@ -162,32 +207,40 @@ export class LiveQueries {
       if (w.listeners.size > 0 || this.watched.get(w.key) !== w) return;
       this.watched.delete(w.key);
       w.group.loaded.delete(w);
-      if (w.handle !== null) this.engines.close(w.handle);
-      w.handle = null;
+      if (w.engine !== null && !this.closed) this.engines.close(w.engine);
+      w.engine = null;
       if (![...this.watched.values()].some((o) => o.group === w.group)) {
         this.groups.delete(JSON.stringify([w.group.space, w.group.collection]));
+      } else if (w.group.loaded.size === 0) {
+        // No loaded query follows the group's changes any more: its rows
+        // would go stale.
+        w.group.rows.clear();
       }
     }, 0);
   }
 
   private run(work: () => Promise<void>): void {
-    this.chain = this.chain.then(work).catch((e) => console.error("ferry: live query update failed", e));
+    if (this.closed) return;
+    this.chain = this.chain.then(() => (this.closed ? undefined : work())).catch((e) => console.error("ferry: live query update failed", e));
   }
 
   private async load(w: Watched): Promise<void> {
     if (this.watched.get(w.key) !== w) return;
     const { space, collection, rows } = w.group;
     try {
-      if (w.handle === null) w.handle = this.engines.open(w.query as core.QueryJson);
+      if (w.engine === null) w.engine = this.engines.open(w.query as core.QueryJson);
       const [records, complete] = await Promise.all([
         this.store.liveRecords(space, collection, w.query),
         this.store.complete(space),
       ]);
       this.complete.set(space, complete);
-      const matching = this.engines.load(w.handle, records.map((r) => [r.id, r.fields]));
+      const matching = this.engines.load(w.engine, records.map((r) => [r.id, r.fields]));
       for (const i of matching) {
         const r = records[i];
-        if (r && !rows.has(r.id)) rows.set(r.id, frozenRow(space, collection, r.id, r.fields));
+        const held = r && rows.get(r.id);
+        if (r && !(held && sameFields(held.fields as Fields, r.fields))) {
+          rows.set(r.id, frozenRow(space, collection, r.id, r.fields));
+        }
       }
       w.group.loaded.add(w);
       this.update(w);
@@ -216,9 +269,9 @@ export class LiveQueries {
         const read = await this.store.fieldsOf(group.space, group.collection, unread);
         unread.forEach((id, i) => states.set(id, read[i] ?? null));
       }
-      const handles = Uint32Array.from([...group.loaded].flatMap((w) => (w.handle === null ? [] : [w.handle])));
+      const engines = Uint32Array.from([...group.loaded].flatMap((w) => (w.engine === null ? [] : [w.engine])));
       for (const [id, fields] of states) {
-        const matches = this.engines.apply(handles, id, fields ?? null);
+        const matches = this.engines.apply(engines, id, fields ?? null);
         const held = group.rows.get(id);
         if (!matches || !fields) group.rows.delete(id);
         else if (!held || !sameFields(held.fields as Fields, fields)) {
@@ -232,8 +285,8 @@ export class LiveQueries {
 
   /** Publishes what the engine says changed in `w`'s window, and its status. */
   private update(w: Watched): void {
-    if (w.handle === null) return;
-    const change = this.engines.take(w.handle);
+    if (w.engine === null) return;
+    const change = this.engines.take(w.engine);
     const status = this.complete.get(w.group.space) ? "complete" : "loading";
     const before = w.result;
     if (change === null && status === before.status) return;
@@ -252,8 +305,11 @@ export class LiveQueries {
         }
         rows = next;
       }
-      Object.freeze(rows);
+      const same = rows.length === before.rows.length && rows.every((r, i) => r === before.rows[i]);
+      rows = same ? before.rows : Object.freeze(rows);
     }
+    // The first result is always handed out: it says the rows are read.
+    if (rows === before.rows && status === before.status && before !== LOADING) return;
     w.publish(Object.freeze({ rows, status }));
   }
 
@@ -264,7 +320,7 @@ export class LiveQueries {
     for (const space of spaces) {
       if (!(await this.store.complete(space))) continue;
       this.complete.set(space, true);
-      for (const w of this.watched.values()) if (w.group.space === space) this.update(w);
+      for (const w of this.watched.values()) if (w.group.space === space && w.group.loaded.has(w)) this.update(w);
     }
   }
 }

@@ -388,15 +388,17 @@ export class Store {
    * of them (the query judges each either way).
    */
   async liveRecords(space: string, collection: string, query: Query = {}): Promise<LocalRecord[]> {
-    const indexes = (await this.db.get("meta", "indexes")) as IndexMap | undefined;
+    // One transaction: the index read is the one the plan was made for.
+    const tx = this.db.transaction(["meta", "records"]);
+    const indexes = (await tx.objectStore("meta").get("indexes")) as IndexMap | undefined;
     const plan = indexes?.[collection] ? core.indexPlan(query as core.QueryJson, indexes[collection]) : null;
+    const records = tx.objectStore("records");
     let all: StoredRecord[];
     if (plan) {
-      const tx = this.db.transaction("records");
       const at = [space, collection, plan.field];
       const pages = await Promise.all(
         plan.ranges.map(([lower, lowerOpen, upper, upperOpen]) =>
-          tx.store
+          records
             .index("ix")
             .getAll(
               IDBKeyRange.bound(
@@ -410,7 +412,7 @@ export class Store {
       );
       all = pages.flat();
     } else {
-      all = await this.db.getAll("records", within(space, collection));
+      all = await records.getAll(within(space, collection));
     }
     return all.filter((r) => r.deleted === null).map(toLocal);
   }
@@ -496,6 +498,9 @@ export class Store {
     }
     if (value && c.field) {
       changed = await this.write(stored.space, c.collection, c.id, "patch", { [c.field]: value.v });
+      // A pull may store a newer state while the entry below is deleted:
+      // live queries read the record instead of taking this one.
+      delete changed.fields;
     }
     await this.db.delete("conflicts", n);
     return changed;

@@ -15,6 +15,10 @@ use crate::error::{Error, Result};
 
 pub use ferry_core::query::{Direction as Order, Op};
 
+/// 2^53: below it in magnitude, a double equals an integer exactly when
+/// SQLite finds them equal.
+const EXACT: f64 = 9_007_199_254_740_992.0;
+
 /// What [`Replica::list`](crate::Replica::list) and
 /// [`Replica::watch`](crate::Replica::watch) select: every live record by
 /// id, unless filtered, ordered or limited.
@@ -106,6 +110,23 @@ impl Query {
     }
 }
 
+/// The value SQLite can judge `f` by exactly, when it can: `=` on a
+/// string, or on a number a double holds exactly.
+fn narrowing(f: &Filter) -> Option<SqlValue> {
+    match (&f.op, &f.value) {
+        (Op::Eq, Value::String(s)) => Some(SqlValue::Text(s.clone())),
+        // Beyond 2^53 the core compares numbers as doubles (as JavaScript
+        // does) and SQLite integers exactly: not narrowed.
+        (Op::Eq, Value::Number(n)) if n.as_f64().is_some_and(|f| f.abs() < EXACT) => {
+            Some(match n.as_i64() {
+                Some(i) => SqlValue::Integer(i),
+                None => SqlValue::Real(n.as_f64().unwrap_or(0.0)),
+            })
+        }
+        _ => None,
+    }
+}
+
 /// The statement and its parameters that read the candidate `(id,
 /// fields)` rows of `query`: every live record of the collection, narrowed
 /// by each `=` on a string or a number (SQLite's `json_extract` gives
@@ -122,14 +143,13 @@ pub(crate) fn candidates(
     collection: &Collection,
     indexed: &[&str],
 ) -> (String, Vec<SqlValue>) {
-    let through = query.filters.iter().find(|f| {
-        f.op == Op::Eq
-            && (f.value.is_string() || f.value.is_number())
-            && indexed.contains(&f.field.as_str())
-    });
+    let through = query
+        .filters
+        .iter()
+        .find(|f| narrowing(f).is_some() && indexed.contains(&f.field.as_str()));
     let mut sql = match through {
         Some(f) => format!(
-            "SELECT id, fields FROM records INDEXED BY \"ix_{collection}_{}\"",
+            "SELECT id, fields FROM records INDEXED BY \"ix:{collection}:{}\"",
             f.field
         ),
         None => String::from("SELECT id, fields FROM records"),
@@ -140,13 +160,8 @@ pub(crate) fn candidates(
         SqlValue::Text(collection.to_string()),
     ];
     for f in &query.filters {
-        let value = match (&f.op, &f.value) {
-            (Op::Eq, Value::String(s)) => SqlValue::Text(s.clone()),
-            (Op::Eq, Value::Number(n)) => match n.as_i64() {
-                Some(i) => SqlValue::Integer(i),
-                None => SqlValue::Real(n.as_f64().unwrap_or(0.0)),
-            },
-            _ => continue,
+        let Some(value) = narrowing(f) else {
+            continue;
         };
         // A checked name holds only letters, digits and `_`: safe in a path.
         sql.push_str(&format!(

@@ -86,14 +86,15 @@ impl Replica {
 /// An SQLite expression index for each field the schema marks `index =
 /// true`: queries with `=` on it read their candidates through it
 /// (`query::candidates` names it and writes the same expression). Names are checked
-/// names (letters, digits, `_`, `-`): safe inside quotes and a JSON path.
+/// names (letters, digits, `_`, `-`, never `:` or a quote): safe inside quotes
+/// and a JSON path, and `ix:{collection}:{field}` names one pair only.
 fn create_indexes(conn: &Connection, schema: &Schema) -> Result<()> {
     for (collection, declared) in &schema.collections {
         for (field, f) in &declared.fields {
             if f.index {
                 conn.execute(
                     &format!(
-                        "CREATE INDEX IF NOT EXISTS \"ix_{collection}_{field}\" ON records
+                        "CREATE INDEX IF NOT EXISTS \"ix:{collection}:{field}\" ON records
                          (space, collection, json_extract(fields, '$.{field}.value'))
                          WHERE deleted IS NULL"
                     ),

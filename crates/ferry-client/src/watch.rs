@@ -76,10 +76,24 @@ impl Replica {
     /// Writes by another process on the same file are not seen.
     pub fn watch(&self, space: &SpaceId, collection: &Collection, query: &Query) -> Result<Watch> {
         let core = query.core()?;
-        let mut engine = Engine {
-            live: LiveQuery::new(core.clone()),
-            rows: HashMap::new(),
-        };
+        let (sender, mut receiver) = watch::channel(Arc::new(QueryResult::default()));
+        let watcher = Arc::new(Watcher {
+            space: space.clone(),
+            collection: collection.clone(),
+            state: Mutex::new(Engine {
+                live: LiveQuery::new(core.clone()),
+                rows: HashMap::new(),
+            }),
+            sender,
+        });
+        // Registered before it reads, and reading under its engine's lock:
+        // a change committed meanwhile waits for the lock, then reads the
+        // record again, so none is missed.
+        let mut engine = watcher.state.lock().unwrap_or_else(PoisonError::into_inner);
+        self.watchers()
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(Arc::downgrade(&watcher));
         let records = self.candidates(&core, space, collection)?;
         engine
             .live
@@ -90,17 +104,10 @@ impl Replica {
             }
         }
         let first = engine.result(&QueryResult::default());
-        let (sender, receiver) = watch::channel(Arc::new(first));
-        let watcher = Arc::new(Watcher {
-            space: space.clone(),
-            collection: collection.clone(),
-            state: Mutex::new(engine),
-            sender,
-        });
-        self.watchers()
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(Arc::downgrade(&watcher));
+        watcher.sender.send_replace(Arc::new(first));
+        drop(engine);
+        // The first result is the current one, not a change.
+        receiver.mark_unchanged();
         Ok(Watch {
             receiver,
             _watcher: watcher,
@@ -171,6 +178,7 @@ impl Replica {
         let mut engine = w.state.lock().unwrap_or_else(PoisonError::into_inner);
         for id in ids {
             let state = read_state(&self.conn(), &w.space, &w.collection, id)?;
+            // A record the replica no longer holds reads as no fields.
             let live = !state.is_deleted() && !state.fields.is_empty();
             let fields: Option<Map<String, Value>> =
                 live.then(|| crate::replica::values(state.fields));

@@ -471,7 +471,9 @@ async fn changes_refused_for_good_are_set_aside_and_the_server_s_copy_restored()
     let bob_remote = remote_for(&s.server, "bob");
     sync_space(&bob, &bob_remote, &team).await.unwrap();
 
-    // Bob may only read: his edits are refused.
+    // Bob may only read: his edits are refused. A watch sees the server's
+    // copy come back (the rejection updates it after its transaction).
+    let watch = bob.watch(&team, &todos(), &Query::new()).unwrap();
     bob.patch(
         &team,
         &todos(),
@@ -497,6 +499,9 @@ async fn changes_refused_for_good_are_set_aside_and_the_server_s_copy_restored()
         json!("from alice")
     );
     assert_eq!(bob.get(&team, &todos(), &id("u")).unwrap(), None);
+    let shown = watch.current();
+    assert_eq!(shown.rows.len(), 1);
+    assert_eq!(shown.rows[0].fields["title"], json!("from alice"));
     assert_eq!(
         sync_space(&bob, &bob_remote, &team).await.unwrap().rejected,
         0

@@ -261,7 +261,7 @@ impl Replica {
             other => ("refused".to_owned(), other.to_string(), None),
         };
         let mut touched = Vec::new();
-        {
+        let refused = {
             let mut conn = self.conn();
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
             // The record of the change the server named, when it named one:
@@ -323,9 +323,11 @@ impl Replica {
                 [space.as_str()],
             )?;
             tx.commit()?;
-            self.announce_all(space, touched, Source::Remote);
-            Ok(rows.len() as u64)
-        }
+            rows.len() as u64
+        };
+        // After the connection is let go: watches read the records again.
+        self.announce_all(space, touched, Source::Remote);
+        Ok(refused)
     }
 
     /// Removes the bases of the changes of `batch` (for a server that

@@ -3,7 +3,7 @@
 // devices write; no code here re-reads anything. It shares the replica
 // (and the signed-in session) of the demo at `/`, where people sign in.
 
-import { type FormEvent, StrictMode, memo, useState } from "react";
+import { type FormEvent, StrictMode, memo, useCallback, useState, useSyncExternalStore } from "react";
 import { createRoot } from "react-dom/client";
 
 import { Ferry, type Filter, type LocalRecord } from "../../../../clients/js/src/index.js";
@@ -96,8 +96,15 @@ function TodoList({ space }: { space: string }) {
   );
 }
 
+/** The signed-in user, following sign-ins and sign-outs in any tab. */
+function useUser(ferry: Ferry<Schema>) {
+  const subscribe = useCallback((changed: () => void) => ferry.onSession(() => changed()), [ferry]);
+  return useSyncExternalStore(subscribe, () => ferry.user);
+}
+
 function App({ ferry }: { ferry: Ferry<Schema> }) {
-  const user = ferry.user;
+  const user = useUser(ferry);
+  const space = ferry.personalSpace();
   return (
     <>
       <header>
@@ -115,7 +122,7 @@ function App({ ferry }: { ferry: Ferry<Schema> }) {
           </span>
         )}
       </section>
-      <TodoList space={ferry.personalSpace()} />
+      <TodoList key={space} space={space} />
       <p className="foot muted">The same todos as the demo at <a href="/">/</a>, rendered with Ferry's React hooks.</p>
     </>
   );
