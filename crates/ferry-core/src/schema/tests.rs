@@ -262,7 +262,7 @@ fn schemas_that_make_no_sense_are_refused_with_where() {
     // not know: refused from a file, read (those parts unchecked) when a
     // server serves it.
     let newer = json!({"collections": {"t": {"table": "todos", "fields": {
-        "a": {"type": "file", "index": true}, "b": {"type": "string", "max_length": 2}}}}})
+        "a": {"type": "file", "writable_by": ["owner"]}, "b": {"type": "string", "max_length": 2}}}}})
     .to_string();
     let err = Schema::parse(&newer).unwrap_err().to_string();
     assert!(err.contains("unknown key"), "{err}");
