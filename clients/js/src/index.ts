@@ -141,9 +141,15 @@ export class Ferry<S extends object = AnySchema> {
     const store = await Store.open(`ferry-${resolved.name}`, resolved.durability);
     const ferry = new Ferry<S>(store, resolved);
     ferry.session = await store.session();
-    ferry.current.pending = await store.pending();
-    ferry.current.lastSyncedAt = await store.lastSyncedAt();
-    if (!ferry.session) ferry.current.state = "signed_out";
+    const pending = await store.pending();
+    const lastSyncedAt = await store.lastSyncedAt();
+    // The status may already be frozen: another tab's status can arrive while this one opens.
+    ferry.current = Object.freeze({
+      ...ferry.current,
+      pending,
+      lastSyncedAt: ferry.current.lastSyncedAt ?? lastSyncedAt,
+      ...(ferry.session ? {} : { state: "signed_out" as const }),
+    });
     globalThis.addEventListener?.("online", ferry.onOnline);
     globalThis.addEventListener?.("offline", ferry.onOffline);
     ferry.campaign();
