@@ -1,5 +1,5 @@
 //! The server's limits from the configuration: HTTP timeouts, trusted
-//! proxies, the metrics token, quotas on spaces and members.
+//! proxies, the metrics token, quotas on spaces and members, API tokens.
 
 use anyhow::Context;
 use ferry_server::{Config, Settings};
@@ -39,6 +39,15 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
     }
     if let Some(n) = config.max_members_per_space {
         settings.quotas.max_members = n.max(1);
+    }
+    if let Some(n) = config.api_token_rate {
+        settings.api_tokens.per_second = n.max(1);
+    }
+    if let Some(n) = config.api_token_burst {
+        settings.api_tokens.burst = n.max(1);
+    }
+    if let Some(n) = config.max_api_tokens_per_user {
+        settings.api_tokens.max_per_user = n;
     }
     Ok(())
 }

@@ -18,6 +18,7 @@ mod entitlement;
 mod limits;
 mod login;
 mod schema;
+mod tokens;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -75,6 +76,12 @@ enum Command {
     /// records, and write rows for the records Ferry already held, without
     /// stopping the app (docs/tables.md). Needs PostgreSQL.
     Adopt(adopt::AdoptArgs),
+    /// Your API tokens, for browser extensions, scripts and backends:
+    /// create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        command: tokens::TokenCommand,
+    },
     /// Administer a server's database.
     Admin {
         #[command(subcommand)]
@@ -140,6 +147,7 @@ fn main() -> ExitCode {
             Command::Client(command) => client::run(command).await,
             Command::Schema { command } => schema::run(command).await,
             Command::Adopt(args) => adopt::run(args).await,
+            Command::Token { command } => tokens::run(command).await,
             Command::Admin {
                 command: AdminCommand::Token { email, ttl, config },
             } => token(&email, ttl, config).await,

@@ -107,6 +107,27 @@ impl Remote {
         Ok(held)
     }
 
+    /// `method path` with an optional JSON body, as the signed-in user,
+    /// refreshing the token once on `401`: for the server's routes that
+    /// have no method of their own here (`/v1/tokens`, members). An answer
+    /// without a body reads as `null`.
+    pub async fn call<T: serde::de::DeserializeOwned>(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<T> {
+        let url = format!("{}{path}", self.base);
+        self.authed(|| {
+            let builder = self.http.request(method.clone(), &url);
+            match body {
+                Some(body) => builder.json(body),
+                None => builder,
+            }
+        })
+        .await
+    }
+
     /// Sends the request `build` makes with the access token, and once
     /// more with a refreshed one when the server answers `401`.
     async fn authed<T: serde::de::DeserializeOwned>(
@@ -150,7 +171,8 @@ pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuild
         .await
         .map_err(|e| Error::Offline(e.to_string()))?;
     if status.is_success() {
-        return serde_json::from_slice(&bytes).map_err(|e| Error::Server {
+        let bytes: &[u8] = if bytes.is_empty() { b"null" } else { &bytes };
+        return serde_json::from_slice(bytes).map_err(|e| Error::Server {
             status: status.as_u16(),
             code: "invalid_answer".into(),
             message: format!("the server's answer does not parse: {e}"),

@@ -177,7 +177,7 @@ fn parse(version: u64, json: Option<String>) -> Result<AppSchema, StoreError> {
 /// sync answers named.
 async fn get_schema(
     axum::extract::State(state): axum::extract::State<crate::state::AppState>,
-    _user: crate::auth::AuthUser,
+    _caller: crate::auth::Caller,
 ) -> Result<axum::Json<serde_json::Value>, crate::error::ApiError> {
     let held = state.app_schema.fresh(state.store.as_ref()).await?;
     Ok(axum::Json(

@@ -101,6 +101,12 @@ pub struct Config {
     pub max_spaces_per_user: Option<usize>,
     /// The most members one space may have (default 1000).
     pub max_members_per_space: Option<usize>,
+    /// Requests a second one API token may make on each node (default 20).
+    pub api_token_rate: Option<u32>,
+    /// Requests one API token may make at once (default 100).
+    pub api_token_burst: Option<u32>,
+    /// The most live API tokens one user may hold (default 100).
+    pub max_api_tokens_per_user: Option<u64>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
     /// any.
@@ -233,6 +239,9 @@ impl Default for Config {
             max_connections_per_address: None,
             max_spaces_per_user: None,
             max_members_per_space: None,
+            api_token_rate: None,
+            api_token_burst: None,
+            max_api_tokens_per_user: None,
             allowed_origins: None,
             app_dir: None,
             schema: None,

@@ -6,6 +6,7 @@ use ferry_core::ClientId;
 
 use crate::app_schema::SchemaCache;
 use crate::auth::KnownUsers;
+use crate::auth::api_token::{ApiTokenSettings, TokenLimits};
 use crate::auth::external::{SharedSecret, SharedSecretConfig};
 use crate::auth::issuer::{Issuer, Keyring};
 use crate::auth::jwks::{JwksConfig, JwksProvider};
@@ -61,6 +62,8 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// How many spaces and invites one user may create.
     pub quotas: SpaceQuotas,
+    /// API tokens: their rate and how many one user holds.
+    pub api_tokens: ApiTokenSettings,
 }
 
 impl Settings {
@@ -84,6 +87,7 @@ impl Settings {
             trusted_proxies: TrustedProxies::default(),
             metrics_token: None,
             quotas: SpaceQuotas::default(),
+            api_tokens: ApiTokenSettings::default(),
         }
     }
 
@@ -180,6 +184,8 @@ pub struct AppState {
     pub mailer: Arc<dyn Mailer>,
     /// Rate limits of sign-in requests.
     pub sign_in_limits: Arc<SignInLimits>,
+    /// Rate limits of requests made with API tokens.
+    pub token_limits: Arc<TokenLimits>,
     /// The external provider trusted by a shared secret, if configured.
     pub shared_secret: Option<Arc<SharedSecret>>,
     /// The external provider trusted through its JWKS, if configured.
@@ -209,6 +215,10 @@ impl AppState {
         let settings_shared = settings.shared_secret.clone();
         let settings_reload = settings.key_reload_interval;
         let settings_quotas = settings.quotas.clone();
+        let token_limits = Arc::new(TokenLimits::new(
+            settings.api_tokens.per_second,
+            settings.api_tokens.burst,
+        ));
         let jwks = match settings.jwks.clone() {
             Some(c) => Some(Arc::new(JwksProvider::new(c).map_err(|e| {
                 StoreError::Internal(format!("cannot build the JWKS client: {e}"))
@@ -233,6 +243,7 @@ impl AppState {
             settings: Arc::new(settings),
             mailer,
             sign_in_limits: Arc::new(SignInLimits::new(sends_mail)),
+            token_limits,
             creation_limits: Arc::new(CreationLimits::new(&settings_quotas)),
             shared_secret: settings_shared.map(|c| Arc::new(SharedSecret::new(&c))),
             jwks,

@@ -2,15 +2,17 @@
 //! extractor that turns a request into an [`AuthUser`], and the JWKS route.
 //! Magic links and external identity providers join here.
 
+pub mod api_token;
 pub mod external;
 pub mod issuer;
 pub mod jwks;
 pub mod limits;
 pub mod mail;
 pub mod signin;
+pub mod tokens;
 
 use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::extract::{FromRequestParts, State};
 use axum::http::HeaderMap;
@@ -25,14 +27,33 @@ use serde_json::Value;
 
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::api_tokens::ApiToken;
 
 /// The caller, authenticated. Every handler that touches user data takes
 /// one; the user id comes from the verified token and nowhere else.
+///
+/// As an extractor it takes a session's access token only: an API token
+/// is refused (`403 forbidden`) unless the route takes a [`Caller`].
 #[derive(Debug, Clone)]
 pub struct AuthUser {
-    /// The caller's user id.
+    /// The caller's user id (an API token's owner).
     pub id: UserId,
+    /// The API token the request came with, when it came with one rather
+    /// than a session's access token.
+    pub token: Option<Arc<ApiToken>>,
 }
+
+impl AuthUser {
+    /// A session's caller.
+    pub fn session(id: UserId) -> AuthUser {
+        AuthUser { id, token: None }
+    }
+}
+
+/// The caller of a route of space data (sync, pulls, records, the event
+/// streams, the list of spaces, the schema): a session or an API token.
+#[derive(Debug, Clone)]
+pub struct Caller(pub AuthUser);
 
 /// Whom this process has already resolved to a user that exists, by
 /// `(issuer, subject)` (Ferry's own issuer is `""`, its subject the user
@@ -85,10 +106,38 @@ impl FromRequestParts<AppState> for AuthUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
-        authenticate(state, bearer(&parts.headers)?)
-            .await
-            .map(|id| AuthUser { id })
+        let token = bearer(&parts.headers)?;
+        if api_token::is_api_token(token) {
+            return Err(ApiError::forbidden(
+                "an API token cannot be used here: this endpoint takes a signed-in session's \
+                 access token",
+            ));
+        }
+        authenticate(state, token).await.map(AuthUser::session)
     }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        authenticate_caller(state, bearer(&parts.headers)?)
+            .await
+            .map(Caller)
+    }
+}
+
+/// The caller a bearer token names: an API token's grant, or a session's
+/// user ([`authenticate`]).
+pub async fn authenticate_caller(state: &AppState, token: &str) -> Result<AuthUser, ApiError> {
+    if api_token::is_api_token(token) {
+        let grant = api_token::verify(state, token).await?;
+        return Ok(AuthUser {
+            id: grant.user.clone(),
+            token: Some(grant),
+        });
+    }
+    authenticate(state, token).await.map(AuthUser::session)
 }
 
 /// When a token that [`authenticate`] accepted stops working (its `exp`, in
@@ -178,4 +227,5 @@ pub fn routes() -> Router<AppState> {
         .route("/auth/verify", post(signin::verify))
         .route("/auth/refresh", post(signin::refresh))
         .route("/auth/logout", post(signin::logout))
+        .merge(tokens::routes())
 }

@@ -72,6 +72,7 @@ async fn listen(realtime: &Realtime, feed: &dyn Feed, store: &dyn Store) {
                     NodeEvent::Revoke { space, user } => {
                         realtime.hub.revoke(&space, &user);
                     }
+                    NodeEvent::TokenRevoked { id } => realtime.end_token_connections(&id),
                     NodeEvent::Captured => realtime.captured.notify_one(),
                 }
             }

@@ -33,6 +33,7 @@ use tokio_util::sync::CancellationToken;
 use crate::clock::wall_ms;
 use crate::ops::metrics::{ConnectionKind, Metrics};
 use crate::state::AppState;
+use crate::store::api_tokens::ApiToken;
 use crate::store::feed::{Feed, NodeEvent};
 
 use self::hub::{Hub, Mailbox};
@@ -90,6 +91,8 @@ pub struct Realtime {
     pub captured: Notify,
     shutdown: CancellationToken,
     connections: tokio_util::task::TaskTracker,
+    /// Ids of API tokens just revoked: the connections they opened end.
+    revoked_tokens: tokio::sync::broadcast::Sender<Arc<str>>,
 }
 
 impl Realtime {
@@ -104,6 +107,7 @@ impl Realtime {
             captured: Notify::new(),
             shutdown: CancellationToken::new(),
             connections: tokio_util::task::TaskTracker::new(),
+            revoked_tokens: tokio::sync::broadcast::channel(256).0,
         }
     }
 
@@ -125,6 +129,25 @@ impl Realtime {
             space: space.clone(),
             user: user.clone(),
         });
+    }
+
+    /// The API token `id` was revoked: the connections it opened end, here
+    /// and on the other nodes.
+    pub fn token_revoked(&self, id: &str) {
+        self.end_token_connections(id);
+        self.tell_nodes(NodeEvent::TokenRevoked { id: id.to_owned() });
+    }
+
+    /// Ends this node's connections opened with the API token `id`.
+    fn end_token_connections(&self, id: &str) {
+        // No receiver is no connection to end.
+        let _ = self.revoked_tokens.send(Arc::from(id));
+    }
+
+    /// What a connection opened by `token` (an API token's, if any) waits
+    /// on to learn that it was revoked.
+    pub fn watch_token(&self, token: Option<&Arc<ApiToken>>) -> TokenWatch {
+        TokenWatch(token.map(|t| (t.id.clone(), self.revoked_tokens.subscribe())))
     }
 
     /// Publishes a head to this node's followers, counting it.
@@ -214,6 +237,42 @@ pub(crate) fn deadline(token: &str) -> Instant {
     let left_ms = crate::auth::expiry(token)
         .map_or(0, |exp| exp.saturating_mul(1000).saturating_sub(wall_ms()));
     Instant::now() + Duration::from_millis(left_ms)
+}
+
+/// A connection's watch on the revocation of its API token.
+#[derive(Debug)]
+pub struct TokenWatch(Option<(String, tokio::sync::broadcast::Receiver<Arc<str>>)>);
+
+impl TokenWatch {
+    /// Completes when the token is revoked (or when revocations came too
+    /// fast to follow, so that it may have been: the client reconnects and
+    /// is checked again); never for a session's connection.
+    pub async fn revoked(&mut self) {
+        let Some((id, revoked)) = &mut self.0 else {
+            return std::future::pending().await;
+        };
+        loop {
+            match revoked.recv().await {
+                Ok(gone) if *gone == **id => return,
+                Ok(_) => {}
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                    return std::future::pending().await;
+                }
+            }
+        }
+    }
+}
+
+/// When a connection of `caller` must end: its API token's expiry, or the
+/// `exp` of its access token ([`deadline`]).
+pub(crate) fn caller_deadline(caller: &crate::auth::AuthUser, token: &str) -> Option<Instant> {
+    match &caller.token {
+        Some(grant) => grant
+            .expires_at
+            .map(|at| Instant::now() + Duration::from_millis(at.saturating_sub(wall_ms()))),
+        None => Some(deadline(token)),
+    }
 }
 
 /// Completes at `deadline`, or never without one.

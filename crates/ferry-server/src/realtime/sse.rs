@@ -6,7 +6,8 @@
 //! has it); then one per commit, and `event: schema` (`data: {"version"}`)
 //! when the node holds a new version of the app's schema. Each commit's id is its cursor, so a
 //! browser's `EventSource` resumes where it was. The stream ends when the
-//! token expires, when the user stops being a member, and when the node
+//! token expires or (an API token) is revoked, when the user stops being a
+//! member, and when the node
 //! shuts down; heartbeat comments keep proxies from closing it meanwhile.
 
 use std::convert::Infallible;
@@ -24,7 +25,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::time::Instant;
 
-use super::{Realtime, Subscriptions, deadline, origin, until};
+use super::{Realtime, Subscriptions, TokenWatch, caller_deadline, origin, until};
 use crate::auth;
 use crate::billing;
 use crate::error::ApiError;
@@ -59,6 +60,8 @@ struct Stream {
     /// The app schema's version; a new one is sent as `schema`.
     schema: tokio::sync::watch::Receiver<u64>,
     expires: Option<Instant>,
+    /// Ends the stream when its API token is revoked.
+    revoked: TokenWatch,
     _open: super::Open,
 }
 
@@ -81,6 +84,7 @@ async fn next(mut s: Stream) -> Option<(Result<Event, Infallible>, Stream)> {
         let inbox = tokio::select! {
             () = s.realtime.closing() => return None,
             () = until(s.expires) => return None,
+            () = s.revoked.revoked() => return None,
             inbox = s.subs.mailbox.next() => inbox,
             Ok(()) = s.schema.changed() => {
                 let version = *s.schema.borrow_and_update();
@@ -111,9 +115,14 @@ pub async fn stream(
     let limits = &state.settings.realtime;
     origin::allowed(&headers, &state.settings)?;
     let token = token(&headers, &query)?;
-    let user = auth::authenticate(&state, token).await?;
+    let caller = auth::authenticate_caller(&state, token).await?;
+    if caller.token.as_ref().is_some_and(|t| !t.reaches(&space)) {
+        return Err(access::not_found(&space));
+    }
+    let user = caller.id.clone();
     billing::require_sync(&state, &user).await?;
-    let expires = Some(deadline(token));
+    let expires = caller_deadline(&caller, token);
+    let revoked = state.realtime.watch_token(caller.token.as_ref());
     let mut subs = Subscriptions::new(state.realtime.clone(), user.clone());
     // Follow first, check second, as the WebSocket does.
     subs.follow(&space);
@@ -142,6 +151,7 @@ pub async fn stream(
         state,
         first: Some(head),
         expires,
+        revoked,
     };
     let events = stream::unfold(open, next);
     let mut response = Sse::new(events)

@@ -23,15 +23,15 @@ use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::http::HeaderMap;
 use axum::response::Response;
+use ferry_core::SpaceId;
 use ferry_core::protocol::ErrorBody;
-use ferry_core::{SpaceId, UserId};
 use serde::{Deserialize, Serialize};
 use tokio::time::{Instant, timeout, timeout_at};
 use tokio_tungstenite::tungstenite;
 
 use super::hub::Inbox;
-use super::{Realtime, Subscriptions, deadline, origin, until};
-use crate::auth;
+use super::{Realtime, Subscriptions, TokenWatch, caller_deadline, origin, until};
+use crate::auth::{self, AuthUser};
 use crate::billing;
 use crate::error::ApiError;
 use crate::ops::metrics::ConnectionKind;
@@ -119,18 +119,19 @@ pub async fn upgrade(
         .on_upgrade(move |socket| session(state, socket)))
 }
 
-/// An authenticated user and when their token expires.
+/// An authenticated caller and when their token expires.
 struct Authenticated {
-    user: UserId,
+    caller: AuthUser,
     expires: Option<Instant>,
 }
 
-/// Checks a token, and turns its `exp` into a deadline.
+/// Checks a token (a session's or an API token), and turns its expiry
+/// into a deadline.
 async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, ApiError> {
-    let user = auth::authenticate(state, token).await?;
+    let caller = auth::authenticate_caller(state, token).await?;
     Ok(Authenticated {
-        user,
-        expires: Some(deadline(token)),
+        expires: caller_deadline(&caller, token),
+        caller,
     })
 }
 
@@ -147,7 +148,9 @@ async fn session(state: AppState, mut socket: WebSocket) {
         return;
     }
     let mut connection = Connection {
-        subs: Subscriptions::new(realtime.clone(), first.user),
+        revoked: realtime.watch_token(first.caller.token.as_ref()),
+        subs: Subscriptions::new(realtime.clone(), first.caller.id.clone()),
+        caller: first.caller,
         schema: state.app_schema.versions(),
         expires: first.expires,
         state,
@@ -218,6 +221,10 @@ struct Connection {
     /// The app schema's version; a new one is sent as `schema`.
     schema: tokio::sync::watch::Receiver<u64>,
     expires: Option<Instant>,
+    /// Who authenticated (with their API token, if any).
+    caller: AuthUser,
+    /// Ends the connection when its API token is revoked.
+    revoked: TokenWatch,
     /// When the client last sent anything (pongs included).
     last_heard: Instant,
 }
@@ -239,6 +246,10 @@ impl Connection {
                         "the access token expired; reconnect with a fresh one",
                     )
                     .await;
+                    Flow::Stop
+                }
+                () = self.revoked.revoked() => {
+                    close(&mut self.socket, UNAUTHORIZED, "the API token was revoked").await;
                     Flow::Stop
                 }
                 inbox = self.subs.mailbox.next() => self.deliver(inbox).await,
@@ -355,8 +366,10 @@ impl Connection {
     /// A fresh token for the same user extends the connection.
     async fn reauthenticate(&mut self, token: &str) -> Flow {
         match authenticate(&self.state, token).await {
-            Ok(fresh) if &fresh.user == self.subs.mailbox.user() => {
+            Ok(fresh) if &fresh.caller.id == self.subs.mailbox.user() => {
                 self.expires = fresh.expires;
+                self.revoked = self.state.realtime.watch_token(fresh.caller.token.as_ref());
+                self.caller = fresh.caller;
                 self.send(&ServerMessage::AuthOk).await
             }
             Ok(_) => {
@@ -382,6 +395,17 @@ impl Connection {
         for name in requested {
             match SpaceId::new(name.as_str()) {
                 Ok(space) if wanted.contains(&space) => {}
+                // A space its API token does not reach is refused as one
+                // the user is not a member of.
+                Ok(space)
+                    if self
+                        .caller
+                        .token
+                        .as_ref()
+                        .is_some_and(|t| !t.reaches(&space)) =>
+                {
+                    denied.push(name);
+                }
                 Ok(space) => {
                     if !self.subs.follows(&space) {
                         new.push(space.clone());

@@ -1,7 +1,8 @@
 //! The one place that decides who may touch a space. Every handler of space
 //! data calls [`data`] (records, sync, pulls) or [`member`] (members) with
-//! the authenticated user first; a space the caller is not a member of is
-//! indistinguishable from one that does not exist.
+//! the authenticated user first; a space the caller is not a member of (or
+//! that the caller's API token does not reach) is indistinguishable from
+//! one that does not exist.
 
 use ferry_core::{Role, SpaceId};
 
@@ -9,14 +10,25 @@ use crate::auth::AuthUser;
 use crate::billing;
 use crate::error::ApiError;
 use crate::state::AppState;
+use crate::store::api_tokens::TokenAccess;
 
-/// The caller's role in `space`; `404 not_found` when not a member.
+/// The caller's role in `space`; `404 not_found` when not a member. For
+/// an API token: `404` also for a space outside its list, and a `read`
+/// token acts as a viewer whatever its owner's role. The owner's role is
+/// read now, so a token never reaches past what its owner may do today.
 pub async fn member(state: &AppState, user: &AuthUser, space: &SpaceId) -> Result<Role, ApiError> {
-    state
+    if user.token.as_ref().is_some_and(|t| !t.reaches(space)) {
+        return Err(not_found(space));
+    }
+    let role = state
         .store
         .role(space, &user.id)
         .await?
-        .ok_or_else(|| not_found(space))
+        .ok_or_else(|| not_found(space))?;
+    Ok(match &user.token {
+        Some(t) if t.access == TokenAccess::Read => Role::Viewer,
+        _ => role,
+    })
 }
 
 /// The caller's role in `space` for reading or writing its records over

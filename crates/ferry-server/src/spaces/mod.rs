@@ -12,13 +12,14 @@ use ferry_core::protocol::{
 };
 use ferry_core::{Role, SpaceId, UserId};
 
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Caller};
 use crate::billing;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath};
 use crate::ids;
 use crate::state::AppState;
 use crate::store::StoreError;
+use crate::store::api_tokens::TokenAccess;
 
 /// The longest space name accepted.
 const MAX_NAME_CHARS: usize = 200;
@@ -38,8 +39,21 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<Json<Me>, A
     }))
 }
 
-async fn list(State(state): State<AppState>, user: AuthUser) -> Result<Json<SpacesList>, ApiError> {
-    let spaces = state.store.spaces_of(&user.id).await?;
+/// The caller's spaces; for an API token, those it reaches, each with the
+/// role it acts with there.
+async fn list(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+) -> Result<Json<SpacesList>, ApiError> {
+    let mut spaces = state.store.spaces_of(&user.id).await?;
+    if let Some(token) = &user.token {
+        spaces.retain(|s| token.reaches(&s.id));
+        if token.access == TokenAccess::Read {
+            for space in &mut spaces {
+                space.role = Role::Viewer;
+            }
+        }
+    }
     Ok(Json(SpacesList { spaces }))
 }
 

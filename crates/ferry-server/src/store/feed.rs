@@ -1,5 +1,5 @@
 //! What server nodes sharing one database tell each other: a space's head
-//! moved, or a member left a space. The PostgreSQL backend carries these
+//! moved, a member left a space, or an API token was revoked. The PostgreSQL backend carries these
 //! events over `LISTEN/NOTIFY`; SQLite has no other node to tell.
 //!
 //! Events are hints, never data: a node that misses one (its listening
@@ -28,6 +28,11 @@ pub enum NodeEvent {
         /// Who left or was removed.
         user: UserId,
     },
+    /// The API token `id` was revoked: connections it opened end.
+    TokenRevoked {
+        /// The token's public id.
+        id: String,
+    },
     /// The app's backend wrote to a mirrored table (docs/tables.md): a
     /// write waits in `captured` for a node to apply it. Sent by the
     /// capture trigger, never by a node.
@@ -41,6 +46,7 @@ impl NodeEvent {
         match self {
             NodeEvent::Commit { space, cursor } => format!("c {cursor} {space}"),
             NodeEvent::Revoke { space, user } => format!("r {space} {user}"),
+            NodeEvent::TokenRevoked { id } => format!("t {id}"),
             NodeEvent::Captured => "k".to_owned(),
         }
     }
@@ -50,6 +56,13 @@ impl NodeEvent {
     pub fn decode(payload: &str) -> Option<NodeEvent> {
         if payload == "k" {
             return Some(NodeEvent::Captured);
+        }
+        if let Some(id) = payload.strip_prefix("t ") {
+            let ok = !id.is_empty()
+                && id
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+            return ok.then(|| NodeEvent::TokenRevoked { id: id.to_owned() });
         }
         let mut parts = payload.split(' ');
         let event = match (parts.next()?, parts.next()?, parts.next()?) {
@@ -112,6 +125,9 @@ mod tests {
                 space: SpaceId::new("team-a").unwrap(),
                 user: UserId::new("u_2").unwrap(),
             },
+            NodeEvent::TokenRevoked {
+                id: "AbC-_9".to_owned(),
+            },
             NodeEvent::Captured,
         ];
         for event in events {
@@ -133,6 +149,8 @@ mod tests {
             "r team bad user",
             "x 1 team",
             "k 1",
+            "t ",
+            "t a b",
         ] {
             assert_eq!(NodeEvent::decode(payload), None, "{payload:?}");
         }

@@ -7,6 +7,7 @@
 //! keep no field values. Merging happens in Rust with ferry-core, so every
 //! backend behaves the same.
 
+pub mod api_tokens;
 pub mod batch;
 pub mod billing;
 pub mod captured;
@@ -601,6 +602,36 @@ pub trait Store: Send + Sync + 'static {
 
     /// Revokes the family of the refresh token with this hash (logout).
     async fn revoke_refresh_family(&self, hash: &str, now_ms: u64) -> Result<(), StoreError>;
+
+    /// Stores a new API token by its hash, unless its owner already holds
+    /// `max_live` live ones (then `false`, nothing stored). One
+    /// transaction: concurrent creations cannot pass the limit together.
+    async fn create_api_token(
+        &self,
+        token: &api_tokens::ApiToken,
+        hash: &str,
+        max_live: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The user's API tokens that are not revoked, newest first.
+    async fn api_tokens(&self, user: &UserId) -> Result<Vec<api_tokens::ApiToken>, StoreError>;
+
+    /// Revokes the user's token `id`; `false` when they hold no such
+    /// unrevoked token.
+    async fn revoke_api_token(
+        &self,
+        user: &UserId,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// The token with this hash, if it is neither revoked nor expired at
+    /// `now_ms`; its last use is recorded (at most once a minute).
+    async fn use_api_token(
+        &self,
+        hash: &str,
+        now_ms: u64,
+    ) -> Result<Option<api_tokens::ApiToken>, StoreError>;
 
     /// Live records of one collection ordered by id, after `after`: a page
     /// of at most `limit` records and about [`MAX_PAGE_BYTES`], and

@@ -14,7 +14,7 @@ use ferry_core::protocol::{
 use ferry_core::{ClientId, Collection, SpaceId};
 use serde::Deserialize;
 
-use crate::auth::AuthUser;
+use crate::auth::Caller;
 use crate::error::ApiError;
 use crate::extract::{ApiPath, ApiQuery, Body};
 use crate::spaces::access;
@@ -35,7 +35,7 @@ fn pull_limit(limit: Option<u32>) -> Result<u32, ApiError> {
 
 async fn sync(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath(space): ApiPath<SpaceId>,
     Body(body): Body,
 ) -> Result<Json<SyncResponse<RecordRow>>, ApiError> {
@@ -121,7 +121,7 @@ fn parse_collections(list: Option<&str>) -> Result<Option<Vec<Collection>>, ApiE
 
 async fn changes(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath(space): ApiPath<SpaceId>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<PullResponse<RecordRow>>, ApiError> {

@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::write;
-use crate::auth::AuthUser;
+use crate::auth::{AuthUser, Caller};
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::spaces::access;
@@ -35,7 +35,7 @@ struct ListQuery {
 
 async fn list(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath((space, collection)): ApiPath<(SpaceId, Collection)>,
     ApiQuery(query): ApiQuery<ListQuery>,
 ) -> Result<Json<RecordsPage<RecordRow>>, ApiError> {
@@ -83,7 +83,7 @@ fn record_not_found(collection: &Collection, id: &RecordId) -> ApiError {
 
 async fn get_one(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
 ) -> Result<Json<RecordRow>, ApiError> {
     access::data(&state, &user, &space).await?;
@@ -167,7 +167,7 @@ async fn write_fields(
 /// does not name are set to `null` (field-level LWW cannot remove a field).
 async fn put(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
     ApiJson(body): ApiJson<WriteRecord>,
 ) -> Result<Json<RecordRow>, ApiError> {
@@ -190,7 +190,7 @@ async fn put(
 /// `PATCH`: only the named fields change; `404` if the record is absent.
 async fn patch(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
     ApiJson(body): ApiJson<WriteRecord>,
 ) -> Result<Json<RecordRow>, ApiError> {
@@ -210,7 +210,7 @@ async fn patch(
 /// that an upsert arriving later from an offline replica stays deleted).
 async fn delete(
     State(state): State<AppState>,
-    user: AuthUser,
+    Caller(user): Caller,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
 ) -> Result<StatusCode, ApiError> {
     access::require_write(access::data(&state, &user, &space).await?)?;

@@ -11,7 +11,7 @@ use ferry_server::testing::WsClient;
 use std::time::Duration;
 
 /// What a caller tries: method, path, body, and whether it writes.
-fn attempts(space: &str, cursor: u64) -> Vec<(Method, String, Option<Value>, bool)> {
+pub fn attempts(space: &str, cursor: u64) -> Vec<(Method, String, Option<Value>, bool)> {
     let base = format!("/v1/spaces/{space}");
     let rec = format!("{base}/collections/todos/records/t-1");
     vec![
@@ -103,7 +103,7 @@ fn attempts(space: &str, cursor: u64) -> Vec<(Method, String, Option<Value>, boo
 }
 
 /// Everything a member can see of the space, to compare before and after.
-async fn snapshot(api: &Api) -> Value {
+pub async fn snapshot(api: &Api) -> Value {
     let changes = api.get("/v1/spaces/team/changes", "alice").await;
     let members = api.get("/v1/spaces/team/members", "alice").await;
     assert_eq!(changes.status, StatusCode::OK);

@@ -45,7 +45,7 @@ const HLC: &str = "001763798400000:00000:c";
 
 /// Valid requests, one or more per endpoint, as a member of `team` sends
 /// them.
-fn templates(token: &str) -> Vec<Shot> {
+fn templates(token: &str, api_token: &str) -> Vec<Shot> {
     let json = |method: &str, path: &str, body: Value| Shot {
         method: method.into(),
         path: path.into(),
@@ -65,7 +65,31 @@ fn templates(token: &str) -> Vec<Shot> {
                       "base": {"title": HLC}});
     let seen_delete = json!({"op": "delete", "collection": "todos", "id": "t-1", "hlc": HLC,
                              "base": {"title": HLC, "done": null}});
+    let with_api_token = |mut shot: Shot| {
+        shot.headers.retain(|(k, _)| k != "authorization");
+        shot.with_header("authorization", &format!("Bearer {api_token}"))
+    };
     vec![
+        json(
+            "POST",
+            "/v1/tokens",
+            json!({"name": "ext", "spaces": ["team"], "access": "write",
+                                          "server_fields": false, "expires_in": 3600}),
+        ),
+        get("/v1/tokens"),
+        json("DELETE", "/v1/tokens/AAAAAAAAAAAAAAAAAAAAAA", Value::Null).without_body(),
+        with_api_token(get("/v1/spaces/team/changes?cursor=0")),
+        with_api_token(json(
+            "POST",
+            "/v1/spaces/team/sync",
+            json!({"client_id": "c9", "batch_id": "b9", "cursor": 0, "changes": [upsert.clone()]}),
+        )),
+        with_api_token(json(
+            "PATCH",
+            "/v1/spaces/team/collections/todos/records/t-9",
+            json!({"fields": {"title": "x"}}),
+        )),
+        with_api_token(get("/v1/me")),
         get("/v1/me"),
         get("/v1/schema"),
         get("/v1/spaces"),
@@ -152,6 +176,7 @@ fn templates(token: &str) -> Vec<Shot> {
         get("/"),
         get("/auth/magic-link"),
         get("/app/app.js"),
+        get("/react"),
         get("/favicon.ico"),
         get("/.env"),
         get("/assets/app.js"),
@@ -236,7 +261,12 @@ const SEGMENTS: &[&str] = &[
 
 /// A forged or broken bearer token.
 fn odd_token(dice: &mut Dice, real: &str) -> String {
-    match dice.below(7) {
+    match dice.below(9) {
+        7 => format!("Bearer fyt_{}_{}", "A".repeat(22), "B".repeat(43)),
+        8 => format!(
+            "Bearer fyt_{}",
+            String::from_utf8_lossy(&dice.bytes(66)).replace(['\r', '\n'], "")
+        ),
         0 => String::new(),
         1 => "Bearer".into(),
         2 => format!("Bearer {}", &real[..dice.below(real.len())]),
@@ -434,7 +464,13 @@ async fn a_flood_of_malformed_requests_gets_no_5xx() {
     let mut seed_bytes = [0u8; 32];
     seed_bytes[..8].copy_from_slice(&seed.to_le_bytes());
     let mut dice = Dice(TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes));
-    let templates = templates(&token);
+    let api_token = super::tokens::token(
+        &api,
+        "alice",
+        json!({"name": "flood", "spaces": ["team"], "access": "write"}),
+    )
+    .await;
+    let templates = templates(&token, &api_token);
     let http = reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
         .build()

@@ -30,6 +30,7 @@ mod tables_refused;
 mod tables_sqlite;
 mod tables_types;
 mod tables_uuid;
+mod tokens;
 
 use axum::Router;
 use axum::body::Body;

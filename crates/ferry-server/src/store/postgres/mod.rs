@@ -13,6 +13,7 @@
 //! the pool reconnects by itself when it is back.
 
 mod adopt;
+mod api_tokens;
 mod app_schema;
 #[cfg(test)]
 pub(crate) use app_schema::APPLY_LOCK;
@@ -41,6 +42,7 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPoolOptions};
 use sqlx::{Connection, PgPool};
 
 use self::feed::PgFeed;
+use super::api_tokens::ApiToken;
 use super::feed::Feed;
 use super::stored::int;
 use super::{
@@ -386,6 +388,32 @@ impl Store for PgStore {
 
     async fn revoke_refresh_family(&self, hash: &str, now_ms: u64) -> Result<(), StoreError> {
         tokens::revoke_family(&self.pool, hash, now_ms).await
+    }
+
+    async fn create_api_token(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        max_live: u64,
+    ) -> Result<bool, StoreError> {
+        api_tokens::create(&self.pool, token, hash, max_live).await
+    }
+
+    async fn api_tokens(&self, user: &UserId) -> Result<Vec<ApiToken>, StoreError> {
+        api_tokens::list(&self.pool, user.as_str()).await
+    }
+
+    async fn revoke_api_token(
+        &self,
+        user: &UserId,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        api_tokens::revoke(&self.pool, user.as_str(), id, now_ms).await
+    }
+
+    async fn use_api_token(&self, hash: &str, now_ms: u64) -> Result<Option<ApiToken>, StoreError> {
+        api_tokens::use_token(&self.pool, hash, now_ms).await
     }
 
     async fn list_records(

@@ -36,6 +36,7 @@ pub(crate) const TABLES: &[(&str, usize, Option<usize>)] = &[
     ("app_schemas", 8, None),
     ("captured", 9, None),
     ("capture_refused", 9, None),
+    ("api_tokens", 10, None),
 ];
 
 /// The tables of a deployment at migration step `step`, in the order a push

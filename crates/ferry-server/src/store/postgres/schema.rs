@@ -215,6 +215,23 @@ CREATE TABLE capture_refused (
     reason      text NOT NULL
 );
 "#,
+    // API tokens (docs/server-rules.md): only their hashes.
+    r#"
+CREATE TABLE api_tokens (
+    id            text PRIMARY KEY,
+    user_id       text COLLATE "C" NOT NULL REFERENCES users (id),
+    name          text NOT NULL,
+    hash          text NOT NULL UNIQUE,
+    spaces        text,
+    access        text NOT NULL CHECK (access IN ('read', 'write')),
+    server_fields boolean NOT NULL DEFAULT false,
+    created_at    bigint NOT NULL,
+    expires_at    bigint,
+    last_used_at  bigint,
+    revoked_at    bigint
+);
+CREATE INDEX api_tokens_by_user ON api_tokens (user_id);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -11,6 +11,7 @@
 //! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
 //! the server answers.
 
+mod api_tokens;
 mod app_schema;
 mod billing;
 mod capture;
@@ -30,6 +31,7 @@ use ferry_core::protocol::{Member, SpaceInfo};
 use ferry_core::{ClientId, Collection, RecordId, Role, SpaceId, UserId};
 use rusqlite::{Connection, ErrorCode, OpenFlags};
 
+use super::api_tokens::ApiToken;
 use super::{
     AppSchema, Batch, BillingEvent, CompactReport, Drained, EventOutcome, PageFill, PoolState,
     PullPage, PullQuery, PushOutcome, RecordRow, RefreshToken, Rotation, Store, StoreError,
@@ -406,6 +408,46 @@ impl Store for SqliteStore {
         let hash = hash.to_owned();
         self.write(move |c| tokens::revoke_family(c, &hash, now_ms))
             .await
+    }
+
+    async fn create_api_token(
+        &self,
+        token: &ApiToken,
+        hash: &str,
+        max_live: u64,
+    ) -> Result<bool, StoreError> {
+        let (token, hash) = (token.clone(), hash.to_owned());
+        self.write(move |c| api_tokens::create(c, &token, &hash, max_live))
+            .await
+    }
+
+    async fn api_tokens(&self, user: &UserId) -> Result<Vec<ApiToken>, StoreError> {
+        let user = user.to_string();
+        self.read(move |c| api_tokens::list(c, &user)).await
+    }
+
+    async fn revoke_api_token(
+        &self,
+        user: &UserId,
+        id: &str,
+        now_ms: u64,
+    ) -> Result<bool, StoreError> {
+        let (user, id) = (user.to_string(), id.to_owned());
+        self.write(move |c| api_tokens::revoke(c, &user, &id, now_ms))
+            .await
+    }
+
+    async fn use_api_token(&self, hash: &str, now_ms: u64) -> Result<Option<ApiToken>, StoreError> {
+        let hash = hash.to_owned();
+        let found = self
+            .read(move |c| api_tokens::find(c, &hash, now_ms))
+            .await?;
+        if let Some(token) = found.as_ref().filter(|t| t.last_use_stale(now_ms)) {
+            let id = token.id.clone();
+            self.write(move |c| api_tokens::touch(c, &id, now_ms))
+                .await?;
+        }
+        Ok(found)
     }
 
     async fn list_records(

@@ -235,6 +235,23 @@ CREATE TABLE capture_refused (
 );
 CREATE TABLE ferry_writing (busy INTEGER);
 "#,
+    // API tokens (docs/server-rules.md): only their hashes.
+    r#"
+CREATE TABLE api_tokens (
+    id            TEXT PRIMARY KEY,
+    user_id       TEXT NOT NULL REFERENCES users (id),
+    name          TEXT NOT NULL,
+    hash          TEXT NOT NULL UNIQUE,
+    spaces        TEXT,
+    access        TEXT NOT NULL CHECK (access IN ('read', 'write')),
+    server_fields INTEGER NOT NULL DEFAULT 0,
+    created_at    INTEGER NOT NULL,
+    expires_at    INTEGER,
+    last_used_at  INTEGER,
+    revoked_at    INTEGER
+);
+CREATE INDEX api_tokens_by_user ON api_tokens (user_id);
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.
