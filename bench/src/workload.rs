@@ -112,6 +112,7 @@ pub fn batch(b: usize, size: usize, h: &Hlc) -> anyhow::Result<Batch> {
         cursor: None,
         changes,
         schema: None,
+        actor: None,
     })
 }
 

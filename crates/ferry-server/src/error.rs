@@ -205,6 +205,12 @@ impl From<StoreError> for ApiError {
                            "field": violation.field, "rule": violation.rule}),
                 )
             }
+            StoreError::Forbidden { index, forbidden } => {
+                ApiError::forbidden(format!("change {index}: {forbidden}")).with_details(
+                    json!({"index": index, "collection": forbidden.collection, "id": forbidden.id,
+                           "field": forbidden.field, "rule": forbidden.rule}),
+                )
+            }
             // The sync layer loads the new schema and pushes again; a push
             // that keeps meeting newer ones is told to retry.
             StoreError::SchemaChanged { .. } => {

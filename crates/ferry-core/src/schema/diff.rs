@@ -91,6 +91,16 @@ fn collection(
         };
         say(name.to_string(), impact, what);
     }
+    if before.permissions != after.permissions {
+        // No stored record becomes invalid: writes are judged by the new
+        // rules from now on, and a queued write they forbid is refused as
+        // any rejected change.
+        say(
+            name.to_string(),
+            Impact::Compatible,
+            "permissions changed".into(),
+        );
+    }
     if before.mode != after.mode {
         let impact = match after.mode {
             Mode::Strict => Impact::Breaking,
@@ -228,6 +238,14 @@ fn changes(old: &FieldSchema, new: &FieldSchema) -> Vec<(Impact, String)> {
             "index added"
         } else {
             "index removed"
+        };
+        out.push((Compatible, what.into()));
+    }
+    if old.server_only != new.server_only {
+        let what = if new.server_only {
+            "written by the server only"
+        } else {
+            "written by clients too"
         };
         out.push((Compatible, what.into()));
     }

@@ -21,6 +21,7 @@ use crate::names::{Collection, FieldName};
 pub mod adopt;
 mod check;
 mod diff;
+mod permissions;
 pub mod row;
 pub mod table;
 mod typescript;
@@ -28,6 +29,7 @@ mod value;
 
 pub use check::{Pending, Rule, Violation};
 pub use diff::{Difference, Impact, diff};
+pub use permissions::{Action, Actor, Forbidden, Grantee, PermissionRule, Permissions};
 pub use typescript::typescript;
 
 /// An app's data model: its collections and what writes to them must be.
@@ -81,6 +83,10 @@ pub struct CollectionSchema {
     /// The column of when Ferry last wrote the row (default `updated_at`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub updated_column: Option<String>,
+    /// Who may create, update and delete its records (docs/schema.md);
+    /// without it, every role that writes may.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub permissions: Option<Permissions>,
 }
 
 /// Whether a collection takes fields it does not declare.
@@ -189,6 +195,10 @@ pub struct FieldSchema {
     /// read through it (docs/live-queries.md).
     #[serde(default, skip_serializing_if = "is_default")]
     pub index: bool,
+    /// Only the server writes it: clients' writes to it are refused
+    /// (docs/server-rules.md).
+    #[serde(default, skip_serializing_if = "is_default")]
+    pub server_only: bool,
 }
 
 fn is_default<T: Default + PartialEq>(value: &T) -> bool {
@@ -215,6 +225,10 @@ impl Schema {
             return Err(SchemaError(format!("not a schema: unknown key {key}")));
         }
         for (collection, declared) in &schema.collections {
+            if let Some(p) = &declared.permissions {
+                permissions::validate(p, true)
+                    .map_err(|why| SchemaError(format!("{collection}: {why}")))?;
+            }
             for (name, field) in &declared.fields {
                 if field.kind == FieldType::Unknown || field.items == Some(ItemType::Unknown) {
                     return Err(SchemaError(format!(
@@ -246,6 +260,10 @@ impl Schema {
     /// together, and that every reference names a declared collection.
     pub fn validate(&self) -> Result<(), SchemaError> {
         for (collection, declared) in &self.collections {
+            if let Some(p) = &declared.permissions {
+                permissions::validate(p, false)
+                    .map_err(|why| SchemaError(format!("{collection}: {why}")))?;
+            }
             for (name, field) in &declared.fields {
                 field
                     .validate(self)
@@ -299,6 +317,7 @@ impl FieldSchema {
             collection: None,
             column: None,
             index: false,
+            server_only: false,
         }
     }
 
@@ -399,5 +418,7 @@ impl FieldType {
     }
 }
 
+#[cfg(test)]
+mod permissions_tests;
 #[cfg(test)]
 mod tests;

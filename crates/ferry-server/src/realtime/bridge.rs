@@ -215,6 +215,7 @@ mod tests {
                 cursor: None,
                 changes: vec![change],
                 schema: None,
+                actor: None,
             };
             store.push(&space, batch).await.unwrap();
         }

@@ -4,6 +4,7 @@
 //! that the caller's API token does not reach) is indistinguishable from
 //! one that does not exist.
 
+use ferry_core::schema::Actor;
 use ferry_core::{Role, SpaceId};
 
 use crate::auth::AuthUser;
@@ -38,6 +39,20 @@ pub async fn data(state: &AppState, user: &AuthUser, space: &SpaceId) -> Result<
     let role = member(state, user, space).await?;
     billing::require_sync(state, &user.id).await?;
     Ok(role)
+}
+
+/// The actor of a write, as the schema's permissions judge it: the caller
+/// with `role`. A REST write (`rest`) of an owner may set server-only
+/// fields: by session, or by an API token made with `server_fields`. Sync
+/// never may.
+pub fn actor(user: &AuthUser, role: Role, rest: bool) -> Actor {
+    Actor {
+        user: user.id.clone(),
+        role,
+        server_fields: rest
+            && role == Role::Owner
+            && user.token.as_ref().is_none_or(|t| t.server_fields),
+    }
 }
 
 /// The 404 for a space the caller cannot see.

@@ -7,9 +7,10 @@
 use std::collections::HashMap;
 
 use ferry_core::protocol::MAX_RECORD_BYTES;
-use ferry_core::schema::{Pending, Schema};
+use ferry_core::schema::{Actor, Pending, Schema};
 use ferry_core::{
-    Change, Collection, Conflict, Displaced, Fields, Hlc, RecordId, RecordState, apply_change,
+    Change, Collection, Conflict, Displaced, Fields, Hlc, RecordId, RecordState, UserId,
+    apply_change,
 };
 
 use super::stored::corrupt;
@@ -24,6 +25,8 @@ pub struct BatchPlan {
     states: Vec<RecordState>,
     /// The stored size of each record's fields, as loaded.
     sizes: Vec<usize>,
+    /// Each record's author, as loaded (or as the batch created it).
+    authors: Vec<Option<UserId>>,
 }
 
 /// A record row to write: `(collection, id, seq, fields JSON, deleted HLC)`.
@@ -87,12 +90,14 @@ impl BatchPlan {
         }
         let states = vec![RecordState::default(); keys.len()];
         let sizes = vec![0; keys.len()];
+        let authors = vec![None; keys.len()];
         BatchPlan {
             keys,
             index,
             slot_of,
             states,
             sizes,
+            authors,
         }
     }
 
@@ -108,6 +113,7 @@ impl BatchPlan {
         id: &str,
         fields: &str,
         deleted: Option<&str>,
+        author: Option<&str>,
     ) -> Result<(), StoreError> {
         let slot = *self
             .index
@@ -122,12 +128,16 @@ impl BatchPlan {
             .map_err(|e| corrupt("hlc", e))?;
         self.states[slot] = RecordState { fields, deleted };
         self.sizes[slot] = text.len();
+        self.authors[slot] = author
+            .map(|a| UserId::new(a).map_err(|e| corrupt("author", e)))
+            .transpose()?;
         Ok(())
     }
 
     /// Merges `changes` (the ones the plan was made from, in order) over the
     /// loaded states, each checked against `schema` when there is one (the
-    /// record as the batch's earlier changes left it); changed records take
+    /// record as the batch's earlier changes left it), and against its
+    /// permissions for `actor` when there is one; changed records take
     /// `seq`s after `head`, in the order of the change that last altered
     /// each.
     pub fn merge(
@@ -135,6 +145,7 @@ impl BatchPlan {
         changes: Vec<Change>,
         head: u64,
         schema: Option<&Schema>,
+        actor: Option<&Actor>,
     ) -> Result<Merged, StoreError> {
         let mut applied = 0u64;
         let mut conflicts = Vec::new();
@@ -146,6 +157,16 @@ impl BatchPlan {
                 index: i,
                 violation: Box::new(violation),
             };
+            if let (Some(schema), Some(actor)) = (schema, actor) {
+                let author = self.authors[*slot].as_ref();
+                schema
+                    .permit(actor, &before, author, &change)
+                    .map_err(|forbidden| StoreError::Forbidden {
+                        index: i,
+                        forbidden: Box::new(forbidden),
+                    })?;
+            }
+            let created = before.fields.is_empty() && before.deleted.is_none();
             let pending = match schema {
                 Some(schema) => schema.check_change(&before, &change).map_err(invalid)?,
                 None => Pending::default(),
@@ -157,6 +178,11 @@ impl BatchPlan {
             if merged.changed {
                 applied += 1;
                 last_change[*slot] = Some(i);
+                // The batch made the record: its writer is its author for
+                // the batch's later changes (the store records the same).
+                if created && let Some(actor) = actor {
+                    self.authors[*slot] = Some(actor.user.clone());
+                }
             }
             self.states[*slot] = merged.state;
         }

@@ -142,6 +142,7 @@ pub fn backend_batch(
         cursor: None,
         changes: changes.iter().map(|(_, c)| c.clone()).collect(),
         schema: Some(schema.clone()),
+        actor: None,
     })
 }
 

@@ -128,6 +128,7 @@ mod tests {
                     seq,
                     fields: RawValue::from_string("{}".into()).unwrap(),
                     deleted: None,
+                    author: None,
                 })
                 .collect(),
             cursor: *seqs.last().unwrap(),

@@ -83,6 +83,15 @@ pub enum StoreError {
         /// What it breaks.
         violation: Box<ferry_core::schema::Violation>,
     },
+    /// A change the schema's permissions forbid to the batch's actor:
+    /// nothing of the batch applies.
+    #[error("change {index}: {forbidden}")]
+    Forbidden {
+        /// The change's index in the batch.
+        index: usize,
+        /// What is forbidden.
+        forbidden: Box<ferry_core::schema::Forbidden>,
+    },
     /// The database cannot be reached or is busy beyond its timeout.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -143,6 +152,11 @@ pub struct Batch {
     /// tried again). `None` only for tools and tests that write below the
     /// API.
     pub schema: Option<Arc<AppSchema>>,
+    /// Who writes, for the schema's permissions (judged in the push's
+    /// transaction, against the stored records and their authors). `None`
+    /// for the server's own writes (the app's backend through a mirrored
+    /// table), which no permission limits.
+    pub actor: Option<ferry_core::schema::Actor>,
 }
 
 /// The app's schema of its collections (docs/schema.md) as a node holds
@@ -201,6 +215,10 @@ pub struct RecordRow {
     pub fields: Box<RawValue>,
     /// The HLC of the delete, on a tombstone.
     pub deleted: Option<String>,
+    /// The user whose change created it (`None` for a record stored before
+    /// Ferry recorded authors).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub author: Option<String>,
 }
 
 /// What to pull.

@@ -62,6 +62,7 @@ async fn sync(
                 cursor: Some(req.cursor),
                 changes: req.changes,
                 schema: None,
+                actor: Some(access::actor(&user, role, false)),
             },
         )
         .await?;

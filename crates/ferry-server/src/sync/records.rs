@@ -17,6 +17,7 @@ use serde_json::{Value, json};
 
 use super::write;
 use crate::auth::{AuthUser, Caller};
+use ferry_core::schema::Actor;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::spaces::access;
@@ -112,12 +113,20 @@ fn check_write(body: &WriteRecord) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The actor of a REST write to `space`: `403` for a caller who cannot
+/// write there at all.
+async fn writer(state: &AppState, user: &AuthUser, space: &SpaceId) -> Result<Actor, ApiError> {
+    let role = access::data(state, user, space).await?;
+    access::require_write(role)?;
+    Ok(access::actor(user, role, true))
+}
+
 /// Writes `values` into the record through the shared write path. Answers
 /// `deleted_error` when the record is a tombstone, else the stored record.
 async fn write_fields(
     state: &AppState,
     space: &SpaceId,
-    user: &AuthUser,
+    actor: Actor,
     collection: Collection,
     id: RecordId,
     values: BTreeMap<FieldName, Value>,
@@ -149,7 +158,7 @@ async fn write_fields(
         // base, and so displaces what is there without a conflict.
         base: None,
     };
-    let outcome = write::apply_server_change(state, space, &user.id, change).await?;
+    let outcome = write::apply_server_change(state, space, actor, change).await?;
     if outcome
         .conflicts
         .iter()
@@ -171,20 +180,27 @@ async fn put(
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
     ApiJson(body): ApiJson<WriteRecord>,
 ) -> Result<Json<RecordRow>, ApiError> {
-    access::require_write(access::data(&state, &user, &space).await?)?;
+    let actor = writer(&state, &user, &space).await?;
     check_write(&body)?;
     let mut values = body.fields;
     if let Some(current) = state.store.record(&space, &collection, &id).await? {
         let stored: BTreeMap<FieldName, Value> =
             serde_json::from_str(current.fields.get()).map_err(ApiError::internal)?;
-        for name in stored.into_keys() {
+        // Fields the caller may not write stay as they are.
+        let held = state.app_schema.current();
+        let declared = held.schema.as_ref().and_then(|s| s.collection(&collection));
+        let reserved = |name: &FieldName| {
+            !actor.server_fields
+                && declared.is_some_and(|c| c.fields.get(name).is_some_and(|f| f.server_only))
+        };
+        for name in stored.into_keys().filter(|n| !reserved(n)) {
             values.entry(name).or_insert(Value::Null);
         }
     }
     let deleted = ApiError::conflict(format!(
         "record {collection}/{id} was deleted, and deletes are final: write a new record id"
     ));
-    write_fields(&state, &space, &user, collection, id, values, deleted).await
+    write_fields(&state, &space, actor, collection, id, values, deleted).await
 }
 
 /// `PATCH`: only the named fields change; `404` if the record is absent.
@@ -194,7 +210,7 @@ async fn patch(
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
     ApiJson(body): ApiJson<WriteRecord>,
 ) -> Result<Json<RecordRow>, ApiError> {
-    access::require_write(access::data(&state, &user, &space).await?)?;
+    let actor = writer(&state, &user, &space).await?;
     check_write(&body)?;
     if live_record(&state, &space, &collection, &id)
         .await?
@@ -203,7 +219,7 @@ async fn patch(
         return Err(record_not_found(&collection, &id));
     }
     let deleted = record_not_found(&collection, &id);
-    write_fields(&state, &space, &user, collection, id, body.fields, deleted).await
+    write_fields(&state, &space, actor, collection, id, body.fields, deleted).await
 }
 
 /// `DELETE`: the record becomes a tombstone (also when it never existed, so
@@ -213,14 +229,14 @@ async fn delete(
     Caller(user): Caller,
     ApiPath((space, collection, id)): ApiPath<(SpaceId, Collection, RecordId)>,
 ) -> Result<StatusCode, ApiError> {
-    access::require_write(access::data(&state, &user, &space).await?)?;
+    let actor = writer(&state, &user, &space).await?;
     let change = Change::Delete {
         collection,
         id,
         hlc: state.clock.tick(),
         base: None,
     };
-    write::apply_server_change(&state, &space, &user.id, change).await?;
+    write::apply_server_change(&state, &space, actor, change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

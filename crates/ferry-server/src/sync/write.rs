@@ -2,7 +2,8 @@
 //! changes against the server's clock, apply them in one transaction, and
 //! account for the commit.
 
-use ferry_core::{Change, SpaceId, UserId};
+use ferry_core::schema::Actor;
+use ferry_core::{Change, SpaceId};
 use serde_json::json;
 
 use crate::error::ApiError;
@@ -86,22 +87,23 @@ async fn commit(
     Ok(outcome)
 }
 
-/// Applies one change made by the server itself (a REST write): stamped by
-/// the caller with the server's clock, under the server's node id, with no
-/// batch id to retry by.
+/// Applies one change made by the server itself (a REST write) for
+/// `actor`: stamped by the caller with the server's clock, under the
+/// server's node id, with no batch id to retry by.
 pub async fn apply_server_change(
     state: &AppState,
     space: &SpaceId,
-    user: &UserId,
+    actor: Actor,
     change: Change,
 ) -> Result<PushOutcome, ApiError> {
     let batch = Batch {
-        user: user.clone(),
+        user: actor.user.clone(),
         client_id: state.settings.node_id.clone(),
         batch_id: None,
         cursor: None,
         changes: vec![change],
         schema: None,
+        actor: Some(actor),
     };
     apply(state, space, batch).await
 }

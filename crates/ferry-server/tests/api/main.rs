@@ -16,6 +16,7 @@ mod flood;
 mod hardening;
 mod jwks;
 mod ops;
+mod permissions;
 mod quotas;
 mod realtime;
 mod records;

@@ -172,6 +172,7 @@ async fn a_rest_write_wins_over_a_field_a_fast_clock_wrote() {
         cursor: Some(0),
         changes: vec![change],
         schema: None,
+        actor: None,
     };
     let space = ferry_core::SpaceId::new("team").unwrap();
     assert_eq!(

@@ -136,15 +136,15 @@ pub async fn push_in(
     // The last row carries the app schema's newest version, read after
     // this push's shared hold on the apply lock (see above).
     let stored = sqlx::query(
-        "SELECT r.collection, r.id, r.fields, r.deleted, NULL::bigint
+        "SELECT r.collection, r.id, r.fields, r.deleted, NULL::bigint, r.author
          FROM UNNEST($2::text[], $3::text[]) AS k (collection, id)
          CROSS JOIN LATERAL (
-             SELECT collection, id, fields, deleted FROM records
+             SELECT collection, id, fields, deleted, author FROM records
              WHERE sid = $1 AND collection = k.collection AND id = k.id
              LIMIT 1
          ) r
          UNION ALL
-         SELECT NULL, NULL, NULL, NULL, (SELECT coalesce(max(version), 0) FROM app_schemas)",
+         SELECT NULL, NULL, NULL, NULL, (SELECT coalesce(max(version), 0) FROM app_schemas), NULL",
     )
     .bind(sid)
     .bind(&collections)
@@ -159,6 +159,7 @@ pub async fn push_in(
                 row.try_get(1)?,
                 row.try_get(2)?,
                 row.try_get(3)?,
+                row.try_get(5)?,
             )?,
             None => version = count(row.try_get(4)?),
         }
@@ -183,6 +184,7 @@ pub async fn push_in(
         batch.changes,
         head,
         batch.schema.as_ref().and_then(|s| s.schema.as_ref()),
+        batch.actor.as_ref(),
     )?;
     let reported = if displaced.is_empty() {
         0
@@ -211,13 +213,14 @@ pub async fn push_in(
         }
         sqlx::query(
             "WITH written AS (
-                 INSERT INTO records (sid, collection, id, seq, fields, deleted, updated_at)
-                 SELECT $1, u.collection, u.id, u.seq, u.fields, u.deleted, $7
+                 INSERT INTO records
+                     (sid, collection, id, seq, fields, deleted, updated_at, author, writer)
+                 SELECT $1, u.collection, u.id, u.seq, u.fields, u.deleted, $7, $13, $13
                  FROM UNNEST($2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])
                       AS u (collection, id, seq, fields, deleted)
                  ON CONFLICT (sid, collection, id) DO UPDATE
                  SET seq = EXCLUDED.seq, fields = EXCLUDED.fields, deleted = EXCLUDED.deleted,
-                     updated_at = EXCLUDED.updated_at
+                     updated_at = EXCLUDED.updated_at, writer = EXCLUDED.writer
              ), head AS (
                  UPDATE spaces SET seq = $8 WHERE sid = $1
              )
@@ -382,8 +385,8 @@ async fn deliver(
     Ok(())
 }
 
-/// A record from the columns `collection, id, seq, fields, deleted`
-/// starting at `at`.
+/// A record from the columns `collection, id, seq, fields, deleted,
+/// author` starting at `at`.
 fn record_row(row: &PgRow, at: usize) -> Result<RecordRow, StoreError> {
     let fields: String = row.try_get(at + 3)?;
     Ok(RecordRow {
@@ -392,10 +395,12 @@ fn record_row(row: &PgRow, at: usize) -> Result<RecordRow, StoreError> {
         seq: count(row.try_get(at + 2)?),
         fields: RawValue::from_string(fields).map_err(|e| corrupt("fields", e))?,
         deleted: row.try_get(at + 4)?,
+        author: row.try_get(at + 5)?,
     })
 }
 
-/// `page`, a query of records `(collection, id, seq, fields, deleted)`
+/// `page`, a query of records `(collection, id, seq, fields, deleted,
+/// author)`
 /// sorted by `order` and limited, cut to what [`MAX_PAGE_BYTES`] allows,
 /// in the database: each row says whether it fits (`wanted`), its fields
 /// are sent only if so, and rows past the first that does not fit are not
@@ -408,9 +413,9 @@ fn by_bytes(page: &str, order: &str) -> String {
     format!(
         "SELECT collection, id, seq,
                 CASE WHEN before < {MAX_PAGE_BYTES} THEN fields ELSE '{{}}' END AS fields,
-                deleted, before < {MAX_PAGE_BYTES} AS wanted
+                deleted, author, before < {MAX_PAGE_BYTES} AS wanted
          FROM (
-             SELECT collection, id, seq, fields, deleted,
+             SELECT collection, id, seq, fields, deleted, author,
                     sum(octet_length(fields)) OVER w - octet_length(fields) AS before,
                     lag(octet_length(fields), 1, 0) OVER w AS ahead
              FROM ({page}) page
@@ -422,11 +427,11 @@ fn by_bytes(page: &str, order: &str) -> String {
 }
 
 /// Fills a page from rows of [`by_bytes`] whose record starts at `at`
-/// (its `wanted` five columns on).
+/// (its `wanted` six columns on).
 fn fill(rows: &[PgRow], at: usize, limit: u32) -> Result<PageFill, StoreError> {
     let mut page = PageFill::new(limit);
     for row in rows {
-        let Some(wanted) = row.try_get::<Option<bool>, _>(at + 5)? else {
+        let Some(wanted) = row.try_get::<Option<bool>, _>(at + 6)? else {
             continue;
         };
         if !page.wants_next() {
@@ -448,14 +453,15 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
         .as_ref()
         .map(|cs| cs.iter().map(Collection::as_str).collect());
     let page = by_bytes(
-        "SELECT collection, id, seq, fields, deleted FROM records
+        "SELECT collection, id, seq, fields, deleted, author FROM records
          WHERE sid = s.sid AND seq > $2
            AND ($3::text[] IS NULL OR collection = ANY ($3::text[]))
          ORDER BY seq LIMIT $4",
         "seq",
     );
     let rows = sqlx::query(&format!(
-        "SELECT s.seq, s.horizon, r.collection, r.id, r.seq, r.fields, r.deleted, r.wanted
+        "SELECT s.seq, s.horizon, r.collection, r.id, r.seq, r.fields, r.deleted, r.author,
+                r.wanted
          FROM spaces s
          LEFT JOIN LATERAL ({page}) r ON true
          WHERE s.id = $1"
@@ -483,7 +489,7 @@ pub async fn pull(pool: &PgPool, space: &SpaceId, q: &PullQuery) -> Result<PullP
     Ok(page)
 }
 
-const RECORD_COLUMNS: &str = "r.collection, r.id, r.seq, r.fields, r.deleted";
+const RECORD_COLUMNS: &str = "r.collection, r.id, r.seq, r.fields, r.deleted, r.author";
 
 /// The space's key, or `NotFound`.
 async fn sid(pool: &PgPool, space: &SpaceId) -> Result<i64, StoreError> {
@@ -522,7 +528,7 @@ pub async fn list(
 ) -> Result<PageFill, StoreError> {
     let sid = sid(pool, space).await?;
     let sql = by_bytes(
-        "SELECT collection, id, seq, fields, deleted FROM records
+        "SELECT collection, id, seq, fields, deleted, author FROM records
          WHERE sid = $1 AND collection = $2 AND deleted IS NULL AND id > $3
          ORDER BY id LIMIT $4",
         "id",

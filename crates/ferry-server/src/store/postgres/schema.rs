@@ -232,6 +232,12 @@ CREATE TABLE api_tokens (
 );
 CREATE INDEX api_tokens_by_user ON api_tokens (user_id);
 "#,
+    // Who created each record (permissions: author-only rules) and who
+    // last changed it (webhooks); NULL for records stored before.
+    r#"
+ALTER TABLE records ADD COLUMN author text COLLATE "C";
+ALTER TABLE records ADD COLUMN writer text COLLATE "C";
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -36,7 +36,7 @@ fn space_row(c: &Connection, space: &SpaceId) -> Result<(i64, u64, u64), StoreEr
 /// Reads the stored rows of a batch's records: `?2` is the JSON array of
 /// their `[collection, id]`. CROSS JOIN keeps the keys as the outer loop,
 /// so each is one index lookup (the planner may otherwise scan the space).
-pub(super) const READ_BATCH_SQL: &str = "SELECT r.collection, r.id, r.fields, r.deleted
+pub(super) const READ_BATCH_SQL: &str = "SELECT r.collection, r.id, r.fields, r.deleted, r.author
      FROM json_each(?2) k
      CROSS JOIN records r ON r.sid = ?1 AND r.collection = k.value ->> 0 AND r.id = k.value ->> 1";
 
@@ -142,7 +142,11 @@ pub fn push_in(tx: &Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
                 .get_ref(3)?
                 .as_str_or_null()
                 .map_err(|e| corrupt("record", e))?;
-            plan.load(text(0)?, text(1)?, text(2)?, deleted)?;
+            let author = row
+                .get_ref(4)?
+                .as_str_or_null()
+                .map_err(|e| corrupt("record", e))?;
+            plan.load(text(0)?, text(1)?, text(2)?, deleted, author)?;
         }
     }
     let firsts = first_changes(&batch);
@@ -157,6 +161,7 @@ pub fn push_in(tx: &Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         batch.changes,
         head,
         batch.schema.as_ref().and_then(|s| s.schema.as_ref()),
+        batch.actor.as_ref(),
     )?;
 
     // The tables of mirrored collections, in this transaction.
@@ -173,11 +178,12 @@ pub fn push_in(tx: &Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
         // One prepared upsert per row: in-process, a step costs less than
         // wrapping the rows' JSON in JSON for `json_each` to unwrap.
         let mut upsert = tx.prepare_cached(
-            "INSERT INTO records (sid, collection, id, seq, fields, deleted, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+            "INSERT INTO records
+               (sid, collection, id, seq, fields, deleted, updated_at, author, writer)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8)
              ON CONFLICT (sid, collection, id) DO UPDATE
              SET seq = excluded.seq, fields = excluded.fields, deleted = excluded.deleted,
-                 updated_at = excluded.updated_at",
+                 updated_at = excluded.updated_at, writer = excluded.writer",
         )?;
         let now = now_ms();
         for r in &rows {
@@ -188,7 +194,8 @@ pub fn push_in(tx: &Connection, space: &SpaceId, batch: Batch) -> Result<PushOut
                 int(r.seq),
                 r.fields,
                 r.deleted,
-                now
+                now,
+                batch.user.as_str()
             ])?;
         }
         tx.prepare_cached("UPDATE spaces SET seq = ?2 WHERE sid = ?1")?
@@ -247,10 +254,11 @@ fn record_row(row: &rusqlite::Row<'_>) -> Result<RecordRow, StoreError> {
         seq: row.get::<_, i64>(2)?.max(0) as u64,
         fields: RawValue::from_string(fields).map_err(|e| corrupt("fields", e))?,
         deleted: row.get(4)?,
+        author: row.get(5)?,
     })
 }
 
-const RECORD_COLUMNS: &str = "collection, id, seq, fields, deleted";
+const RECORD_COLUMNS: &str = "collection, id, seq, fields, deleted, author";
 
 /// A page of a pull: `?1` space, `?2` cursor, `?3` JSON array of
 /// collections or NULL, `?4` limit.

@@ -173,6 +173,7 @@ pub async fn a_plain_edit_and_a_write_without_bases_report_nothing(store: Arc<dy
         cursor: None,
         changes: vec![upsert("y", "title", json!("rest"), hlc(8, "srv"))],
         schema: None,
+        actor: None,
     };
     store.push(&s, rest).await.unwrap();
     push(

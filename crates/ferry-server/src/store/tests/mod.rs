@@ -65,6 +65,7 @@ pub(super) fn batch(client: &str, batch_id: &str, changes: Vec<Change>) -> Batch
         cursor: None,
         changes,
         schema: None,
+        actor: None,
     }
 }
 
