@@ -122,6 +122,7 @@ pub async fn run(args: PullArgs) -> anyhow::Result<()> {
                 has_more: page.has_more,
                 hlc: h.clone(),
                 schema_version: 0,
+                role: None,
             })?;
             encoded += start.elapsed();
             bytes += body.len();

@@ -20,6 +20,10 @@ pub enum Error {
     /// stored or queued.
     #[error("{0}")]
     Schema(Box<ferry_core::schema::Violation>),
+    /// A write the schema's permissions forbid to this user
+    /// (docs/server-rules.md): nothing of it was stored or queued.
+    #[error("{0}")]
+    Forbidden(Box<ferry_core::schema::Forbidden>),
     /// The server could not be reached (offline, refused, timed out).
     #[error("cannot reach the server: {0}")]
     Offline(String),

@@ -61,7 +61,14 @@ impl Remote {
     /// The server at `base` (`https://sync.example.com`), with
     /// `credentials`.
     pub fn new(base: &str, credentials: Arc<dyn Credentials>) -> Result<Remote> {
+        // Every request names the protocol version this client speaks.
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            ferry_core::protocol::PROTOCOL_HEADER,
+            reqwest::header::HeaderValue::from_static(ferry_core::protocol::PROTOCOL_VERSION),
+        );
         let http = reqwest::Client::builder()
+            .default_headers(headers)
             .timeout(REQUEST_TIMEOUT)
             .connect_timeout(Duration::from_secs(10))
             .build()

@@ -272,6 +272,8 @@ pub(crate) fn read_state(
 
 /// Stores a record's state as a local write leaves it: whether the server
 /// has had the record, and whether a resync met it, stay as they were.
+/// A record this replica makes has its user for author (the server
+/// records the same when it takes the write).
 pub(crate) fn write_state(
     tx: &Connection,
     space: &SpaceId,
@@ -281,8 +283,8 @@ pub(crate) fn write_state(
 ) -> Result<()> {
     let fields = serde_json::to_string(&state.fields).map_err(|e| corrupt("fields", e))?;
     tx.prepare_cached(
-        "INSERT INTO records (space, collection, id, fields, deleted, seen, remote)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0)
+        "INSERT INTO records (space, collection, id, fields, deleted, seen, remote, author)
+         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, (SELECT value FROM meta WHERE key = 'user_id'))
          ON CONFLICT (space, collection, id) DO UPDATE
          SET fields = excluded.fields, deleted = excluded.deleted",
     )?
@@ -512,6 +514,7 @@ impl Replica {
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             if let Some(before) = &before {
                 self.judge(before, &done.change, &done.state)?;
+                self.permit(&tx, space, before, &done.change)?;
             }
             let text = serde_json::to_string(&done.change).map_err(|e| corrupt("change", e))?;
             write_state(&tx, space, collection, id, &done.state)?;

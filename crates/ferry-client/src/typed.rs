@@ -6,13 +6,13 @@
 
 use std::sync::Arc;
 
-use ferry_core::schema::Schema;
-use ferry_core::{Change, RecordState};
-use rusqlite::Connection;
+use ferry_core::schema::{Actor, Schema};
+use ferry_core::{Change, RecordState, Role, SpaceId, UserId};
+use rusqlite::{Connection, OptionalExtension};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Error, Result};
-use crate::replica::{Replica, meta, set_meta};
+use crate::replica::{Replica, corrupt, meta, set_meta};
 
 /// The schema as the replica holds it.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
@@ -71,6 +71,63 @@ impl Replica {
                 .map_err(|violation| Error::Schema(Box::new(violation))),
             None => Ok(()),
         }
+    }
+
+    /// Judges a local write by the held schema's permissions, as the
+    /// server will: with the user's role in `space` from the server's last
+    /// answer (owner of their personal space), and the record's author. A
+    /// space whose role this replica has not learned yet is left to the
+    /// server (a refusal then comes back as a rejected change).
+    pub(crate) fn permit(
+        &self,
+        tx: &Connection,
+        space: &SpaceId,
+        before: &RecordState,
+        change: &Change,
+    ) -> Result<()> {
+        let held = self.held_schema();
+        let Some(schema) = &held.schema else {
+            return Ok(());
+        };
+        let Some(user) = meta(tx, "user_id")? else {
+            return Ok(());
+        };
+        let user = UserId::new(user).map_err(|e| corrupt("user id", e))?;
+        let role = if *space == user.personal_space() {
+            Some(Role::Owner)
+        } else {
+            tx.prepare_cached("SELECT role FROM spaces WHERE space = ?1")?
+                .query_row([space.as_str()], |r| r.get::<_, Option<String>>(0))
+                .optional()?
+                .flatten()
+                .and_then(|r| Role::parse(&r))
+        };
+        let Some(role) = role else {
+            return Ok(());
+        };
+        let author: Option<String> = tx
+            .prepare_cached(
+                "SELECT author FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
+            )?
+            .query_row(
+                [
+                    space.as_str(),
+                    change.collection().as_str(),
+                    change.id().as_str(),
+                ],
+                |r| r.get(0),
+            )
+            .optional()?
+            .flatten();
+        let author = author.and_then(|a| UserId::new(a).ok());
+        let actor = Actor {
+            user,
+            role,
+            server_fields: false,
+        };
+        schema
+            .permit(&actor, before, author.as_ref(), change)
+            .map_err(|forbidden| Error::Forbidden(Box::new(forbidden)))
     }
 
     /// Whether writes to `collection` need the state before them kept to

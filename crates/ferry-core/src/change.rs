@@ -101,9 +101,10 @@ impl RecordState {
     }
 }
 
-/// A record as the server returns it: the whole current state.
+/// A record as the server returns it: the whole current state. Keys a
+/// later server adds are ignored (a server sends them only to clients that
+/// say they speak the version that added them).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub struct Record {
     /// The record's collection.
     pub collection: Collection,
@@ -115,6 +116,10 @@ pub struct Record {
     pub fields: Fields,
     /// The HLC of the delete, on a tombstone; `null` otherwise.
     pub deleted: Option<Hlc>,
+    /// The user whose change created it (v1.5; absent for records stored
+    /// before the server recorded authors).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub author: Option<crate::names::UserId>,
 }
 
 impl Record {

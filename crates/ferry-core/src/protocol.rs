@@ -25,6 +25,24 @@ pub const DEFAULT_PULL_LIMIT: u32 = 1000;
 /// The largest page a pull may ask for.
 pub const MAX_PULL_LIMIT: u32 = 10_000;
 
+/// The request header in which a client names the protocol version it
+/// speaks (docs/protocol.md, Versions). A server sends what a version added
+/// to its answers (a record's `author`, v1.5) only to clients that speak it:
+/// older ones refuse fields they do not know.
+pub const PROTOCOL_HEADER: &str = "ferry-protocol";
+
+/// The protocol version this Ferry speaks, as sent in [`PROTOCOL_HEADER`].
+pub const PROTOCOL_VERSION: &str = "1.5";
+
+/// Whether a client that sent `header` (the value of [`PROTOCOL_HEADER`],
+/// if any) speaks at least version `major.minor`.
+pub fn speaks(header: Option<&str>, major: u32, minor: u32) -> bool {
+    header
+        .and_then(|v| v.trim().split_once('.'))
+        .and_then(|(a, b)| Some((a.parse::<u32>().ok()?, b.parse::<u32>().ok()?)))
+        .is_some_and(|v| v >= (major, minor))
+}
+
 /// A client's name for one batch of changes, the key of idempotent retry
 /// together with the client id. Same syntax as a client id.
 #[derive(Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -288,6 +306,10 @@ pub struct SyncResponse<R = Record> {
     /// while none was applied.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub schema_version: u64,
+    /// The caller's role in the space as the server judged this request
+    /// (v1.5): what a client judges the schema's permissions by locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -312,6 +334,10 @@ pub struct PullResponse<R = Record> {
     /// As in [`SyncResponse::schema_version`].
     #[serde(default, skip_serializing_if = "is_zero")]
     pub schema_version: u64,
+    /// The caller's role in the space as the server judged this request
+    /// (v1.5): what a client judges the schema's permissions by locally.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
 }
 
 /// A page of `GET .../collections/{collection}/records`.

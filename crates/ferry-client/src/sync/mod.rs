@@ -55,6 +55,9 @@ pub struct PulledRecord {
     pub fields: Box<serde_json::value::RawValue>,
     /// The HLC of its delete, on a tombstone.
     pub deleted: Option<ferry_core::Hlc>,
+    /// The user who created it (v1.5), for the schema's author rules.
+    #[serde(default)]
+    pub author: Option<String>,
 }
 
 /// The server's answer to a sync, as the client reads it.
@@ -227,13 +230,21 @@ impl Replica {
             set_meta(&tx, "hlc", &hlc.to_string())?;
             // Reports up to the page's end are in the inbox now; a pull
             // from 0 (a resync) does not take them again.
+            // The role the server judged this sync by: what later local
+            // writes are judged by (kept when an older server says none).
             tx.execute(
-                "INSERT INTO spaces (space, cursor, conflict_cursor, synced_at)
-                 VALUES (?1, ?2, ?2, ?3)
+                "INSERT INTO spaces (space, cursor, conflict_cursor, synced_at, role)
+                 VALUES (?1, ?2, ?2, ?3, ?4)
                  ON CONFLICT (space) DO UPDATE SET cursor = excluded.cursor,
                      conflict_cursor = max(conflict_cursor, excluded.cursor),
-                     synced_at = excluded.synced_at",
-                params![space.as_str(), answer.cursor as i64, now as i64],
+                     synced_at = excluded.synced_at,
+                     role = coalesce(excluded.role, role)",
+                params![
+                    space.as_str(),
+                    answer.cursor as i64,
+                    now as i64,
+                    answer.role.map(ferry_core::Role::as_str)
+                ],
             )?;
             if !answer.has_more {
                 advance_resync(&tx, space, &mut changed, &mut report, me, now)?;
@@ -415,8 +426,8 @@ fn merge_pulled(
         ])?;
     if !known {
         tx.prepare_cached(
-            "INSERT INTO records (space, collection, id, fields, deleted, seen, remote)
-             VALUES (?1, ?2, ?3, ?4, ?5, 1, 1)",
+            "INSERT INTO records (space, collection, id, fields, deleted, seen, remote, author)
+             VALUES (?1, ?2, ?3, ?4, ?5, 1, 1, ?6)",
         )?
         .execute(params![
             space.as_str(),
@@ -424,6 +435,7 @@ fn merge_pulled(
             record.id.as_str(),
             record.fields.get(),
             record.deleted.as_ref().map(Hlc::to_string),
+            record.author,
         ])?;
         return Ok(false);
     }
@@ -442,7 +454,8 @@ fn merge_pulled(
     let fields = serde_json::to_string(&merged.fields).map_err(|e| corrupt("fields", e))?;
     // The server has this record, and a resync met it.
     tx.prepare_cached(
-        "UPDATE records SET fields = ?4, deleted = ?5, seen = 1, remote = 1
+        "UPDATE records SET fields = ?4, deleted = ?5, seen = 1, remote = 1,
+             author = coalesce(?6, author)
          WHERE space = ?1 AND collection = ?2 AND id = ?3",
     )?
     .execute(params![
@@ -451,6 +464,7 @@ fn merge_pulled(
         record.id.as_str(),
         fields,
         merged.deleted.as_ref().map(Hlc::to_string),
+        record.author,
     ])?;
     if record.deleted.is_none() || local.is_deleted() {
         return Ok(false);

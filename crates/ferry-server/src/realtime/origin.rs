@@ -82,6 +82,7 @@ pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::HeaderName::from_static("last-event-id"),
+            header::HeaderName::from_static(ferry_core::protocol::PROTOCOL_HEADER),
         ])
         .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
         .max_age(std::time::Duration::from_secs(600))

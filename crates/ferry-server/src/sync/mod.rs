@@ -6,10 +6,12 @@ mod records;
 pub mod write;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use ferry_core::protocol::{
-    DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, PullResponse, SyncRequest, SyncResponse,
+    self, DEFAULT_PULL_LIMIT, MAX_PULL_LIMIT, PROTOCOL_HEADER, PullResponse, SyncRequest,
+    SyncResponse,
 };
 use ferry_core::{ClientId, Collection, SpaceId};
 use serde::Deserialize;
@@ -33,9 +35,21 @@ fn pull_limit(limit: Option<u32>) -> Result<u32, ApiError> {
     }
 }
 
+/// Drops from `records` what a client older than v1.5 would refuse (their
+/// `author`), unless its request says it speaks v1.5.
+fn for_client(headers: &HeaderMap, records: &mut [RecordRow]) {
+    let header = headers.get(PROTOCOL_HEADER).and_then(|v| v.to_str().ok());
+    if !protocol::speaks(header, 1, 5) {
+        for record in records {
+            record.author = None;
+        }
+    }
+}
+
 async fn sync(
     State(state): State<AppState>,
     Caller(user): Caller,
+    headers: HeaderMap,
     ApiPath(space): ApiPath<SpaceId>,
     Body(body): Body,
 ) -> Result<Json<SyncResponse<RecordRow>>, ApiError> {
@@ -80,6 +94,8 @@ async fn sync(
             },
         )
         .await?;
+    let mut page = page;
+    for_client(&headers, &mut page.records);
     Ok(Json(SyncResponse {
         applied,
         conflicts,
@@ -94,6 +110,7 @@ async fn sync(
             Ok(held) => held.version,
             Err(_) => state.app_schema.current().version,
         },
+        role: Some(role),
     }))
 }
 
@@ -123,10 +140,11 @@ fn parse_collections(list: Option<&str>) -> Result<Option<Vec<Collection>>, ApiE
 async fn changes(
     State(state): State<AppState>,
     Caller(user): Caller,
+    headers: HeaderMap,
     ApiPath(space): ApiPath<SpaceId>,
     ApiQuery(query): ApiQuery<ChangesQuery>,
 ) -> Result<Json<PullResponse<RecordRow>>, ApiError> {
-    access::data(&state, &user, &space).await?;
+    let role = access::data(&state, &user, &space).await?;
     let reports = query.client_id.map(|client_id| ConflictsFor {
         client_id,
         user: user.id.clone(),
@@ -144,6 +162,8 @@ async fn changes(
             },
         )
         .await?;
+    let mut page = page;
+    for_client(&headers, &mut page.records);
     Ok(Json(PullResponse {
         changes: page.records,
         reported: page.conflicts,
@@ -156,6 +176,7 @@ async fn changes(
             Ok(held) => held.version,
             Err(_) => state.app_schema.current().version,
         },
+        role: Some(role),
     }))
 }
 

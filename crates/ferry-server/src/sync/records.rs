@@ -17,12 +17,12 @@ use serde_json::{Value, json};
 
 use super::write;
 use crate::auth::{AuthUser, Caller};
-use ferry_core::schema::Actor;
 use crate::error::ApiError;
 use crate::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::spaces::access;
 use crate::state::AppState;
 use crate::store::RecordRow;
+use ferry_core::schema::Actor;
 
 const DEFAULT_PAGE: u32 = 100;
 const MAX_PAGE: u32 = 1000;

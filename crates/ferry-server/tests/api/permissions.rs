@@ -55,7 +55,12 @@ async fn rest(api: &Api, method: Method, user: &str, path: &str, body: Option<Va
 }
 
 fn refused(r: &Reply, rule: &str) {
-    assert_eq!((r.status, r.code()), (StatusCode::FORBIDDEN, "forbidden"), "{:?}", r.body);
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::FORBIDDEN, "forbidden"),
+        "{:?}",
+        r.body
+    );
     assert_eq!(r.body["error"]["details"]["rule"], rule, "{:?}", r.body);
 }
 
@@ -69,53 +74,213 @@ async fn head(api: &Api) -> u64 {
 async fn only_a_card_s_author_or_an_owner_changes_or_deletes_it() {
     let api = workspace().await;
     // bob adds a card: the server records him as its author.
-    let r = sync(&api, "bob", 1, vec![set("cards", "c1", "title", json!("bob's"), &at(1))]).await;
+    let r = sync(
+        &api,
+        "bob",
+        1,
+        vec![set("cards", "c1", "title", json!("bob's"), &at(1))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let card = rest(&api, Method::GET, "carol", "cards/records/c1", None).await;
     assert_eq!(card.body["author"], "bob", "{:?}", card.body);
-    let pulled = api.get("/v1/spaces/ws/changes", "carol").await;
-    assert_eq!(pulled.body["changes"][0]["author"], "bob");
+    // Pulls carry it to clients that speak v1.5, and not to older ones
+    // (they refuse keys they do not know).
+    let pull = |protocol: Option<&str>| {
+        let mut req = Request::get("/v1/spaces/ws/changes").header(
+            header::AUTHORIZATION,
+            format!("Bearer {}", api.token("carol")),
+        );
+        if let Some(v) = protocol {
+            req = req.header("ferry-protocol", v);
+        }
+        api.send(req.body(Body::empty()).unwrap())
+    };
+    assert_eq!(pull(Some("1.5")).await.body["changes"][0]["author"], "bob");
+    assert_eq!(pull(Some("2.0")).await.body["changes"][0]["author"], "bob");
+    for older in [None, Some("1.4"), Some("x")] {
+        let pulled = pull(older).await;
+        assert!(
+            pulled.body["changes"][0].get("author").is_none(),
+            "{older:?}: {:?}",
+            pulled.body
+        );
+    }
     // carol may not change or delete it, by sync or REST; nothing moves.
     let before = head(&api).await;
-    refused(&sync(&api, "carol", 2, vec![set("cards", "c1", "title", json!("mine"), &at(2))]).await, "author");
-    refused(&sync(&api, "carol", 3, vec![remove("cards", "c1", &at(3))]).await, "author");
+    refused(
+        &sync(
+            &api,
+            "carol",
+            2,
+            vec![set("cards", "c1", "title", json!("mine"), &at(2))],
+        )
+        .await,
+        "author",
+    );
+    refused(
+        &sync(&api, "carol", 3, vec![remove("cards", "c1", &at(3))]).await,
+        "author",
+    );
     let patch = json!({"fields": {"title": "mine"}});
-    refused(&rest(&api, Method::PATCH, "carol", "cards/records/c1", Some(patch.clone())).await, "author");
-    refused(&rest(&api, Method::PUT, "carol", "cards/records/c1", Some(patch.clone())).await, "author");
-    refused(&rest(&api, Method::DELETE, "carol", "cards/records/c1", None).await, "author");
+    refused(
+        &rest(
+            &api,
+            Method::PATCH,
+            "carol",
+            "cards/records/c1",
+            Some(patch.clone()),
+        )
+        .await,
+        "author",
+    );
+    refused(
+        &rest(
+            &api,
+            Method::PUT,
+            "carol",
+            "cards/records/c1",
+            Some(patch.clone()),
+        )
+        .await,
+        "author",
+    );
+    refused(
+        &rest(&api, Method::DELETE, "carol", "cards/records/c1", None).await,
+        "author",
+    );
     assert_eq!(head(&api).await, before);
     // The details name the record.
-    let r = sync(&api, "carol", 4, vec![set("cards", "c1", "title", json!("mine"), &at(4))]).await;
-    assert_eq!(r.body["error"]["details"], json!({"index": 0, "collection": "cards", "id": "c1", "field": null, "rule": "author"}));
+    let r = sync(
+        &api,
+        "carol",
+        4,
+        vec![set("cards", "c1", "title", json!("mine"), &at(4))],
+    )
+    .await;
+    assert_eq!(
+        r.body["error"]["details"],
+        json!({"index": 0, "collection": "cards", "id": "c1", "field": null, "rule": "author"})
+    );
     // Its author and an owner may.
-    let r = sync(&api, "bob", 5, vec![set("cards", "c1", "title", json!("bob's, edited"), &at(5))]).await;
+    let r = sync(
+        &api,
+        "bob",
+        5,
+        vec![set("cards", "c1", "title", json!("bob's, edited"), &at(5))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = rest(&api, Method::PATCH, "alice", "cards/records/c1", Some(patch)).await;
+    let r = rest(
+        &api,
+        Method::PATCH,
+        "alice",
+        "cards/records/c1",
+        Some(patch),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(r.body["author"], "bob", "an owner's edit does not change the author");
+    assert_eq!(
+        r.body["author"], "bob",
+        "an owner's edit does not change the author"
+    );
     // A card carol makes is hers, even made in a batch after a refused one.
-    let r = sync(&api, "carol", 6, vec![set("cards", "c2", "title", json!("carol's"), &at(6)), set("cards", "c2", "title", json!("again"), &at(7))]).await;
+    let r = sync(
+        &api,
+        "carol",
+        6,
+        vec![
+            set("cards", "c2", "title", json!("carol's"), &at(6)),
+            set("cards", "c2", "title", json!("again"), &at(7)),
+        ],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    assert_eq!(rest(&api, Method::GET, "bob", "cards/records/c2", None).await.body["author"], "carol");
+    assert_eq!(
+        rest(&api, Method::GET, "bob", "cards/records/c2", None)
+            .await
+            .body["author"],
+        "carol"
+    );
     let r = rest(&api, Method::DELETE, "bob", "cards/records/c2", None).await;
     refused(&r, "author");
-    assert_eq!(rest(&api, Method::DELETE, "carol", "cards/records/c2", None).await.status, StatusCode::NO_CONTENT);
-    assert_eq!(rest(&api, Method::DELETE, "bob", "cards/records/c1", None).await.status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        rest(&api, Method::DELETE, "carol", "cards/records/c2", None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        rest(&api, Method::DELETE, "bob", "cards/records/c1", None)
+            .await
+            .status,
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test]
 async fn only_owners_touch_the_workspace_settings() {
     let api = workspace().await;
     let put = json!({"fields": {"theme": "dark"}});
-    refused(&sync(&api, "bob", 1, vec![set("settings", "s", "theme", json!("dark"), &at(1))]).await, "create");
-    refused(&rest(&api, Method::PUT, "bob", "settings/records/s", Some(put.clone())).await, "create");
-    let r = rest(&api, Method::PUT, "alice", "settings/records/s", Some(put.clone())).await;
+    refused(
+        &sync(
+            &api,
+            "bob",
+            1,
+            vec![set("settings", "s", "theme", json!("dark"), &at(1))],
+        )
+        .await,
+        "create",
+    );
+    refused(
+        &rest(
+            &api,
+            Method::PUT,
+            "bob",
+            "settings/records/s",
+            Some(put.clone()),
+        )
+        .await,
+        "create",
+    );
+    let r = rest(
+        &api,
+        Method::PUT,
+        "alice",
+        "settings/records/s",
+        Some(put.clone()),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    refused(&sync(&api, "bob", 2, vec![set("settings", "s", "theme", json!("light"), &at(2))]).await, "update");
-    refused(&rest(&api, Method::PATCH, "bob", "settings/records/s", Some(put)).await, "update");
-    refused(&sync(&api, "bob", 3, vec![remove("settings", "s", &at(3))]).await, "delete");
-    refused(&rest(&api, Method::DELETE, "bob", "settings/records/s", None).await, "delete");
-    let r = sync(&api, "alice", 4, vec![set("settings", "s", "theme", json!("light"), &at(4))]).await;
+    refused(
+        &sync(
+            &api,
+            "bob",
+            2,
+            vec![set("settings", "s", "theme", json!("light"), &at(2))],
+        )
+        .await,
+        "update",
+    );
+    refused(
+        &rest(&api, Method::PATCH, "bob", "settings/records/s", Some(put)).await,
+        "update",
+    );
+    refused(
+        &sync(&api, "bob", 3, vec![remove("settings", "s", &at(3))]).await,
+        "delete",
+    );
+    refused(
+        &rest(&api, Method::DELETE, "bob", "settings/records/s", None).await,
+        "delete",
+    );
+    let r = sync(
+        &api,
+        "alice",
+        4,
+        vec![set("settings", "s", "theme", json!("light"), &at(4))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
 }
 
@@ -127,13 +292,21 @@ async fn a_batch_with_one_forbidden_change_applies_nothing() {
         &api,
         "bob",
         1,
-        vec![set("cards", "ok", "title", json!("fine"), &at(1)), set("settings", "s", "theme", json!("x"), &at(2))],
+        vec![
+            set("cards", "ok", "title", json!("fine"), &at(1)),
+            set("settings", "s", "theme", json!("x"), &at(2)),
+        ],
     )
     .await;
     refused(&r, "create");
     assert_eq!(r.body["error"]["details"]["index"], 1);
     assert_eq!(head(&api).await, before);
-    assert_eq!(rest(&api, Method::GET, "bob", "cards/records/ok", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        rest(&api, Method::GET, "bob", "cards/records/ok", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
 
 #[tokio::test]
@@ -142,30 +315,85 @@ async fn server_only_fields_are_written_by_owners_over_rest_and_tokens_with_the_
     let by = |who: &str| json!({"fields": {"title": "t", "created_by": who}});
     // Sync never writes them, an owner's included.
     for user in ["bob", "alice"] {
-        let r = sync(&api, user, 1, vec![set("cards", "c1", "created_by", json!(user), &at(1))]).await;
+        let r = sync(
+            &api,
+            user,
+            1,
+            vec![set("cards", "c1", "created_by", json!(user), &at(1))],
+        )
+        .await;
         refused(&r, "server_only");
         assert_eq!(r.body["error"]["details"]["field"], "created_by");
     }
     // An editor's REST write is refused; an owner's is taken.
-    refused(&rest(&api, Method::PUT, "bob", "cards/records/c1", Some(by("bob"))).await, "server_only");
-    let r = rest(&api, Method::PUT, "alice", "cards/records/c1", Some(by("alice"))).await;
+    refused(
+        &rest(
+            &api,
+            Method::PUT,
+            "bob",
+            "cards/records/c1",
+            Some(by("bob")),
+        )
+        .await,
+        "server_only",
+    );
+    let r = rest(
+        &api,
+        Method::PUT,
+        "alice",
+        "cards/records/c1",
+        Some(by("alice")),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     // An owner's API token: only with server_fields.
     let plain = token(&api, "alice", json!({"name": "p", "access": "write"})).await;
-    let right = token(&api, "alice", json!({"name": "s", "access": "write", "server_fields": true})).await;
-    let editors = token(&api, "bob", json!({"name": "b", "access": "write", "server_fields": true})).await;
+    let right = token(
+        &api,
+        "alice",
+        json!({"name": "s", "access": "write", "server_fields": true}),
+    )
+    .await;
+    let editors = token(
+        &api,
+        "bob",
+        json!({"name": "b", "access": "write", "server_fields": true}),
+    )
+    .await;
     let path = "/v1/spaces/ws/collections/cards/records/c1";
     let patch = json!({"fields": {"created_by": "backend"}});
     for (secret, expected) in [(&plain, 403), (&editors, 403), (&right, 200)] {
-        let r = api.call_with_token(Method::PATCH, path, Some(secret), Some(patch.clone())).await;
+        let r = api
+            .call_with_token(Method::PATCH, path, Some(secret), Some(patch.clone()))
+            .await;
         assert_eq!(r.status.as_u16(), expected, "{:?}", r.body);
     }
     // A PUT by someone who may not write them leaves them as they are.
-    let bob_card = sync(&api, "bob", 2, vec![set("cards", "c2", "title", json!("b"), &at(2))]).await;
+    let bob_card = sync(
+        &api,
+        "bob",
+        2,
+        vec![set("cards", "c2", "title", json!("b"), &at(2))],
+    )
+    .await;
     assert_eq!(bob_card.status, StatusCode::OK);
-    let r = rest(&api, Method::PATCH, "alice", "cards/records/c2", Some(json!({"fields": {"created_by": "bob"}}))).await;
+    let r = rest(
+        &api,
+        Method::PATCH,
+        "alice",
+        "cards/records/c2",
+        Some(json!({"fields": {"created_by": "bob"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
-    let r = rest(&api, Method::PUT, "bob", "cards/records/c2", Some(json!({"fields": {"title": "new"}}))).await;
+    let r = rest(
+        &api,
+        Method::PUT,
+        "bob",
+        "cards/records/c2",
+        Some(json!({"fields": {"title": "new"}})),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     assert_eq!(r.body["fields"]["created_by"]["value"], "bob");
     assert_eq!(r.body["fields"]["title"]["value"], "new");
@@ -175,15 +403,35 @@ async fn server_only_fields_are_written_by_owners_over_rest_and_tokens_with_the_
 async fn the_author_cannot_be_forged() {
     let api = workspace().await;
     // A field named author is data; the record's author is its creator.
-    let r = sync(&api, "carol", 1, vec![set("cards", "c1", "author", json!("bob"), &at(1))]).await;
+    let r = sync(
+        &api,
+        "carol",
+        1,
+        vec![set("cards", "c1", "author", json!("bob"), &at(1))],
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
     let card = rest(&api, Method::GET, "bob", "cards/records/c1", None).await;
     assert_eq!(card.body["author"], "carol");
-    refused(&sync(&api, "bob", 2, vec![set("cards", "c1", "title", json!("x"), &at(2))]).await, "author");
+    refused(
+        &sync(
+            &api,
+            "bob",
+            2,
+            vec![set("cards", "c1", "title", json!("x"), &at(2))],
+        )
+        .await,
+        "author",
+    );
     // A change cannot carry an author of its own.
     let mut change = set("cards", "c3", "title", json!("x"), &at(3));
     change["author"] = json!("bob");
     let r = sync(&api, "carol", 3, vec![change]).await;
     assert!(r.status.is_client_error(), "{:?}", r.body);
-    assert_eq!(rest(&api, Method::GET, "bob", "cards/records/c3", None).await.status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        rest(&api, Method::GET, "bob", "cards/records/c3", None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
 }
