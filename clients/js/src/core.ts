@@ -53,6 +53,7 @@ export function localWrite(
   fields: Record<string, unknown> | null,
   hlc: string,
   schema = "",
+  actor: { user: string; role: string; author: string | null } | null = null,
 ): { change: Change; state: RecordState } {
   const out = JSON.parse(
     wasm.localWrite(
@@ -63,10 +64,17 @@ export function localWrite(
       fields === null ? "" : JSON.stringify(fields),
       hlc,
       schema,
+      actor ? JSON.stringify(actor) : "",
     ),
   );
   if (out.violation) throw new FerryError(out.message, "schema", null, null, out.violation);
+  if (out.forbidden) throw new FerryError(out.message, "forbidden", null, null, out.forbidden);
   return out;
+}
+
+/** The protocol version this client speaks (the `Ferry-Protocol` header). */
+export function protocolVersion(): string {
+  return wasm.protocolVersion();
 }
 
 /** The state after seeing both `ours` and a pulled record. */

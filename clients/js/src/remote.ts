@@ -5,6 +5,7 @@
 // tabs must never refresh at once: the refresh runs under a Web Lock, and
 // a tab that gets the lock after another refreshed uses the new token.
 
+import { protocolVersion } from "./core.js";
 import type { Session, Store } from "./store.js";
 import { FerryError, type User } from "./types.js";
 
@@ -39,7 +40,7 @@ export async function request<T>(url: string, init: RequestInit = {}): Promise<T
   try {
     res = await fetch(url, {
       ...init,
-      headers: { "Content-Type": "application/json", ...(init.headers ?? {}) },
+      headers: { "Content-Type": "application/json", "Ferry-Protocol": protocolVersion(), ...(init.headers ?? {}) },
     });
   } catch (e) {
     throw new FerryError(`the server is unreachable: ${e instanceof Error ? e.message : e}`, "offline");

@@ -59,6 +59,8 @@ export interface StoredRecord extends RecordState {
    * core's `index_key`), none once deleted.
    */
   ix?: unknown[][];
+  /** The user whose change created it: from the server, or this replica's user for a record made here. */
+  author?: string;
 }
 
 /** The fields each collection's records carry index entries for (meta `indexes`). */
@@ -89,6 +91,8 @@ interface SpaceEntry {
   syncedAt: number | null;
   /** A pull has reached the server's head: the space's first sync is done. */
   complete?: boolean;
+  /** The user's role here, as the server's last answer said (local writes are judged by it). */
+  role?: string;
 }
 
 /**
@@ -289,10 +293,17 @@ export class Store {
         await tx.objectStore("conflicts").delete(settles);
       }
       const hlc = core.hlcTick(last, Date.now());
+      const session = (await tx.objectStore("meta").get("session")) as Session | undefined;
+      const user = session?.user.id ?? null;
+      // A record made here has this user for author (the server records
+      // the same); the role is the server's last word (owner of one's own).
+      const author: string | null = rec ? (rec.author ?? null) : user;
+      const role = user !== null && space === `user:${user}` ? "owner" : known?.role;
       let done;
       try {
         const schema = held?.schema ? JSON.stringify(held.schema) : "";
-        done = core.localWrite(rec ?? null, collection, id, op, fields, hlc, schema);
+        const actor = user !== null && role ? { user, role, author } : null;
+        done = core.localWrite(rec ?? null, collection, id, op, fields, hlc, schema, actor);
       } catch (e) {
         throw e instanceof FerryError ? e : invalid(e);
       }
@@ -304,6 +315,7 @@ export class Store {
         deleted: done.state.deleted,
         seen: rec?.seen ?? 1,
         remote: rec?.remote ?? 0,
+        ...(author !== null ? { author } : {}),
       });
       await Promise.all([
         tx.objectStore("meta").put(hlc, "hlc"),
@@ -651,7 +663,8 @@ export class Store {
       }
       const conflictCursor = Math.max(entry.conflictCursor ?? entry.cursor, answer.cursor);
       const complete = entry.complete === true || !answer.has_more;
-      work.push(spaces.put({ ...entry, cursor: answer.cursor, conflictCursor, syncedAt: at, complete }));
+      const role = answer.role ?? entry.role;
+      work.push(spaces.put({ ...entry, cursor: answer.cursor, conflictCursor, syncedAt: at, complete, role }));
       await Promise.all(work);
       out.pending = (await outbox.index("space").count(space)) > 0;
       await tx.done;
@@ -936,7 +949,8 @@ function eachRecord(
 function mergePulled(space: string, local: StoredRecord | undefined, r: ServerRecord, ix?: IndexMap): StoredRecord {
   const state = local ? core.mergeRecord(local, r) : { fields: r.fields, deleted: r.deleted };
   const merged = { space, collection: r.collection, id: r.id, fields: state.fields, deleted: state.deleted };
-  return indexed(ix, { ...merged, seen: 1, remote: 1 });
+  const author = r.author ?? local?.author;
+  return indexed(ix, { ...merged, seen: 1, remote: 1, ...(author !== undefined ? { author } : {}) });
 }
 
 /** `rec` with its index entries, for the fields `ix` names for its collection. */

@@ -26,6 +26,8 @@ export interface ServerRecord extends RecordState {
   collection: string;
   id: string;
   seq: number;
+  /** The user whose change created it (protocol v1.5; absent for records stored before). */
+  author?: string;
 }
 
 /**
@@ -55,6 +57,8 @@ export interface SyncAnswer {
   hlc: string;
   /** The version of the app's schema in force (absent: none). */
   schema_version?: number;
+  /** The caller's role in the space (v1.5): local writes are judged by it. */
+  role?: "owner" | "editor" | "viewer";
 }
 
 /** The app's schema as the server serves it and a replica holds it. */

@@ -14,9 +14,10 @@
 
 use ferry_core::conflict::{deleted_under, fold, restorable, settled_locally};
 use ferry_core::local::{LocalWrite, local_write};
+use ferry_core::schema::Actor;
 use ferry_core::{
-    Change, ClientId, Collection, Conflict, FieldName, Hlc, RecordId, RecordState, SpaceId,
-    merge_states,
+    Change, ClientId, Collection, Conflict, FieldName, Hlc, RecordId, RecordState, Role, SpaceId,
+    UserId, merge_states,
 };
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
@@ -131,8 +132,13 @@ pub fn hlc_rebase(last: &str, node: &str) -> std::result::Result<String, JsError
 /// One local write. `state` is the record's state as JSON (empty for a
 /// record the replica does not have), `op` is `put`, `patch` or `delete`,
 /// `fields` a JSON object (ignored for a delete), `hlc` the replica's next
-/// tick. Returns `{"change": <change>, "state": <state>}` as JSON.
-pub fn local_write_inner(
+/// tick, `actor` the writer for the schema's permissions (`{"user",
+/// "role", "author"}` as JSON, `author` the record's; `""` when the role
+/// is not known yet, which leaves them to the server). Returns `{"change":
+/// <change>, "state": <state>}` as JSON, or `{"violation"|"forbidden",
+/// "message"}` for a write the schema refuses.
+#[allow(clippy::too_many_arguments)]
+pub fn local_write_as(
     state: &str,
     collection: &str,
     id: &str,
@@ -140,6 +146,7 @@ pub fn local_write_inner(
     fields: &str,
     hlc: &str,
     schema: &str,
+    actor: &str,
 ) -> Result<String> {
     let collection = Collection::new(collection).map_err(|e| e.to_string())?;
     let id = RecordId::new(id).map_err(|e| e.to_string())?;
@@ -167,6 +174,18 @@ pub fn local_write_inner(
             return to_json(
                 &serde_json::json!({"violation": violation, "message": violation.to_string()}),
             );
+        }
+        if !actor.is_empty() {
+            let (actor, author) = parse_actor(actor)?;
+            let verdict = with_schema(schema, |s| match s {
+                Some(s) => s.permit(&actor, &before, author.as_ref(), &done.change),
+                None => Ok(()),
+            })?;
+            if let Err(forbidden) = verdict {
+                return to_json(
+                    &serde_json::json!({"forbidden": forbidden, "message": forbidden.to_string()}),
+                );
+            }
         }
     }
     to_json(&serde_json::json!({"change": done.change, "state": done.state}))
@@ -197,10 +216,49 @@ pub(crate) fn with_schema<T>(
     })
 }
 
+/// [`local_write_as`] by a writer whose role is not known.
+pub fn local_write_inner(
+    state: &str,
+    collection: &str,
+    id: &str,
+    op: &str,
+    fields: &str,
+    hlc: &str,
+    schema: &str,
+) -> Result<String> {
+    local_write_as(state, collection, id, op, fields, hlc, schema, "")
+}
+
+/// The writer of a local write and the record's author, from
+/// `{"user", "role", "author"}`.
+fn parse_actor(json: &str) -> Result<(Actor, Option<UserId>)> {
+    #[derive(serde::Deserialize)]
+    struct Given {
+        user: UserId,
+        role: Role,
+        author: Option<UserId>,
+    }
+    let given: Given = parse("a writer", json)?;
+    let actor = Actor {
+        user: given.user,
+        role: given.role,
+        server_fields: false,
+    };
+    Ok((actor, given.author))
+}
+
+/// The protocol version this client speaks, for the `Ferry-Protocol`
+/// header of its requests.
+#[wasm_bindgen(js_name = protocolVersion)]
+pub fn protocol_version() -> String {
+    ferry_core::protocol::PROTOCOL_VERSION.to_owned()
+}
+
 /// One local write, checked and merged as the server would; see
 /// [`local_write_inner`]. Throws when the write breaks the protocol's
 /// rules (a bad field name, a value over 1 MiB, a deleted record).
 #[wasm_bindgen(js_name = localWrite)]
+#[allow(clippy::too_many_arguments)]
 pub fn local_write_js(
     state: &str,
     collection: &str,
@@ -209,9 +267,10 @@ pub fn local_write_js(
     fields: &str,
     hlc: &str,
     schema: &str,
+    actor: &str,
 ) -> std::result::Result<String, JsError> {
-    js(local_write_inner(
-        state, collection, id, op, fields, hlc, schema,
+    js(local_write_as(
+        state, collection, id, op, fields, hlc, schema, actor,
     ))
 }
 
