@@ -138,7 +138,8 @@ impl Realtime {
         self.tell_nodes(NodeEvent::TokenRevoked { id: id.to_owned() });
     }
 
-    /// Ends this node's connections opened with the API token `id`.
+    /// Ends this node's connections opened with the API token `id`
+    /// ([`EVERY_TOKEN`]: with any).
     fn end_token_connections(&self, id: &str) {
         // No receiver is no connection to end.
         let _ = self.revoked_tokens.send(Arc::from(id));
@@ -239,6 +240,10 @@ pub(crate) fn deadline(token: &str) -> Instant {
     Instant::now() + Duration::from_millis(left_ms)
 }
 
+/// The revocation that ends every connection opened with an API token
+/// (no token id has this shape).
+pub(crate) const EVERY_TOKEN: &str = "*";
+
 /// A connection's watch on the revocation of its API token.
 #[derive(Debug)]
 pub struct TokenWatch(Option<(String, tokio::sync::broadcast::Receiver<Arc<str>>)>);
@@ -253,7 +258,7 @@ impl TokenWatch {
         };
         loop {
             match revoked.recv().await {
-                Ok(gone) if *gone == **id => return,
+                Ok(gone) if *gone == **id || &*gone == EVERY_TOKEN => return,
                 Ok(_) => {}
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => return,
                 Err(tokio::sync::broadcast::error::RecvError::Closed) => {
