@@ -32,6 +32,7 @@ pub mod store;
 pub mod sync;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod webhooks;
 
 pub use config::{Config, Database};
 pub use error::ApiError;

@@ -53,6 +53,7 @@ pub async fn run(
         bridge: bridge::spawn(realtime.clone(), state.store.clone()),
         schema: crate::app_schema::watch(state.clone()),
         capture: crate::sync::capture::spawn(state.clone()),
+        webhooks: crate::webhooks::spawn(state.clone()),
     };
     let router = app(state);
     let slots = Arc::new(Semaphore::new(
@@ -173,6 +174,7 @@ struct Stopping {
     bridge: Option<tokio::task::JoinHandle<()>>,
     schema: tokio::task::JoinHandle<()>,
     capture: tokio::task::JoinHandle<()>,
+    webhooks: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for Stopping {
@@ -183,6 +185,7 @@ impl Drop for Stopping {
         }
         self.schema.abort();
         self.capture.abort();
+        self.webhooks.abort();
     }
 }
 

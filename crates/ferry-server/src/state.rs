@@ -64,6 +64,8 @@ pub struct Settings {
     pub quotas: SpaceQuotas,
     /// API tokens: their rate and how many one user holds.
     pub api_tokens: ApiTokenSettings,
+    /// Webhooks: the configured endpoints, and how deliveries are tried.
+    pub webhooks: crate::webhooks::WebhookSettings,
 }
 
 impl Settings {
@@ -88,6 +90,7 @@ impl Settings {
             metrics_token: None,
             quotas: SpaceQuotas::default(),
             api_tokens: ApiTokenSettings::default(),
+            webhooks: crate::webhooks::WebhookSettings::default(),
         }
     }
 

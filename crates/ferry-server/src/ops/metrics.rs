@@ -126,6 +126,9 @@ pub struct Metrics {
     node_events: Family<OutcomeLabels, Counter>,
     listener_reconnects: Counter,
     billing_events: Family<BillingLabels, Counter>,
+    webhook_deliveries: Family<OutcomeLabels, Counter>,
+    webhook_retrying: Gauge,
+    webhook_oldest: Gauge,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -245,7 +248,27 @@ impl Metrics {
             "Verified billing webhooks by provider and outcome (applied, duplicate, stale)",
             billing_events.clone(),
         );
+        let webhook_deliveries = Family::<OutcomeLabels, Counter>::default();
+        registry.register(
+            "webhook_deliveries",
+            "Webhook delivery tries by outcome (delivered, retry, dead, replayed)",
+            webhook_deliveries.clone(),
+        );
+        let (webhook_retrying, webhook_oldest) = (Gauge::default(), Gauge::default());
+        registry.register(
+            "webhook_retrying",
+            "Webhook deliveries (an endpoint's news of a space) failing and being retried",
+            webhook_retrying.clone(),
+        );
+        registry.register(
+            "webhook_oldest_pending_seconds",
+            "How long the oldest failing webhook delivery has been retried",
+            webhook_oldest.clone(),
+        );
         Metrics {
+            webhook_deliveries,
+            webhook_retrying,
+            webhook_oldest,
             billing_events,
             registry,
             connections,
@@ -297,6 +320,22 @@ impl Metrics {
             self.changes_applied.inc_by(applied);
             self.conflicts.inc_by(conflicts);
         }
+    }
+
+    /// Counts a webhook delivery try by its outcome.
+    pub fn webhook_try(&self, outcome: &'static str) {
+        self.webhook_deliveries
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
+    }
+
+    /// Sets the webhooks' backlog: deliveries retrying, and the age of the
+    /// oldest, in seconds.
+    pub fn webhook_backlog(&self, retrying: u64, oldest_secs: u64) {
+        self.webhook_retrying
+            .set(i64::try_from(retrying).unwrap_or(i64::MAX));
+        self.webhook_oldest
+            .set(i64::try_from(oldest_secs).unwrap_or(i64::MAX));
     }
 
     /// Counts the captured writes one drain took: applied, and refused.

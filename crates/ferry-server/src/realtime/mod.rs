@@ -89,6 +89,9 @@ pub struct Realtime {
     /// the capture trigger) or when the node reconnected to the others:
     /// the capture drain looks for writes to apply.
     pub captured: Notify,
+    /// Woken by every commit heard (this node's and the others'): the
+    /// webhooks' dispatcher looks for news.
+    pub webhooks: Notify,
     shutdown: CancellationToken,
     connections: tokio_util::task::TaskTracker,
     /// Ids of API tokens just revoked: the connections they opened end.
@@ -105,6 +108,7 @@ impl Realtime {
             outgoing: Mutex::default(),
             outgoing_ready: Notify::new(),
             captured: Notify::new(),
+            webhooks: Notify::new(),
             shutdown: CancellationToken::new(),
             connections: tokio_util::task::TaskTracker::new(),
             revoked_tokens: tokio::sync::broadcast::channel(256).0,
@@ -153,6 +157,7 @@ impl Realtime {
 
     /// Publishes a head to this node's followers, counting it.
     fn publish(&self, space: &SpaceId, cursor: u64) {
+        self.webhooks.notify_one();
         let published = self.hub.publish(space, cursor);
         self.metrics.observe_publish(published.coalesced);
     }

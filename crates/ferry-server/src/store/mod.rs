@@ -16,6 +16,7 @@ pub mod feed;
 mod postgres;
 mod sqlite;
 mod stored;
+pub mod webhooks;
 
 use std::sync::Arc;
 
@@ -386,7 +387,7 @@ pub struct PoolState {
 
 /// Ferry's storage. Every method is one transaction.
 #[async_trait]
-pub trait Store: Send + Sync + 'static {
+pub trait Store: webhooks::WebhookStore + Send + Sync + 'static {
     /// The node's connections to the database.
     fn pool_state(&self) -> PoolState;
 

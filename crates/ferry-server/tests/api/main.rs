@@ -32,6 +32,7 @@ mod tables_sqlite;
 mod tables_types;
 mod tables_uuid;
 mod tokens;
+mod webhooks;
 
 use axum::Router;
 use axum::body::Body;

@@ -30,6 +30,7 @@ mod records;
 mod schema;
 mod tokens;
 mod users;
+mod webhooks;
 
 use std::str::FromStr;
 use std::sync::Arc;

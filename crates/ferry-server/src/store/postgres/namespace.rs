@@ -37,6 +37,9 @@ pub(crate) const TABLES: &[(&str, usize, Option<usize>)] = &[
     ("captured", 9, None),
     ("capture_refused", 9, None),
     ("api_tokens", 10, None),
+    ("webhook_endpoints", 12, None),
+    ("webhook_cursors", 12, None),
+    ("webhook_dead", 12, None),
 ];
 
 /// The tables of a deployment at migration step `step`, in the order a push

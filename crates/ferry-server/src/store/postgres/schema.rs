@@ -238,6 +238,42 @@ CREATE INDEX api_tokens_by_user ON api_tokens (user_id);
 ALTER TABLE records ADD COLUMN author text COLLATE "C";
 ALTER TABLE records ADD COLUMN writer text COLLATE "C";
 "#,
+    // Webhooks (docs/server-rules.md#webhooks): endpoints, a cursor per
+    // endpoint and space, dead letters.
+    r#"
+CREATE TABLE webhook_endpoints (
+    id          text COLLATE "C" PRIMARY KEY,
+    url         text NOT NULL,
+    secrets     text NOT NULL,
+    spaces      text,
+    collections text,
+    created_at  bigint NOT NULL
+);
+CREATE TABLE webhook_cursors (
+    endpoint        text COLLATE "C" NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    sid             bigint NOT NULL REFERENCES spaces (sid),
+    seq             bigint NOT NULL,
+    pending_to      bigint,
+    attempts        integer NOT NULL DEFAULT 0,
+    first_failed_at bigint,
+    next_at         bigint NOT NULL DEFAULT 0,
+    lease_node      text,
+    lease_until     bigint NOT NULL DEFAULT 0,
+    last_error      text,
+    PRIMARY KEY (endpoint, sid)
+);
+CREATE TABLE webhook_dead (
+    id        bigserial PRIMARY KEY,
+    endpoint  text NOT NULL,
+    space     text NOT NULL,
+    delivery  text NOT NULL,
+    payload   text NOT NULL,
+    error     text NOT NULL,
+    attempts  integer NOT NULL,
+    failed_at bigint NOT NULL,
+    replay    boolean NOT NULL DEFAULT false
+);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -22,6 +22,7 @@ mod records;
 mod schema;
 mod tokens;
 mod users;
+mod webhooks;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};

@@ -258,6 +258,42 @@ CREATE INDEX api_tokens_by_user ON api_tokens (user_id);
 ALTER TABLE records ADD COLUMN author TEXT;
 ALTER TABLE records ADD COLUMN writer TEXT;
 "#,
+    // Webhooks (docs/server-rules.md#webhooks): endpoints, a cursor per
+    // endpoint and space, dead letters.
+    r#"
+CREATE TABLE webhook_endpoints (
+    id          TEXT PRIMARY KEY,
+    url         TEXT NOT NULL,
+    secrets     TEXT NOT NULL,
+    spaces      TEXT,
+    collections TEXT,
+    created_at  INTEGER NOT NULL
+);
+CREATE TABLE webhook_cursors (
+    endpoint        TEXT NOT NULL REFERENCES webhook_endpoints (id) ON DELETE CASCADE,
+    sid             INTEGER NOT NULL REFERENCES spaces (sid),
+    seq             INTEGER NOT NULL,
+    pending_to      INTEGER,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    first_failed_at INTEGER,
+    next_at         INTEGER NOT NULL DEFAULT 0,
+    lease_node      TEXT,
+    lease_until     INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    PRIMARY KEY (endpoint, sid)
+) WITHOUT ROWID;
+CREATE TABLE webhook_dead (
+    id        INTEGER PRIMARY KEY,
+    endpoint  TEXT NOT NULL,
+    space     TEXT NOT NULL,
+    delivery  TEXT NOT NULL,
+    payload   TEXT NOT NULL,
+    error     TEXT NOT NULL,
+    attempts  INTEGER NOT NULL,
+    failed_at INTEGER NOT NULL,
+    replay    INTEGER NOT NULL DEFAULT 0
+);
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.

@@ -1,0 +1,202 @@
+//! Webhooks as stored (docs/server-rules.md#webhooks): the endpoints, a
+//! cursor per endpoint and space (what was delivered, what is being
+//! delivered and retried, and which node holds it), and the dead letters.
+//! Deliveries are read from the records as a pull reads them: a commit
+//! writes nothing for webhooks.
+
+use async_trait::async_trait;
+use ferry_core::{Collection, SpaceId};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use super::StoreError;
+
+/// An endpoint the operator configured.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Endpoint {
+    /// Its name, unique.
+    pub id: String,
+    /// Where deliveries are POSTed.
+    pub url: String,
+    /// The signing secrets: each delivery is signed with every one, so a
+    /// secret rotates by adding the new one, then removing the old.
+    pub secrets: Vec<String>,
+    /// Only these spaces, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spaces: Option<Vec<SpaceId>>,
+    /// Only records of these collections, when set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub collections: Option<Vec<Collection>>,
+}
+
+impl Endpoint {
+    /// Whether it wants records of `collection`.
+    pub fn wants(&self, collection: &str) -> bool {
+        self.collections
+            .as_ref()
+            .is_none_or(|list| list.iter().any(|c| c.as_str() == collection))
+    }
+}
+
+/// An endpoint's cursor in a space with news, leased to this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Due {
+    /// The endpoint's id.
+    pub endpoint: String,
+    /// The space's key.
+    pub sid: i64,
+    /// The space.
+    pub space: SpaceId,
+    /// Delivered up to this `seq`.
+    pub cursor: u64,
+    /// The space's head when claimed.
+    pub head: u64,
+    /// The end of the delivery being retried, if one is.
+    pub pending_to: Option<u64>,
+    /// Failed tries of that delivery.
+    pub attempts: u32,
+    /// When its first try failed (ms).
+    pub first_failed_at: Option<u64>,
+}
+
+/// A record as a delivery carries it.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookRecord {
+    /// Its collection.
+    pub collection: String,
+    /// Its id.
+    pub id: String,
+    /// The `seq` of its last change.
+    pub seq: u64,
+    /// Its fields (`{}` on a tombstone).
+    pub fields: Box<RawValue>,
+    /// The HLC of its delete, on a tombstone.
+    pub deleted: Option<String>,
+    /// Who created it.
+    pub author: Option<String>,
+    /// Who changed it last.
+    pub writer: Option<String>,
+}
+
+/// A delivery that failed for longer than the retry window.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct DeadLetter {
+    /// Its number.
+    pub id: i64,
+    /// The endpoint.
+    pub endpoint: String,
+    /// The space.
+    pub space: String,
+    /// The delivery id (the receiver's key of idempotency).
+    pub delivery: String,
+    /// The body that was POSTed.
+    #[serde(skip)]
+    pub payload: String,
+    /// The last failure.
+    pub error: String,
+    /// How many tries.
+    pub attempts: u32,
+    /// When it was given up on (ms).
+    pub failed_at: u64,
+    /// Whether a replay is asked for.
+    pub replay: bool,
+}
+
+/// Where a cursor's delivery stands after a try.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// Delivered (or nothing to deliver) up to `to`.
+    Delivered {
+        /// The new cursor.
+        to: u64,
+    },
+    /// Failed; tried again at `next_at`.
+    Retry {
+        /// The end of the delivery, kept so that the retry is the same one.
+        pending_to: u64,
+        /// Failed tries so far.
+        attempts: u32,
+        /// When the first try failed.
+        first_failed_at: u64,
+        /// When to try again (ms).
+        next_at: u64,
+        /// Why it failed.
+        error: String,
+    },
+    /// Failed past the retry window: kept as a dead letter, and the cursor
+    /// moves past it.
+    Dead {
+        /// The new cursor.
+        to: u64,
+        /// The letter (its `id` is ignored).
+        letter: DeadLetter,
+    },
+}
+
+/// The webhooks' storage; every backend implements it.
+#[async_trait]
+pub trait WebhookStore: Send + Sync {
+    /// Every endpoint.
+    async fn webhook_endpoints(&self) -> Result<Vec<Endpoint>, StoreError>;
+
+    /// Adds an endpoint or replaces the one with its id. A new endpoint
+    /// starts at every existing space's head: it is sent what is committed
+    /// after it was added.
+    async fn put_webhook_endpoint(
+        &self,
+        endpoint: &Endpoint,
+        now_ms: u64,
+    ) -> Result<(), StoreError>;
+
+    /// Removes an endpoint, its cursors and its dead letters; `false` when
+    /// there was none.
+    async fn remove_webhook_endpoint(&self, id: &str) -> Result<bool, StoreError>;
+
+    /// Leases to `node` until `lease_until` up to `limit` cursors that have
+    /// something to deliver and whose retry time has come, and that no
+    /// other node holds. Of concurrent claims, one node gets each.
+    async fn claim_webhooks(
+        &self,
+        node: &str,
+        now_ms: u64,
+        lease_until: u64,
+        limit: u32,
+    ) -> Result<Vec<Due>, StoreError>;
+
+    /// Records of the space `sid` with `after < seq <= upto`, by `seq`.
+    async fn webhook_records(
+        &self,
+        sid: i64,
+        after: u64,
+        upto: u64,
+        limit: u32,
+    ) -> Result<Vec<HookRecord>, StoreError>;
+
+    /// Records a try of `due` by `node`, and releases its lease; ignored
+    /// when the lease has passed to another node meanwhile.
+    async fn webhook_tried(
+        &self,
+        due: &Due,
+        node: &str,
+        outcome: Outcome,
+    ) -> Result<(), StoreError>;
+
+    /// The dead letters, oldest first.
+    async fn webhook_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// Asks for dead letter `id` to be sent again; `false` when there is
+    /// none.
+    async fn replay_webhook(&self, id: i64) -> Result<bool, StoreError>;
+
+    /// Takes the dead letters a replay is asked for: each is taken by one
+    /// node (and no longer asked for), which sends it again.
+    async fn take_webhook_replays(&self) -> Result<Vec<DeadLetter>, StoreError>;
+
+    /// After a replay of dead letter `id`: removed when it was delivered,
+    /// else kept with `error`.
+    async fn webhook_replayed(&self, id: i64, error: Option<&str>) -> Result<(), StoreError>;
+
+    /// How many cursors are retrying, and since when the oldest has been
+    /// (ms).
+    async fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError>;
+}
