@@ -19,6 +19,7 @@ mod limits;
 mod login;
 mod schema;
 mod tokens;
+mod webhooks;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -121,6 +122,12 @@ enum AdminCommand {
         #[command(subcommand)]
         command: entitlement::EntitlementCommand,
     },
+    /// Webhook endpoints and dead letters: list, add, remove, dead,
+    /// replay.
+    Webhooks {
+        #[command(subcommand)]
+        command: webhooks::WebhookCommand,
+    },
 }
 
 fn main() -> ExitCode {
@@ -160,6 +167,9 @@ fn main() -> ExitCode {
             Command::Admin {
                 command: AdminCommand::Entitlement { command },
             } => entitlement::run(command).await,
+            Command::Admin {
+                command: AdminCommand::Webhooks { command },
+            } => webhooks::run(command).await,
         }
     });
     match result {
@@ -343,6 +353,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .collect();
     }
     settings.billing = config.billing.settings();
+    settings.webhooks.endpoints = config.webhooks.clone();
     limits::apply(&config, &mut settings)?;
     // Before anything else starts: a secret anyone could guess is refused.
     settings.check()?;

@@ -119,6 +119,9 @@ pub struct Config {
     pub schema: Option<PathBuf>,
     /// The billing gate: `[billing]` in `ferry.toml`.
     pub billing: BillingConfig,
+    /// Webhook endpoints: `[[webhooks]]` in `ferry.toml` (`id`, `url`,
+    /// `secrets`, optional `spaces` and `collections`), stored at start.
+    pub webhooks: Vec<crate::store::webhooks::Endpoint>,
 }
 
 /// `[billing]`: sync as a paid plan. Off unless `required_plan` is set.
@@ -191,6 +194,15 @@ impl Config {
                     .map(|_| "***".to_owned()),
                 ..self.billing.clone()
             },
+            webhooks: self
+                .webhooks
+                .iter()
+                .map(|e| crate::store::webhooks::Endpoint {
+                    url: redact_password(&e.url),
+                    secrets: e.secrets.iter().map(|_| "***".to_owned()).collect(),
+                    ..e.clone()
+                })
+                .collect(),
             ..self.clone()
         }
     }
@@ -242,6 +254,7 @@ impl Default for Config {
             api_token_rate: None,
             api_token_burst: None,
             max_api_tokens_per_user: None,
+            webhooks: Vec::new(),
             allowed_origins: None,
             app_dir: None,
             schema: None,

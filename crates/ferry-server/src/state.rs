@@ -120,6 +120,9 @@ impl Settings {
         if billing.gated() && webhooks && billing.plans.is_empty() {
             return Err(SettingsError::NoPlans);
         }
+        for endpoint in &self.webhooks.endpoints {
+            endpoint.check().map_err(SettingsError::Webhook)?;
+        }
         if let Some(token) = &self.metrics_token {
             long_enough(
                 "the metrics token (metrics_token)",
@@ -168,6 +171,10 @@ pub enum SettingsError {
          map each price or variant you sell, e.g. --billing-plans price_1Pxyz=pro"
     )]
     NoPlans,
+    /// A webhook endpoint that cannot work, or whose deliveries anyone
+    /// could forge.
+    #[error("{0}")]
+    Webhook(String),
 }
 
 /// Shared by every handler; cheap to clone.

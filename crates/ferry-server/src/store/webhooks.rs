@@ -13,6 +13,7 @@ use super::StoreError;
 
 /// An endpoint the operator configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Endpoint {
     /// Its name, unique.
     pub id: String,
@@ -30,6 +31,44 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
+    /// Refuses an endpoint that cannot work or that anyone could forge
+    /// deliveries for: an id that is not a name (letters, digits, `-`,
+    /// `_`, `.`, at most 64), a URL that is not `http` or `https`, no
+    /// secret, a secret shorter than 16 bytes, more than 5 secrets.
+    pub fn check(&self) -> Result<(), String> {
+        let id_ok = !self.id.is_empty()
+            && self.id.len() <= 64
+            && self
+                .id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+        if !id_ok {
+            return Err(format!(
+                "webhook id {:?}: 1 to 64 letters, digits, '-', '_' or '.'",
+                self.id
+            ));
+        }
+        match reqwest::Url::parse(&self.url) {
+            Ok(url) if matches!(url.scheme(), "http" | "https") && url.host().is_some() => {}
+            _ => {
+                return Err(format!(
+                    "webhook {}: the url must be http:// or https:// with a host",
+                    self.id
+                ));
+            }
+        }
+        if self.secrets.is_empty() || self.secrets.len() > 5 {
+            return Err(format!("webhook {}: 1 to 5 secrets", self.id));
+        }
+        if self.secrets.iter().any(|s| s.len() < 16) {
+            return Err(format!(
+                "webhook {}: a secret of at least 16 bytes (anyone could guess a shorter one)",
+                self.id
+            ));
+        }
+        Ok(())
+    }
+
     /// Whether it wants records of `collection`.
     pub fn wants(&self, collection: &str) -> bool {
         self.collections

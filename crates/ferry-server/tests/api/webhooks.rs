@@ -298,7 +298,9 @@ async fn an_endpoint_gets_only_its_spaces_and_collections() {
         let body = json!({"fields": {"url": id}});
         let api = &api;
         async move {
-            let r = api.call(Method::PUT, &path, Some("alice"), Some(body)).await;
+            let r = api
+                .call(Method::PUT, &path, Some("alice"), Some(body))
+                .await;
             assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
         }
     };
