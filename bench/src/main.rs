@@ -19,6 +19,8 @@
 //!   wasm merge (`bench/browser`).
 //! - [`peer`]: Ferry beside a peer sync engine (Triplit) on the same
 //!   workload, each driven by its own client library.
+//! - [`webhooks`]: push throughput with webhook endpoints against none,
+//!   and the delay from a push to its delivery.
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
@@ -35,6 +37,7 @@ mod push;
 mod realtime;
 mod report;
 mod visible;
+mod webhooks;
 mod wire;
 mod workload;
 
@@ -77,6 +80,9 @@ enum Command {
     /// The native core's merge, JSON in and out (the browser benchmark's
     /// baseline).
     Merge(merge::MergeArgs),
+    /// Webhooks: push throughput with three endpoints against none, and
+    /// the delay from a push to its delivery.
+    Webhooks(webhooks::WebhookArgs),
     /// Ferry beside a peer sync engine (Triplit): N clients each writing M
     /// records, until every client holds all of them.
     Peer(peer::PeerArgs),
@@ -101,5 +107,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Report(args) => report::run(args),
         Command::Visible(args) => visible::run(args).await,
         Command::Peer(args) => peer::run(args).await,
+        Command::Webhooks(args) => webhooks::run(args).await,
     }
 }

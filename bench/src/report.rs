@@ -141,6 +141,15 @@ fn workloads(quick: bool) -> Vec<Workload> {
         "Native client: live queries (Replica::watch) and indexed reads".into(),
         live,
     ));
+    let webhooks: &[&str] = if quick {
+        &["webhooks", "--pushes", "200", "--latency", "20"]
+    } else {
+        &["webhooks"]
+    };
+    all.push(bench(
+        "Webhooks: push throughput with three endpoints, push to delivery".into(),
+        webhooks,
+    ));
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[

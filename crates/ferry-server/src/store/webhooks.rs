@@ -211,14 +211,11 @@ pub trait WebhookStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<HookRecord>, StoreError>;
 
-    /// Records a try of `due` by `node`, and releases its lease; ignored
-    /// when the lease has passed to another node meanwhile.
-    async fn webhook_tried(
-        &self,
-        due: &Due,
-        node: &str,
-        outcome: Outcome,
-    ) -> Result<(), StoreError>;
+    /// Records the tries of a round by `node` (each claimed delivery with
+    /// its outcome), in one transaction, and releases their leases; a try
+    /// whose lease passed to another node meanwhile is ignored.
+    async fn webhook_tried(&self, node: &str, tries: Vec<(Due, Outcome)>)
+    -> Result<(), StoreError>;
 
     /// The dead letters, oldest first.
     async fn webhook_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError>;

@@ -31,6 +31,10 @@ pub struct WebhookSettings {
     pub endpoints: Vec<Endpoint>,
     /// How often the dispatcher looks for news besides being woken.
     pub poll: Duration,
+    /// How long the dispatcher waits once woken by a commit, so that the
+    /// commits of that moment go out together (fewer claims and writes on
+    /// a busy node).
+    pub gather: Duration,
     /// How long a node holds a claimed delivery: a node that stops
     /// mid-delivery leaves it to another after this.
     pub lease: Duration,
@@ -51,6 +55,7 @@ impl Default for WebhookSettings {
         WebhookSettings {
             endpoints: Vec::new(),
             poll: Duration::from_secs(1),
+            gather: Duration::from_millis(20),
             lease: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(26 * 3600),
@@ -93,7 +98,9 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
         loop {
             tokio::select! {
                 () = state.realtime.closing() => return,
-                () = state.realtime.webhooks.notified() => {}
+                () = state.realtime.webhooks.notified() => {
+                    tokio::time::sleep(settings.gather).await;
+                }
                 () = tokio::time::sleep(settings.poll) => {}
             }
             match round(&state, &http).await {
@@ -127,12 +134,17 @@ async fn round(state: &AppState, http: &reqwest::Client) -> Result<(), StoreErro
             .claim_webhooks(node, now, now.saturating_add(lease), CLAIM)
             .await?;
         let claimed = due.len();
-        let tried: Vec<Result<(), StoreError>> = futures_util::stream::iter(due)
-            .map(|d| deliver(state, http, &endpoints, d))
-            .buffer_unordered(AT_ONCE)
-            .collect()
-            .await;
-        tried.into_iter().collect::<Result<(), _>>()?;
+        let tried: Vec<Result<Option<(Due, Outcome)>, StoreError>> =
+            futures_util::stream::iter(due)
+                .map(|d| deliver(state, http, &endpoints, d))
+                .buffer_unordered(AT_ONCE)
+                .collect()
+                .await;
+        let tried = tried
+            .into_iter()
+            .filter_map(Result::transpose)
+            .collect::<Result<Vec<_>, _>>()?;
+        state.store.webhook_tried(node, tried).await?;
         for letter in state.store.take_webhook_replays().await? {
             replay(state, http, &endpoints, letter).await?;
         }
@@ -193,17 +205,17 @@ fn backoff(settings: &WebhookSettings, attempts: u32) -> u64 {
     base - base / 10 + jitter
 }
 
-/// One claimed delivery: read, send, record the outcome.
+/// One claimed delivery: read and send; its outcome, for the round to
+/// record (`None` for an endpoint removed meanwhile).
 async fn deliver(
     state: &AppState,
     http: &reqwest::Client,
     endpoints: &[Endpoint],
     due: Due,
-) -> Result<(), StoreError> {
+) -> Result<Option<(Due, Outcome)>, StoreError> {
     let settings = &state.settings.webhooks;
-    let node = state.settings.node_id.as_str();
     let Some(endpoint) = endpoints.iter().find(|e| e.id == due.endpoint) else {
-        return Ok(());
+        return Ok(None);
     };
     let upto = due.pending_to.unwrap_or(due.head).max(due.cursor);
     let records = state
@@ -220,10 +232,7 @@ async fn deliver(
         .filter(|r| endpoint.wants(&r.collection))
         .collect();
     if wanted.is_empty() {
-        return state
-            .store
-            .webhook_tried(&due, node, Outcome::Delivered { to })
-            .await;
+        return Ok(Some((due, Outcome::Delivered { to })));
     }
     let delivery = delivery_id(&endpoint.id, due.space.as_str(), due.cursor, to);
     let body = serde_json::to_vec(&json!({
@@ -274,7 +283,7 @@ async fn deliver(
             }
         }
     };
-    state.store.webhook_tried(&due, node, outcome).await
+    Ok(Some((due, outcome)))
 }
 
 /// Sends a dead letter again, as it was (under its delivery id).

@@ -182,13 +182,21 @@ pub async fn records(
         .collect()
 }
 
-pub async fn tried(
-    pool: &PgPool,
+pub async fn tried(pool: &PgPool, node: &str, tries: &[(Due, Outcome)]) -> Result<(), StoreError> {
+    let mut tx = pool.begin().await?;
+    for (due, outcome) in tries {
+        tried_one(&mut tx, due, node, outcome).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+async fn tried_one(
+    tx: &mut sqlx::Transaction<'_, sqlx::Postgres>,
     due: &Due,
     node: &str,
     outcome: &Outcome,
 ) -> Result<(), StoreError> {
-    let mut tx = pool.begin().await?;
     let held = sqlx::query(
         "SELECT 1 FROM webhook_cursors WHERE endpoint = $1 AND sid = $2 AND lease_node = $3
          FOR UPDATE",
@@ -196,7 +204,7 @@ pub async fn tried(
     .bind(&due.endpoint)
     .bind(due.sid)
     .bind(node)
-    .fetch_optional(&mut *tx)
+    .fetch_optional(&mut **tx)
     .await?
     .is_some();
     if !held {
@@ -215,7 +223,7 @@ pub async fn tried(
     };
     match outcome {
         Outcome::Delivered { to } => {
-            moved(*to).execute(&mut *tx).await?;
+            moved(*to).execute(&mut **tx).await?;
         }
         Outcome::Retry {
             pending_to,
@@ -236,7 +244,7 @@ pub async fn tried(
             .bind(int(*first_failed_at))
             .bind(int(*next_at))
             .bind(error)
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
         }
         Outcome::Dead { to, letter } => {
@@ -252,12 +260,11 @@ pub async fn tried(
             .bind(&letter.error)
             .bind(i32::try_from(letter.attempts).unwrap_or(i32::MAX))
             .bind(int(letter.failed_at))
-            .execute(&mut *tx)
+            .execute(&mut **tx)
             .await?;
-            moved(*to).execute(&mut *tx).await?;
+            moved(*to).execute(&mut **tx).await?;
         }
     }
-    tx.commit().await?;
     Ok(())
 }
 
@@ -369,11 +376,13 @@ impl crate::store::webhooks::WebhookStore for super::PgStore {
 
     async fn webhook_tried(
         &self,
-        due: &Due,
         node: &str,
-        outcome: Outcome,
+        tries: Vec<(Due, Outcome)>,
     ) -> Result<(), StoreError> {
-        tried(&self.pool, due, node, &outcome).await
+        if tries.is_empty() {
+            return Ok(());
+        }
+        tried(&self.pool, node, &tries).await
     }
 
     async fn webhook_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {

@@ -84,17 +84,12 @@ pub fn remove_endpoint(c: &mut Connection, id: &str) -> Result<bool, StoreError>
     Ok(removed)
 }
 
-pub fn claim(
-    c: &mut Connection,
-    node: &str,
-    now: u64,
-    lease_until: u64,
-    limit: u32,
-) -> Result<Vec<Due>, StoreError> {
-    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+/// The cursors with something to deliver whose time has come and that no
+/// lease holds.
+fn due(c: &Connection, now: u64, limit: u32) -> Result<Vec<Due>, StoreError> {
     let mut due = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(
+        let mut stmt = c.prepare_cached(
             "SELECT e.id, s.sid, s.id, s.seq, coalesce(w.seq, 0), w.pending_to,
                     coalesce(w.attempts, 0), w.first_failed_at
              FROM webhook_endpoints e CROSS JOIN spaces s
@@ -119,6 +114,18 @@ pub fn claim(
             });
         }
     }
+    Ok(due)
+}
+
+pub fn claim(
+    c: &mut Connection,
+    node: &str,
+    now: u64,
+    lease_until: u64,
+    limit: u32,
+) -> Result<Vec<Due>, StoreError> {
+    let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let due = due(&tx, now, limit)?;
     for d in &due {
         tx.prepare_cached(
             "INSERT INTO webhook_cursors (endpoint, sid, seq, lease_node, lease_until)
@@ -160,13 +167,16 @@ pub fn records(
     Ok(out)
 }
 
-pub fn tried(
-    c: &mut Connection,
-    due: &Due,
-    node: &str,
-    outcome: &Outcome,
-) -> Result<(), StoreError> {
+pub fn tried(c: &mut Connection, node: &str, tries: &[(Due, Outcome)]) -> Result<(), StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for (due, outcome) in tries {
+        tried_one(&tx, due, node, outcome)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+fn tried_one(tx: &Connection, due: &Due, node: &str, outcome: &Outcome) -> Result<(), StoreError> {
     let held = tx
         .prepare_cached(
             "SELECT 1 FROM webhook_cursors WHERE endpoint = ?1 AND sid = ?2 AND lease_node = ?3",
@@ -230,7 +240,6 @@ pub fn tried(
             )?;
         }
     }
-    tx.commit()?;
     Ok(())
 }
 
@@ -305,6 +314,10 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
         lease_until: u64,
         limit: u32,
     ) -> Result<Vec<Due>, StoreError> {
+        // Read first: a round that finds nothing due writes nothing.
+        if self.read(move |c| due(c, now_ms, limit)).await?.is_empty() {
+            return Ok(Vec::new());
+        }
         let node = node.to_owned();
         self.write(move |c| claim(c, &node, now_ms, lease_until, limit))
             .await
@@ -323,12 +336,14 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
 
     async fn webhook_tried(
         &self,
-        due: &Due,
         node: &str,
-        outcome: Outcome,
+        tries: Vec<(Due, Outcome)>,
     ) -> Result<(), StoreError> {
-        let (due, node) = (due.clone(), node.to_owned());
-        self.write(move |c| tried(c, &due, &node, &outcome)).await
+        if tries.is_empty() {
+            return Ok(());
+        }
+        let node = node.to_owned();
+        self.write(move |c| tried(c, &node, &tries)).await
     }
 
     async fn webhook_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -340,6 +355,10 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
     }
 
     async fn take_webhook_replays(&self) -> Result<Vec<DeadLetter>, StoreError> {
+        // Read first: a round that finds none writes nothing.
+        if self.read(|c| dead_letters(c, true)).await?.is_empty() {
+            return Ok(Vec::new());
+        }
         self.write(|c| {
             let taken = dead_letters(c, true)?;
             c.execute("UPDATE webhook_dead SET replay = 0 WHERE replay = 1", [])?;
