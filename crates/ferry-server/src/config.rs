@@ -487,8 +487,16 @@ mod tests {
         let config = Config {
             database: Some("postgres://u:pw1@h/d?password=s3cret".into()),
             smtp_url: Some("smtp://h:25?password=s3cret2".into()),
+            webhooks: vec![crate::store::webhooks::Endpoint {
+                id: "backend".into(),
+                url: "https://hook:s3cret3@api.example.com/ferry".into(),
+                secrets: vec!["whsec-s3cret4-0123456789".into()],
+                spaces: None,
+                collections: None,
+            }],
             ..Config::default()
         };
+        assert!(!config.describe().join("\n").contains("s3cret"));
         let logged = format!("{:?}", config.for_log());
         assert!(
             !logged.contains("s3cret") && !logged.contains("pw1"),
