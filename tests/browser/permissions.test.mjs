@@ -114,5 +114,16 @@ test("forbidden writes are refused at the call in the browser, and allowed ones 
     0,
     "a refused write reached the server",
   );
+  // The server sets a server-only field; bob puts his card anew: the
+  // field stays, and the put syncs.
+  await api(alice, "PATCH", "/v1/spaces/ws/collections/cards/records/bobs", { fields: { created_by: bobId } });
+  await page.evaluate(() => window.ferry.sync());
+  await page.evaluate(() => window.ferry.put("ws", "cards", "bobs", { title: "put anew" }));
+  await page.evaluate(() => window.ferry.sync());
+  await waitForStatus(page, "idle", 0);
+  assert.deepEqual(await page.evaluate(() => window.ferry.rejected()), []);
+  const put = await api(alice, "GET", "/v1/spaces/ws/collections/cards/records/bobs");
+  assert.equal(put.fields.created_by.value, bobId);
+  assert.equal(put.fields.title.value, "put anew");
   await context.close();
 });

@@ -302,7 +302,9 @@ export class Store {
       let done;
       try {
         const schema = held?.schema ? JSON.stringify(held.schema) : "";
-        const actor = user !== null && role ? { user, role, author } : null;
+        // A record held before this replica kept authors: whether its
+        // author is this user is for the server to say.
+        const actor = user !== null && role && !(rec && author === null) ? { user, role, author } : null;
         done = core.localWrite(rec ?? null, collection, id, op, fields, hlc, schema, actor);
       } catch (e) {
         throw e instanceof FerryError ? e : invalid(e);

@@ -81,6 +81,7 @@ pub async fn run(command: WebhookCommand) -> anyhow::Result<()> {
         WebhookCommand::List { .. } => {
             for mut endpoint in store.webhook_endpoints().await? {
                 endpoint.secrets = endpoint.secrets.iter().map(|_| "***".to_owned()).collect();
+                endpoint.url = ferry_server::redact::redact_password(&endpoint.url);
                 println!("{}", serde_json::to_string(&endpoint)?);
             }
         }
@@ -107,7 +108,11 @@ pub async fn run(command: WebhookCommand) -> anyhow::Result<()> {
             };
             endpoint.check().map_err(anyhow::Error::msg)?;
             store.put_webhook_endpoint(&endpoint, wall_ms()).await?;
-            eprintln!("Webhook {} delivers to {}.", endpoint.id, endpoint.url);
+            eprintln!(
+                "Webhook {} delivers to {}.",
+                endpoint.id,
+                ferry_server::redact::redact_password(&endpoint.url)
+            );
         }
         WebhookCommand::Remove { id, .. } => {
             anyhow::ensure!(

@@ -510,6 +510,11 @@ impl Replica {
             also(&tx, &state)?;
             // Kept only where the app's schema has something to judge.
             let before = self.judges(collection).then(|| state.clone());
+            // A put leaves the fields only the server writes as they are.
+            let write = match self.held_schema().schema.as_ref() {
+                Some(schema) => write.keeping(&state, |f| schema.server_only(collection, f)),
+                None => write,
+            };
             let done = local_write(state, collection, id, write, &hlc)
                 .map_err(|e| Error::Invalid(e.to_string()))?;
             if let Some(before) = &before {

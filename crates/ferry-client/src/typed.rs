@@ -120,6 +120,13 @@ impl Replica {
             .optional()?
             .flatten();
         let author = author.and_then(|a| UserId::new(a).ok());
+        // A record held before this replica kept authors (or pulled from
+        // a server that sends none): whether its author is this user is
+        // for the server to say.
+        let exists = before.deleted.is_some() || !before.fields.is_empty();
+        if exists && author.is_none() {
+            return Ok(());
+        }
         let actor = Actor {
             user,
             role,

@@ -169,4 +169,24 @@ async fn forbidden_writes_are_refused_at_the_call_and_by_the_server() {
         .patch(&ws, &c("cards"), &id("c1"), json!({"created_by": "x"}))
         .unwrap_err();
     assert_eq!(rule(e), PermissionRule::ServerOnly);
+
+    // The server sets one (an owner's REST write); the card's author then
+    // puts the card anew: the field stays as it is, and the put syncs.
+    let path = "/v1/spaces/ws/collections/cards/records/c1";
+    call(
+        &server,
+        "alice",
+        reqwest::Method::PATCH,
+        path,
+        json!({"fields": {"created_by": "bob"}}),
+    )
+    .await;
+    sync_space(&bob, &remote(&bob), &ws).await.unwrap();
+    bob.put(&ws, &c("cards"), &id("c1"), json!({"title": "put anew"}))
+        .unwrap();
+    sync_space(&bob, &remote(&bob), &ws).await.unwrap();
+    assert_eq!(bob.rejected().unwrap().len(), 1, "the put was refused");
+    let card = bob.get(&ws, &c("cards"), &id("c1")).unwrap().unwrap();
+    assert_eq!(card.fields["created_by"], "bob");
+    assert_eq!(card.fields["title"], "put anew");
 }

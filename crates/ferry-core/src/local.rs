@@ -74,6 +74,29 @@ impl LocalWrite {
     pub fn patch(fields: Value) -> Result<LocalWrite, LocalWriteError> {
         object(fields).map(LocalWrite::Patch)
     }
+
+    /// This write as made by a writer who may not write the fields
+    /// `reserved` names (a client, and the schema's server-only fields): a
+    /// put leaves them as `state` holds them rather than clearing them, as
+    /// the server's REST `PUT` does. Other writes are unchanged.
+    pub fn keeping(self, state: &RecordState, reserved: impl Fn(&str) -> bool) -> LocalWrite {
+        match self {
+            LocalWrite::Put(mut fields)
+                if state
+                    .fields
+                    .keys()
+                    .any(|n| reserved(n.as_str()) && !fields.contains_key(n.as_str())) =>
+            {
+                for name in state.fields.keys() {
+                    if !reserved(name.as_str()) && !fields.contains_key(name.as_str()) {
+                        fields.insert(name.to_string(), Value::Null);
+                    }
+                }
+                LocalWrite::Patch(fields)
+            }
+            other => other,
+        }
+    }
 }
 
 fn object(fields: Value) -> Result<Map<String, Value>, LocalWriteError> {

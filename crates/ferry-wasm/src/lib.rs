@@ -162,6 +162,11 @@ pub fn local_write_as(
     }
     .map_err(|e| e.to_string())?;
     let before = parse_state(state)?;
+    // A put leaves the fields only the server writes as they are.
+    let write = with_schema(schema, |s| match s {
+        Some(s) => write.keeping(&before, |f| s.server_only(&collection, f)),
+        None => write,
+    })?;
     let judge = with_schema(schema, |s| s.is_some_and(|s| s.judges(&collection)))?;
     let kept = judge.then(|| before.clone());
     let done = local_write(before, &collection, &id, write, &hlc).map_err(|e| e.to_string())?;

@@ -362,6 +362,12 @@ impl FieldSchema {
         {
             return Err(format!("min {min} is above max {max}"));
         }
+        if self.server_only && self.required {
+            return Err(
+                "a server-only field cannot be required: clients could never create a record"
+                    .into(),
+            );
+        }
         if self.nullable && !self.required {
             return Err(
                 "nullable applies to required fields (an optional field may always be null)".into(),

@@ -137,6 +137,13 @@ fn grants(list: &[Grantee], role: Role) -> bool {
 }
 
 impl Schema {
+    /// Whether `field` of `collection` is written by the server only.
+    pub fn server_only(&self, collection: &Collection, field: &str) -> bool {
+        self.collection(collection)
+            .and_then(|c| c.fields.get(field))
+            .is_some_and(|f| f.server_only)
+    }
+
     /// Judges whether `actor` may make `change` to the record stored as
     /// `before`, whose author is `author` (`None` for a record Ferry stored
     /// before it recorded authors, or one that does not exist yet).

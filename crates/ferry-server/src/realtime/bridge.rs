@@ -81,16 +81,14 @@ async fn listen(realtime: &Realtime, feed: &dyn Feed, store: &dyn Store) {
                 if connected_before {
                     realtime.metrics.listener_reconnected();
                     tracing::info!("listening to the other nodes again");
+                    // A revocation may have been missed meanwhile:
+                    // connections opened with API tokens end, and are
+                    // checked again when their clients reconnect.
+                    realtime.end_token_connections(super::EVERY_TOKEN);
                 }
                 connected_before = true;
                 // Writes captured while nobody listened are waiting.
                 realtime.captured.notify_one();
-                // A revocation may have been missed meanwhile: connections
-                // opened with API tokens end, and are checked again when
-                // their clients reconnect.
-                if connected_before {
-                    realtime.end_token_connections(super::EVERY_TOKEN);
-                }
                 if let Err(e) = catch_up(realtime, store).await {
                     tracing::warn!(error = %e, "cannot re-read the heads of followed spaces");
                 }

@@ -149,10 +149,11 @@ impl Realtime {
         let _ = self.revoked_tokens.send(Arc::from(id));
     }
 
-    /// What a connection opened by `token` (an API token's, if any) waits
-    /// on to learn that it was revoked.
-    pub fn watch_token(&self, token: Option<&Arc<ApiToken>>) -> TokenWatch {
-        TokenWatch(token.map(|t| (t.id.clone(), self.revoked_tokens.subscribe())))
+    /// The revocations announced from now on: a connection takes this
+    /// before it checks its token, so that none made after the check is
+    /// missed ([`TokenWatch::of`]).
+    pub fn revocations(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.revoked_tokens.subscribe()
     }
 
     /// Publishes a head to this node's followers, counting it.
@@ -254,6 +255,15 @@ pub(crate) const EVERY_TOKEN: &str = "*";
 pub struct TokenWatch(Option<(String, tokio::sync::broadcast::Receiver<Arc<str>>)>);
 
 impl TokenWatch {
+    /// The watch of a connection opened by `token` (an API token's, if
+    /// any), over `revocations` taken before the token was checked.
+    pub fn of(
+        token: Option<&Arc<ApiToken>>,
+        revocations: tokio::sync::broadcast::Receiver<Arc<str>>,
+    ) -> TokenWatch {
+        TokenWatch(token.map(|t| (t.id.clone(), revocations)))
+    }
+
     /// Completes when the token is revoked (or when revocations came too
     /// fast to follow, so that it may have been: the client reconnects and
     /// is checked again); never for a session's connection.

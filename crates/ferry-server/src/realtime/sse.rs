@@ -115,6 +115,8 @@ pub async fn stream(
     let limits = &state.settings.realtime;
     origin::allowed(&headers, &state.settings)?;
     let token = token(&headers, &query)?;
+    // Listening for revocations before the token is checked.
+    let revocations = state.realtime.revocations();
     let caller = auth::authenticate_caller(&state, token).await?;
     if caller.token.as_ref().is_some_and(|t| !t.reaches(&space)) {
         return Err(access::not_found(&space));
@@ -122,7 +124,7 @@ pub async fn stream(
     let user = caller.id.clone();
     billing::require_sync(&state, &user).await?;
     let expires = caller_deadline(&caller, token);
-    let revoked = state.realtime.watch_token(caller.token.as_ref());
+    let revoked = TokenWatch::of(caller.token.as_ref(), revocations);
     let mut subs = Subscriptions::new(state.realtime.clone(), user.clone());
     // Follow first, check second, as the WebSocket does.
     subs.follow(&space);

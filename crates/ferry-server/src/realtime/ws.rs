@@ -138,6 +138,9 @@ async fn authenticate(state: &AppState, token: &str) -> Result<Authenticated, Ap
 async fn session(state: AppState, mut socket: WebSocket) {
     let realtime = state.realtime.clone();
     let _open = realtime.opened(ConnectionKind::Websocket);
+    // Listening for revocations before the token is checked: none made
+    // after the check can be missed.
+    let revocations = realtime.revocations();
     let Some(first) = Box::pin(first_auth(&state, &mut socket)).await else {
         return;
     };
@@ -148,7 +151,7 @@ async fn session(state: AppState, mut socket: WebSocket) {
         return;
     }
     let mut connection = Connection {
-        revoked: realtime.watch_token(first.caller.token.as_ref()),
+        revoked: TokenWatch::of(first.caller.token.as_ref(), revocations),
         subs: Subscriptions::new(realtime.clone(), first.caller.id.clone()),
         caller: first.caller,
         schema: state.app_schema.versions(),
@@ -366,14 +369,22 @@ impl Connection {
     /// A fresh token for the same user extends the connection.
     async fn reauthenticate(&mut self, token: &str) -> Flow {
         match authenticate(&self.state, token).await {
-            Ok(fresh) if &fresh.caller.id == self.subs.mailbox.user() => {
+            // The same credential, renewed: a session's fresh access token
+            // for a session, the same API token for a token's connection.
+            // Another kind or another token would reach other spaces than
+            // the ones this connection follows.
+            Ok(fresh)
+                if &fresh.caller.id == self.subs.mailbox.user()
+                    && fresh.caller.token.as_ref().map(|t| &t.id)
+                        == self.caller.token.as_ref().map(|t| &t.id) =>
+            {
                 self.expires = fresh.expires;
-                self.revoked = self.state.realtime.watch_token(fresh.caller.token.as_ref());
                 self.caller = fresh.caller;
                 self.send(&ServerMessage::AuthOk).await
             }
             Ok(_) => {
-                let reason = "the token is another user's; open a new connection for them";
+                let reason = "the token is another user's or another credential; open a new \
+                              connection with it";
                 close(&mut self.socket, UNAUTHORIZED, reason).await;
                 Flow::Stop
             }

@@ -90,6 +90,8 @@ pub struct Due {
     pub cursor: u64,
     /// The space's head when claimed.
     pub head: u64,
+    /// The space's horizon: tombstones up to it may have been compacted.
+    pub horizon: u64,
     /// The end of the delivery being retried, if one is.
     pub pending_to: Option<u64>,
     /// Failed tries of that delivery.
@@ -202,14 +204,17 @@ pub trait WebhookStore: Send + Sync {
         limit: u32,
     ) -> Result<Vec<Due>, StoreError>;
 
-    /// Records of the space `sid` with `after < seq <= upto`, by `seq`.
+    /// Records of the space `sid` with `after < seq <= upto`, by `seq`: at
+    /// most `limit`, and no more once their fields reach `max_bytes` (one
+    /// at least); with whether more were left out.
     async fn webhook_records(
         &self,
         sid: i64,
         after: u64,
         upto: u64,
         limit: u32,
-    ) -> Result<Vec<HookRecord>, StoreError>;
+        max_bytes: usize,
+    ) -> Result<(Vec<HookRecord>, bool), StoreError>;
 
     /// Records the tries of a round by `node` (each claimed delivery with
     /// its outcome), in one transaction, and releases their leases; a try

@@ -66,6 +66,10 @@ impl Default for WebhookSettings {
     }
 }
 
+/// The most bytes of records' fields in one delivery (at least one record
+/// goes, whatever its size).
+pub const MAX_DELIVERY_BYTES: usize = 1024 * 1024;
+
 /// How many deliveries one round claims, and sends at once.
 const CLAIM: u32 = 32;
 const AT_ONCE: usize = 8;
@@ -83,7 +87,10 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
                 tracing::error!(endpoint = %endpoint.id, error = %e, "cannot store a configured webhook endpoint");
             }
         }
+        // Redirects are failures: a redirected POST becomes a GET without
+        // the delivery, which must never count as delivered.
         let http = match reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
             .timeout(settings.timeout)
             .user_agent("Ferry webhooks")
             .build()
@@ -140,11 +147,17 @@ async fn round(state: &AppState, http: &reqwest::Client) -> Result<(), StoreErro
                 .buffer_unordered(AT_ONCE)
                 .collect()
                 .await;
-        let tried = tried
-            .into_iter()
-            .filter_map(Result::transpose)
-            .collect::<Result<Vec<_>, _>>()?;
-        state.store.webhook_tried(node, tried).await?;
+        // One delivery's error (its records unreadable) does not cost the
+        // others their outcome; its lease lapses and it is tried again.
+        let mut outcomes = Vec::with_capacity(tried.len());
+        for t in tried {
+            match t {
+                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(None) => {}
+                Err(e) => tracing::warn!(error = %e, "cannot prepare a webhook delivery"),
+            }
+        }
+        state.store.webhook_tried(node, outcomes).await?;
         for letter in state.store.take_webhook_replays().await? {
             replay(state, http, &endpoints, letter).await?;
         }
@@ -218,14 +231,21 @@ async fn deliver(
         return Ok(None);
     };
     let upto = due.pending_to.unwrap_or(due.head).max(due.cursor);
-    let records = state
+    let (records, cut) = state
         .store
-        .webhook_records(due.sid, due.cursor, upto, settings.batch)
+        .webhook_records(
+            due.sid,
+            due.cursor,
+            upto,
+            settings.batch,
+            MAX_DELIVERY_BYTES,
+        )
         .await?;
-    let to = match (due.pending_to, records.last()) {
-        (Some(to), _) => to,
-        (None, Some(last)) if records.len() == settings.batch as usize => last.seq,
-        (None, _) => upto,
+    // A delivery ends at its last record when the count or the bytes cut
+    // it short; else it covers everything up to `upto`.
+    let to = match records.last() {
+        Some(last) if cut => last.seq,
+        _ => upto,
     };
     let wanted: Vec<&HookRecord> = records
         .iter()
@@ -242,6 +262,9 @@ async fn deliver(
         "seq_from": due.cursor + 1,
         "seq_to": to,
         "records": wanted,
+        // Tombstones below the space's horizon were compacted before this
+        // endpoint was sent them: some deletes may be missing.
+        "gap": due.cursor < due.horizon,
     }))
     .map_err(|e| StoreError::Internal(e.to_string()))?;
     let outcome = match post(http, endpoint, &delivery, &body).await {

@@ -535,4 +535,17 @@ async fn revoking_a_token_ends_its_websocket_and_event_stream_at_once() {
     .await;
     assert!(ended.is_ok(), "the event stream did not end");
     assert_eq!(session.recv_within(Duration::from_millis(300)).await, None);
+
+    // A session's WebSocket cannot turn into a token's (which would keep
+    // following the session's spaces), nor the other way.
+    let other = make(
+        &api,
+        "alice",
+        json!({"name": "y", "access": "read", "spaces": ["team"]}),
+    )
+    .await;
+    session
+        .send(json!({"type": "auth", "token": other["token"].as_str().unwrap()}))
+        .await;
+    assert_eq!(session.closed().await, Some(4401));
 }

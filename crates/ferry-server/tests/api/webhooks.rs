@@ -63,11 +63,19 @@ async fn receive(
     StatusCode::OK
 }
 
+async fn moved() -> (StatusCode, [(axum::http::HeaderName, &'static str); 1]) {
+    (
+        StatusCode::MOVED_PERMANENTLY,
+        [(axum::http::header::LOCATION, "/hook")],
+    )
+}
+
 /// A receiving server on 127.0.0.1, port 0; its URL.
 async fn receiver() -> (Arc<Receiver>, String) {
     let r = Arc::new(Receiver::default());
     let app = axum::Router::new()
-        .route("/hook", axum::routing::post(receive))
+        .route("/moved", axum::routing::post(moved))
+        .route("/hook", axum::routing::post(receive).get(receive))
         .with_state(r.clone());
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}/hook", listener.local_addr().unwrap());
@@ -462,4 +470,73 @@ async fn a_node_stopped_mid_delivery_leaves_it_to_another() {
     let got = until(&r, "node B's delivery", |g| !g.is_empty()).await;
     assert_eq!(delivered(&got), vec![(1, "t1".to_owned())]);
     b.stop().await;
+}
+
+#[tokio::test]
+async fn a_redirect_is_a_failure_never_a_delivery() {
+    let (r, url) = receiver().await;
+    let api = Api::configured(quick).await;
+    api.space("alice", "team").await;
+    let moved = endpoint(&url.replace("/hook", "/moved"));
+    api.state
+        .store
+        .put_webhook_endpoint(&moved, wall_ms())
+        .await
+        .unwrap();
+    let _served = api.serve().await;
+    write(&api, "alice", 1).await;
+    let mut retrying = 0;
+    for _ in 0..100 {
+        retrying = api.state.store.webhook_backlog().await.unwrap().0;
+        if retrying > 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(retrying, 1, "the redirect was not a failure");
+    assert_eq!(
+        r.arrived.load(Ordering::SeqCst),
+        0,
+        "the redirect was followed"
+    );
+}
+
+#[tokio::test]
+async fn large_records_go_in_deliveries_of_about_a_mebibyte() {
+    let (r, url) = receiver().await;
+    let api = Api::configured(quick).await;
+    api.space("alice", "team").await;
+    api.state
+        .store
+        .put_webhook_endpoint(&endpoint(&url), wall_ms())
+        .await
+        .unwrap();
+    for n in 1..=3u64 {
+        let big = "x".repeat(600 * 1024);
+        let client = "alice-phone";
+        let r = api
+            .sync(
+                "alice",
+                "team",
+                push(
+                    client,
+                    &format!("b{n}"),
+                    0,
+                    vec![up(&format!("t{n}"), "title", json!(big), &hlc(n, client))],
+                ),
+            )
+            .await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    let _served = api.serve().await;
+    let got = until(&r, "three records", |g| delivered(g).len() >= 3).await;
+    assert_eq!(
+        delivered(&got).iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        [1, 2, 3]
+    );
+    assert!(got.len() >= 2, "one delivery of 1.8 MB");
+    assert!(
+        got.iter()
+            .all(|g| g.body["records"].as_array().unwrap().len() <= 2)
+    );
 }

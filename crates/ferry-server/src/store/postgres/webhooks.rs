@@ -100,7 +100,7 @@ pub async fn claim(
     limit: u32,
 ) -> Result<Vec<Due>, StoreError> {
     let candidates = sqlx::query(
-        "SELECT e.id, s.sid, s.id, s.seq
+        "SELECT e.id, s.sid, s.id, s.seq, s.horizon
          FROM webhook_endpoints e CROSS JOIN spaces s
          LEFT JOIN webhook_cursors w ON w.endpoint = e.id AND w.sid = s.sid
          WHERE s.seq > coalesce(w.seq, 0)
@@ -120,10 +120,11 @@ pub async fn claim(
         // The row lock decides between nodes: a lease another node took
         // meanwhile makes the update a no-op, and no row comes back.
         let claimed = sqlx::query(
-            "INSERT INTO webhook_cursors (endpoint, sid, seq, lease_node, lease_until)
-             VALUES ($1, $2, 0, $3, $4)
+            "INSERT INTO webhook_cursors (endpoint, sid, seq, lease_node, lease_until, pending_to)
+             VALUES ($1, $2, 0, $3, $4, $6)
              ON CONFLICT (endpoint, sid) DO UPDATE
-             SET lease_node = EXCLUDED.lease_node, lease_until = EXCLUDED.lease_until
+             SET lease_node = EXCLUDED.lease_node, lease_until = EXCLUDED.lease_until,
+                 pending_to = coalesce(webhook_cursors.pending_to, EXCLUDED.pending_to)
              WHERE webhook_cursors.lease_until <= $5 AND webhook_cursors.next_at <= $5
              RETURNING seq, pending_to, attempts, first_failed_at",
         )
@@ -132,6 +133,7 @@ pub async fn claim(
         .bind(node)
         .bind(int(lease_until))
         .bind(int(now))
+        .bind(c.try_get::<i64, _>(3)?)
         .fetch_optional(pool)
         .await?;
         let Some(row) = claimed else { continue };
@@ -144,6 +146,7 @@ pub async fn claim(
             pending_to: row.try_get::<Option<i64>, _>(1)?.map(count),
             attempts: u32::try_from(row.try_get::<i32, _>(2)?).unwrap_or(0),
             first_failed_at: row.try_get::<Option<i64>, _>(3)?.map(count),
+            horizon: count(c.try_get(4)?),
         });
     }
     Ok(due)
@@ -155,18 +158,36 @@ pub async fn records(
     after: u64,
     upto: u64,
     limit: u32,
-) -> Result<Vec<HookRecord>, StoreError> {
+    max_bytes: usize,
+) -> Result<(Vec<HookRecord>, bool), StoreError> {
+    // Each row knows the bytes of fields before it: rows past the budget
+    // are never sent (the first always is); `last` is the range's last
+    // seq, to tell whether any were left out.
     let rows = sqlx::query(
-        "SELECT collection, id, seq, fields, deleted, author, writer FROM records
-         WHERE sid = $1 AND seq > $2 AND seq <= $3 ORDER BY seq LIMIT $4",
+        "SELECT collection, id, seq, fields, deleted, author, writer,
+                (SELECT max(seq) FROM records WHERE sid = $1 AND seq > $2 AND seq <= $3)
+         FROM (
+             SELECT collection, id, seq, fields, deleted, author, writer,
+                    coalesce(sum(octet_length(fields)) OVER (ORDER BY seq
+                        ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS before
+             FROM (SELECT * FROM records WHERE sid = $1 AND seq > $2 AND seq <= $3
+                   ORDER BY seq LIMIT $4) range
+         ) page
+         WHERE before < $5 ORDER BY seq",
     )
     .bind(sid)
     .bind(int(after))
     .bind(int(upto))
     .bind(i64::from(limit))
+    .bind(i64::try_from(max_bytes).unwrap_or(i64::MAX))
     .fetch_all(pool)
     .await?;
-    rows.iter()
+    let last = match rows.first() {
+        Some(r) => r.try_get::<Option<i64>, _>(7)?.map(count),
+        None => None,
+    };
+    let out = rows
+        .iter()
         .map(|r| {
             let fields: String = r.try_get(3)?;
             Ok(HookRecord {
@@ -179,7 +200,9 @@ pub async fn records(
                 writer: r.try_get(6)?,
             })
         })
-        .collect()
+        .collect::<Result<Vec<_>, StoreError>>()?;
+    let cut = out.last().map(|r| r.seq) < last;
+    Ok((out, cut))
 }
 
 pub async fn tried(pool: &PgPool, node: &str, tries: &[(Due, Outcome)]) -> Result<(), StoreError> {
@@ -370,8 +393,9 @@ impl crate::store::webhooks::WebhookStore for super::PgStore {
         after: u64,
         upto: u64,
         limit: u32,
-    ) -> Result<Vec<HookRecord>, StoreError> {
-        records(&self.pool, sid, after, upto, limit).await
+        max_bytes: usize,
+    ) -> Result<(Vec<HookRecord>, bool), StoreError> {
+        records(&self.pool, sid, after, upto, limit, max_bytes).await
     }
 
     async fn webhook_tried(

@@ -91,7 +91,7 @@ fn due(c: &Connection, now: u64, limit: u32) -> Result<Vec<Due>, StoreError> {
     {
         let mut stmt = c.prepare_cached(
             "SELECT e.id, s.sid, s.id, s.seq, coalesce(w.seq, 0), w.pending_to,
-                    coalesce(w.attempts, 0), w.first_failed_at
+                    coalesce(w.attempts, 0), w.first_failed_at, s.horizon
              FROM webhook_endpoints e CROSS JOIN spaces s
              LEFT JOIN webhook_cursors w ON w.endpoint = e.id AND w.sid = s.sid
              WHERE s.seq > coalesce(w.seq, 0)
@@ -111,6 +111,7 @@ fn due(c: &Connection, now: u64, limit: u32) -> Result<Vec<Due>, StoreError> {
                 pending_to: r.get::<_, Option<i64>>(5)?.map(count),
                 attempts: u32::try_from(r.get::<_, i64>(6)?).unwrap_or(u32::MAX),
                 first_failed_at: r.get::<_, Option<i64>>(7)?.map(count),
+                horizon: count(r.get(8)?),
             });
         }
     }
@@ -128,12 +129,19 @@ pub fn claim(
     let due = due(&tx, now, limit)?;
     for d in &due {
         tx.prepare_cached(
-            "INSERT INTO webhook_cursors (endpoint, sid, seq, lease_node, lease_until)
-             VALUES (?1, ?2, 0, ?3, ?4)
+            "INSERT INTO webhook_cursors (endpoint, sid, seq, lease_node, lease_until, pending_to)
+             VALUES (?1, ?2, 0, ?3, ?4, ?5)
              ON CONFLICT (endpoint, sid) DO UPDATE
-             SET lease_node = excluded.lease_node, lease_until = excluded.lease_until",
+             SET lease_node = excluded.lease_node, lease_until = excluded.lease_until,
+                 pending_to = coalesce(webhook_cursors.pending_to, excluded.pending_to)",
         )?
-        .execute(params![d.endpoint, d.sid, node, int(lease_until)])?;
+        .execute(params![
+            d.endpoint,
+            d.sid,
+            node,
+            int(lease_until),
+            int(d.pending_to.unwrap_or(d.head))
+        ])?;
     }
     tx.commit()?;
     Ok(due)
@@ -145,15 +153,22 @@ pub fn records(
     after: u64,
     upto: u64,
     limit: u32,
-) -> Result<Vec<HookRecord>, StoreError> {
+    max_bytes: usize,
+) -> Result<(Vec<HookRecord>, bool), StoreError> {
     let mut stmt = c.prepare_cached(
         "SELECT collection, id, seq, fields, deleted, author, writer FROM records
          WHERE sid = ?1 AND seq > ?2 AND seq <= ?3 ORDER BY seq LIMIT ?4",
     )?;
-    let mut rows = stmt.query(params![sid, int(after), int(upto), i64::from(limit)])?;
-    let mut out = Vec::new();
+    // One more than asked: whether more are left out.
+    let mut rows = stmt.query(params![sid, int(after), int(upto), i64::from(limit) + 1])?;
+    let (mut out, mut bytes) = (Vec::new(), 0usize);
     while let Some(r) = rows.next()? {
+        // Rows are read one at a time: those past the budget never are.
+        if out.len() >= limit as usize || (!out.is_empty() && bytes >= max_bytes) {
+            return Ok((out, true));
+        }
         let fields: String = r.get(3)?;
+        bytes += fields.len();
         out.push(HookRecord {
             collection: r.get(0)?,
             id: r.get(1)?,
@@ -164,7 +179,7 @@ pub fn records(
             writer: r.get(6)?,
         });
     }
-    Ok(out)
+    Ok((out, false))
 }
 
 pub fn tried(c: &mut Connection, node: &str, tries: &[(Due, Outcome)]) -> Result<(), StoreError> {
@@ -329,8 +344,9 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
         after: u64,
         upto: u64,
         limit: u32,
-    ) -> Result<Vec<HookRecord>, StoreError> {
-        self.read(move |c| records(c, sid, after, upto, limit))
+        max_bytes: usize,
+    ) -> Result<(Vec<HookRecord>, bool), StoreError> {
+        self.read(move |c| records(c, sid, after, upto, limit, max_bytes))
             .await
     }
 
