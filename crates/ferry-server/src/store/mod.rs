@@ -12,7 +12,9 @@ pub mod batch;
 pub mod billing;
 pub mod captured;
 pub mod delivery;
+mod error;
 pub mod feed;
+mod page;
 mod postgres;
 mod sqlite;
 mod stored;
@@ -23,83 +25,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use ferry_core::protocol::{BatchId, Member, SpaceInfo};
 use ferry_core::{Change, ClientId, Collection, Conflict, RecordId, Role, SpaceId, UserId};
-use serde::Serialize;
-use serde_json::value::RawValue;
 
 pub use billing::{BillingEvent, EventOutcome, StoredEntitlement};
+pub use error::StoreError;
+pub use page::{MAX_PAGE_BYTES, PageFill, PullPage, PullQuery, RecordRow};
 pub use postgres::PgStore;
 pub use postgres::namespace::DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA;
 pub use sqlite::SqliteStore;
-
-/// What went wrong in storage, in domain terms.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// The space, user or member does not exist.
-    #[error("{0} not found")]
-    NotFound(&'static str),
-    /// Something with that id already exists.
-    #[error("{0}")]
-    Conflict(String),
-    /// The cursor is older than what the space still keeps, or newer than
-    /// anything it has: the client must resync from 0.
-    #[error("cursor {cursor} is outside what the space can serve (horizon {horizon}, head {head})")]
-    CursorExpired {
-        /// The cursor the client sent.
-        cursor: u64,
-        /// Records up to this `seq` may have been compacted.
-        horizon: u64,
-        /// The space's current `seq`.
-        head: u64,
-    },
-    /// A batch would make a record's fields larger than
-    /// [`ferry_core::protocol::MAX_RECORD_BYTES`]: nothing of it applies.
-    #[error("record {collection}/{id} would hold {bytes} bytes of fields")]
-    RecordTooLarge {
-        /// The record's collection.
-        collection: String,
-        /// The record's id.
-        id: String,
-        /// What its fields would take.
-        bytes: usize,
-    },
-    /// The batch's client id is another user's replica: a client id
-    /// belongs to the first user who pushes under it.
-    #[error("client id {0} is another user's replica")]
-    ReplicaOfAnother(String),
-    /// A newer app schema was stored than the one the push was checked
-    /// against: load it and push again (the batch comes back whole, as
-    /// nothing of it was read).
-    #[error("the app's schema is now version {version}")]
-    SchemaChanged {
-        /// The stored version.
-        version: u64,
-        /// The batch, to push again.
-        batch: Option<Box<Batch>>,
-    },
-    /// A change breaks the app's schema: nothing of the batch applies.
-    #[error("change {index}: {violation}")]
-    Invalid {
-        /// The change's index in the batch.
-        index: usize,
-        /// What it breaks.
-        violation: Box<ferry_core::schema::Violation>,
-    },
-    /// A change the schema's permissions forbid to the batch's actor:
-    /// nothing of the batch applies.
-    #[error("change {index}: {forbidden}")]
-    Forbidden {
-        /// The change's index in the batch.
-        index: usize,
-        /// What is forbidden.
-        forbidden: Box<ferry_core::schema::Forbidden>,
-    },
-    /// The database cannot be reached or is busy beyond its timeout.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// Anything else: a bug or corrupt data. Never shown to clients.
-    #[error("storage error: {0}")]
-    Internal(String),
-}
 
 /// A user as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -201,54 +133,6 @@ pub struct PushOutcome {
     pub replayed: bool,
 }
 
-/// A record as stored, ready to be sent: the fields stay the JSON text they
-/// are stored as, so a page of records is encoded without re-parsing them.
-/// Serializes exactly as [`ferry_core::Record`].
-#[derive(Debug, Clone, Serialize)]
-pub struct RecordRow {
-    /// The record's collection.
-    pub collection: String,
-    /// The record's id.
-    pub id: String,
-    /// The `seq` of the last change that altered it.
-    pub seq: u64,
-    /// The fields as JSON (`{}` on a tombstone).
-    pub fields: Box<RawValue>,
-    /// The HLC of the delete, on a tombstone.
-    pub deleted: Option<String>,
-    /// The user whose change created it (`None` for a record stored before
-    /// Ferry recorded authors).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub author: Option<String>,
-}
-
-/// What to pull.
-#[derive(Debug, Clone)]
-pub struct PullQuery {
-    /// Records with `seq` above this.
-    pub cursor: u64,
-    /// At most this many.
-    pub limit: u32,
-    /// Only these collections, when set; the cursor still moves over the
-    /// whole space.
-    pub collections: Option<Vec<Collection>>,
-    /// The replica whose conflict reports the page also delivers, if any.
-    pub conflicts: Option<delivery::ConflictsFor>,
-}
-
-/// A page of a pull.
-#[derive(Debug, Clone)]
-pub struct PullPage {
-    /// The records, ordered by `seq`.
-    pub records: Vec<RecordRow>,
-    /// The cursor to send next.
-    pub cursor: u64,
-    /// Whether more records wait.
-    pub has_more: bool,
-    /// The reports for [`PullQuery::conflicts`] that the page covers.
-    pub conflicts: Vec<Conflict>,
-}
-
 /// What compaction removed from one space.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SpaceCompaction {
@@ -269,78 +153,6 @@ pub struct CompactReport {
     pub batches: u64,
     /// How many undelivered conflict reports of that age were deleted.
     pub conflicts: u64,
-}
-
-/// The most bytes of record fields one page carries (a pull's or a REST
-/// listing's), past its first record: memory per request stays bounded
-/// whatever the records hold. A page stops after the record that reaches
-/// it, and says more wait (`has_more`, `next`).
-pub const MAX_PAGE_BYTES: usize = 4 * 1024 * 1024;
-
-/// A page being filled with records, up to a count and [`MAX_PAGE_BYTES`].
-#[derive(Debug)]
-pub struct PageFill {
-    /// The records taken.
-    pub records: Vec<RecordRow>,
-    bytes: usize,
-    limit: usize,
-    /// Whether records were left out: more wait.
-    pub more: bool,
-}
-
-impl PageFill {
-    /// An empty page of at most `limit` records.
-    pub fn new(limit: u32) -> PageFill {
-        PageFill {
-            records: Vec::with_capacity(limit.min(1024) as usize),
-            bytes: 0,
-            limit: limit as usize,
-            more: false,
-        }
-    }
-
-    /// Offers the page the next record there is: whether it takes one
-    /// more. When it does not, it is full and notes that more wait. The
-    /// first record always fits, so a page always moves on.
-    pub fn wants_next(&mut self) -> bool {
-        if self.records.len() >= self.limit || self.bytes >= MAX_PAGE_BYTES {
-            self.more = true;
-            false
-        } else {
-            true
-        }
-    }
-
-    /// Adds a record that [`PageFill::wants_next`] said fits.
-    pub fn push(&mut self, record: RecordRow) {
-        self.bytes += record.fields.get().len();
-        self.records.push(record);
-    }
-}
-
-impl PullPage {
-    /// The page of `query` from `fill`, filled from the records after its
-    /// cursor read with a limit one above the query's (the extra one says
-    /// whether more wait), and `head`, the space's `seq` in the same
-    /// snapshot.
-    pub fn finish(fill: PageFill, query: &PullQuery, head: u64) -> PullPage {
-        let has_more = fill.more;
-        let rows = fill.records;
-        // With more to come, the cursor stops at the last record sent; at
-        // the end it moves to the head, past records a collection filter
-        // left out.
-        let cursor = if has_more {
-            rows.last().map_or(query.cursor, |r| r.seq)
-        } else {
-            head
-        };
-        PullPage {
-            records: rows,
-            cursor,
-            has_more,
-            conflicts: Vec::new(),
-        }
-    }
 }
 
 /// A refresh token as stored: only its hash, never the token.
