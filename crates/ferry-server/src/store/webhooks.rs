@@ -11,6 +11,19 @@ use serde_json::value::RawValue;
 
 use super::StoreError;
 
+/// A stored list (secrets, spaces, collections) as its JSON text.
+pub(crate) fn json<T: Serialize>(v: &T) -> Result<String, StoreError> {
+    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
+}
+
+/// A stored list read back; what fails was written wrong.
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(
+    what: &str,
+    text: &str,
+) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| super::stored::corrupt(what, e))
+}
+
 /// An endpoint the operator configured.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -8,15 +8,7 @@ use sqlx::{PgPool, Row};
 
 use crate::store::StoreError;
 use crate::store::stored::{corrupt, count, int, space_id};
-use crate::store::webhooks::{DeadLetter, Due, Endpoint, HookRecord, Outcome};
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String, StoreError> {
-    serde_json::to_string(v).map_err(|e| StoreError::Internal(e.to_string()))
-}
-
-fn parse<T: serde::de::DeserializeOwned>(what: &str, text: &str) -> Result<T, StoreError> {
-    serde_json::from_str(text).map_err(|e| corrupt(what, e))
-}
+use crate::store::webhooks::{DeadLetter, Due, Endpoint, HookRecord, Outcome, json, parse};
 
 pub async fn endpoints(pool: &PgPool) -> Result<Vec<Endpoint>, StoreError> {
     let rows = sqlx::query(
