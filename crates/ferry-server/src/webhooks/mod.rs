@@ -11,9 +11,10 @@
 
 pub mod sign;
 
+use std::collections::HashMap;
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
@@ -35,6 +36,11 @@ pub struct WebhookSettings {
     /// commits of that moment go out together (fewer claims and writes on
     /// a busy node).
     pub gather: Duration,
+    /// The least time between the starts of two rounds while commits keep
+    /// coming: a busy node sends each endpoint one delivery per space this
+    /// often, carrying all the commits of the while, so that the webhooks'
+    /// work stays a small share of the node's however fast it commits.
+    pub busy_gather: Duration,
     /// How long a node holds a claimed delivery: a node that stops
     /// mid-delivery leaves it to another after this.
     pub lease: Duration,
@@ -56,6 +62,7 @@ impl Default for WebhookSettings {
             endpoints: Vec::new(),
             poll: Duration::from_secs(1),
             gather: Duration::from_millis(20),
+            busy_gather: Duration::from_millis(50),
             lease: Duration::from_secs(60),
             timeout: Duration::from_secs(10),
             retry_for: Duration::from_secs(26 * 3600),
@@ -102,17 +109,35 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
             }
         };
         let mut backoff = Duration::from_millis(100);
+        let mut kept = Kept::default();
+        let mut last = tokio::time::Instant::now();
         loop {
-            tokio::select! {
-                () = state.realtime.closing() => return,
-                () = state.realtime.webhooks.notified() => {
-                    tokio::time::sleep(settings.gather).await;
+            // Commits came while the last round ran: the node is busy, and
+            // this round waits for more of them.
+            let busy = state.realtime.webhooks.notified().now_or_never().is_some();
+            if busy {
+                tokio::select! {
+                    () = state.realtime.closing() => return,
+                    () = tokio::time::sleep(settings.gather) => {}
                 }
-                () = tokio::time::sleep(settings.poll) => {}
+                tokio::select! {
+                    () = state.realtime.closing() => return,
+                    () = tokio::time::sleep_until(last + settings.busy_gather) => {}
+                }
+            } else {
+                tokio::select! {
+                    () = state.realtime.closing() => return,
+                    () = state.realtime.webhooks.notified() => {
+                        tokio::time::sleep(settings.gather).await;
+                    }
+                    () = tokio::time::sleep(settings.poll) => {}
+                }
             }
-            match round(&state, &http).await {
+            last = tokio::time::Instant::now();
+            match round(&state, &http, &mut kept).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(e) => {
+                    kept = Kept::default();
                     tracing::warn!(error = %e, retry_in = ?backoff, "cannot deliver webhooks");
                     tokio::select! {
                         () = state.realtime.closing() => return,
@@ -125,49 +150,86 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
     })
 }
 
-/// Delivers what is due until nothing is, then sends the replays asked for.
-async fn round(state: &AppState, http: &reqwest::Client) -> Result<(), StoreError> {
+/// What the dispatcher keeps between rounds: the endpoints, read again
+/// once a poll interval (an endpoint added or removed by `ferry admin
+/// webhooks` is seen within it), and when it last looked for replays and
+/// measured the backlog. A busy node runs a round every few tens of
+/// milliseconds; none of these needs to be fresher than the poll.
+#[derive(Default)]
+struct Kept {
+    endpoints: Vec<Endpoint>,
+    read_at: Option<tokio::time::Instant>,
+}
+
+/// Delivers what is due until nothing is, then, once a poll interval,
+/// sends the replays asked for and measures the backlog.
+async fn round(
+    state: &AppState,
+    http: &reqwest::Client,
+    kept: &mut Kept,
+) -> Result<(), StoreError> {
     let node = state.settings.node_id.as_str();
+    let poll = state.settings.webhooks.poll;
+    let housekeeping = kept.read_at.is_none_or(|at| at.elapsed() >= poll);
+    if housekeeping {
+        kept.endpoints = state.store.webhook_endpoints().await?;
+        kept.read_at = Some(tokio::time::Instant::now());
+    }
+    if kept.endpoints.is_empty() {
+        state.metrics.webhook_backlog(0, 0);
+        return Ok(());
+    }
+    let mut retried = false;
     loop {
-        let endpoints = state.store.webhook_endpoints().await?;
-        if endpoints.is_empty() {
-            state.metrics.webhook_backlog(0, 0);
-            return Ok(());
-        }
         let now = wall_ms();
         let lease = ms(state.settings.webhooks.lease);
         let due = state
             .store
             .claim_webhooks(node, now, now.saturating_add(lease), CLAIM)
             .await?;
+        // An endpoint added since the endpoints were read: read them now.
+        if due
+            .iter()
+            .any(|d| !kept.endpoints.iter().any(|e| e.id == d.endpoint))
+        {
+            kept.endpoints = state.store.webhook_endpoints().await?;
+        }
+        let endpoints = &kept.endpoints;
         let claimed = due.len();
-        let tried: Vec<Result<Option<(Due, Outcome)>, StoreError>> =
-            futures_util::stream::iter(due)
-                .map(|d| deliver(state, http, &endpoints, d))
-                .buffer_unordered(AT_ONCE)
-                .collect()
-                .await;
+        let reads = read_ranges(state, &due).await;
+        let tried: Vec<Result<Option<(Due, Outcome)>, String>> = futures_util::stream::iter(due)
+            .map(|d| deliver(state, http, endpoints, &reads, d))
+            .buffer_unordered(AT_ONCE)
+            .collect()
+            .await;
         // One delivery's error (its records unreadable) does not cost the
         // others their outcome; its lease lapses and it is tried again.
         let mut outcomes = Vec::with_capacity(tried.len());
         for t in tried {
             match t {
-                Ok(Some(outcome)) => outcomes.push(outcome),
+                Ok(Some(outcome)) => {
+                    retried |= !matches!(outcome.1, Outcome::Delivered { .. });
+                    outcomes.push(outcome);
+                }
                 Ok(None) => {}
-                Err(e) => tracing::warn!(error = %e, "cannot prepare a webhook delivery"),
+                Err(error) => tracing::warn!(%error, "cannot prepare a webhook delivery"),
             }
         }
         state.store.webhook_tried(node, outcomes).await?;
+        if claimed < CLAIM as usize {
+            break;
+        }
+    }
+    // A failure shows in the metrics at once; else once a poll interval.
+    if housekeeping || retried {
         for letter in state.store.take_webhook_replays().await? {
-            replay(state, http, &endpoints, letter).await?;
+            replay(state, http, &kept.endpoints, letter).await?;
         }
         let (retrying, oldest) = state.store.webhook_backlog().await?;
         let age = oldest.map_or(0, |at| wall_ms().saturating_sub(at) / 1000);
         state.metrics.webhook_backlog(retrying, age);
-        if claimed < CLAIM as usize {
-            return Ok(());
-        }
     }
+    Ok(())
 }
 
 /// The id of the delivery of `(cursor, to]` of `space` to `endpoint`: the
@@ -218,29 +280,62 @@ fn backoff(settings: &WebhookSettings, attempts: u32) -> u64 {
     base - base / 10 + jitter
 }
 
-/// One claimed delivery: read and send; its outcome, for the round to
-/// record (`None` for an endpoint removed meanwhile).
+/// The records of a space after a cursor up to a seq, with whether the
+/// count or the bytes cut them short.
+type Range = (i64, u64, u64);
+type Read = Result<(Vec<HookRecord>, bool), String>;
+
+/// The range a claimed delivery covers, before the batch cuts it.
+fn range(due: &Due) -> Range {
+    (
+        due.sid,
+        due.cursor,
+        due.pending_to.unwrap_or(due.head).max(due.cursor),
+    )
+}
+
+/// Reads each range the round's deliveries cover once: the endpoints of a
+/// space are usually at the same cursor, and read the same records.
+async fn read_ranges(state: &AppState, due: &[Due]) -> HashMap<Range, Read> {
+    let settings = &state.settings.webhooks;
+    let mut ranges: Vec<Range> = due.iter().map(range).collect();
+    ranges.sort_unstable();
+    ranges.dedup();
+    futures_util::stream::iter(ranges)
+        .map(|(sid, after, upto)| async move {
+            let read = state
+                .store
+                .webhook_records(sid, after, upto, settings.batch, MAX_DELIVERY_BYTES)
+                .await
+                .map_err(|e| e.to_string());
+            ((sid, after, upto), read)
+        })
+        .buffer_unordered(AT_ONCE)
+        .collect()
+        .await
+}
+
+/// One claimed delivery: send what [`read_ranges`] read for it; its
+/// outcome, for the round to record (`None` for an endpoint removed
+/// meanwhile).
 async fn deliver(
     state: &AppState,
     http: &reqwest::Client,
     endpoints: &[Endpoint],
+    reads: &HashMap<Range, Read>,
     due: Due,
-) -> Result<Option<(Due, Outcome)>, StoreError> {
+) -> Result<Option<(Due, Outcome)>, String> {
     let settings = &state.settings.webhooks;
     let Some(endpoint) = endpoints.iter().find(|e| e.id == due.endpoint) else {
         return Ok(None);
     };
-    let upto = due.pending_to.unwrap_or(due.head).max(due.cursor);
-    let (records, cut) = state
-        .store
-        .webhook_records(
-            due.sid,
-            due.cursor,
-            upto,
-            settings.batch,
-            MAX_DELIVERY_BYTES,
-        )
-        .await?;
+    let key = range(&due);
+    let upto = key.2;
+    let (records, cut) = match reads.get(&key) {
+        Some(Ok((records, cut))) => (records, *cut),
+        Some(Err(e)) => return Err(e.clone()),
+        None => return Err("the delivery's records were not read".to_owned()),
+    };
     // A delivery ends at its last record when the count or the bytes cut
     // it short; else it covers everything up to `upto`.
     let to = match records.last() {
@@ -266,7 +361,7 @@ async fn deliver(
         // endpoint was sent them: some deletes may be missing.
         "gap": due.cursor < due.horizon,
     }))
-    .map_err(|e| StoreError::Internal(e.to_string()))?;
+    .map_err(|e| e.to_string())?;
     let outcome = match post(http, endpoint, &delivery, &body).await {
         Ok(()) => {
             state.metrics.webhook_try("delivered");

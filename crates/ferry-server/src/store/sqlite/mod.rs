@@ -25,6 +25,7 @@ mod users;
 mod webhooks;
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -52,6 +53,8 @@ pub struct SqliteStore {
 struct Inner {
     path: PathBuf,
     writer: Arc<tokio::sync::Mutex<Connection>>,
+    /// The writer may be set not to flush: see `write_unflushed`.
+    unflushed: AtomicBool,
     readers: Mutex<Vec<Connection>>,
 }
 
@@ -99,6 +102,7 @@ impl SqliteStore {
                 inner: Arc::new(Inner {
                     path,
                     writer: Arc::new(tokio::sync::Mutex::new(writer)),
+                    unflushed: AtomicBool::new(false),
                     readers: Mutex::new(Vec::new()),
                 }),
             })
@@ -115,9 +119,45 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let mut conn = self.inner.writer.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || f(&mut conn))
-            .await
-            .map_err(|e| StoreError::Internal(e.to_string()))?
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            if inner.unflushed.load(Ordering::SeqCst) {
+                conn.pragma_update(None, "synchronous", "FULL")?;
+                inner.unflushed.store(false, Ordering::SeqCst);
+            }
+            f(&mut conn)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Runs `f` on the writer connection without flushing its commit to
+    /// disk (`synchronous = NORMAL`), for bookkeeping that a power cut may
+    /// roll back without breaking a promise: webhook leases and cursors,
+    /// whose loss means a delivery is sent again (webhooks are at least
+    /// once). The next ordinary commit flushes it with everything before it
+    /// (the WAL is one file, written in order), and a crash of the process
+    /// loses nothing. A flush is what a commit costs here; a busy node's
+    /// webhook rounds would otherwise take two from the pushes. The writer
+    /// itself, not a connection of its own, so that its cache of pages
+    /// stays valid (another connection's commit would make it read them
+    /// again); `unflushed` says it must be put back to flushing, which
+    /// [`Self::write`] does before anything else if this could not.
+    async fn write_unflushed<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        self.write(move |c| {
+            inner.unflushed.store(true, Ordering::SeqCst);
+            c.pragma_update(None, "synchronous", "NORMAL")?;
+            let result = f(c);
+            c.pragma_update(None, "synchronous", "FULL")?;
+            inner.unflushed.store(false, Ordering::SeqCst);
+            result
+        })
+        .await
     }
 
     /// Runs `f` on a reader connection.
@@ -502,5 +542,40 @@ impl Store for SqliteStore {
         let (user, entitlement) = (user.clone(), entitlement.clone());
         self.write(move |c| billing::set_entitlement(c, &user, &entitlement))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn synchronous(c: &Connection) -> Result<i64, StoreError> {
+        Ok(c.query_row("PRAGMA synchronous", [], |r| r.get(0))?)
+    }
+
+    #[tokio::test]
+    async fn only_bookkeeping_goes_unflushed_and_the_writer_flushes_again_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path().join("ferry.db"))
+            .await
+            .unwrap();
+        // 1 is NORMAL, 2 FULL.
+        assert_eq!(store.write(|c| synchronous(c)).await.unwrap(), 2);
+        assert_eq!(store.write_unflushed(|c| synchronous(c)).await.unwrap(), 1);
+        assert_eq!(store.write(|c| synchronous(c)).await.unwrap(), 2);
+        // Bookkeeping that fails still gives the writer back flushing.
+        let failed = store
+            .write_unflushed(|_| Err::<(), _>(StoreError::Internal("refused".into())))
+            .await;
+        assert!(failed.is_err());
+        assert_eq!(store.write(|c| synchronous(c)).await.unwrap(), 2);
+        // And if putting it back had failed (the writer left unflushed,
+        // the mark left set), the next write puts it back first.
+        store
+            .write(|c| Ok(c.pragma_update(None, "synchronous", "NORMAL")?))
+            .await
+            .unwrap();
+        store.inner.unflushed.store(true, Ordering::SeqCst);
+        assert_eq!(store.write(|c| synchronous(c)).await.unwrap(), 2);
     }
 }

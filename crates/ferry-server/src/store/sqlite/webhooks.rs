@@ -326,7 +326,7 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
             return Ok(Vec::new());
         }
         let node = node.to_owned();
-        self.write(move |c| claim(c, &node, now_ms, lease_until, limit))
+        self.write_unflushed(move |c| claim(c, &node, now_ms, lease_until, limit))
             .await
     }
 
@@ -351,7 +351,7 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
             return Ok(());
         }
         let node = node.to_owned();
-        self.write(move |c| tried(c, &node, &tries)).await
+        self.write_unflushed(move |c| tried(c, &node, &tries)).await
     }
 
     async fn webhook_dead_letters(&self) -> Result<Vec<DeadLetter>, StoreError> {
@@ -367,7 +367,7 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
         if self.read(|c| dead_letters(c, true)).await?.is_empty() {
             return Ok(Vec::new());
         }
-        self.write(|c| {
+        self.write_unflushed(|c| {
             let taken = dead_letters(c, true)?;
             c.execute("UPDATE webhook_dead SET replay = 0 WHERE replay = 1", [])?;
             Ok(taken)
@@ -377,7 +377,8 @@ impl crate::store::webhooks::WebhookStore for super::SqliteStore {
 
     async fn webhook_replayed(&self, id: i64, error: Option<&str>) -> Result<(), StoreError> {
         let error = error.map(str::to_owned);
-        self.write(move |c| replayed(c, id, error.as_deref())).await
+        self.write_unflushed(move |c| replayed(c, id, error.as_deref()))
+            .await
     }
 
     async fn webhook_backlog(&self) -> Result<(u64, Option<u64>), StoreError> {
