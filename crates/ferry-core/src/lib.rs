@@ -15,6 +15,7 @@
 
 pub mod change;
 pub mod conflict;
+pub mod file;
 pub mod hlc;
 pub mod live;
 pub mod local;
@@ -26,6 +27,7 @@ pub mod query_index;
 pub mod schema;
 
 pub use change::{Bases, Change, Conflict, ConflictKind, FieldValue, Fields, Record, RecordState};
+pub use file::{FileRef, Sha256Hex};
 pub use hlc::{Hlc, HlcError};
 pub use merge::{Displaced, Merged, apply_change, merge_states};
 pub use names::{ClientId, Collection, FieldName, NameError, RecordId, SpaceId, UserId};

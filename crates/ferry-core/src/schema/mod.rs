@@ -122,6 +122,9 @@ pub enum FieldType {
     Array,
     /// The id of a record of the field's `collection`, in the same space.
     Ref,
+    /// A reference to a file of the same space (docs/files.md): a
+    /// [`crate::FileRef`].
+    File,
     /// A type added by a later version of Ferry: its values are not
     /// checked here. [`Schema::parse`] refuses it; a schema served by a
     /// newer server is read with it ([`Schema::parse_served`]).
@@ -332,7 +335,7 @@ impl FieldSchema {
             T::Enum => &["values"],
             T::Array => &["items", "max_items", "max_length"],
             T::Ref => &["collection"],
-            T::Boolean | T::Timestamp | T::Json | T::Unknown => &[],
+            T::Boolean | T::Timestamp | T::Json | T::File | T::Unknown => &[],
         };
         let given = [
             ("max_length", self.max_length.is_some()),
@@ -419,6 +422,7 @@ impl FieldType {
             FieldType::Json => "json",
             FieldType::Array => "array",
             FieldType::Ref => "ref",
+            FieldType::File => "file",
             FieldType::Unknown => "unknown",
         }
     }

@@ -24,9 +24,11 @@ const MAX_OFFSET_SECONDS: i32 = 15 * 3600 + 59 * 60;
 /// no year 0 and no offset past ±15:59. A sentence that follows "and".
 pub fn unstorable(field: &FieldSchema, value: &Value) -> Option<String> {
     match field.kind {
-        FieldType::String | FieldType::Enum | FieldType::Ref | FieldType::Json => {
-            has_nul(value).then(nul)
-        }
+        FieldType::String
+        | FieldType::Enum
+        | FieldType::Ref
+        | FieldType::Json
+        | FieldType::File => has_nul(value).then(nul),
         FieldType::Timestamp => value.as_str().and_then(bad_timestamp),
         FieldType::Array => value.as_array()?.iter().find_map(|item| match field.items {
             Some(ItemType::Timestamp) => item.as_str().and_then(bad_timestamp),

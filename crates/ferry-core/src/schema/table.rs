@@ -102,7 +102,7 @@ pub fn sql_type(field: &FieldSchema) -> Option<&'static str> {
         FieldType::Number => "double precision",
         FieldType::Boolean => "boolean",
         FieldType::Timestamp => "timestamptz",
-        FieldType::Json => "jsonb",
+        FieldType::Json | FieldType::File => "jsonb",
         FieldType::Array => match field.items? {
             ItemType::String => "text[]",
             ItemType::Integer => "bigint[]",

@@ -10,6 +10,8 @@ use crate::merge::apply_change;
 use crate::names::{Collection, FieldName, RecordId};
 
 /// The schema of docs/schema.md, as the server stores it.
+const HASH: &str = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08";
+
 fn todos() -> Schema {
     Schema::parse(
         &json!({
@@ -25,7 +27,8 @@ fn todos() -> Schema {
                     "position": {"type": "integer"},
                     "tags": {"type": "array", "items": "string", "max_items": 3, "max_length": 10},
                     "list": {"type": "ref", "collection": "lists", "required": true},
-                    "extra": {"type": "json"}
+                    "extra": {"type": "json"},
+                    "photo": {"type": "file"}
                 }}
             }
         })
@@ -100,6 +103,19 @@ fn a_valid_record_is_taken_and_each_rule_is_named() {
         (json!({"tags": ["a-long-tag-here"]}), Rule::MaxLength),
         (json!({"list": "not an id!"}), Rule::Type),
         (json!({"list": 7}), Rule::Type),
+        (json!({"photo": "cat.png"}), Rule::Type),
+        (
+            json!({"photo": {"sha256": "ab", "size": 1, "media_type": "image/png"}}),
+            Rule::Type,
+        ),
+        (
+            json!({"photo": {"sha256": HASH, "size": 1, "media_type": "png"}}),
+            Rule::Type,
+        ),
+        (
+            json!({"photo": {"sha256": HASH, "size": 1, "media_type": "image/png", "url": "x"}}),
+            Rule::Type,
+        ),
     ];
     for (extra, expected) in cases {
         assert_eq!(
@@ -109,6 +125,8 @@ fn a_valid_record_is_taken_and_each_rule_is_named() {
         );
     }
     for fine in [
+        json!({"photo": {"sha256": HASH, "size": 1, "media_type": "image/png", "name": "cat.png"}}),
+        json!({"photo": null}),
         json!({"due": "2026-12-02T14:00:00Z"}),
         json!({"due": "2026-12-02T14:00:00.123+01:00"}),
         json!({"position": -9_007_199_254_740_991_i64}),
@@ -262,19 +280,19 @@ fn schemas_that_make_no_sense_are_refused_with_where() {
     // not know: refused from a file, read (those parts unchecked) when a
     // server serves it.
     let newer = json!({"collections": {"t": {"table": "todos", "fields": {
-        "a": {"type": "file", "writable_by": ["owner"]}, "b": {"type": "string", "max_length": 2}}}}})
+        "a": {"type": "geopoint", "writable_by": ["owner"]}, "b": {"type": "string", "max_length": 2}}}}})
     .to_string();
     let err = Schema::parse(&newer).unwrap_err().to_string();
     assert!(err.contains("unknown key"), "{err}");
     let served = Schema::parse_served(&newer).unwrap();
-    let a = upsert("t", json!({"a": {"sha256": "x"}, "b": "ok"}), 1);
+    let a = upsert("t", json!({"a": {"lat": "x"}, "b": "ok"}), 1);
     assert_eq!(rule(&served, &RecordState::default(), &a), None);
     let b = upsert("t", json!({"b": "too long"}), 1);
     assert_eq!(
         rule(&served, &RecordState::default(), &b),
         Some(Rule::MaxLength)
     );
-    let typed = json!({"collections": {"t": {"fields": {"a": {"type": "file"}}}}}).to_string();
+    let typed = json!({"collections": {"t": {"fields": {"a": {"type": "geopoint"}}}}}).to_string();
     assert!(
         Schema::parse(&typed)
             .unwrap_err()

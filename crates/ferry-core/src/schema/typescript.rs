@@ -53,6 +53,9 @@ fn field_type(f: &FieldSchema) -> String {
         FieldType::String | FieldType::Timestamp | FieldType::Ref => "string".to_owned(),
         FieldType::Integer | FieldType::Number => "number".to_owned(),
         FieldType::Boolean => "boolean".to_owned(),
+        FieldType::File => {
+            "{ sha256: string; size: number; media_type: string; name?: string }".to_owned()
+        }
         FieldType::Json | FieldType::Unknown => return "unknown".to_owned(),
         FieldType::Enum => {
             let values: Vec<String> = f

@@ -48,6 +48,9 @@ pub fn misfit(field: &FieldSchema, value: &Value) -> Option<(Rule, String)> {
             Some(Ok(_)) => None,
             _ => wrong("the id of a record"),
         },
+        FieldType::File => crate::FileRef::from_value(value)
+            .err()
+            .map(|e| (Rule::Type, e.to_string())),
         FieldType::Array => {
             let Some(items) = value.as_array() else {
                 return wrong("an array");
