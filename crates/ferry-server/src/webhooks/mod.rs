@@ -150,19 +150,18 @@ pub fn spawn(state: AppState) -> JoinHandle<()> {
     })
 }
 
-/// What the dispatcher keeps between rounds: the endpoints, read again
-/// once a poll interval (an endpoint added or removed by `ferry admin
-/// webhooks` is seen within it), and when it last looked for replays and
-/// measured the backlog. A busy node runs a round every few tens of
-/// milliseconds; none of these needs to be fresher than the poll.
+/// What the dispatcher keeps between rounds: when it last looked for
+/// replays and measured the backlog. A busy node runs a round every few
+/// tens of milliseconds; neither needs to be fresher than the poll. (The
+/// endpoints are read before every claim: an endpoint replaced under its
+/// id must never be sent with its old URL, secrets or collections.)
 #[derive(Default)]
 struct Kept {
-    endpoints: Vec<Endpoint>,
-    read_at: Option<tokio::time::Instant>,
+    housekept_at: Option<tokio::time::Instant>,
 }
 
-/// Delivers what is due until nothing is, then, once a poll interval,
-/// sends the replays asked for and measures the backlog.
+/// Delivers what is due until nothing is, then, once a poll interval or
+/// after a failure, sends the replays asked for and measures the backlog.
 async fn round(
     state: &AppState,
     http: &reqwest::Client,
@@ -170,49 +169,47 @@ async fn round(
 ) -> Result<(), StoreError> {
     let node = state.settings.node_id.as_str();
     let poll = state.settings.webhooks.poll;
-    let housekeeping = kept.read_at.is_none_or(|at| at.elapsed() >= poll);
-    if housekeeping {
-        kept.endpoints = state.store.webhook_endpoints().await?;
-        kept.read_at = Some(tokio::time::Instant::now());
-    }
-    if kept.endpoints.is_empty() {
-        state.metrics.webhook_backlog(0, 0);
-        return Ok(());
-    }
+    let mut endpoints;
     let mut retried = false;
     loop {
+        endpoints = state.store.webhook_endpoints().await?;
+        if endpoints.is_empty() {
+            state.metrics.webhook_backlog(0, 0);
+            return Ok(());
+        }
         let now = wall_ms();
         let lease = ms(state.settings.webhooks.lease);
         let due = state
             .store
             .claim_webhooks(node, now, now.saturating_add(lease), CLAIM)
             .await?;
-        // An endpoint added since the endpoints were read: read them now.
-        if due
-            .iter()
-            .any(|d| !kept.endpoints.iter().any(|e| e.id == d.endpoint))
-        {
-            kept.endpoints = state.store.webhook_endpoints().await?;
-        }
-        let endpoints = &kept.endpoints;
         let claimed = due.len();
-        let reads = read_ranges(state, &due).await;
-        let tried: Vec<Result<Option<(Due, Outcome)>, String>> = futures_util::stream::iter(due)
-            .map(|d| deliver(state, http, endpoints, &reads, d))
-            .buffer_unordered(AT_ONCE)
-            .collect()
-            .await;
-        // One delivery's error (its records unreadable) does not cost the
-        // others their outcome; its lease lapses and it is tried again.
-        let mut outcomes = Vec::with_capacity(tried.len());
-        for t in tried {
-            match t {
-                Ok(Some(outcome)) => {
-                    retried |= !matches!(outcome.1, Outcome::Delivered { .. });
-                    outcomes.push(outcome);
+        let mut outcomes = Vec::with_capacity(claimed);
+        // A few deliveries at a time, so that a round holds the records of
+        // at most that many (each at most `MAX_DELIVERY_BYTES`); the
+        // endpoints of a space are claimed side by side, and share a read.
+        let mut due = due.into_iter().peekable();
+        while due.peek().is_some() {
+            let chunk: Vec<Due> = due.by_ref().take(AT_ONCE).collect();
+            let reads = read_ranges(state, &chunk).await;
+            let tried: Vec<Result<Option<(Due, Outcome)>, String>> =
+                futures_util::stream::iter(chunk)
+                    .map(|d| deliver(state, http, &endpoints, &reads, d))
+                    .buffer_unordered(AT_ONCE)
+                    .collect()
+                    .await;
+            // One delivery's error (its records unreadable) does not cost
+            // the others their outcome; its lease lapses and it is tried
+            // again.
+            for t in tried {
+                match t {
+                    Ok(Some(outcome)) => {
+                        retried |= !matches!(outcome.1, Outcome::Delivered { .. });
+                        outcomes.push(outcome);
+                    }
+                    Ok(None) => {}
+                    Err(error) => tracing::warn!(%error, "cannot prepare a webhook delivery"),
                 }
-                Ok(None) => {}
-                Err(error) => tracing::warn!(%error, "cannot prepare a webhook delivery"),
             }
         }
         state.store.webhook_tried(node, outcomes).await?;
@@ -221,9 +218,10 @@ async fn round(
         }
     }
     // A failure shows in the metrics at once; else once a poll interval.
-    if housekeeping || retried {
+    if retried || kept.housekept_at.is_none_or(|at| at.elapsed() >= poll) {
+        kept.housekept_at = Some(tokio::time::Instant::now());
         for letter in state.store.take_webhook_replays().await? {
-            replay(state, http, &kept.endpoints, letter).await?;
+            replay(state, http, &endpoints, letter).await?;
         }
         let (retrying, oldest) = state.store.webhook_backlog().await?;
         let age = oldest.map_or(0, |at| wall_ms().saturating_sub(at) / 1000);

@@ -331,6 +331,44 @@ async fn an_endpoint_gets_only_its_spaces_and_collections() {
     );
 }
 
+#[tokio::test]
+async fn an_endpoint_replaced_under_its_id_is_sent_as_it_is_now() {
+    let (r, url) = receiver().await;
+    // Replays and the backlog are looked at rarely; the endpoint must not
+    // be.
+    let api = Api::configured(|s| {
+        quick(s);
+        s.webhooks.poll = Duration::from_secs(30);
+    })
+    .await;
+    api.space("alice", "team").await;
+    let mut e = endpoint(&url);
+    e.collections = Some(vec![ferry_core::Collection::new("cards").unwrap()]);
+    api.state
+        .store
+        .put_webhook_endpoint(&e, wall_ms())
+        .await
+        .unwrap();
+    let _served = api.serve().await;
+    write(&api, "alice", 1).await; // a todo: not wanted yet
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    e.collections = None;
+    api.state
+        .store
+        .put_webhook_endpoint(&e, wall_ms())
+        .await
+        .unwrap();
+    write(&api, "alice", 2).await; // wanted now
+    let got = until(&r, "the second todo", |g| !g.is_empty()).await;
+    assert_eq!(
+        delivered(&got)
+            .iter()
+            .map(|(_, id)| id.as_str())
+            .collect::<Vec<_>>(),
+        ["t2"]
+    );
+}
+
 /// A node of its own on the database `api` uses (its own store: its own
 /// connections and listener), with quick timings, named `name`.
 async fn node(api: &Api, name: &str) -> Served {

@@ -153,8 +153,11 @@ impl SqliteStore {
             inner.unflushed.store(true, Ordering::SeqCst);
             c.pragma_update(None, "synchronous", "NORMAL")?;
             let result = f(c);
-            c.pragma_update(None, "synchronous", "FULL")?;
-            inner.unflushed.store(false, Ordering::SeqCst);
+            // If this fails, the mark stays and the next write puts the
+            // writer back first; what `f` committed is still its answer.
+            if c.pragma_update(None, "synchronous", "FULL").is_ok() {
+                inner.unflushed.store(false, Ordering::SeqCst);
+            }
             result
         })
         .await
