@@ -1,5 +1,6 @@
 //! The server's limits from the configuration: HTTP timeouts, trusted
-//! proxies, the metrics token, quotas on spaces and members, API tokens.
+//! proxies, the metrics token, quotas on spaces and members, API tokens,
+//! files.
 
 use anyhow::Context;
 use ferry_server::{Config, Settings};
@@ -48,6 +49,18 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
     }
     if let Some(n) = config.max_api_tokens_per_user {
         settings.api_tokens.max_per_user = n;
+    }
+    settings.files.dir = Some(
+        config
+            .files_dir
+            .clone()
+            .unwrap_or_else(|| config.data_dir.join("files")),
+    );
+    if let Some(n) = config.max_file_bytes {
+        settings.files.max_file_bytes = n;
+    }
+    if let Some(n) = config.file_quota_bytes {
+        settings.files.quota_bytes = n;
     }
     Ok(())
 }

@@ -107,6 +107,12 @@ pub struct Config {
     pub api_token_burst: Option<u32>,
     /// The most live API tokens one user may hold (default 100).
     pub max_api_tokens_per_user: Option<u64>,
+    /// Where files' bytes are kept (default `{data_dir}/files`).
+    pub files_dir: Option<PathBuf>,
+    /// The largest file, in bytes (default 100 MiB).
+    pub max_file_bytes: Option<u64>,
+    /// The most bytes one user's uploaded files may take (default 1 GiB).
+    pub file_quota_bytes: Option<u64>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
     /// any.
@@ -254,6 +260,9 @@ impl Default for Config {
             api_token_rate: None,
             api_token_burst: None,
             max_api_tokens_per_user: None,
+            files_dir: None,
+            max_file_bytes: None,
+            file_quota_bytes: None,
             webhooks: Vec::new(),
             allowed_origins: None,
             app_dir: None,

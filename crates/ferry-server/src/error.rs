@@ -91,6 +91,30 @@ impl ApiError {
         Self::new(StatusCode::PAYMENT_REQUIRED, "payment_required", message)
     }
 
+    /// 402 `quota_exceeded`: the caller's files take all they may.
+    pub fn quota_exceeded(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYMENT_REQUIRED, "quota_exceeded", message)
+    }
+
+    /// 411 `length_required`.
+    pub fn length_required(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::LENGTH_REQUIRED, "length_required", message)
+    }
+
+    /// 416 `range_not_satisfiable`.
+    pub fn range_not_satisfiable(message: impl Into<String>) -> Self {
+        Self::new(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            "range_not_satisfiable",
+            message,
+        )
+    }
+
+    /// 422 `hash_mismatch`: uploaded bytes are not the ones named.
+    pub fn hash_mismatch(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "hash_mismatch", message)
+    }
+
     /// 409 `conflict`.
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(StatusCode::CONFLICT, "conflict", message)

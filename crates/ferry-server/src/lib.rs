@@ -19,6 +19,7 @@ pub mod clock;
 pub mod config;
 pub mod error;
 pub mod extract;
+pub mod files;
 pub mod http;
 pub mod ids;
 pub mod ops;

@@ -50,6 +50,7 @@ pub fn app(state: AppState) -> Router {
         .merge(sync::routes())
         .merge(realtime::routes())
         .merge(billing::routes())
+        .merge(crate::files::routes())
         .fallback(not_found);
     let web = match &state.settings.app_dir {
         None => ops::app::demo_routes().fallback(not_found),
@@ -70,7 +71,10 @@ pub fn app(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn_with_state(
-            state.settings.http.body_timeout,
+            (
+                state.settings.http.body_timeout,
+                (MAX_BODY_BYTES as u64).max(state.settings.files.max_file_bytes),
+            ),
             crate::http::deadline::limit,
         ))
         // gzip at its fastest level: pages of JSON shrink about tenfold

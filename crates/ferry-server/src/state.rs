@@ -66,6 +66,8 @@ pub struct Settings {
     pub api_tokens: ApiTokenSettings,
     /// Webhooks: the configured endpoints, and how deliveries are tried.
     pub webhooks: crate::webhooks::WebhookSettings,
+    /// Files: where their bytes are kept, and their limits.
+    pub files: crate::files::FileSettings,
 }
 
 impl Settings {
@@ -91,6 +93,7 @@ impl Settings {
             quotas: SpaceQuotas::default(),
             api_tokens: ApiTokenSettings::default(),
             webhooks: crate::webhooks::WebhookSettings::default(),
+            files: crate::files::FileSettings::default(),
         }
     }
 

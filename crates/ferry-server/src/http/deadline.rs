@@ -62,9 +62,11 @@ impl http_body::Body for DeadlineBody {
 
 /// Middleware giving every request body `timeout` from now, when the
 /// request's headers have arrived, and a second more for every
-/// [`super::MIN_BODY_RATE`] bytes it announces (at most the body limit).
+/// [`super::MIN_BODY_RATE`] bytes it announces (at most `most`, the largest
+/// body any route takes: a file's limit; a route whose own limit is lower
+/// refuses a larger body before reading it).
 pub async fn limit(
-    axum::extract::State(timeout): axum::extract::State<std::time::Duration>,
+    axum::extract::State((timeout, most)): axum::extract::State<(std::time::Duration, u64)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -74,7 +76,7 @@ pub async fn limit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
-        .min(crate::routes::MAX_BODY_BYTES as u64);
+        .min(most);
     let transfer = std::time::Duration::from_secs(announced / super::MIN_BODY_RATE);
     let deadline = Instant::now() + timeout + transfer;
     next.run(req.map(|body| Body::new(DeadlineBody::new(body, deadline))))

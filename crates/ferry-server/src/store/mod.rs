@@ -14,6 +14,7 @@ pub mod captured;
 pub mod delivery;
 mod error;
 pub mod feed;
+pub mod files;
 mod page;
 mod postgres;
 mod sqlite;
@@ -199,7 +200,7 @@ pub struct PoolState {
 
 /// Ferry's storage. Every method is one transaction.
 #[async_trait]
-pub trait Store: webhooks::WebhookStore + Send + Sync + 'static {
+pub trait Store: webhooks::WebhookStore + files::FileRows + Send + Sync + 'static {
     /// The node's connections to the database.
     fn pool_state(&self) -> PoolState;
 

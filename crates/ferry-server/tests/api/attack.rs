@@ -1,6 +1,6 @@
 //! The attack matrix: for every way to touch a space's data (sync push and
-//! pull, pulls by cursor, REST records, members, invites, event streams and
-//! WebSocket subscriptions), a user who was never a member, a member who
+//! pull, pulls by cursor, REST records, files, members, invites, event
+//! streams and WebSocket subscriptions), a user who was never a member, a member who
 //! was removed, a viewer, and callers with forged tokens each try, and each
 //! is refused as PROTOCOL.md says (404 for whoever may not see the space,
 //! 403 for a viewer's writes, 401 for a forged token), with nothing of the
@@ -10,11 +10,45 @@ use super::*;
 use ferry_server::testing::WsClient;
 use std::time::Duration;
 
+/// The file every attack finds in the space ([`store_file`]): its bytes
+/// are this value as JSON, so that an attempt can upload it again.
+pub fn secret_file() -> (Value, String) {
+    use sha2::Digest;
+    let body = json!({"file": "secret"});
+    let hash = hex::encode(sha2::Sha256::digest(serde_json::to_vec(&body).unwrap()));
+    (body, hash)
+}
+
+/// Stores [`secret_file`] in `space`, as its owner `owner`.
+pub async fn store_file(api: &Api, owner: &str, space: &str) {
+    let (body, hash) = secret_file();
+    let r = api
+        .call(
+            Method::PUT,
+            &format!("/v1/spaces/{space}/files/{hash}"),
+            Some(owner),
+            Some(body),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
 /// What a caller tries: method, path, body, and whether it writes.
 pub fn attempts(space: &str, cursor: u64) -> Vec<(Method, String, Option<Value>, bool)> {
     let base = format!("/v1/spaces/{space}");
     let rec = format!("{base}/collections/todos/records/t-1");
+    let (file_body, file) = secret_file();
+    let absent = "0".repeat(64);
     vec![
+        // Files: read, upload again, delete one the space does not hold.
+        (Method::GET, format!("{base}/files/{file}"), None, false),
+        (
+            Method::PUT,
+            format!("{base}/files/{file}"),
+            Some(file_body),
+            true,
+        ),
+        (Method::DELETE, format!("{base}/files/{absent}"), None, true),
         (
             Method::POST,
             format!("{base}/sync"),
@@ -216,6 +250,7 @@ async fn matrix(mirrored: bool) {
     let api = Api::new().await;
     let served = api.serve().await;
     api.space("alice", "team").await;
+    store_file(&api, "alice", "team").await;
     if mirrored {
         super::tables::apply(&api, MIRRORED).await.unwrap();
     }

@@ -12,6 +12,7 @@ mod billing;
 mod billing_plans;
 mod conflicts;
 mod external;
+mod files;
 mod flood;
 mod hardening;
 mod jwks;
@@ -52,6 +53,8 @@ pub struct Api {
     pub state: AppState,
     pub _guard: testing::Guard,
     pub mail_dir: tempfile::TempDir,
+    /// Where the API keeps files.
+    pub files_dir: tempfile::TempDir,
 }
 
 #[derive(Debug)]
@@ -93,6 +96,8 @@ impl Api {
         let mail_dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::new(ClientId::new("server-1").unwrap(), "http://ferry.test");
         settings.mailer = MailerConfig::Dir(mail_dir.path().to_owned());
+        let files_dir = tempfile::tempdir().unwrap();
+        settings.files.dir = Some(files_dir.path().to_owned());
         configure(&mut settings);
         let state = AppState::new(store, settings).await.unwrap();
         Api {
@@ -100,6 +105,7 @@ impl Api {
             state,
             _guard: guard,
             mail_dir,
+            files_dir,
         }
     }
 
@@ -182,8 +188,11 @@ impl Api {
         }
         let body = match body {
             Some(v) => {
-                req = req.header(header::CONTENT_TYPE, "application/json");
-                Body::from(serde_json::to_vec(&v).unwrap())
+                let bytes = serde_json::to_vec(&v).unwrap();
+                req = req
+                    .header(header::CONTENT_TYPE, "application/json")
+                    .header(header::CONTENT_LENGTH, bytes.len());
+                Body::from(bytes)
             }
             None => Body::empty(),
         };

@@ -79,10 +79,9 @@ async fn try_everything(api: &Api, served: &Served, kind: Kind, token: &str) -> 
                 (Kind::Write, _) => assert!(
                     r.status.is_success()
                         || (matches!(r.status, StatusCode::NOT_FOUND | StatusCode::CONFLICT)
-                            && r.body["error"]["message"]
-                                .as_str()
-                                .unwrap()
-                                .starts_with("record ")),
+                            && r.body["error"]["message"].as_str().is_some_and(|m| m
+                                .starts_with("record ")
+                                || m.starts_with("file "))),
                     "{case}"
                 ),
             }
@@ -137,6 +136,7 @@ async fn the_scope_matrix_holds_on_every_route() {
     let served = api.serve().await;
     api.space("alice", "team").await;
     api.space("alice", "other").await;
+    super::attack::store_file(&api, "alice", "team").await;
     let r = api
         .call(
             Method::PUT,

@@ -22,6 +22,7 @@ mod capture;
 mod capture_functions;
 mod compact;
 mod feed;
+mod files;
 mod mirror;
 mod mirror_cells;
 mod mirror_rows;

@@ -40,6 +40,7 @@ pub(crate) const TABLES: &[(&str, usize, Option<usize>)] = &[
     ("webhook_endpoints", 12, None),
     ("webhook_cursors", 12, None),
     ("webhook_dead", 12, None),
+    ("files", 13, None),
 ];
 
 /// The tables of a deployment at migration step `step`, in the order a push

@@ -274,6 +274,22 @@ CREATE TABLE webhook_dead (
     replay    boolean NOT NULL DEFAULT false
 );
 "#,
+    // 13: the files each space holds (docs/files.md §3).
+    r#"
+CREATE TABLE files (
+    sid                bigint NOT NULL REFERENCES spaces (sid),
+    sha256             text NOT NULL,
+    size               bigint NOT NULL,
+    media_type         text NOT NULL,
+    name               text,
+    object             text NOT NULL,
+    uploaded_by        text NOT NULL,
+    created_at         bigint NOT NULL,
+    unreferenced_since bigint,
+    PRIMARY KEY (sid, sha256)
+);
+CREATE INDEX files_by_uploader ON files (uploaded_by);
+"#,
 ];
 
 /// An arbitrary constant naming Ferry's migration lock.

@@ -16,6 +16,7 @@ mod app_schema;
 mod billing;
 mod capture;
 mod compact;
+mod files;
 mod mirror;
 mod mirror_triggers;
 mod records;

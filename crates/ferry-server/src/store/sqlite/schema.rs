@@ -294,6 +294,22 @@ CREATE TABLE webhook_dead (
     replay    INTEGER NOT NULL DEFAULT 0
 );
 "#,
+    // 13: the files each space holds (docs/files.md §3).
+    r#"
+CREATE TABLE files (
+    sid                INTEGER NOT NULL REFERENCES spaces (sid),
+    sha256             TEXT NOT NULL,
+    size               INTEGER NOT NULL,
+    media_type         TEXT NOT NULL,
+    name               TEXT,
+    object             TEXT NOT NULL,
+    uploaded_by        TEXT NOT NULL,
+    created_at         INTEGER NOT NULL,
+    unreferenced_since INTEGER,
+    PRIMARY KEY (sid, sha256)
+) WITHOUT ROWID;
+CREATE INDEX files_by_uploader ON files (uploaded_by);
+"#,
 ];
 
 /// Brings the schema up to date, in one transaction per step.

@@ -6,6 +6,7 @@ mod accounts;
 mod app_schema;
 mod billing;
 mod conflicts;
+mod files;
 #[cfg(test)]
 mod namespace;
 mod records;
@@ -14,6 +15,7 @@ pub use accounts::*;
 pub use app_schema::*;
 pub use billing::*;
 pub use conflicts::*;
+pub use files::*;
 pub use records::*;
 
 use std::collections::HashMap;
@@ -144,6 +146,7 @@ macro_rules! both_backends {
 }
 
 both_backends!(
+    a_space_holds_each_file_once_within_its_uploaders_quota,
     users_get_a_personal_space_once,
     users_by_email_are_found_again,
     space_ids_are_unique,

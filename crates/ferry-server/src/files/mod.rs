@@ -1,0 +1,382 @@
+//! Files attached to records (docs/files.md): a space's files, uploaded,
+//! asked for by hash, downloaded (with ranges) and forgotten under the
+//! space's access rules. The bytes are in [`objects::Objects`]; the rows
+//! naming them in the store ([`crate::store::files`]).
+
+pub mod objects;
+mod range;
+
+use std::path::PathBuf;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use ferry_core::file::{media_type_ok, name_ok};
+use ferry_core::{FileRef, Sha256Hex, SpaceId};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+
+use crate::auth::Caller;
+use crate::clock::wall_ms;
+use crate::error::ApiError;
+use crate::extract::ApiPath;
+use crate::spaces::access;
+use crate::state::AppState;
+use crate::store::files::{Added, StoredFile};
+use objects::{ObjectError, Objects};
+use range::Wanted;
+
+/// How files are kept and bounded.
+#[derive(Debug, Clone)]
+pub struct FileSettings {
+    /// Where the bytes are kept; `None`: this node keeps no files, and the
+    /// file routes answer `503`.
+    pub dir: Option<PathBuf>,
+    /// The largest file, in bytes.
+    pub max_file_bytes: u64,
+    /// The most bytes of files one user's uploads may take, across spaces.
+    pub quota_bytes: u64,
+}
+
+impl Default for FileSettings {
+    fn default() -> Self {
+        FileSettings {
+            dir: None,
+            max_file_bytes: 100 * 1024 * 1024,
+            quota_bytes: 1024 * 1024 * 1024,
+        }
+    }
+}
+
+/// The name header of an upload (percent-encoded UTF-8).
+pub const NAME_HEADER: &str = "ferry-file-name";
+
+/// The file routes, under `/v1`.
+pub fn routes() -> Router<AppState> {
+    Router::new().route(
+        "/spaces/{space}/files/{sha256}",
+        get(download).head(head).put(upload).delete(forget),
+    )
+}
+
+fn objects(state: &AppState) -> Result<Objects, ApiError> {
+    match &state.settings.files.dir {
+        Some(dir) => Ok(Objects::new(dir)),
+        None => Err(ApiError::unavailable("this server keeps no files")),
+    }
+}
+
+/// Where a space's objects go: a digest of its id, never the id itself
+/// (an id may be `..`).
+fn prefix(space: &SpaceId) -> String {
+    crate::ids::hex(&Sha256::digest(space.as_str().as_bytes())[..12])
+}
+
+fn reference(f: &StoredFile) -> FileRef {
+    FileRef {
+        sha256: f.sha256.clone(),
+        size: f.size,
+        media_type: f.media_type.clone(),
+        name: f.name.clone(),
+    }
+}
+
+fn not_found(sha256: &Sha256Hex) -> ApiError {
+    ApiError::not_found(format!("file {sha256} not found"))
+}
+
+fn storage_failed(e: ObjectError) -> ApiError {
+    match e {
+        ObjectError::Body(why) => ApiError::invalid_request(why),
+        ObjectError::Io(e) => ApiError::internal(format!("file storage: {e}")),
+    }
+}
+
+/// The file `space` holds under `sha256`, for a member of it.
+async fn held(
+    state: &AppState,
+    caller: &Caller,
+    space: &SpaceId,
+    sha256: &Sha256Hex,
+) -> Result<StoredFile, ApiError> {
+    access::data(state, &caller.0, space).await?;
+    state
+        .store
+        .file(space, sha256)
+        .await?
+        .ok_or_else(|| not_found(sha256))
+}
+
+async fn head(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
+) -> Result<Response, ApiError> {
+    objects(&state)?;
+    let file = held(&state, &caller, &space, &sha256).await?;
+    Ok((
+        [
+            (header::CONTENT_LENGTH, file.size.to_string()),
+            (header::ETAG, format!("\"{}\"", file.sha256)),
+        ],
+        StatusCode::OK,
+    )
+        .into_response())
+}
+
+fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let objects = objects(&state)?;
+    let limits = &state.settings.files;
+    let role = access::data(&state, &user, &space).await?;
+    access::require_write(role)?;
+    let size = header_text(&headers, header::CONTENT_LENGTH)
+        .and_then(|v| v.parse::<u64>().ok())
+        .ok_or_else(|| {
+            ApiError::length_required("an upload needs its Content-Length, the file's size")
+        })?;
+    if size > limits.max_file_bytes {
+        return Err(ApiError::too_large(format!(
+            "a file may hold at most {} bytes, this one {size}",
+            limits.max_file_bytes
+        ))
+        .with_details(json!({"limit": limits.max_file_bytes})));
+    }
+    let media_type = match header_text(&headers, header::CONTENT_TYPE) {
+        None => "application/octet-stream".to_owned(),
+        Some(m) if media_type_ok(m) => m.to_owned(),
+        Some(_) => {
+            return Err(ApiError::invalid_request(
+                "Content-Type must be a media type, type/subtype, at most 255 characters",
+            ));
+        }
+    };
+    let name = match headers.get(NAME_HEADER) {
+        None => None,
+        Some(v) => {
+            let decoded = v.to_str().ok().map(crate::http::percent::decode);
+            match decoded.filter(|n| name_ok(n)) {
+                Some(n) => Some(n),
+                None => {
+                    return Err(ApiError::invalid_request(format!(
+                        "{NAME_HEADER} must be a percent-encoded name of 1 to 255 characters without control characters, / or \\"
+                    )));
+                }
+            }
+        }
+    };
+    if let Some(file) = state.store.file(&space, &sha256).await? {
+        return Ok((StatusCode::OK, axum::Json(reference(&file))).into_response());
+    }
+    let used = state.store.file_usage(&user.id).await?;
+    if used.saturating_add(size) > limits.quota_bytes {
+        return Err(over_quota(limits.quota_bytes, used));
+    }
+    let staged = objects
+        .stage(body.into_data_stream(), size)
+        .await
+        .map_err(storage_failed)?;
+    if staged.size != size {
+        objects.discard(staged).await;
+        return Err(ApiError::invalid_request(
+            "the upload held fewer bytes than its Content-Length",
+        ));
+    }
+    if staged.sha256 != sha256.as_str() {
+        let got = staged.sha256.clone();
+        objects.discard(staged).await;
+        return Err(ApiError::hash_mismatch(format!(
+            "the bytes' SHA-256 is {got}, not {sha256}: nothing was kept"
+        )));
+    }
+    let object = objects
+        .keep(staged, &prefix(&space))
+        .await
+        .map_err(storage_failed)?;
+    let file = StoredFile {
+        sha256,
+        size,
+        media_type,
+        name,
+        object: object.clone(),
+        uploaded_by: user.id.clone(),
+        created_at: wall_ms(),
+    };
+    let added = match state
+        .store
+        .add_file(&space, &file, limits.quota_bytes)
+        .await
+    {
+        Ok(added) => added,
+        Err(e) => {
+            delete_object(&objects, &object).await;
+            return Err(e.into());
+        }
+    };
+    match added {
+        Added::New(file) => {
+            tracing::info!(%space, sha256 = %file.sha256, size = file.size, "a file was uploaded");
+            Ok((StatusCode::CREATED, axum::Json(reference(&file))).into_response())
+        }
+        Added::Held(file) => {
+            delete_object(&objects, &object).await;
+            Ok((StatusCode::OK, axum::Json(reference(&file))).into_response())
+        }
+        Added::OverQuota { used } => {
+            delete_object(&objects, &object).await;
+            Err(over_quota(limits.quota_bytes, used))
+        }
+    }
+}
+
+fn over_quota(quota: u64, used: u64) -> ApiError {
+    ApiError::quota_exceeded(format!(
+        "your files may take {quota} bytes and take {used}: this one does not fit"
+    ))
+    .with_details(json!({"limit": quota, "used": used}))
+}
+
+async fn delete_object(objects: &Objects, key: &str) {
+    if let Err(e) = objects.delete(key).await {
+        tracing::warn!(object = key, error = %e, "cannot delete a file's object; the collector will");
+    }
+}
+
+/// How a file's bytes may be shown: inline only for media that cannot run
+/// as a page (images other than SVG, audio, video).
+fn disposition(media_type: &str) -> &'static str {
+    let essence = media_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    let inline = (essence.starts_with("image/") && !essence.starts_with("image/svg"))
+        || essence.starts_with("audio/")
+        || essence.starts_with("video/");
+    if inline { "inline" } else { "attachment" }
+}
+
+async fn download(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let objects = objects(&state)?;
+    let file = held(&state, &caller, &space, &sha256).await?;
+    let (status, start, len) = match range::wanted(header_text(&headers, header::RANGE), file.size)
+    {
+        Wanted::Whole => (StatusCode::OK, 0, file.size),
+        Wanted::Part { start, len } => (StatusCode::PARTIAL_CONTENT, start, len),
+        Wanted::Unsatisfiable => {
+            let mut e =
+                ApiError::range_not_satisfiable(format!("the file holds {} bytes", file.size))
+                    .into_response();
+            if let Ok(v) = HeaderValue::from_str(&format!("bytes */{}", file.size)) {
+                e.headers_mut().insert(header::CONTENT_RANGE, v);
+            }
+            return Ok(e);
+        }
+    };
+    let body = objects
+        .read(&file.object, start, len)
+        .await
+        .map_err(storage_failed)?;
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    let mut set = |name: header::HeaderName, value: String| {
+        if let Ok(v) = HeaderValue::from_str(&value) {
+            h.insert(name, v);
+        }
+    };
+    set(header::CONTENT_TYPE, file.media_type.clone());
+    set(header::CONTENT_LENGTH, len.to_string());
+    set(header::ETAG, format!("\"{}\"", file.sha256));
+    set(header::ACCEPT_RANGES, "bytes".into());
+    set(
+        header::CACHE_CONTROL,
+        "private, max-age=31536000, immutable".into(),
+    );
+    set(header::X_CONTENT_TYPE_OPTIONS, "nosniff".into());
+    set(
+        header::CONTENT_SECURITY_POLICY,
+        "sandbox; default-src 'none'".into(),
+    );
+    set(
+        header::CONTENT_DISPOSITION,
+        disposition(&file.media_type).into(),
+    );
+    // Never compressed: the bytes are what the hash names, and ranges
+    // count them.
+    set(header::CONTENT_ENCODING, "identity".into());
+    if status == StatusCode::PARTIAL_CONTENT {
+        set(
+            header::CONTENT_RANGE,
+            format!("bytes {start}-{}/{}", start + len - 1, file.size),
+        );
+    }
+    Ok(response)
+}
+
+async fn forget(
+    State(state): State<AppState>,
+    Caller(user): Caller,
+    ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
+) -> Result<StatusCode, ApiError> {
+    let objects = objects(&state)?;
+    let role = access::data(&state, &user, &space).await?;
+    if role != ferry_core::Role::Owner {
+        return Err(ApiError::forbidden(
+            "only an owner of this space can delete its files",
+        ));
+    }
+    let file = state
+        .store
+        .remove_file(&space, &sha256)
+        .await?
+        .ok_or_else(|| not_found(&sha256))?;
+    tracing::info!(%space, %sha256, "a file was deleted by an owner");
+    delete_object(&objects, &file.object).await;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_media_that_cannot_run_are_shown_inline() {
+        for inline in [
+            "image/png",
+            "IMAGE/JPEG",
+            "audio/ogg",
+            "video/mp4; codecs=avc1",
+        ] {
+            assert_eq!(disposition(inline), "inline", "{inline}");
+        }
+        for attached in [
+            "image/svg+xml",
+            "text/html",
+            "application/pdf",
+            "application/javascript",
+            "text/plain",
+        ] {
+            assert_eq!(disposition(attached), "attachment", "{attached}");
+        }
+        assert_ne!(prefix(&SpaceId::new("..").unwrap()), "..");
+    }
+}
