@@ -62,5 +62,8 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
     if let Some(n) = config.file_quota_bytes {
         settings.files.quota_bytes = n;
     }
+    if let Some(n) = config.max_concurrent_uploads {
+        settings.files.max_concurrent_uploads = n.max(1);
+    }
     Ok(())
 }

@@ -113,6 +113,8 @@ pub struct Config {
     pub max_file_bytes: Option<u64>,
     /// The most bytes one user's uploaded files may take (default 1 GiB).
     pub file_quota_bytes: Option<u64>,
+    /// The most uploads a node takes at once (default 32).
+    pub max_concurrent_uploads: Option<usize>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
     /// any.
@@ -263,6 +265,7 @@ impl Default for Config {
             files_dir: None,
             max_file_bytes: None,
             file_quota_bytes: None,
+            max_concurrent_uploads: None,
             webhooks: Vec::new(),
             allowed_origins: None,
             app_dir: None,

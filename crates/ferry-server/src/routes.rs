@@ -73,7 +73,7 @@ pub fn app(state: AppState) -> Router {
         .layer(middleware::from_fn_with_state(
             (
                 state.settings.http.body_timeout,
-                (MAX_BODY_BYTES as u64).max(state.settings.files.max_file_bytes),
+                state.settings.files.max_file_bytes,
             ),
             crate::http::deadline::limit,
         ))

@@ -210,6 +210,8 @@ pub struct AppState {
     /// The app's schema this node checks writes against.
     pub app_schema: Arc<SchemaCache>,
     pub(crate) known_users: Arc<KnownUsers>,
+    /// Uploads of files in flight on this node.
+    pub uploads: Arc<crate::files::uploads::Uploads>,
 }
 
 impl std::fmt::Debug for dyn Store {
@@ -247,7 +249,16 @@ impl AppState {
         app_schema.announced_at_start();
         // Links only printed on the terminal reach no mailbox to protect.
         let sends_mail = !matches!(settings.mailer, MailerConfig::Log);
+        let uploads = Arc::new(crate::files::uploads::Uploads::new(
+            settings.files.max_concurrent_uploads,
+        ));
+        if let Some(dir) = &settings.files.dir {
+            crate::files::objects::Objects::new(dir, settings.node_id.as_str())
+                .sweep_staging()
+                .await;
+        }
         Ok(AppState {
+            uploads,
             store,
             issuer: Arc::new(Keyring::new(issuer, settings_reload)),
             clock: Arc::new(ServerClock::new(settings.node_id.clone())),

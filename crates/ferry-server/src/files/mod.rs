@@ -5,6 +5,7 @@
 
 pub mod objects;
 mod range;
+pub mod uploads;
 
 use std::path::PathBuf;
 
@@ -39,6 +40,8 @@ pub struct FileSettings {
     pub max_file_bytes: u64,
     /// The most bytes of files one user's uploads may take, across spaces.
     pub quota_bytes: u64,
+    /// The most uploads a node takes at once (more answer `503`).
+    pub max_concurrent_uploads: usize,
 }
 
 impl Default for FileSettings {
@@ -47,12 +50,38 @@ impl Default for FileSettings {
             dir: None,
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes: 1024 * 1024 * 1024,
+            max_concurrent_uploads: 32,
         }
     }
 }
 
 /// The name header of an upload (percent-encoded UTF-8).
 pub const NAME_HEADER: &str = "ferry-file-name";
+
+/// Whether `path` is a file's route (`/v1/spaces/{space}/files/{sha256}`).
+pub fn is_upload(path: &str) -> bool {
+    let mut parts = path.split('/');
+    matches!(
+        (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next()
+        ),
+        (
+            Some(""),
+            Some("v1"),
+            Some("spaces"),
+            Some(_),
+            Some("files"),
+            Some(_),
+            None
+        )
+    )
+}
 
 /// The file routes, under `/v1`.
 pub fn routes() -> Router<AppState> {
@@ -64,7 +93,7 @@ pub fn routes() -> Router<AppState> {
 
 fn objects(state: &AppState) -> Result<Objects, ApiError> {
     match &state.settings.files.dir {
-        Some(dir) => Ok(Objects::new(dir)),
+        Some(dir) => Ok(Objects::new(dir, state.settings.node_id.as_str())),
         None => Err(ApiError::unavailable("this server keeps no files")),
     }
 }
@@ -91,6 +120,13 @@ fn not_found(sha256: &Sha256Hex) -> ApiError {
 fn storage_failed(e: ObjectError) -> ApiError {
     match e {
         ObjectError::Body(why) => ApiError::invalid_request(why),
+        ObjectError::TimedOut => {
+            ApiError::request_timeout("the upload did not arrive within its time limit")
+        }
+        // The row was read, then the bytes deleted (by an owner, at once).
+        ObjectError::Io(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            ApiError::not_found("the file is gone")
+        }
         ObjectError::Io(e) => ApiError::internal(format!("file storage: {e}")),
     }
 }
@@ -180,10 +216,22 @@ async fn upload(
     if let Some(file) = state.store.file(&space, &sha256).await? {
         return Ok((StatusCode::OK, axum::Json(reference(&file))).into_response());
     }
-    let used = state.store.file_usage(&user.id).await?;
-    if used.saturating_add(size) > limits.quota_bytes {
-        return Err(over_quota(limits.quota_bytes, used));
-    }
+    let stored = state.store.file_usage(&user.id).await?;
+    // Held until the upload ends, whichever way.
+    let _slot = match state
+        .uploads
+        .start(&user.id, size, stored, limits.quota_bytes)
+    {
+        Ok(slot) => slot,
+        Err(uploads::Refused::Busy) => {
+            return Err(ApiError::unavailable(
+                "this server takes as many uploads as it can: try again",
+            ));
+        }
+        Err(uploads::Refused::OverQuota { used }) => {
+            return Err(over_quota(limits.quota_bytes, used));
+        }
+    };
     let staged = objects
         .stage(body.into_data_stream(), size)
         .await
@@ -378,5 +426,15 @@ mod tests {
             assert_eq!(disposition(attached), "attachment", "{attached}");
         }
         assert_ne!(prefix(&SpaceId::new("..").unwrap()), "..");
+        assert!(is_upload("/v1/spaces/team/files/abc"));
+        for other in [
+            "/v1/spaces/team/sync",
+            "/v1/spaces/team/files",
+            "/v1/spaces/team/files/abc/more",
+            "/v1/auth/magic-link",
+            "/files/abc",
+        ] {
+            assert!(!is_upload(other), "{other}");
+        }
     }
 }

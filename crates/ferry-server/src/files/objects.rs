@@ -5,7 +5,7 @@
 //! object no row names, never a row naming missing or partial bytes.
 
 use std::io::SeekFrom;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use axum::body::{Body, Bytes};
 use futures_util::{Stream, StreamExt};
@@ -18,24 +18,42 @@ use crate::ids::hex;
 #[derive(Debug, Clone)]
 pub struct Objects {
     root: PathBuf,
+    /// This node's staging directory: nodes sharing the directory never
+    /// touch each other's uploads in flight.
+    staging: PathBuf,
 }
 
-/// An upload kept in staging: its hash and size, and where it is.
+/// An upload kept in staging: its hash and size, and where it is. Dropped
+/// without [`Objects::keep`] (an error, a stopped node), its file goes.
 #[derive(Debug)]
 pub struct Staged {
     /// The SHA-256 of what arrived, as hex.
     pub sha256: String,
     /// How many bytes arrived.
     pub size: u64,
-    path: PathBuf,
+    path: Option<PathBuf>,
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if let Some(path) = self.path.take()
+            && let Err(e) = std::fs::remove_file(&path)
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged upload");
+        }
+    }
 }
 
 /// Why bytes could not be kept.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
-    /// The body broke off, timed out, or held more than announced.
+    /// The body broke off or held more than announced.
     #[error("the upload did not arrive whole: {0}")]
     Body(String),
+    /// The body did not arrive within its deadline.
+    #[error("the upload did not arrive in time")]
+    TimedOut,
     /// The disk failed.
     #[error("file storage failed: {0}")]
     Io(#[from] std::io::Error),
@@ -48,9 +66,26 @@ fn random_id() -> Result<String, std::io::Error> {
 }
 
 impl Objects {
-    /// Files kept under `root` (created as needed).
-    pub fn new(root: impl Into<PathBuf>) -> Self {
-        Objects { root: root.into() }
+    /// Files kept under `root` (created as needed), staged by `node`.
+    pub fn new(root: impl Into<PathBuf>, node: &str) -> Self {
+        let root = root.into();
+        // A node id is a client id: letters, digits, `-`, `_`, `.`, `:`;
+        // as a digest it is a plain file name whatever it holds.
+        let staging = root
+            .join("staging")
+            .join(hex(&Sha256::digest(node.as_bytes())[..8]));
+        Objects { root, staging }
+    }
+
+    /// Removes what a previous run of this node left in staging (uploads
+    /// cut by a stop or a crash), at start, before any upload.
+    pub async fn sweep_staging(&self) {
+        match tokio::fs::remove_dir_all(&self.staging).await {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                tracing::warn!(dir = %self.staging.display(), error = %e, "cannot clear the staging directory");
+            }
+            _ => {}
+        }
     }
 
     /// The path of an object's key. Keys are made here, of hex digits and
@@ -66,14 +101,26 @@ impl Objects {
         mut body: impl Stream<Item = Result<Bytes, axum::Error>> + Unpin,
         most: u64,
     ) -> Result<Staged, ObjectError> {
-        let dir = self.root.join("staging");
-        tokio::fs::create_dir_all(&dir).await?;
-        let path = dir.join(random_id()?);
+        tokio::fs::create_dir_all(&self.staging).await?;
+        let path = self.staging.join(random_id()?);
+        // From here, however this ends (an error, the task dropped by a
+        // stopping node), the staging file goes unless it is kept.
+        let mut staged = Staged {
+            sha256: String::new(),
+            size: 0,
+            path: Some(path.clone()),
+        };
         let result = async {
             let mut file = tokio::fs::File::create(&path).await?;
             let (mut hasher, mut size) = (Sha256::new(), 0u64);
             while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| ObjectError::Body(e.to_string()))?;
+                let chunk = chunk.map_err(|e| {
+                    if crate::http::deadline::timed_out(&e) {
+                        ObjectError::TimedOut
+                    } else {
+                        ObjectError::Body(e.to_string())
+                    }
+                })?;
                 size += chunk.len() as u64;
                 if size > most {
                     return Err(ObjectError::Body(format!(
@@ -87,42 +134,42 @@ impl Objects {
             Ok((hex(&hasher.finalize()), size))
         }
         .await;
-        match result {
-            Ok((sha256, size)) => Ok(Staged { sha256, size, path }),
-            Err(e) => {
-                discard(&path).await;
-                Err(e)
-            }
-        }
+        let (sha256, size) = result?;
+        staged.sha256 = sha256;
+        staged.size = size;
+        Ok(staged)
     }
 
     /// Moves a staged upload to a new object of its own under `prefix`;
     /// the object's key.
-    pub async fn keep(&self, staged: Staged, prefix: &str) -> Result<String, ObjectError> {
+    pub async fn keep(&self, mut staged: Staged, prefix: &str) -> Result<String, ObjectError> {
         let key = format!("{prefix}/{}/{}", staged.sha256, random_id()?);
         let path = self.path(&key);
-        let moved = async {
-            if let Some(dir) = path.parent() {
-                tokio::fs::create_dir_all(dir).await?;
-            }
-            tokio::fs::rename(&staged.path, &path).await?;
-            // The rename is durable once its directory is.
-            if let Some(dir) = path.parent() {
-                tokio::fs::File::open(dir).await?.sync_all().await?;
-            }
-            Ok::<_, std::io::Error>(())
+        let Some(from) = staged.path.clone() else {
+            return Err(ObjectError::Body("the upload was already kept".into()));
+        };
+        if let Some(dir) = path.parent() {
+            tokio::fs::create_dir_all(dir).await?;
         }
-        .await;
-        if let Err(e) = moved {
-            discard(&staged.path).await;
-            return Err(e.into());
+        tokio::fs::rename(&from, &path).await?;
+        staged.path = None;
+        // The rename is durable once its directory is, and the directories
+        // made for it once theirs are: up to `objects/`.
+        let objects = self.root.join("objects");
+        let mut dir = path.parent();
+        while let Some(d) = dir {
+            tokio::fs::File::open(d).await?.sync_all().await?;
+            if d == objects {
+                break;
+            }
+            dir = d.parent();
         }
         Ok(key)
     }
 
     /// Drops a staged upload.
     pub async fn discard(&self, staged: Staged) {
-        discard(&staged.path).await;
+        drop(staged);
     }
 
     /// `len` bytes of the object from `start`, as a body.
@@ -139,13 +186,5 @@ impl Objects {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),
         }
-    }
-}
-
-async fn discard(path: &Path) {
-    if let Err(e) = tokio::fs::remove_file(path).await
-        && e.kind() != std::io::ErrorKind::NotFound
-    {
-        tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged upload");
     }
 }

@@ -24,12 +24,14 @@ pub fn wanted(header: Option<&str>, size: u64) -> Wanted {
     let Some((first, last)) = spec.trim().split_once('-') else {
         return Wanted::Whole;
     };
+    // Digits only; a number too large for u64 is as large as one can be
+    // (past any file's end, or its whole length).
     let number = |s: &str| -> Option<u64> {
         let s = s.trim();
         if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
             None
         } else {
-            s.parse().ok()
+            Some(s.parse().unwrap_or(u64::MAX))
         }
     };
     match (first.trim().is_empty(), number(first), number(last)) {
@@ -41,7 +43,8 @@ pub fn wanted(header: Option<&str>, size: u64) -> Wanted {
                 len,
             }
         }
-        (true, _, _) => Wanted::Unsatisfiable,
+        (true, _, Some(_)) => Wanted::Unsatisfiable,
+        (true, _, None) => Wanted::Whole,
         (false, Some(start), _) if start >= size => Wanted::Unsatisfiable,
         (false, Some(start), None) if last.trim().is_empty() => Wanted::Part {
             start,
@@ -72,12 +75,26 @@ mod tests {
         assert_eq!(wanted(Some("bytes=10-"), 10), Wanted::Unsatisfiable);
         assert_eq!(wanted(Some("bytes=-0"), 10), Wanted::Unsatisfiable);
         assert_eq!(wanted(Some("bytes=0-"), 0), Wanted::Unsatisfiable);
+        assert_eq!(
+            wanted(Some("bytes=-99999999999999999999999"), 10),
+            part(0, 10)
+        );
+        assert_eq!(
+            wanted(Some("bytes=99999999999999999999999-"), 10),
+            Wanted::Unsatisfiable
+        );
+        assert_eq!(
+            wanted(Some("bytes=2-99999999999999999999999"), 10),
+            part(2, 8)
+        );
         for ignored in [
             "bytes=0-1,3-4",
             "items=0-1",
             "bytes=5-2",
             "bytes=a-b",
             "bytes=+1-2",
+            "bytes=-",
+            "bytes=-5-",
         ] {
             assert_eq!(wanted(Some(ignored), 10), Wanted::Whole, "{ignored}");
         }

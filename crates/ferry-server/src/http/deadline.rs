@@ -62,11 +62,12 @@ impl http_body::Body for DeadlineBody {
 
 /// Middleware giving every request body `timeout` from now, when the
 /// request's headers have arrived, and a second more for every
-/// [`super::MIN_BODY_RATE`] bytes it announces (at most `most`, the largest
-/// body any route takes: a file's limit; a route whose own limit is lower
-/// refuses a larger body before reading it).
+/// [`super::MIN_BODY_RATE`] bytes it announces, at most the body limit:
+/// [`crate::routes::MAX_BODY_BYTES`], or for an upload of a file (`PUT
+/// .../files/...`), `max_file` (so that a slow body elsewhere is not given
+/// a file's time).
 pub async fn limit(
-    axum::extract::State((timeout, most)): axum::extract::State<(std::time::Duration, u64)>,
+    axum::extract::State((timeout, max_file)): axum::extract::State<(std::time::Duration, u64)>,
     req: Request,
     next: Next,
 ) -> Response {
@@ -76,7 +77,14 @@ pub async fn limit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap_or(0)
-        .min(most);
+        .min(
+            if req.method() == axum::http::Method::PUT && crate::files::is_upload(req.uri().path())
+            {
+                max_file
+            } else {
+                crate::routes::MAX_BODY_BYTES as u64
+            },
+        );
     let transfer = std::time::Duration::from_secs(announced / super::MIN_BODY_RATE);
     let deadline = Instant::now() + timeout + transfer;
     next.run(req.map(|body| Body::new(DeadlineBody::new(body, deadline))))

@@ -77,14 +77,24 @@ pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
             Method::PUT,
             Method::PATCH,
             Method::DELETE,
+            Method::HEAD,
         ])
         .allow_headers([
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
+            header::RANGE,
             header::HeaderName::from_static("last-event-id"),
             header::HeaderName::from_static(ferry_core::protocol::PROTOCOL_HEADER),
+            header::HeaderName::from_static(crate::files::NAME_HEADER),
         ])
-        .expose_headers([header::RETRY_AFTER, header::WWW_AUTHENTICATE])
+        .expose_headers([
+            header::RETRY_AFTER,
+            header::WWW_AUTHENTICATE,
+            header::ETAG,
+            header::CONTENT_RANGE,
+            header::ACCEPT_RANGES,
+            header::CONTENT_LENGTH,
+        ])
         .max_age(std::time::Duration::from_secs(600))
 }
 

@@ -362,3 +362,91 @@ async fn a_server_that_keeps_no_files_says_so() {
         (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
     );
 }
+
+/// A `PUT` of `size` announced bytes whose body is fed through the sender.
+fn streaming_put(
+    api: &Api,
+    user: &str,
+    hash: &str,
+    size: usize,
+) -> (
+    Request<Body>,
+    tokio::sync::mpsc::Sender<Result<axum::body::Bytes, std::io::Error>>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let body = Body::from_stream(tokio_stream_of(rx));
+    let req = Request::builder()
+        .method(Method::PUT)
+        .uri(format!("/v1/spaces/notes/files/{hash}"))
+        .header(header::AUTHORIZATION, format!("Bearer {}", api.token(user)))
+        .header(header::CONTENT_LENGTH, size)
+        .body(body)
+        .unwrap();
+    (req, tx)
+}
+
+fn tokio_stream_of(
+    mut rx: tokio::sync::mpsc::Receiver<Result<axum::body::Bytes, std::io::Error>>,
+) -> impl futures_util::Stream<Item = Result<axum::body::Bytes, std::io::Error>> {
+    futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
+}
+
+fn staged(api: &Api) -> usize {
+    walk(&api.files_dir.path().join("staging"))
+}
+
+#[tokio::test]
+async fn uploads_in_flight_hold_a_slot_and_their_bytes_of_the_quota() {
+    use tower::ServiceExt as _;
+    let api = Api::configured(|s| {
+        s.files.max_concurrent_uploads = 2;
+        s.files.quota_bytes = 1_000;
+    })
+    .await;
+    api.space("alice", "notes").await;
+    api.add("alice", "notes", "ed", "editor").await;
+    let bytes = vec![5u8; 600];
+    let (req, tx) = streaming_put(&api, "alice", &sha(&bytes), bytes.len());
+    let first = tokio::spawn(api.app.clone().oneshot(req));
+    tx.send(Ok(axum::body::Bytes::copy_from_slice(&bytes[..100])))
+        .await
+        .unwrap();
+    for _ in 0..100 {
+        if staged(&api) == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(staged(&api), 1, "the first upload is not arriving");
+    // Alice's 600 bytes on the way count: 600 more would pass 1,000.
+    let more = vec![6u8; 600];
+    let r = put(&api, "alice", "notes", &sha(&more), &more, &[]).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::PAYMENT_REQUIRED, "quota_exceeded")
+    );
+    assert_eq!(r.body["error"]["details"]["used"], 600);
+    // A second upload takes the last slot; a third finds none.
+    let (req2, tx2) = streaming_put(&api, "ed", &sha(b"x"), 1);
+    let second = tokio::spawn(api.app.clone().oneshot(req2));
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    let r = put(&api, "ed", "notes", &sha(b"y"), b"y", &[]).await;
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "unavailable")
+    );
+    assert!(r.headers.contains_key(header::RETRY_AFTER));
+    // The second ends; the first is cut off: its staging file goes, and
+    // its bytes of the quota come back.
+    tx2.send(Ok(axum::body::Bytes::from_static(b"x")))
+        .await
+        .unwrap();
+    drop(tx2);
+    assert_eq!(second.await.unwrap().unwrap().status(), StatusCode::CREATED);
+    first.abort();
+    let _ = first.await;
+    drop(tx);
+    assert_eq!(staged(&api), 0, "a cut upload left its staging file");
+    let r = put(&api, "alice", "notes", &sha(&more), &more, &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
