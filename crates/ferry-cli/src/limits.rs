@@ -65,5 +65,14 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
     if let Some(n) = config.max_concurrent_uploads {
         settings.files.max_concurrent_uploads = n.max(1);
     }
+    if let Some(d) = duration("file_grace", &config.file_grace)? {
+        // Shorter, an upload still between keeping its bytes and
+        // recording them could look like a stray object.
+        anyhow::ensure!(
+            d >= ferry_server::files::collector::MIN_GRACE,
+            "file_grace must be at least 1h"
+        );
+        settings.files.grace = d;
+    }
     Ok(())
 }

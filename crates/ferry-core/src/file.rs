@@ -178,6 +178,33 @@ pub fn name_ok(n: &str) -> bool {
     (1..=MAX_TEXT).contains(&count) && !n.chars().any(|c| c.is_control() || c == '/' || c == '\\')
 }
 
+/// Adds to `into` the files `value` may refer to: the hash of every object
+/// within it, at any depth, whose `sha256` member spells one. This is wider
+/// than the `file` fields a schema declares, on purpose: the server's
+/// collector keeps whatever a record may point at, with a schema or without
+/// one, and a stored record's fields (`{"f": {"value": .., "hlc": ..}}`)
+/// can be given whole (docs/files.md §5).
+pub fn referenced(value: &Value, into: &mut std::collections::HashSet<Sha256Hex>) {
+    match value {
+        Value::Object(members) => {
+            if let Some(Value::String(hash)) = members.get("sha256")
+                && let Ok(hash) = Sha256Hex::new(hash)
+            {
+                into.insert(hash);
+            }
+            for member in members.values() {
+                referenced(member, into);
+            }
+        }
+        Value::Array(items) => {
+            for item in items {
+                referenced(item, into);
+            }
+        }
+        _ => {}
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -196,6 +223,25 @@ mod tests {
         let digest: [u8; 32] = std::array::from_fn(|i| u8::try_from(i * 7).unwrap());
         let hex = Sha256Hex::from_digest(&digest);
         assert_eq!(Sha256Hex::new(hex.as_str()).unwrap(), hex);
+    }
+
+    #[test]
+    fn references_are_found_at_any_depth_and_nothing_else_counts() {
+        let other = "a".repeat(64);
+        let fields = json!({
+            "cover": {"value": {"sha256": HASH, "size": 4, "media_type": "image/png"}, "hlc": "x"},
+            "gallery": {"value": [{"caption": "c", "image": {"sha256": other}}], "hlc": "y"},
+            "loose": {"value": {"sha256": HASH.to_uppercase()}, "hlc": "z"},
+            "text": {"value": HASH, "hlc": "w"},
+        });
+        let mut found = std::collections::HashSet::new();
+        referenced(&fields, &mut found);
+        let want: std::collections::HashSet<_> = [
+            Sha256Hex::new(HASH).unwrap(),
+            Sha256Hex::new(&other).unwrap(),
+        ]
+        .into();
+        assert_eq!(found, want);
     }
 
     #[test]

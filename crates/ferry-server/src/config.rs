@@ -115,6 +115,9 @@ pub struct Config {
     pub file_quota_bytes: Option<u64>,
     /// The most uploads a node takes at once (default 32).
     pub max_concurrent_uploads: Option<usize>,
+    /// How long a file no record refers to is kept before it is collected
+    /// (default `24h`, at least `1h`).
+    pub file_grace: Option<String>,
     /// Origins of web pages that may open realtime connections besides
     /// Ferry's own, comma-separated (`https://app.example.com`); `*` for
     /// any.
@@ -266,6 +269,7 @@ impl Default for Config {
             max_file_bytes: None,
             file_quota_bytes: None,
             max_concurrent_uploads: None,
+            file_grace: None,
             webhooks: Vec::new(),
             allowed_origins: None,
             app_dir: None,

@@ -9,6 +9,14 @@ pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// The first `bytes` bytes of the SHA-256 of `text`, as hex: a plain file
+/// name for whatever `text` holds.
+pub fn digest_name(text: &str, bytes: usize) -> String {
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(text.as_bytes());
+    hex(digest.get(..bytes).unwrap_or(&digest))
+}
+
 /// 128 random bits as 32 hex digits.
 fn random_hex() -> Result<String, ApiError> {
     let mut bytes = [0u8; 16];

@@ -54,6 +54,7 @@ pub async fn run(
         schema: crate::app_schema::watch(state.clone()),
         capture: crate::sync::capture::spawn(state.clone()),
         webhooks: crate::webhooks::spawn(state.clone()),
+        files: crate::files::collector::spawn(state.clone()),
     };
     let router = app(state);
     let slots = Arc::new(Semaphore::new(
@@ -175,6 +176,7 @@ struct Stopping {
     schema: tokio::task::JoinHandle<()>,
     capture: tokio::task::JoinHandle<()>,
     webhooks: tokio::task::JoinHandle<()>,
+    files: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl Drop for Stopping {
@@ -186,6 +188,9 @@ impl Drop for Stopping {
         self.schema.abort();
         self.capture.abort();
         self.webhooks.abort();
+        if let Some(files) = &self.files {
+            files.abort();
+        }
     }
 }
 

@@ -3,6 +3,7 @@
 //! space's access rules. The bytes are in [`objects::Objects`]; the rows
 //! naming them in the store ([`crate::store::files`]).
 
+pub mod collector;
 pub mod objects;
 mod range;
 pub mod uploads;
@@ -18,7 +19,6 @@ use axum::routing::get;
 use ferry_core::file::{media_type_ok, name_ok};
 use ferry_core::{FileRef, Sha256Hex, SpaceId};
 use serde_json::json;
-use sha2::{Digest, Sha256};
 
 use crate::auth::Caller;
 use crate::clock::wall_ms;
@@ -42,6 +42,8 @@ pub struct FileSettings {
     pub quota_bytes: u64,
     /// The most uploads a node takes at once (more answer `503`).
     pub max_concurrent_uploads: usize,
+    /// How long a file no record refers to is kept (docs/files.md §5).
+    pub grace: std::time::Duration,
 }
 
 impl Default for FileSettings {
@@ -51,6 +53,7 @@ impl Default for FileSettings {
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes: 1024 * 1024 * 1024,
             max_concurrent_uploads: 32,
+            grace: collector::DEFAULT_GRACE,
         }
     }
 }
@@ -91,17 +94,20 @@ pub fn routes() -> Router<AppState> {
     )
 }
 
+/// The node's file storage, if it keeps files.
+pub fn storage(state: &AppState) -> Option<Objects> {
+    let dir = state.settings.files.dir.as_ref()?;
+    Some(Objects::new(dir, state.settings.node_id.as_str()))
+}
+
 fn objects(state: &AppState) -> Result<Objects, ApiError> {
-    match &state.settings.files.dir {
-        Some(dir) => Ok(Objects::new(dir, state.settings.node_id.as_str())),
-        None => Err(ApiError::unavailable("this server keeps no files")),
-    }
+    storage(state).ok_or_else(|| ApiError::unavailable("this server keeps no files"))
 }
 
 /// Where a space's objects go: a digest of its id, never the id itself
 /// (an id may be `..`).
 fn prefix(space: &SpaceId) -> String {
-    crate::ids::hex(&Sha256::digest(space.as_str().as_bytes())[..12])
+    crate::ids::digest_name(space.as_str(), 12)
 }
 
 fn reference(f: &StoredFile) -> FileRef {
@@ -131,19 +137,21 @@ fn storage_failed(e: ObjectError) -> ApiError {
     }
 }
 
-/// The file `space` holds under `sha256`, for a member of it.
+/// The file `space` holds under `sha256`, for a member of it, and the
+/// member's role.
 async fn held(
     state: &AppState,
     caller: &Caller,
     space: &SpaceId,
     sha256: &Sha256Hex,
-) -> Result<StoredFile, ApiError> {
-    access::data(state, &caller.0, space).await?;
-    state
+) -> Result<(ferry_core::Role, StoredFile), ApiError> {
+    let role = access::data(state, &caller.0, space).await?;
+    let file = state
         .store
         .file(space, sha256)
         .await?
-        .ok_or_else(|| not_found(sha256))
+        .ok_or_else(|| not_found(sha256))?;
+    Ok((role, file))
 }
 
 async fn head(
@@ -152,7 +160,17 @@ async fn head(
     ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
 ) -> Result<Response, ApiError> {
     objects(&state)?;
-    let file = held(&state, &caller, &space, &sha256).await?;
+    let (role, mut file) = held(&state, &caller, &space, &sha256).await?;
+    // A writer asking before an upload relies on the answer: a file the
+    // collector has marked gets a whole grace period again (or, collected
+    // meanwhile, is not found and is uploaded anew).
+    if file.unreferenced_since.is_some() && role.can_write() {
+        file = state
+            .store
+            .touch_file(&space, &sha256)
+            .await?
+            .ok_or_else(|| not_found(&sha256))?;
+    }
     Ok((
         [
             (header::CONTENT_LENGTH, file.size.to_string()),
@@ -213,7 +231,7 @@ async fn upload(
             }
         }
     };
-    if let Some(file) = state.store.file(&space, &sha256).await? {
+    if let Some(file) = state.store.touch_file(&space, &sha256).await? {
         return Ok((StatusCode::OK, axum::Json(reference(&file))).into_response());
     }
     let stored = state.store.file_usage(&user.id).await?;
@@ -237,14 +255,14 @@ async fn upload(
         .await
         .map_err(storage_failed)?;
     if staged.size != size {
-        objects.discard(staged).await;
+        drop(staged);
         return Err(ApiError::invalid_request(
             "the upload held fewer bytes than its Content-Length",
         ));
     }
     if staged.sha256 != sha256.as_str() {
         let got = staged.sha256.clone();
-        objects.discard(staged).await;
+        drop(staged);
         return Err(ApiError::hash_mismatch(format!(
             "the bytes' SHA-256 is {got}, not {sha256}: nothing was kept"
         )));
@@ -261,6 +279,7 @@ async fn upload(
         object: object.clone(),
         uploaded_by: user.id.clone(),
         created_at: wall_ms(),
+        unreferenced_since: None,
     };
     let added = match state
         .store
@@ -324,7 +343,7 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let objects = objects(&state)?;
-    let file = held(&state, &caller, &space, &sha256).await?;
+    let (_, file) = held(&state, &caller, &space, &sha256).await?;
     let (status, start, len) = match range::wanted(header_text(&headers, header::RANGE), file.size)
     {
         Wanted::Whole => (StatusCode::OK, 0, file.size),

@@ -12,7 +12,7 @@ use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
 
-use crate::ids::hex;
+use crate::ids::{digest_name, hex};
 
 /// The bytes of files, kept in a directory.
 #[derive(Debug, Clone)]
@@ -59,6 +59,38 @@ pub enum ObjectError {
     Io(#[from] std::io::Error),
 }
 
+/// The keys three levels under `objects` whose files were last written at
+/// or before `cutoff`.
+fn old_keys(objects: &std::path::Path, cutoff: u64) -> Result<Vec<String>, std::io::Error> {
+    fn entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>, std::io::Error> {
+        match std::fs::read_dir(dir) {
+            Ok(list) => list.collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+            Err(e) => Err(e),
+        }
+    }
+    let name = |e: &std::fs::DirEntry| e.file_name().to_str().map(str::to_owned);
+    let mut keys = Vec::new();
+    for prefix in entries(objects)? {
+        let Some(p) = name(&prefix) else { continue };
+        for hash in entries(&prefix.path())? {
+            let Some(h) = name(&hash) else { continue };
+            for object in entries(&hash.path())? {
+                let Some(o) = name(&object) else { continue };
+                let written = object
+                    .metadata()?
+                    .modified()?
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                if object.file_type()?.is_file() && written <= cutoff {
+                    keys.push(format!("{p}/{h}/{o}"));
+                }
+            }
+        }
+    }
+    Ok(keys)
+}
+
 fn random_id() -> Result<String, std::io::Error> {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).map_err(|e| std::io::Error::other(e.to_string()))?;
@@ -71,9 +103,7 @@ impl Objects {
         let root = root.into();
         // A node id is a client id: letters, digits, `-`, `_`, `.`, `:`;
         // as a digest it is a plain file name whatever it holds.
-        let staging = root
-            .join("staging")
-            .join(hex(&Sha256::digest(node.as_bytes())[..8]));
+        let staging = root.join("staging").join(digest_name(node, 8));
         Objects { root, staging }
     }
 
@@ -167,17 +197,22 @@ impl Objects {
         Ok(key)
     }
 
-    /// Drops a staged upload.
-    pub async fn discard(&self, staged: Staged) {
-        drop(staged);
-    }
-
     /// `len` bytes of the object from `start`, as a body.
     pub async fn read(&self, key: &str, start: u64, len: u64) -> Result<Body, ObjectError> {
         let mut file = tokio::fs::File::open(self.path(key)).await?;
         file.seek(SeekFrom::Start(start)).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
         Ok(Body::from_stream(stream))
+    }
+
+    /// The keys of the objects last written at or before `cutoff` (ms
+    /// since the epoch): `{prefix}/{sha256}/{id}` under `objects/`.
+    pub async fn written_before(&self, cutoff: u64) -> Result<Vec<String>, ObjectError> {
+        let objects = self.root.join("objects");
+        let found = tokio::task::spawn_blocking(move || old_keys(&objects, cutoff))
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))??;
+        Ok(found)
     }
 
     /// Deletes an object; one already gone is not an error.

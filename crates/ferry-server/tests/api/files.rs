@@ -450,3 +450,107 @@ async fn uploads_in_flight_hold_a_slot_and_their_bytes_of_the_quota() {
     let r = put(&api, "alice", "notes", &sha(&more), &more, &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
 }
+
+/// The files the space holds, as a member sees them (200 or 404).
+async fn status(api: &Api, hash: &str) -> StatusCode {
+    get(api, "alice", "notes", hash, None).await.status
+}
+
+#[tokio::test]
+async fn files_no_record_refers_to_are_collected_after_their_grace_and_strays_with_them() {
+    use ferry_server::files::collector::{Collected, collect_once};
+    let (api, dir) = api().await;
+    api.space("alice", "notes").await;
+    let storage = ferry_server::files::storage(&api.state).unwrap();
+    let collect = |now| {
+        let (store, storage) = (api.state.store.clone(), storage.clone());
+        async move {
+            collect_once(
+                store.as_ref(),
+                &storage,
+                now,
+                std::time::Duration::from_millis(GRACE),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let (kept, dropped) = (b"a cover".as_slice(), b"a draft".as_slice());
+    for bytes in [kept, dropped] {
+        let r = put(&api, "alice", "notes", &sha(bytes), bytes, &[]).await;
+        assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    }
+    let r = api
+        .call(
+            Method::PUT,
+            "/v1/spaces/notes/collections/notes/records/n1",
+            Some("alice"),
+            Some(json!({"fields": {"cover": {"sha256": sha(kept), "size": kept.len(), "media_type": "application/octet-stream"}}})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{:?}", r.body);
+    // An object no row names (a crash between keeping bytes and recording
+    // them), written long ago.
+    let stray = dir.path().join("objects/0a0a/0b0b/0c0c");
+    std::fs::create_dir_all(stray.parent().unwrap()).unwrap();
+    let f = std::fs::File::create(&stray).unwrap();
+    f.set_modified(std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1))
+        .unwrap();
+    assert_eq!(objects(&dir), 3);
+
+    let now = ferry_server::clock::wall_ms();
+    // The first pass marks the draft and deletes the stray; within the
+    // grace period, nothing else goes.
+    assert_eq!(
+        collect(now).await,
+        Collected {
+            files: 0,
+            bytes: 0,
+            strays: 1
+        }
+    );
+    assert_eq!(collect(now + GRACE - 1).await, Collected::default());
+    assert_eq!(status(&api, &sha(dropped)).await, StatusCode::OK);
+    // A writer asking for the draft before uploading it relies on the
+    // answer: it is kept a grace period from the next pass again.
+    assert_eq!(
+        head(&api, "alice", "notes", &sha(dropped)).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(collect(now + GRACE).await, Collected::default());
+    let done = collect(now + 2 * GRACE).await;
+    assert_eq!(
+        done,
+        Collected {
+            files: 1,
+            bytes: dropped.len() as u64,
+            strays: 0
+        }
+    );
+    assert_eq!(status(&api, &sha(dropped)).await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&api, &sha(kept)).await, StatusCode::OK);
+    assert_eq!(objects(&dir), 1);
+    // Uploaded again, the draft is a new file.
+    let r = put(&api, "alice", "notes", &sha(dropped), dropped, &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+
+    // The record deleted, its cover goes a grace period after the pass
+    // that saw it released.
+    let r = api
+        .call(
+            Method::DELETE,
+            "/v1/spaces/notes/collections/notes/records/n1",
+            Some("alice"),
+            None,
+        )
+        .await;
+    assert!(r.status.is_success(), "{:?}", r.body);
+    let later = now + 3 * GRACE;
+    collect(later).await;
+    assert_eq!(status(&api, &sha(kept)).await, StatusCode::OK);
+    assert_eq!(collect(later + GRACE).await.files, 2);
+    assert_eq!(status(&api, &sha(kept)).await, StatusCode::NOT_FOUND);
+    assert_eq!(objects(&dir), 0);
+}
+
+const GRACE: u64 = 3_600_000;
