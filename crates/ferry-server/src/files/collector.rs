@@ -34,10 +34,14 @@ pub struct Collected {
     pub bytes: u64,
     /// Objects deleted that no row named.
     pub strays: usize,
+    /// Broken-off uploads of this node older than
+    /// [`super::staging::PARTIAL_LIFETIME`], deleted.
+    pub partials: usize,
 }
 
 /// One pass at `now` (ms since the epoch): collects the files unreferenced
-/// for `grace`, then the objects older than `grace` that no row names.
+/// for `grace`, then the objects older than `grace` that no row names, and
+/// this node's broken-off uploads left for a day.
 pub async fn collect_once(
     store: &dyn Store,
     objects: &Objects,
@@ -46,6 +50,11 @@ pub async fn collect_once(
 ) -> Result<Collected, StoreError> {
     let cutoff = now.saturating_sub(u64::try_from(grace.as_millis()).unwrap_or(u64::MAX));
     let mut done = Collected::default();
+    let lifetime = u64::try_from(super::staging::PARTIAL_LIFETIME.as_millis()).unwrap_or(u64::MAX);
+    done.partials = objects
+        .expire_partials(now.saturating_sub(lifetime))
+        .await
+        .map_err(|e| StoreError::Internal(format!("expiring partial uploads: {e}")))?;
     for file in store.collect_files(now, cutoff).await? {
         done.files += 1;
         done.bytes += file.size;
@@ -88,6 +97,7 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
                     files = done.files,
                     bytes = done.bytes,
                     strays = done.strays,
+                    partials = done.partials,
                     "collected unreferenced files"
                 ),
                 Err(e) => tracing::warn!(error = %e, "collecting files failed; retrying next hour"),

@@ -6,27 +6,26 @@
 pub mod collector;
 pub mod objects;
 mod range;
+pub mod staging;
+mod upload;
 pub mod uploads;
 
 use std::path::PathBuf;
 
 use axum::Router;
-use axum::body::Body;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use ferry_core::file::{media_type_ok, name_ok};
 use ferry_core::{FileRef, Sha256Hex, SpaceId};
 use serde_json::json;
 
 use crate::auth::Caller;
-use crate::clock::wall_ms;
 use crate::error::ApiError;
 use crate::extract::ApiPath;
 use crate::spaces::access;
 use crate::state::AppState;
-use crate::store::files::{Added, StoredFile};
+use crate::store::files::StoredFile;
 use objects::{ObjectError, Objects};
 use range::Wanted;
 
@@ -61,6 +60,9 @@ impl Default for FileSettings {
 /// The name header of an upload (percent-encoded UTF-8).
 pub const NAME_HEADER: &str = "ferry-file-name";
 
+/// How many bytes of a broken-off upload the node holds (`HEAD`).
+pub const OFFSET_HEADER: &str = "ferry-upload-offset";
+
 /// Whether `path` is a file's route (`/v1/spaces/{space}/files/{sha256}`).
 pub fn is_upload(path: &str) -> bool {
     let mut parts = path.split('/');
@@ -90,7 +92,7 @@ pub fn is_upload(path: &str) -> bool {
 pub fn routes() -> Router<AppState> {
     Router::new().route(
         "/spaces/{space}/files/{sha256}",
-        get(download).head(head).put(upload).delete(forget),
+        get(download).head(head).put(upload::upload).delete(forget),
     )
 }
 
@@ -100,17 +102,17 @@ pub fn storage(state: &AppState) -> Option<Objects> {
     Some(Objects::new(dir, state.settings.node_id.as_str()))
 }
 
-fn objects(state: &AppState) -> Result<Objects, ApiError> {
+pub(super) fn objects(state: &AppState) -> Result<Objects, ApiError> {
     storage(state).ok_or_else(|| ApiError::unavailable("this server keeps no files"))
 }
 
 /// Where a space's objects go: a digest of its id, never the id itself
 /// (an id may be `..`).
-fn prefix(space: &SpaceId) -> String {
+pub(super) fn prefix(space: &SpaceId) -> String {
     crate::ids::digest_name(space.as_str(), 12)
 }
 
-fn reference(f: &StoredFile) -> FileRef {
+pub(super) fn reference(f: &StoredFile) -> FileRef {
     FileRef {
         sha256: f.sha256.clone(),
         size: f.size,
@@ -123,9 +125,12 @@ fn not_found(sha256: &Sha256Hex) -> ApiError {
     ApiError::not_found(format!("file {sha256} not found"))
 }
 
-fn storage_failed(e: ObjectError) -> ApiError {
+pub(super) fn storage_failed(e: ObjectError) -> ApiError {
     match e {
         ObjectError::Body(why) => ApiError::invalid_request(why),
+        ObjectError::TooLong(total) => {
+            ApiError::invalid_request(format!("the upload held more than {total} bytes"))
+        }
         ObjectError::TimedOut => {
             ApiError::request_timeout("the upload did not arrive within its time limit")
         }
@@ -137,21 +142,19 @@ fn storage_failed(e: ObjectError) -> ApiError {
     }
 }
 
-/// The file `space` holds under `sha256`, for a member of it, and the
-/// member's role.
+/// The file `space` holds under `sha256`, for a member of it.
 async fn held(
     state: &AppState,
     caller: &Caller,
     space: &SpaceId,
     sha256: &Sha256Hex,
-) -> Result<(ferry_core::Role, StoredFile), ApiError> {
-    let role = access::data(state, &caller.0, space).await?;
-    let file = state
+) -> Result<StoredFile, ApiError> {
+    access::data(state, &caller.0, space).await?;
+    state
         .store
         .file(space, sha256)
         .await?
-        .ok_or_else(|| not_found(sha256))?;
-    Ok((role, file))
+        .ok_or_else(|| not_found(sha256))
 }
 
 async fn head(
@@ -159,8 +162,22 @@ async fn head(
     caller: Caller,
     ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
 ) -> Result<Response, ApiError> {
-    objects(&state)?;
-    let (role, mut file) = held(&state, &caller, &space, &sha256).await?;
+    let objects = objects(&state)?;
+    let role = access::data(&state, &caller.0, &space).await?;
+    let Some(mut file) = state.store.file(&space, &sha256).await? else {
+        // Not held: how much of the caller's own upload of it arrived.
+        let mut answer = not_found(&sha256).into_response();
+        let partial = objects.partial(&caller.0.id, &prefix(&space), &sha256);
+        if role.can_write()
+            && let Some(offset) = partial.offset().await
+        {
+            answer.headers_mut().insert(
+                header::HeaderName::from_static(OFFSET_HEADER),
+                HeaderValue::from(offset),
+            );
+        }
+        return Ok(answer);
+    };
     // A writer asking before an upload relies on the answer: a file the
     // collector has marked gets a whole grace period again (or, collected
     // meanwhile, is not found and is uploaded anew).
@@ -181,141 +198,18 @@ async fn head(
         .into_response())
 }
 
-fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
+pub(super) fn header_text(headers: &HeaderMap, name: impl header::AsHeaderName) -> Option<&str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 
-async fn upload(
-    State(state): State<AppState>,
-    Caller(user): Caller,
-    ApiPath((space, sha256)): ApiPath<(SpaceId, Sha256Hex)>,
-    headers: HeaderMap,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let objects = objects(&state)?;
-    let limits = &state.settings.files;
-    let role = access::data(&state, &user, &space).await?;
-    access::require_write(role)?;
-    let size = header_text(&headers, header::CONTENT_LENGTH)
-        .and_then(|v| v.parse::<u64>().ok())
-        .ok_or_else(|| {
-            ApiError::length_required("an upload needs its Content-Length, the file's size")
-        })?;
-    if size > limits.max_file_bytes {
-        return Err(ApiError::too_large(format!(
-            "a file may hold at most {} bytes, this one {size}",
-            limits.max_file_bytes
-        ))
-        .with_details(json!({"limit": limits.max_file_bytes})));
-    }
-    let media_type = match header_text(&headers, header::CONTENT_TYPE) {
-        None => "application/octet-stream".to_owned(),
-        Some(m) if media_type_ok(m) => m.to_owned(),
-        Some(_) => {
-            return Err(ApiError::invalid_request(
-                "Content-Type must be a media type, type/subtype, at most 255 characters",
-            ));
-        }
-    };
-    let name = match headers.get(NAME_HEADER) {
-        None => None,
-        Some(v) => {
-            let decoded = v.to_str().ok().map(crate::http::percent::decode);
-            match decoded.filter(|n| name_ok(n)) {
-                Some(n) => Some(n),
-                None => {
-                    return Err(ApiError::invalid_request(format!(
-                        "{NAME_HEADER} must be a percent-encoded name of 1 to 255 characters without control characters, / or \\"
-                    )));
-                }
-            }
-        }
-    };
-    if let Some(file) = state.store.touch_file(&space, &sha256).await? {
-        return Ok((StatusCode::OK, axum::Json(reference(&file))).into_response());
-    }
-    let stored = state.store.file_usage(&user.id).await?;
-    // Held until the upload ends, whichever way.
-    let _slot = match state
-        .uploads
-        .start(&user.id, size, stored, limits.quota_bytes)
-    {
-        Ok(slot) => slot,
-        Err(uploads::Refused::Busy) => {
-            return Err(ApiError::unavailable(
-                "this server takes as many uploads as it can: try again",
-            ));
-        }
-        Err(uploads::Refused::OverQuota { used }) => {
-            return Err(over_quota(limits.quota_bytes, used));
-        }
-    };
-    let staged = objects
-        .stage(body.into_data_stream(), size)
-        .await
-        .map_err(storage_failed)?;
-    if staged.size != size {
-        drop(staged);
-        return Err(ApiError::invalid_request(
-            "the upload held fewer bytes than its Content-Length",
-        ));
-    }
-    if staged.sha256 != sha256.as_str() {
-        let got = staged.sha256.clone();
-        drop(staged);
-        return Err(ApiError::hash_mismatch(format!(
-            "the bytes' SHA-256 is {got}, not {sha256}: nothing was kept"
-        )));
-    }
-    let object = objects
-        .keep(staged, &prefix(&space))
-        .await
-        .map_err(storage_failed)?;
-    let file = StoredFile {
-        sha256,
-        size,
-        media_type,
-        name,
-        object: object.clone(),
-        uploaded_by: user.id.clone(),
-        created_at: wall_ms(),
-        unreferenced_since: None,
-    };
-    let added = match state
-        .store
-        .add_file(&space, &file, limits.quota_bytes)
-        .await
-    {
-        Ok(added) => added,
-        Err(e) => {
-            delete_object(&objects, &object).await;
-            return Err(e.into());
-        }
-    };
-    match added {
-        Added::New(file) => {
-            tracing::info!(%space, sha256 = %file.sha256, size = file.size, "a file was uploaded");
-            Ok((StatusCode::CREATED, axum::Json(reference(&file))).into_response())
-        }
-        Added::Held(file) => {
-            delete_object(&objects, &object).await;
-            Ok((StatusCode::OK, axum::Json(reference(&file))).into_response())
-        }
-        Added::OverQuota { used } => {
-            delete_object(&objects, &object).await;
-            Err(over_quota(limits.quota_bytes, used))
-        }
-    }
-}
-
-fn over_quota(quota: u64, used: u64) -> ApiError {
+pub(super) fn over_quota(quota: u64, used: u64) -> ApiError {
     ApiError::quota_exceeded(format!(
         "your files may take {quota} bytes and take {used}: this one does not fit"
     ))
     .with_details(json!({"limit": quota, "used": used}))
 }
 
-async fn delete_object(objects: &Objects, key: &str) {
+pub(super) async fn delete_object(objects: &Objects, key: &str) {
     if let Err(e) = objects.delete(key).await {
         tracing::warn!(object = key, error = %e, "cannot delete a file's object; the collector will");
     }
@@ -343,7 +237,7 @@ async fn download(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let objects = objects(&state)?;
-    let (_, file) = held(&state, &caller, &space, &sha256).await?;
+    let file = held(&state, &caller, &space, &sha256).await?;
     let (status, start, len) = match range::wanted(header_text(&headers, header::RANGE), file.size)
     {
         Wanted::Whole => (StatusCode::OK, 0, file.size),

@@ -7,11 +7,10 @@
 use std::io::SeekFrom;
 use std::path::PathBuf;
 
-use axum::body::{Body, Bytes};
-use futures_util::{Stream, StreamExt};
-use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+use axum::body::Body;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::staging::Staged;
 use crate::ids::{digest_name, hex};
 
 /// The bytes of files, kept in a directory.
@@ -23,34 +22,15 @@ pub struct Objects {
     staging: PathBuf,
 }
 
-/// An upload kept in staging: its hash and size, and where it is. Dropped
-/// without [`Objects::keep`] (an error, a stopped node), its file goes.
-#[derive(Debug)]
-pub struct Staged {
-    /// The SHA-256 of what arrived, as hex.
-    pub sha256: String,
-    /// How many bytes arrived.
-    pub size: u64,
-    path: Option<PathBuf>,
-}
-
-impl Drop for Staged {
-    fn drop(&mut self) {
-        if let Some(path) = self.path.take()
-            && let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != std::io::ErrorKind::NotFound
-        {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove a staged upload");
-        }
-    }
-}
-
 /// Why bytes could not be kept.
 #[derive(Debug, thiserror::Error)]
 pub enum ObjectError {
     /// The body broke off or held more than announced.
     #[error("the upload did not arrive whole: {0}")]
     Body(String),
+    /// The body held more than the file's size.
+    #[error("more than the {0} bytes announced")]
+    TooLong(u64),
     /// The body did not arrive within its deadline.
     #[error("the upload did not arrive in time")]
     TimedOut,
@@ -62,13 +42,6 @@ pub enum ObjectError {
 /// The keys three levels under `objects` whose files were last written at
 /// or before `cutoff`.
 fn old_keys(objects: &std::path::Path, cutoff: u64) -> Result<Vec<String>, std::io::Error> {
-    fn entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>, std::io::Error> {
-        match std::fs::read_dir(dir) {
-            Ok(list) => list.collect(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
-            Err(e) => Err(e),
-        }
-    }
     let name = |e: &std::fs::DirEntry| e.file_name().to_str().map(str::to_owned);
     let mut keys = Vec::new();
     for prefix in entries(objects)? {
@@ -77,18 +50,31 @@ fn old_keys(objects: &std::path::Path, cutoff: u64) -> Result<Vec<String>, std::
             let Some(h) = name(&hash) else { continue };
             for object in entries(&hash.path())? {
                 let Some(o) = name(&object) else { continue };
-                let written = object
-                    .metadata()?
-                    .modified()?
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-                if object.file_type()?.is_file() && written <= cutoff {
+                if object.file_type()?.is_file() && written_ms(&object)? <= cutoff {
                     keys.push(format!("{p}/{h}/{o}"));
                 }
             }
         }
     }
     Ok(keys)
+}
+
+/// The entries of `dir`; none when it does not exist.
+pub(super) fn entries(dir: &std::path::Path) -> Result<Vec<std::fs::DirEntry>, std::io::Error> {
+    match std::fs::read_dir(dir) {
+        Ok(list) => list.collect(),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// When an entry's file was last written, in ms since the epoch.
+pub(super) fn written_ms(entry: &std::fs::DirEntry) -> Result<u64, std::io::Error> {
+    Ok(entry
+        .metadata()?
+        .modified()?
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)))
 }
 
 fn random_id() -> Result<String, std::io::Error> {
@@ -107,15 +93,9 @@ impl Objects {
         Objects { root, staging }
     }
 
-    /// Removes what a previous run of this node left in staging (uploads
-    /// cut by a stop or a crash), at start, before any upload.
-    pub async fn sweep_staging(&self) {
-        match tokio::fs::remove_dir_all(&self.staging).await {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                tracing::warn!(dir = %self.staging.display(), error = %e, "cannot clear the staging directory");
-            }
-            _ => {}
-        }
+    /// This node's staging directory.
+    pub(super) fn staging(&self) -> &std::path::Path {
+        &self.staging
     }
 
     /// The path of an object's key. Keys are made here, of hex digits and
@@ -124,65 +104,21 @@ impl Objects {
         self.root.join("objects").join(key)
     }
 
-    /// Streams `body` into a staging file, hashing and counting it; more
-    /// than `most` bytes is an error (the rest is never read).
-    pub async fn stage(
-        &self,
-        mut body: impl Stream<Item = Result<Bytes, axum::Error>> + Unpin,
-        most: u64,
-    ) -> Result<Staged, ObjectError> {
-        tokio::fs::create_dir_all(&self.staging).await?;
-        let path = self.staging.join(random_id()?);
-        // From here, however this ends (an error, the task dropped by a
-        // stopping node), the staging file goes unless it is kept.
-        let mut staged = Staged {
-            sha256: String::new(),
-            size: 0,
-            path: Some(path.clone()),
-        };
-        let result = async {
-            let mut file = tokio::fs::File::create(&path).await?;
-            let (mut hasher, mut size) = (Sha256::new(), 0u64);
-            while let Some(chunk) = body.next().await {
-                let chunk = chunk.map_err(|e| {
-                    if crate::http::deadline::timed_out(&e) {
-                        ObjectError::TimedOut
-                    } else {
-                        ObjectError::Body(e.to_string())
-                    }
-                })?;
-                size += chunk.len() as u64;
-                if size > most {
-                    return Err(ObjectError::Body(format!(
-                        "more than the {most} bytes announced"
-                    )));
-                }
-                hasher.update(&chunk);
-                file.write_all(&chunk).await?;
-            }
-            file.sync_all().await?;
-            Ok((hex(&hasher.finalize()), size))
-        }
-        .await;
-        let (sha256, size) = result?;
-        staged.sha256 = sha256;
-        staged.size = size;
-        Ok(staged)
-    }
-
     /// Moves a staged upload to a new object of its own under `prefix`;
     /// the object's key.
     pub async fn keep(&self, mut staged: Staged, prefix: &str) -> Result<String, ObjectError> {
         let key = format!("{prefix}/{}/{}", staged.sha256, random_id()?);
         let path = self.path(&key);
-        let Some(from) = staged.path.clone() else {
+        let Some(from) = staged.take_path() else {
             return Err(ObjectError::Body("the upload was already kept".into()));
         };
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
-        tokio::fs::rename(&from, &path).await?;
-        staged.path = None;
+        if let Err(e) = tokio::fs::rename(&from, &path).await {
+            let _ = tokio::fs::remove_file(&from).await;
+            return Err(e.into());
+        }
         // The rename is durable once its directory is, and the directories
         // made for it once theirs are: up to `objects/`.
         let objects = self.root.join("objects");

@@ -4,7 +4,7 @@
 //! cannot each pass the check and together fill the disk; and a node
 //! holds at most so many uploads' staging files and connections.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use ferry_core::UserId;
@@ -15,6 +15,8 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 pub struct Uploads {
     slots: Arc<Semaphore>,
     arriving: Mutex<HashMap<UserId, u64>>,
+    /// The uploads in flight, by the partial upload they write.
+    writing: Mutex<HashSet<String>>,
 }
 
 /// Why an upload may not start.
@@ -28,6 +30,9 @@ pub enum Refused {
         /// The bytes stored and arriving.
         used: u64,
     },
+    /// An upload of the same file by the same user to the same space is
+    /// in flight: `409`.
+    InProgress,
 }
 
 /// An upload's slot and its bytes reserved, given back when dropped.
@@ -36,6 +41,7 @@ pub struct Slot {
     uploads: Arc<Uploads>,
     user: UserId,
     bytes: u64,
+    key: String,
     _permit: OwnedSemaphorePermit,
 }
 
@@ -45,17 +51,19 @@ impl Uploads {
         Uploads {
             slots: Arc::new(Semaphore::new(slots.max(1))),
             arriving: Mutex::default(),
+            writing: Mutex::default(),
         }
     }
 
     /// A slot for `bytes` of `user`, whose stored files take `stored`
-    /// bytes of `quota`.
+    /// bytes of `quota`, writing the partial upload `key`.
     pub fn start(
         self: &Arc<Self>,
         user: &UserId,
         bytes: u64,
         stored: u64,
         quota: u64,
+        key: String,
     ) -> Result<Slot, Refused> {
         let permit = self
             .slots
@@ -63,22 +71,44 @@ impl Uploads {
             .try_acquire_owned()
             .map_err(|_| Refused::Busy)?;
         let mut arriving = self.arriving.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        if writing.contains(&key) {
+            return Err(Refused::InProgress);
+        }
         let used = stored.saturating_add(arriving.get(user).copied().unwrap_or(0));
         if used.saturating_add(bytes) > quota {
             return Err(Refused::OverQuota { used });
         }
+        writing.insert(key.clone());
         *arriving.entry(user.clone()).or_insert(0) += bytes;
         Ok(Slot {
             uploads: self.clone(),
             user: user.clone(),
             bytes,
+            key,
             _permit: permit,
         })
     }
 }
 
+impl Uploads {
+    /// The partial uploads being written now (their bytes count as
+    /// arriving, not as held).
+    pub fn writing(&self) -> HashSet<String> {
+        self.writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
 impl Drop for Slot {
     fn drop(&mut self) {
+        self.uploads
+            .writing
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.key);
         let mut arriving = self
             .uploads
             .arriving
@@ -102,18 +132,28 @@ mod tests {
         let uploads = Arc::new(Uploads::new(2));
         let ann = UserId::new("ann").unwrap();
         let bob = UserId::new("bob").unwrap();
-        let first = uploads.start(&ann, 600, 0, 1_000).unwrap();
+        let key = |k: &str| k.to_owned();
+        let first = uploads.start(&ann, 600, 0, 1_000, key("a1")).unwrap();
         // The first is still arriving: a second of 600 would pass 1,000.
         assert_eq!(
-            uploads.start(&ann, 600, 0, 1_000).unwrap_err(),
+            uploads.start(&ann, 600, 0, 1_000, key("a2")).unwrap_err(),
             Refused::OverQuota { used: 600 }
         );
-        let second = uploads.start(&bob, 600, 0, 1_000).unwrap();
-        assert_eq!(uploads.start(&bob, 1, 0, 1_000).unwrap_err(), Refused::Busy);
+        // The same partial upload twice at once: the second waits.
+        assert_eq!(
+            uploads.start(&ann, 1, 0, 1_000, key("a1")).unwrap_err(),
+            Refused::InProgress
+        );
+        let second = uploads.start(&bob, 600, 0, 1_000, key("b1")).unwrap();
+        assert_eq!(
+            uploads.start(&bob, 1, 0, 1_000, key("b2")).unwrap_err(),
+            Refused::Busy
+        );
         drop(first);
-        // Ann's bytes and slot are back.
-        let again = uploads.start(&ann, 900, 100, 1_000).unwrap();
+        // Ann's bytes, slot and partial upload are back.
+        let again = uploads.start(&ann, 900, 100, 1_000, key("a1")).unwrap();
         drop((again, second));
         assert!(uploads.arriving.lock().unwrap().is_empty());
+        assert!(uploads.writing.lock().unwrap().is_empty());
     }
 }

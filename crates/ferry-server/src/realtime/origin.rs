@@ -83,6 +83,7 @@ pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
             header::AUTHORIZATION,
             header::CONTENT_TYPE,
             header::RANGE,
+            header::CONTENT_RANGE,
             header::HeaderName::from_static("last-event-id"),
             header::HeaderName::from_static(ferry_core::protocol::PROTOCOL_HEADER),
             header::HeaderName::from_static(crate::files::NAME_HEADER),
@@ -94,6 +95,7 @@ pub fn cors(settings: &Settings) -> tower_http::cors::CorsLayer {
             header::CONTENT_RANGE,
             header::ACCEPT_RANGES,
             header::CONTENT_LENGTH,
+            header::HeaderName::from_static(crate::files::OFFSET_HEADER),
         ])
         .max_age(std::time::Duration::from_secs(600))
 }

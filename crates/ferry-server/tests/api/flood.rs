@@ -153,6 +153,9 @@ fn templates(token: &str, api_token: &str) -> Vec<Shot> {
         // rarely matches), ranges, a delete.
         json("PUT", "/v1/spaces/team/files/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", json!({"bytes": "x"}))
             .with_header("ferry-file-name", "a%20b.txt"),
+        // The rest of an upload (the header bent too).
+        json("PUT", "/v1/spaces/team/files/0000000000000000000000000000000000000000000000000000000000000001", json!({"bytes": "x"}))
+            .with_header("content-range", "bytes 3-14/15"),
         get("/v1/spaces/team/files/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855").with_header("range", "bytes=0-3"),
         json("HEAD", "/v1/spaces/team/files/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Value::Null).without_body(),
         json("DELETE", "/v1/spaces/team/files/e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", Value::Null).without_body(),
