@@ -45,6 +45,7 @@
 //! ```
 
 pub mod error;
+pub mod files;
 pub mod query;
 pub mod remote;
 pub mod replica;
@@ -57,6 +58,7 @@ pub mod typed;
 pub mod watch;
 
 pub use error::{Error, Result};
+pub use files::FileStatus;
 pub use query::{Op, Order, Query};
 pub use remote::{Credentials, Remote, Token};
 pub use replica::{Changed, Clock, Durability, LocalRecord, Replica, ReplicaConfig, Source};

@@ -135,6 +135,33 @@ impl Remote {
         .await
     }
 
+    /// The answer to the request `build` makes, with the access token, and
+    /// once more with a refreshed one when the server answers `401`; the
+    /// caller reads the status (files' `HEAD`, `PUT`, `GET`).
+    pub(crate) async fn send_raw(
+        &self,
+        build: impl Fn() -> reqwest::RequestBuilder,
+    ) -> Result<reqwest::Response> {
+        let mut refreshed = false;
+        loop {
+            let mut builder = build();
+            if let Some(token) = self.credentials.token() {
+                builder = builder.bearer_auth(token);
+            }
+            let response = builder
+                .send()
+                .await
+                .map_err(|e| Error::Offline(e.to_string()))?;
+            if response.status() == StatusCode::UNAUTHORIZED && !refreshed {
+                refreshed = true;
+                if self.credentials.refresh(self).await? {
+                    continue;
+                }
+            }
+            return Ok(response);
+        }
+    }
+
     /// Sends the request `build` makes with the access token, and once
     /// more with a refreshed one when the server answers `401`.
     async fn authed<T: serde::de::DeserializeOwned>(
@@ -167,12 +194,7 @@ pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuild
         .await
         .map_err(|e| Error::Offline(e.to_string()))?;
     let status = response.status();
-    let retry_after = response
-        .headers()
-        .get(reqwest::header::RETRY_AFTER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok())
-        .map(Duration::from_secs);
+    let retry_after = retry_after(&response);
     let bytes = response
         .bytes()
         .await
@@ -187,9 +209,14 @@ pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuild
             change: None,
         });
     }
-    let body: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    Err(error_from(status, retry_after, &bytes))
+}
+
+/// The error an answer that is not a success carries (§10).
+pub(crate) fn error_from(status: StatusCode, retry_after: Option<Duration>, bytes: &[u8]) -> Error {
+    let body: Value = serde_json::from_slice(bytes).unwrap_or(Value::Null);
     let text = |key: &str| body["error"][key].as_str().map(str::to_owned);
-    Err(Error::Server {
+    Error::Server {
         status: status.as_u16(),
         code: text("code").unwrap_or_else(|| default_code(status).to_owned()),
         message: text("message").unwrap_or_else(|| format!("the server answered {status}")),
@@ -197,7 +224,26 @@ pub async fn send<T: serde::de::DeserializeOwned>(builder: reqwest::RequestBuild
         change: body["error"]["details"]["index"]
             .as_u64()
             .and_then(|i| usize::try_from(i).ok()),
-    })
+    }
+}
+
+/// The error of a `response` that is not a success, its body read.
+pub(crate) async fn failure(response: reqwest::Response) -> Error {
+    let status = response.status();
+    let retry_after = retry_after(&response);
+    match response.bytes().await {
+        Ok(bytes) => error_from(status, retry_after, &bytes),
+        Err(e) => Error::Offline(e.to_string()),
+    }
+}
+
+fn retry_after(response: &reqwest::Response) -> Option<Duration> {
+    response
+        .headers()
+        .get(reqwest::header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// A code for answers without a body (a proxy's error page).

@@ -115,6 +115,10 @@ pub struct ReplicaConfig {
     pub client_id: Option<ClientId>,
     /// Where the HLC reads the time.
     pub clock: Clock,
+    /// The most bytes of downloaded files the cache keeps (beside the
+    /// replica, in `{replica}.files/`); files waiting to be uploaded are
+    /// kept whatever their size.
+    pub max_file_cache_bytes: u64,
 }
 
 impl Default for ReplicaConfig {
@@ -124,6 +128,7 @@ impl Default for ReplicaConfig {
             durability: Durability::default(),
             client_id: None,
             clock: Clock::system(),
+            max_file_cache_bytes: 1024 * 1024 * 1024,
         }
     }
 }
@@ -150,6 +155,10 @@ struct Inner {
     app_schema: std::sync::RwLock<Arc<crate::typed::HeldSchema>>,
     /// The live queries watching this replica (see `watch`).
     watchers: crate::watch::Watchers,
+    /// Uploads in progress (see `files`).
+    uploading: crate::files::Progress,
+    /// The most bytes of downloaded files kept.
+    max_file_cache_bytes: u64,
 }
 
 /// Checkpoints of the write-ahead log, on a thread of their own: SQLite
@@ -348,6 +357,8 @@ impl Replica {
                 checkpoints,
                 app_schema: std::sync::RwLock::new(Arc::new(app_schema)),
                 watchers: Default::default(),
+                uploading: Default::default(),
+                max_file_cache_bytes: config.max_file_cache_bytes,
             }),
         })
     }
@@ -429,6 +440,14 @@ impl Replica {
     /// Milliseconds since the Unix epoch, by the replica's clock.
     pub(crate) fn now_ms(&self) -> u64 {
         self.inner.clock.now_ms()
+    }
+
+    pub(crate) fn inner_progress(&self) -> &crate::files::Progress {
+        &self.inner.uploading
+    }
+
+    pub(crate) fn max_file_cache_bytes(&self) -> u64 {
+        self.inner.max_file_cache_bytes
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

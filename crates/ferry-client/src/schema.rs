@@ -101,6 +101,32 @@ CREATE INDEX conflicts_by_record ON conflicts (space, collection, id);
 ALTER TABLE records ADD COLUMN author TEXT;
 ALTER TABLE spaces ADD COLUMN role TEXT;
 "#,
+    // Files (docs/files.md §6): the local cache of file bytes (in the
+    // directory `{replica}.files/`, named by hash; `pinned` while an
+    // upload needs them), the upload queue beside the outbox, and the
+    // files the server did not hold when last asked.
+    r#"
+CREATE TABLE files (
+    sha256  TEXT PRIMARY KEY,
+    size    INTEGER NOT NULL,
+    pinned  INTEGER NOT NULL DEFAULT 0,
+    used_at INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE uploads (
+    space      TEXT NOT NULL,
+    sha256     TEXT NOT NULL,
+    size       INTEGER NOT NULL,
+    media_type TEXT NOT NULL,
+    name       TEXT,
+    failed     TEXT,
+    PRIMARY KEY (space, sha256)
+) WITHOUT ROWID;
+CREATE TABLE missing (
+    space  TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    PRIMARY KEY (space, sha256)
+) WITHOUT ROWID;
+"#,
 ];
 
 /// Brings the schema up to date, one step per transaction. The version is

@@ -223,6 +223,8 @@ impl Replica {
         };
         if policy == SignOut::Wipe {
             scrub(&conn)?;
+            drop(conn);
+            self.wipe_files()?;
         }
         Ok(discarded)
     }
@@ -257,7 +259,8 @@ fn claim(tx: &Connection, from: &SpaceId, to: &SpaceId) -> Result<()> {
 fn wipe(tx: &Connection) -> Result<u64> {
     let pending: i64 = tx.query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
     tx.execute_batch(
-        "DELETE FROM records; DELETE FROM outbox; DELETE FROM conflicts; DELETE FROM spaces;",
+        "DELETE FROM records; DELETE FROM outbox; DELETE FROM conflicts; DELETE FROM spaces;
+         DELETE FROM files; DELETE FROM uploads; DELETE FROM missing;",
     )?;
     Ok(pending.max(0) as u64)
 }

@@ -27,6 +27,7 @@ use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use crate::error::{Error, Result};
 use crate::replica::{Replica, Source, corrupt, random_hex, read_state, set_meta, stored_hlc};
 
+pub(crate) mod files;
 mod inbox;
 mod resync;
 mod run;
@@ -91,6 +92,8 @@ pub struct SyncReport {
     /// Local changes the server refused for good (now in
     /// [`Replica::rejected`]).
     pub rejected: u64,
+    /// Attached files the server now holds (uploaded, or found held).
+    pub uploaded: u64,
 }
 
 /// A local change the server refused for good, kept for the app to show.

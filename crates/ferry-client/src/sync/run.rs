@@ -145,6 +145,9 @@ pub async fn sync_space_with(
         total.rejected += report.rejected;
         progress(&total);
         if !has_more && !pending {
+            // The records first, then the bytes they refer to.
+            total.uploaded = super::files::upload_queued(replica, remote, space).await?;
+            super::files::fetch_missing(replica, remote, space).await?;
             return Ok(total);
         }
     }

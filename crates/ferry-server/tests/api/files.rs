@@ -455,7 +455,6 @@ async fn uploads_in_flight_hold_a_slot_and_their_bytes_of_the_quota() {
     assert_eq!(staged(&api), 1, "a cut upload left nothing to resume");
     let r = put(&api, "alice", "notes", &sha(&more), &more, &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-
 }
 
 /// The files the space holds, as a member sees them (200 or 404).

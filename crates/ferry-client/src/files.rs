@@ -1,0 +1,281 @@
+//! Files attached to records, on this device (docs/files.md §6).
+//!
+//! [`Replica::attach`] hashes the bytes, keeps them in the replica's file
+//! cache (the directory `{replica}.files/`, one file per hash) pinned until
+//! they are uploaded, and queues the upload beside the outbox; the app
+//! writes the [`FileRef`] it returns into a record like any value, and the
+//! record syncs at once. Each sync of a space then uploads its queued
+//! files (`sync::files`), after the outbox, so other devices get the
+//! record first (they show the file `missing`, then the file).
+//! [`Replica::file`] reads a file from the cache, or downloads it, checks
+//! its hash and keeps it, evicting the least recently used files past
+//! [`crate::ReplicaConfig::max_file_cache_bytes`] (never those waiting to
+//! be uploaded).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Mutex, PoisonError};
+
+use ferry_core::file::{media_type_ok, name_ok};
+use ferry_core::{FileRef, Sha256Hex, SpaceId};
+use rusqlite::{OptionalExtension, params};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+use crate::replica::Replica;
+
+/// Where a file stands on this device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FileStatus {
+    /// Attached here; its upload is queued.
+    Local,
+    /// Being uploaded: `sent` of `total` bytes are on the server.
+    Uploading {
+        /// Bytes the server holds.
+        sent: u64,
+        /// The file's size.
+        total: u64,
+    },
+    /// Its upload was refused for good (a quota, the size limit, a
+    /// viewer's write): the server's code and message. Attach it again
+    /// once the cause is gone.
+    Failed {
+        /// The server's error code (`quota_exceeded`, `too_large`, ...).
+        code: String,
+        /// Its message.
+        message: String,
+    },
+    /// The server holds it (uploaded from here, or downloaded).
+    Synced,
+    /// The server did not hold it when last asked (its author has not
+    /// uploaded it yet, or an owner deleted it). Each sync of the space
+    /// asks again, and keeps it once it arrives.
+    Missing,
+    /// Not on this device, not asked for yet.
+    Remote,
+}
+
+/// Uploads in progress in this process: (space, hash) → (sent, total).
+#[derive(Debug, Default)]
+pub(crate) struct Progress(Mutex<HashMap<(SpaceId, Sha256Hex), (u64, u64)>>);
+
+impl Progress {
+    pub(crate) fn set(&self, space: &SpaceId, sha256: &Sha256Hex, at: Option<(u64, u64)>) {
+        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        match at {
+            Some(at) => map.insert((space.clone(), sha256.clone()), at),
+            None => map.remove(&(space.clone(), sha256.clone())),
+        };
+    }
+
+    fn get(&self, space: &SpaceId, sha256: &Sha256Hex) -> Option<(u64, u64)> {
+        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        map.get(&(space.clone(), sha256.clone())).copied()
+    }
+}
+
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn io(what: &str, e: std::io::Error) -> Error {
+    Error::Invalid(format!("{what}: {e}"))
+}
+
+impl Replica {
+    /// The directory of the file cache.
+    pub fn files_dir(&self) -> PathBuf {
+        let mut dir = self.path().as_os_str().to_owned();
+        dir.push(".files");
+        PathBuf::from(dir)
+    }
+
+    /// Where the bytes of `sha256` are kept when cached.
+    pub(crate) fn cached_path(&self, sha256: &Sha256Hex) -> PathBuf {
+        self.files_dir().join(sha256.as_str())
+    }
+
+    /// Attaches `bytes` to `space`: keeps them here, queues their upload,
+    /// and returns the reference to write into a record's field. Nothing
+    /// is sent now; each sync of the space uploads what is queued (asking
+    /// first: bytes the space holds already are not sent again).
+    pub fn attach(
+        &self,
+        space: &SpaceId,
+        bytes: &[u8],
+        media_type: &str,
+        name: Option<&str>,
+    ) -> Result<FileRef> {
+        if !media_type_ok(media_type) {
+            return Err(Error::Invalid(format!(
+                "{media_type:?} is not a media type (type/subtype)"
+            )));
+        }
+        if let Some(n) = name.filter(|n| !name_ok(n)) {
+            return Err(Error::Invalid(format!(
+                "{n:?} is not a file name: 1 to 255 characters, no control characters, / or \\"
+            )));
+        }
+        let sha256 = Sha256Hex::from_digest(&Sha256::digest(bytes).into());
+        let size = bytes.len() as u64;
+        self.keep_bytes(&sha256, bytes)?;
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 1, ?3)
+             ON CONFLICT (sha256) DO UPDATE SET pinned = 1, used_at = ?3",
+            params![sha256.as_str(), size as i64, now_ms()],
+        )?;
+        tx.execute(
+            "INSERT INTO uploads (space, sha256, size, media_type, name) VALUES (?1, ?2, ?3, ?4, ?5)
+             ON CONFLICT (space, sha256) DO UPDATE SET failed = NULL",
+            params![space.as_str(), sha256.as_str(), size as i64, media_type, name],
+        )?;
+        tx.execute(
+            "DELETE FROM missing WHERE space = ?1 AND sha256 = ?2",
+            params![space.as_str(), sha256.as_str()],
+        )?;
+        tx.commit()?;
+        Ok(FileRef {
+            sha256,
+            size,
+            media_type: media_type.to_owned(),
+            name: name.map(str::to_owned),
+        })
+    }
+
+    /// Writes `bytes` under their hash in the cache, durably (a temporary
+    /// file renamed into place).
+    fn keep_bytes(&self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<()> {
+        let dir = self.files_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot make the file cache", e))?;
+        let path = self.cached_path(sha256);
+        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
+            return Ok(());
+        }
+        let tmp = dir.join(format!("{sha256}.attach"));
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            std::fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("cannot keep the file's bytes", e));
+        }
+        Ok(())
+    }
+
+    /// Where `file` of `space` stands on this device.
+    pub fn file_status(&self, space: &SpaceId, file: &FileRef) -> Result<FileStatus> {
+        if let Some((sent, total)) = self.inner_progress().get(space, &file.sha256) {
+            return Ok(FileStatus::Uploading { sent, total });
+        }
+        let conn = self.conn();
+        let queued: Option<Option<String>> = conn
+            .query_row(
+                "SELECT failed FROM uploads WHERE space = ?1 AND sha256 = ?2",
+                params![space.as_str(), file.sha256.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        match queued {
+            Some(None) => return Ok(FileStatus::Local),
+            Some(Some(failed)) => {
+                let (code, message) = failed.split_once(' ').unwrap_or((&failed, ""));
+                return Ok(FileStatus::Failed {
+                    code: code.to_owned(),
+                    message: message.to_owned(),
+                });
+            }
+            None => {}
+        }
+        let missing: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM missing WHERE space = ?1 AND sha256 = ?2)",
+            params![space.as_str(), file.sha256.as_str()],
+            |r| r.get(0),
+        )?;
+        if missing {
+            return Ok(FileStatus::Missing);
+        }
+        let cached: bool = conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM files WHERE sha256 = ?1)",
+            [file.sha256.as_str()],
+            |r| r.get(0),
+        )?;
+        Ok(if cached {
+            FileStatus::Synced
+        } else {
+            FileStatus::Remote
+        })
+    }
+
+    /// The cached bytes of `sha256`, if this device holds them (and marks
+    /// them used now).
+    pub fn cached_file(&self, sha256: &Sha256Hex) -> Result<Option<PathBuf>> {
+        let touched = self.conn().execute(
+            "UPDATE files SET used_at = ?2 WHERE sha256 = ?1",
+            params![sha256.as_str(), now_ms()],
+        )?;
+        let path = self.cached_path(sha256);
+        Ok((touched == 1 && path.is_file()).then_some(path))
+    }
+
+    /// Records bytes downloaded into the cache, then evicts the least
+    /// recently used unpinned files past the cache's size.
+    pub(crate) fn cached(&self, sha256: &Sha256Hex, size: u64) -> Result<()> {
+        let most = self.max_file_cache_bytes();
+        let evicted: Vec<String> = {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            tx.execute(
+                "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 0, ?3)
+                 ON CONFLICT (sha256) DO UPDATE SET used_at = ?3",
+                params![sha256.as_str(), size as i64, now_ms()],
+            )?;
+            tx.execute("DELETE FROM missing WHERE sha256 = ?1", [sha256.as_str()])?;
+            let mut total: i64 =
+                tx.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |r| r.get(0))?;
+            let mut evicted = Vec::new();
+            let lru: Vec<(String, i64)> = tx
+                .prepare(
+                    "SELECT sha256, size FROM files WHERE pinned = 0 AND sha256 != ?1
+                     ORDER BY used_at, sha256",
+                )?
+                .query_map([sha256.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
+                .collect::<rusqlite::Result<_>>()?;
+            for (hash, size) in lru {
+                if u64::try_from(total).unwrap_or(0) <= most {
+                    break;
+                }
+                tx.execute("DELETE FROM files WHERE sha256 = ?1", [&hash])?;
+                total -= size;
+                evicted.push(hash);
+            }
+            tx.commit()?;
+            evicted
+        };
+        for hash in evicted {
+            if let Err(e) = std::fs::remove_file(self.files_dir().join(&hash))
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                tracing::warn!(file = hash, error = %e, "cannot evict a cached file");
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes the file cache (a sign-out that wipes).
+    pub(crate) fn wipe_files(&self) -> Result<()> {
+        match std::fs::remove_dir_all(self.files_dir()) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(io("cannot remove the file cache", e))
+            }
+            _ => Ok(()),
+        }
+    }
+}
