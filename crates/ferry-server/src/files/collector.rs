@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 
 use super::objects::Objects;
+use super::uploads::Uploads;
 use crate::clock::wall_ms;
 use crate::state::AppState;
 use crate::store::{Store, StoreError};
@@ -45,6 +46,7 @@ pub struct Collected {
 pub async fn collect_once(
     store: &dyn Store,
     objects: &Objects,
+    uploads: &Uploads,
     now: u64,
     grace: Duration,
 ) -> Result<Collected, StoreError> {
@@ -52,7 +54,7 @@ pub async fn collect_once(
     let mut done = Collected::default();
     let lifetime = u64::try_from(super::staging::PARTIAL_LIFETIME.as_millis()).unwrap_or(u64::MAX);
     done.partials = objects
-        .expire_partials(now.saturating_sub(lifetime))
+        .expire_partials(now.saturating_sub(lifetime), uploads.writing())
         .await
         .map_err(|e| StoreError::Internal(format!("expiring partial uploads: {e}")))?;
     for file in store.collect_files(now, cutoff).await? {
@@ -91,7 +93,14 @@ pub fn spawn(state: AppState) -> Option<JoinHandle<()>> {
         let mut ticks = tokio::time::interval(INTERVAL);
         loop {
             ticks.tick().await;
-            match collect_once(state.store.as_ref(), &objects, wall_ms(), grace).await {
+            let pass = collect_once(
+                state.store.as_ref(),
+                &objects,
+                &state.uploads,
+                wall_ms(),
+                grace,
+            );
+            match pass.await {
                 Ok(done) if done == Collected::default() => {}
                 Ok(done) => tracing::info!(
                     files = done.files,

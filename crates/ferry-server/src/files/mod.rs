@@ -128,6 +128,10 @@ fn not_found(sha256: &Sha256Hex) -> ApiError {
 pub(super) fn storage_failed(e: ObjectError) -> ApiError {
     match e {
         ObjectError::Body(why) => ApiError::invalid_request(why),
+        ObjectError::Held(held) => ApiError::conflict(format!(
+            "{held} bytes of this upload are held: send the rest from there"
+        ))
+        .with_details(json!({"offset": held})),
         ObjectError::TooLong(total) => {
             ApiError::invalid_request(format!("the upload held more than {total} bytes"))
         }
@@ -187,6 +191,14 @@ async fn head(
             .touch_file(&space, &sha256)
             .await?
             .ok_or_else(|| not_found(&sha256))?;
+    }
+    if role.can_write() {
+        // Held: what arrived of the caller's own upload of it is worth
+        // nothing now, and would count against their quota for a day.
+        let partial = objects.partial(&caller.0.id, &prefix(&space), &sha256);
+        state
+            .uploads
+            .when_idle(&partial.key(), || partial.discard_now());
     }
     Ok((
         [

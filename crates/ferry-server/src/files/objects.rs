@@ -28,6 +28,10 @@ pub enum ObjectError {
     /// The body broke off or held more than announced.
     #[error("the upload did not arrive whole: {0}")]
     Body(String),
+    /// A resume did not start where the partial upload ends (it holds
+    /// these bytes).
+    #[error("{0} bytes of this upload are held: send the rest from there")]
+    Held(u64),
     /// The body held more than the file's size.
     #[error("more than the {0} bytes announced")]
     TooLong(u64),
@@ -50,8 +54,15 @@ fn old_keys(objects: &std::path::Path, cutoff: u64) -> Result<Vec<String>, std::
             let Some(h) = name(&hash) else { continue };
             for object in entries(&hash.path())? {
                 let Some(o) = name(&object) else { continue };
-                if object.file_type()?.is_file() && written_ms(&object)? <= cutoff {
-                    keys.push(format!("{p}/{h}/{o}"));
+                // Gone since listed (deleted by an owner, another node):
+                // nothing to collect.
+                match written_ms(&object) {
+                    Ok(at) if at <= cutoff && object.file_type()?.is_file() => {
+                        keys.push(format!("{p}/{h}/{o}"));
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
             }
         }

@@ -24,6 +24,15 @@ use crate::ids::{digest_name, hex};
 /// How long a broken-off upload is kept to be resumed.
 pub const PARTIAL_LIFETIME: Duration = Duration::from_secs(24 * 3600);
 
+/// A user's partial uploads on a node.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Others {
+    /// How many.
+    pub count: usize,
+    /// Their bytes.
+    pub bytes: u64,
+}
+
 /// The staging file of one user's upload of one file to one space.
 #[derive(Debug, Clone)]
 pub struct Partial {
@@ -79,27 +88,39 @@ impl Partial {
         meta.is_file().then_some(meta.len())
     }
 
-    /// The bytes the user's other partial uploads hold on this node, but
-    /// those being written (keys in `writing`, counted as arriving): they
-    /// count against the quota as stored files do.
-    pub async fn others_bytes(&self, writing: HashSet<String>) -> Result<u64, ObjectError> {
+    /// The user's other partial uploads on this node, but those being
+    /// written (keys in `writing`, counted as arriving): their bytes count
+    /// against the quota as stored files do.
+    pub async fn others(&self, writing: HashSet<String>) -> Result<Others, ObjectError> {
         let (mine, this) = (self.mine.clone(), self.path.clone());
-        let total = tokio::task::spawn_blocking(move || -> Result<u64, std::io::Error> {
-            let mut total = 0u64;
+        let others = tokio::task::spawn_blocking(move || -> Result<Others, std::io::Error> {
+            let mut others = Others::default();
             for e in entries(&mine)? {
                 let path = e.path();
-                if path != this
-                    && !writing.contains(path.to_string_lossy().as_ref())
-                    && e.file_type()?.is_file()
-                {
-                    total = total.saturating_add(e.metadata()?.len());
+                if path == this || writing.contains(path.to_string_lossy().as_ref()) {
+                    continue;
+                }
+                // Gone since listed (finished, expired): not held.
+                match e.metadata() {
+                    Ok(m) if m.is_file() => {
+                        others.count += 1;
+                        others.bytes = others.bytes.saturating_add(m.len());
+                    }
+                    Ok(_) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
                 }
             }
-            Ok(total)
+            Ok(others)
         })
         .await
         .map_err(|e| std::io::Error::other(e.to_string()))??;
-        Ok(total)
+        Ok(others)
+    }
+
+    /// Forgets what arrived, now (see [`super::uploads::Uploads::when_idle`]).
+    pub fn discard_now(&self) {
+        remove(&self.path);
     }
 
     /// Forgets what arrived.
@@ -132,26 +153,39 @@ impl Objects {
     /// file and counting it; more than `total` bytes is an error (the rest
     /// is never read, what arrived is dropped). A body that breaks off
     /// leaves what arrived in `partial`, flushed.
-    pub async fn stage(
+    ///
+    /// The bytes are written by a task of their own, which holds `hold`
+    /// (the upload's slot) until its last write is on disk and gives it
+    /// back: however this call ends, even dropped mid-way, no write of it
+    /// lands after the slot is free, so a resume never races a write of
+    /// the upload before it.
+    pub async fn stage<H: Send + 'static>(
         &self,
         partial: &Partial,
         offset: u64,
         mut body: impl Stream<Item = Result<Bytes, axum::Error>> + Unpin,
         total: u64,
-    ) -> Result<Staged, ObjectError> {
+        hold: H,
+    ) -> Result<(Staged, H), ObjectError> {
         if let Some(dir) = partial.path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
         let mut hasher = Sha256::new();
-        let mut file = if offset == 0 {
+        let file = if offset == 0 {
             tokio::fs::File::create(&partial.path).await?
         } else {
             // What arrived before is hashed again from the disk.
-            let mut file = tokio::fs::OpenOptions::new()
+            let mut file = match tokio::fs::OpenOptions::new()
                 .read(true)
                 .append(true)
                 .open(&partial.path)
-                .await?;
+                .await
+            {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    return Err(ObjectError::Held(0));
+                }
+                opened => opened?,
+            };
             let mut buf = vec![0u8; 64 * 1024];
             let mut read = 0u64;
             loop {
@@ -163,12 +197,24 @@ impl Objects {
                 read += n as u64;
             }
             if read != offset {
-                return Err(ObjectError::Body(format!(
-                    "{read} bytes of this upload are held, not {offset}"
-                )));
+                return Err(ObjectError::Held(read));
             }
             file
         };
+        let (chunks, mut writes) = tokio::sync::mpsc::channel::<Bytes>(4);
+        let writer = tokio::spawn(async move {
+            let mut file = file;
+            let mut written = Ok(());
+            while let Some(chunk) = writes.recv().await {
+                written = file.write_all(&chunk).await;
+                if written.is_err() {
+                    break;
+                }
+            }
+            // Flushed either way: what is held is what a resume hashes.
+            let flushed = file.sync_all().await;
+            (written.and(flushed), hold)
+        });
         let mut size = offset;
         let arrived = async {
             while let Some(chunk) = body.next().await {
@@ -184,27 +230,46 @@ impl Objects {
                     return Err(ObjectError::TooLong(total));
                 }
                 hasher.update(&chunk);
-                file.write_all(&chunk).await?;
+                if chunks.send(chunk).await.is_err() {
+                    // The writer stopped on an error, which it returns.
+                    break;
+                }
             }
             Ok(())
         }
         .await;
-        // Flushed either way: what is held is what a resume hashes.
-        let flushed = file.sync_all().await;
-        match arrived {
-            Ok(()) => flushed?,
+        drop(chunks);
+        let (written, hold) = writer
+            .await
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        match (arrived, written) {
+            (Ok(()), Ok(())) => {}
             // Not the bytes announced, or not written: nothing to resume.
-            Err(e @ (ObjectError::TooLong(_) | ObjectError::Io(_))) => {
+            (Err(e @ ObjectError::TooLong(_)), _) => {
                 partial.discard().await;
                 return Err(e);
             }
-            Err(e) => return Err(e),
+            (_, Err(e)) => {
+                partial.discard().await;
+                return Err(e.into());
+            }
+            // Broken off: what arrived stays, to be resumed (an empty
+            // partial is worth nothing).
+            (Err(e), Ok(())) => {
+                if size == 0 {
+                    partial.discard().await;
+                }
+                return Err(e);
+            }
         }
-        Ok(Staged {
-            sha256: hex(&hasher.finalize()),
-            size,
-            path: Some(partial.path.clone()),
-        })
+        Ok((
+            Staged {
+                sha256: hex(&hasher.finalize()),
+                size,
+                path: Some(partial.path.clone()),
+            },
+            hold,
+        ))
     }
 
     /// Removes what a previous run of this node left in staging, at start,
@@ -232,16 +297,37 @@ impl Objects {
     }
 
     /// Deletes the partial uploads last written at or before `cutoff` (ms
-    /// since the epoch); how many.
-    pub async fn expire_partials(&self, cutoff: u64) -> Result<usize, ObjectError> {
-        let partials = self.staging().join("partial");
+    /// since the epoch), of every node sharing the directory (a node
+    /// started again under another id leaves its own), but those being
+    /// written here (`writing`); how many.
+    pub async fn expire_partials(
+        &self,
+        cutoff: u64,
+        writing: HashSet<String>,
+    ) -> Result<usize, ObjectError> {
+        let nodes = self.staging().parent().map(Path::to_owned);
         let gone = tokio::task::spawn_blocking(move || -> Result<usize, std::io::Error> {
             let mut gone = 0;
-            for user in entries(&partials)? {
-                for p in entries(&user.path())? {
-                    if p.file_type()?.is_file() && written_ms(&p)? <= cutoff {
-                        std::fs::remove_file(p.path())?;
-                        gone += 1;
+            let Some(nodes) = nodes else { return Ok(0) };
+            for node in entries(&nodes)? {
+                for user in entries(&node.path().join("partial"))? {
+                    for p in entries(&user.path())? {
+                        let path = p.path();
+                        if writing.contains(path.to_string_lossy().as_ref()) {
+                            continue;
+                        }
+                        let old = match written_ms(&p) {
+                            Ok(at) => at <= cutoff,
+                            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                            Err(e) => return Err(e),
+                        };
+                        if old {
+                            match std::fs::remove_file(&path) {
+                                Ok(()) => gone += 1,
+                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                                Err(e) => return Err(e),
+                            }
+                        }
                     }
                 }
             }

@@ -22,6 +22,9 @@ use crate::spaces::access;
 use crate::state::AppState;
 use crate::store::files::{Added, StoredFile};
 
+/// The most unfinished uploads a user keeps on a node.
+pub(super) const MAX_PARTIALS: usize = 32;
+
 /// Which bytes of the file a request's body holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) struct Part {
@@ -117,37 +120,46 @@ pub(super) async fn upload(
     };
     let partial = objects.partial(&user.id, &prefix(&space), &sha256);
     if let Some(file) = state.store.touch_file(&space, &sha256).await? {
-        partial.discard().await;
+        // What arrived of an earlier try is worth nothing now.
+        state
+            .uploads
+            .when_idle(&partial.key(), || partial.discard_now());
         return Ok((StatusCode::OK, axum::Json(reference(&file))).into_response());
     }
     // The user's other broken-off uploads hold disk as their files do.
-    let stored = state.store.file_usage(&user.id).await?.saturating_add(
-        partial
-            .others_bytes(state.uploads.writing())
-            .await
-            .map_err(storage_failed)?,
-    );
-    // Held until the upload ends, whichever way.
-    let _slot =
-        match state
-            .uploads
-            .start(&user.id, total, stored, limits.quota_bytes, partial.key())
-        {
-            Ok(slot) => slot,
-            Err(uploads::Refused::Busy) => {
-                return Err(ApiError::unavailable(
-                    "this server takes as many uploads as it can: try again",
-                ));
-            }
-            Err(uploads::Refused::OverQuota { used }) => {
-                return Err(over_quota(limits.quota_bytes, used));
-            }
-            Err(uploads::Refused::InProgress) => {
-                return Err(ApiError::conflict(
-                    "an upload of this file by you to this space is in progress",
-                ));
-            }
-        };
+    let others = partial
+        .others(state.uploads.writing())
+        .await
+        .map_err(storage_failed)?;
+    if others.count >= MAX_PARTIALS {
+        return Err(ApiError::conflict(format!(
+            "you have {MAX_PARTIALS} unfinished uploads on this server: finish one, or wait a day"
+        )));
+    }
+    let stored = state
+        .store
+        .file_usage(&user.id)
+        .await?
+        .saturating_add(others.bytes);
+    let slot = match state
+        .uploads
+        .start(&user.id, total, stored, limits.quota_bytes, partial.key())
+    {
+        Ok(slot) => slot,
+        Err(uploads::Refused::Busy) => {
+            return Err(ApiError::unavailable(
+                "this server takes as many uploads as it can: try again",
+            ));
+        }
+        Err(uploads::Refused::OverQuota { used }) => {
+            return Err(over_quota(limits.quota_bytes, used));
+        }
+        Err(uploads::Refused::InProgress) => {
+            return Err(ApiError::conflict(
+                "an upload of this file by you to this space is in progress",
+            ));
+        }
+    };
     let held = partial.offset().await.unwrap_or(0);
     if from != 0 && from != held {
         return Err(ApiError::conflict(format!(
@@ -155,8 +167,10 @@ pub(super) async fn upload(
         ))
         .with_details(json!({"offset": held})));
     }
-    let staged = objects
-        .stage(&partial, from, body.into_data_stream(), total)
+    // The slot is held until the upload ends, whichever way, and past its
+    // last write.
+    let (staged, _slot) = objects
+        .stage(&partial, from, body.into_data_stream(), total, slot)
         .await
         .map_err(|e| match e {
             ObjectError::TooLong(_) => {
@@ -179,6 +193,12 @@ pub(super) async fn upload(
             "the bytes' SHA-256 is {got}, not {sha256}: nothing was kept"
         )));
     }
+    // What is on disk is what was hashed, to the byte count.
+    if partial.offset().await != Some(total) {
+        drop(staged);
+        return Err(ApiError::conflict("the upload was not kept: send it again")
+            .with_details(json!({"offset": 0})));
+    }
     let object = objects
         .keep(staged, &prefix(&space))
         .await
@@ -199,10 +219,10 @@ pub(super) async fn upload(
         .await
     {
         Ok(added) => added,
-        Err(e) => {
-            delete_object(&objects, &object).await;
-            return Err(e.into());
-        }
+        // Not deleted: the row may have been written all the same (a
+        // commit whose answer was lost). The collector deletes the object
+        // if no row names it.
+        Err(e) => return Err(e.into()),
     };
     match added {
         Added::New(file) => {

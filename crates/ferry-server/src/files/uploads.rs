@@ -92,6 +92,15 @@ impl Uploads {
 }
 
 impl Uploads {
+    /// Runs `f` unless the partial upload `key` is being written, holding
+    /// off uploads from starting on it meanwhile.
+    pub fn when_idle(&self, key: &str, f: impl FnOnce()) {
+        let writing = self.writing.lock().unwrap_or_else(PoisonError::into_inner);
+        if !writing.contains(key) {
+            f();
+        }
+    }
+
     /// The partial uploads being written now (their bytes count as
     /// arriving, not as held).
     pub fn writing(&self) -> HashSet<String> {

@@ -45,16 +45,23 @@ pub(crate) fn from_row(
 }
 
 /// The files the live records whose stored fields are `fields` may refer
-/// to ([`ferry_core::file::referenced`]). Fields that cannot be read are
-/// an error: the collector deletes nothing it is unsure of.
+/// to ([`ferry_core::file::referenced`]), each record read as the object
+/// of its fields' values (so that a record whose own fields are a
+/// reference, `{sha256, size, media_type}`, counts too). Fields that
+/// cannot be read are an error: the collector deletes nothing it is
+/// unsure of.
 pub(crate) fn referenced<'a>(
     fields: impl IntoIterator<Item = &'a str>,
 ) -> Result<HashSet<Sha256Hex>, StoreError> {
     let mut found = HashSet::new();
     for text in fields {
-        let value: serde_json::Value =
+        let stored: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(text).map_err(|e| corrupt("record fields", e))?;
-        ferry_core::file::referenced(&value, &mut found);
+        let values: serde_json::Map<String, serde_json::Value> = stored
+            .into_iter()
+            .map(|(name, mut field)| (name, field["value"].take()))
+            .collect();
+        ferry_core::file::referenced(&serde_json::Value::Object(values), &mut found);
     }
     Ok(found)
 }
@@ -157,9 +164,12 @@ pub trait FileRows: Send + Sync {
 
     /// One collector pass over every space holding files, each space in
     /// one transaction under the lock a push takes (docs/files.md §5):
-    /// files a live record refers to are unmarked, others marked at `now`,
+    /// files a live record refers to are unmarked, others marked at the
+    /// time the space's transaction holds the lock (`now` at the earliest),
     /// and those marked and uploaded at or before `cutoff` are forgotten.
-    /// The rows forgotten, for the caller to delete their objects.
+    /// The rows forgotten, for the caller to delete their objects. A space
+    /// whose pass fails is logged and left for the next pass; the others
+    /// go on.
     async fn collect_files(&self, now: u64, cutoff: u64) -> Result<Vec<StoredFile>, StoreError>;
 
     /// The storage keys every file row names (the collector deletes old

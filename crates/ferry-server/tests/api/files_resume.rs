@@ -85,7 +85,9 @@ async fn an_upload_broken_off_anywhere_is_resumed_from_what_arrived() {
         // nothing.
         let h = head(&api, "alice", "notes", &hash).await;
         assert_eq!(h.status, StatusCode::NOT_FOUND);
-        assert_eq!(offset(&h), Some(cut as u64), "cut {cut}");
+        // Nothing is kept of an upload that sent nothing.
+        let kept = (cut > 0).then_some(cut as u64);
+        assert_eq!(offset(&h), kept, "cut {cut}");
         assert_eq!(offset(&head(&api, "vera", "notes", &hash).await), None);
         let r = rest(&api, "alice", "notes", &hash, &file, cut).await;
         assert_eq!(r.status, StatusCode::CREATED, "cut {cut}: {:?}", r.body);
@@ -267,19 +269,79 @@ async fn what_arrived_outlives_a_restart_and_goes_after_a_day() {
     let grace = std::time::Duration::from_secs(3600);
     let store = api.state.store.clone();
     assert_eq!(
-        collect_once(store.as_ref(), &storage, now, grace)
+        collect_once(store.as_ref(), &storage, &api.state.uploads, now, grace)
             .await
             .unwrap()
             .partials,
         0
     );
     let day = 24 * 3600 * 1000;
-    let done = collect_once(store.as_ref(), &storage, now + day + 1_000, grace)
-        .await
-        .unwrap();
+    let done = collect_once(
+        store.as_ref(),
+        &storage,
+        &api.state.uploads,
+        now + day + 1_000,
+        grace,
+    )
+    .await
+    .unwrap();
     assert_eq!(done.partials, 1);
     assert_eq!(
         offset(&head(&api, "alice", "notes", &sha(&file)).await),
         None
     );
+}
+
+#[tokio::test]
+async fn a_file_held_after_all_ends_its_partial_and_unfinished_uploads_are_bounded() {
+    let api = Api::configured(|s| s.files.quota_bytes = 1 << 30).await;
+    api.space("alice", "notes").await;
+    api.add("alice", "notes", "ed", "editor").await;
+    let file = bytes(900, 4);
+    let hash = sha(&file);
+    broken(&api, "alice", "notes", &file, 400).await;
+    // Another member uploads the same file whole: Alice's HEAD finds it
+    // held, and what arrived of hers is dropped (it no longer counts
+    // against her quota).
+    let r = put(&api, "ed", "notes", &hash, &file, &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    assert_eq!(
+        head(&api, "alice", "notes", &hash).await.status,
+        StatusCode::OK
+    );
+    let storage = api.files_dir.path().join("staging");
+    let held = walk_files(&storage);
+    assert_eq!(held, 0, "the partial of a held file was kept");
+
+    // At most so many unfinished uploads per user and node.
+    for n in 0..32u8 {
+        let f = bytes(50, 100 + n);
+        let r = broken(&api, "alice", "notes", &f, 10).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST);
+    }
+    let f = bytes(50, 200);
+    let r = put(&api, "alice", "notes", &sha(&f), &f, &[]).await;
+    assert_eq!(r.status, StatusCode::CONFLICT, "{:?}", r.body);
+    // Finishing one makes room.
+    let first = bytes(50, 100);
+    let r = rest(&api, "alice", "notes", &sha(&first), &first, 10).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+    let r = put(&api, "alice", "notes", &sha(&f), &f, &[]).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
+}
+
+fn walk_files(p: &std::path::Path) -> usize {
+    match std::fs::read_dir(p) {
+        Err(_) => 0,
+        Ok(entries) => entries
+            .flatten()
+            .map(|e| {
+                if e.path().is_dir() {
+                    walk_files(&e.path())
+                } else {
+                    1
+                }
+            })
+            .sum(),
+    }
 }

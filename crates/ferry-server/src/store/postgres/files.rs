@@ -61,6 +61,8 @@ async fn collect_space(
         .bind(sid)
         .execute(&mut *tx)
         .await?;
+    // Marked when the lock is held, not when the pass began.
+    let now = now.max(crate::clock::wall_ms());
     let fields: Vec<String> = sqlx::query_scalar(
         "SELECT fields FROM records
          WHERE sid = $1 AND deleted IS NULL AND strpos(fields, 'sha256') > 0",
@@ -243,7 +245,10 @@ impl FileRows for super::PgStore {
             .await?;
         let mut swept = Vec::new();
         for sid in sids {
-            swept.extend(collect_space(&self.pool, sid, now, cutoff).await?);
+            match collect_space(&self.pool, sid, now, cutoff).await {
+                Ok(gone) => swept.extend(gone),
+                Err(e) => tracing::warn!(sid, error = %e, "collecting a space's files failed"),
+            }
         }
         Ok(swept)
     }

@@ -43,6 +43,8 @@ fn collect_space(
     cutoff: u64,
 ) -> Result<Vec<StoredFile>, StoreError> {
     let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    // Marked when the lock is held, not when the pass began.
+    let now = now.max(crate::clock::wall_ms());
     let fields: Vec<String> = tx
         .prepare_cached(
             "SELECT fields FROM records

@@ -97,18 +97,29 @@ const GRACE: u64 = 10_000;
 
 pub async fn a_file_is_collected_only_after_a_grace_period_unreferenced(store: Arc<dyn Store>) {
     let s = team(store.as_ref()).await;
-    let t = 1_000_000;
-    for n in 1..=3 {
+    // Ahead of the clock: a pass marks at the later of its `now` and the
+    // time it holds the space's lock.
+    let t = crate::clock::wall_ms() + 1_000_000;
+    for n in 1..=4 {
         store.add_file(&s, &at(n, t), u64::MAX).await.unwrap();
     }
-    // 1 is referenced (nested in a list), 2 and 3 are not.
+    // 1 is referenced (nested in a list), 4 by a record whose own fields
+    // are its reference, 2 and 3 are not.
     let cover = serde_json::json!([{"caption": "a", "image": reference(1)}]);
     push(
         store.as_ref(),
         &s,
         "c1",
         "b1",
-        vec![upsert("r", "att", cover, hlc(1, "c1"))],
+        vec![
+            upsert("r", "att", cover, hlc(1, "c1")),
+            upsert(
+                "whole",
+                "sha256",
+                serde_json::json!(hash(4).as_str()),
+                hlc(1, "c1"),
+            ),
+        ],
     )
     .await;
     // The first pass marks 2 and 3; nothing is collected before a whole
@@ -138,7 +149,7 @@ pub async fn a_file_is_collected_only_after_a_grace_period_unreferenced(store: A
         vec![hash(2)]
     );
     assert_eq!(store.file(&s, &hash(2)).await.unwrap(), None);
-    assert_eq!(store.file_usage(&user("owner")).await.unwrap(), 2);
+    assert_eq!(store.file_usage(&user("owner")).await.unwrap(), 3);
     // Released by an overwrite, 1 goes a grace period after the pass that
     // saw it released; 3, asked for again (touched), waits again.
     push(
@@ -159,7 +170,10 @@ pub async fn a_file_is_collected_only_after_a_grace_period_unreferenced(store: A
     let mut gone: Vec<_> = swept.into_iter().map(|f| f.sha256).collect();
     gone.sort();
     assert_eq!(gone, vec![hash(1), hash(3)]);
-    assert!(store.file_objects().await.unwrap().is_empty());
+    assert_eq!(
+        store.file_objects().await.unwrap(),
+        [at(4, t).object].into_iter().collect()
+    );
     assert_eq!(store.touch_file(&s, &hash(1)).await.unwrap(), None);
 }
 
@@ -188,7 +202,7 @@ pub async fn no_collector_pass_forgets_a_referenced_or_recent_file(store: Arc<dy
     const RECORDS: usize = 4;
     for seed in 1..=12u64 {
         let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1);
-        let mut now = 1_000_000 * seed;
+        let mut now = crate::clock::wall_ms() + 1_000_000 * seed * 100;
         let mut clock = 0;
         // Per record slot: its id's generation (a deleted id stays deleted)
         // and the file it refers to.
@@ -292,4 +306,31 @@ async fn held(store: &dyn Store, s: &ferry_core::SpaceId, most: u8) -> Vec<u8> {
         }
     }
     found
+}
+
+/// A file belongs to its space: a reference in one space keeps that
+/// space's copy, never another's of the same bytes.
+pub async fn a_reference_keeps_only_its_own_space_s_copy(store: Arc<dyn Store>) {
+    let s = team(store.as_ref()).await;
+    let other = super::space("other");
+    store
+        .create_space(&other, "Other", &user("owner"))
+        .await
+        .unwrap();
+    let t = crate::clock::wall_ms() + 1_000_000;
+    store.add_file(&s, &at(1, t), u64::MAX).await.unwrap();
+    store.add_file(&other, &at(1, t), u64::MAX).await.unwrap();
+    push(
+        store.as_ref(),
+        &s,
+        "c1",
+        "b1",
+        vec![upsert("r", "att", reference(1), hlc(1, "c1"))],
+    )
+    .await;
+    store.collect_files(t, t - GRACE).await.unwrap();
+    let swept = store.collect_files(t + GRACE, t).await.unwrap();
+    assert_eq!(swept.len(), 1);
+    assert!(store.file(&s, &hash(1)).await.unwrap().is_some());
+    assert_eq!(store.file(&other, &hash(1)).await.unwrap(), None);
 }

@@ -149,6 +149,7 @@ both_backends!(
     a_space_holds_each_file_once_within_its_uploaders_quota,
     a_file_is_collected_only_after_a_grace_period_unreferenced,
     no_collector_pass_forgets_a_referenced_or_recent_file,
+    a_reference_keeps_only_its_own_space_s_copy,
     users_get_a_personal_space_once,
     users_by_email_are_found_again,
     space_ids_are_unique,
