@@ -19,6 +19,8 @@
 //!   wasm merge (`bench/browser`).
 //! - [`peer`]: Ferry beside a peer sync engine (Triplit) on the same
 //!   workload, each driven by its own client library.
+//! - [`files`]: a big file up and down with `curl`, and many small files
+//!   to a fresh device, against a plain static file server.
 //! - [`webhooks`]: push throughput with webhook endpoints against none,
 //!   and the delay from a push to its delivery.
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
@@ -28,6 +30,7 @@
 mod capture;
 mod chart;
 mod client;
+mod files;
 mod initial;
 mod live;
 mod merge;
@@ -83,6 +86,9 @@ enum Command {
     /// Webhooks: push throughput with three endpoints against none, and
     /// the delay from a push to its delivery.
     Webhooks(webhooks::WebhookArgs),
+    /// Files: a big file up and down, many small files to a fresh device,
+    /// against a plain static file server.
+    Files(files::FilesArgs),
     /// Ferry beside a peer sync engine (Triplit): N clients each writing M
     /// records, until every client holds all of them.
     Peer(peer::PeerArgs),
@@ -108,5 +114,6 @@ async fn main() -> anyhow::Result<()> {
         Command::Visible(args) => visible::run(args).await,
         Command::Peer(args) => peer::run(args).await,
         Command::Webhooks(args) => webhooks::run(args).await,
+        Command::Files(args) => files::run(args).await,
     }
 }

@@ -141,6 +141,15 @@ fn workloads(quick: bool) -> Vec<Workload> {
         "Native client: live queries (Replica::watch) and indexed reads".into(),
         live,
     ));
+    let files: &[&str] = if quick {
+        &["files", "--big-mb", "5", "--rounds", "1", "--small", "50"]
+    } else {
+        &["files"]
+    };
+    all.push(bench(
+        "Files: a big file up and down, small files to a fresh device".into(),
+        files,
+    ));
     let webhooks: &[&str] = if quick {
         &["webhooks", "--pushes", "200", "--latency", "20"]
     } else {

@@ -217,12 +217,22 @@ impl Replica {
     /// The cached bytes of `sha256`, if this device holds them (and marks
     /// them used now).
     pub fn cached_file(&self, sha256: &Sha256Hex) -> Result<Option<PathBuf>> {
-        let touched = self.conn().execute(
-            "UPDATE files SET used_at = ?2 WHERE sha256 = ?1",
-            params![sha256.as_str(), now_ms()],
-        )?;
+        let size: Option<i64> = self
+            .conn()
+            .query_row(
+                "UPDATE files SET used_at = ?2 WHERE sha256 = ?1 RETURNING size",
+                params![sha256.as_str(), now_ms()],
+                |r| r.get(0),
+            )
+            .optional()?;
         let path = self.cached_path(sha256);
-        Ok((touched == 1 && path.is_file()).then_some(path))
+        // Cut short (a power cut before a download was flushed): fetched
+        // again.
+        let whole = size.is_some_and(|size| {
+            std::fs::metadata(&path)
+                .is_ok_and(|m| m.is_file() && i64::try_from(m.len()) == Ok(size))
+        });
+        Ok(whole.then_some(path))
     }
 
     /// Records bytes downloaded into the cache, then evicts the least
@@ -241,13 +251,17 @@ impl Replica {
             let mut total: i64 =
                 tx.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |r| r.get(0))?;
             let mut evicted = Vec::new();
-            let lru: Vec<(String, i64)> = tx
-                .prepare(
+            let over = u64::try_from(total).unwrap_or(0) > most;
+            let lru: Vec<(String, i64)> = if !over {
+                Vec::new()
+            } else {
+                tx.prepare(
                     "SELECT sha256, size FROM files WHERE pinned = 0 AND sha256 != ?1
                      ORDER BY used_at, sha256",
                 )?
                 .query_map([sha256.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?;
+                .collect::<rusqlite::Result<_>>()?
+            };
             for (hash, size) in lru {
                 if u64::try_from(total).unwrap_or(0) <= most {
                     break;

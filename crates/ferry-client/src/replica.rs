@@ -159,6 +159,8 @@ struct Inner {
     uploading: crate::files::Progress,
     /// The most bytes of downloaded files kept.
     max_file_cache_bytes: u64,
+    /// Whether writes survive a power cut ([`Durability::PowerLoss`]).
+    power_loss: bool,
 }
 
 /// Checkpoints of the write-ahead log, on a thread of their own: SQLite
@@ -359,6 +361,7 @@ impl Replica {
                 watchers: Default::default(),
                 uploading: Default::default(),
                 max_file_cache_bytes: config.max_file_cache_bytes,
+                power_loss: config.durability == Durability::PowerLoss,
             }),
         })
     }
@@ -448,6 +451,11 @@ impl Replica {
 
     pub(crate) fn max_file_cache_bytes(&self) -> u64 {
         self.inner.max_file_cache_bytes
+    }
+
+    /// Whether writes must survive a power cut.
+    pub(crate) fn survives_power_loss(&self) -> bool {
+        self.inner.power_loss
     }
 
     pub(crate) fn conn(&self) -> MutexGuard<'_, Connection> {

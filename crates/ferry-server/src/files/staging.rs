@@ -16,7 +16,7 @@ use axum::body::Bytes;
 use ferry_core::{Sha256Hex, UserId};
 use futures_util::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 
 use super::objects::{ObjectError, Objects, entries, written_ms};
 use crate::ids::{digest_name, hex};
@@ -201,19 +201,23 @@ impl Objects {
             }
             file
         };
-        let (chunks, mut writes) = tokio::sync::mpsc::channel::<Bytes>(4);
-        let writer = tokio::spawn(async move {
-            let mut file = file;
+        // One blocking thread hashes and writes while the connection's
+        // task reads the next bytes: the two run on two cores.
+        let mut file = file.into_std().await;
+        let (chunks, mut writes) = tokio::sync::mpsc::channel::<Bytes>(16);
+        let writer = tokio::task::spawn_blocking(move || {
+            use std::io::Write;
             let mut written = Ok(());
-            while let Some(chunk) = writes.recv().await {
-                written = file.write_all(&chunk).await;
+            while let Some(chunk) = writes.blocking_recv() {
+                hasher.update(&chunk);
+                written = file.write_all(&chunk);
                 if written.is_err() {
                     break;
                 }
             }
             // Flushed either way: what is held is what a resume hashes.
-            let flushed = file.sync_all().await;
-            (written.and(flushed), hold)
+            let flushed = file.sync_all();
+            (written.and(flushed), hasher, hold)
         });
         let mut size = offset;
         let arrived = async {
@@ -229,7 +233,6 @@ impl Objects {
                 if size > total {
                     return Err(ObjectError::TooLong(total));
                 }
-                hasher.update(&chunk);
                 if chunks.send(chunk).await.is_err() {
                     // The writer stopped on an error, which it returns.
                     break;
@@ -239,7 +242,7 @@ impl Objects {
         }
         .await;
         drop(chunks);
-        let (written, hold) = writer
+        let (written, hasher, hold) = writer
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?;
         match (arrived, written) {
