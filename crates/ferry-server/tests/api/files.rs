@@ -76,7 +76,7 @@ fn objects(dir: &tempfile::TempDir) -> usize {
     walk(&dir.path().join("objects"))
 }
 
-fn walk(p: &std::path::Path) -> usize {
+pub(crate) fn walk(p: &std::path::Path) -> usize {
     match std::fs::read_dir(p) {
         Err(_) => 0,
         Ok(entries) => entries

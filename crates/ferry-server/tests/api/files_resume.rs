@@ -310,7 +310,7 @@ async fn a_file_held_after_all_ends_its_partial_and_unfinished_uploads_are_bound
         StatusCode::OK
     );
     let storage = api.files_dir.path().join("staging");
-    let held = walk_files(&storage);
+    let held = crate::files::walk(&storage);
     assert_eq!(held, 0, "the partial of a held file was kept");
 
     // At most so many unfinished uploads per user and node.
@@ -328,20 +328,4 @@ async fn a_file_held_after_all_ends_its_partial_and_unfinished_uploads_are_bound
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
     let r = put(&api, "alice", "notes", &sha(&f), &f, &[]).await;
     assert_eq!(r.status, StatusCode::CREATED, "{:?}", r.body);
-}
-
-fn walk_files(p: &std::path::Path) -> usize {
-    match std::fs::read_dir(p) {
-        Err(_) => 0,
-        Ok(entries) => entries
-            .flatten()
-            .map(|e| {
-                if e.path().is_dir() {
-                    walk_files(&e.path())
-                } else {
-                    1
-                }
-            })
-            .sum(),
-    }
 }
