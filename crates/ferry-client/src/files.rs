@@ -120,9 +120,12 @@ impl Replica {
         }
         let sha256 = Sha256Hex::from_digest(&Sha256::digest(bytes).into());
         let size = bytes.len() as u64;
-        self.keep_bytes(&sha256, bytes)?;
         let mut conn = self.conn();
+        // The bytes are written while the write lock is held, so that no
+        // eviction (of this process or another on the file) unlinks them
+        // between their write and their pin.
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        self.keep_bytes(&sha256, bytes)?;
         tx.execute(
             "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 1, ?3)
              ON CONFLICT (sha256) DO UPDATE SET pinned = 1, used_at = ?3",
@@ -146,22 +149,24 @@ impl Replica {
         })
     }
 
-    /// Writes `bytes` under their hash in the cache, durably (a temporary
-    /// file renamed into place).
+    /// Writes `bytes` under their hash in the cache, durably: a temporary
+    /// file of its own, flushed, renamed into place, the directory
+    /// flushed. Written again even when a file of that name is there (a
+    /// cached download cut short by a power cut may hold other bytes).
     fn keep_bytes(&self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<()> {
         let dir = self.files_dir();
         std::fs::create_dir_all(&dir).map_err(|e| io("cannot make the file cache", e))?;
         let path = self.cached_path(sha256);
-        if std::fs::metadata(&path).is_ok_and(|m| m.len() == bytes.len() as u64) {
-            return Ok(());
-        }
-        let tmp = dir.join(format!("{sha256}.attach"));
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| Error::Invalid(format!("random: {e}")))?;
+        let tmp = dir.join(format!("{sha256}.attach-{}", hex::encode(random)));
         let written = (|| {
             use std::io::Write;
             let mut f = std::fs::File::create(&tmp)?;
             f.write_all(bytes)?;
             f.sync_all()?;
-            std::fs::rename(&tmp, &path)
+            std::fs::rename(&tmp, &path)?;
+            std::fs::File::open(&dir)?.sync_all()
         })();
         if let Err(e) = written {
             let _ = std::fs::remove_file(&tmp);
@@ -172,9 +177,6 @@ impl Replica {
 
     /// Where `file` of `space` stands on this device.
     pub fn file_status(&self, space: &SpaceId, file: &FileRef) -> Result<FileStatus> {
-        if let Some((sent, total)) = self.inner_progress().get(space, &file.sha256) {
-            return Ok(FileStatus::Uploading { sent, total });
-        }
         let conn = self.conn();
         let queued: Option<Option<String>> = conn
             .query_row(
@@ -184,7 +186,13 @@ impl Replica {
             )
             .optional()?;
         match queued {
-            Some(None) => return Ok(FileStatus::Local),
+            // Progress counts only while the upload is queued.
+            Some(None) => {
+                return Ok(match self.inner_progress().get(space, &file.sha256) {
+                    Some((sent, total)) => FileStatus::Uploading { sent, total },
+                    None => FileStatus::Local,
+                });
+            }
             Some(Some(failed)) => {
                 let (code, message) = failed.split_once(' ').unwrap_or((&failed, ""));
                 return Ok(FileStatus::Failed {
@@ -239,47 +247,48 @@ impl Replica {
     /// recently used unpinned files past the cache's size.
     pub(crate) fn cached(&self, sha256: &Sha256Hex, size: u64) -> Result<()> {
         let most = self.max_file_cache_bytes();
-        let evicted: Vec<String> = {
-            let mut conn = self.conn();
-            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            tx.execute(
-                "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 0, ?3)
-                 ON CONFLICT (sha256) DO UPDATE SET used_at = ?3",
-                params![sha256.as_str(), size as i64, now_ms()],
-            )?;
-            tx.execute("DELETE FROM missing WHERE sha256 = ?1", [sha256.as_str()])?;
-            let mut total: i64 =
-                tx.query_row("SELECT coalesce(sum(size), 0) FROM files", [], |r| r.get(0))?;
-            let mut evicted = Vec::new();
-            let over = u64::try_from(total).unwrap_or(0) > most;
-            let lru: Vec<(String, i64)> = if !over {
-                Vec::new()
-            } else {
-                tx.prepare(
+        let mut conn = self.conn();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        tx.execute(
+            "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 0, ?3)
+             ON CONFLICT (sha256) DO UPDATE SET used_at = ?3",
+            params![sha256.as_str(), size as i64, now_ms()],
+        )?;
+        tx.execute("DELETE FROM missing WHERE sha256 = ?1", [sha256.as_str()])?;
+        // The bound is on downloads: files waiting to be uploaded neither
+        // count nor go.
+        let mut total: i64 = tx.query_row(
+            "SELECT coalesce(sum(size), 0) FROM files WHERE pinned = 0",
+            [],
+            |r| r.get(0),
+        )?;
+        if u64::try_from(total).unwrap_or(0) > most {
+            let lru: Vec<(String, i64)> = tx
+                .prepare(
                     "SELECT sha256, size FROM files WHERE pinned = 0 AND sha256 != ?1
                      ORDER BY used_at, sha256",
                 )?
                 .query_map([sha256.as_str()], |r| Ok((r.get(0)?, r.get(1)?)))?
-                .collect::<rusqlite::Result<_>>()?
-            };
+                .collect::<rusqlite::Result<_>>()?;
             for (hash, size) in lru {
                 if u64::try_from(total).unwrap_or(0) <= most {
                     break;
                 }
+                // Unlinked under the write lock, before the row goes: an
+                // attach of the same bytes waits for it and writes them
+                // again.
+                match std::fs::remove_file(self.files_dir().join(&hash)) {
+                    Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                        tracing::warn!(file = hash, error = %e, "cannot evict a cached file");
+                        continue;
+                    }
+                    _ => {}
+                }
                 tx.execute("DELETE FROM files WHERE sha256 = ?1", [&hash])?;
                 total -= size;
-                evicted.push(hash);
-            }
-            tx.commit()?;
-            evicted
-        };
-        for hash in evicted {
-            if let Err(e) = std::fs::remove_file(self.files_dir().join(&hash))
-                && e.kind() != std::io::ErrorKind::NotFound
-            {
-                tracing::warn!(file = hash, error = %e, "cannot evict a cached file");
             }
         }
+        tx.commit()?;
         Ok(())
     }
 

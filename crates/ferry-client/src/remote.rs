@@ -249,9 +249,14 @@ fn retry_after(response: &reqwest::Response) -> Option<Duration> {
 /// A code for answers without a body (a proxy's error page).
 fn default_code(status: StatusCode) -> &'static str {
     match status.as_u16() {
+        400 => "invalid_request",
         401 => "unauthorized",
         402 => "payment_required",
+        403 => "forbidden",
         404 => "not_found",
+        408 => "request_timeout",
+        409 => "conflict",
+        413 => "too_large",
         429 => "rate_limited",
         _ => "unavailable",
     }

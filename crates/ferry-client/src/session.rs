@@ -222,9 +222,11 @@ impl Replica {
             discarded
         };
         if policy == SignOut::Wipe {
-            scrub(&conn)?;
+            let scrubbed = scrub(&conn);
             drop(conn);
+            // The files go whatever the scrub did.
             self.wipe_files()?;
+            scrubbed?;
         }
         Ok(discarded)
     }
@@ -251,6 +253,17 @@ fn claim(tx: &Connection, from: &SpaceId, to: &SpaceId) -> Result<()> {
         "UPDATE outbox SET space = ?2 WHERE space = ?1",
         params![from.as_str(), to.as_str()],
     )?;
+    // Files attached before signing in upload to the user's space.
+    for table in ["uploads", "missing"] {
+        tx.execute(
+            &format!("UPDATE OR IGNORE {table} SET space = ?2 WHERE space = ?1"),
+            params![from.as_str(), to.as_str()],
+        )?;
+        tx.execute(
+            &format!("DELETE FROM {table} WHERE space = ?1"),
+            [from.as_str()],
+        )?;
+    }
     tx.execute("DELETE FROM spaces WHERE space = ?1", [from.as_str()])?;
     Ok(())
 }

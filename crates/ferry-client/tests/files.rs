@@ -242,7 +242,26 @@ async fn an_upload_broken_off_is_resumed_from_what_the_server_holds() {
     socket.write_all(&cat[..100_000]).await.unwrap();
     socket.flush().await.unwrap();
     drop(socket);
-    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // Until the server says it holds them.
+    let url = format!("{}/v1/spaces/user:ada/files/{}", s.server.base, file.sha256);
+    let mut held = None;
+    for _ in 0..100 {
+        let h = reqwest::Client::new()
+            .head(&url)
+            .bearer_auth(s.server.token("ada"))
+            .send()
+            .await
+            .unwrap();
+        held = h
+            .headers()
+            .get("ferry-upload-offset")
+            .map(|v| v.to_str().unwrap().to_owned());
+        if held.as_deref() == Some("100000") {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(held.as_deref(), Some("100000"));
     // Only the rest is sent: a copy here spoiled in the part the server
     // holds still uploads whole (sent from 0, it would be refused).
     let cached = laptop.cached_file(&file.sha256).unwrap().unwrap();
@@ -330,8 +349,10 @@ async fn the_cache_keeps_its_bound_but_never_drops_a_pending_upload_and_a_wipe_e
     for f in &files {
         phone.file(&remote, &personal(), f).await.unwrap();
     }
-    // The oldest download went; the two newest and the pending one stay.
+    // The oldest download went; the two newest and the pending one stay
+    // (a pending upload does not count against the bound).
     assert_eq!(phone.cached_file(&files[0].sha256).unwrap(), None);
+    assert!(phone.cached_file(&files[1].sha256).unwrap().is_some());
     assert!(phone.cached_file(&files[2].sha256).unwrap().is_some());
     assert!(phone.cached_file(&own.sha256).unwrap().is_some());
     assert_eq!(
@@ -342,4 +363,78 @@ async fn the_cache_keeps_its_bound_but_never_drops_a_pending_upload_and_a_wipe_e
     phone.sign_out(&remote, SignOut::Wipe).await.unwrap();
     assert!(!phone.files_dir().exists());
     assert_eq!(phone.cached_file(&files[2].sha256).unwrap(), None);
+    assert_eq!(
+        phone.file_status(&personal(), &own).unwrap(),
+        FileStatus::Remote
+    );
+}
+
+#[tokio::test]
+async fn files_attached_before_signing_in_upload_to_the_user_s_space() {
+    let s = setup().await;
+    let laptop = s.replica("laptop.db");
+    let anonymous = laptop.personal_space().unwrap();
+    let cat = bytes(3_000, 30);
+    let file = laptop.attach(&anonymous, &cat, "image/png", None).unwrap();
+    laptop
+        .put(&anonymous, &notes(), &id("n1"), with_image(&file))
+        .unwrap();
+    laptop
+        .sign_in_with_token(&s.server.base, &s.server.token("ada"))
+        .await
+        .unwrap();
+    assert_eq!(
+        laptop.file_status(&personal(), &file).unwrap(),
+        FileStatus::Local
+    );
+    let remote = s.remote("ada");
+    let report = sync_space(&laptop, &remote, &personal()).await.unwrap();
+    assert_eq!((report.pushed, report.uploaded), (1, 1));
+    let phone = s.replica("phone.db");
+    sync_space(&phone, &remote, &personal()).await.unwrap();
+    let path = phone
+        .file(&remote, &personal(), &image_of(&phone, "n1"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), cat);
+}
+
+#[tokio::test]
+async fn a_viewer_s_attachment_is_refused_for_good_while_the_space_syncs() {
+    let s = setup().await;
+    let http = reqwest::Client::new();
+    let owner = s.server.token("ada");
+    http.get(format!("{}/v1/me", s.server.base))
+        .bearer_auth(s.server.token("vera"))
+        .send()
+        .await
+        .unwrap();
+    let r = http
+        .post(format!("{}/v1/spaces", s.server.base))
+        .bearer_auth(&owner)
+        .json(&json!({"id": "team", "name": "Team"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let r = http
+        .put(format!("{}/v1/spaces/team/members/vera", s.server.base))
+        .bearer_auth(&owner)
+        .json(&json!({"role": "viewer"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let team = SpaceId::new("team").unwrap();
+    let viewer = s.replica("vera.db");
+    let file = viewer
+        .attach(&team, &bytes(1_000, 40), "image/png", None)
+        .unwrap();
+    // The records of the space sync; the file is failed, with why.
+    let report = sync_space(&viewer, &s.remote("vera"), &team).await.unwrap();
+    assert_eq!(report.uploaded, 0);
+    assert!(matches!(
+        viewer.file_status(&team, &file).unwrap(),
+        FileStatus::Failed { code, .. } if code == "forbidden"
+    ));
 }

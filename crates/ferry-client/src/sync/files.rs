@@ -3,8 +3,10 @@
 //! the rest of a broken-off upload, resume from what the server holds),
 //! and downloads into the cache, checked against their hash.
 
-use std::io::{SeekFrom, Write};
+use std::io::SeekFrom;
+
 use std::path::PathBuf;
+use tokio::io::AsyncWriteExt;
 
 use ferry_core::{FileRef, Sha256Hex, SpaceId};
 use reqwest::{Method, StatusCode};
@@ -41,10 +43,19 @@ fn path(remote: &Remote, space: &SpaceId, sha256: &Sha256Hex) -> String {
 }
 
 /// Whether a refusal will not change by trying again: the upload is
-/// marked failed, with the server's reason, and not tried again.
+/// marked failed, with the server's reason, and not tried again. Anything
+/// else (the network, a busy server, an upload of it still in flight) is
+/// tried again at a later sync.
 fn refused_for_good(e: &Error) -> bool {
-    matches!(e.status(), Some(400 | 402 | 403 | 404 | 411 | 413 | 422))
-        && e.code() != Some("payment_required")
+    matches!(e.status(), Some(403 | 404 | 411 | 413 | 422))
+        || e.code() == Some("quota_exceeded")
+        || e.code() == Some("file_lost")
+}
+
+/// How long a transfer of `size` bytes may take: a request's time and a
+/// second per 64 KiB (an average of 64 KiB/s), as the server allows.
+fn transfer_timeout(size: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(30 + size / (64 * 1024))
 }
 
 /// Uploads the queued files of `space`; how many the server now holds.
@@ -92,16 +103,22 @@ pub(crate) async fn upload_queued(
             Ok(()) => None,
             Err(e) if refused_for_good(&e) => {
                 tracing::warn!(%space, sha256 = %file.sha256, error = %e, "the server refused a file");
-                Some(format!(
-                    "{} {}",
-                    e.code().unwrap_or("refused"),
-                    match &e {
-                        Error::Server { message, .. } => message.as_str(),
-                        _ => "",
-                    }
-                ))
+                let message = match &e {
+                    Error::Server { message, .. } => message.clone(),
+                    other => other.to_string(),
+                };
+                Some(format!("{} {message}", e.code().unwrap_or("refused")))
             }
-            Err(e) => return Err(e),
+            // Tried again at a later sync; the records synced all the same,
+            // and the rest of the queue goes on (unless the server cannot
+            // be reached at all).
+            Err(e) => {
+                tracing::info!(%space, sha256 = %file.sha256, error = %e, "a file's upload waits for a later sync");
+                if matches!(e, Error::Offline(_)) {
+                    break;
+                }
+                continue;
+            }
         };
         uploaded += u64::from(failed.is_none());
         let (space, sha256) = (space.clone(), file.sha256.clone());
@@ -138,6 +155,24 @@ pub(crate) async fn upload_queued(
 
 /// Asks the server by hash, then sends what it does not hold.
 async fn upload(replica: &Replica, remote: &Remote, space: &SpaceId, file: &Queued) -> Result<()> {
+    // The bytes must still be here, whole (a cache directory cleaned by
+    // hand): else nothing can send them, and the file is failed.
+    let source = replica.cached_path(&file.sha256);
+    let whole = tokio::fs::metadata(&source)
+        .await
+        .is_ok_and(|m| m.is_file() && m.len() == file.size);
+    if !whole {
+        return Err(Error::Server {
+            status: 410,
+            code: "file_lost".into(),
+            message: format!(
+                "the bytes of {} are no longer on this device: attach it again",
+                file.sha256
+            ),
+            retry_after: None,
+            change: None,
+        });
+    }
     let url = path(remote, space, &file.sha256);
     let asked = remote.send_raw(|| remote.http().head(&url)).await?;
     if asked.status().is_success() {
@@ -194,6 +229,7 @@ async fn send_from(
             let mut req = remote
                 .http()
                 .request(Method::PUT, &url)
+                .timeout(transfer_timeout(total - offset))
                 .header(reqwest::header::CONTENT_TYPE, &file.media_type)
                 .header(reqwest::header::CONTENT_LENGTH, total - offset);
             if offset > 0 {
@@ -220,13 +256,28 @@ async fn send_from(
         // With an offset: another part is held. Without: an upload of it
         // runs already, so later.
         let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
-        if let Some(held) = body["error"]["details"]["offset"]
-            .as_u64()
-            .filter(|o| *o < file.size)
-        {
-            return Ok(Sent::HeldFrom(held));
+        // (An offset at the size: send it whole again.)
+        if let Some(held) = body["error"]["details"]["offset"].as_u64() {
+            return Ok(Sent::HeldFrom(if held < file.size { held } else { 0 }));
         }
         return Err(crate::remote::error_from(status, None, &bytes));
+    }
+    if answer.status() == StatusCode::BAD_REQUEST {
+        // Cut short on the way: what arrived is held, sent from there at
+        // a later try.
+        let bytes = answer
+            .bytes()
+            .await
+            .map_err(|e| Error::Offline(e.to_string()))?;
+        let body: serde_json::Value = serde_json::from_slice(&bytes).unwrap_or_default();
+        if body["error"]["details"]["offset"].is_u64() {
+            return Err(Error::Offline("the upload was cut short".into()));
+        }
+        return Err(crate::remote::error_from(
+            StatusCode::BAD_REQUEST,
+            None,
+            &bytes,
+        ));
     }
     Err(crate::remote::failure(answer).await)
 }
@@ -272,23 +323,29 @@ impl Replica {
     /// [`crate::FileStatus::Missing`] until a later sync of the space finds it;
     /// this answers the server's `404`.
     pub async fn file(&self, remote: &Remote, space: &SpaceId, file: &FileRef) -> Result<PathBuf> {
-        if let Some(path) = self.cached_file(&file.sha256)? {
+        let hash = file.sha256.clone();
+        if let Some(path) = blocking(self, move |r| r.cached_file(&hash)).await? {
             return Ok(path);
         }
-        download(self, remote, space, &file.sha256).await
+        download(self, remote, space, &file.sha256, Some(file.size)).await
     }
 }
 
 /// Downloads `sha256` into the cache: streamed to a temporary file while
-/// hashed, kept only if it is the file named.
+/// hashed, kept only if it is the file named (and no longer than `size`,
+/// when known).
 async fn download(
     replica: &Replica,
     remote: &Remote,
     space: &SpaceId,
     sha256: &Sha256Hex,
+    size: Option<u64>,
 ) -> Result<PathBuf> {
     let url = path(remote, space, sha256);
-    let mut answer = remote.send_raw(|| remote.http().get(&url)).await?;
+    let timeout = size.map_or(std::time::Duration::from_secs(3600), transfer_timeout);
+    let mut answer = remote
+        .send_raw(|| remote.http().get(&url).timeout(timeout))
+        .await?;
     if answer.status() == StatusCode::NOT_FOUND {
         let (space, hash) = (space.clone(), sha256.clone());
         blocking(replica, move |r| {
@@ -304,48 +361,55 @@ async fn download(
         return Err(crate::remote::failure(answer).await);
     }
     let dir = replica.files_dir();
-    std::fs::create_dir_all(&dir)
+    tokio::fs::create_dir_all(&dir)
+        .await
         .map_err(|e| Error::Invalid(format!("cannot make the file cache: {e}")))?;
     let mut random = [0u8; 8];
     getrandom::fill(&mut random).map_err(|e| Error::Invalid(format!("random: {e}")))?;
     let tmp = dir.join(format!("{sha256}.download-{}", hex::encode(random)));
     let power_loss = replica.survives_power_loss();
+    let most = size.unwrap_or(u64::MAX);
     let kept = async {
-        let mut out = std::fs::File::create(&tmp)?;
-        let (mut hasher, mut size) = (Sha256::new(), 0u64);
+        let mut out = tokio::fs::File::create(&tmp).await?;
+        let (mut hasher, mut got) = (Sha256::new(), 0u64);
         while let Some(chunk) = answer
             .chunk()
             .await
             .map_err(|e| std::io::Error::other(e.to_string()))?
         {
+            got += chunk.len() as u64;
+            if got > most {
+                return Err(std::io::Error::other("more bytes than the file holds"));
+            }
             hasher.update(&chunk);
-            size += chunk.len() as u64;
-            out.write_all(&chunk)?;
+            out.write_all(&chunk).await?;
         }
+        out.flush().await?;
         // A download can be fetched again: flushed only when the
         // replica's writes must survive a power cut (a cached file whose
         // size is not its row's is read as not cached).
         if power_loss {
-            out.sync_all()?;
+            out.sync_all().await?;
         }
-        Ok::<_, std::io::Error>((hex::encode(hasher.finalize()), size))
+        Ok::<_, std::io::Error>((hex::encode(hasher.finalize()), got))
     }
     .await;
     let (got, size) = match kept {
         Ok(kept) => kept,
         Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
+            let _ = tokio::fs::remove_file(&tmp).await;
             return Err(Error::Offline(format!("the download broke off: {e}")));
         }
     };
     if got != sha256.as_str() {
-        let _ = std::fs::remove_file(&tmp);
+        let _ = tokio::fs::remove_file(&tmp).await;
         return Err(Error::Corrupt(format!(
             "the server sent bytes whose SHA-256 is {got}, not {sha256}"
         )));
     }
     let path = replica.cached_path(sha256);
-    std::fs::rename(&tmp, &path)
+    tokio::fs::rename(&tmp, &path)
+        .await
         .map_err(|e| Error::Invalid(format!("cannot keep a download: {e}")))?;
     let hash = sha256.clone();
     blocking(replica, move |r| r.cached(&hash, size)).await?;
@@ -374,10 +438,13 @@ pub(crate) async fn fetch_missing(
         let Ok(sha256) = Sha256Hex::new(&hash) else {
             continue;
         };
-        match download(replica, remote, space, &sha256).await {
+        match download(replica, remote, space, &sha256, None).await {
             Ok(_) => arrived += 1,
-            Err(e) if e.status() == Some(404) => {}
-            Err(e) => return Err(e),
+            Err(Error::Offline(_)) => break,
+            // Not there yet, or not served whole: asked again later.
+            Err(e) => {
+                tracing::debug!(%space, %sha256, error = %e, "a missing file is still missing")
+            }
         }
     }
     Ok(arrived)
