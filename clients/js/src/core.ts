@@ -5,7 +5,7 @@
 import init, * as wasm from "../wasm/ferry_wasm.js";
 
 import { FerryError } from "./types.js";
-import type { Change, Conflict, Fields, RecordState } from "./types.js";
+import type { Change, Conflict, Fields, FileRef, RecordState } from "./types.js";
 
 let ready: Promise<void> | null = null;
 
@@ -208,6 +208,31 @@ export type PlanRange = [unknown[] | null, boolean, unknown[] | null, boolean];
 export function indexPlan(query: QueryJson, indexed: string[]): { field: string; ranges: PlanRange[] } | null {
   try {
     return JSON.parse(wasm.indexPlan(JSON.stringify(query), JSON.stringify(indexed)));
+  } catch (e) {
+    refused(e);
+  }
+}
+
+/** How much of a file is read and hashed at a time. */
+const HASH_PIECE = 4 * 1024 * 1024;
+
+/** The SHA-256 of a blob's bytes (64 lowercase hex digits), read a piece at a time. */
+export async function hashBlob(blob: Blob): Promise<string> {
+  const hasher = new wasm.FileHasher();
+  try {
+    for (let at = 0; at < blob.size; at += HASH_PIECE) {
+      hasher.update(new Uint8Array(await blob.slice(at, at + HASH_PIECE).arrayBuffer()));
+    }
+    return hasher.finish();
+  } finally {
+    hasher.free();
+  }
+}
+
+/** A file reference checked by the core, in its one shape; throws a `FerryError` (`invalid`). */
+export function fileRef(value: unknown): FileRef {
+  try {
+    return JSON.parse(wasm.fileRef(JSON.stringify(value))) as FileRef;
   } catch (e) {
     refused(e);
   }

@@ -14,6 +14,7 @@
 // When the leader closes, the lock passes to another tab, which takes over.
 
 import { loadCore } from "./core.js";
+import { DEFAULT_FILE_CACHE_BYTES, Files } from "./files.js";
 import { type LiveQuery, LiveQueries, isRead } from "./live.js";
 import { Remote, type Tokens, request, withLock } from "./remote.js";
 import { ANONYMOUS_SPACE, type Durability, type Session, Store } from "./store.js";
@@ -23,6 +24,9 @@ import {
   type Changed,
   type CollectionOf,
   type FieldsOf,
+  type FileEvent,
+  type FileRef,
+  type FileStatus,
   FerryError,
   type HeldSchema,
   type LocalRecord,
@@ -55,12 +59,19 @@ export interface FerryOptions {
   realtime?: boolean;
   /** What a local write survives: `crash` (default) or `power-loss`. */
   durability?: Durability;
+  /**
+   * The most bytes of downloaded files kept on this device (default 256
+   * MiB); the least recently used go first. Files attached here and not
+   * yet uploaded are kept whatever their size.
+   */
+  maxFileCacheBytes?: number;
 }
 
 type Message =
   | { type: "changed"; changes: Changed[] }
   | { type: "status"; status: Omit<SyncStatus, "pending" | "leader"> }
   | { type: "session" }
+  | { type: "file"; event: FileEvent }
   | { type: "sync-request"; id: string }
   | { type: "sync-done"; id: string; error: string | null };
 
@@ -83,6 +94,10 @@ export class Ferry<S extends object = AnySchema> {
   private readonly changeListeners = new Set<(c: Changed[]) => void>();
   private readonly statusListeners = new Set<(s: SyncStatus) => void>();
   private readonly sessionListeners = new Set<(u: User | null) => void>();
+  private readonly fileListeners = new Set<(e: FileEvent) => void>();
+  private readonly files: Files;
+  /** Rounds in a row that ended with files missing: the next round comes sooner than the periodic one. */
+  private missingRounds = 0;
   private current: SyncStatus = {
     state: "idle",
     pending: 0,
@@ -122,6 +137,7 @@ export class Ferry<S extends object = AnySchema> {
     this.lockPrefix = `ferry:${options.name}`;
     this.remote = new Remote(store, this.lockPrefix);
     this.live = new LiveQueries(store);
+    this.files = new Files(store, this.remote, options.maxFileCacheBytes, (e) => this.fileEvent(e, true));
     this.channel = typeof BroadcastChannel === "undefined" ? null : new BroadcastChannel(this.lockPrefix);
     if (this.channel) this.channel.onmessage = (e) => void this.onMessage(e.data as Message);
   }
@@ -137,6 +153,7 @@ export class Ferry<S extends object = AnySchema> {
       periodicMs: options.periodicMs ?? 60_000,
       realtime: options.realtime ?? true,
       durability: options.durability ?? "crash",
+      maxFileCacheBytes: options.maxFileCacheBytes ?? DEFAULT_FILE_CACHE_BYTES,
     };
     const store = await Store.open(`ferry-${resolved.name}`, resolved.durability);
     const ferry = new Ferry<S>(store, resolved);
@@ -299,6 +316,56 @@ export class Ferry<S extends object = AnySchema> {
     await this.store.track(space);
     this.broadcast({ type: "session" });
     await this.sessionChanged();
+  }
+
+  // ---- files -----------------------------------------------------------
+
+  /**
+   * Attaches a file: hashes `data`, keeps it on this device and queues its
+   * upload, which the syncing tab runs after the space's records (resuming
+   * what arrived of a try that broke off). Write the reference it returns
+   * into a record's field; the record syncs at once, and other devices
+   * show the file `missing` until the bytes arrive. `name` defaults to a
+   * `File`'s name, `mediaType` to the blob's type.
+   */
+  attach(space: string, data: Blob | ArrayBuffer | ArrayBufferView, options: { name?: string; mediaType?: string } = {}): Promise<FileRef> {
+    this.open();
+    return this.files.attach(space, data, options);
+  }
+
+  /**
+   * The bytes of a file a record refers to: from this device, or
+   * downloaded (their hash checked) and kept in the cache. Throws a
+   * `FerryError` with code `missing` while the server does not hold the
+   * file yet; `onFile` then says when it arrives.
+   */
+  file(space: string, file: FileRef): Promise<Blob> {
+    this.open();
+    return this.files.file(space, file);
+  }
+
+  /** Where a file stands on this device (`local`, `uploading`, `synced`, `missing`, ...). */
+  fileStatus(space: string, sha256: string): Promise<FileStatus> {
+    this.open();
+    return this.files.status(space, sha256);
+  }
+
+  /** Hears each change of a file's status (with upload progress), in this tab or another. */
+  onFile(listener: (event: FileEvent) => void): () => void {
+    this.fileListeners.add(listener);
+    return () => this.fileListeners.delete(listener);
+  }
+
+  private fileEvent(e: FileEvent, share: boolean): void {
+    this.files.heard(e);
+    if (share) this.broadcast({ type: "file", event: e });
+    for (const l of this.fileListeners) l(e);
+    // A file attached here uploads soon; a missing one is asked for again.
+    if (e.state === "local") this.trigger(this.options.debounceMs);
+    if (e.state === "missing") {
+      this.missingRounds = 0;
+      this.trigger(2000);
+    }
   }
 
   /** Hears every record that changes: this tab's, other tabs', pulled. */
@@ -523,6 +590,9 @@ export class Ferry<S extends object = AnySchema> {
       case "session":
         await this.sessionChanged();
         break;
+      case "file":
+        this.fileEvent(m.event, false);
+        break;
       case "sync-request":
         if (this.current.leader) {
           this.waiting.push(() => this.broadcast({ type: "sync-done", id: m.id, error: this.current.error }));
@@ -652,6 +722,8 @@ export class Ferry<S extends object = AnySchema> {
         const r = await syncSpace(this.store, this.remote, space, (c) => void this.changed(c, true));
         report.pushed += r.pushed;
         report.pulled += r.pulled;
+        // The space's records went first: the files they refer to follow.
+        await this.files.run(space);
       }
       this.failures = 0;
       // A subscription the billing gate refused goes through now.
@@ -662,7 +734,14 @@ export class Ferry<S extends object = AnySchema> {
         lastSyncedAt: Date.now(),
         pending: await this.store.pending(),
       });
-      return periodic;
+      // Files asked for and not yet uploaded by their authors: asked for
+      // again after 2, 4, 8 ... seconds, up to the periodic sync.
+      if ((await this.files.missing()) === 0) {
+        this.missingRounds = 0;
+        return periodic;
+      }
+      this.missingRounds += 1;
+      return Math.min(periodic, 1000 * 2 ** Math.min(this.missingRounds, 10));
     } catch (e) {
       const err = e instanceof FerryError ? e : new FerryError(String(e), "error");
       this.setStatus({ pending: await this.store.pending() });

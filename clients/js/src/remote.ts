@@ -30,6 +30,9 @@ async function failure(res: Response): Promise<FerryError> {
   } catch {
     // Not JSON: keep the status.
   }
+  // A file's HEAD: how much of a broken-off upload the server holds.
+  const offset = res.headers.get("Ferry-Upload-Offset");
+  if (details === null && offset !== null) details = { offset: Number(offset) };
   const retry = Number(res.headers.get("Retry-After"));
   return new FerryError(message, code, res.status, Number.isFinite(retry) && retry > 0 ? retry : null, details);
 }
@@ -82,6 +85,46 @@ export class Remote {
   }
 
   /**
+   * A request with the session's token whose answer is not JSON (a file's
+   * bytes); a 401 is answered by one refresh, any other failure throws.
+   */
+  async raw(path: string, init: RequestInit = {}): Promise<Response> {
+    let session = await this.freshToken();
+    for (let tries = 0; ; tries++) {
+      let res: Response;
+      try {
+        res = await fetch(session.server + path, withToken(withProtocol(init), session.accessToken));
+      } catch (e) {
+        throw new FerryError(`the server is unreachable: ${e instanceof Error ? e.message : e}`, "offline");
+      }
+      if (res.ok) return res;
+      if (res.status !== 401 || tries > 0) throw await failure(res);
+      session = await this.refresh(session.accessToken);
+    }
+  }
+
+  /**
+   * Sends `body` with the session's token, telling `progress` how many of
+   * its bytes went out (fetch cannot, so this is an XMLHttpRequest); a 401
+   * is answered by one refresh.
+   */
+  async send(
+    path: string,
+    method: string,
+    headers: Record<string, string>,
+    body: Blob,
+    progress: (sent: number) => void,
+  ): Promise<void> {
+    let session = await this.freshToken();
+    for (let tries = 0; ; tries++) {
+      const res = await xhr(session.server + path, method, { ...headers, "Ferry-Protocol": protocolVersion(), Authorization: `Bearer ${session.accessToken}` }, body, progress);
+      if (res.ok) return;
+      if (res.status !== 401 || tries > 0) throw await failure(res);
+      session = await this.refresh(session.accessToken);
+    }
+  }
+
+  /**
    * A fresh access token, replacing `stale`. When another tab refreshed
    * meanwhile, its token is used as it is.
    */
@@ -112,6 +155,40 @@ export class Remote {
     }
     return session;
   }
+}
+
+function withProtocol(init: RequestInit): RequestInit {
+  return { ...init, headers: { "Ferry-Protocol": protocolVersion(), ...(init.headers ?? {}) } };
+}
+
+/** An XMLHttpRequest as a `Response`; network failures become `offline` errors. */
+function xhr(
+  url: string,
+  method: string,
+  headers: Record<string, string>,
+  body: Blob,
+  progress: (sent: number) => void,
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const req = new XMLHttpRequest();
+    req.open(method, url);
+    for (const [k, v] of Object.entries(headers)) req.setRequestHeader(k, v);
+    req.upload.onprogress = (e) => progress(e.loaded);
+    req.onload = () => {
+      const answer = new Headers();
+      for (const line of req.getAllResponseHeaders().trim().split(/[\r\n]+/)) {
+        const at = line.indexOf(":");
+        if (at > 0) answer.append(line.slice(0, at).trim(), line.slice(at + 1).trim());
+      }
+      // 204 and 304 carry no body.
+      const empty = req.status === 204 || req.status === 304;
+      resolve(new Response(empty ? null : req.responseText, { status: req.status, headers: answer }));
+    };
+    req.onerror = () => reject(new FerryError("the server is unreachable", "offline"));
+    req.ontimeout = req.onerror;
+    req.onabort = req.onerror;
+    req.send(body);
+  });
 }
 
 function withToken(init: RequestInit, token: string): RequestInit {

@@ -32,6 +32,7 @@ import type {
   User,
 } from "./types.js";
 import { FerryError } from "./types.js";
+import type { FileEntry } from "./files.js";
 
 /** The space a signed-out app writes to; it never leaves the device. */
 export const ANONYMOUS_SPACE = "local:anonymous";
@@ -127,15 +128,16 @@ interface Schema extends DBSchema {
   meta: { key: string; value: unknown };
   conflicts: { key: number; value: StoredConflict; indexes: { record: [string, string, string] } };
   rejected: { key: number; value: Rejected };
+  files: { key: [string, string]; value: FileEntry };
 }
 
 type Db = IDBPDatabase<Schema>;
-type StoreName = "records" | "outbox" | "spaces" | "meta" | "conflicts" | "rejected";
+type StoreName = "records" | "outbox" | "spaces" | "meta" | "conflicts" | "rejected" | "files";
 // The stores of any read-write transaction that includes them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Rw<S extends StoreName> = IDBPObjectStore<Schema, any, S, "readwrite">;
 
-const ALL: StoreName[] = ["records", "outbox", "spaces", "meta", "conflicts", "rejected"];
+const ALL: StoreName[] = ["records", "outbox", "spaces", "meta", "conflicts", "rejected", "files"];
 
 /** The keys of a space's records, or of one of its collections. */
 function within(space: string, collection?: string): IDBKeyRange {
@@ -209,7 +211,7 @@ export class Store {
 
   /** Opens (creating) the replica database `name`. */
   static async open(name: string, durability: Durability = "crash"): Promise<Store> {
-    const db = await openDB<Schema>(name, 3, {
+    const db = await openDB<Schema>(name, 4, {
       upgrade(db, oldVersion, _newVersion, tx) {
         if (oldVersion < 1) {
           // No indexes: the key orders records by space, then collection, so
@@ -233,6 +235,10 @@ export class Store {
           // Fields the app's schema indexes: every record's entries, one
           // key each (see `StoredRecord.ix`).
           tx.objectStore("records").createIndex("ix", "ix", { multiEntry: true });
+        }
+        if (oldVersion < 4) {
+          // Attached and downloaded files (files.ts), by (space, sha256).
+          db.createObjectStore("files", { keyPath: ["space", "sha256"] });
         }
       },
       blocking() {
@@ -812,6 +818,12 @@ export class Store {
       for (const e of await outbox.index("space").getAll(ANONYMOUS_SPACE)) {
         await outbox.put({ ...e, space: personal });
       }
+      // Files attached before sign-in are the user's now, and upload.
+      const files = tx.objectStore("files");
+      for (const f of await files.getAll(within(ANONYMOUS_SPACE))) {
+        if (!(await files.get([personal, f.sha256]))) await files.put({ ...f, space: personal });
+        await files.delete([ANONYMOUS_SPACE, f.sha256]);
+      }
       const spaces = tx.objectStore("spaces");
       await spaces.delete(ANONYMOUS_SPACE);
       if (!(await spaces.get(personal))) await spaces.put(newSpace(personal));
@@ -834,7 +846,7 @@ export class Store {
     await tx.objectStore("meta").delete("session");
     let renewed: string | null = null;
     if (wipe) {
-      for (const name of ["records", "outbox", "spaces", "conflicts", "rejected"] as const) {
+      for (const name of ["records", "outbox", "spaces", "conflicts", "rejected", "files"] as const) {
         await tx.objectStore(name).clear();
       }
       renewed = `web-${randomHex(8)}`;

@@ -197,6 +197,37 @@ export interface QueryResult<R = LocalRecord> {
   readonly error?: FerryError;
 }
 
+/**
+ * What a record's `file` field holds in place of a file's bytes
+ * (docs/files.md §1): `Ferry.attach` gives one.
+ */
+export interface FileRef {
+  /** The SHA-256 of the bytes, 64 lowercase hex digits. */
+  sha256: string;
+  size: number;
+  /** `type/subtype`, like `image/png`. */
+  media_type: string;
+  /** The name to show and to save as. */
+  name?: string;
+}
+
+/**
+ * Where a file stands on this device: `local` (attached here, its upload
+ * queued), `uploading` (with `sent` of `total` bytes on the server),
+ * `failed` (the server refused it for good: `code`, `message`), `synced`
+ * (the server holds it; its bytes are here or can be fetched),
+ * `missing` (the server did not hold it when last asked: its author has
+ * not uploaded it yet; asked again at each sync of the space) or `remote`
+ * (not here, not asked for yet).
+ */
+export type FileStatus =
+  | { state: "local" | "synced" | "missing" | "remote" }
+  | { state: "uploading"; sent: number; total: number }
+  | { state: "failed"; code: string; message: string };
+
+/** A file's status changed, in this tab or another (`Ferry.onFile`). */
+export type FileEvent = { space: string; sha256: string } & FileStatus;
+
 /** An error the server answered (PROTOCOL.md §10), or the client's own. */
 export class FerryError extends Error {
   constructor(

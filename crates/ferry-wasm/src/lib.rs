@@ -22,8 +22,10 @@ use ferry_core::{
 use serde_json::Value;
 use wasm_bindgen::prelude::*;
 
+mod file;
 mod index;
 mod live;
+pub use file::{FileHasher, file_ref_inner};
 pub use index::{index_entries_inner, index_plan_inner, indexed_fields_inner};
 pub use live::{LiveQueries, run_query_inner};
 

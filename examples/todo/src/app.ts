@@ -2,7 +2,14 @@
 // visit, syncs live between windows and devices once signed in, shows the
 // sync status and lets the person settle edits that crossed.
 
-import { Ferry, type LocalRecord, type StoredConflict, type SyncStatus } from "../../../clients/js/src/index.js";
+import {
+  Ferry,
+  FerryError,
+  type FileRef,
+  type LocalRecord,
+  type StoredConflict,
+  type SyncStatus,
+} from "../../../clients/js/src/index.js";
 // The demo's schema (ferry.schema.toml) as types, by `ferry schema typescript`.
 import type { Schema, Todos } from "./schema.js";
 
@@ -64,8 +71,71 @@ function todoItem(todo: LocalRecord<Todos>): HTMLElement {
   remove.textContent = "✕";
   remove.setAttribute("aria-label", "Delete");
   remove.addEventListener("click", () => void write(() => ferry.delete(ferry.personalSpace(), COLLECTION, todo.id)));
-  li.append(check, title, remove);
+  const attach = document.createElement("label");
+  attach.className = "quiet attach";
+  attach.title = "Attach an image";
+  attach.textContent = "📎";
+  const picker = document.createElement("input");
+  picker.type = "file";
+  picker.accept = "image/*";
+  picker.hidden = true;
+  picker.setAttribute("aria-label", "Attach an image");
+  picker.addEventListener("change", () => {
+    const file = picker.files?.[0];
+    if (!file) return;
+    const space = ferry.personalSpace();
+    // The bytes are kept here and upload after the todo syncs, offline too.
+    void write(async () => ferry.patch(space, COLLECTION, todo.id, { attachment: await ferry.attach(space, file) }));
+  });
+  attach.append(picker);
+  li.append(check, title, attach, remove);
+  const ref = todo.fields.attachment;
+  if (ref) li.append(attachmentView(ref));
   return li;
+}
+
+/** Object URLs of the images shown, by hash: the bytes under a hash never change. */
+const imageUrls = new Map<string, string>();
+
+/** A todo's image, or what keeps it from showing (not uploaded yet, an upload's progress). */
+function attachmentView(ref: FileRef): HTMLElement {
+  const box = document.createElement("div");
+  box.className = "attachment";
+  box.dataset.testid = "attachment";
+  box.dataset.sha256 = ref.sha256;
+  const space = ferry.personalSpace();
+  void (async () => {
+    const status = await ferry.fileStatus(space, ref.sha256);
+    box.dataset.upload = status.state;
+    let url = imageUrls.get(ref.sha256);
+    if (!url && status.state === "missing") {
+      // Asked for again by the sync; `onFile` draws it once it is here.
+      box.dataset.state = "missing";
+      box.textContent = "Waiting for the image to be uploaded…";
+      return;
+    }
+    try {
+      if (!url) {
+        url = URL.createObjectURL(await ferry.file(space, ref));
+        imageUrls.set(ref.sha256, url);
+      }
+    } catch (e) {
+      box.dataset.state = e instanceof FerryError && e.code === "missing" ? "missing" : "error";
+      box.textContent = box.dataset.state === "missing" ? "Waiting for the image to be uploaded…" : `The image cannot be shown: ${e}`;
+      return;
+    }
+    const img = document.createElement("img");
+    img.src = url;
+    img.alt = ref.name ?? "attached image";
+    box.dataset.state = "shown";
+    const note = document.createElement("span");
+    note.className = "muted upload-note";
+    if (status.state === "local") note.textContent = "Uploads when online";
+    if (status.state === "uploading") note.textContent = `Uploading ${Math.round((100 * status.sent) / Math.max(1, status.total))}%`;
+    if (status.state === "failed") note.textContent = `Upload refused: ${status.message}`;
+    box.replaceChildren(img, note);
+  })();
+  return box;
 }
 
 function edit(li: HTMLElement, title: HTMLElement, todo: LocalRecord<Todos>): void {
@@ -337,6 +407,8 @@ async function main(): Promise<void> {
   (globalThis as { ferry?: Ferry<Schema> }).ferry = ferry;
   wire();
   ferry.subscribe(queueRender);
+  // An image arriving, or an upload moving on.
+  ferry.onFile(queueRender);
   ferry.onStatus((s) => {
     showStatus(s);
     queueRender();

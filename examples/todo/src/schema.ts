@@ -3,6 +3,7 @@
 
 /** A record of `todos`. */
 export type Todos = {
+  attachment?: { sha256: string; size: number; media_type: string; name?: string } | null;
   created?: number | null;
   done?: boolean | null;
   title: string;

@@ -1,0 +1,280 @@
+// Files in the browser client (docs/files.md §6), in a real headless
+// Chromium against a real `ferry serve`: the demo's attachments between two
+// devices and offline, resuming an upload the server holds part of, a file
+// read before its author uploaded it, the cache's bound, and sign-out.
+
+import assert from "node:assert/strict";
+import { createHash, randomBytes } from "node:crypto";
+import { request } from "node:http";
+import { after, before, test } from "node:test";
+
+import {
+  addTodo,
+  eventually,
+  launch,
+  screenshot,
+  session,
+  startServer,
+  twoDevices,
+  waitForStatus,
+  waitForTitles,
+} from "./helpers.mjs";
+
+let server;
+let browser;
+
+before(async () => {
+  server = await startServer();
+  browser = await launch();
+});
+
+after(async () => {
+  await browser?.close();
+  await server?.stop();
+});
+
+const sha256 = (bytes) => createHash("sha256").update(bytes).digest("hex");
+
+/** A small valid PNG (one pixel of `rgb`), different per color. */
+function png([r, g, b]) {
+  return Buffer.from(
+    `89504e470d0a1a0a0000000d4948445200000001000000010802000000907753de0000000c4944415408d763${[r, g, b]
+      .map((x) => x.toString(16).padStart(2, "0"))
+      .join("")}00000000ffff03000006000557bfabd40000000049454e44ae426082`,
+    "hex",
+  );
+}
+
+/** The bytes an attachment's image shows on `page`, for the todo titled `title`, hashed. */
+async function shownImage(page, title) {
+  return page.evaluate(async (t) => {
+    const li = [...document.querySelectorAll("[data-testid=todo]")].find((l) => l.querySelector(".title")?.textContent === t);
+    const img = li?.querySelector("[data-testid=attachment][data-state=shown] img");
+    if (!img) throw new Error(`no image shown on ${t}`);
+    const bytes = new Uint8Array(await (await fetch(img.src)).arrayBuffer());
+    const digest = await crypto.subtle.digest("SHA-256", bytes);
+    return Array.from(new Uint8Array(digest), (b) => b.toString(16).padStart(2, "0")).join("");
+  }, title);
+}
+
+async function attachInDemo(page, title, name, bytes) {
+  const li = page.locator("[data-testid=todo]", { has: page.locator(".title", { hasText: title }) });
+  await li.locator("input[type=file]").setInputFiles({ name, mimeType: "image/png", buffer: bytes });
+}
+
+test("an image attached in one window shows in the other, and an offline one uploads when back online", async () => {
+  const { a, b, pageA, pageB } = await twoDevices(browser, server, "files@example.com");
+  await addTodo(pageA, "With a picture");
+  await waitForTitles(pageB, ["With a picture"]);
+  const red = png([255, 0, 0]);
+  await attachInDemo(pageA, "With a picture", "red.png", red);
+  await eventually(async () => assert.equal(await shownImage(pageA, "With a picture"), sha256(red)), "the image in window A");
+  // B gets the record by realtime, then the bytes once A uploaded them.
+  await eventually(async () => assert.equal(await shownImage(pageB, "With a picture"), sha256(red)), "the image in window B", 30_000);
+  const stored = await pageA.evaluate((h) => window.ferry.fileStatus(window.ferry.personalSpace(), h), sha256(red));
+  assert.deepEqual(stored, { state: "synced" });
+  await screenshot(pageB, "files-shown-in-other-window");
+
+  // Offline: the attachment is kept and shown here, and waits.
+  await a.setOffline(true);
+  await waitForStatus(pageA, "offline");
+  await addTodo(pageA, "Attached offline");
+  const blue = png([0, 0, 255]);
+  await attachInDemo(pageA, "Attached offline", "blue.png", blue);
+  await eventually(async () => assert.equal(await shownImage(pageA, "Attached offline"), sha256(blue)), "the offline image in A");
+  assert.deepEqual(await pageA.evaluate((h) => window.ferry.fileStatus(window.ferry.personalSpace(), h), sha256(blue)), {
+    state: "local",
+  });
+  assert.equal(
+    await pageA.textContent("[data-testid=attachment][data-sha256='" + sha256(blue) + "'] .upload-note"),
+    "Uploads when online",
+  );
+  // Back online: the todo, then its image, reach B by themselves.
+  await a.setOffline(false);
+  await pageA.evaluate(() => window.dispatchEvent(new Event("online")));
+  await waitForTitles(pageB, ["With a picture", "Attached offline"]);
+  await eventually(async () => assert.equal(await shownImage(pageB, "Attached offline"), sha256(blue)), "the offline image in B", 30_000);
+  await eventually(async () => {
+    const s = await pageA.evaluate((h) => window.ferry.fileStatus(window.ferry.personalSpace(), h), sha256(blue));
+    assert.equal(s.state, "synced");
+  }, "the offline image synced");
+  // The server holds exactly the bytes.
+  const { accessToken, user } = await session(pageA);
+  const got = await fetch(`${server.url}/v1/spaces/user:${user.id}/files/${sha256(blue)}`, {
+    headers: { Authorization: `Bearer ${accessToken}` },
+  });
+  assert.equal(got.status, 200);
+  assert.equal(sha256(Buffer.from(await got.arrayBuffer())), sha256(blue));
+  await a.close();
+  await b.close();
+});
+
+/** Sends the first `cut` bytes of `bytes` as an upload of it, then breaks the connection. */
+function brokenUpload(url, token, bytes, cut) {
+  return new Promise((resolve) => {
+    const req = request(url, {
+      method: "PUT",
+      headers: { Authorization: `Bearer ${token}`, "Content-Type": "application/octet-stream", "Content-Length": bytes.length },
+    });
+    req.on("error", () => resolve());
+    req.write(bytes.subarray(0, cut), () => setTimeout(() => {
+      req.destroy();
+      resolve();
+    }, 300));
+  });
+}
+
+test("the client's API: an upload resumes from what the server holds, a file read before its upload arrives by itself, a wipe forgets", async () => {
+  const { a, b, pageA, pageB } = await twoDevices(browser, server, "api-files@example.com");
+  const { accessToken, user } = await session(pageA);
+  const space = `user:${user.id}`;
+  const bytes = randomBytes(3 * 1024 * 1024);
+  const hash = sha256(bytes);
+  const url = `${server.url}/v1/spaces/${space}/files/${hash}`;
+  await brokenUpload(url, accessToken, bytes, 1024 * 1024);
+  const held = await eventually(async () => {
+    const h = await fetch(url, { method: "HEAD", headers: { Authorization: `Bearer ${accessToken}` } });
+    assert.equal(h.status, 404);
+    const offset = Number(h.headers.get("ferry-upload-offset"));
+    assert.ok(offset > 0 && offset < bytes.length, `offset ${offset}`);
+    return offset;
+  }, "the server holding part of the upload");
+
+  const ranges = [];
+  pageA.on("request", (r) => {
+    if (r.method() === "PUT" && r.url().includes("/files/")) ranges.push(r.headers()["content-range"] ?? "whole");
+  });
+  const progress = [];
+  await pageA.exposeFunction("heard", (e) => progress.push(e));
+  const ref = await pageA.evaluate(
+    async ([b64, space]) => {
+      window.ferry.onFile((e) => window.heard(e));
+      const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      const ref = await window.ferry.attach(space, data, { name: "notes.bin", mediaType: "application/octet-stream" });
+      await window.ferry.put(space, "todos", "resumed", { title: "Resumed", attachment: ref });
+      await window.ferry.sync();
+      return ref;
+    },
+    [bytes.toString("base64"), space],
+  );
+  assert.deepEqual(ref, { sha256: hash, size: bytes.length, media_type: "application/octet-stream", name: "notes.bin" });
+  await eventually(async () => {
+    assert.equal((await pageA.evaluate(([s, h]) => window.ferry.fileStatus(s, h), [space, hash])).state, "synced");
+  }, "the resumed upload");
+  assert.deepEqual(ranges, [`bytes ${held}-${bytes.length - 1}/${bytes.length}`], "only the rest was sent");
+  assert.ok(progress.some((e) => e.state === "uploading" && e.total === bytes.length), JSON.stringify(progress.slice(0, 3)));
+  assert.equal(progress.at(-1).state, "synced");
+  // B downloads it, checked against its hash.
+  const downloaded = await pageB.evaluate(async ([s, r]) => {
+    await window.ferry.sync();
+    const blob = await window.ferry.file(s, r);
+    const digest = await crypto.subtle.digest("SHA-256", await blob.arrayBuffer());
+    return Array.from(new Uint8Array(digest), (x) => x.toString(16).padStart(2, "0")).join("");
+  }, [space, ref]);
+  assert.equal(downloaded, hash);
+
+  // A record refers to a file nobody uploaded yet: B sees `missing`, not
+  // an error, and gets the file once it arrives, without asking again.
+  const later = Buffer.from("uploaded later by its author");
+  const laterRef = { sha256: sha256(later), size: later.length, media_type: "text/plain" };
+  await pageA.evaluate(([s, r]) => window.ferry.put(s, "todos", "later", { title: "Later", attachment: r }), [space, laterRef]);
+  await waitForTitles(pageB, ["Resumed", "Later"]);
+  const first = await pageB.evaluate(async ([s, r]) => {
+    try {
+      await window.ferry.file(s, r);
+      return "read";
+    } catch (e) {
+      return [e.code, (await window.ferry.fileStatus(s, r.sha256)).state];
+    }
+  }, [space, laterRef]);
+  assert.deepEqual(first, ["missing", "missing"]);
+  const put = await fetch(`${server.url}/v1/spaces/${space}/files/${laterRef.sha256}`, {
+    method: "PUT",
+    headers: { Authorization: `Bearer ${accessToken}`, "Content-Type": "text/plain" },
+    body: later,
+  });
+  assert.equal(put.status, 201);
+  await eventually(async () => {
+    assert.equal((await pageB.evaluate(([s, h]) => window.ferry.fileStatus(s, h), [space, laterRef.sha256])).state, "synced");
+  }, "the missing file arriving by itself", 20_000);
+
+  // Bad input changes nothing.
+  const refused = await pageA.evaluate(async (s) => {
+    const codes = [];
+    for (const bad of [{ sha256: "nope", size: 1, media_type: "text/plain" }, { sha256: "a".repeat(64), size: -1, media_type: "x" }]) {
+      try {
+        await window.ferry.file(s, bad);
+      } catch (e) {
+        codes.push(e.code);
+      }
+    }
+    try {
+      await window.ferry.attach("not a space!", new Uint8Array([1]));
+    } catch (e) {
+      codes.push(e.code);
+    }
+    return codes;
+  }, space);
+  assert.deepEqual(refused, ["invalid", "invalid", "invalid"]);
+
+  // Sign-out with wipe leaves no file behind.
+  await pageB.evaluate(() => window.ferry.signOut());
+  const left = await pageB.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const req = indexedDB.open("ferry-todo");
+        req.onsuccess = () => {
+          const c = req.result.transaction("files").objectStore("files").count();
+          c.onsuccess = () => resolve(c.result);
+          c.onerror = () => reject(c.error);
+        };
+        req.onerror = () => reject(req.error);
+      }),
+  );
+  assert.equal(left, 0);
+  await a.close();
+  await b.close();
+});
+
+test("the cache keeps at most its bound of downloaded bytes, least recently used out first, and never an upload", async () => {
+  const { a, b, pageA } = await twoDevices(browser, server, "cache@example.com");
+  await waitForStatus(pageA, "idle");
+  const out = await pageA.evaluate(async () => {
+    const small = await window.ferry.constructor.open({ name: "cache-bound", maxFileCacheBytes: 2500, realtime: false });
+    const main = window.ferry;
+    const space = main.personalSpace();
+    // Three files of 1,000 bytes on the server, attached through the demo's replica.
+    const refs = [];
+    for (let i = 0; i < 3; i++) refs.push(await main.attach(space, new Uint8Array(1000).fill(i + 1)));
+    await main.sync();
+    // The small replica signs in with the same session and reads them.
+    const { accessToken } = await new Promise((resolve, reject) => {
+      const req = indexedDB.open("ferry-todo");
+      req.onsuccess = () => {
+        const g = req.result.transaction("meta").objectStore("meta").get("session");
+        g.onsuccess = () => resolve(g.result);
+        g.onerror = () => reject(g.error);
+      };
+    });
+    await small.signInWithToken(accessToken);
+    for (const r of refs) await small.file(space, r);
+    const states = [];
+    for (const r of refs) states.push((await small.fileStatus(space, r.sha256)).state);
+    // An attachment of 4,000 bytes waits to upload (the replica is offline to the server: signed out below).
+    const pinned = await small.attach("local:anonymous", new Uint8Array(4000).fill(9));
+    const pinnedState = (await small.fileStatus("local:anonymous", pinned.sha256)).state;
+    await small.file(space, refs[0]);
+    const after = [];
+    for (const r of refs) after.push((await small.fileStatus(space, r.sha256)).state);
+    await small.signOut();
+    small.close();
+    return { states, pinnedState, after };
+  });
+  // The first was evicted when the third came (3,000 > 2,500).
+  assert.deepEqual(out.states, ["remote", "synced", "synced"]);
+  assert.equal(out.pinnedState, "local");
+  // Reading the first again brings it back and evicts the least recently used (the second).
+  assert.deepEqual(out.after, ["synced", "remote", "synced"]);
+  await a.close();
+  await b.close();
+});
