@@ -133,8 +133,11 @@ export class Files {
     try {
       res = await this.remote.raw(filePath(space, ref.sha256));
     } catch (e) {
-      if (e instanceof FerryError && e.status === 404) await this.markMissing(space, ref);
-      throw e;
+      if (!(e instanceof FerryError && e.status === 404)) throw e;
+      await this.markMissing(space, ref);
+      // The same answer whether its author has not uploaded it yet or the
+      // space is not the caller's: the server says no more.
+      throw new FerryError(`the server does not hold ${ref.sha256} (yet)`, "missing", 404);
     }
     const blob = await res.blob();
     if (blob.size !== ref.size || (await core.hashBlob(blob)) !== ref.sha256) {
