@@ -172,6 +172,11 @@ pub struct ServeArgs {
     /// `[billing.plans]` of the file.
     #[arg(long, env = "FERRY_BILLING_PLANS", value_name = "PRODUCT=PLAN,...")]
     billing_plans: Option<String>,
+    /// The most bytes a user's files may take per plan, comma-separated
+    /// (pro=10737418240,free=104857600; `free`: no active subscription).
+    /// Added to `[billing.file_quotas]` of the file.
+    #[arg(long, env = "FERRY_BILLING_FILE_QUOTAS", value_name = "PLAN=BYTES,...")]
+    billing_file_quotas: Option<String>,
     /// Stripe's webhook signing secrets (whsec_...), comma-separated.
     #[arg(
         long,
@@ -274,6 +279,18 @@ impl ServeArgs {
                     .billing
                     .plans
                     .insert(product.to_owned(), plan.to_owned());
+            }
+        }
+        if let Some(list) = &self.billing_file_quotas {
+            for pair in list.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let (plan, bytes) = pair
+                    .split_once('=')
+                    .and_then(|(k, v)| Some((k.trim(), v.trim().parse::<u64>().ok()?)))
+                    .filter(|(k, _)| !k.is_empty())
+                    .with_context(|| {
+                        format!("billing_file_quotas: {pair:?} is not PLAN=BYTES (pro=10737418240)")
+                    })?;
+                config.billing.file_quotas.insert(plan.to_owned(), bytes);
             }
         }
         for (flag, key) in [

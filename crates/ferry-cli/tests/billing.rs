@@ -14,7 +14,7 @@ use common::{Db, Server, ferry, now_ms};
 use ferry_client::{Remote, Replica, ReplicaConfig, State, SyncConfig, Syncer, Token};
 use ferry_core::{Collection, RecordId, SpaceId};
 use ferry_server::billing::signature::sign;
-use serde_json::json;
+use serde_json::{Value, json};
 
 const SECRET: &str = "whsec_e2e_7c41d9a0b3";
 
@@ -53,6 +53,8 @@ async fn support_staff_and_webhooks_open_the_gate_and_clients_lose_nothing_meanw
             SECRET,
             "--billing-plans",
             "price_pro_monthly=pro, price_pro_yearly=pro",
+            "--billing-file-quotas",
+            "pro=40, free=10",
         ],
     );
     let token = server.token("ada@example.com");
@@ -157,5 +159,19 @@ async fn support_staff_and_webhooks_open_the_gate_and_clients_lose_nothing_meanw
     let shown = admin(&db, &["show", "--email", "ada@example.com"]);
     assert!(shown.contains("pro active from stripe"), "{shown}");
     assert!(shown.contains("customer cus_ada"), "{shown}");
+    // The plan's own file quota holds (the flag's, not the default GiB).
+    let bytes = [7u8; 50];
+    let hash = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(bytes));
+    let res = reqwest::Client::new()
+        .put(format!("{}/v1/spaces/{space}/files/{hash}", server.url))
+        .bearer_auth(&token)
+        .body(bytes.to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 402);
+    let refused: Value = res.json().await.unwrap();
+    assert_eq!(refused["error"]["code"], "quota_exceeded");
+    assert_eq!(refused["error"]["details"]["limit"], 40);
     syncer.stop().await;
 }

@@ -151,6 +151,11 @@ pub struct BillingConfig {
     /// product id, to the plan it is (`price_1Pxyz = "pro"`). A
     /// subscription to anything not listed grants no plan.
     pub plans: std::collections::BTreeMap<String, String>,
+    /// The most bytes a user's files may take, per plan (`pro =
+    /// 10737418240`; `free` for users with no active subscription): a
+    /// user's quota is the largest of their plans' that this names, else
+    /// `file_quota_bytes`.
+    pub file_quotas: std::collections::BTreeMap<String, u64>,
 }
 
 impl BillingConfig {
@@ -177,6 +182,11 @@ impl BillingConfig {
                 .plans
                 .iter()
                 .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+                .collect(),
+            file_quotas: self
+                .file_quotas
+                .iter()
+                .map(|(k, v)| (k.trim().to_owned(), *v))
                 .collect(),
         }
     }
@@ -461,6 +471,7 @@ mod tests {
                 stripe_webhook_secret: Some("whsec_a,whsec_b".into()),
                 lemonsqueezy_webhook_secret: Some("ls_1".into()),
                 plans: [("price_1".to_owned(), " pro ".to_owned())].into(),
+                file_quotas: [(" pro ".to_owned(), 5_000)].into(),
             },
             ..Config::default()
         };
@@ -469,6 +480,10 @@ mod tests {
         assert_eq!(settings.stripe_secrets, ["whsec_a", "whsec_b"]);
         assert_eq!(settings.lemonsqueezy_secret.as_deref(), Some("ls_1"));
         assert_eq!(settings.plans["price_1"], "pro");
+        assert_eq!(settings.file_quotas["pro"], 5_000);
+        let quotas: Config =
+            toml::from_str("[billing.file_quotas]\nfree = 100\npro = 10737418240\n").unwrap();
+        assert_eq!(quotas.billing.settings().file_quotas["pro"], 10_737_418_240);
         let logged = format!("{:?}", config.for_log());
         assert!(
             !logged.contains("whsec_") && !logged.contains("ls_1"),

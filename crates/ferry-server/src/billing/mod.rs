@@ -51,6 +51,8 @@ pub struct BillingSettings {
     pub lemonsqueezy_secret: Option<String>,
     /// What each product grants (`[billing.plans]`).
     pub plans: PlanMap,
+    /// The file quota of each plan that has its own (`[billing.file_quotas]`).
+    pub file_quotas: std::collections::BTreeMap<String, u64>,
 }
 
 impl BillingSettings {
@@ -75,6 +77,32 @@ pub async fn require_sync(state: &AppState, user: &UserId) -> Result<(), ApiErro
             billing.required_plans.join(" or ")
         )))
     }
+}
+
+/// The most bytes `user`'s files may take: the largest quota of the plans
+/// of their active subscriptions that `[billing.file_quotas]` names (the
+/// plan `free` when none is active), else `default` (`file_quota_bytes`).
+pub async fn file_quota(state: &AppState, user: &UserId, default: u64) -> Result<u64, ApiError> {
+    let quotas = &state.settings.billing.file_quotas;
+    if quotas.is_empty() {
+        return Ok(default);
+    }
+    let held = state.store.entitlements(user).await?;
+    let now = wall_ms();
+    let mut plans: Vec<&str> = held
+        .iter()
+        .filter(|e| e.is_active(now))
+        .map(|e| e.plan.as_str())
+        .collect();
+    if plans.is_empty() {
+        plans.push("free");
+    }
+    Ok(plans
+        .iter()
+        .filter_map(|p| quotas.get(*p))
+        .copied()
+        .max()
+        .unwrap_or(default))
 }
 
 /// Whether one subscription lets its user sync at `now_ms`.

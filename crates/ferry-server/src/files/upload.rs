@@ -136,6 +136,8 @@ pub(super) async fn upload(
             "you have {MAX_PARTIALS} unfinished uploads on this server: finish one, or wait a day"
         )));
     }
+    // The uploader's plan may set their quota (`[billing.file_quotas]`).
+    let quota = crate::billing::file_quota(&state, &user.id, limits.quota_bytes).await?;
     let stored = state
         .store
         .file_usage(&user.id)
@@ -143,7 +145,7 @@ pub(super) async fn upload(
         .saturating_add(others.bytes);
     let slot = match state
         .uploads
-        .start(&user.id, total, stored, limits.quota_bytes, partial.key())
+        .start(&user.id, total, stored, quota, partial.key())
     {
         Ok(slot) => slot,
         Err(uploads::Refused::Busy) => {
@@ -152,7 +154,7 @@ pub(super) async fn upload(
             ));
         }
         Err(uploads::Refused::OverQuota { used }) => {
-            return Err(over_quota(limits.quota_bytes, used));
+            return Err(over_quota(quota, used));
         }
         Err(uploads::Refused::InProgress) => {
             return Err(ApiError::conflict(
@@ -213,11 +215,7 @@ pub(super) async fn upload(
         created_at: wall_ms(),
         unreferenced_since: None,
     };
-    let added = match state
-        .store
-        .add_file(&space, &file, limits.quota_bytes)
-        .await
-    {
+    let added = match state.store.add_file(&space, &file, quota).await {
         Ok(added) => added,
         // Not deleted: the row may have been written all the same (a
         // commit whose answer was lost). The collector deletes the object
@@ -235,7 +233,7 @@ pub(super) async fn upload(
         }
         Added::OverQuota { used } => {
             delete_object(&objects, &object).await;
-            Err(over_quota(limits.quota_bytes, used))
+            Err(over_quota(quota, used))
         }
     }
 }

@@ -25,6 +25,7 @@ pub(super) async fn gated() -> Api {
             .into_iter()
             .map(|(k, v)| (k.to_owned(), v.to_owned()))
             .collect(),
+            ..Default::default()
         }
     })
     .await

@@ -13,6 +13,7 @@ mod billing_plans;
 mod conflicts;
 mod external;
 mod files;
+mod files_quota;
 mod files_resume;
 mod flood;
 mod hardening;
