@@ -13,7 +13,7 @@
 //! be uploaded).
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
 use ferry_core::file::{media_type_ok, name_ok};
@@ -84,6 +84,21 @@ fn io(what: &str, e: std::io::Error) -> Error {
     Error::Invalid(format!("{what}: {e}"))
 }
 
+/// Refuses a media type or name the server would refuse.
+fn check_names(media_type: &str, name: Option<&str>) -> Result<()> {
+    if !media_type_ok(media_type) {
+        return Err(Error::Invalid(format!(
+            "{media_type:?} is not a media type (type/subtype)"
+        )));
+    }
+    if let Some(n) = name.filter(|n| !name_ok(n)) {
+        return Err(Error::Invalid(format!(
+            "{n:?} is not a file name: 1 to 255 characters, no control characters, / or \\"
+        )));
+    }
+    Ok(())
+}
+
 impl Replica {
     /// The directory of the file cache.
     pub fn files_dir(&self) -> PathBuf {
@@ -108,71 +123,123 @@ impl Replica {
         media_type: &str,
         name: Option<&str>,
     ) -> Result<FileRef> {
-        if !media_type_ok(media_type) {
-            return Err(Error::Invalid(format!(
-                "{media_type:?} is not a media type (type/subtype)"
-            )));
-        }
-        if let Some(n) = name.filter(|n| !name_ok(n)) {
-            return Err(Error::Invalid(format!(
-                "{n:?} is not a file name: 1 to 255 characters, no control characters, / or \\"
-            )));
-        }
+        check_names(media_type, name)?;
         let sha256 = Sha256Hex::from_digest(&Sha256::digest(bytes).into());
-        let size = bytes.len() as u64;
-        let mut conn = self.conn();
-        // The bytes are written while the write lock is held, so that no
-        // eviction (of this process or another on the file) unlinks them
-        // between their write and their pin.
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        self.keep_bytes(&sha256, bytes)?;
-        tx.execute(
-            "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 1, ?3)
-             ON CONFLICT (sha256) DO UPDATE SET pinned = 1, used_at = ?3",
-            params![sha256.as_str(), size as i64, now_ms()],
-        )?;
-        tx.execute(
-            "INSERT INTO uploads (space, sha256, size, media_type, name) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT (space, sha256) DO UPDATE SET failed = NULL",
-            params![space.as_str(), sha256.as_str(), size as i64, media_type, name],
-        )?;
-        tx.execute(
-            "DELETE FROM missing WHERE space = ?1 AND sha256 = ?2",
-            params![space.as_str(), sha256.as_str()],
-        )?;
-        tx.commit()?;
+        let tmp = self.staging_path()?;
+        let written = (|| {
+            use std::io::Write;
+            let mut f = std::fs::File::create(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(io("cannot keep the file's bytes", e));
+        }
+        self.pin(space, &tmp, sha256, bytes.len() as u64, media_type, name)
+    }
+
+    /// Attaches the file at `path`, as [`Replica::attach`] does its bytes,
+    /// copying it into the cache while hashing it (a piece at a time: a
+    /// large file is never held in memory). `name` defaults to the path's
+    /// file name, when that is a valid one.
+    pub fn attach_path(
+        &self,
+        space: &SpaceId,
+        path: &Path,
+        media_type: &str,
+        name: Option<&str>,
+    ) -> Result<FileRef> {
+        let own = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .filter(|n| name_ok(n));
+        let name = name.or(own);
+        check_names(media_type, name)?;
+        let tmp = self.staging_path()?;
+        let copied = (|| {
+            use std::io::{Read, Write};
+            let mut from = std::fs::File::open(path)?;
+            let mut to = std::fs::File::create(&tmp)?;
+            let (mut hasher, mut size, mut buf) = (Sha256::new(), 0u64, vec![0u8; 256 * 1024]);
+            loop {
+                let n = from.read(&mut buf)?;
+                if n == 0 {
+                    break;
+                }
+                hasher.update(&buf[..n]);
+                to.write_all(&buf[..n])?;
+                size += n as u64;
+            }
+            to.sync_all()?;
+            Ok::<_, std::io::Error>((Sha256Hex::from_digest(&hasher.finalize().into()), size))
+        })();
+        match copied {
+            Ok((sha256, size)) => self.pin(space, &tmp, sha256, size, media_type, name),
+            Err(e) => {
+                let _ = std::fs::remove_file(&tmp);
+                Err(io(&format!("cannot attach {}", path.display()), e))
+            }
+        }
+    }
+
+    /// A fresh temporary path in the cache's directory (evictions never
+    /// touch it: they unlink files named by a hash).
+    fn staging_path(&self) -> Result<PathBuf> {
+        let dir = self.files_dir();
+        std::fs::create_dir_all(&dir).map_err(|e| io("cannot make the file cache", e))?;
+        let mut random = [0u8; 8];
+        getrandom::fill(&mut random).map_err(|e| Error::Invalid(format!("random: {e}")))?;
+        Ok(dir.join(format!("attach-{}", hex::encode(random))))
+    }
+
+    /// Moves the flushed bytes at `tmp` under their hash and queues their
+    /// upload, holding the write lock, so that no eviction (of this process
+    /// or another on the file) unlinks them between their move and their
+    /// pin. Moved even when a file of that name is there (a cached
+    /// download cut short by a power cut may hold other bytes).
+    fn pin(
+        &self,
+        space: &SpaceId,
+        tmp: &Path,
+        sha256: Sha256Hex,
+        size: u64,
+        media_type: &str,
+        name: Option<&str>,
+    ) -> Result<FileRef> {
+        let pinned = (|| {
+            let mut conn = self.conn();
+            let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+            std::fs::rename(tmp, self.cached_path(&sha256))
+                .and_then(|()| std::fs::File::open(self.files_dir())?.sync_all())
+                .map_err(|e| io("cannot keep the file's bytes", e))?;
+            tx.execute(
+                "INSERT INTO files (sha256, size, pinned, used_at) VALUES (?1, ?2, 1, ?3)
+                 ON CONFLICT (sha256) DO UPDATE SET pinned = 1, used_at = ?3",
+                params![sha256.as_str(), size as i64, now_ms()],
+            )?;
+            tx.execute(
+                "INSERT INTO uploads (space, sha256, size, media_type, name) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT (space, sha256) DO UPDATE SET failed = NULL",
+                params![space.as_str(), sha256.as_str(), size as i64, media_type, name],
+            )?;
+            tx.execute(
+                "DELETE FROM missing WHERE space = ?1 AND sha256 = ?2",
+                params![space.as_str(), sha256.as_str()],
+            )?;
+            tx.commit()?;
+            Ok::<_, Error>(())
+        })();
+        if let Err(e) = pinned {
+            let _ = std::fs::remove_file(tmp);
+            return Err(e);
+        }
         Ok(FileRef {
             sha256,
             size,
             media_type: media_type.to_owned(),
             name: name.map(str::to_owned),
         })
-    }
-
-    /// Writes `bytes` under their hash in the cache, durably: a temporary
-    /// file of its own, flushed, renamed into place, the directory
-    /// flushed. Written again even when a file of that name is there (a
-    /// cached download cut short by a power cut may hold other bytes).
-    fn keep_bytes(&self, sha256: &Sha256Hex, bytes: &[u8]) -> Result<()> {
-        let dir = self.files_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| io("cannot make the file cache", e))?;
-        let path = self.cached_path(sha256);
-        let mut random = [0u8; 8];
-        getrandom::fill(&mut random).map_err(|e| Error::Invalid(format!("random: {e}")))?;
-        let tmp = dir.join(format!("{sha256}.attach-{}", hex::encode(random)));
-        let written = (|| {
-            use std::io::Write;
-            let mut f = std::fs::File::create(&tmp)?;
-            f.write_all(bytes)?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)?;
-            std::fs::File::open(&dir)?.sync_all()
-        })();
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(io("cannot keep the file's bytes", e));
-        }
-        Ok(())
     }
 
     /// Where `file` of `space` stands on this device.

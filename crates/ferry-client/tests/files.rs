@@ -438,3 +438,58 @@ async fn a_viewer_s_attachment_is_refused_for_good_while_the_space_syncs() {
         FileStatus::Failed { code, .. } if code == "forbidden"
     ));
 }
+
+#[tokio::test]
+async fn a_file_attached_from_a_path_is_copied_hashed_and_uploaded() {
+    let s = setup().await;
+    let (laptop, phone) = (s.replica("laptop.db"), s.replica("phone.db"));
+    let remote = s.remote("ada");
+    let song = bytes(700_000, 7);
+    let source = s.dir.path().join("song.ogg");
+    std::fs::write(&source, &song).unwrap();
+    let file = laptop
+        .attach_path(&personal(), &source, "audio/ogg", None)
+        .unwrap();
+    assert_eq!(
+        file,
+        FileRef {
+            name: Some("song.ogg".into()),
+            media_type: "audio/ogg".into(),
+            ..reference(&song)
+        }
+    );
+    // A copy: the original may go.
+    std::fs::remove_file(&source).unwrap();
+    assert_eq!(
+        std::fs::read(laptop.cached_file(&file.sha256).unwrap().unwrap()).unwrap(),
+        song
+    );
+    laptop
+        .put(&personal(), &notes(), &id("n1"), with_image(&file))
+        .unwrap();
+    let report = sync_space(&laptop, &remote, &personal()).await.unwrap();
+    assert_eq!(report.uploaded, 1);
+    sync_space(&phone, &remote, &personal()).await.unwrap();
+    let path = phone
+        .file(&remote, &personal(), &image_of(&phone, "n1"))
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(path).unwrap(), song);
+
+    // A path that is not there, or a name the server would refuse, is an
+    // error that keeps nothing.
+    let before = std::fs::read_dir(laptop.files_dir()).unwrap().count();
+    assert!(matches!(
+        laptop.attach_path(&personal(), &s.dir.path().join("gone"), "audio/ogg", None),
+        Err(Error::Invalid(_))
+    ));
+    std::fs::write(&source, b"x").unwrap();
+    assert!(matches!(
+        laptop.attach_path(&personal(), &source, "audio/ogg", Some("a/b")),
+        Err(Error::Invalid(_))
+    ));
+    assert_eq!(
+        std::fs::read_dir(laptop.files_dir()).unwrap().count(),
+        before
+    );
+}
