@@ -5,6 +5,7 @@
 
 pub mod collector;
 pub mod objects;
+pub mod remote;
 mod range;
 pub mod staging;
 mod upload;
@@ -39,6 +40,10 @@ pub struct FileSettings {
     pub max_file_bytes: u64,
     /// The most bytes of files one user's uploads may take, across spaces.
     pub quota_bytes: u64,
+    /// The S3-compatible bucket the bytes are kept in (`files_url`), for
+    /// several nodes; `None`: `dir`'s `objects/`. Uploads are staged in
+    /// `dir` either way.
+    pub remote: Option<remote::RemoteObjects>,
     /// The most uploads a node takes at once (more answer `503`).
     pub max_concurrent_uploads: usize,
     /// How long a file no record refers to is kept (docs/files.md §5).
@@ -51,6 +56,7 @@ impl Default for FileSettings {
             dir: None,
             max_file_bytes: 100 * 1024 * 1024,
             quota_bytes: 1024 * 1024 * 1024,
+            remote: None,
             max_concurrent_uploads: 32,
             grace: collector::DEFAULT_GRACE,
         }
@@ -99,7 +105,10 @@ pub fn routes() -> Router<AppState> {
 /// The node's file storage, if it keeps files.
 pub fn storage(state: &AppState) -> Option<Objects> {
     let dir = state.settings.files.dir.as_ref()?;
-    Some(Objects::new(dir, state.settings.node_id.as_str()))
+    Some(
+        Objects::new(dir, state.settings.node_id.as_str())
+            .with_remote(state.settings.files.remote.clone()),
+    )
 }
 
 pub(super) fn objects(state: &AppState) -> Result<Objects, ApiError> {
@@ -143,6 +152,10 @@ pub(super) fn storage_failed(e: ObjectError) -> ApiError {
             ApiError::not_found("the file is gone")
         }
         ObjectError::Io(e) => ApiError::internal(format!("file storage: {e}")),
+        ObjectError::Remote(e) => {
+            tracing::warn!(error = %e, "object storage failed");
+            ApiError::unavailable("file storage cannot be reached: try again")
+        }
     }
 }
 

@@ -1,5 +1,6 @@
 //! Where file bytes are kept (docs/files.md §3): on the embedded default, a
-//! directory under the data directory. An upload streams into a staging
+//! directory under the data directory; for several nodes, an S3-compatible
+//! bucket ([`super::remote`]), with uploads still staged on the node. An upload streams into a staging
 //! file while it is hashed and counted, is flushed to disk, and only then
 //! moves to its object's path; a crash leaves at most a staging file or an
 //! object no row names, never a row naming missing or partial bytes.
@@ -10,6 +11,7 @@ use std::path::PathBuf;
 use axum::body::Body;
 use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
+use super::remote::RemoteObjects;
 use super::staging::Staged;
 use crate::ids::{digest_name, hex};
 
@@ -20,6 +22,8 @@ pub struct Objects {
     /// This node's staging directory: nodes sharing the directory never
     /// touch each other's uploads in flight.
     staging: PathBuf,
+    /// The bucket objects are kept in, instead of `root/objects`.
+    remote: Option<RemoteObjects>,
 }
 
 /// Why bytes could not be kept.
@@ -41,6 +45,9 @@ pub enum ObjectError {
     /// The disk failed.
     #[error("file storage failed: {0}")]
     Io(#[from] std::io::Error),
+    /// The object store failed or could not be reached.
+    #[error("object storage failed: {0}")]
+    Remote(String),
 }
 
 /// The keys three levels under `objects` whose files were last written at
@@ -101,7 +108,17 @@ impl Objects {
         // A node id is a client id: letters, digits, `-`, `_`, `.`, `:`;
         // as a digest it is a plain file name whatever it holds.
         let staging = root.join("staging").join(digest_name(node, 8));
-        Objects { root, staging }
+        Objects {
+            root,
+            staging,
+            remote: None,
+        }
+    }
+
+    /// The same, its objects kept in `remote` when set.
+    pub fn with_remote(mut self, remote: Option<RemoteObjects>) -> Self {
+        self.remote = remote;
+        self
     }
 
     /// This node's staging directory.
@@ -123,6 +140,11 @@ impl Objects {
         let Some(from) = staged.take_path() else {
             return Err(ObjectError::Body("the upload was already kept".into()));
         };
+        if let Some(remote) = &self.remote {
+            let sent = remote.put_file(&key, &from, staged.size).await;
+            let _ = tokio::fs::remove_file(&from).await;
+            return sent.map(|()| key);
+        }
         if let Some(dir) = path.parent() {
             tokio::fs::create_dir_all(dir).await?;
         }
@@ -146,6 +168,9 @@ impl Objects {
 
     /// `len` bytes of the object from `start`, as a body.
     pub async fn read(&self, key: &str, start: u64, len: u64) -> Result<Body, ObjectError> {
+        if let Some(remote) = &self.remote {
+            return remote.read(key, start, len).await;
+        }
         let mut file = tokio::fs::File::open(self.path(key)).await?;
         file.seek(SeekFrom::Start(start)).await?;
         let stream = tokio_util::io::ReaderStream::with_capacity(file.take(len), 64 * 1024);
@@ -155,6 +180,9 @@ impl Objects {
     /// The keys of the objects last written at or before `cutoff` (ms
     /// since the epoch): `{prefix}/{sha256}/{id}` under `objects/`.
     pub async fn written_before(&self, cutoff: u64) -> Result<Vec<String>, ObjectError> {
+        if let Some(remote) = &self.remote {
+            return remote.written_before(cutoff).await;
+        }
         let objects = self.root.join("objects");
         let found = tokio::task::spawn_blocking(move || old_keys(&objects, cutoff))
             .await
@@ -164,6 +192,9 @@ impl Objects {
 
     /// Deletes an object; one already gone is not an error.
     pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        if let Some(remote) = &self.remote {
+            return remote.delete(key).await;
+        }
         match tokio::fs::remove_file(self.path(key)).await {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e.into()),
             _ => Ok(()),

@@ -1,0 +1,182 @@
+//! Files' bytes in S3-compatible object storage (docs/files.md §3), for
+//! several nodes: every node reads and writes the same bucket, so a file
+//! uploaded through one node is read through any other. Uploads still
+//! stream into the receiving node's staging directory while they are
+//! hashed; only checked bytes go to the bucket, under the same keys as on
+//! disk (`{space digest}/{sha256}/{random id}`) below the URL's prefix.
+//!
+//! Built on Apache Arrow's `object_store` (S3's multipart uploads, ranged
+//! reads, listing), configured by `files_url = "s3://bucket/prefix"` and
+//! the standard `AWS_*` environment variables (`AWS_ENDPOINT` for a store
+//! other than AWS, `AWS_ALLOW_HTTP=true` for a plain-http one).
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use object_store::path::Path as ObjectPath;
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use tokio::io::AsyncReadExt;
+
+use super::objects::ObjectError;
+
+/// Files up to this size go up in one request; larger ones in parts of it.
+const PART: usize = 8 * 1024 * 1024;
+
+/// A bucket (and prefix) of an S3-compatible store.
+#[derive(Debug, Clone)]
+pub struct RemoteObjects {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    /// The URL, for logs (it holds no credentials).
+    shown: String,
+}
+
+fn failed(e: object_store::Error) -> ObjectError {
+    match e {
+        object_store::Error::NotFound { .. } => {
+            ObjectError::Io(std::io::Error::new(std::io::ErrorKind::NotFound, "gone"))
+        }
+        other => ObjectError::Remote(other.to_string()),
+    }
+}
+
+impl RemoteObjects {
+    /// The store of `url` (`s3://bucket` or `s3://bucket/prefix`), its
+    /// endpoint, region and credentials from the `AWS_*` environment
+    /// variables, then from `options` (`("aws_endpoint", "http://...")`).
+    pub fn s3(url: &str, options: &[(&str, &str)]) -> Result<RemoteObjects, String> {
+        let rest = url
+            .strip_prefix("s3://")
+            .ok_or_else(|| format!("files_url must be s3://bucket/prefix, not {url:?}"))?;
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if bucket.is_empty() {
+            return Err(format!("files_url names no bucket: {url:?}"));
+        }
+        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        for (key, value) in options {
+            let key: AmazonS3ConfigKey = key
+                .parse()
+                .map_err(|e| format!("not an S3 option {key:?}: {e}"))?;
+            builder = builder.with_config(key, *value);
+        }
+        let store = builder
+            .build()
+            .map_err(|e| format!("cannot use {url}: {e}"))?;
+        Ok(RemoteObjects {
+            store: Arc::new(store),
+            prefix: prefix.trim_matches('/').to_owned(),
+            shown: url.to_owned(),
+        })
+    }
+
+    /// The URL it was made from.
+    pub fn url(&self) -> &str {
+        &self.shown
+    }
+
+    fn path(&self, key: &str) -> ObjectPath {
+        if self.prefix.is_empty() {
+            ObjectPath::from(key)
+        } else {
+            ObjectPath::from(format!("{}/{key}", self.prefix))
+        }
+    }
+
+    /// Stores the file at `from` (`size` bytes) under `key`: in one request
+    /// when small, else in parts, at most a few parts in memory at once.
+    pub async fn put_file(
+        &self,
+        key: &str,
+        from: &std::path::Path,
+        size: u64,
+    ) -> Result<(), ObjectError> {
+        let path = self.path(key);
+        if size <= PART as u64 {
+            let bytes = tokio::fs::read(from).await?;
+            self.store
+                .put(&path, PutPayload::from(bytes))
+                .await
+                .map_err(failed)?;
+            return Ok(());
+        }
+        let upload = self.store.put_multipart(&path).await.map_err(failed)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART);
+        let mut file = tokio::fs::File::open(from).await?;
+        let mut buf = vec![0u8; 1024 * 1024];
+        let sent = async {
+            loop {
+                let n = file.read(&mut buf).await?;
+                if n == 0 {
+                    return Ok(());
+                }
+                writer.wait_for_capacity(2).await.map_err(failed)?;
+                writer.write(&buf[..n]);
+            }
+        }
+        .await;
+        match sent {
+            Ok(()) => writer.finish().await.map(drop).map_err(failed),
+            Err(e) => {
+                let _ = writer.abort().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// `len` bytes of `key` from `start`, streamed.
+    pub async fn read(&self, key: &str, start: u64, len: u64) -> Result<Body, ObjectError> {
+        if len == 0 {
+            // No range covers nothing; the object must still be there.
+            self.store.head(&self.path(key)).await.map_err(failed)?;
+            return Ok(Body::empty());
+        }
+        let options = GetOptions {
+            range: Some(GetRange::Bounded(start..start + len)),
+            ..GetOptions::default()
+        };
+        let got = self
+            .store
+            .get_opts(&self.path(key), options)
+            .await
+            .map_err(failed)?;
+        Ok(Body::from_stream(
+            got.into_stream().map_err(std::io::Error::other),
+        ))
+    }
+
+    /// The keys of the objects last written at or before `cutoff` (ms).
+    pub async fn written_before(&self, cutoff: u64) -> Result<Vec<String>, ObjectError> {
+        let prefix = (!self.prefix.is_empty()).then(|| ObjectPath::from(self.prefix.as_str()));
+        let mut listed = self.store.list(prefix.as_ref());
+        let mut keys = Vec::new();
+        while let Some(meta) = listed.next().await {
+            let meta = meta.map_err(failed)?;
+            let at = u64::try_from(meta.last_modified.timestamp_millis()).unwrap_or(0);
+            if at > cutoff {
+                continue;
+            }
+            let full = meta.location.to_string();
+            let key = if self.prefix.is_empty() {
+                full.as_str()
+            } else {
+                full.strip_prefix(&format!("{}/", self.prefix))
+                    .unwrap_or_default()
+            };
+            // Keys Ferry made: three parts (space, hash, id).
+            if key.split('/').count() == 3 {
+                keys.push(key.to_owned());
+            }
+        }
+        Ok(keys)
+    }
+
+    /// Deletes `key`; one already gone is not an error.
+    pub async fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        match self.store.delete(&self.path(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(failed(e)),
+        }
+    }
+}
