@@ -12,8 +12,10 @@ import {
   addTodo,
   eventually,
   launch,
+  openDemo,
   screenshot,
   session,
+  signIn,
   startServer,
   twoDevices,
   waitForStatus,
@@ -173,6 +175,22 @@ test("the client's API: an upload resumes from what the server holds, a file rea
   }, [space, ref]);
   assert.equal(downloaded, hash);
 
+  // An owner forgets the file on the server; attaching the same bytes
+  // again uploads them again (what a device held says nothing of now).
+  const forgot = await fetch(url, { method: "DELETE", headers: { Authorization: `Bearer ${accessToken}` } });
+  assert.equal(forgot.status, 204);
+  await pageA.evaluate(
+    async ([b64, space]) => {
+      const data = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+      await window.ferry.attach(space, data, { name: "notes.bin" });
+    },
+    [bytes.toString("base64"), space],
+  );
+  await eventually(async () => {
+    const h = await fetch(url, { method: "HEAD", headers: { Authorization: `Bearer ${accessToken}` } });
+    assert.equal(h.status, 200);
+  }, "the file uploaded again after the server forgot it", 20_000);
+
   // A record refers to a file nobody uploaded yet: B sees `missing`, not
   // an error, and gets the file once it arrives, without asking again.
   const later = Buffer.from("uploaded later by its author");
@@ -247,6 +265,12 @@ test("the cache keeps at most its bound of downloaded bytes, least recently used
     const refs = [];
     for (let i = 0; i < 3; i++) refs.push(await main.attach(space, new Uint8Array(1000).fill(i + 1)));
     await main.sync();
+    // The uploads follow the round of records, in the queue's own loop.
+    for (let i = 0; i < 200; i++) {
+      const states = await Promise.all(refs.map((r) => main.fileStatus(space, r.sha256)));
+      if (states.every((s) => s.state === "synced")) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
     // The small replica signs in with the same session and reads them.
     const { accessToken } = await new Promise((resolve, reject) => {
       const req = indexedDB.open("ferry-todo");
@@ -260,21 +284,49 @@ test("the cache keeps at most its bound of downloaded bytes, least recently used
     for (const r of refs) await small.file(space, r);
     const states = [];
     for (const r of refs) states.push((await small.fileStatus(space, r.sha256)).state);
-    // An attachment of 4,000 bytes waits to upload (the replica is offline to the server: signed out below).
+    // An attachment of 4,000 bytes in the device's own space: never uploaded, never evicted.
     const pinned = await small.attach("local:anonymous", new Uint8Array(4000).fill(9));
     const pinnedState = (await small.fileStatus("local:anonymous", pinned.sha256)).state;
     await small.file(space, refs[0]);
     const after = [];
     for (const r of refs) after.push((await small.fileStatus(space, r.sha256)).state);
+    // Over the bound all along, the attachment waiting to upload stays.
+    const pinnedAfter = (await small.fileStatus("local:anonymous", pinned.sha256)).state;
+    const pinnedBytes = (await small.file("local:anonymous", pinned)).size;
     await small.signOut();
     small.close();
-    return { states, pinnedState, after };
+    return { states, pinnedState, after, pinnedAfter, pinnedBytes };
   });
   // The first was evicted when the third came (3,000 > 2,500).
   assert.deepEqual(out.states, ["remote", "synced", "synced"]);
   assert.equal(out.pinnedState, "local");
   // Reading the first again brings it back and evicts the least recently used (the second).
   assert.deepEqual(out.after, ["synced", "remote", "synced"]);
+  assert.equal(out.pinnedAfter, "local");
+  assert.equal(out.pinnedBytes, 4000);
   await a.close();
   await b.close();
+});
+
+test("files attached before signing in upload to the user's space once signed in", async () => {
+  const context = await browser.newContext();
+  const page = await openDemo(context, server);
+  const bytes = randomBytes(5000);
+  const ref = await page.evaluate(
+    (b64) => window.ferry.attach("local:anonymous", Uint8Array.from(atob(b64), (c) => c.charCodeAt(0)), { mediaType: "application/pdf" }),
+    bytes.toString("base64"),
+  );
+  assert.equal(ref.sha256, sha256(bytes));
+  assert.deepEqual(await page.evaluate((h) => window.ferry.fileStatus("local:anonymous", h), ref.sha256), { state: "local" });
+  await signIn(page, server, "anonymous-files@example.com");
+  const { accessToken, user } = await session(page);
+  await eventually(async () => {
+    const got = await fetch(`${server.url}/v1/spaces/user:${user.id}/files/${ref.sha256}`, {
+      headers: { Authorization: `Bearer ${accessToken}` },
+    });
+    assert.equal(got.status, 200);
+    assert.equal(sha256(Buffer.from(await got.arrayBuffer())), ref.sha256);
+  }, "the anonymous attachment uploaded to the user's space", 20_000);
+  assert.deepEqual(await page.evaluate((h) => window.ferry.fileStatus("local:anonymous", h), ref.sha256), { state: "remote" });
+  await context.close();
 });

@@ -216,17 +216,41 @@ export function indexPlan(query: QueryJson, indexed: string[]): { field: string;
 /** How much of a file is read and hashed at a time. */
 const HASH_PIECE = 4 * 1024 * 1024;
 
+/** A SHA-256 fed piece by piece (ferry-core's, in wasm); `finish` frees it. */
+export class Hasher {
+  private readonly inner = new wasm.FileHasher();
+
+  update(bytes: Uint8Array): void {
+    this.inner.update(bytes);
+  }
+
+  /** The hash as 64 lowercase hex digits. */
+  finish(): string {
+    try {
+      return this.inner.finish();
+    } finally {
+      this.inner.free();
+    }
+  }
+
+  /** Frees it unfinished. */
+  free(): void {
+    this.inner.free();
+  }
+}
+
 /** The SHA-256 of a blob's bytes (64 lowercase hex digits), read a piece at a time. */
 export async function hashBlob(blob: Blob): Promise<string> {
-  const hasher = new wasm.FileHasher();
+  const hasher = new Hasher();
   try {
     for (let at = 0; at < blob.size; at += HASH_PIECE) {
       hasher.update(new Uint8Array(await blob.slice(at, at + HASH_PIECE).arrayBuffer()));
     }
-    return hasher.finish();
-  } finally {
+  } catch (e) {
     hasher.free();
+    throw e;
   }
+  return hasher.finish();
 }
 
 /** A file reference checked by the core, in its one shape; throws a `FerryError` (`invalid`). */

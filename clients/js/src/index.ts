@@ -71,7 +71,7 @@ type Message =
   | { type: "changed"; changes: Changed[] }
   | { type: "status"; status: Omit<SyncStatus, "pending" | "leader"> }
   | { type: "session" }
-  | { type: "file"; event: FileEvent }
+  | { type: "file"; event: FileEvent; kick: boolean }
   | { type: "sync-request"; id: string }
   | { type: "sync-done"; id: string; error: string | null };
 
@@ -98,6 +98,10 @@ export class Ferry<S extends object = AnySchema> {
   private readonly files: Files;
   /** Rounds in a row that ended with files missing: the next round comes sooner than the periodic one. */
   private missingRounds = 0;
+  // The leader's file queue: its own loop, so that a long upload never
+  // holds back records.
+  private filesKick: (() => void) | null = null;
+  private filesDirty = false;
   private current: SyncStatus = {
     state: "idle",
     pending: 0,
@@ -137,7 +141,7 @@ export class Ferry<S extends object = AnySchema> {
     this.lockPrefix = `ferry:${options.name}`;
     this.remote = new Remote(store, this.lockPrefix);
     this.live = new LiveQueries(store);
-    this.files = new Files(store, this.remote, options.maxFileCacheBytes, (e) => this.fileEvent(e, true));
+    this.files = new Files(store, this.remote, options.maxFileCacheBytes, (e, kick) => this.fileEvent(e, kick, true));
     this.channel = typeof BroadcastChannel === "undefined" ? null : new BroadcastChannel(this.lockPrefix);
     if (this.channel) this.channel.onmessage = (e) => void this.onMessage(e.data as Message);
   }
@@ -356,12 +360,13 @@ export class Ferry<S extends object = AnySchema> {
     return () => this.fileListeners.delete(listener);
   }
 
-  private fileEvent(e: FileEvent, share: boolean): void {
+  private fileEvent(e: FileEvent, kick: boolean, share: boolean): void {
     this.files.heard(e);
-    if (share) this.broadcast({ type: "file", event: e });
+    if (share) this.broadcast({ type: "file", event: e, kick });
     for (const l of this.fileListeners) l(e);
-    // A file attached here uploads soon; a missing one is asked for again.
-    if (e.state === "local") this.trigger(this.options.debounceMs);
+    // A file attached uploads after the next round of records; a missing
+    // one is asked for again soon.
+    if (kick) this.trigger(this.options.debounceMs);
     if (e.state === "missing") {
       this.missingRounds = 0;
       this.trigger(2000);
@@ -529,6 +534,8 @@ export class Ferry<S extends object = AnySchema> {
     globalThis.removeEventListener?.("offline", this.onOffline);
     this.stopRealtime();
     this.kick?.();
+    this.filesKick?.();
+    this.files.abortAll();
     this.release();
     this.channel?.close();
     this.live.close();
@@ -562,6 +569,8 @@ export class Ferry<S extends object = AnySchema> {
   }
 
   private async sessionChanged(): Promise<void> {
+    // Transfers of the session that ended stop; nothing of them is kept.
+    if (this.session?.user.id !== (await this.store.session())?.user.id) this.files.abortAll();
     this.session = await this.store.session();
     this.live.reloadAll();
     for (const l of this.sessionListeners) l(this.user);
@@ -591,7 +600,7 @@ export class Ferry<S extends object = AnySchema> {
         await this.sessionChanged();
         break;
       case "file":
-        this.fileEvent(m.event, false);
+        this.fileEvent(m.event, m.kick, false);
         break;
       case "sync-request":
         if (this.current.leader) {
@@ -653,6 +662,7 @@ export class Ferry<S extends object = AnySchema> {
       }
       if (this.session) this.connectRealtime();
       void this.loop();
+      void this.filesLoop();
       await held;
     };
     if (typeof navigator !== "undefined" && navigator.locks) {
@@ -704,6 +714,27 @@ export class Ferry<S extends object = AnySchema> {
     }
   }
 
+  private kickFiles(): void {
+    this.filesDirty = true;
+    this.filesKick?.();
+  }
+
+  /** The leader's file queue: after each round of records, every space's uploads and missing files. */
+  private async filesLoop(): Promise<void> {
+    while (!this.closed) {
+      if (!this.filesDirty) await new Promise<void>((r) => (this.filesKick = r));
+      this.filesKick = null;
+      this.filesDirty = false;
+      const user = this.session?.user.id;
+      if (this.closed || !user) continue;
+      try {
+        for (const space of await this.syncedSpaces()) await this.files.run(space, user);
+      } catch (e) {
+        console.error("ferry: the file queue failed", e);
+      }
+    }
+  }
+
   /** Syncs every space once; returns how long to wait before the next. */
   private async syncRound(): Promise<number> {
     const periodic = this.options.periodicMs;
@@ -722,9 +753,10 @@ export class Ferry<S extends object = AnySchema> {
         const r = await syncSpace(this.store, this.remote, space, (c) => void this.changed(c, true));
         report.pushed += r.pushed;
         report.pulled += r.pulled;
-        // The space's records went first: the files they refer to follow.
-        await this.files.run(space);
       }
+      // The records went first: the files they refer to follow, in a loop
+      // of their own.
+      this.kickFiles();
       this.failures = 0;
       // A subscription the billing gate refused goes through now.
       if (this.resubscribe && this.ws?.readyState === WebSocket.OPEN) void this.follow(this.ws);

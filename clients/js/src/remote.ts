@@ -113,11 +113,13 @@ export class Remote {
     method: string,
     headers: Record<string, string>,
     body: Blob,
+    signal: AbortSignal,
     progress: (sent: number) => void,
   ): Promise<void> {
     let session = await this.freshToken();
     for (let tries = 0; ; tries++) {
-      const res = await xhr(session.server + path, method, { ...headers, "Ferry-Protocol": protocolVersion(), Authorization: `Bearer ${session.accessToken}` }, body, progress);
+      const auth = { ...headers, "Ferry-Protocol": protocolVersion(), Authorization: `Bearer ${session.accessToken}` };
+      const res = await xhr(session.server + path, method, auth, body, signal, progress);
       if (res.ok) return;
       if (res.status !== 401 || tries > 0) throw await failure(res);
       session = await this.refresh(session.accessToken);
@@ -167,10 +169,13 @@ function xhr(
   method: string,
   headers: Record<string, string>,
   body: Blob,
+  signal: AbortSignal,
   progress: (sent: number) => void,
 ): Promise<Response> {
   return new Promise((resolve, reject) => {
+    if (signal.aborted) return reject(new FerryError("the transfer was stopped", "offline"));
     const req = new XMLHttpRequest();
+    signal.addEventListener("abort", () => req.abort(), { once: true });
     req.open(method, url);
     for (const [k, v] of Object.entries(headers)) req.setRequestHeader(k, v);
     req.upload.onprogress = (e) => progress(e.loaded);

@@ -129,15 +129,16 @@ interface Schema extends DBSchema {
   conflicts: { key: number; value: StoredConflict; indexes: { record: [string, string, string] } };
   rejected: { key: number; value: Rejected };
   files: { key: [string, string]; value: FileEntry };
+  fileBlobs: { key: [string, string]; value: Blob };
 }
 
 type Db = IDBPDatabase<Schema>;
-type StoreName = "records" | "outbox" | "spaces" | "meta" | "conflicts" | "rejected" | "files";
+type StoreName = "records" | "outbox" | "spaces" | "meta" | "conflicts" | "rejected" | "files" | "fileBlobs";
 // The stores of any read-write transaction that includes them.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Rw<S extends StoreName> = IDBPObjectStore<Schema, any, S, "readwrite">;
 
-const ALL: StoreName[] = ["records", "outbox", "spaces", "meta", "conflicts", "rejected", "files"];
+const ALL: StoreName[] = ["records", "outbox", "spaces", "meta", "conflicts", "rejected", "files", "fileBlobs"];
 
 /** The keys of a space's records, or of one of its collections. */
 function within(space: string, collection?: string): IDBKeyRange {
@@ -237,8 +238,10 @@ export class Store {
           tx.objectStore("records").createIndex("ix", "ix", { multiEntry: true });
         }
         if (oldVersion < 4) {
-          // Attached and downloaded files (files.ts), by (space, sha256).
+          // Attached and downloaded files (files.ts), by (space, sha256):
+          // what is known of each, and apart, its bytes.
           db.createObjectStore("files", { keyPath: ["space", "sha256"] });
+          db.createObjectStore("fileBlobs");
         }
       },
       blocking() {
@@ -820,9 +823,18 @@ export class Store {
       }
       // Files attached before sign-in are the user's now, and upload.
       const files = tx.objectStore("files");
+      const blobs = tx.objectStore("fileBlobs");
       for (const f of await files.getAll(within(ANONYMOUS_SPACE))) {
-        if (!(await files.get([personal, f.sha256]))) await files.put({ ...f, space: personal });
+        // Queued in the user's space whatever it held of the same bytes
+        // (asking by hash first makes a held file cheap).
+        const blob = await blobs.get([ANONYMOUS_SPACE, f.sha256]);
+        if (blob) {
+          await blobs.put(blob, [personal, f.sha256]);
+          const { missing: _, error: __, ...rest } = f;
+          await files.put({ ...rest, space: personal, held: 1, upload: "queued" });
+        }
         await files.delete([ANONYMOUS_SPACE, f.sha256]);
+        await blobs.delete([ANONYMOUS_SPACE, f.sha256]);
       }
       const spaces = tx.objectStore("spaces");
       await spaces.delete(ANONYMOUS_SPACE);
@@ -846,7 +858,7 @@ export class Store {
     await tx.objectStore("meta").delete("session");
     let renewed: string | null = null;
     if (wipe) {
-      for (const name of ["records", "outbox", "spaces", "conflicts", "rejected", "files"] as const) {
+      for (const name of ["records", "outbox", "spaces", "conflicts", "rejected", "files", "fileBlobs"] as const) {
         await tx.objectStore(name).clear();
       }
       renewed = `web-${randomHex(8)}`;

@@ -96,6 +96,15 @@ function todoItem(todo: LocalRecord<Todos>): HTMLElement {
 
 /** Object URLs of the images shown, by hash: the bytes under a hash never change. */
 const imageUrls = new Map<string, string>();
+/** Images that could not be read, by hash, until an event about them: not asked again at each render. */
+const imageFailures = new Map<string, string>();
+
+/** Forgets every image shown (a sign-in or sign-out: the next person sees none of them). */
+function forgetImages(): void {
+  for (const url of imageUrls.values()) URL.revokeObjectURL(url);
+  imageUrls.clear();
+  imageFailures.clear();
+}
 
 /** A todo's image, or what keeps it from showing (not uploaded yet, an upload's progress). */
 function attachmentView(ref: FileRef): HTMLElement {
@@ -108,6 +117,12 @@ function attachmentView(ref: FileRef): HTMLElement {
     const status = await ferry.fileStatus(space, ref.sha256);
     box.dataset.upload = status.state;
     let url = imageUrls.get(ref.sha256);
+    const failure = imageFailures.get(ref.sha256);
+    if (!url && failure) {
+      box.dataset.state = "error";
+      box.textContent = failure;
+      return;
+    }
     if (!url && status.state === "missing") {
       // Asked for again by the sync; `onFile` draws it once it is here.
       box.dataset.state = "missing";
@@ -122,6 +137,7 @@ function attachmentView(ref: FileRef): HTMLElement {
     } catch (e) {
       box.dataset.state = e instanceof FerryError && e.code === "missing" ? "missing" : "error";
       box.textContent = box.dataset.state === "missing" ? "Waiting for the image to be uploaded…" : `The image cannot be shown: ${e}`;
+      if (box.dataset.state === "error") imageFailures.set(ref.sha256, box.textContent);
       return;
     }
     const img = document.createElement("img");
@@ -408,12 +424,16 @@ async function main(): Promise<void> {
   wire();
   ferry.subscribe(queueRender);
   // An image arriving, or an upload moving on.
-  ferry.onFile(queueRender);
+  ferry.onFile((e) => {
+    imageFailures.delete(e.sha256);
+    queueRender();
+  });
   ferry.onStatus((s) => {
     showStatus(s);
     queueRender();
   });
   ferry.onSession(() => {
+    forgetImages();
     showAccount();
     queueRender();
   });
