@@ -162,6 +162,11 @@ pub struct ServeArgs {
     /// apply FILE --force` first.
     #[arg(long, env = "FERRY_SCHEMA", value_name = "FILE")]
     schema: Option<PathBuf>,
+    /// Keep files' bytes in an S3-compatible bucket, for several nodes
+    /// (s3://bucket/prefix; the endpoint, region and credentials come from
+    /// AWS_ENDPOINT, AWS_REGION, AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY).
+    #[arg(long, env = "FERRY_FILES_URL", value_name = "URL")]
+    files_url: Option<String>,
     /// Sync needs an active subscription to this plan (or plans,
     /// comma-separated), e.g. pro [default: sync is free].
     #[arg(long, env = "FERRY_BILLING_REQUIRED_PLAN", value_name = "PLAN")]
@@ -259,6 +264,9 @@ impl ServeArgs {
         }
         if let Some(file) = &self.schema {
             config.schema = Some(file.clone());
+        }
+        if let Some(url) = &self.files_url {
+            config.files_url = Some(url.clone());
         }
         if let Some(n) = self.max_connections {
             config.max_connections = Some(n);

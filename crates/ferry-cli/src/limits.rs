@@ -56,6 +56,11 @@ pub fn apply(config: &Config, settings: &mut Settings) -> anyhow::Result<()> {
             .clone()
             .unwrap_or_else(|| config.data_dir.join("files")),
     );
+    if let Some(url) = &config.files_url {
+        let remote = ferry_server::files::remote::RemoteObjects::s3(url, &[])
+            .map_err(|e| anyhow::anyhow!("files_url: {e}"))?;
+        settings.files.remote = Some(remote);
+    }
     if let Some(n) = config.max_file_bytes {
         settings.files.max_file_bytes = n;
     }

@@ -109,6 +109,11 @@ pub struct Config {
     pub max_api_tokens_per_user: Option<u64>,
     /// Where files' bytes are kept (default `{data_dir}/files`).
     pub files_dir: Option<PathBuf>,
+    /// An S3-compatible bucket to keep files' bytes in, for several nodes
+    /// (`s3://bucket/prefix`; endpoint, region and credentials from the
+    /// `AWS_*` environment variables). Uploads are still staged in
+    /// `files_dir`.
+    pub files_url: Option<String>,
     /// The largest file, in bytes (default 100 MiB).
     pub max_file_bytes: Option<u64>,
     /// The most bytes one user's uploaded files may take (default 1 GiB).
@@ -199,6 +204,7 @@ impl Config {
             database: self.database.as_deref().map(redact_password),
             jwks_url: self.jwks_url.as_deref().map(redact_password),
             public_url: self.public_url.as_deref().map(redact_password),
+            files_url: self.files_url.as_deref().map(redact_password),
             jwt_secret: self.jwt_secret.as_ref().map(|_| "***".to_owned()),
             metrics_token: self.metrics_token.as_ref().map(|_| "***".to_owned()),
             smtp_url: self.smtp_url.as_deref().map(redact_password),
@@ -276,6 +282,7 @@ impl Default for Config {
             api_token_burst: None,
             max_api_tokens_per_user: None,
             files_dir: None,
+            files_url: None,
             max_file_bytes: None,
             file_quota_bytes: None,
             max_concurrent_uploads: None,

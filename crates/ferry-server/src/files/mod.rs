@@ -5,8 +5,8 @@
 
 pub mod collector;
 pub mod objects;
-pub mod remote;
 mod range;
+pub mod remote;
 pub mod staging;
 mod upload;
 pub mod uploads;

@@ -11,18 +11,32 @@
 //! other than AWS, `AWS_ALLOW_HTTP=true` for a plain-http one).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::Body;
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
 use object_store::path::Path as ObjectPath;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+use object_store::{
+    ClientOptions, GetOptions, GetRange, ObjectStore, PutPayload, RetryConfig, WriteMultipart,
+};
 use tokio::io::AsyncReadExt;
 
 use super::objects::ObjectError;
 
 /// Files up to this size go up in one request; larger ones in parts of it.
 const PART: usize = 8 * 1024 * 1024;
+
+/// How long one request to the store may take, its body streamed included:
+/// a download to a slow client reads from the store at the client's pace
+/// (the server's own deadline for a file is shorter).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A request that fails is tried again at most this often, within this
+/// long: a store that is down answers the client `503` within seconds,
+/// not minutes.
+const RETRIES: usize = 3;
+const RETRY_WITHIN: Duration = Duration::from_secs(20);
 
 /// A bucket (and prefix) of an S3-compatible store.
 #[derive(Debug, Clone)]
@@ -54,7 +68,14 @@ impl RemoteObjects {
         if bucket.is_empty() {
             return Err(format!("files_url names no bucket: {url:?}"));
         }
-        let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_client_options(ClientOptions::new().with_timeout(REQUEST_TIMEOUT))
+            .with_retry(RetryConfig {
+                max_retries: RETRIES,
+                retry_timeout: RETRY_WITHIN,
+                ..RetryConfig::default()
+            });
         for (key, value) in options {
             let key: AmazonS3ConfigKey = key
                 .parse()
@@ -178,5 +199,23 @@ impl RemoteObjects {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
             Err(e) => Err(failed(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_s3_urls_with_a_bucket_are_taken() {
+        for bad in ["http://bucket/x", "s3://", "s3:///prefix", "bucket/prefix"] {
+            assert!(RemoteObjects::s3(bad, &[]).is_err(), "{bad}");
+        }
+        let options = [("aws_region", "us-east-1"), ("aws_endpoint", "http://127.0.0.1:1")];
+        let r = RemoteObjects::s3("s3://files/ferry/prod/", &options).unwrap();
+        assert_eq!(r.path("ab/cd/ef").as_ref(), "ferry/prod/ab/cd/ef");
+        let bare = RemoteObjects::s3("s3://files", &options).unwrap();
+        assert_eq!(bare.path("ab/cd/ef").as_ref(), "ab/cd/ef");
+        assert!(RemoteObjects::s3("s3://files", &[("not_an_option", "x")]).is_err());
     }
 }

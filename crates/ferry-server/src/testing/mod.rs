@@ -203,7 +203,9 @@ mod tests {
 }
 
 pub mod fuzz;
+mod s3;
 mod ws;
+pub use s3::{MOTO_ENV, S3Server};
 pub use ws::WsClient;
 
 /// Ferry serving `state` in this process on 127.0.0.1, a port of its own,

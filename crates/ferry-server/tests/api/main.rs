@@ -15,6 +15,7 @@ mod external;
 mod files;
 mod files_quota;
 mod files_resume;
+mod files_s3;
 mod flood;
 mod hardening;
 mod jwks;
