@@ -25,7 +25,7 @@ use tokio::io::AsyncReadExt;
 use super::objects::ObjectError;
 
 /// Files up to this size go up in one request; larger ones in parts of it.
-const PART: usize = 8 * 1024 * 1024;
+const PART: usize = 5 * 1024 * 1024;
 
 /// How long one request to the store may take, its body streamed included:
 /// a download to a slow client reads from the store at the client's pace
@@ -132,7 +132,7 @@ impl RemoteObjects {
                 if n == 0 {
                     return Ok(());
                 }
-                writer.wait_for_capacity(2).await.map_err(failed)?;
+                writer.wait_for_capacity(1).await.map_err(failed)?;
                 writer.write(&buf[..n]);
             }
         }
