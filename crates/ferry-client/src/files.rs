@@ -20,6 +20,7 @@ use ferry_core::file::{media_type_ok, name_ok};
 use ferry_core::{FileRef, Sha256Hex, SpaceId};
 use rusqlite::{OptionalExtension, params};
 use sha2::{Digest, Sha256};
+use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
 use crate::replica::Replica;
@@ -55,21 +56,64 @@ pub enum FileStatus {
     Remote,
 }
 
-/// Uploads in progress in this process: (space, hash) → (sent, total).
-#[derive(Debug, Default)]
-pub(crate) struct Progress(Mutex<HashMap<(SpaceId, Sha256Hex), (u64, u64)>>);
+/// A file's status changed on this replica ([`Replica::file_events`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEvent {
+    /// The space it belongs to.
+    pub space: SpaceId,
+    /// The file.
+    pub sha256: Sha256Hex,
+    /// Where it stands now.
+    pub status: FileStatus,
+}
+
+/// Uploads in progress in this process: (space, hash) → (sent, total),
+/// and the file events this process hears.
+#[derive(Debug)]
+pub(crate) struct Progress {
+    uploads: Mutex<HashMap<(SpaceId, Sha256Hex), (u64, u64)>>,
+    events: broadcast::Sender<FileEvent>,
+}
+
+impl Default for Progress {
+    fn default() -> Self {
+        Progress {
+            uploads: Mutex::default(),
+            events: broadcast::channel(1024).0,
+        }
+    }
+}
 
 impl Progress {
+    /// Sets an upload's progress (`None`: it ended); each whole percent
+    /// sent is told as an event.
     pub(crate) fn set(&self, space: &SpaceId, sha256: &Sha256Hex, at: Option<(u64, u64)>) {
-        let mut map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        match at {
-            Some(at) => map.insert((space.clone(), sha256.clone()), at),
-            None => map.remove(&(space.clone(), sha256.clone())),
+        let mut map = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
+        let key = (space.clone(), sha256.clone());
+        let Some((sent, total)) = at else {
+            map.remove(&key);
+            return;
         };
+        let percent = |n: u64| n.saturating_mul(100) / total.max(1);
+        let before = map.insert(key, (sent, total));
+        if before.is_none_or(|(was, _)| percent(was) != percent(sent)) {
+            drop(map);
+            self.emit(space, sha256, FileStatus::Uploading { sent, total });
+        }
+    }
+
+    /// Tells the listeners of [`Replica::file_events`].
+    pub(crate) fn emit(&self, space: &SpaceId, sha256: &Sha256Hex, status: FileStatus) {
+        // No listener is not an error.
+        let _ = self.events.send(FileEvent {
+            space: space.clone(),
+            sha256: sha256.clone(),
+            status,
+        });
     }
 
     fn get(&self, space: &SpaceId, sha256: &Sha256Hex) -> Option<(u64, u64)> {
-        let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        let map = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
         map.get(&(space.clone(), sha256.clone())).copied()
     }
 }
@@ -100,6 +144,17 @@ fn check_names(media_type: &str, name: Option<&str>) -> Result<()> {
 }
 
 impl Replica {
+    /// Files' status changes from now on, in this process: attached
+    /// (`Local`), upload progress (`Uploading`, each whole percent),
+    /// uploaded or arrived after being missing (`Synced`), refused
+    /// (`Failed`), not on the server (`Missing`), and back to `Local` when
+    /// an upload must wait for a later sync. A download an app's own
+    /// [`Replica::file`] call makes is not told (it has the answer). A
+    /// receiver more than 1,024 events behind is told it lagged.
+    pub fn file_events(&self) -> broadcast::Receiver<FileEvent> {
+        self.inner_progress().events.subscribe()
+    }
+
     /// The directory of the file cache.
     pub fn files_dir(&self) -> PathBuf {
         let mut dir = self.path().as_os_str().to_owned();
@@ -234,6 +289,8 @@ impl Replica {
             let _ = std::fs::remove_file(tmp);
             return Err(e);
         }
+        self.inner_progress()
+            .emit(space, &sha256, FileStatus::Local);
         Ok(FileRef {
             sha256,
             size,

@@ -58,7 +58,7 @@ pub mod typed;
 pub mod watch;
 
 pub use error::{Error, Result};
-pub use files::FileStatus;
+pub use files::{FileEvent, FileStatus};
 pub use query::{Op, Order, Query};
 pub use remote::{Credentials, Remote, Token};
 pub use replica::{Changed, Clock, Durability, LocalRecord, Replica, ReplicaConfig, Source};

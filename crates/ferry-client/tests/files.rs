@@ -98,6 +98,7 @@ async fn an_attached_file_syncs_after_its_record_and_another_device_reads_it() {
     let (laptop, phone) = (s.replica("laptop.db"), s.replica("phone.db"));
     let remote = s.remote("ada");
     let cat = bytes(200_000, 1);
+    let mut events = laptop.file_events();
     let file = laptop
         .attach(&personal(), &cat, "image/png", Some("cat ü.png"))
         .unwrap();
@@ -117,6 +118,30 @@ async fn an_attached_file_syncs_after_its_record_and_another_device_reads_it() {
     );
     let report = sync_space(&laptop, &remote, &personal()).await.unwrap();
     assert_eq!((report.pushed, report.uploaded), (1, 1));
+    // Attached, then its progress, then on the server.
+    let mut heard = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        assert_eq!((&e.space, &e.sha256), (&personal(), &file.sha256));
+        heard.push(e.status);
+    }
+    assert_eq!(heard.first(), Some(&FileStatus::Local), "{heard:?}");
+    assert_eq!(heard.last(), Some(&FileStatus::Synced), "{heard:?}");
+    let sent: Vec<u64> = heard
+        .iter()
+        .filter_map(|s| match s {
+            FileStatus::Uploading { sent, total } if *total == 200_000 => Some(*sent),
+            _ => None,
+        })
+        .collect();
+    assert!(
+        !sent.is_empty() && sent.windows(2).all(|w| w[0] < w[1]),
+        "{heard:?}"
+    );
+    assert!(
+        sent.len() <= 101,
+        "one event per percent at most: {}",
+        sent.len()
+    );
     assert_eq!(
         laptop.file_status(&personal(), &file).unwrap(),
         FileStatus::Synced
@@ -158,6 +183,7 @@ async fn a_file_not_uploaded_yet_is_missing_then_arrives_with_a_later_sync() {
     sync_space(&laptop, &remote, &personal()).await.unwrap();
     sync_space(&phone, &remote, &personal()).await.unwrap();
     let seen = image_of(&phone, "n1");
+    let mut events = phone.file_events();
     let e = phone.file(&remote, &personal(), &seen).await.unwrap_err();
     assert_eq!(e.status(), Some(404), "{e}");
     assert_eq!(
@@ -180,6 +206,12 @@ async fn a_file_not_uploaded_yet_is_missing_then_arrives_with_a_later_sync() {
         phone.file_status(&personal(), &seen).unwrap(),
         FileStatus::Synced
     );
+    // Missing once (asking again says nothing new), then arrived.
+    let mut heard = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        heard.push(e.status);
+    }
+    assert_eq!(heard, [FileStatus::Missing, FileStatus::Synced]);
     let path = phone.cached_file(&seen.sha256).unwrap().unwrap();
     assert_eq!(std::fs::read(path).unwrap(), cat);
 }
@@ -287,6 +319,7 @@ async fn a_refused_upload_is_failed_with_the_reason_and_the_rest_go_on() {
     let s = setup_with(50_000).await;
     let laptop = s.replica("laptop.db");
     let remote = s.remote("ada");
+    let mut events = laptop.file_events();
     let big = laptop
         .attach(&personal(), &bytes(60_000, 5), "image/png", None)
         .unwrap();
@@ -299,6 +332,16 @@ async fn a_refused_upload_is_failed_with_the_reason_and_the_rest_go_on() {
         laptop.file_status(&personal(), &big).unwrap(),
         FileStatus::Failed { code, .. } if code == "quota_exceeded"
     ));
+    let mut refused = Vec::new();
+    while let Ok(e) = events.try_recv() {
+        if let FileStatus::Failed { code, message } = e.status {
+            refused.push((e.sha256, code, message.contains("50000")));
+        }
+    }
+    assert_eq!(
+        refused,
+        [(big.sha256.clone(), "quota_exceeded".into(), true)]
+    );
     assert_eq!(
         laptop.file_status(&personal(), &small).unwrap(),
         FileStatus::Synced

@@ -14,6 +14,7 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::run::blocking;
+use crate::FileStatus;
 use crate::error::{Error, Result};
 use crate::remote::Remote;
 use crate::replica::Replica;
@@ -98,7 +99,8 @@ pub(crate) async fn upload_queued(
     let mut uploaded = 0;
     for file in queued {
         let result = upload(replica, remote, space, &file).await;
-        replica.inner_progress().set(space, &file.sha256, None);
+        let progress = replica.inner_progress();
+        progress.set(space, &file.sha256, None);
         let failed = match result {
             Ok(()) => None,
             Err(e) if refused_for_good(&e) => {
@@ -107,20 +109,26 @@ pub(crate) async fn upload_queued(
                     Error::Server { message, .. } => message.clone(),
                     other => other.to_string(),
                 };
-                Some(format!("{} {message}", e.code().unwrap_or("refused")))
+                let code = e.code().unwrap_or("refused").to_owned();
+                let why = format!("{code} {message}");
+                progress.emit(space, &file.sha256, FileStatus::Failed { code, message });
+                Some(why)
             }
             // Tried again at a later sync; the records synced all the same,
             // and the rest of the queue goes on (unless the server cannot
             // be reached at all).
             Err(e) => {
                 tracing::info!(%space, sha256 = %file.sha256, error = %e, "a file's upload waits for a later sync");
+                progress.emit(space, &file.sha256, FileStatus::Local);
                 if matches!(e, Error::Offline(_)) {
                     break;
                 }
                 continue;
             }
         };
-        uploaded += u64::from(failed.is_none());
+        let uploaded_now = failed.is_none();
+        uploaded += u64::from(uploaded_now);
+        let space_now = space.clone();
         let (space, sha256) = (space.clone(), file.sha256.clone());
         blocking(replica, move |r| {
             let mut conn = r.conn();
@@ -149,6 +157,9 @@ pub(crate) async fn upload_queued(
             Ok(())
         })
         .await?;
+        if uploaded_now {
+            progress.emit(&space_now, &file.sha256, FileStatus::Synced);
+        }
     }
     Ok(uploaded)
 }
@@ -347,15 +358,19 @@ async fn download(
         .send_raw(|| remote.http().get(&url).timeout(timeout))
         .await?;
     if answer.status() == StatusCode::NOT_FOUND {
-        let (space, hash) = (space.clone(), sha256.clone());
-        blocking(replica, move |r| {
-            r.conn().execute(
+        let (space_now, hash) = (space.clone(), sha256.clone());
+        let news = blocking(replica, move |r| {
+            Ok(r.conn().execute(
                 "INSERT OR IGNORE INTO missing (space, sha256) VALUES (?1, ?2)",
-                params![space.as_str(), hash.as_str()],
-            )?;
-            Ok(())
+                params![space_now.as_str(), hash.as_str()],
+            )? > 0)
         })
         .await?;
+        if news {
+            replica
+                .inner_progress()
+                .emit(space, sha256, FileStatus::Missing);
+        }
     }
     if !answer.status().is_success() {
         return Err(crate::remote::failure(answer).await);
@@ -439,7 +454,12 @@ pub(crate) async fn fetch_missing(
             continue;
         };
         match download(replica, remote, space, &sha256, None).await {
-            Ok(_) => arrived += 1,
+            Ok(_) => {
+                arrived += 1;
+                replica
+                    .inner_progress()
+                    .emit(space, &sha256, FileStatus::Synced);
+            }
             Err(Error::Offline(_)) => break,
             // Not there yet, or not served whole: asked again later.
             Err(e) => {

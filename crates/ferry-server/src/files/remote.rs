@@ -211,7 +211,10 @@ mod tests {
         for bad in ["http://bucket/x", "s3://", "s3:///prefix", "bucket/prefix"] {
             assert!(RemoteObjects::s3(bad, &[]).is_err(), "{bad}");
         }
-        let options = [("aws_region", "us-east-1"), ("aws_endpoint", "http://127.0.0.1:1")];
+        let options = [
+            ("aws_region", "us-east-1"),
+            ("aws_endpoint", "http://127.0.0.1:1"),
+        ];
         let r = RemoteObjects::s3("s3://files/ferry/prod/", &options).unwrap();
         assert_eq!(r.path("ab/cd/ef").as_ref(), "ferry/prod/ab/cd/ef");
         let bare = RemoteObjects::s3("s3://files", &options).unwrap();
