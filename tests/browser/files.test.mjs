@@ -330,3 +330,59 @@ test("files attached before signing in upload to the user's space once signed in
   assert.deepEqual(await page.evaluate((h) => window.ferry.fileStatus("local:anonymous", h), ref.sha256), { state: "remote" });
   await context.close();
 });
+
+test("a download on its way when its user signs out is stopped and nothing of it lands with the next person", async () => {
+  const { a, b, pageA, pageB } = await twoDevices(browser, server, "signout-files@example.com");
+  const { user } = await session(pageA);
+  const space = `user:${user.id}`;
+  const bytes = randomBytes(200_000);
+  const ref = await pageA.evaluate(
+    async ([b64, s]) => window.ferry.attach(s, Uint8Array.from(atob(b64), (c) => c.charCodeAt(0))),
+    [bytes.toString("base64"), space],
+  );
+  await eventually(async () => {
+    assert.equal((await pageA.evaluate(([s, h]) => window.ferry.fileStatus(s, h), [space, ref.sha256])).state, "synced");
+  }, "the upload");
+  // B's download is held back by the network until B has signed out.
+  let release;
+  const held = new Promise((r) => (release = r));
+  await pageB.route("**/files/*", async (route) => {
+    if (route.request().method() !== "GET") return route.continue();
+    const answer = await route.fetch();
+    await held;
+    await route.fulfill({ response: answer }).catch(() => undefined);
+  });
+  await pageB.evaluate(([s, r]) => {
+    window.downloaded = window.ferry.file(s, r).then(
+      () => "kept",
+      (e) => e.code,
+    );
+  }, [space, ref]);
+  // Another person signs in on B before the bytes land.
+  const other = await browser.newContext();
+  const otherPage = await openDemo(other, server);
+  await signIn(otherPage, server, "next-person@example.com");
+  const { accessToken: otherToken } = await session(otherPage);
+  await pageB.evaluate(() => window.ferry.signOut());
+  await pageB.evaluate((t) => window.ferry.signInWithToken(t), otherToken);
+  release();
+  const outcome = await pageB.evaluate(() => window.downloaded);
+  assert.ok(["offline", "signed_out"].includes(outcome), outcome);
+  await other.close();
+  const left = await pageB.evaluate(
+    () =>
+      new Promise((resolve, reject) => {
+        const req = indexedDB.open("ferry-todo");
+        req.onsuccess = () => {
+          const tx = req.result.transaction(["files", "fileBlobs"]);
+          const counts = [tx.objectStore("files").count(), tx.objectStore("fileBlobs").count()];
+          tx.oncomplete = () => resolve(counts.map((c) => c.result));
+          tx.onerror = () => reject(tx.error);
+        };
+        req.onerror = () => reject(req.error);
+      }),
+  );
+  assert.deepEqual(left, [0, 0]);
+  await a.close();
+  await b.close();
+});
