@@ -85,8 +85,17 @@ impl Default for Progress {
 }
 
 impl Progress {
+    /// An upload begins, from `sent` of `total` bytes.
+    pub(crate) fn begin(&self, space: &SpaceId, sha256: &Sha256Hex, sent: u64, total: u64) {
+        let mut map = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
+        map.insert((space.clone(), sha256.clone()), (sent, total));
+        drop(map);
+        self.emit(space, sha256, FileStatus::Uploading { sent, total });
+    }
+
     /// Sets an upload's progress (`None`: it ended); each whole percent
-    /// sent is told as an event.
+    /// sent is told as an event. Progress of an upload that ended (its
+    /// body still being read after the server answered) is dropped.
     pub(crate) fn set(&self, space: &SpaceId, sha256: &Sha256Hex, at: Option<(u64, u64)>) {
         let mut map = self.uploads.lock().unwrap_or_else(PoisonError::into_inner);
         let key = (space.clone(), sha256.clone());
@@ -95,8 +104,11 @@ impl Progress {
             return;
         };
         let percent = |n: u64| n.saturating_mul(100) / total.max(1);
-        let before = map.insert(key, (sent, total));
-        if before.is_none_or(|(was, _)| percent(was) != percent(sent)) {
+        let Some(held) = map.get_mut(&key) else {
+            return;
+        };
+        let before = std::mem::replace(held, (sent, total));
+        if percent(before.0) != percent(sent) {
             drop(map);
             self.emit(space, sha256, FileStatus::Uploading { sent, total });
         }
@@ -238,6 +250,28 @@ impl Replica {
         }
     }
 
+    /// Removes what an attach or a download stopped midway left in the
+    /// cache's directory (a killed process, a dropped download), an hour
+    /// old or more (younger ones may be another process's, still at work).
+    pub(crate) fn sweep_temporaries(&self) {
+        let Ok(entries) = std::fs::read_dir(self.files_dir()) else {
+            return;
+        };
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            let temporary = name.starts_with("attach-") || name.contains(".download-");
+            let old = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .is_ok_and(|t| t <= hour_ago);
+            if temporary && old {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
+    }
+
     /// A fresh temporary path in the cache's directory (evictions never
     /// touch it: they unlink files named by a hash).
     fn staging_path(&self) -> Result<PathBuf> {
@@ -369,7 +403,9 @@ impl Replica {
 
     /// Records bytes downloaded into the cache, then evicts the least
     /// recently used unpinned files past the cache's size.
-    pub(crate) fn cached(&self, sha256: &Sha256Hex, size: u64) -> Result<()> {
+    /// Keeps downloaded bytes in the cache's books; the spaces where the
+    /// file was missing until now.
+    pub(crate) fn cached(&self, sha256: &Sha256Hex, size: u64) -> Result<Vec<String>> {
         let most = self.max_file_cache_bytes();
         let mut conn = self.conn();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
@@ -378,7 +414,10 @@ impl Replica {
              ON CONFLICT (sha256) DO UPDATE SET used_at = ?3",
             params![sha256.as_str(), size as i64, now_ms()],
         )?;
-        tx.execute("DELETE FROM missing WHERE sha256 = ?1", [sha256.as_str()])?;
+        let arrived: Vec<String> = tx
+            .prepare("DELETE FROM missing WHERE sha256 = ?1 RETURNING space")?
+            .query_map([sha256.as_str()], |r| r.get(0))?
+            .collect::<rusqlite::Result<_>>()?;
         // The bound is on downloads: files waiting to be uploaded neither
         // count nor go.
         let mut total: i64 = tx.query_row(
@@ -413,7 +452,7 @@ impl Replica {
             }
         }
         tx.commit()?;
-        Ok(())
+        Ok(arrived)
     }
 
     /// Removes the file cache (a sign-out that wipes).

@@ -349,7 +349,7 @@ impl Replica {
         tx.commit()?;
         let (changes, _) = broadcast::channel(1024);
         let checkpoints = Checkpoints::start(&path, config.busy_timeout)?;
-        Ok(Replica {
+        let replica = Replica {
             inner: Arc::new(Inner {
                 path,
                 client_id: std::sync::RwLock::new(client_id),
@@ -363,7 +363,9 @@ impl Replica {
                 max_file_cache_bytes: config.max_file_cache_bytes,
                 power_loss: config.durability == Durability::PowerLoss,
             }),
-        })
+        };
+        replica.sweep_temporaries();
+        Ok(replica)
     }
 
     /// The app schema held now.

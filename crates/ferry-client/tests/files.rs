@@ -535,4 +535,21 @@ async fn a_file_attached_from_a_path_is_copied_hashed_and_uploaded() {
         std::fs::read_dir(laptop.files_dir()).unwrap().count(),
         before
     );
+
+    // What a killed attach or a dropped download left goes at the next
+    // open, once an hour old; a younger one may be another process's.
+    let dir = laptop.files_dir();
+    let two_hours_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(7200);
+    for name in ["attach-0011", "abc.download-0022", "attach-young"] {
+        let f = std::fs::File::create(dir.join(name)).unwrap();
+        if name != "attach-young" {
+            f.set_modified(two_hours_ago).unwrap();
+        }
+    }
+    drop(laptop);
+    let _again = s.replica("laptop.db");
+    assert!(!dir.join("attach-0011").exists());
+    assert!(!dir.join("abc.download-0022").exists());
+    assert!(dir.join("attach-young").exists());
+    assert!(dir.join(file.sha256.as_str()).exists());
 }

@@ -302,6 +302,9 @@ fn body(
     (replica, space, sha256): (Replica, SpaceId, Sha256Hex),
 ) -> reqwest::Body {
     use futures_util::StreamExt;
+    replica
+        .inner_progress()
+        .begin(&space, &sha256, offset, total);
     let opened = async move {
         let mut f = tokio::fs::File::open(&source).await?;
         tokio::io::AsyncSeekExt::seek(&mut f, SeekFrom::Start(offset)).await?;
@@ -427,7 +430,13 @@ async fn download(
         .await
         .map_err(|e| Error::Invalid(format!("cannot keep a download: {e}")))?;
     let hash = sha256.clone();
-    blocking(replica, move |r| r.cached(&hash, size)).await?;
+    let arrived = blocking(replica, move |r| r.cached(&hash, size)).await?;
+    // It was missing there: whoever showed it missing hears it is here.
+    for space in arrived.iter().filter_map(|s| SpaceId::new(s.as_str()).ok()) {
+        replica
+            .inner_progress()
+            .emit(&space, sha256, FileStatus::Synced);
+    }
     Ok(path)
 }
 
@@ -454,12 +463,7 @@ pub(crate) async fn fetch_missing(
             continue;
         };
         match download(replica, remote, space, &sha256, None).await {
-            Ok(_) => {
-                arrived += 1;
-                replica
-                    .inner_progress()
-                    .emit(space, &sha256, FileStatus::Synced);
-            }
+            Ok(_) => arrived += 1,
             Err(Error::Offline(_)) => break,
             // Not there yet, or not served whole: asked again later.
             Err(e) => {

@@ -91,7 +91,9 @@ pub async fn file_quota(state: &AppState, user: &UserId, default: u64) -> Result
     let now = wall_ms();
     let mut plans: Vec<&str> = held
         .iter()
-        .filter(|e| e.is_active(now))
+        // A subscription to a product `[billing.plans]` does not name
+        // grants no plan: its user keeps the free quota.
+        .filter(|e| e.is_active(now) && !e.plan.is_empty())
         .map(|e| e.plan.as_str())
         .collect();
     if plans.is_empty() {

@@ -140,9 +140,33 @@ impl Objects {
         let Some(from) = staged.take_path() else {
             return Err(ObjectError::Body("the upload was already kept".into()));
         };
-        if let Some(remote) = &self.remote {
-            let sent = remote.put_file(&key, &from, staged.size).await;
-            let _ = tokio::fs::remove_file(&from).await;
+        if let Some(remote) = self.remote.clone() {
+            // On a task of its own: a request cancelled meanwhile (the
+            // client gone, the node stopping) still finishes or aborts the
+            // store's upload.
+            let (size, object) = (staged.size, key.clone());
+            let sent = tokio::spawn(async move {
+                let sent = remote.put_file(&object, &from, size).await;
+                match &sent {
+                    // Checked bytes stay for a resume that sends the last
+                    // byte again, not all of them (the store was down).
+                    Err(ObjectError::Remote(_)) if size > 0 => {
+                        let kept = std::fs::OpenOptions::new()
+                            .write(true)
+                            .open(&from)
+                            .and_then(|f| f.set_len(size - 1));
+                        if kept.is_err() {
+                            let _ = tokio::fs::remove_file(&from).await;
+                        }
+                    }
+                    _ => {
+                        let _ = tokio::fs::remove_file(&from).await;
+                    }
+                }
+                sent
+            })
+            .await
+            .map_err(|e| ObjectError::Remote(e.to_string()))?;
             return sent.map(|()| key);
         }
         if let Some(dir) = path.parent() {

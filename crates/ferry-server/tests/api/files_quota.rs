@@ -95,6 +95,11 @@ async fn a_plan_sets_its_users_file_quota() {
         StatusCode::CREATED
     );
 
+    // A subscription to a product no plan is mapped from: still free.
+    api.space("dave", "dave-files").await;
+    subscribe(&api, "dave", "price_unknown").await;
+    refused_at(&upload(&api, "dave", "dave-files", 7, 501).await, 500);
+
     // Another user is not touched by alice's plan.
     refused_at(&upload(&api, "bob", "bob-files", 6, 501).await, 500);
 }

@@ -147,11 +147,17 @@ async fn files_in_object_storage_are_shared_by_every_node() {
     // record refers to go after the grace, from the bucket.
     let stray = dir_a.path().join("stray");
     std::fs::write(&stray, b"stray").unwrap();
+    let stray_key = format!("{}/{}/{}", "0".repeat(24), "1".repeat(64), "2".repeat(32));
     s3.remote("ferry")
-        .put_file("00aa/11bb/22cc", &stray, 5)
+        .put_file(&stray_key, &stray, 5)
         .await
         .unwrap();
-    assert_eq!(s3.keys().await.len(), 3);
+    // Something else in the bucket, under the same prefix: never Ferry's to delete.
+    s3.remote("ferry")
+        .put_file("backups/db.dump", &stray, 5)
+        .await
+        .unwrap();
+    assert_eq!(s3.keys().await.len(), 4);
     let objects = ferry_server::files::storage(&a.state).unwrap();
     let grace = Duration::from_secs(3600);
     let later = wall_ms() + 2 * 3_600_000;
@@ -169,7 +175,7 @@ async fn files_in_object_storage_are_shared_by_every_node() {
     .await
     .unwrap();
     assert_eq!(second.files, 2);
-    assert!(s3.keys().await.is_empty(), "{:?}", s3.keys().await);
+    assert_eq!(s3.keys().await, ["ferry/backups/db.dump"]);
 
     // The store down: a clear 503, within seconds; nothing kept.
     let kept = bytes(1000, 4);
@@ -185,7 +191,22 @@ async fn files_in_object_storage_are_shared_by_every_node() {
     assert_eq!(down.status(), 503);
     let body: serde_json::Value = down.json().await.unwrap();
     assert_eq!(body["error"]["code"], "unavailable");
-    assert_eq!(put(&http, &a, "shared", &bytes(1000, 5)).await, 503);
+    let refused = bytes(1000, 5);
+    assert_eq!(put(&http, &a, "shared", &refused).await, 503);
+    // What arrived and was checked stays on the node, to resume from its
+    // last byte once the store is back.
+    let held = http
+        .head(format!(
+            "{}/v1/spaces/shared/files/{}",
+            a.base,
+            sha(&refused)
+        ))
+        .bearer_auth(a.token("ada"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(held.status(), 404);
+    assert_eq!(held.headers()["ferry-upload-offset"], "999");
     assert!(started.elapsed() < Duration::from_secs(30));
     a.stop().await;
     b.stop().await;
