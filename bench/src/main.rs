@@ -23,6 +23,9 @@
 //!   to a fresh device, against a plain static file server.
 //! - [`webhooks`]: push throughput with webhook endpoints against none,
 //!   and the delay from a push to its delivery.
+//! - [`load`]: many devices at once over HTTP, each with a WebSocket, at
+//!   rising offered loads; closed-loop pushes against the database's own
+//!   rate for as many writers.
 //! - [`realtime`]: write-to-signal latency against the push's round trip,
 //!   memory per idle subscriber, fan-out against a ping through every
 //!   connection.
@@ -33,6 +36,7 @@ mod client;
 mod files;
 mod initial;
 mod live;
+mod load;
 mod merge;
 mod peer;
 mod pull;
@@ -86,6 +90,8 @@ enum Command {
     /// Webhooks: push throughput with three endpoints against none, and
     /// the delay from a push to its delivery.
     Webhooks(webhooks::WebhookArgs),
+    /// Many devices at once over HTTP, at rising offered loads.
+    Load(load::LoadArgs),
     /// Files: a big file up and down, many small files to a fresh device,
     /// against a plain static file server.
     Files(files::FilesArgs),
@@ -98,8 +104,19 @@ enum Command {
 }
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    match Cli::parse().command {
+async fn main() -> std::process::ExitCode {
+    // The error and its causes, never a backtrace.
+    match run(Cli::parse().command).await {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
         Command::Push(args) => push::run(args).await,
         Command::Capture(args) => capture::run(args).await,
         Command::Pull(args) => pull::run(args).await,
@@ -114,6 +131,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Visible(args) => visible::run(args).await,
         Command::Peer(args) => peer::run(args).await,
         Command::Webhooks(args) => webhooks::run(args).await,
+        Command::Load(args) => load::run(args).await,
         Command::Files(args) => files::run(args).await,
     }
 }

@@ -120,6 +120,20 @@ impl Node {
         })
     }
 
+    /// The CPU time the child has used, user and system, in seconds.
+    pub(crate) fn cpu_seconds(&self) -> anyhow::Result<f64> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))?;
+        // Fields after the command's name (which may hold spaces): state
+        // is the first, utime the 12th, stime the 13th, in clock ticks of
+        // 1/100 s (USER_HZ on Linux).
+        let rest = stat.rsplit_once(')').context("no command name")?.1;
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let ticks = |i: usize| -> anyhow::Result<f64> {
+            Ok(fields.get(i).context("short stat")?.parse::<f64>()?)
+        };
+        Ok((ticks(11)? + ticks(12)?) / 100.0)
+    }
+
     /// The child's resident memory in bytes.
     pub(crate) fn rss(&self) -> anyhow::Result<u64> {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))?;

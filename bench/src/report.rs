@@ -162,6 +162,29 @@ fn workloads(quick: bool) -> Vec<Workload> {
     for backend in ["sqlite", "postgres"] {
         let args: &[&str] = if quick {
             &[
+                "load",
+                "--backend",
+                backend,
+                "--devices",
+                "20",
+                "--rates",
+                "50,100",
+                "--seconds",
+                "1",
+                "--closed",
+                "1",
+            ]
+        } else {
+            &["load", "--backend", backend]
+        };
+        all.push(bench(
+            format!("Many devices at once over HTTP, {backend}"),
+            args,
+        ));
+    }
+    for backend in ["sqlite", "postgres"] {
+        let args: &[&str] = if quick {
+            &[
                 "initial",
                 "--backend",
                 backend,
@@ -377,6 +400,9 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         )?;
     }
     let mut ratios = Vec::new();
+    let mut failed = Vec::new();
+    // What the workloads need, before any is measured.
+    preflight()?;
     for w in workloads(args.quick) {
         eprintln!("==> {}", w.title);
         let start = Instant::now();
@@ -388,34 +414,46 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 node
             }
         };
-        let out = command
-            .args(&w.args)
-            .stderr(Stdio::inherit())
-            .output()
-            .with_context(|| format!("cannot run {}", w.title))?;
-        let text = String::from_utf8_lossy(&out.stdout);
-        anyhow::ensure!(
-            out.status.success(),
-            "{} failed ({}):\n{text}",
-            w.title,
-            out.status
-        );
-        ratios.extend(chart::ratios(&w.title, &text));
         writeln!(report, "## {}\n", w.title)?;
-        writeln!(
-            report,
-            "`{} {}` ({:.0} s)\n",
+        let shown_args = format!(
+            "`{} {}`",
             match w.program {
                 Program::Bench => "ferry-bench",
                 Program::Node => "node",
             },
-            w.args.join(" "),
-            start.elapsed().as_secs_f64()
-        )?;
-        writeln!(report, "```text\n{}\n```\n", text.trim_end())?;
+            w.args.join(" ")
+        );
+        match command.args(&w.args).stderr(Stdio::inherit()).output() {
+            Ok(out) => {
+                let text = String::from_utf8_lossy(&out.stdout);
+                writeln!(
+                    report,
+                    "{shown_args} ({:.0} s)\n",
+                    start.elapsed().as_secs_f64()
+                )?;
+                if out.status.success() {
+                    ratios.extend(chart::ratios(&w.title, &text));
+                } else {
+                    // Kept, with what it printed; the others still run.
+                    eprintln!("==> {} failed ({})", w.title, out.status);
+                    writeln!(
+                        report,
+                        "**Failed ({}); its error is in the run's log.**\n",
+                        out.status
+                    )?;
+                    failed.push(w.title.clone());
+                }
+                writeln!(report, "```text\n{}\n```\n", text.trim_end())?;
+            }
+            Err(e) => {
+                writeln!(report, "{shown_args}\n\n**Could not start: {e}.**\n")?;
+                failed.push(w.title.clone());
+            }
+        }
+        // Each section is on disk as soon as it is measured.
+        std::fs::write(&args.out, &report)
+            .with_context(|| format!("cannot write {}", args.out.display()))?;
     }
-    std::fs::write(&args.out, &report)
-        .with_context(|| format!("cannot write {}", args.out.display()))?;
     chart::draw(
         &chart,
         &format!(
@@ -429,6 +467,48 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         "report written to {} and {}",
         args.out.display(),
         chart.display()
+    );
+    anyhow::ensure!(
+        failed.is_empty(),
+        "{} workload(s) failed, each marked in the report: {}",
+        failed.len(),
+        failed.join("; ")
+    );
+    Ok(())
+}
+
+/// Installs what the workloads need and can be installed from the
+/// registries (the peer sync engine), and checks the rest (Node,
+/// Chromium, PostgreSQL), so that a run stops before measuring anything
+/// rather than after most of it.
+fn preflight() -> anyhow::Result<()> {
+    let mut missing = Vec::new();
+    if output_of("node", &["--version"]).is_none() {
+        missing.push("Node.js (`node`), for the browser and peer workloads: run scripts/setup");
+    }
+    if output_of("/usr/bin/chromium", &["--version"]).is_none() {
+        missing.push("Chromium (/usr/bin/chromium), for the browser workload: run scripts/setup");
+    }
+    let postgres_set = std::env::var(ferry_server::testing::POSTGRES_ENV).is_ok();
+    let local = std::net::SocketAddr::from(([127, 0, 0, 1], 5432));
+    if !postgres_set
+        && std::net::TcpStream::connect_timeout(&local, std::time::Duration::from_secs(3)).is_err()
+    {
+        missing
+            .push("PostgreSQL at 127.0.0.1:5432 (or set FERRY_TEST_POSTGRES): run scripts/setup");
+    }
+    anyhow::ensure!(
+        missing.is_empty(),
+        "nothing was measured; missing:\n- {}",
+        missing.join("\n- ")
+    );
+    eprintln!("==> the peer sync engine (bench/peer/install)");
+    let installed = Command::new("bench/peer/install")
+        .status()
+        .context("cannot run bench/peer/install")?;
+    anyhow::ensure!(
+        installed.success(),
+        "nothing was measured: bench/peer/install failed ({installed})"
     );
     Ok(())
 }

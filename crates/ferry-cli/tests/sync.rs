@@ -293,22 +293,28 @@ struct Pushed {
     in_flight: Option<(Value, Vec<String>)>,
 }
 
-/// Pushes batches of three new records until a push goes unanswered (the
-/// server was killed) or it is told to stop.
-async fn push_until_killed(client: Client, stop: Arc<AtomicBool>, start: usize) -> Pushed {
+/// Pushes batches of three new records as replica `pusher` until a push
+/// goes unanswered (the server was killed) or it is told to stop.
+async fn push_until_killed(
+    client: Client,
+    pusher: usize,
+    stop: Arc<AtomicBool>,
+    start: usize,
+) -> Pushed {
     let mut acked = Vec::new();
-    let mut clock = Clock::new("pusher");
+    let name = format!("pusher-{pusher}");
+    let mut clock = Clock::new(&name);
     for i in start.. {
         if stop.load(Ordering::SeqCst) {
             break;
         }
         // Three records per batch: after a crash, all three or none.
-        let ids: Vec<String> = (0..3).map(|k| format!("rec-{i:06}-{k}")).collect();
+        let ids: Vec<String> = (0..3).map(|k| format!("rec-{pusher}-{i:06}-{k}")).collect();
         let changes: Vec<Value> = ids
             .iter()
             .map(|id| up(id, json!({"n": {"value": i, "hlc": clock.tick()}})))
             .collect();
-        let body = json!({"client_id": "pusher", "batch_id": format!("b{i}"), "cursor": 0,
+        let body = json!({"client_id": name, "batch_id": format!("b{i}"), "cursor": 0,
                           "limit": 1, "changes": changes});
         match client.try_sync("crash", body.clone()).await {
             Some(200) => acked.extend(ids),
@@ -349,8 +355,32 @@ fn env_number(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-/// `ferry serve` is killed with SIGKILL at a random moment while a client
-/// pushes, `FERRY_CRASH_ROUNDS` times (default 24; the seed is
+/// Replicas pushing at once in the crash harness.
+const PUSHERS: usize = 6;
+
+/// Pushes per committing transaction so far on `server` (from its metrics;
+/// 0 where the backend does not count them).
+async fn pushes_per_commit(server: &Server) -> f64 {
+    let text = reqwest::get(format!("{}/metrics", server.url))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let total = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let commits = total("ferry_db_push_commits_total");
+    if commits == 0.0 {
+        return 0.0;
+    }
+    total("ferry_db_pushes_committed_total") / commits
+}
+
+/// `ferry serve` is killed with SIGKILL at a random moment while
+/// [`PUSHERS`] replicas push, `FERRY_CRASH_ROUNDS` times (default 24; the seed is
 /// `FERRY_CRASH_SEED`, default 1). After each restart the client sends its
 /// unanswered batch again with the same batch id, as Ferry's clients do.
 /// At the end: no acknowledged write is lost, every batch is there whole
@@ -369,26 +399,40 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let db = Db::new().await;
     let mut acked_total = Vec::new();
     let mut retried = 0;
+    let mut grouped = 0.0;
     let mut server = Server::start(&db);
     let token = server.token("crash@example.com");
     server.client(&token).create_space("crash").await;
     for round in 0..rounds {
-        let client = server.client(&token);
         let stop = Arc::new(AtomicBool::new(false));
-        let pusher = tokio::spawn(push_until_killed(
-            client,
-            stop.clone(),
-            round as usize * 100_000,
-        ));
+        // Several replicas at once, so that their pushes share commits
+        // (SQLite's group commit) when the kill comes.
+        let pushers: Vec<_> = (0..PUSHERS)
+            .map(|p| {
+                tokio::spawn(push_until_killed(
+                    server.client(&token),
+                    p,
+                    stop.clone(),
+                    round as usize * 100_000,
+                ))
+            })
+            .collect();
         // Let some pushes land, then kill the server mid-stream.
         let wait = 20 + rng.next_u64() % 400;
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+        if round == 0 {
+            grouped = pushes_per_commit(&server).await;
+        }
         server.kill9();
         stop.store(true, Ordering::SeqCst);
-        let pushed = pusher.await.unwrap();
-        acked_total.extend(pushed.acked);
+        let mut unanswered = Vec::new();
+        for pusher in pushers {
+            let pushed = pusher.await.unwrap();
+            acked_total.extend(pushed.acked);
+            unanswered.extend(pushed.in_flight);
+        }
         server = Server::start(&db);
-        if let Some((body, ids)) = pushed.in_flight {
+        for (body, ids) in unanswered {
             let client = server.client(&token);
             let (status, answer) = client.sync("crash", body).await;
             assert_eq!(status, 200, "seed {seed} round {round}: retry: {answer}");
@@ -451,9 +495,17 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
             .unwrap();
         assert_eq!(check, "ok", "seed {seed}: the database file is damaged");
     }
+    if db.sqlite_file().is_some() {
+        // Otherwise the kills never fell on a shared commit.
+        assert!(
+            grouped > 1.0,
+            "seed {seed}: {PUSHERS} pushers never shared a commit ({grouped:.2} pushes per commit)"
+        );
+    }
     println!(
-        "crash: seed {seed}, {rounds} kill -9s, {} acknowledged writes kept, {retried} unanswered \
-         batches sent again, {} batches stored whole, none twice",
+        "crash: seed {seed}, {rounds} kill -9s, {PUSHERS} pushers ({grouped:.2} pushes per commit \
+         in the first round), {} acknowledged writes kept, {retried} unanswered batches sent \
+         again, {} batches stored whole, none twice",
         acked_total.len(),
         per_batch.len()
     );

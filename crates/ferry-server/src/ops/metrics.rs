@@ -119,6 +119,10 @@ pub struct Metrics {
     pool_connections: Gauge,
     pool_idle: Gauge,
     pool_max: Gauge,
+    push_commits: Counter,
+    pushes_committed: Counter,
+    /// Held while the two above are brought up to the store's totals.
+    push_totals: std::sync::Mutex<()>,
     connections: Family<KindLabels, Gauge>,
     signals_sent: Counter,
     signals_coalesced: Counter,
@@ -181,6 +185,17 @@ impl Metrics {
             "db_pool_max",
             "The most database connections this node opens",
             pool_max.clone(),
+        );
+        let (push_commits, pushes_committed) = (Counter::default(), Counter::default());
+        registry.register(
+            "db_push_commits",
+            "Transactions that committed pushes (SQLite: one per group of pushes sharing a flush)",
+            push_commits.clone(),
+        );
+        registry.register(
+            "db_pushes_committed",
+            "Pushes committed by those transactions (over db_push_commits: the mean group size)",
+            pushes_committed.clone(),
         );
         registry.register(
             "http_requests",
@@ -287,6 +302,9 @@ impl Metrics {
             pool_connections,
             pool_idle,
             pool_max,
+            push_commits,
+            pushes_committed,
+            push_totals: std::sync::Mutex::new(()),
         }
     }
 
@@ -295,6 +313,16 @@ impl Metrics {
         self.pool_connections.set(i64::from(pool.connections));
         self.pool_idle.set(i64::from(pool.idle));
         self.pool_max.set(i64::from(pool.max));
+        let _one = self
+            .push_totals
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (counter, total) in [
+            (&self.push_commits, pool.push_commits),
+            (&self.pushes_committed, pool.pushes_committed),
+        ] {
+            counter.inc_by(total.saturating_sub(counter.get()));
+        }
     }
 
     fn observe_request(&self, route: &str, method: &'static str, status: u16, elapsed: Duration) {

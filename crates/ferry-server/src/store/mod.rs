@@ -196,6 +196,12 @@ pub struct PoolState {
     pub idle: u32,
     /// The most the node will open.
     pub max: u32,
+    /// Transactions that committed pushes, since the node started (SQLite:
+    /// one per group of pushes; 0 where the backend does not count them).
+    pub push_commits: u64,
+    /// The pushes those transactions committed: over `push_commits`, the
+    /// mean size of a group.
+    pub pushes_committed: u64,
 }
 
 /// Ferry's storage. Every method is one transaction.

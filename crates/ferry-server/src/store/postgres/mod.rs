@@ -162,6 +162,10 @@ impl Store for PgStore {
             connections: self.pool.size(),
             idle: u32::try_from(self.pool.num_idle()).unwrap_or(u32::MAX),
             max: MAX_CONNECTIONS,
+            // Each push is its own transaction here, in parallel across
+            // spaces: there is no group to count.
+            push_commits: 0,
+            pushes_committed: 0,
         }
     }
 

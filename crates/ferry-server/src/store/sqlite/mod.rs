@@ -17,6 +17,7 @@ mod billing;
 mod capture;
 mod compact;
 mod files;
+mod group;
 mod mirror;
 mod mirror_triggers;
 mod records;
@@ -26,7 +27,7 @@ mod users;
 mod webhooks;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use async_trait::async_trait;
@@ -57,6 +58,23 @@ struct Inner {
     /// The writer may be set not to flush: see `write_unflushed`.
     unflushed: AtomicBool,
     readers: Mutex<Vec<Connection>>,
+    /// Pushes waiting to share the writer's next transaction.
+    pushes: group::Queue,
+    /// Transactions that committed pushes, and the pushes they committed.
+    push_commits: AtomicU64,
+    pushes_committed: AtomicU64,
+}
+
+impl Inner {
+    /// Puts the writer `conn` back to flushing every commit, if a
+    /// bookkeeping write left it not to (see `write_unflushed`).
+    fn flushing(&self, conn: &mut Connection) -> Result<(), StoreError> {
+        if self.unflushed.load(Ordering::SeqCst) {
+            conn.pragma_update(None, "synchronous", "FULL")?;
+            self.unflushed.store(false, Ordering::SeqCst);
+        }
+        Ok(())
+    }
 }
 
 impl From<rusqlite::Error> for StoreError {
@@ -105,6 +123,9 @@ impl SqliteStore {
                     writer: Arc::new(tokio::sync::Mutex::new(writer)),
                     unflushed: AtomicBool::new(false),
                     readers: Mutex::new(Vec::new()),
+                    pushes: group::Queue::default(),
+                    push_commits: AtomicU64::new(0),
+                    pushes_committed: AtomicU64::new(0),
                 }),
             })
         })
@@ -122,14 +143,43 @@ impl SqliteStore {
         let mut conn = self.inner.writer.clone().lock_owned().await;
         let inner = self.inner.clone();
         tokio::task::spawn_blocking(move || {
-            if inner.unflushed.load(Ordering::SeqCst) {
-                conn.pragma_update(None, "synchronous", "FULL")?;
-                inner.unflushed.store(false, Ordering::SeqCst);
-            }
+            inner.flushing(&mut conn)?;
             f(&mut conn)
         })
         .await
         .map_err(|e| StoreError::Internal(e.to_string()))?
+    }
+
+    /// Pushes `batch`, in the writer's next group of pushes (see `group`):
+    /// waits for its answer, or for the writer to lead a group itself.
+    async fn push_grouped(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
+        let mut told = self.inner.pushes.add(space.clone(), batch);
+        loop {
+            tokio::select! {
+                biased;
+                answer = &mut told => {
+                    return answer.map_err(|_| {
+                        StoreError::Internal("a group of pushes ended without an answer".into())
+                    })?;
+                }
+                mut conn = self.inner.writer.clone().lock_owned() => {
+                    let inner = self.inner.clone();
+                    tokio::task::spawn_blocking(move || {
+                        inner.flushing(&mut conn)?;
+                        let committed = group::commit(&mut conn, inner.pushes.take());
+                        if committed > 0 {
+                            inner.push_commits.fetch_add(1, Ordering::Relaxed);
+                            inner.pushes_committed.fetch_add(committed as u64, Ordering::Relaxed);
+                        }
+                        Ok::<_, StoreError>(())
+                    })
+                    .await
+                    .map_err(|e| StoreError::Internal(e.to_string()))??;
+                    // Answered, unless the group was full before this push:
+                    // then wait again.
+                }
+            }
+        }
     }
 
     /// Runs `f` on the writer connection without flushing its commit to
@@ -208,6 +258,8 @@ impl Store for SqliteStore {
             connections: 1 + idle,
             idle,
             max: 1 + IDLE_READERS as u32,
+            push_commits: self.inner.push_commits.load(Ordering::Relaxed),
+            pushes_committed: self.inner.pushes_committed.load(Ordering::Relaxed),
         }
     }
 
@@ -328,8 +380,7 @@ impl Store for SqliteStore {
     }
 
     async fn push(&self, space: &SpaceId, batch: Batch) -> Result<PushOutcome, StoreError> {
-        let space = space.clone();
-        self.write(move |c| records::push(c, &space, batch)).await
+        self.push_grouped(space, batch).await
     }
 
     async fn space_ids(

@@ -163,6 +163,7 @@ both_backends!(
     cursors_outside_the_space_are_expired,
     unknown_spaces_are_not_found,
     concurrent_pushes_get_distinct_gapless_seqs,
+    concurrent_pushes_with_bad_ones_among_them_commit_apart,
     signing_keys_are_created_once,
     compaction_drops_old_tombstones_and_expires_older_cursors,
     a_login_token_is_redeemed_once,

@@ -554,3 +554,95 @@ pub async fn a_record_cannot_grow_past_its_limit(store: Arc<dyn Store>) {
     .await;
     assert!(records(store.as_ref(), &s).await["big"].deleted.is_some());
 }
+
+/// Pushes that arrive together (on SQLite, sharing one commit) stay apart:
+/// the refused ones apply nothing and answer their own error, the others
+/// commit with gapless seqs.
+pub async fn concurrent_pushes_with_bad_ones_among_them_commit_apart(store: Arc<dyn Store>) {
+    use ferry_core::{Change, FieldName, FieldValue, RecordId};
+    let s = team(store.as_ref()).await;
+    // The replica `taken` is the first pusher's.
+    push(
+        store.as_ref(),
+        &s,
+        "taken",
+        "0",
+        vec![upsert("first", "n", json!(0), hlc(1, "taken"))],
+    )
+    .await;
+    let big = "z".repeat(1024 * 1024 - 100);
+    let too_large = Change::Upsert {
+        collection: Collection::new("todos").unwrap(),
+        id: RecordId::new("huge").unwrap(),
+        fields: (0..9)
+            .map(|i| {
+                let value = FieldValue {
+                    value: json!(big),
+                    hlc: hlc(1, "b"),
+                };
+                (FieldName::new(format!("f{i}")).unwrap(), value)
+            })
+            .collect(),
+        base: None,
+    };
+    let start = Arc::new(tokio::sync::Barrier::new(34));
+    let mut tasks = Vec::new();
+    for i in 0..34 {
+        let (store, s, start) = (store.clone(), s.clone(), start.clone());
+        let b = match i {
+            // Another user's replica, and a record past its size limit.
+            10 => crate::store::Batch {
+                user: user("squatter"),
+                ..batch(
+                    "taken",
+                    "1",
+                    vec![upsert("squatted", "n", json!(1), hlc(2, "taken"))],
+                )
+            },
+            20 => batch(
+                "big",
+                "1",
+                vec![
+                    upsert("beside", "n", json!(1), hlc(1, "b")),
+                    too_large.clone(),
+                ],
+            ),
+            _ => batch(
+                &format!("c{i}"),
+                "1",
+                vec![upsert(&format!("t-{i}"), "n", json!(i), hlc(1, "c"))],
+            ),
+        };
+        tasks.push(tokio::spawn(async move {
+            start.wait().await;
+            (i, store.push(&s, b).await)
+        }));
+    }
+    for t in tasks {
+        match t.await.unwrap() {
+            (10, out) => assert!(
+                matches!(out, Err(StoreError::ReplicaOfAnother(_))),
+                "{out:?}"
+            ),
+            (20, out) => assert!(
+                matches!(out, Err(StoreError::RecordTooLarge { .. })),
+                "{out:?}"
+            ),
+            (i, out) => assert_eq!(out.unwrap().applied, 1, "push {i}"),
+        }
+    }
+    let page = store.pull(&s, all(0)).await.unwrap();
+    let seqs: Vec<u64> = page.records.iter().map(|r| r.seq).collect();
+    assert_eq!(
+        seqs,
+        (1..=33).collect::<Vec<_>>(),
+        "gapless: nothing of the refused ones took a seq"
+    );
+    let stored = records(store.as_ref(), &s).await;
+    for gone in ["squatted", "beside", "huge"] {
+        assert!(
+            !stored.contains_key(gone),
+            "{gone} of a refused batch was stored"
+        );
+    }
+}
