@@ -358,9 +358,10 @@ fn env_number(name: &str, default: u64) -> u64 {
 /// Replicas pushing at once in the crash harness.
 const PUSHERS: usize = 6;
 
-/// Pushes per committing transaction so far on `server` (from its metrics;
-/// 0 where the backend does not count them).
-async fn pushes_per_commit(server: &Server) -> f64 {
+/// The transactions that committed pushes on `server` since it started,
+/// and the pushes they committed (from its metrics; 0 where the backend
+/// does not count them).
+async fn push_commits(server: &Server) -> (f64, f64) {
     let text = reqwest::get(format!("{}/metrics", server.url))
         .await
         .unwrap()
@@ -372,11 +373,10 @@ async fn pushes_per_commit(server: &Server) -> f64 {
             .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
             .unwrap_or(0.0)
     };
-    let commits = total("ferry_db_push_commits_total");
-    if commits == 0.0 {
-        return 0.0;
-    }
-    total("ferry_db_pushes_committed_total") / commits
+    (
+        total("ferry_db_push_commits_total"),
+        total("ferry_db_pushes_committed_total"),
+    )
 }
 
 /// `ferry serve` is killed with SIGKILL at a random moment while
@@ -399,7 +399,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
     let db = Db::new().await;
     let mut acked_total = Vec::new();
     let mut retried = 0;
-    let mut grouped = 0.0;
+    let mut grouped = (0.0, 0.0);
     let mut server = Server::start(&db);
     let token = server.token("crash@example.com");
     server.client(&token).create_space("crash").await;
@@ -420,9 +420,9 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         // Let some pushes land, then kill the server mid-stream.
         let wait = 20 + rng.next_u64() % 400;
         tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
-        if round == 0 {
-            grouped = pushes_per_commit(&server).await;
-        }
+        let (commits, pushes) = push_commits(&server).await;
+        grouped.0 += commits;
+        grouped.1 += pushes;
         server.kill9();
         stop.store(true, Ordering::SeqCst);
         let mut unanswered = Vec::new();
@@ -495,6 +495,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
             .unwrap();
         assert_eq!(check, "ok", "seed {seed}: the database file is damaged");
     }
+    let grouped = grouped.1 / grouped.0.max(1.0);
     if db.sqlite_file().is_some() {
         // Otherwise the kills never fell on a shared commit.
         assert!(
@@ -503,8 +504,7 @@ async fn kill_9_at_random_moments_loses_and_doubles_nothing() {
         );
     }
     println!(
-        "crash: seed {seed}, {rounds} kill -9s, {PUSHERS} pushers ({grouped:.2} pushes per commit \
-         in the first round), {} acknowledged writes kept, {retried} unanswered batches sent \
+        "crash: seed {seed}, {rounds} kill -9s, {PUSHERS} pushers ({grouped:.2} pushes per commit), {} acknowledged writes kept, {retried} unanswered batches sent \
          again, {} batches stored whole, none twice",
         acked_total.len(),
         per_batch.len()
