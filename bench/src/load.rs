@@ -126,7 +126,7 @@ impl Device {
                                 cursors.insert(space.clone(), c);
                             }
                         }
-                        Err(_) => lock(&self.tally).failed += 1,
+                        Err(e) => self.failed(&e),
                     }
                 }
                 message = ws.recv_within(Duration::from_secs(3600)) => {
@@ -143,7 +143,7 @@ impl Device {
                                     cursors.insert(team.clone(), c);
                                 }
                             }
-                            Err(_) => lock(&self.tally).failed += 1,
+                            Err(e) => self.failed(&e),
                         }
                     }
                 }
@@ -153,7 +153,10 @@ impl Device {
 
     async fn push(&self, space: &str, cursor: u64, due: Instant, k: u64) -> anyhow::Result<Value> {
         let size = 1 + (k as usize * 7) % 10;
-        let h = workload::hlc()?.to_string();
+        // The device's own clock: its client id, the wall's time.
+        let h = ferry_core::Hlc::zero(ferry_core::ClientId::new(format!("dev-{}", self.n))?)
+            .tick(ferry_server::clock::wall_ms())
+            .to_string();
         let ids: Vec<String> = (0..size).map(|j| format!("d{}-{k}-{j}", self.n)).collect();
         if space != self.personal() {
             let mut due_at = lock(&self.due);
@@ -178,7 +181,7 @@ impl Device {
             .send()
             .await?;
         if !res.status().is_success() {
-            bail!("push answered {}", res.status());
+            bail!("push answered {}: {}", res.status(), res.text().await?);
         }
         Ok(res.json().await?)
     }
@@ -197,6 +200,15 @@ impl Device {
             bail!("pull answered {}", res.status());
         }
         Ok(res.json().await?)
+    }
+
+    /// Counts a failed request; the first few are printed.
+    fn failed(&self, e: &anyhow::Error) {
+        let mut tally = lock(&self.tally);
+        tally.failed += 1;
+        if tally.failed <= 3 {
+            eprintln!("device {}: {e:#}", self.n);
+        }
     }
 
     /// Records write to visible for the records of others in `page`.

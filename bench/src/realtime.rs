@@ -68,6 +68,13 @@ pub async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     // As `ferry serve` does: as many connections as the files allow.
     let open_files = rlimit::increase_nofile_limit(u64::MAX)?;
     settings.http.max_connections = ferry_server::http::connections_within(open_files);
+    // One bench user stands for every device: it creates a space for each.
+    settings.quotas = ferry_server::spaces::quota::SpaceQuotas {
+        max_owned_spaces: 1_000_000,
+        max_members: 1_000,
+        burst: 1_000_000,
+        refill: Duration::from_millis(1),
+    };
     let state = AppState::new(store, settings).await?;
     let token = state
         .issuer

@@ -50,13 +50,15 @@ async fn rest(api: &Api, user: &str, space: &str, hash: &str, file: &[u8], from:
     .await
 }
 
-/// Waits up to 5 s for `f` to give something.
+/// Waits up to 30 s for `f` to give something (a cut upload's bytes are
+/// flushed before they count, and a busy disk can hold a flush for
+/// seconds).
 async fn until<T, F, Fut>(what: &str, mut f: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Option<T>>,
 {
-    for _ in 0..100 {
+    for _ in 0..600 {
         if let Some(v) = f().await {
             return v;
         }
