@@ -513,22 +513,29 @@ pub async fn run(args: LoadArgs) -> anyhow::Result<()> {
         "closed loop, single-change pushes, {} s each (pushes/s)",
         args.closed
     );
-    println!("{:<46} {:>12} {:>12} {:>8}", "", "ferry", "raw db", "ratio");
+    println!(
+        "{:<24} {:>9} {:>9} {:>10} {:>9} {:>8}",
+        "", "ferry", "p99 ms", "cpu/push", "raw db", "ratio"
+    );
     let mut closed = Vec::new();
     for writers in [1, 100] {
+        let (cpu_before, _) = usage(&nodes)?;
         let (rate, p99) = closed_loop(&nodes, writers, args.closed).await?;
+        let (cpu_after, _) = usage(&nodes)?;
         let base = raw(&data, writers, args.closed).await?;
         println!(
-            "{:<46} {:>12.0} {:>12.0} {:>8.2}",
-            format!("{writers} writer(s), push p99 {p99:.1} ms"),
+            "{:<24} {:>9.0} {:>9.1} {:>8.0}µs {:>9.0} {:>8.2}",
+            format!("{writers} writer(s)"),
             rate,
+            p99,
+            (cpu_after - cpu_before) * 1e6 / (rate * args.closed as f64),
             base,
             rate / base
         );
         closed.push(rate);
     }
     println!(
-        "{:<46} {:>12.2}",
+        "{:<24} {:>9.2}",
         "100 writers / 1 writer",
         closed[1] / closed[0]
     );

@@ -7,6 +7,7 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::compression::predicate::{DefaultPredicate, Predicate, SizeAbove};
 use tower_http::compression::{CompressionLayer, CompressionLevel};
 use tower_http::trace::TraceLayer;
 
@@ -14,6 +15,9 @@ use crate::error::ApiError;
 use crate::ops::metrics;
 use crate::state::AppState;
 use crate::{app_schema, auth, billing, ops, realtime, spaces, sync};
+
+/// Responses of at most this many bytes are sent as they are.
+const COMPRESS_ABOVE: u16 = 1024;
 
 /// The largest request body accepted (PROTOCOL.md limits).
 pub const MAX_BODY_BYTES: usize = 10 * 1024 * 1024;
@@ -79,8 +83,13 @@ pub fn app(state: AppState) -> Router {
         ))
         // gzip at its fastest level: pages of JSON shrink about tenfold
         // even so, and a large initial sync is not held up by the server's
-        // CPU.
-        .layer(CompressionLayer::new().quality(CompressionLevel::Fastest))
+        // CPU. Not below 1 KiB (a push's answer): a compressor's state costs
+        // more to set up for each response than the bytes it would save.
+        .layer(
+            CompressionLayer::new()
+                .quality(CompressionLevel::Fastest)
+                .compress_when(DefaultPredicate::new().and(SizeAbove::new(COMPRESS_ABOVE))),
+        )
         .layer(CatchPanicLayer::custom(panic_response))
         .layer(TraceLayer::new_for_http().make_span_with(request_span))
         .with_state(state)
