@@ -21,8 +21,9 @@
 //! Closed loop, beside the database's own rate in the same run: 1 and 100
 //! writers pushing single changes one after another, against raw single-row
 //! upserts with a flush each from as many writers (SQLite: a connection and
-//! a thread each, `synchronous = FULL`; PostgreSQL: a connection each,
-//! `synchronous_commit` as configured).
+//! a thread each, `synchronous = FULL`; PostgreSQL: sharing as many
+//! connections as Ferry's two nodes may open, `synchronous_commit` as
+//! configured).
 //!
 //! The server runs in a child process (one node on SQLite; two on
 //! PostgreSQL, devices split between them), the devices in this one.
@@ -454,8 +455,12 @@ async fn raw(data: &Data, writers: usize, seconds: u64) -> anyhow::Result<f64> {
             total
         }
         Data::Postgres(db) => {
+            // As many connections as Ferry's two nodes may open, shared
+            // by the writers as the nodes share theirs.
             let pool = sqlx::postgres::PgPoolOptions::new()
-                .max_connections(writers as u32)
+                .max_connections(
+                    (writers as u32).min(2 * ferry_server::store::POSTGRES_MAX_CONNECTIONS),
+                )
                 .connect(&db.url)
                 .await?;
             sqlx::query("CREATE TABLE IF NOT EXISTS raw_upserts (id TEXT PRIMARY KEY, v TEXT)")
@@ -465,7 +470,6 @@ async fn raw(data: &Data, writers: usize, seconds: u64) -> anyhow::Result<f64> {
                 .map(|w| {
                     let pool = pool.clone();
                     tokio::spawn(async move {
-                        let mut c = pool.acquire().await?;
                         let mut n = 0u64;
                         while Instant::now() < until {
                             sqlx::query(
@@ -473,7 +477,7 @@ async fn raw(data: &Data, writers: usize, seconds: u64) -> anyhow::Result<f64> {
                             )
                             .bind(format!("{w}-{n}"))
                             .bind("a value of some forty bytes, like a todo")
-                            .execute(&mut *c)
+                            .execute(&pool)
                             .await?;
                             n += 1;
                         }

@@ -30,8 +30,8 @@ use ferry_core::{Change, ClientId, Collection, Conflict, RecordId, Role, SpaceId
 pub use billing::{BillingEvent, EventOutcome, StoredEntitlement};
 pub use error::StoreError;
 pub use page::{MAX_PAGE_BYTES, PageFill, PullPage, PullQuery, RecordRow};
-pub use postgres::PgStore;
 pub use postgres::namespace::DEFAULT_SCHEMA as DEFAULT_POSTGRES_SCHEMA;
+pub use postgres::{MAX_CONNECTIONS as POSTGRES_MAX_CONNECTIONS, PgStore};
 pub use sqlite::SqliteStore;
 
 /// A user as stored.
