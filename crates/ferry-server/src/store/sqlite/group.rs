@@ -104,6 +104,9 @@ impl Queue {
 /// push (see the module's rules). Returns how many pushes it committed
 /// (0 when the transaction did not commit).
 pub fn commit(c: &mut Connection, group: Vec<Waiting>) -> usize {
+    if group.is_empty() {
+        return 0;
+    }
     if let [_] = group.as_slice() {
         // Alone: its own transaction, with no savepoint to pay for.
         let mut committed = 0;
@@ -123,7 +126,18 @@ pub fn commit(c: &mut Connection, group: Vec<Waiting>) -> usize {
         let mut tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
         for (space, batch) in jobs {
             let mut sp = tx.savepoint()?;
-            let outcome = records::push_in(&sp, &space, batch);
+            // A panic in one batch is that batch's error, not its group's.
+            let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                records::push_in(&sp, &space, batch)
+            }))
+            .unwrap_or_else(|_| Err(StoreError::Internal("a push panicked".into())));
+            if let Err(e) = &outcome
+                && sp.is_autocommit()
+            {
+                // SQLite rolled the whole transaction back (a full disk,
+                // an I/O error): the group fails with this error.
+                return Err(again(e));
+            }
             if outcome.is_err() {
                 // Undone, then released: the savepoint holds nothing.
                 sp.rollback()?;
@@ -145,17 +159,27 @@ pub fn commit(c: &mut Connection, group: Vec<Waiting>) -> usize {
         Err(e) => {
             // Nothing of the group was committed (the transaction rolled
             // back when dropped): every push of it is told why.
-            let message = e.to_string();
-            let unavailable = matches!(e, StoreError::Unavailable(_));
             for answer in answers {
-                let _ = answer.send(Err(if unavailable {
-                    StoreError::Unavailable(message.clone())
-                } else {
-                    StoreError::Internal(message.clone())
-                }));
+                let _ = answer.send(Err(again(&e)));
             }
             0
         }
+    }
+}
+
+/// Answers every push of `group` with `e`, applying none.
+pub fn fail(group: Vec<Waiting>, e: &StoreError) {
+    for w in group {
+        let _ = w.answer.send(Err(again(e)));
+    }
+}
+
+/// `e` again, for one more push: unavailable stays unavailable, anything
+/// else is internal.
+fn again(e: &StoreError) -> StoreError {
+    match e {
+        StoreError::Unavailable(m) => StoreError::Unavailable(m.clone()),
+        other => StoreError::Internal(other.to_string()),
     }
 }
 

@@ -173,18 +173,27 @@ impl SqliteStore {
                 }
                 mut conn = self.inner.writer.clone().lock_owned() => {
                     let inner = self.inner.clone();
-                    tokio::task::spawn_blocking(move || {
-                        inner.flushing(&mut conn)?;
-                        let committed = group::commit(&mut conn, inner.pushes.take());
+                    let led = tokio::task::spawn_blocking(move || {
+                        // Taken first: whatever happens next, each push
+                        // taken is answered here and no later group
+                        // applies it after its caller was told otherwise.
+                        let group = inner.pushes.take();
+                        if let Err(e) = inner.flushing(&mut conn) {
+                            group::fail(group, &e);
+                            return;
+                        }
+                        let committed = group::commit(&mut conn, group);
                         if committed > 0 {
                             inner.push_commits.fetch_add(1, Ordering::Relaxed);
                             inner.pushes_committed.fetch_add(committed as u64, Ordering::Relaxed);
                         }
-                        Ok::<_, StoreError>(())
                     })
-                    .await
-                    .map_err(|e| StoreError::Internal(e.to_string()))??;
-                    // Answered, unless the group was full before this push:
+                    .await;
+                    if let Err(e) = led {
+                        tracing::error!(error = %e, "a group of pushes failed");
+                    }
+                    // Answered (its answer decides, even after a failure
+                    // above), unless the group was full before this push:
                     // then wait again.
                 }
             }
