@@ -127,11 +127,15 @@ export async function runLiveBench(o: LiveOptions): Promise<Record<string, numbe
   const indexed: number[] = [];
   const scanned: number[] = [];
   let rows = 0;
+  // The reads through the index first: a scan leaves 100,000 records for
+  // the collector, which would then run inside the next read.
   for (let i = 0; i < 5; i++) {
-    let start = performance.now();
+    const start = performance.now();
     rows = (await big.list(SPACE, "todos", { where: [["list", "=", `list-${i}`]] })).length;
     indexed.push(performance.now() - start);
-    start = performance.now();
+  }
+  for (let i = 0; i < 5; i++) {
+    const start = performance.now();
     await big.list(SPACE, "todos", { where: [["copy", "=", `list-${i}`]] });
     scanned.push(performance.now() - start);
   }

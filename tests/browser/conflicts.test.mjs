@@ -163,3 +163,93 @@ test("a browser replica of before v1.2 opens with its inbox and its client id", 
   await eventually(async () => assert.equal(await page.$("[data-testid=conflict]"), null), "the entry to go");
   await context.close();
 });
+
+test("a browser replica of version 4 opens with its records packed, readable, and still written to", async () => {
+  const context = await browser.newContext();
+  // The replica as the client of version 4 left it: each field kept as
+  // {value, hlc}, two fields of one record written at another HLC.
+  await context.addInitScript(() => {
+    if (sessionStorage.getItem("seeded")) return;
+    sessionStorage.setItem("seeded", "1");
+    const req = indexedDB.open("ferry-todo", 4);
+    req.onupgradeneeded = () => {
+      const db = req.result;
+      db.createObjectStore("records", { keyPath: ["space", "collection", "id"] }).createIndex("ix", "ix", {
+        multiEntry: true,
+      });
+      const outbox = db.createObjectStore("outbox", { keyPath: "n", autoIncrement: true });
+      outbox.createIndex("space", "space");
+      outbox.createIndex("batch", "batch");
+      outbox.createIndex("record", ["space", "collection", "id"]);
+      db.createObjectStore("spaces", { keyPath: "space" });
+      db.createObjectStore("meta").put("web-before5", "client_id");
+      db.createObjectStore("conflicts", { keyPath: "n", autoIncrement: true }).createIndex("record", [
+        "space",
+        "conflict.collection",
+        "conflict.id",
+      ]);
+      db.createObjectStore("rejected", { keyPath: "n", autoIncrement: true });
+      db.createObjectStore("files", { keyPath: ["space", "sha256"] });
+      db.createObjectStore("fileBlobs");
+      const h = (ms) => `${String(ms).padStart(15, "0")}:00000:web-before5`;
+      const records = req.transaction.objectStore("records");
+      records.put({
+        space: "local:anonymous",
+        collection: "todos",
+        id: "t-old",
+        fields: {
+          title: { value: "Kept from version 4", hlc: h(1_763_798_400_001) },
+          done: { value: false, hlc: h(1_763_798_400_001) },
+          created: { value: 1, hlc: h(1_763_798_400_002) },
+        },
+        deleted: null,
+        seen: 1,
+        remote: 0,
+      });
+    };
+    req.onsuccess = () => req.result.close();
+  });
+  const page = await context.newPage();
+  page.on("pageerror", (e) => console.error(`page error: ${e.message}`));
+  await page.goto(server.url);
+  await page.waitForSelector("body[data-ready=true]");
+  await waitForTitles(page, ["Kept from version 4"]);
+  const raw = () =>
+    page.evaluate(
+      () =>
+        new Promise((resolve, reject) => {
+          const req = indexedDB.open("ferry-todo");
+          req.onsuccess = () => {
+            const get = req.result.transaction("records").objectStore("records").get(["local:anonymous", "todos", "t-old"]);
+            get.onsuccess = () => {
+              req.result.close();
+              resolve(get.result);
+            };
+            get.onerror = () => reject(get.error);
+          };
+          req.onerror = () => reject(req.error);
+        }),
+    );
+  const h = (ms) => `${String(ms).padStart(15, "0")}:00000:web-before5`;
+  assert.deepEqual(await raw(), {
+    space: "local:anonymous",
+    collection: "todos",
+    id: "t-old",
+    deleted: null,
+    seen: 1,
+    remote: 0,
+    v: { title: "Kept from version 4", done: false, created: 1 },
+    h: h(1_763_798_400_001),
+    o: { created: h(1_763_798_400_002) },
+  });
+  // Written to after the upgrade: the merge sees every field's own HLC.
+  await page.evaluate(() => window.ferry.patch("local:anonymous", "todos", "t-old", { done: true }));
+  const after = await raw();
+  assert.deepEqual(after.v, { title: "Kept from version 4", done: true, created: 1 });
+  const hlc = (name) => after.o?.[name] ?? after.h;
+  assert.equal(hlc("title"), h(1_763_798_400_001));
+  assert.equal(hlc("created"), h(1_763_798_400_002));
+  assert.ok(hlc("done") > h(1_763_798_400_002), `the patch's HLC is newer: ${hlc("done")}`);
+  assert.equal(Object.keys(after.o).length, 2, "one HLC kept once, the two others apart");
+  await context.close();
+});

@@ -33,36 +33,15 @@ import type {
 } from "./types.js";
 import { FerryError } from "./types.js";
 import type { FileEntry } from "./files.js";
+import { type PackedRecord, type StoredRecord, pack, unpack, valuesOf } from "./packed.js";
+
+export type { StoredRecord } from "./packed.js";
 
 /** The space a signed-out app writes to; it never leaves the device. */
 export const ANONYMOUS_SPACE = "local:anonymous";
 
 /** The most changes sent in one batch. */
 export const MAX_BATCH = 1000;
-
-export interface StoredRecord extends RecordState {
-  space: string;
-  collection: string;
-  id: string;
-  /** 0 while a full resync has not yet seen this record again. */
-  seen: 0 | 1;
-  /**
-   * 1 once the server has had the record (pulled, or a batch writing it
-   * acknowledged). A resync tells a record deleted and compacted on the
-   * server (remote, and gone) from one made here (not remote). Absent on
-   * records stored before it existed: read as remote unless changes to
-   * the record are pending.
-   */
-  remote?: 0 | 1;
-  /**
-   * Its entries in the `ix` index: `[space, collection, field, kind,
-   * value?]` for each field of its collection the schema indexes (by the
-   * core's `index_key`), none once deleted.
-   */
-  ix?: unknown[][];
-  /** The user whose change created it: from the server, or this replica's user for a record made here. */
-  author?: string;
-}
 
 /** The fields each collection's records carry index entries for (meta `indexes`). */
 type IndexMap = Record<string, string[]>;
@@ -116,7 +95,9 @@ export interface Session {
 interface Schema extends DBSchema {
   records: {
     key: [string, string, string];
-    value: StoredRecord;
+    // Packed (packed.ts); a database from before version 5 is packed by
+    // its upgrade.
+    value: PackedRecord;
     indexes: { ix: IDBValidKey };
   };
   outbox: {
@@ -212,7 +193,7 @@ export class Store {
 
   /** Opens (creating) the replica database `name`. */
   static async open(name: string, durability: Durability = "crash"): Promise<Store> {
-    const db = await openDB<Schema>(name, 4, {
+    const db = await openDB<Schema>(name, 5, {
       upgrade(db, oldVersion, _newVersion, tx) {
         if (oldVersion < 1) {
           // No indexes: the key orders records by space, then collection, so
@@ -242,6 +223,17 @@ export class Store {
           // what is known of each, and apart, its bytes.
           db.createObjectStore("files", { keyPath: ["space", "sha256"] });
           db.createObjectStore("fileBlobs");
+        }
+        if (oldVersion >= 1 && oldVersion < 5) {
+          // Records are kept packed (packed.ts): those stored before are
+          // packed once, in the upgrade's own transaction.
+          const req = unwrap(tx.objectStore("records")).openCursor();
+          req.onsuccess = () => {
+            const cursor = req.result;
+            if (!cursor) return;
+            cursor.update(pack(unpack(cursor.value)));
+            cursor.continue();
+          };
         }
       },
       blocking() {
@@ -288,7 +280,7 @@ export class Store {
     });
     try {
       const records = tx.objectStore("records");
-      const [last, rec, known, held, ix] = await Promise.all([
+      const [last, stored, known, held, ix] = await Promise.all([
         this.clock(tx.objectStore("meta")),
         records.get([space, collection, id]),
         tx.objectStore("spaces").get(space),
@@ -297,6 +289,7 @@ export class Store {
         tx.objectStore("meta").get("app_schema") as Promise<HeldSchema | undefined>,
         tx.objectStore("meta").get("indexes") as Promise<IndexMap | undefined>,
       ]);
+      const rec = stored && unpack(stored);
       if (settles !== undefined) {
         if (rec) throw new FerryError(`${collection}/${id} exists; restore into a new id`, "invalid");
         await tx.objectStore("conflicts").delete(settles);
@@ -330,7 +323,7 @@ export class Store {
       });
       await Promise.all([
         tx.objectStore("meta").put(hlc, "hlc"),
-        records.put(record),
+        records.put(pack(record)),
         tx.objectStore("outbox").add({ space, collection, id, change: done.change }),
         known ? null : tx.objectStore("spaces").put(newSpace(space)),
         tx.done,
@@ -371,8 +364,8 @@ export class Store {
         let cursor = await tx.objectStore("records").openCursor();
         while (cursor) {
           const before = cursor.value.ix;
-          const after = indexed(want, { ...cursor.value });
-          if (JSON.stringify(before) !== JSON.stringify(after.ix)) await cursor.update(after);
+          const after = indexed(want, unpack(cursor.value));
+          if (JSON.stringify(before) !== JSON.stringify(after.ix)) await cursor.update(pack(after));
           cursor = await cursor.continue();
         }
         await meta.put(want, "indexes");
@@ -416,7 +409,7 @@ export class Store {
     const indexes = (await tx.objectStore("meta").get("indexes")) as IndexMap | undefined;
     const plan = indexes?.[collection] ? core.indexPlan(query as core.QueryJson, indexes[collection]) : null;
     const records = tx.objectStore("records");
-    let all: StoredRecord[];
+    let all: PackedRecord[];
     if (plan) {
       const at = [space, collection, plan.field];
       const pages = await Promise.all(
@@ -637,7 +630,7 @@ export class Store {
       for (const r of answer.changes) {
         if (r.deleted === null) continue;
         const local = await tx.objectStore("records").get([space, r.collection, r.id]);
-        if (local && local.deleted === null) before.set(JSON.stringify([r.collection, r.id]), local);
+        if (local && local.deleted === null) before.set(JSON.stringify([r.collection, r.id]), unpack(local));
       }
       const records = unwrap(tx.objectStore("records"));
       const known = this.known.get(space) ?? (await tx.objectStore("spaces").get(space))?.resync === true;
@@ -799,11 +792,12 @@ export class Store {
       await meta.put(session, "session");
       const records = tx.objectStore("records");
       const ix = (await meta.get("indexes")) as IndexMap | undefined;
-      for (const rec of await records.getAll(within(ANONYMOUS_SPACE))) {
-        const mine = await records.get([personal, rec.collection, rec.id]);
+      for (const rec of (await records.getAll(within(ANONYMOUS_SPACE))).map(unpack)) {
+        const held = await records.get([personal, rec.collection, rec.id]);
+        const mine = held && unpack(held);
         const state = mine ? core.mergeRecord(mine, rec) : { fields: rec.fields, deleted: rec.deleted };
         await records.put(
-          indexed(ix, {
+          pack(indexed(ix, {
             fields: state.fields,
             deleted: state.deleted,
             space: personal,
@@ -811,7 +805,7 @@ export class Store {
             id: rec.id,
             seen: mine?.seen ?? 1,
             remote: mine?.remote ?? 0,
-          }),
+          })),
         );
         await records.delete([ANONYMOUS_SPACE, rec.collection, rec.id]);
         changed.push({ space: ANONYMOUS_SPACE, collection: rec.collection, id: rec.id, source: "local" });
@@ -896,10 +890,8 @@ async function stillSignedIn(meta: Rw<"meta">, spaces: Rw<"spaces">, space: stri
   }
 }
 
-function toLocal(r: StoredRecord): LocalRecord {
-  const fields: Record<string, unknown> = {};
-  for (const [name, f] of Object.entries(r.fields)) fields[name] = f.value;
-  return { space: r.space, collection: r.collection, id: r.id, fields };
+function toLocal(r: StoredRecord | PackedRecord): LocalRecord {
+  return { space: r.space, collection: r.collection, id: r.id, fields: valuesOf(r) };
 }
 
 /**
@@ -912,7 +904,7 @@ function toLocal(r: StoredRecord): LocalRecord {
  */
 function addEach(records: IDBObjectStore, space: string, page: ServerRecord[], ix?: IndexMap): Promise<number> {
   return eachRecord(page, (r, done, fail) => {
-    const add = records.add(mergePulled(space, undefined, r, ix));
+    const add = records.add(pack(mergePulled(space, undefined, r, ix)));
     add.onsuccess = () => done(false);
     add.onerror = (event) => {
       if (add.error?.name !== "ConstraintError") return fail(add.error);
@@ -943,8 +935,9 @@ function mergeOne(
   get.onerror = () => fail(get.error);
   get.onsuccess = () => {
     try {
-      const local = get.result as StoredRecord | undefined;
-      const put = records.put(mergePulled(space, local, r, ix));
+      const held = get.result as PackedRecord | undefined;
+      const local = held && unpack(held);
+      const put = records.put(pack(mergePulled(space, local, r, ix)));
       put.onsuccess = () => done(local !== undefined);
       put.onerror = () => fail(put.error);
     } catch (e) {
@@ -1033,7 +1026,8 @@ async function takeConflict(
   at: number,
 ): Promise<boolean> {
   const key: [string, string, string] = [space, conflict.collection, conflict.id];
-  const local = (await records.get(key)) ?? null;
+  const stored = await records.get(key);
+  const local = stored ? unpack(stored) : null;
   const held = await conflicts.index("record").getAll(key);
   const take = core.inboxTake(
     held.map((h) => h.conflict),
@@ -1110,10 +1104,10 @@ async function dropGone(
   const gone: StoredRecord[] = [];
   let cursor = await records.openCursor(within(space));
   while (cursor) {
-    const r = cursor.value as StoredRecord;
+    const r = cursor.value;
     if (r.seen === 0) {
       const remote = r.remote ?? ((await pendingFor(outbox, [space, r.collection, r.id])) ? 0 : 1);
-      if (remote === 1) gone.push(r);
+      if (remote === 1) gone.push(unpack(r));
     }
     cursor = await cursor.continue();
   }
@@ -1132,7 +1126,7 @@ async function finishResync(records: Rw<"records">, outbox: Rw<"outbox">, space:
   const changed: Changed[] = [];
   let cursor = await records.openCursor(within(space));
   while (cursor) {
-    const r = cursor.value as StoredRecord;
+    const r = cursor.value;
     if (r.seen === 0) {
       if (!(await pendingFor(outbox, [space, r.collection, r.id]))) {
         await cursor.delete();

@@ -66,4 +66,4 @@ pub use runtime::{State, SyncConfig, SyncStatus, Syncer};
 pub use session::{ANONYMOUS_SPACE, Session, SignOut, User, request_magic_link};
 pub use settle::{Resolution, StoredConflict};
 pub use sync::{Rejected, SyncReport, sync_space, sync_space_with};
-pub use watch::{QueryResult, Watch};
+pub use watch::{QueryResult, QueryStatus, Watch};

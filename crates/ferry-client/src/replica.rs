@@ -497,7 +497,19 @@ impl Replica {
         changed: Vec<(Collection, RecordId)>,
         source: Source,
     ) {
-        self.update_watchers(space, &changed);
+        self.announce_all_completing(space, changed, source, false);
+    }
+
+    /// [`Self::announce_all`], after a transaction that may have finished
+    /// the space's first sync (`complete`).
+    pub(crate) fn announce_all_completing(
+        &self,
+        space: &SpaceId,
+        changed: Vec<(Collection, RecordId)>,
+        source: Source,
+        complete: bool,
+    ) {
+        self.update_watchers(space, &changed, complete);
         for (collection, id) in changed {
             self.announce(Changed {
                 space: space.clone(),

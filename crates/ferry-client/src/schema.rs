@@ -7,6 +7,8 @@
 //!   conflict reports were taken (`conflict_cursor`), and where a
 //!   full resync (after `410 cursor_expired`) stands: 0 none, 1 pulling the
 //!   space from 0, 2 sending the batch stamped before it began.
+//!   `complete` once a pull reached the server's head (the first sync is
+//!   done; it stays set).
 //! - `records`: each record's fields as `{name: {value, hlc}}` JSON and its
 //!   tombstone, exactly as the server keeps them. `seen` marks records met
 //!   by a full resync; those left unmarked at its end are gone. `remote`
@@ -127,6 +129,14 @@ CREATE TABLE missing (
     PRIMARY KEY (space, sha256)
 ) WITHOUT ROWID;
 "#,
+    // `complete`: a pull of the space has reached the server's head, so
+    // its first sync is done (a live query's status). A space synced
+    // before this step was: it had pulled at least once, and a sync pulls
+    // to the head.
+    r#"
+ALTER TABLE spaces ADD COLUMN complete INTEGER NOT NULL DEFAULT 0;
+UPDATE spaces SET complete = 1 WHERE synced_at IS NOT NULL;
+"#,
 ];
 
 /// Brings the schema up to date, one step per transaction. The version is
@@ -179,5 +189,33 @@ mod tests {
             )
             .unwrap();
         assert_eq!(row, (42, "todos".to_owned(), "t-1".to_owned()));
+    }
+
+    #[test]
+    fn spaces_synced_before_completeness_was_kept_count_as_complete() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        let before = MIGRATIONS.len() - 1;
+        for step in &MIGRATIONS[..before] {
+            conn.execute_batch(step).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64)
+            .unwrap();
+        conn.execute_batch(
+            "INSERT INTO spaces (space, cursor, synced_at) VALUES ('synced', 7, 1700000000000);
+             INSERT INTO spaces (space, cursor) VALUES ('never', 0);",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let complete: Vec<(String, bool)> = conn
+            .prepare("SELECT space, complete FROM spaces ORDER BY space")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<rusqlite::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            complete,
+            [("never".to_owned(), false), ("synced".to_owned(), true)]
+        );
     }
 }

@@ -14,15 +14,37 @@ use ferry_core::{Collection, RecordId, SpaceId};
 use serde_json::{Map, Value};
 use tokio::sync::watch;
 
+use rusqlite::OptionalExtension;
+
 use crate::error::Result;
 use crate::query::{Query, candidates};
 use crate::replica::{LocalRecord, Replica, corrupt, read_state};
 
-/// A live query's result: the rows of its window, in order.
+/// A live query's result: the rows of its window, in order, and how far
+/// the replica's copy of the space is.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct QueryResult {
     /// A row that did not change is the same `Arc` as in the last result.
     pub rows: Vec<Arc<LocalRecord>>,
+    /// Whether the space's first sync has reached the server's head.
+    pub status: QueryStatus,
+    /// Why the last change could not be taken in (a record that could not
+    /// be read), with `rows` those of the last good result; `None` once a
+    /// later change is taken in.
+    pub error: Option<String>,
+}
+
+/// Whether a live query's rows are all the server has (`Complete`), or its
+/// space's first sync is still under way and more may come (`Loading`).
+/// A space of this device alone (`local:…`) is always complete; a space
+/// stays complete once its first sync finished.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum QueryStatus {
+    /// The space's first sync has not reached the server's head yet.
+    #[default]
+    Loading,
+    /// A pull of the space has reached the server's head.
+    Complete,
 }
 
 /// A watched query: [`Watch::current`] is its result now, and
@@ -65,6 +87,7 @@ struct Engine {
     live: LiveQuery,
     /// One row per matching record.
     rows: HashMap<Arc<str>, Arc<LocalRecord>>,
+    status: QueryStatus,
 }
 
 /// The watchers of a replica (dropped ones are swept as they are met).
@@ -83,6 +106,7 @@ impl Replica {
             state: Mutex::new(Engine {
                 live: LiveQuery::new(core.clone()),
                 rows: HashMap::new(),
+                status: QueryStatus::Loading,
             }),
             sender,
         });
@@ -94,6 +118,7 @@ impl Replica {
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .push(Arc::downgrade(&watcher));
+        engine.status = self.status_of(space)?;
         let records = self.candidates(&core, space, collection)?;
         engine
             .live
@@ -103,7 +128,11 @@ impl Replica {
                 engine.rows.insert(Arc::from(r.id.as_str()), Arc::new(r));
             }
         }
-        let first = engine.result(&QueryResult::default());
+        let status = engine.status;
+        let first = engine.result(&QueryResult {
+            status,
+            ..QueryResult::default()
+        });
         watcher.sender.send_replace(Arc::new(first));
         drop(engine);
         // The first result is the current one, not a change.
@@ -146,9 +175,36 @@ impl Replica {
         .collect()
     }
 
+    /// Whether `space`'s first sync has finished, as the replica holds it.
+    fn status_of(&self, space: &SpaceId) -> Result<QueryStatus> {
+        if crate::session::is_local(space) {
+            return Ok(QueryStatus::Complete);
+        }
+        let complete: Option<bool> = self
+            .conn()
+            .query_row(
+                "SELECT complete FROM spaces WHERE space = ?1",
+                [space.as_str()],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(if complete == Some(true) {
+            QueryStatus::Complete
+        } else {
+            QueryStatus::Loading
+        })
+    }
+
     /// Brings the watchers of `space` up to date with the records named,
-    /// after the transaction that changed them committed.
-    pub(crate) fn update_watchers(&self, space: &SpaceId, changed: &[(Collection, RecordId)]) {
+    /// after the transaction that changed them committed; with `complete`,
+    /// that transaction finished the space's first sync (one result says
+    /// both).
+    pub(crate) fn update_watchers(
+        &self,
+        space: &SpaceId,
+        changed: &[(Collection, RecordId)],
+        complete: bool,
+    ) {
         let watchers: Vec<Arc<Watcher>> = {
             let mut all = self
                 .watchers()
@@ -163,19 +219,27 @@ impl Replica {
                 .filter(|(c, _)| c == &w.collection)
                 .map(|(_, id)| id)
                 .collect();
-            if mine.is_empty() {
+            if mine.is_empty() && !complete {
                 continue;
             }
-            if let Err(e) = self.update_one(w, &mine) {
+            if let Err(e) = self.update_one(w, &mine, complete) {
                 tracing::warn!(error = %e, "a live query could not read a changed record");
+                let before = w.sender.borrow().clone();
+                w.sender.send_replace(Arc::new(QueryResult {
+                    error: Some(e.to_string()),
+                    ..(*before).clone()
+                }));
             }
         }
     }
 
-    fn update_one(&self, w: &Watcher, ids: &[&RecordId]) -> Result<()> {
+    fn update_one(&self, w: &Watcher, ids: &[&RecordId], complete: bool) -> Result<()> {
         // The states are read under the engine's lock: of two updates, the
         // later one reads the later state.
         let mut engine = w.state.lock().unwrap_or_else(PoisonError::into_inner);
+        if complete {
+            engine.status = QueryStatus::Complete;
+        }
         for id in ids {
             let state = read_state(&self.conn(), &w.space, &w.collection, id)?;
             // A record the replica no longer holds reads as no fields.
@@ -201,9 +265,16 @@ impl Replica {
             }
         }
         let before = w.sender.borrow().clone();
-        if let Some(next) = engine.next(&before) {
-            w.sender.send_replace(Arc::new(next));
-        }
+        let next = match engine.next(&before) {
+            Some(next) => next,
+            None if before.status != engine.status || before.error.is_some() => QueryResult {
+                rows: before.rows.clone(),
+                status: engine.status,
+                error: None,
+            },
+            None => return Ok(()),
+        };
+        w.sender.send_replace(Arc::new(next));
         Ok(())
     }
 }
@@ -236,6 +307,10 @@ impl Engine {
                 rows.into_iter().flatten().collect()
             }
         };
-        QueryResult { rows }
+        QueryResult {
+            rows,
+            status: self.status,
+            error: None,
+        }
     }
 }

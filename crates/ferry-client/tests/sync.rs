@@ -6,7 +6,8 @@
 use std::sync::Arc;
 
 use ferry_client::{
-    Error, Op, Order, Query, Remote, Replica, ReplicaConfig, Resolution, Token, sync_space,
+    Error, Op, Order, Query, QueryStatus, Remote, Replica, ReplicaConfig, Resolution, Token,
+    sync_space,
 };
 use ferry_core::{ClientId, Collection, RecordId, SpaceId, UserId};
 use ferry_server::clock::wall_ms;
@@ -695,4 +696,56 @@ async fn a_watch_follows_what_a_pull_brings() {
     let now = watch.changed().await;
     assert_eq!(now.rows.len(), 9);
     assert_eq!(now.rows[0].fields["title"], "T02");
+}
+
+#[tokio::test]
+async fn a_watch_is_loading_until_its_space_first_synced_then_complete() {
+    let s = setup().await;
+    let personal = space("user:ws");
+    let remote = remote_for(&s.server, "ws");
+    let (a, b) = (s.replica("a.db"), s.replica("b.db"));
+    // A space of this device alone is complete at once.
+    let local = b
+        .watch(&space("local:anonymous"), &todos(), &Query::new())
+        .unwrap();
+    assert_eq!(local.current().status, QueryStatus::Complete);
+    // A space the server has nothing of: loading, then one result saying
+    // complete, with no rows.
+    let mut empty = b.watch(&personal, &todos(), &Query::new()).unwrap();
+    assert_eq!(empty.current().status, QueryStatus::Loading);
+    sync_space(&b, &remote, &personal).await.unwrap();
+    let now = empty.changed().await;
+    assert_eq!((now.status, now.rows.len()), (QueryStatus::Complete, 0));
+    assert_eq!(now.error, None);
+    // A replica whose first sync brings records: one result holds them
+    // and says complete.
+    for i in 0..3 {
+        a.put(
+            &personal,
+            &todos(),
+            &id(&format!("t{i}")),
+            fields(json!({"title": format!("T{i}")})),
+        )
+        .unwrap();
+    }
+    sync_space(&a, &remote, &personal).await.unwrap();
+    let c = s.replica("c.db");
+    let mut watch = c.watch(&personal, &todos(), &Query::new()).unwrap();
+    assert_eq!(watch.current().status, QueryStatus::Loading);
+    sync_space(&c, &remote, &personal).await.unwrap();
+    let now = watch.changed().await;
+    assert_eq!((now.status, now.rows.len()), (QueryStatus::Complete, 3));
+    assert!(
+        !watch.receiver().has_changed().unwrap(),
+        "one result, not two"
+    );
+    // It stays complete: after a local write, and for a new watch on the
+    // replica opened again.
+    c.delete(&personal, &todos(), &id("t0")).unwrap();
+    let now = watch.changed().await;
+    assert_eq!((now.status, now.rows.len()), (QueryStatus::Complete, 2));
+    drop((watch, c));
+    let again = s.replica("c.db");
+    let watch = again.watch(&personal, &todos(), &Query::new()).unwrap();
+    assert_eq!(watch.current().status, QueryStatus::Complete);
 }

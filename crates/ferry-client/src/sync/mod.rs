@@ -197,6 +197,8 @@ impl Replica {
         batch: Option<&BatchId>,
         answer: Answer,
     ) -> Result<(SyncReport, bool)> {
+        // A page reaching the server's head finishes the space's first sync.
+        let complete = !answer.has_more;
         let mut report = SyncReport::default();
         let mut changed = Vec::with_capacity(answer.changes.len());
         let pending;
@@ -236,17 +238,19 @@ impl Replica {
             // The role the server judged this sync by: what later local
             // writes are judged by (kept when an older server says none).
             tx.execute(
-                "INSERT INTO spaces (space, cursor, conflict_cursor, synced_at, role)
-                 VALUES (?1, ?2, ?2, ?3, ?4)
+                "INSERT INTO spaces (space, cursor, conflict_cursor, synced_at, role, complete)
+                 VALUES (?1, ?2, ?2, ?3, ?4, ?5)
                  ON CONFLICT (space) DO UPDATE SET cursor = excluded.cursor,
                      conflict_cursor = max(conflict_cursor, excluded.cursor),
                      synced_at = excluded.synced_at,
-                     role = coalesce(excluded.role, role)",
+                     role = coalesce(excluded.role, role),
+                     complete = max(complete, excluded.complete)",
                 params![
                     space.as_str(),
                     answer.cursor as i64,
                     now as i64,
-                    answer.role.map(ferry_core::Role::as_str)
+                    answer.role.map(ferry_core::Role::as_str),
+                    complete
                 ],
             )?;
             if !answer.has_more {
@@ -256,7 +260,7 @@ impl Replica {
             tx.commit()?;
         }
         self.wrote(u32::try_from(changed.len()).unwrap_or(u32::MAX).max(1));
-        self.announce_all(space, changed, Source::Remote);
+        self.announce_all_completing(space, changed, Source::Remote, complete);
         Ok((report, pending))
     }
 
