@@ -17,6 +17,7 @@ mod api_tokens;
 mod app_schema;
 #[cfg(test)]
 pub(crate) use app_schema::APPLY_LOCK;
+pub(crate) use records::PUSH_READ;
 mod billing;
 mod capture;
 mod capture_functions;
@@ -57,6 +58,10 @@ use super::{
 pub const MAX_CONNECTIONS: u32 = 16;
 /// How long a request waits for a connection before answering 503.
 pub const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long a pooled connection may sit idle before it is checked (a
+/// round trip) on its way out of the pool.
+const IDLE_BEFORE_PING: Duration = Duration::from_secs(1);
 
 /// The PostgreSQL [`Store`].
 #[derive(Debug, Clone)]
@@ -124,6 +129,17 @@ impl PgStore {
             ("statement_timeout", "30s"),
             ("lock_timeout", "10s"),
             ("idle_in_transaction_session_timeout", "60s"),
+            // Every statement of Ferry's is prepared once per connection;
+            // left to choose, PostgreSQL plans a statement again for its
+            // values at each run whenever its generic plan looks costlier
+            // (which the push's statements, over arrays, always do), and
+            // that planning was 40% of the database's CPU under many
+            // pushes. Ferry's statements are written to need no values to
+            // plan well (primary-key probes, LATERAL ... LIMIT 1); a plan is
+            // still made again when a table's statistics change. The test
+            // `a_push_reads_by_key_with_the_generic_plan_every_connection_uses`
+            // checks the push's read.
+            ("plan_cache_mode", "force_generic_plan"),
         ]);
         // One plain connection first: when the database is unreachable, its
         // error says why (refused, unknown host, bad password), where the
@@ -137,6 +153,19 @@ impl PgStore {
             .min_connections(0)
             .acquire_timeout(ACQUIRE_TIMEOUT)
             .idle_timeout(Duration::from_secs(300))
+            // A connection is checked before it is handed out only when it
+            // sat idle for a while (the database may have dropped it
+            // meanwhile): checking every one cost a round trip per request
+            // and a fifth of a busy node's CPU.
+            .test_before_acquire(false)
+            .before_acquire(|conn, meta| {
+                Box::pin(async move {
+                    if meta.idle_for > IDLE_BEFORE_PING {
+                        conn.ping().await?;
+                    }
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;

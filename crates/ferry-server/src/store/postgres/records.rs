@@ -16,6 +16,41 @@ use crate::store::{
     Batch, MAX_PAGE_BYTES, PageFill, PullPage, PullQuery, PushOutcome, RecordRow, StoreError,
 };
 
+/// What a push reads under its space's lock, in one statement (see
+/// [`push_in`]): `$1` sid, `$2`/`$3` the collections and ids touched, `$4`
+/// client id, `$5` user, `$6` batch id, `$7` the cursor the client
+/// confirmed, `$8` now.
+pub(crate) const PUSH_READ: &str = r#"WITH gone AS (
+         DELETE FROM conflicts
+         WHERE $7::bigint IS NOT NULL AND sid = $1 AND client_id = $4 AND user_id = $5
+           AND seq <= $7
+     ), taken AS (
+         INSERT INTO replicas (client_id, user_id, created_at)
+         SELECT $4, $5, $8 WHERE $6::text IS NOT NULL
+         ON CONFLICT (client_id) DO NOTHING RETURNING user_id
+     )
+     SELECT 0, NULL, NULL, conflicts COLLATE "C", NULL, NULL, applied
+     FROM (SELECT applied, conflicts FROM batches
+           WHERE $6::text IS NOT NULL AND sid = $1 AND client_id = $4 AND batch_id = $6
+             AND user_id IN ($5, '')
+           ORDER BY user_id DESC LIMIT 1) b
+     UNION ALL
+     SELECT 1, NULL, NULL, NULL, NULL, o.user_id COLLATE "C", NULL
+     FROM (SELECT user_id FROM taken UNION ALL
+           SELECT user_id FROM replicas WHERE $6::text IS NOT NULL AND client_id = $4
+           LIMIT 1) o
+     UNION ALL
+     SELECT 2, r.collection COLLATE "C", r.id COLLATE "C", r.fields COLLATE "C",
+            r.deleted COLLATE "C", r.author COLLATE "C", NULL
+     FROM UNNEST($2::text[], $3::text[]) AS k (collection, id)
+     CROSS JOIN LATERAL (
+         SELECT collection, id, fields, deleted, author FROM records
+         WHERE sid = $1 AND collection = k.collection AND id = k.id
+         LIMIT 1
+     ) r
+     UNION ALL
+     SELECT 3, NULL, NULL, NULL, NULL, NULL, (SELECT coalesce(max(version), 0) FROM app_schemas)"#;
+
 pub async fn push(
     pool: &PgPool,
     namespace: &str,
@@ -63,106 +98,65 @@ pub async fn push_in(
         check_push_cursor(cursor, horizon, head)?;
     }
 
-    if let Some(batch_id) = &batch.batch_id {
-        let seen = sqlx::query(
-            "SELECT applied, conflicts FROM batches
-             WHERE sid = $1 AND client_id = $2 AND batch_id = $3 AND user_id IN ($4, '')
-             ORDER BY user_id DESC LIMIT 1",
-        )
-        .bind(sid)
-        .bind(batch.client_id.as_str())
-        .bind(batch_id.as_str())
-        .bind(batch.user.as_str())
-        .fetch_optional(&mut *tx)
-        .await?;
-        if let Some(seen) = seen {
-            let conflicts: Vec<Conflict> =
-                serde_json::from_str(seen.try_get(1)?).map_err(|e| corrupt("conflicts", e))?;
-            return Ok(PushOutcome {
-                applied: count(seen.try_get(0)?),
-                conflicts,
-                reported: 0,
-                head,
-                replayed: true,
-            });
-        }
-    }
-
-    if let Some(cursor) = batch.cursor.filter(|c| *c > 0) {
-        // The client stored every page up to its cursor, and the reports
-        // they carried: those need not wait any longer.
-        sqlx::query(
-            "DELETE FROM conflicts WHERE sid = $1 AND client_id = $2 AND user_id = $3 AND seq <= $4",
-        )
-        .bind(sid)
-        .bind(batch.client_id.as_str())
-        .bind(batch.user.as_str())
-        .bind(int(cursor))
-        .execute(&mut *tx)
-        .await?;
-    }
-    if batch.batch_id.is_some() {
-        // The replica is its first pusher's (a replica syncs for one person).
-        let owner: Option<String> = sqlx::query_scalar(
-            "WITH taken AS (
-                 INSERT INTO replicas (client_id, user_id, created_at) VALUES ($1, $2, $3)
-                 ON CONFLICT (client_id) DO NOTHING RETURNING user_id
-             )
-             SELECT user_id FROM taken UNION ALL
-             SELECT user_id FROM replicas WHERE client_id = $1 LIMIT 1",
-        )
-        .bind(batch.client_id.as_str())
-        .bind(batch.user.as_str())
-        .bind(now_ms())
-        .fetch_optional(&mut *tx)
-        .await?;
-        // None: another user's push took it in the same instant.
-        if owner.as_deref() != Some(batch.user.as_str()) {
-            return Err(StoreError::ReplicaOfAnother(batch.client_id.to_string()));
-        }
-    }
-
-    // Read every record the batch touches, in one query, then merge.
+    // Everything the merge needs, in one statement (one round trip under
+    // the lock, its snapshot taken after the lock was granted): the
+    // batch's earlier answer if it was applied before; the reports the
+    // client confirmed stored (every page up to its cursor) dropped; the
+    // replica taken for its first pusher (a replica syncs for one person)
+    // and its owner; every record the batch touches; the app schema's
+    // newest version, read after this push's shared hold on the apply
+    // lock (see above). Each row says which by its first column.
     let mut plan = BatchPlan::new(&batch.changes);
     let (collections, ids): (Vec<&str>, Vec<&str>) = plan
         .keys()
         .iter()
         .map(|(c, id)| (c.as_str(), id.as_str()))
         .unzip();
-    // One primary-key probe per key, whatever the statistics say: the
-    // LATERAL subquery with LIMIT 1 is never flattened into a join, so a
-    // cached generic plan cannot turn it into a scan of the whole table
+    let confirmed = batch.cursor.filter(|c| *c > 0);
+    // Each record by one primary-key probe, whatever the statistics say:
+    // the LATERAL subquery with LIMIT 1 is never flattened into a join, so
+    // a cached generic plan cannot turn it into a scan of the whole table
     // (which it did as a space grew: milliseconds per batch).
-    // The last row carries the app schema's newest version, read after
-    // this push's shared hold on the apply lock (see above).
-    let stored = sqlx::query(
-        "SELECT r.collection, r.id, r.fields, r.deleted, NULL::bigint, r.author
-         FROM UNNEST($2::text[], $3::text[]) AS k (collection, id)
-         CROSS JOIN LATERAL (
-             SELECT collection, id, fields, deleted, author FROM records
-             WHERE sid = $1 AND collection = k.collection AND id = k.id
-             LIMIT 1
-         ) r
-         UNION ALL
-         SELECT NULL, NULL, NULL, NULL, (SELECT coalesce(max(version), 0) FROM app_schemas), NULL",
-    )
-    .bind(sid)
-    .bind(&collections)
-    .bind(&ids)
-    .fetch_all(&mut *tx)
-    .await?;
+    let stored = sqlx::query(PUSH_READ)
+        .bind(sid)
+        .bind(&collections)
+        .bind(&ids)
+        .bind(batch.client_id.as_str())
+        .bind(batch.user.as_str())
+        .bind(batch.batch_id.as_ref().map(|b| b.as_str()))
+        .bind(confirmed.map(int))
+        .bind(now_ms())
+        .fetch_all(&mut *tx)
+        .await?;
     let mut version = 0;
+    let mut owner: Option<&str> = None;
     for row in &stored {
-        match row.try_get::<Option<&str>, _>(0)? {
-            Some(collection) => plan.load(
-                collection,
+        match row.try_get::<i32, _>(0)? {
+            0 => {
+                let conflicts: Vec<Conflict> =
+                    serde_json::from_str(row.try_get(3)?).map_err(|e| corrupt("conflicts", e))?;
+                return Ok(PushOutcome {
+                    applied: count(row.try_get(6)?),
+                    conflicts,
+                    reported: 0,
+                    head,
+                    replayed: true,
+                });
+            }
+            1 => owner = row.try_get(5)?,
+            2 => plan.load(
                 row.try_get(1)?,
                 row.try_get(2)?,
                 row.try_get(3)?,
+                row.try_get(4)?,
                 row.try_get(5)?,
             )?,
-            None => version = count(row.try_get(4)?),
+            _ => version = count(row.try_get(6)?),
         }
+    }
+    // None: another user's push took the replica in the same instant.
+    if batch.batch_id.is_some() && owner != Some(batch.user.as_str()) {
+        return Err(StoreError::ReplicaOfAnother(batch.client_id.to_string()));
     }
     if let Some(held) = &batch.schema
         && version != held.version

@@ -290,4 +290,85 @@ mod postgres_only {
             "{done:?}"
         );
     }
+
+    #[tokio::test]
+    async fn a_push_reads_by_key_with_the_generic_plan_every_connection_uses() {
+        let db = TestDatabase::create().await;
+        let store = db.store().await;
+        let s = team(store.as_ref()).await;
+        for b in 0..4 {
+            let changes = (0..1_000)
+                .map(|i| upsert(&format!("r{b}-{i}"), "n", serde_json::json!(i), hlc(1, "c")))
+                .collect();
+            push(store.as_ref(), &s, "c", &format!("b{b}"), changes).await;
+        }
+        let mut conn = db.connect().await;
+        // Tables the size a busy server's are: planned with their sizes,
+        // a small table is rightly scanned.
+        sqlx::raw_sql(
+            "INSERT INTO replicas (client_id, user_id, created_at)
+                 SELECT 'c' || g, 'writer', 0 FROM generate_series(1, 5000) g
+                 ON CONFLICT DO NOTHING;
+             INSERT INTO batches (sid, client_id, batch_id, user_id, applied, conflicts, created_at)
+                 SELECT (SELECT sid FROM spaces WHERE id = 'team'), 'c' || g, 'x' || g, 'writer',
+                        0, '[]', 0
+                 FROM generate_series(1, 5000) g;
+             INSERT INTO conflicts (sid, client_id, user_id, seq, collection, conflict, created_at)
+                 SELECT (SELECT sid FROM spaces WHERE id = 'team'), 'c' || g, 'writer', g,
+                        'todos', '{}', 0
+                 FROM generate_series(1, 5000) g;
+             ANALYZE;",
+        )
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        // The plan Ferry's connections run it by (plan_cache_mode).
+        sqlx::query("SET plan_cache_mode = force_generic_plan")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::raw_sql(&format!(
+            "PREPARE push_read (bigint, text[], text[], text, text, text, bigint, bigint) AS {}",
+            crate::store::postgres::PUSH_READ
+        ))
+        .execute(&mut conn)
+        .await
+        .unwrap();
+        let plan: Vec<String> = sqlx::query_scalar(
+            "EXPLAIN EXECUTE push_read(1, ARRAY['todos'], ARRAY['r0-1'], 'c', 'writer', 'b9', 3, 0)",
+        )
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+        let plan = plan.join("\n");
+        assert!(plan.contains("Index"), "{plan}");
+        assert!(!plan.contains("Seq Scan on records"), "{plan}");
+        assert!(!plan.contains("Seq Scan on conflicts"), "{plan}");
+        assert!(!plan.contains("Seq Scan on batches"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn connections_the_database_dropped_while_idle_are_replaced() {
+        let db = TestDatabase::create().await;
+        let store = db.store().await;
+        let s = team(store.as_ref()).await;
+        push(store.as_ref(), &s, "c", "1", vec![delete("x", hlc(1, "c"))]).await;
+        // The database drops every connection of Ferry's pool (a restart,
+        // a failover, an operator).
+        let mut conn = db.connect().await;
+        let dropped: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND application_name = 'ferry'
+               AND pid <> pg_backend_pid()) t",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        assert!(dropped >= 1, "the pool held a connection");
+        // Idle past the check: each is found dropped on its way out of the
+        // pool and replaced, and the push goes through.
+        tokio::time::sleep(Duration::from_millis(1_500)).await;
+        let done = push(store.as_ref(), &s, "c", "2", vec![delete("y", hlc(2, "c"))]).await;
+        assert_eq!(done.head, 2);
+    }
 }
