@@ -17,6 +17,7 @@ mod api_tokens;
 mod app_schema;
 #[cfg(test)]
 pub(crate) use app_schema::APPLY_LOCK;
+#[cfg(test)]
 pub(crate) use records::PUSH_READ;
 mod billing;
 mod capture;
