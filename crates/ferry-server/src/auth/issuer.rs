@@ -45,6 +45,8 @@ pub struct Issuer {
     signing: EncodingKey,
     verifying: Vec<VerifyingKey>,
     jwks: Value,
+    /// Tokens already verified by these keys.
+    verified: super::verified::Verified,
 }
 
 impl std::fmt::Debug for Issuer {
@@ -184,6 +186,7 @@ impl Issuer {
             signing: EncodingKey::from_ed_der(&newest.private_pkcs8),
             verifying,
             jwks: json!({ "keys": jwks }),
+            verified: super::verified::Verified::default(),
         })
     }
 
@@ -213,6 +216,10 @@ impl Issuer {
     /// Checks a token: EdDSA only, one of this issuer's keys, not expired.
     /// Returns the user id it names.
     pub fn verify(&self, token: &str) -> Result<UserId, ApiError> {
+        let now_secs = crate::clock::wall_ms() / 1000;
+        if let Some(user) = self.verified.get(token, now_secs) {
+            return Ok(user);
+        }
         let header = screen(token)?;
         if header.alg != Algorithm::EdDSA {
             return Err(ApiError::invalid_token(
@@ -244,8 +251,10 @@ impl Issuer {
                     _ => ApiError::invalid_token("the token is not valid"),
                 }
             })?;
-        UserId::new(data.claims.sub)
-            .map_err(|_| ApiError::invalid_token("the token's subject is not a user id"))
+        let user = UserId::new(data.claims.sub)
+            .map_err(|_| ApiError::invalid_token("the token's subject is not a user id"))?;
+        self.verified.put(token, &user, data.claims.exp);
+        Ok(user)
     }
 }
 
@@ -280,6 +289,37 @@ mod tests {
             .unwrap();
         let err = iss.verify(&token).unwrap_err();
         assert_eq!(err.code(), "invalid_token");
+    }
+
+    #[test]
+    fn a_verified_token_is_kept_until_it_expires_and_no_longer() {
+        let iss = issuer();
+        let user = UserId::new("u1").unwrap();
+        // Expires two seconds from now.
+        let token = iss.mint(&user, now() - 58, 60).unwrap();
+        assert_eq!(iss.verify(&token).unwrap(), user);
+        assert_eq!(iss.verified.len(), 1);
+        assert_eq!(iss.verify(&token).unwrap(), user);
+        // A token one byte off is checked, not taken for the kept one.
+        let mut forged = token.clone();
+        forged.pop();
+        forged.push(if token.ends_with('A') { 'B' } else { 'A' });
+        assert_eq!(iss.verify(&forged).unwrap_err().code(), "invalid_token");
+        assert_eq!(iss.verified.len(), 1, "a refused token is not kept");
+        std::thread::sleep(std::time::Duration::from_millis(3_100));
+        let err = iss.verify(&token).unwrap_err();
+        assert_eq!(err.code(), "invalid_token");
+    }
+
+    #[test]
+    fn the_verified_tokens_are_bounded() {
+        let kept = crate::auth::verified::Verified::with_cap(3);
+        for i in 0..10 {
+            kept.put(&format!("t{i}"), &UserId::new("u1").unwrap(), u64::MAX);
+            assert!(kept.len() <= 3);
+        }
+        assert_eq!(kept.get("t9", 0), Some(UserId::new("u1").unwrap()));
+        assert_eq!(kept.get("t0", 0), None);
     }
 
     #[test]

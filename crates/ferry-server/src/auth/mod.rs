@@ -10,6 +10,7 @@ pub mod limits;
 pub mod mail;
 pub mod signin;
 pub mod tokens;
+pub mod verified;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};

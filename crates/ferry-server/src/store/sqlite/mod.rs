@@ -5,8 +5,11 @@
 //! connections and, with WAL, never wait for the writer. rusqlite is
 //! synchronous, so every call runs on tokio's blocking pool. The writer's
 //! mutex is tokio's and is taken before going to that pool, so writes queued
-//! behind the current one wait as tasks, not as parked blocking threads; the
-//! idle readers sit behind a std mutex held only to push or pop one.
+//! behind the current one wait as tasks, not as parked blocking threads.
+//! Reads are the same: at most [`READERS`] run at once, each on a connection
+//! kept for the next read (opened when first needed), and the rest wait as
+//! tasks for a turn; the idle readers sit behind a std mutex held only to
+//! push or pop one.
 //!
 //! Durability: WAL with `synchronous = FULL`, so a commit is on disk before
 //! the server answers.
@@ -42,8 +45,13 @@ use super::{
     StoredEntitlement, StoredKey, User,
 };
 
-/// How many idle reader connections are kept for reuse.
-const IDLE_READERS: usize = 8;
+/// How many reads run at once, each on a reader connection of its own that
+/// is kept for the next. Before this bound, a burst of concurrent requests
+/// opened a connection for each read past the eighth and closed it after
+/// (its setup and its statements compiled again: a fifth of a busy node's
+/// CPU), and a flood of reads could open as many connections as the
+/// blocking pool has threads.
+const READERS: usize = 8;
 
 /// The SQLite [`Store`].
 #[derive(Debug, Clone)]
@@ -58,6 +66,10 @@ struct Inner {
     /// The writer may be set not to flush: see `write_unflushed`.
     unflushed: AtomicBool,
     readers: Mutex<Vec<Connection>>,
+    /// A turn to read: [`READERS`] of them.
+    reading: Arc<tokio::sync::Semaphore>,
+    /// Reader connections opened so far.
+    readers_opened: AtomicU64,
     /// Pushes waiting to share the writer's next transaction.
     pushes: group::Queue,
     /// Transactions that committed pushes, and the pushes they committed.
@@ -132,6 +144,8 @@ impl SqliteStore {
                     writer: Arc::new(tokio::sync::Mutex::new(writer)),
                     unflushed: AtomicBool::new(false),
                     readers: Mutex::new(Vec::new()),
+                    reading: Arc::new(tokio::sync::Semaphore::new(READERS)),
+                    readers_opened: AtomicU64::new(0),
                     pushes: group::Queue::default(),
                     push_commits: AtomicU64::new(0),
                     pushes_committed: AtomicU64::new(0),
@@ -239,6 +253,13 @@ impl SqliteStore {
         F: FnOnce(&mut Connection) -> Result<T, StoreError> + Send + 'static,
     {
         let inner = self.inner.clone();
+        // The semaphore is never closed.
+        let turn = inner
+            .reading
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| StoreError::Internal(e.to_string()))?;
         tokio::task::spawn_blocking(move || {
             let idle = inner
                 .readers
@@ -247,13 +268,19 @@ impl SqliteStore {
                 .pop();
             let mut conn = match idle {
                 Some(c) => c,
-                None => open_connection(&inner.path, false)?,
+                None => {
+                    inner.readers_opened.fetch_add(1, Ordering::Relaxed);
+                    open_connection(&inner.path, false)?
+                }
             };
             let result = f(&mut conn);
-            let mut readers = inner.readers.lock().unwrap_or_else(PoisonError::into_inner);
-            if readers.len() < IDLE_READERS {
-                readers.push(conn);
-            }
+            // Held by this read's turn: never more than READERS are kept.
+            inner
+                .readers
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(conn);
+            drop(turn);
             result
         })
         .await
@@ -264,18 +291,18 @@ impl SqliteStore {
 #[async_trait]
 impl Store for SqliteStore {
     fn pool_state(&self) -> PoolState {
-        // The writer, and the readers kept between reads (readers in use
-        // are not counted: they are opened on demand).
+        // The writer, the readers kept between reads and those reading.
         let idle = self
             .inner
             .readers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
             .len() as u32;
+        let reading = (READERS - self.inner.reading.available_permits()) as u32;
         PoolState {
-            connections: 1 + idle,
+            connections: 1 + idle + reading,
             idle,
-            max: 1 + IDLE_READERS as u32,
+            max: 1 + READERS as u32,
             push_commits: self.inner.push_commits.load(Ordering::Relaxed),
             pushes_committed: self.inner.pushes_committed.load(Ordering::Relaxed),
         }
