@@ -201,6 +201,8 @@ test("a browser replica of version 4 opens with its records packed, readable, an
           title: { value: "Kept from version 4", hlc: h(1_763_798_400_001) },
           done: { value: false, hlc: h(1_763_798_400_001) },
           created: { value: 1, hlc: h(1_763_798_400_002) },
+          // A field named like a property every object inherits.
+          constructor: { value: "c", hlc: h(1_763_798_400_001) },
         },
         deleted: null,
         seen: 1,
@@ -238,18 +240,24 @@ test("a browser replica of version 4 opens with its records packed, readable, an
     deleted: null,
     seen: 1,
     remote: 0,
-    v: { title: "Kept from version 4", done: false, created: 1 },
+    v: { title: "Kept from version 4", done: false, created: 1, constructor: "c" },
     h: h(1_763_798_400_001),
     o: { created: h(1_763_798_400_002) },
   });
   // Written to after the upgrade: the merge sees every field's own HLC.
   await page.evaluate(() => window.ferry.patch("local:anonymous", "todos", "t-old", { done: true }));
   const after = await raw();
-  assert.deepEqual(after.v, { title: "Kept from version 4", done: true, created: 1 });
+  assert.deepEqual(after.v, { title: "Kept from version 4", done: true, created: 1, constructor: "c" });
   const hlc = (name) => after.o?.[name] ?? after.h;
   assert.equal(hlc("title"), h(1_763_798_400_001));
   assert.equal(hlc("created"), h(1_763_798_400_002));
   assert.ok(hlc("done") > h(1_763_798_400_002), `the patch's HLC is newer: ${hlc("done")}`);
   assert.equal(Object.keys(after.o).length, 2, "one HLC kept once, the two others apart");
+  // Read back with other fields apart, `constructor` keeps its own HLC.
+  await page.evaluate(() => window.ferry.patch("local:anonymous", "todos", "t-old", { title: "Renamed" }));
+  const again = await raw();
+  const hlcAgain = (name) => (again.o && Object.hasOwn(again.o, name) ? again.o[name] : again.h);
+  assert.equal(hlcAgain("constructor"), h(1_763_798_400_001));
+  assert.equal(again.v.title, "Renamed");
   await context.close();
 });

@@ -91,7 +91,9 @@ export function unpack(p: PackedRecord | StoredRecord): StoredRecord {
   if (!("v" in p)) return p;
   const { v, h, o, ...rest } = p;
   const fields: Fields = {};
-  for (const name in v) fields[name] = { value: v[name], hlc: o?.[name] ?? h };
+  // Own properties only: a field may be named like one every object
+  // inherits (`constructor`, `toString`).
+  for (const name in v) fields[name] = { value: v[name], hlc: o && Object.hasOwn(o, name) ? o[name] : h };
   return { ...rest, fields };
 }
 

@@ -224,11 +224,6 @@ impl Replica {
             }
             if let Err(e) = self.update_one(w, &mine, complete) {
                 tracing::warn!(error = %e, "a live query could not read a changed record");
-                let before = w.sender.borrow().clone();
-                w.sender.send_replace(Arc::new(QueryResult {
-                    error: Some(e.to_string()),
-                    ..(*before).clone()
-                }));
             }
         }
     }
@@ -240,6 +235,29 @@ impl Replica {
         if complete {
             engine.status = QueryStatus::Complete;
         }
+        let read = self.take_in(&mut engine, w, ids);
+        // Published under the lock, with what was taken in before any
+        // failure and the failure itself.
+        let error = read.as_ref().err().map(ToString::to_string);
+        let before = w.sender.borrow().clone();
+        let next = match engine.next(&before) {
+            Some(next) => QueryResult {
+                error: error.clone(),
+                ..next
+            },
+            None if before.status != engine.status || before.error != error => QueryResult {
+                rows: before.rows.clone(),
+                status: engine.status,
+                error,
+            },
+            None => return read,
+        };
+        w.sender.send_replace(Arc::new(next));
+        read
+    }
+
+    /// Reads each record named and feeds it to the engine.
+    fn take_in(&self, engine: &mut Engine, w: &Watcher, ids: &[&RecordId]) -> Result<()> {
         for id in ids {
             let state = read_state(&self.conn(), &w.space, &w.collection, id)?;
             // A record the replica no longer holds reads as no fields.
@@ -264,17 +282,6 @@ impl Replica {
                 }
             }
         }
-        let before = w.sender.borrow().clone();
-        let next = match engine.next(&before) {
-            Some(next) => next,
-            None if before.status != engine.status || before.error.is_some() => QueryResult {
-                rows: before.rows.clone(),
-                status: engine.status,
-                error: None,
-            },
-            None => return Ok(()),
-        };
-        w.sender.send_replace(Arc::new(next));
         Ok(())
     }
 }

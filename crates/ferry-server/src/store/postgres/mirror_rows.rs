@@ -157,13 +157,16 @@ pub async fn write(
         return Ok(());
     }
     // Marked as Ferry's; and the app's own triggers on the table run with
-    // the search path an app's connection has, behind Ferry's schema. One
+    // the search path an app's connection has, behind Ferry's schema, and
+    // with PostgreSQL's own choice of plans (Ferry's connections force
+    // generic plans, made for Ferry's statements, not the app's). One
     // round trip (names Ferry accepts need no escaping in a literal).
     // With them, the types of each table's key columns (a uuid is cast).
     let ns = super::namespace::quoted(namespace);
     let mut sql = format!(
         "SELECT set_config('ferry.origin', '{origin}', true),
-                set_config('search_path', '{ns}, \"$user\", public', true);
+                set_config('search_path', '{ns}, \"$user\", public', true),
+                set_config('plan_cache_mode', 'auto', true);
          SAVEPOINT ferry_mirror",
         origin = origin(namespace)
     );

@@ -20,6 +20,12 @@ use crate::store::{
 /// [`push_in`]): `$1` sid, `$2`/`$3` the collections and ids touched, `$4`
 /// client id, `$5` user, `$6` batch id, `$7` the cursor the client
 /// confirmed, `$8` now.
+///
+/// Its two writes run whatever it finds, a replayed batch too (PostgreSQL
+/// runs every data-modifying `WITH`): the reports the cursor confirms are
+/// dropped (the client stored them, whichever push says so) and the
+/// replica is taken for the pusher if nobody has it (a replay is by the
+/// batch's own user, who took it when the batch first came).
 pub(crate) const PUSH_READ: &str = r#"WITH gone AS (
          DELETE FROM conflicts
          WHERE $7::bigint IS NOT NULL AND sid = $1 AND client_id = $4 AND user_id = $5

@@ -300,7 +300,10 @@ impl Store for SqliteStore {
             .len() as u32;
         let reading = (READERS - self.inner.reading.available_permits()) as u32;
         PoolState {
-            connections: 1 + idle + reading,
+            // A turn taken before its connection is popped, or a
+            // connection pushed back before its turn ends, counts twice
+            // for an instant.
+            connections: (1 + idle + reading).min(1 + READERS as u32),
             idle,
             max: 1 + READERS as u32,
             push_commits: self.inner.push_commits.load(Ordering::Relaxed),
