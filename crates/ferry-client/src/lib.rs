@@ -47,8 +47,10 @@
 pub mod error;
 pub mod files;
 pub mod query;
+mod reads;
 pub mod remote;
 pub mod replica;
+mod rows;
 pub mod runtime;
 mod schema;
 pub mod session;
@@ -56,6 +58,7 @@ pub mod settle;
 pub mod sync;
 pub mod typed;
 pub mod watch;
+mod writes;
 
 pub use error::{Error, Result};
 pub use files::{FileEvent, FileStatus};

@@ -1,7 +1,10 @@
 //! The replica: a local SQLite file holding the records of the spaces the
-//! user syncs, and the app's API over it. Every local write merges into the
-//! local record with ferry-core and appends to the outbox in the same
-//! transaction, so a write is either both applied and queued, or neither.
+//! user syncs, and the app's API over it: opening it, its identity and
+//! clock, and announcing changes. Local writes are in `writes.rs`, reads in
+//! `reads.rs`, the rows they touch in `rows.rs`. Every local write merges
+//! into the local record with ferry-core and appends to the outbox in the
+//! same transaction, so a write is either both applied and queued, or
+//! neither.
 //!
 //! Calls are synchronous and take well under a millisecond: the app reads
 //! and writes local data and never waits on the network.
@@ -10,14 +13,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use ferry_core::local::{LocalWrite, local_write};
-use ferry_core::{Change, ClientId, Collection, Fields, Hlc, RecordId, RecordState, SpaceId};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use ferry_core::{ClientId, Collection, Hlc, RecordId, SpaceId};
+use rusqlite::Connection;
 use serde_json::{Map, Value};
 use tokio::sync::broadcast;
 
 use crate::error::{Error, Result};
-use crate::query::Query;
 use crate::schema;
 
 /// Where a change to a record came from.
@@ -226,91 +227,8 @@ pub(crate) fn random_hex(bytes: usize) -> Result<String> {
     Ok(buf.iter().map(|b| format!("{b:02x}")).collect())
 }
 
-fn immediate(conn: &mut Connection) -> rusqlite::Result<Transaction<'_>> {
-    conn.transaction_with_behavior(TransactionBehavior::Immediate)
-}
-
-/// Reads a meta value.
-pub(crate) fn meta(tx: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
-    // Cached, as every statement of a local write is: compiling them
-    // again was a tenth of a write's time.
-    tx.prepare_cached("SELECT value FROM meta WHERE key = ?1")?
-        .query_row([key], |r| r.get(0))
-        .optional()
-}
-
-/// Writes a meta value.
-pub(crate) fn set_meta(tx: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
-    tx.prepare_cached(
-        "INSERT INTO meta (key, value) VALUES (?1, ?2)
-         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-    )?
-    .execute([key, value])?;
-    Ok(())
-}
-
-/// The replica's HLC as stored, or zero.
-pub(crate) fn stored_hlc(tx: &Connection, client_id: &ClientId) -> Result<Hlc> {
-    match meta(tx, "hlc")? {
-        Some(text) => text.parse().map_err(|e| corrupt("hlc", e)),
-        None => Ok(Hlc::zero(client_id.clone())),
-    }
-}
-
-/// A record's state as stored, or the empty state.
-pub(crate) fn read_state(
-    tx: &Connection,
-    space: &SpaceId,
-    collection: &Collection,
-    id: &RecordId,
-) -> Result<RecordState> {
-    let row: Option<(String, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT fields, deleted FROM records WHERE space = ?1 AND collection = ?2 AND id = ?3",
-        )?
-        .query_row([space.as_str(), collection.as_str(), id.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    let Some((fields, deleted)) = row else {
-        return Ok(RecordState::default());
-    };
-    Ok(RecordState {
-        fields: serde_json::from_str(&fields).map_err(|e| corrupt("record fields", e))?,
-        deleted: deleted
-            .map(|d| d.parse())
-            .transpose()
-            .map_err(|e| corrupt("tombstone", e))?,
-    })
-}
-
-/// Stores a record's state as a local write leaves it: whether the server
-/// has had the record, and whether a resync met it, stay as they were.
-/// A record this replica makes has its user for author (the server
-/// records the same when it takes the write).
-pub(crate) fn write_state(
-    tx: &Connection,
-    space: &SpaceId,
-    collection: &Collection,
-    id: &RecordId,
-    state: &RecordState,
-) -> Result<()> {
-    let fields = serde_json::to_string(&state.fields).map_err(|e| corrupt("fields", e))?;
-    tx.prepare_cached(
-        "INSERT INTO records (space, collection, id, fields, deleted, seen, remote, author)
-         VALUES (?1, ?2, ?3, ?4, ?5, 1, 0, (SELECT value FROM meta WHERE key = 'user_id'))
-         ON CONFLICT (space, collection, id) DO UPDATE
-         SET fields = excluded.fields, deleted = excluded.deleted",
-    )?
-    .execute(params![
-        space.as_str(),
-        collection.as_str(),
-        id.as_str(),
-        fields,
-        state.deleted.as_ref().map(Hlc::to_string),
-    ])?;
-    Ok(())
-}
+pub(crate) use crate::reads::values;
+pub(crate) use crate::rows::{immediate, meta, read_state, set_meta, stored_hlc, write_state};
 
 impl Replica {
     /// Opens (or creates) the replica at `path`.
@@ -522,207 +440,4 @@ impl Replica {
             });
         }
     }
-
-    /// One local write, stamped with the replica's next HLC, merged into the
-    /// record and queued in the outbox, in one transaction.
-    fn write(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        id: &RecordId,
-        write: LocalWrite,
-    ) -> Result<()> {
-        self.write_with(space, collection, id, write, |_, _| Ok(()))
-    }
-
-    /// [`Self::write`], with `also` run in its transaction first, given
-    /// the record as held: an error from it writes nothing.
-    pub(crate) fn write_with(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        id: &RecordId,
-        write: LocalWrite,
-        also: impl FnOnce(&Transaction<'_>, &RecordState) -> Result<()>,
-    ) -> Result<()> {
-        {
-            let mut conn = self.conn();
-            let tx = immediate(&mut conn)?;
-            let hlc = stored_hlc(&tx, &self.client_id())?.tick(self.now_ms());
-            set_meta(&tx, "hlc", &hlc.to_string())?;
-            let state = read_state(&tx, space, collection, id)?;
-            also(&tx, &state)?;
-            // Kept only where the app's schema has something to judge.
-            let before = self.judges(collection).then(|| state.clone());
-            // A put leaves the fields only the server writes as they are.
-            let write = match self.held_schema().schema.as_ref() {
-                Some(schema) => write.keeping(&state, |f| schema.server_only(collection, f)),
-                None => write,
-            };
-            let done = local_write(state, collection, id, write, &hlc)
-                .map_err(|e| Error::Invalid(e.to_string()))?;
-            if let Some(before) = &before {
-                self.judge(before, &done.change, &done.state)?;
-                self.permit(&tx, space, before, &done.change)?;
-            }
-            let text = serde_json::to_string(&done.change).map_err(|e| corrupt("change", e))?;
-            write_state(&tx, space, collection, id, &done.state)?;
-            tx.prepare_cached(
-                "INSERT INTO outbox (space, collection, id, change) VALUES (?1, ?2, ?3, ?4)",
-            )?
-            .execute(params![
-                space.as_str(),
-                collection.as_str(),
-                id.as_str(),
-                text
-            ])?;
-            tx.prepare_cached(
-                "INSERT INTO spaces (space) VALUES (?1) ON CONFLICT (space) DO NOTHING",
-            )?
-            .execute([space.as_str()])?;
-            tx.commit()?;
-        }
-        self.wrote(1);
-        self.announce_all(space, vec![(collection.clone(), id.clone())], Source::Local);
-        Ok(())
-    }
-
-    /// Sets the named fields of a record (creating it), leaving its other
-    /// fields as they are. `fields` is a JSON object.
-    pub fn patch(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        id: &RecordId,
-        fields: impl Into<Value>,
-    ) -> Result<()> {
-        let write = LocalWrite::patch(fields.into()).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.write(space, collection, id, write)
-    }
-
-    /// Makes a record exactly `fields`, a JSON object (creating the record):
-    /// fields it held that `fields` does not name are set to `null`.
-    pub fn put(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        id: &RecordId,
-        fields: impl Into<Value>,
-    ) -> Result<()> {
-        let write = LocalWrite::put(fields.into()).map_err(|e| Error::Invalid(e.to_string()))?;
-        self.write(space, collection, id, write)
-    }
-
-    /// Deletes a record; the delete wins over every write, before or after.
-    pub fn delete(&self, space: &SpaceId, collection: &Collection, id: &RecordId) -> Result<()> {
-        self.write(space, collection, id, LocalWrite::Delete)
-    }
-
-    /// A live record; `None` when it does not exist or was deleted.
-    pub fn get(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        id: &RecordId,
-    ) -> Result<Option<LocalRecord>> {
-        let state = read_state(&self.conn(), space, collection, id)?;
-        if state.is_deleted() || state.fields.is_empty() {
-            return Ok(None);
-        }
-        Ok(Some(LocalRecord {
-            collection: collection.clone(),
-            id: id.clone(),
-            fields: values(state.fields),
-        }))
-    }
-
-    /// The live records of a collection that `query` selects, in its order.
-    pub fn list(
-        &self,
-        space: &SpaceId,
-        collection: &Collection,
-        query: &Query,
-    ) -> Result<Vec<LocalRecord>> {
-        let core = query.core()?;
-        let records = self.candidates(&core, space, collection)?;
-        let ids = ferry_core::live::run(&core, records.iter().map(|r| (r.id.as_str(), &r.fields)));
-        let mut by_id: std::collections::HashMap<&str, &LocalRecord> =
-            records.iter().map(|r| (r.id.as_str(), r)).collect();
-        Ok(ids
-            .iter()
-            .filter_map(|id| by_id.remove(&**id).cloned())
-            .collect())
-    }
-
-    /// How many local changes wait to be acknowledged by the server.
-    pub fn pending(&self) -> Result<u64> {
-        let n: i64 = self
-            .conn()
-            .query_row("SELECT count(*) FROM outbox", [], |r| r.get(0))?;
-        Ok(n.max(0) as u64)
-    }
-
-    /// The local changes of `space` not yet acknowledged by the server,
-    /// oldest first, as they will be sent.
-    pub fn pending_changes(&self, space: &SpaceId) -> Result<Vec<Change>> {
-        let conn = self.conn();
-        let mut stmt =
-            conn.prepare_cached("SELECT change FROM outbox WHERE space = ?1 ORDER BY n")?;
-        let rows = stmt.query_map([space.as_str()], |r| r.get::<_, String>(0))?;
-        rows.map(|text| serde_json::from_str(&text?).map_err(|e| corrupt("outbox change", e)))
-            .collect()
-    }
-
-    /// The spaces this replica holds (written to or synced).
-    pub fn spaces(&self) -> Result<Vec<SpaceId>> {
-        let conn = self.conn();
-        let mut stmt = conn.prepare_cached("SELECT space FROM spaces ORDER BY space")?;
-        let rows = stmt.query_map([], |r| r.get::<_, String>(0))?;
-        rows.map(|r| SpaceId::new(r?).map_err(|e| corrupt("space id", e)))
-            .collect()
-    }
-
-    /// Adds `space` to the spaces this replica syncs.
-    pub fn track(&self, space: &SpaceId) -> Result<()> {
-        self.conn().execute(
-            "INSERT INTO spaces (space) VALUES (?1) ON CONFLICT (space) DO NOTHING",
-            [space.as_str()],
-        )?;
-        Ok(())
-    }
-
-    /// The cursor of `space`: the highest `seq` stored.
-    pub fn cursor(&self, space: &SpaceId) -> Result<u64> {
-        let cursor: Option<i64> = self
-            .conn()
-            .query_row(
-                "SELECT cursor FROM spaces WHERE space = ?1",
-                [space.as_str()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        Ok(cursor.unwrap_or(0).max(0) as u64)
-    }
-
-    /// The cursor of `space`, and how far its conflict reports were taken
-    /// into the inbox (past the cursor while a resync pulls from 0).
-    pub fn cursors(&self, space: &SpaceId) -> Result<(u64, u64)> {
-        let row: Option<(i64, i64)> = self
-            .conn()
-            .query_row(
-                "SELECT cursor, conflict_cursor FROM spaces WHERE space = ?1",
-                [space.as_str()],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()?;
-        let (cursor, reported) = row.unwrap_or((0, 0));
-        Ok((cursor.max(0) as u64, reported.max(0) as u64))
-    }
-}
-
-pub(crate) fn values(fields: Fields) -> Map<String, Value> {
-    fields
-        .into_iter()
-        .map(|(name, f)| (name.into_string(), f.value))
-        .collect()
 }
