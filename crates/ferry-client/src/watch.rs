@@ -28,9 +28,9 @@ pub struct QueryResult {
     pub rows: Vec<Arc<LocalRecord>>,
     /// Whether the space's first sync has reached the server's head.
     pub status: QueryStatus,
-    /// Why the last change could not be taken in (a record that could not
-    /// be read), with `rows` those of the last good result; `None` once a
-    /// later change is taken in.
+    /// Why the last change could not be taken in whole (a record that
+    /// could not be read), with `rows` holding what was taken in before
+    /// it; `None` once a later change is taken in.
     pub error: Option<String>,
 }
 
