@@ -26,14 +26,15 @@ use ferry_server::clock::wall_ms;
 use ferry_server::store::webhooks::Endpoint;
 use ferry_server::testing::Served;
 use ferry_server::{AppState, Settings};
-use serde_json::{Value, json};
+use serde_json::json;
 
 use crate::workload;
 
 #[derive(Debug, Args)]
 pub struct WebhookArgs {
-    /// Pushes of the throughput measurement, per configuration.
-    #[arg(long, default_value_t = 2_000)]
+    /// Pushes of the throughput measurement, per configuration (a few
+    /// seconds of pushing: shorter runs are mostly their start).
+    #[arg(long, default_value_t = 40_000)]
     pushes: usize,
     /// Concurrent writers.
     #[arg(long, default_value_t = 8)]
@@ -46,15 +47,29 @@ pub struct WebhookArgs {
 /// When each record id first arrived at an endpoint.
 type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
 
+/// What the benchmark reads of a delivery: its records' ids (as an
+/// endpoint that queues the body for later work reads little of it).
+#[derive(serde::Deserialize)]
+struct Delivery<'a> {
+    #[serde(borrow)]
+    records: Vec<Delivered<'a>>,
+}
+
+#[derive(serde::Deserialize)]
+struct Delivered<'a> {
+    #[serde(borrow)]
+    id: std::borrow::Cow<'a, str>,
+}
+
 async fn receive(State(seen): State<Arrivals>, body: axum::body::Bytes) -> axum::http::StatusCode {
     let now = Instant::now();
-    if let Ok(delivery) = serde_json::from_slice::<Value>(&body) {
+    if let Ok(delivery) = serde_json::from_slice::<Delivery>(&body) {
         let mut seen = seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
-        for r in delivery["records"].as_array().into_iter().flatten() {
-            if let Some(id) = r["id"].as_str() {
-                seen.entry(id.to_owned()).or_insert(now);
+        for r in delivery.records {
+            if !seen.contains_key(r.id.as_ref()) {
+                seen.insert(r.id.into_owned(), now);
             }
         }
     }
@@ -84,24 +99,24 @@ enum Hooks {
     Unwanted,
 }
 
-/// A fresh server with the endpoints of `hooks`; its address, a token,
-/// what the endpoints received, and the data directory kept alive.
-async fn server(hooks: Hooks) -> anyhow::Result<(Served, String, Arrivals, tempfile::TempDir)> {
+/// A fresh server, three endpoints of this process (not yet configured),
+/// what they receive, a token, and the data directory kept alive.
+struct Bench {
+    served: Served,
+    token: String,
+    urls: Vec<String>,
+    seen: Arrivals,
+    _dir: tempfile::TempDir,
+}
+
+async fn server() -> anyhow::Result<Bench> {
     let dir = tempfile::tempdir()?;
     let store = ferry_server::store::SqliteStore::open(dir.path().join("ferry.db")).await?;
     let state = AppState::new(Arc::new(store), Settings::new(ClientId::new("bench")?, "")).await?;
     let seen: Arrivals = Arc::default();
-    let endpoints = if hooks == Hooks::None { 0 } else { 3 };
-    let unwanted = ferry_core::Collection::new("unwanted")?;
-    for i in 0..endpoints {
-        let e = Endpoint {
-            id: format!("hook-{i}"),
-            url: endpoint(seen.clone()).await?,
-            secrets: vec!["bench-secret-0123456789".into()],
-            spaces: None,
-            collections: (hooks == Hooks::Unwanted).then(|| vec![unwanted.clone()]),
-        };
-        state.store.put_webhook_endpoint(&e, wall_ms()).await?;
+    let mut urls = Vec::new();
+    for _ in 0..3 {
+        urls.push(endpoint(seen.clone()).await?);
     }
     let token =
         state
@@ -109,7 +124,38 @@ async fn server(hooks: Hooks) -> anyhow::Result<(Served, String, Arrivals, tempf
             .get()
             .mint(&ferry_core::UserId::new("bench")?, wall_ms() / 1000, 3600)?;
     let served = Served::start(state).await;
-    Ok((served, token, seen, dir))
+    Ok(Bench {
+        served,
+        token,
+        urls,
+        seen,
+        _dir: dir,
+    })
+}
+
+/// Configures the endpoints of `hooks` for phase `phase`, under ids of
+/// their own: each starts at the spaces' heads, with nothing of the
+/// earlier phases to send. The endpoints of the phase before are removed.
+async fn configure(bench: &Bench, hooks: Hooks, phase: usize) -> anyhow::Result<()> {
+    let store = &bench.served.state.store;
+    for e in store.webhook_endpoints().await? {
+        store.remove_webhook_endpoint(&e.id).await?;
+    }
+    if hooks == Hooks::None {
+        return Ok(());
+    }
+    let unwanted = ferry_core::Collection::new("unwanted")?;
+    for (i, url) in bench.urls.iter().enumerate() {
+        let e = Endpoint {
+            id: format!("hook-{phase}-{i}"),
+            url: url.clone(),
+            secrets: vec!["bench-secret-0123456789".into()],
+            spaces: None,
+            collections: (hooks == Hooks::Unwanted).then(|| vec![unwanted.clone()]),
+        };
+        store.put_webhook_endpoint(&e, wall_ms()).await?;
+    }
+    Ok(())
 }
 
 async fn create_space(
@@ -150,25 +196,28 @@ async fn push(
     Ok(())
 }
 
-/// Pushes per second with the endpoints of `hooks`, and with three sent
-/// every commit, the times (ms) from each push's request to its record's
-/// arrival at an endpoint.
-async fn throughput(args: &WebhookArgs, hooks: Hooks) -> anyhow::Result<(f64, Vec<f64>)> {
-    let (served, token, seen, _dir) = server(hooks).await?;
+/// One phase: each writer pushes `per` single-change pushes into its
+/// space, records numbered from `first`. Pushes per second, and with
+/// three endpoints sent every commit, the times (ms) from each push's
+/// request to its record's arrival at an endpoint (once all arrived).
+async fn phase(
+    bench: &Bench,
+    hooks: Hooks,
+    writers: usize,
+    per: usize,
+    first: usize,
+) -> anyhow::Result<(f64, Vec<f64>)> {
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    for w in 0..args.writers {
-        create_space(&http, &served.base, &token, &format!("w{w}")).await?;
-    }
-    let per = args.pushes / args.writers.max(1);
     let start = Instant::now();
     let mut tasks = Vec::new();
-    for w in 0..args.writers {
-        let (http, base, token) = (http.clone(), served.base.clone(), token.clone());
+    for w in 0..writers {
+        let (http, base, token) = (http.clone(), bench.served.base.clone(), bench.token.clone());
         tasks.push(tokio::spawn(async move {
             let mut sent = Vec::with_capacity(per);
-            for n in 0..per {
-                sent.push((w * per + n, Instant::now()));
-                push(&http, &base, &token, &format!("w{w}"), w * per + n).await?;
+            for k in 0..per {
+                let n = first + w * per + k;
+                sent.push((n, Instant::now()));
+                push(&http, &base, &token, &format!("w{w}"), n).await?;
             }
             anyhow::Ok(sent)
         }));
@@ -177,22 +226,29 @@ async fn throughput(args: &WebhookArgs, hooks: Hooks) -> anyhow::Result<(f64, Ve
     for t in tasks {
         sent.extend(t.await??);
     }
-    let rate = (per * args.writers) as f64 / start.elapsed().as_secs_f64();
+    let rate = (per * writers) as f64 / start.elapsed().as_secs_f64();
     let mut delays = Vec::new();
     if hooks == Hooks::Three {
         let deadline = Instant::now() + Duration::from_secs(10);
-        while seen
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .len()
-            < sent.len()
-        {
+        loop {
+            let done = {
+                let seen = bench
+                    .seen
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner);
+                sent.iter()
+                    .all(|(n, _)| seen.contains_key(&workload::record_id(*n)))
+            };
+            if done {
+                break;
+            }
             if Instant::now() > deadline {
                 bail!("not every push was delivered within 10 s");
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
-        let seen = seen
+        let seen = bench
+            .seen
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (n, at) in sent {
@@ -202,7 +258,6 @@ async fn throughput(args: &WebhookArgs, hooks: Hooks) -> anyhow::Result<(f64, Ve
         }
         delays.sort_by(f64::total_cmp);
     }
-    served.stop().await;
     Ok((rate, delays))
 }
 
@@ -212,24 +267,52 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    // Five rounds, each a run without endpoints and right after it one
-    // with three and one with three that want nothing; each ratio is the
-    // median of the rounds' ratios, so that the machine's drift (on a
-    // virtual machine, the disk's flush rate moves by half within a
-    // minute) falls on the runs of a round alike.
+    // One server, the three configurations interleaved in short phases
+    // (five cycles, each running them in an order of its own), so that
+    // the machine's drift (on a virtual machine, the disk's flush rate
+    // moves by half within a minute) and the database's growth fall on
+    // the three alike; each ratio is the median of the cycles' ratios.
+    let bench = server().await?;
+    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    for w in 0..args.writers {
+        create_space(&http, &bench.served.base, &bench.token, &format!("w{w}")).await?;
+    }
+    let writers = args.writers.max(1);
+    let per = (args.pushes / 5 / writers).max(1);
+    let orders = [
+        [Hooks::None, Hooks::Three, Hooks::Unwanted],
+        [Hooks::Unwanted, Hooks::Three, Hooks::None],
+        [Hooks::Three, Hooks::None, Hooks::Unwanted],
+    ];
+    // A warm-up phase, not counted.
+    phase(&bench, Hooks::None, writers, per, 0).await?;
+    let mut next = per * writers;
     let (mut none, mut three, mut unwanted) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut unwanted_ratios, mut busy) = (Vec::new(), Vec::new(), Vec::new());
-    for _ in 0..5 {
-        let (a, _) = throughput(&args, Hooks::None).await?;
-        let (b, delays) = throughput(&args, Hooks::Three).await?;
-        let (c, _) = throughput(&args, Hooks::Unwanted).await?;
+    for cycle in 0..5 {
+        let mut rates = HashMap::new();
+        for (k, hooks) in orders[cycle % orders.len()].into_iter().enumerate() {
+            configure(&bench, hooks, cycle * 3 + k).await?;
+            let (rate, delays) = phase(&bench, hooks, writers, per, next).await?;
+            next += per * writers;
+            if hooks == Hooks::Three {
+                busy = delays;
+            }
+            rates.insert(hooks as u8, rate);
+        }
+        let (a, b, c) = (
+            rates[&(Hooks::None as u8)],
+            rates[&(Hooks::Three as u8)],
+            rates[&(Hooks::Unwanted as u8)],
+        );
         none.push(a);
         three.push(b);
         unwanted.push(c);
         ratios.push(b / a);
         unwanted_ratios.push(c / a);
-        busy = delays;
     }
+    bench.served.stop().await;
+    let spread = |v: &[f64]| format!("{:.2}–{:.2}", v[0], v[v.len() - 1]);
     for v in [
         &mut none,
         &mut three,
@@ -241,15 +324,22 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     }
     println!("## Webhooks");
     println!();
-    println!("| measurement | with 3 endpoints | baseline | ratio |");
+    println!("| measurement | with 3 endpoints | baseline | ratio (median; spread of 5) |");
     println!("|---|---|---|---|");
     println!(
-        "| push throughput, {} writers, single-change pushes (baseline: no endpoint) | {:.0} /s | {:.0} /s | {:.2} |",
-        args.writers, three[2], none[2], ratios[2]
+        "| push throughput, {} writers, single-change pushes (baseline: no endpoint) | {:.0} /s | {:.0} /s | {:.2} ({}) |",
+        args.writers,
+        three[2],
+        none[2],
+        ratios[2],
+        spread(&ratios)
     );
     println!(
-        "| the same, the endpoints wanting no collection written (reads and bookkeeping, no POST) | {:.0} /s | {:.0} /s | {:.2} |",
-        unwanted[2], none[2], unwanted_ratios[2]
+        "| the same, the endpoints wanting no collection written (reads and bookkeeping, no POST) | {:.0} /s | {:.0} /s | {:.2} ({}) |",
+        unwanted[2],
+        none[2],
+        unwanted_ratios[2],
+        spread(&unwanted_ratios)
     );
     if !busy.is_empty() {
         for (p, name) in [(0.5, "p50"), (0.99, "p99")] {
@@ -260,13 +350,14 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         }
     }
 
-    let (served, token, seen, _dir) = server(Hooks::Three).await?;
-    let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
-    create_space(&http, &served.base, &token, "latency").await?;
+    let bench = server().await?;
+    configure(&bench, Hooks::Three, 0).await?;
+    let (served, token, seen) = (&bench.served, &bench.token, &bench.seen);
+    create_space(&http, &served.base, token, "latency").await?;
     let (mut delivered, mut round_trips) = (Vec::new(), Vec::new());
     for n in 0..args.latency {
         let start = Instant::now();
-        push(&http, &served.base, &token, "latency", n).await?;
+        push(&http, &served.base, token, "latency", n).await?;
         round_trips.push(start.elapsed().as_secs_f64() * 1000.0);
         let id = workload::record_id(n);
         let deadline = Instant::now() + Duration::from_secs(10);
@@ -286,7 +377,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         };
         delivered.push(arrived.duration_since(start).as_secs_f64() * 1000.0);
     }
-    served.stop().await;
+    bench.served.stop().await;
     delivered.sort_by(f64::total_cmp);
     round_trips.sort_by(f64::total_cmp);
     let (d50, d99) = (percentile(&delivered, 0.5), percentile(&delivered, 0.99));

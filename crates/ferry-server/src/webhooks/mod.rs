@@ -15,7 +15,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use futures_util::{FutureExt, StreamExt};
-use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::task::JoinHandle;
 
@@ -313,6 +312,20 @@ async fn read_ranges(state: &AppState, due: &[Due]) -> HashMap<Range, Read> {
         .await
 }
 
+/// A delivery's body, as docs/server-rules.md#webhooks shows it (keys in
+/// this order). Serialized straight from the records read: their fields
+/// go out as stored, never parsed again.
+#[derive(serde::Serialize)]
+struct Body<'a> {
+    endpoint: &'a str,
+    gap: bool,
+    id: &'a str,
+    records: &'a [&'a HookRecord],
+    seq_from: u64,
+    seq_to: u64,
+    space: &'a str,
+}
+
 /// One claimed delivery: send what [`read_ranges`] read for it; its
 /// outcome, for the round to record (`None` for an endpoint removed
 /// meanwhile).
@@ -348,17 +361,17 @@ async fn deliver(
         return Ok(Some((due, Outcome::Delivered { to })));
     }
     let delivery = delivery_id(&endpoint.id, due.space.as_str(), due.cursor, to);
-    let body = serde_json::to_vec(&json!({
-        "id": delivery,
-        "endpoint": endpoint.id,
-        "space": due.space,
-        "seq_from": due.cursor + 1,
-        "seq_to": to,
-        "records": wanted,
+    let body = serde_json::to_vec(&Body {
+        endpoint: &endpoint.id,
         // Tombstones below the space's horizon were compacted before this
         // endpoint was sent them: some deletes may be missing.
-        "gap": due.cursor < due.horizon,
-    }))
+        gap: due.cursor < due.horizon,
+        id: &delivery,
+        records: &wanted,
+        seq_from: due.cursor + 1,
+        seq_to: to,
+        space: due.space.as_str(),
+    })
     .map_err(|e| e.to_string())?;
     let outcome = match post(http, endpoint, &delivery, &body).await {
         Ok(()) => {
