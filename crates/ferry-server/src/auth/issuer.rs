@@ -256,6 +256,12 @@ impl Issuer {
         self.verified.put(token, &user, data.claims.exp);
         Ok(user)
     }
+
+    /// How many verified tokens this issuer keeps (at most
+    /// [`super::verified::CAP`]).
+    pub fn verified_tokens(&self) -> usize {
+        self.verified.len()
+    }
 }
 
 #[cfg(test)]

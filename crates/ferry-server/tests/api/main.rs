@@ -10,6 +10,7 @@ mod attack;
 mod bad_input;
 mod billing;
 mod billing_plans;
+mod burst;
 mod conflicts;
 mod external;
 mod files;
