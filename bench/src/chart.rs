@@ -12,6 +12,11 @@ use anyhow::Context;
 use plotters::prelude::*;
 use plotters::style::{FontStyle, register_font};
 
+use crate::curve::{self, Curve};
+
+/// The height of the load curve's panel, in pixels.
+const CURVE_HEIGHT: u32 = 480;
+
 /// One ratio row of one workload.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ratio {
@@ -71,18 +76,22 @@ fn font() -> anyhow::Result<()> {
     .map_err(|_| anyhow::anyhow!("{path} is not a font plotters can read"))
 }
 
-/// Draws `ratios` into a PNG at `path`.
-pub fn draw(path: &Path, caption: &str, ratios: &[Ratio]) -> anyhow::Result<()> {
+/// Draws `ratios`, and below them the load benchmark's `curves`, into a
+/// PNG at `path`.
+pub fn draw(path: &Path, caption: &str, ratios: &[Ratio], curves: &[Curve]) -> anyhow::Result<()> {
     font()?;
     let rates: Vec<&Ratio> = ratios.iter().filter(|r| !r.of_times).collect();
     let times: Vec<&Ratio> = ratios.iter().filter(|r| r.of_times).collect();
     let row = 26u32;
-    let height = 120 + row * (rates.len() + times.len()) as u32 + 2 * 110;
+    let curve_height = if curves.is_empty() { 0 } else { CURVE_HEIGHT };
+    let height = 120 + row * (rates.len() + times.len()) as u32 + 2 * 110 + curve_height;
     let root = BitMapBackend::new(path, (1400, height)).into_drawing_area();
     root.fill(&WHITE)?;
     let root = root.titled(caption, ("sans-serif", 24))?;
     let split = 110 + row * rates.len() as u32;
     let (top, bottom) = root.split_vertically(split);
+    let (bottom, below) = bottom.split_vertically(bottom.dim_in_pixel().1 - curve_height);
+    curve::panel(&below, curves)?;
     panel(
         &top,
         "Rates, Ferry / baseline (higher is better)",
@@ -210,7 +219,16 @@ mod tests {
         let path = dir.path().join("chart.png");
         let text = "records/s min median max\nratio ferry/raw 0.5 0.6 0.7\n\
                     ms min median max\nratio visible/round trip p99 0.9 1.1 3.0\n";
-        draw(&path, "test", &ratios("Workload", text))?;
+        let load = "10 devices, each with a WebSocket\n\
+                    offered achieved p50 p99 p99.9\n\
+                    500 499 2.7 14.3 23.8\n\
+                    1000 990 20.0 70.0 90.0\n";
+        draw(
+            &path,
+            "test",
+            &ratios("Workload", text),
+            &curve::curves("Load", load),
+        )?;
         let bytes = std::fs::read(&path)?;
         assert!(bytes.starts_with(b"\x89PNG\r\n\x1a\n"), "not a PNG");
         assert!(

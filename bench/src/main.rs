@@ -33,6 +33,7 @@
 mod capture;
 mod chart;
 mod client;
+mod curve;
 mod files;
 mod initial;
 mod live;

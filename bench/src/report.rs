@@ -13,7 +13,7 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 
-use crate::chart;
+use crate::{chart, curve};
 
 #[derive(Debug, Args)]
 pub struct ReportArgs {
@@ -180,6 +180,34 @@ fn workloads(quick: bool) -> Vec<Workload> {
         all.push(bench(
             format!("Many devices at once over HTTP, {backend}"),
             args,
+        ));
+    }
+    // Ten times the devices, each holding its WebSocket: what a node's
+    // memory and its realtime fan-out do to the loads it holds.
+    if !quick {
+        all.push(bench(
+            "Many devices at once over HTTP, sqlite, 10,000 devices".into(),
+            &[
+                "load",
+                "--backend",
+                "sqlite",
+                "--devices",
+                "10000",
+                "--rates",
+                "500,1000,2000,3000,4000",
+            ],
+        ));
+        all.push(bench(
+            "Many devices at once over HTTP, postgres, 10,000 devices".into(),
+            &[
+                "load",
+                "--backend",
+                "postgres",
+                "--devices",
+                "10000",
+                "--rates",
+                "100,250,500,1000",
+            ],
         ));
     }
     for backend in ["sqlite", "postgres"] {
@@ -400,6 +428,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
         )?;
     }
     let mut ratios = Vec::new();
+    let mut curves = Vec::new();
     let mut failed = Vec::new();
     // What the workloads need, before any is measured.
     preflight()?;
@@ -433,6 +462,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
                 )?;
                 if out.status.success() {
                     ratios.extend(chart::ratios(&w.title, &text));
+                    curves.extend(curve::curves(&w.title, &text));
                 } else {
                     // Kept, with what it printed; the others still run.
                     eprintln!("==> {} failed ({})", w.title, out.status);
@@ -461,6 +491,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
             humantime::format_rfc3339_seconds(started)
         ),
         &ratios,
+        &curves,
     )?;
     print!("{report}");
     eprintln!(
