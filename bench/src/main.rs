@@ -44,6 +44,7 @@ mod pull;
 mod push;
 mod realtime;
 mod report;
+mod settle;
 mod visible;
 mod webhooks;
 mod wire;
