@@ -40,6 +40,7 @@ mod live;
 mod load;
 mod merge;
 mod peer;
+mod peer_engine;
 mod pull;
 mod push;
 mod realtime;

@@ -1,33 +1,34 @@
-//! Ferry beside a peer sync engine, Triplit (`@triplit/server` and
-//! `@triplit/client` from the npm registry, installed by
+//! Ferry beside two peer sync engines, Triplit and PouchDB
+//! ([`crate::peer_engine`], from the npm registry, installed by
 //! `bench/peer/install`), on one workload: N clients each write M records,
 //! all at once, and the clock stops when every client holds all N×M.
 //!
 //! Each engine is driven by its own client library: Ferry by `ferry-client`
-//! (a `Replica` and a `Syncer` per client, with its default settings), Triplit
-//! by `TriplitClient` in Node (`bench/peer/triplit-clients.mjs`). Both servers
-//! keep their data in SQLite and run in a process of their own; where the
-//! machine has two cores or more the server is pinned to the first and the
-//! clients to the second (`taskset`). Durability differs and is printed with
-//! the figures: Ferry's server commits with `synchronous = FULL` (a write it
-//! acknowledged survives a power cut), Triplit's with `synchronous = NORMAL`
-//! (it survives the process being killed); the clients of both use WAL with
-//! `synchronous = NORMAL`.
+//! (a `Replica` and a `Syncer` per client, with its default settings), the
+//! peers by their clients in Node (`bench/peer/*-clients.mjs`). Every
+//! server runs in a process of its own; where the machine has two cores or
+//! more the server is pinned to the first and the clients to the second
+//! (`taskset`). Durability differs and is printed with the figures:
+//! Ferry's server commits with `synchronous = FULL` (a write it
+//! acknowledged survives a power cut), Triplit's with `synchronous =
+//! NORMAL` and PouchDB's LevelDB without a sync (both survive the process
+//! being killed, not a power cut); Ferry's and Triplit's clients use WAL
+//! with `synchronous = NORMAL`, PouchDB's LevelDB without a sync.
 
 use std::collections::HashSet;
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, bail};
+use anyhow::Context;
 use clap::Args;
 use ferry_client::{Query, Remote, Replica, ReplicaConfig, SyncConfig, Syncer, Token};
 use ferry_core::{Collection, RecordId, SpaceId};
 use serde_json::{Map, Value};
 use tokio::sync::broadcast::error::RecvError;
 
+use crate::peer_engine::PEERS;
 use crate::realtime::{Data, Node, create_space};
 use crate::workload::{self, Backend};
 
@@ -190,87 +191,18 @@ async fn ferry_run(args: &PeerArgs, pin: Option<(usize, usize)>) -> anyhow::Resu
     })
 }
 
-/// A Triplit server in a child process; stops when dropped.
-struct Triplit {
-    child: Child,
-    port: u16,
-}
-
-impl Triplit {
-    fn start(peer: &Path, data: &Path, secret: &str, cpu: Option<usize>) -> anyhow::Result<Self> {
-        let mut child = workload::on_cpu("node", cpu)
-            .arg(peer.join("triplit-server.mjs"))
-            .env("TRIPLIT_SECRET", secret)
-            .env("LOCAL_DATABASE_URL", data.join("server.db"))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .context("cannot start node")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        // The server logs to its stdout; it must never find the pipe closed.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
-        let started: Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("the Triplit server did not start: {line:?}"))?;
-        let port = started["port"]
-            .as_u64()
-            .and_then(|p| u16::try_from(p).ok())
-            .context("no port")?;
-        Ok(Triplit { child, port })
-    }
-}
-
-impl Drop for Triplit {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn triplit_run(args: &PeerArgs, pin: Option<(usize, usize)>) -> anyhow::Result<Run> {
-    let data = tempfile::tempdir()?;
-    let secret = "ferry-bench-peer-secret-ferry-bench";
-    let server = Triplit::start(&args.peer_dir, data.path(), secret, pin.map(|p| p.0))?;
-    let out = workload::on_cpu("node", pin.map(|p| p.1))
-        .arg(args.peer_dir.join("triplit-clients.mjs"))
-        .args(["--port", &server.port.to_string(), "--secret", secret])
-        .args(["--clients", &args.clients.to_string()])
-        .args(["--records", &args.records.to_string()])
-        .arg("--dir")
-        .arg(data.path())
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run the Triplit clients")?;
-    if !out.status.success() {
-        bail!("the Triplit clients failed ({})", out.status);
-    }
-    let text = String::from_utf8_lossy(&out.stdout);
-    let figures: Value = serde_json::from_str(text.trim())
-        .with_context(|| format!("the Triplit clients printed {text:?}"))?;
-    let ms = |key: &str| {
-        figures[key]
-            .as_f64()
-            .map(|ms| Duration::from_secs_f64(ms / 1000.0))
-            .with_context(|| format!("no {key}"))
-    };
-    Ok(Run {
-        wrote: ms("wrote_ms")?,
-        all: ms("all_ms")?,
-    })
-}
-
 pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
     anyhow::ensure!(
         args.runs > 0 && args.clients > 0 && args.records > 0,
         "sizes must be positive"
     );
-    anyhow::ensure!(
-        args.peer_dir.join("node_modules/@triplit/server").is_dir(),
-        "the peer is not installed: run bench/peer/install"
-    );
+    for peer in PEERS {
+        anyhow::ensure!(
+            peer.installed(&args.peer_dir),
+            "the peer {} is not installed: run bench/peer/install",
+            peer.name()
+        );
+    }
     let pin = cpus();
     if let Some((_, clients)) = pin {
         pin_self(clients)?;
@@ -292,52 +224,50 @@ pub async fn run(args: PeerArgs) -> anyhow::Result<()> {
         "Ferry: server on SQLite (WAL, synchronous=FULL), ferry-client replicas (WAL, \
          synchronous=NORMAL), default sync settings (200 ms debounce), realtime over WebSocket"
     );
-    println!(
-        "Triplit {}: @triplit/server on SQLite (WAL, synchronous=NORMAL), @triplit/client with \
-         SQLite storage (WAL, synchronous=NORMAL), WebSocket",
-        peer_version(&args.peer_dir).unwrap_or_else(|| "(unknown version)".to_owned())
-    );
-    let mut times: [(&str, Vec<f64>); 4] = [
-        ("triplit: local writes", vec![]),
-        ("ferry: local writes", vec![]),
-        ("triplit: all hold all", vec![]),
-        ("ferry: all hold all", vec![]),
-    ];
-    let mut rates: [(&str, Vec<f64>); 3] = [
-        ("triplit", vec![]),
-        ("ferry", vec![]),
-        ("ratio ferry/triplit", vec![]),
-    ];
-    for _ in 0..args.runs {
-        let t = triplit_run(&args, pin)?;
-        let f = ferry_run(&args, pin).await?;
-        let secs = [t.wrote, f.wrote, t.all, f.all].map(|d| d.as_secs_f64());
-        for (row, x) in times.iter_mut().zip(secs) {
-            row.1.push(x);
-        }
-        let (ts, fs) = (secs[2], secs[3]);
-        for (row, x) in rates.iter_mut().zip([total / ts, total / fs, ts / fs]) {
-            row.1.push(x);
-        }
+    for peer in PEERS {
+        println!("{}", peer.describe(&args.peer_dir));
     }
+    // Per engine (the peers, then Ferry): local writes and all hold all.
+    let engines: Vec<&str> = PEERS.iter().map(|p| p.name()).chain(["ferry"]).collect();
+    let mut wrote: Vec<Vec<f64>> = vec![Vec::new(); engines.len()];
+    let mut all: Vec<Vec<f64>> = vec![Vec::new(); engines.len()];
+    for _ in 0..args.runs {
+        for (k, peer) in PEERS.iter().enumerate() {
+            let (w, a) = peer.run(&args.peer_dir, args.clients, args.records, pin)?;
+            wrote[k].push(w.as_secs_f64());
+            all[k].push(a.as_secs_f64());
+        }
+        let f = ferry_run(&args, pin).await?;
+        wrote[PEERS.len()].push(f.wrote.as_secs_f64());
+        all[PEERS.len()].push(f.all.as_secs_f64());
+    }
+    let ferry = PEERS.len();
+    let ratio = |xs: &[Vec<f64>], k: usize| -> Vec<f64> {
+        xs[ferry].iter().zip(&xs[k]).map(|(f, p)| f / p).collect()
+    };
     workload::header("s");
-    for (name, xs) in times {
-        workload::row(name, xs, 2);
+    for (k, name) in engines.iter().enumerate() {
+        workload::row(&format!("{name}: local writes"), wrote[k].clone(), 2);
+    }
+    for (k, name) in engines.iter().enumerate() {
+        workload::row(&format!("{name}: all hold all"), all[k].clone(), 2);
+    }
+    for (k, peer) in PEERS.iter().enumerate() {
+        // Ferry's time over the peer's: below 1, Ferry's writes were faster.
+        workload::row(
+            &format!("ratio local writes ferry/{}", peer.name()),
+            ratio(&wrote, k),
+            2,
+        );
     }
     workload::header("records/s, all hold all");
-    for (name, xs) in rates {
-        let decimals = if name.starts_with("ratio") { 2 } else { 0 };
-        workload::row(name, xs, decimals);
+    for (k, name) in engines.iter().enumerate() {
+        workload::row(name, all[k].iter().map(|s| total / s).collect(), 0);
+    }
+    for (k, peer) in PEERS.iter().enumerate() {
+        // The peer's time over Ferry's: Ferry's rate over the peer's.
+        let rates: Vec<f64> = all[k].iter().zip(&all[ferry]).map(|(p, f)| p / f).collect();
+        workload::row(&format!("ratio ferry/{}", peer.name()), rates, 2);
     }
     Ok(())
-}
-
-/// The installed `@triplit/server`'s version.
-fn peer_version(peer: &Path) -> Option<String> {
-    let text =
-        std::fs::read_to_string(peer.join("node_modules/@triplit/server/package.json")).ok()?;
-    let json: Value = serde_json::from_str(&text).ok()?;
-    json["version"]
-        .as_str()
-        .map(|v| format!("@triplit/server {v}"))
 }

@@ -307,7 +307,7 @@ fn workloads(quick: bool) -> Vec<Workload> {
         &["peer", "--runs", "5"]
     };
     all.push(bench(
-        "Beside a peer sync engine (Triplit), N clients writing at once".into(),
+        "Beside two peer sync engines (Triplit, PouchDB), N clients writing at once".into(),
         peer,
     ));
     let browser: &[&str] = if quick {
@@ -509,7 +509,7 @@ pub fn run(args: ReportArgs) -> anyhow::Result<()> {
 }
 
 /// Installs what the workloads need and can be installed from the
-/// registries (the peer sync engine), and checks the rest (Node,
+/// registries (the peer sync engines), and checks the rest (Node,
 /// Chromium, PostgreSQL), so that a run stops before measuring anything
 /// rather than after most of it.
 fn preflight() -> anyhow::Result<()> {
@@ -533,7 +533,7 @@ fn preflight() -> anyhow::Result<()> {
         "nothing was measured; missing:\n- {}",
         missing.join("\n- ")
     );
-    eprintln!("==> the peer sync engine (bench/peer/install)");
+    eprintln!("==> the peer sync engines (bench/peer/install)");
     let installed = Command::new("bench/peer/install")
         .status()
         .context("cannot run bench/peer/install")?;
