@@ -35,11 +35,12 @@ pub fn curves(title: &str, text: &str) -> Vec<Curve> {
         if !in_table {
             continue;
         }
-        let numbers: Vec<f64> = words.iter().filter_map(|w| w.parse().ok()).collect();
-        match numbers[..] {
-            [_offered, achieved, _p50, p99, ..] if words.len() >= 4 => {
-                points.push((achieved, p99));
-            }
+        // Columns by position: offered, achieved, p50, p99, ...
+        let column = |k: usize| words.get(k).and_then(|w| w.parse::<f64>().ok());
+        match (column(0), column(1), column(3)) {
+            // A step where no push succeeded has no p99 to draw.
+            (Some(_), Some(achieved), Some(p99)) if p99 > 0.0 => points.push((achieved, p99)),
+            (Some(_), Some(_), Some(_)) => {}
             _ => in_table = false,
         }
     }
@@ -47,8 +48,8 @@ pub fn curves(title: &str, text: &str) -> Vec<Curve> {
         return Vec::new();
     }
     let label = match devices {
-        Some(d) => format!("{title}, {d} devices"),
-        None => title.to_owned(),
+        Some(d) if !title.contains("devices") => format!("{title}, {d} devices"),
+        _ => title.to_owned(),
     };
     vec![Curve { label, points }]
 }
@@ -73,7 +74,8 @@ where
     }
     let all = curves.iter().flat_map(|c| c.points.iter());
     let right = all.clone().map(|p| p.0).fold(100.0f64, f64::max) * 1.1;
-    let top = all.map(|p| p.1).fold(GOAL_MS * 2.0, f64::max) * 1.5;
+    let top = all.clone().map(|p| p.1).fold(GOAL_MS * 2.0, f64::max) * 1.5;
+    let bottom = all.map(|p| p.1).fold(1.0f64, f64::min) * 0.8;
     let mut chart = ChartBuilder::on(area)
         .caption(
             "Many devices at once: push p99 (ms, log) against pushes/s held",
@@ -82,13 +84,19 @@ where
         .margin(10)
         .x_label_area_size(40)
         .y_label_area_size(60)
-        .build_cartesian_2d(0.0..right, (1.0..top).log_scale())?;
+        .build_cartesian_2d(0.0..right, (bottom..top).log_scale())?;
     chart
         .configure_mesh()
         .x_desc("pushes/s achieved")
         .y_desc("push p99, ms")
         .x_label_formatter(&|x| format!("{x:.0}"))
-        .y_label_formatter(&|y| format!("{y:.0}"))
+        .y_label_formatter(&|y| {
+            if *y < 1.0 {
+                format!("{y:.1}")
+            } else {
+                format!("{y:.0}")
+            }
+        })
         .label_style(("sans-serif", 13))
         .draw()?;
     chart
@@ -118,7 +126,7 @@ where
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
+        .position(SeriesLabelPosition::LowerRight)
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .label_font(("sans-serif", 13))
@@ -147,5 +155,19 @@ mod tests {
             }]
         );
         assert!(curves("Push", "ratio ferry/raw 0.5 0.6 0.7\n").is_empty());
+        // A title that names its devices keeps its own words; a step with
+        // no push answered is left out.
+        let text = "10000 devices, each with a WebSocket\n\
+            offered achieved p50 p99 p99.9\n\
+            100 0 0.0 0.0 0.0\n\
+            250 250 10.6 61.4 88.6\n\
+            no offered load was held with push p99 <= 50 ms\n";
+        assert_eq!(
+            curves("Load, postgres, 10,000 devices", text),
+            vec![Curve {
+                label: "Load, postgres, 10,000 devices".into(),
+                points: vec![(250.0, 61.4)],
+            }]
+        );
     }
 }

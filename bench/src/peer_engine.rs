@@ -91,26 +91,35 @@ impl Peer {
                 .arg(dir.join("pouchdb-server.mjs"))
                 .env("POUCHDB_DATA_DIR", data.join("server")),
         };
-        let mut child = command
+        let child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start node")?;
-        let stdout = child.stdout.take().context("no stdout")?;
-        let mut stdout = BufReader::new(stdout);
-        let mut line = String::new();
-        stdout.read_line(&mut line)?;
-        // The server may log to its stdout; it must never find the pipe
-        // closed.
-        std::thread::spawn(move || std::io::copy(&mut stdout, &mut std::io::sink()));
+        // Killed when dropped, whatever fails below.
+        let mut server = PeerServer { child, port: 0 };
+        let stdout = server.child.stdout.take().context("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut stdout = BufReader::new(stdout);
+            let mut line = String::new();
+            let read = stdout.read_line(&mut line).map(|_| line);
+            let _ = tx.send(read);
+            // The server may log to its stdout; it must never find the
+            // pipe closed.
+            std::io::copy(&mut stdout, &mut std::io::sink())
+        });
+        let line = rx
+            .recv_timeout(Duration::from_secs(60))
+            .with_context(|| format!("the {} server said nothing within 60 s", self.name()))??;
         let started: Value = serde_json::from_str(line.trim())
             .with_context(|| format!("the {} server did not start: {line:?}", self.name()))?;
-        let port = started["port"]
+        server.port = started["port"]
             .as_u64()
             .and_then(|p| u16::try_from(p).ok())
             .context("no port")?;
-        Ok(PeerServer { child, port })
+        Ok(server)
     }
 
     /// One run: its server on the first CPU, its clients on the second;

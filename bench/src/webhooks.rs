@@ -44,8 +44,11 @@ pub struct WebhookArgs {
     latency: usize,
 }
 
-/// When each record id first arrived at an endpoint.
-type Arrivals = Arc<Mutex<HashMap<String, Instant>>>;
+/// The endpoints of a run with endpoints.
+const ENDPOINTS: usize = 3;
+
+/// When each record id first arrived at an endpoint, and at how many.
+type Arrivals = Arc<Mutex<HashMap<String, (Instant, u32)>>>;
 
 /// What the benchmark reads of a delivery: its records' ids (as an
 /// endpoint that queues the body for later work reads little of it).
@@ -68,8 +71,11 @@ async fn receive(State(seen): State<Arrivals>, body: axum::body::Bytes) -> axum:
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for r in delivery.records {
-            if !seen.contains_key(r.id.as_ref()) {
-                seen.insert(r.id.into_owned(), now);
+            match seen.get_mut(r.id.as_ref()) {
+                Some(seen) => seen.1 += 1,
+                None => {
+                    seen.insert(r.id.into_owned(), (now, 1));
+                }
             }
         }
     }
@@ -115,7 +121,7 @@ async fn server() -> anyhow::Result<Bench> {
     let state = AppState::new(Arc::new(store), Settings::new(ClientId::new("bench")?, "")).await?;
     let seen: Arrivals = Arc::default();
     let mut urls = Vec::new();
-    for _ in 0..3 {
+    for _ in 0..ENDPOINTS {
         urls.push(endpoint(seen.clone()).await?);
     }
     let token =
@@ -208,6 +214,11 @@ async fn phase(
     first: usize,
 ) -> anyhow::Result<(f64, Vec<f64>)> {
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
+    bench
+        .seen
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .clear();
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..writers {
@@ -236,8 +247,12 @@ async fn phase(
                     .seen
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner);
-                sent.iter()
-                    .all(|(n, _)| seen.contains_key(&workload::record_id(*n)))
+                // Every endpoint's delivery, so that none of this
+                // phase's POSTs runs into the next phase.
+                sent.iter().all(|(n, _)| {
+                    seen.get(&workload::record_id(*n))
+                        .is_some_and(|(_, at)| *at as usize >= ENDPOINTS)
+                })
             };
             if done {
                 break;
@@ -252,7 +267,7 @@ async fn phase(
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         for (n, at) in sent {
-            if let Some(arrived) = seen.get(&workload::record_id(n)) {
+            if let Some((arrived, _)) = seen.get(&workload::record_id(n)) {
                 delays.push(arrived.duration_since(at).as_secs_f64() * 1000.0);
             }
         }
@@ -267,31 +282,37 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 /// Runs the benchmark and prints its figures.
 pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
-    // One server, the three configurations interleaved in short phases
-    // (five cycles, each running them in an order of its own), so that
-    // the machine's drift (on a virtual machine, the disk's flush rate
-    // moves by half within a minute) and the database's growth fall on
-    // the three alike; each ratio is the median of the cycles' ratios.
+    // One server, the three configurations interleaved in short phases:
+    // six cycles, one for each order of the three, so that each comes
+    // first, second and last alike, and the machine's drift (on a virtual
+    // machine, the disk's flush rate moves by half within a minute) and
+    // the database's growth fall on the three alike; each ratio is the
+    // median of the cycles' ratios.
     let bench = server().await?;
     let http = reqwest::Client::builder().tcp_nodelay(true).build()?;
     for w in 0..args.writers {
         create_space(&http, &bench.served.base, &bench.token, &format!("w{w}")).await?;
     }
     let writers = args.writers.max(1);
-    let per = (args.pushes / 5 / writers).max(1);
+    let (n, t, u) = (Hooks::None, Hooks::Three, Hooks::Unwanted);
     let orders = [
-        [Hooks::None, Hooks::Three, Hooks::Unwanted],
-        [Hooks::Unwanted, Hooks::Three, Hooks::None],
-        [Hooks::Three, Hooks::None, Hooks::Unwanted],
+        [n, t, u],
+        [n, u, t],
+        [t, n, u],
+        [t, u, n],
+        [u, n, t],
+        [u, t, n],
     ];
-    // A warm-up phase, not counted.
-    phase(&bench, Hooks::None, writers, per, 0).await?;
-    let mut next = per * writers;
+    let per = (args.pushes / orders.len() / writers).max(1);
+    let mut next = 0;
     let (mut none, mut three, mut unwanted) = (Vec::new(), Vec::new(), Vec::new());
     let (mut ratios, mut unwanted_ratios, mut busy) = (Vec::new(), Vec::new(), Vec::new());
-    for cycle in 0..5 {
+    // A warm-up cycle first, not counted: every configuration's first
+    // statements and connections.
+    for cycle in 0..=orders.len() {
         let mut rates = HashMap::new();
-        for (k, hooks) in orders[cycle % orders.len()].into_iter().enumerate() {
+        let order = orders[cycle.saturating_sub(1)];
+        for (k, hooks) in order.into_iter().enumerate() {
             configure(&bench, hooks, cycle * 3 + k).await?;
             let (rate, delays) = phase(&bench, hooks, writers, per, next).await?;
             next += per * writers;
@@ -299,6 +320,12 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
                 busy = delays;
             }
             rates.insert(hooks as u8, rate);
+            // The dispatcher's last round of the phase (its outcomes,
+            // its claims) finishes before the next phase is timed.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        if cycle == 0 {
+            continue;
         }
         let (a, b, c) = (
             rates[&(Hooks::None as u8)],
@@ -312,6 +339,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         unwanted_ratios.push(c / a);
     }
     bench.served.stop().await;
+    let median = |v: &[f64]| (v[(v.len() - 1) / 2] + v[v.len() / 2]) / 2.0;
     let spread = |v: &[f64]| format!("{:.2}–{:.2}", v[0], v[v.len() - 1]);
     for v in [
         &mut none,
@@ -324,21 +352,21 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     }
     println!("## Webhooks");
     println!();
-    println!("| measurement | with 3 endpoints | baseline | ratio (median; spread of 5) |");
+    println!("| measurement | with 3 endpoints | baseline | ratio (median; spread of 6) |");
     println!("|---|---|---|---|");
     println!(
         "| push throughput, {} writers, single-change pushes (baseline: no endpoint) | {:.0} /s | {:.0} /s | {:.2} ({}) |",
         args.writers,
-        three[2],
-        none[2],
-        ratios[2],
+        median(&three),
+        median(&none),
+        median(&ratios),
         spread(&ratios)
     );
     println!(
         "| the same, the endpoints wanting no collection written (reads and bookkeeping, no POST) | {:.0} /s | {:.0} /s | {:.2} ({}) |",
-        unwanted[2],
-        none[2],
-        unwanted_ratios[2],
+        median(&unwanted),
+        median(&none),
+        median(&unwanted_ratios),
         spread(&unwanted_ratios)
     );
     if !busy.is_empty() {
@@ -366,7 +394,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner)
                 .get(&id)
-                .copied();
+                .map(|(at, _)| *at);
             if let Some(at) = at {
                 break at;
             }

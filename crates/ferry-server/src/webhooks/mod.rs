@@ -312,9 +312,9 @@ async fn read_ranges(state: &AppState, due: &[Due]) -> HashMap<Range, Read> {
         .await
 }
 
-/// A delivery's body, as docs/server-rules.md#webhooks shows it (keys in
-/// this order). Serialized straight from the records read: their fields
-/// go out as stored, never parsed again.
+/// A delivery's body (docs/server-rules.md#webhooks), its keys in
+/// alphabetical order as before. Serialized straight from the records
+/// read: their fields go out as stored, never parsed again.
 #[derive(serde::Serialize)]
 struct Body<'a> {
     endpoint: &'a str,

@@ -1,9 +1,9 @@
 //! A burst of concurrent requests over a real socket (127.0.0.1, port 0),
 //! as a crowd of devices or an attacker sends them: reads with valid,
 //! one-byte-off and foreign tokens all at once. What it may pin: database
-//! connections (SQLite keeps at most its bound of readers, PostgreSQL its
-//! pool) and verified tokens (only tokens that passed every check are
-//! kept). Each check fails if its bound is removed.
+//! connections (SQLite keeps at most its bound of readers) and verified
+//! tokens (only tokens that passed every check are kept). Each check
+//! fails if its bound is removed.
 
 use futures_util::future::join_all;
 
@@ -38,6 +38,17 @@ async fn a_burst_of_reads_with_forged_tokens_pins_only_its_bounds() {
     // Signed by another node's keys: well formed, never valid here.
     let foreign = Api::new().await.token("alice");
     let http = reqwest::Client::new();
+    // A token of unknown keys makes a node reload its keys once (which
+    // starts the verified tokens afresh); that happens here, before the
+    // burst, so that the count below is the burst's own.
+    let first = http
+        .get(format!("{}/v1/spaces", served.base))
+        .bearer_auth(&foreign)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 401);
+    let before = api.state.issuer.get().verified_tokens();
     let paths = [
         "/v1/spaces/team/changes?cursor=0",
         "/v1/spaces/team/collections/todos/records?limit=20",
@@ -72,13 +83,16 @@ async fn a_burst_of_reads_with_forged_tokens_pins_only_its_bounds() {
     }
     assert_eq!(
         api.state.issuer.get().verified_tokens(),
-        1,
+        before + 1,
         "only the valid token is kept as verified"
     );
-    let pool = api.state.store.pool_state();
-    assert!(
-        pool.idle <= pool.max && pool.connections <= pool.max,
-        "the burst left {pool:?}"
-    );
+    // SQLite: the readers kept (idle) never outnumber the bound of reads
+    // at once, `max` less the writer; with the bound removed, every read
+    // of the burst that overlapped another leaves a connection behind.
+    // (PostgreSQL's pool cannot grow past its size at all.)
+    if ferry_server::testing::backend() == ferry_server::testing::Backend::Sqlite {
+        let pool = api.state.store.pool_state();
+        assert!(pool.idle < pool.max, "the burst left {pool:?}");
+    }
     served.stop().await;
 }
