@@ -44,6 +44,7 @@ mod peer_engine;
 mod pull;
 mod push;
 mod realtime;
+mod redraw;
 mod report;
 mod settle;
 mod visible;
@@ -81,6 +82,9 @@ enum Command {
     /// Every workload, each in a process of its own, into one markdown
     /// report (bench/REPORT.md).
     Report(report::ReportArgs),
+    /// Redraws a report's chart (bench/REPORT.png) from the figures in the
+    /// report, measuring nothing.
+    Chart(redraw::ChartArgs),
     /// Write-to-visible latency in a second client's replica, on a fixed
     /// schedule, in HDR histograms.
     Visible(visible::VisibleArgs),
@@ -98,8 +102,8 @@ enum Command {
     /// Files: a big file up and down, many small files to a fresh device,
     /// against a plain static file server.
     Files(files::FilesArgs),
-    /// Ferry beside a peer sync engine (Triplit): N clients each writing M
-    /// records, until every client holds all of them.
+    /// Ferry beside two peer sync engines (Triplit, PouchDB): N clients
+    /// each writing M records, until every client holds all of them.
     Peer(peer::PeerArgs),
     /// A server for the realtime benchmark, in a process of its own.
     #[command(hide = true)]
@@ -131,6 +135,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
         Command::Merge(args) => merge::run(args),
         Command::Wire(args) => wire::run(args).await,
         Command::Report(args) => report::run(args),
+        Command::Chart(args) => redraw::run(args),
         Command::Visible(args) => visible::run(args).await,
         Command::Peer(args) => peer::run(args).await,
         Command::Webhooks(args) => webhooks::run(args).await,
