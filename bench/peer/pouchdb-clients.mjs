@@ -21,25 +21,11 @@
 //
 // (`--secret S` is accepted and ignored: the server has no authentication.)
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import PouchDB from 'pouchdb-node';
+import { args, record } from './workload.mjs';
 
-const { values } = parseArgs({
-  options: {
-    port: { type: 'string' },
-    secret: { type: 'string' },
-    clients: { type: 'string', default: '4' },
-    records: { type: 'string', default: '2500' },
-    dir: { type: 'string' },
-  },
-});
-const n = Number(values.clients);
-const m = Number(values.records);
-if (!values.port || !values.dir || !(n > 0) || !(m > 0)) {
-  console.error('usage: pouchdb-clients.mjs --port P --clients N --records M --dir D');
-  process.exit(2);
-}
-const remoteUrl = `http://127.0.0.1:${values.port}/todos`;
+const { port, n, m, dir } = args('pouchdb-clients.mjs');
+const remoteUrl = `http://127.0.0.1:${port}/todos`;
 
 // Once the figures are printed, errors are the shutdown's (a checkpoint
 // write meeting a closed database), not the run's.
@@ -52,7 +38,7 @@ function fail(message) {
 
 let start = Infinity;
 const clients = Array.from({ length: n }, (_, k) => {
-  const db = new PouchDB(join(values.dir, `client-${k}`));
+  const db = new PouchDB(join(dir, `client-${k}`));
   const remote = new PouchDB(remoteUrl);
   const ids = new Set();
   let feed;
@@ -104,13 +90,8 @@ await Promise.all(
   clients.map(async ({ db }, k) => {
     for (let j = 0; j < m; j++) {
       const i = k * m + j;
-      await db.put({
-        _id: `todo-${String(i).padStart(8, '0')}`,
-        title: `Buy ${i} things at the corner shop`,
-        done: i % 3 === 0,
-        priority: i % 5,
-        list: `groceries-${i % 17}`,
-      });
+      const { id, fields } = record(i);
+      await db.put({ _id: id, ...fields });
     }
   }),
 );

@@ -7,25 +7,15 @@
 //   node triplit-clients.mjs --port P --secret S --clients N --records M --dir D
 import { createHmac } from 'node:crypto';
 import { join } from 'node:path';
-import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
 import { WebSocket } from 'ws';
 import { TriplitClient } from '@triplit/client';
 import { SQLiteKVStore } from '@triplit/db/storage/sqlite';
+import { args, record } from './workload.mjs';
 
 globalThis.WebSocket ??= WebSocket;
 
-const { values } = parseArgs({
-  options: {
-    port: { type: 'string' },
-    secret: { type: 'string' },
-    clients: { type: 'string', default: '4' },
-    records: { type: 'string', default: '2500' },
-    dir: { type: 'string' },
-  },
-});
-const n = Number(values.clients);
-const m = Number(values.records);
+const { port, secret, n, m, dir } = args('triplit-clients.mjs');
 
 // A service token of the project, as Triplit's own tooling mints them.
 function token(secret) {
@@ -41,9 +31,9 @@ const clients = Array.from(
   { length: n },
   (_, k) =>
     new TriplitClient({
-      serverUrl: `http://127.0.0.1:${values.port}`,
-      token: token(values.secret),
-      storage: new SQLiteKVStore(new Database(join(values.dir, `client-${k}.db`))),
+      serverUrl: `http://127.0.0.1:${port}`,
+      token: token(secret),
+      storage: new SQLiteKVStore(new Database(join(dir, `client-${k}.db`))),
       logLevel: 'error',
     }),
 );
@@ -75,13 +65,8 @@ await Promise.all(
   clients.map(async (client, k) => {
     for (let j = 0; j < m; j++) {
       const i = k * m + j;
-      await client.insert('todos', {
-        id: `todo-${String(i).padStart(8, '0')}`,
-        title: `Buy ${i} things at the corner shop`,
-        done: i % 3 === 0,
-        priority: i % 5,
-        list: `groceries-${i % 17}`,
-      });
+      const { id, fields } = record(i);
+      await client.insert('todos', { id, ...fields });
     }
   }),
 );
