@@ -310,7 +310,8 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
     // A warm-up cycle first, not counted: every configuration's first
     // statements and connections.
     for cycle in 0..=orders.len() {
-        let mut rates = HashMap::new();
+        // Each configuration's rate, by its place in `Hooks`.
+        let mut rates = [0.0; 3];
         let order = orders[cycle.saturating_sub(1)];
         for (k, hooks) in order.into_iter().enumerate() {
             configure(&bench, hooks, cycle * 3 + k).await?;
@@ -319,7 +320,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
             if hooks == Hooks::Three {
                 busy = delays;
             }
-            rates.insert(hooks as u8, rate);
+            rates[hooks as usize] = rate;
             // The dispatcher's last round of the phase (its outcomes,
             // its claims) finishes before the next phase is timed.
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -327,11 +328,7 @@ pub async fn run(args: WebhookArgs) -> anyhow::Result<()> {
         if cycle == 0 {
             continue;
         }
-        let (a, b, c) = (
-            rates[&(Hooks::None as u8)],
-            rates[&(Hooks::Three as u8)],
-            rates[&(Hooks::Unwanted as u8)],
-        );
+        let [a, b, c] = rates;
         none.push(a);
         three.push(b);
         unwanted.push(c);
